@@ -1,0 +1,208 @@
+"""RequestBatch: the one packed format shared by training, export and serving.
+
+A batch holds B requests. Each request is one person (request-level sparse ids,
+dense features, and a history of L events, most recent first) and N candidate
+ads (sparse ids, dense features, and a validity mask for padding).
+
+Axis letters used across the project: b requests, c candidates, l history
+events, f sparse fields, e dense features, d model width, t tokens, h heads.
+
+Ids are raw non-negative integers; hashing into table rows happens in-graph.
+History is stored most-recent-first so truncating to a tier's L is a slice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import numpy as np
+
+
+class BatchError(ValueError):
+    """A batch field has the wrong shape, dtype or values."""
+
+
+@flax.struct.dataclass
+class RequestBatch:
+    """Packed requests. Shapes:
+
+    req_sparse  int32   [b, f_r]     raw request sparse ids (>= 0)
+    req_dense   float32 [b, e_r]     request dense features (finite)
+    hist_item   int32   [b, l]       item ids of past events, most recent first
+    hist_action int32   [b, l]       action type per event, in [0, num_action_types)
+    hist_gap    float32 [b, l]       seconds from the event to the request (>= 0)
+    hist_len    int32   [b]          number of valid events, in [0, l]
+    cand_sparse int32   [b, c, f_c]  raw candidate sparse ids (>= 0)
+    cand_dense  float32 [b, c, e_c]  candidate dense features (finite)
+    cand_mask   bool    [b, c]       True for real candidates, False for padding
+    """
+
+    req_sparse: jax.Array
+    req_dense: jax.Array
+    hist_item: jax.Array
+    hist_action: jax.Array
+    hist_gap: jax.Array
+    hist_len: jax.Array
+    cand_sparse: jax.Array
+    cand_dense: jax.Array
+    cand_mask: jax.Array
+
+    @property
+    def num_requests(self) -> int:
+        return self.req_sparse.shape[0]
+
+    @property
+    def num_candidates(self) -> int:
+        return self.cand_sparse.shape[1]
+
+    @property
+    def history_len(self) -> int:
+        return self.hist_item.shape[1]
+
+    def truncate_history(self, max_len: int) -> "RequestBatch":
+        """Keep the `max_len` most recent events (a slice: history is newest first)."""
+        if self.history_len <= max_len:
+            return self
+        return self.replace(
+            hist_item=self.hist_item[:, :max_len],
+            hist_action=self.hist_action[:, :max_len],
+            hist_gap=self.hist_gap[:, :max_len],
+            hist_len=np.minimum(self.hist_len, max_len) if isinstance(self.hist_len, np.ndarray)
+            else jax.numpy.minimum(self.hist_len, max_len),
+        )
+
+
+# field name -> (dtype kind, rank, which axes carry (b, c, l))
+_INT_FIELDS = ("req_sparse", "hist_item", "hist_action", "hist_len", "cand_sparse")
+_FLOAT_FIELDS = ("req_dense", "hist_gap", "cand_dense")
+_RANKS = {
+    "req_sparse": 2, "req_dense": 2, "hist_item": 2, "hist_action": 2, "hist_gap": 2,
+    "hist_len": 1, "cand_sparse": 3, "cand_dense": 3, "cand_mask": 2,
+}
+
+
+def make_batch(
+    *,
+    req_sparse: Any,
+    req_dense: Any,
+    hist_item: Any,
+    hist_action: Any,
+    hist_gap: Any,
+    hist_len: Any,
+    cand_sparse: Any,
+    cand_dense: Any,
+    cand_mask: Any | None = None,
+    num_action_types: int | None = None,
+    expected: dict[str, int] | None = None,
+) -> RequestBatch:
+    """Validate numpy-like inputs once and pack them into a RequestBatch.
+
+    `expected` may pin widths: keys among req_sparse_fields, req_dense_features,
+    cand_sparse_fields, cand_dense_features, history_len (max), candidates (max).
+    Raises BatchError naming the field, the offending value and the limit.
+    """
+    raw = dict(
+        req_sparse=req_sparse, req_dense=req_dense, hist_item=hist_item,
+        hist_action=hist_action, hist_gap=hist_gap, hist_len=hist_len,
+        cand_sparse=cand_sparse, cand_dense=cand_dense,
+    )
+    arrays: dict[str, np.ndarray] = {}
+    for name, value in raw.items():
+        arr = np.asarray(value)
+        if arr.ndim != _RANKS[name]:
+            raise BatchError(f"{name}: expected rank {_RANKS[name]}, got shape {arr.shape}")
+        if name in _INT_FIELDS:
+            if arr.size and not np.issubdtype(arr.dtype, np.integer):
+                raise BatchError(f"{name}: expected integer ids, got dtype {arr.dtype}")
+            if arr.size and arr.min() < 0:
+                raise BatchError(f"{name}: ids must be >= 0, got {int(arr.min())}")
+            if arr.size and arr.max() > np.iinfo(np.int32).max:
+                raise BatchError(
+                    f"{name}: ids must be <= {np.iinfo(np.int32).max}, got {int(arr.max())}")
+            arr = arr.astype(np.int32)
+        else:
+            if arr.size and not (np.issubdtype(arr.dtype, np.floating)
+                                 or np.issubdtype(arr.dtype, np.integer)):
+                raise BatchError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+            arr = arr.astype(np.float32)
+            if arr.size and not np.all(np.isfinite(arr)):
+                bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+                raise BatchError(f"{name}: values must be finite, got {arr[tuple(bad)]} at {bad}")
+        arrays[name] = arr
+
+    b = arrays["req_sparse"].shape[0]
+    l = arrays["hist_item"].shape[1]
+    c = arrays["cand_sparse"].shape[1]
+    want = {
+        "req_dense": (b, None), "hist_item": (b, l), "hist_action": (b, l),
+        "hist_gap": (b, l), "hist_len": (b,), "cand_sparse": (b, c, None),
+        "cand_dense": (b, c, None),
+    }
+    for name, shape in want.items():
+        got = arrays[name].shape
+        if any(w is not None and w != g for w, g in zip(shape, got)):
+            pretty = tuple("*" if w is None else w for w in shape)
+            raise BatchError(f"{name}: expected shape {pretty}, got {got}")
+
+    if cand_mask is None:
+        mask = np.ones((b, c), dtype=bool)
+    else:
+        mask = np.asarray(cand_mask)
+        if mask.shape != (b, c):
+            raise BatchError(f"cand_mask: expected shape {(b, c)}, got {mask.shape}")
+        if mask.dtype != bool:
+            if not np.isin(mask, (0, 1)).all():
+                raise BatchError("cand_mask: expected booleans (0/1)")
+            mask = mask.astype(bool)
+
+    hist_len_arr = arrays["hist_len"]
+    if hist_len_arr.size and hist_len_arr.max() > l:
+        raise BatchError(f"hist_len: must be <= history length {l}, got {int(hist_len_arr.max())}")
+    if arrays["hist_gap"].size and arrays["hist_gap"].min() < 0:
+        raise BatchError(f"hist_gap: must be >= 0 seconds, got {float(arrays['hist_gap'].min())}")
+    if num_action_types is not None and arrays["hist_action"].size:
+        top = int(arrays["hist_action"].max())
+        if top >= num_action_types:
+            raise BatchError(
+                f"hist_action: must be < num_action_types={num_action_types}, got {top}")
+
+    if expected:
+        checks = {
+            "req_sparse_fields": ("req_sparse", arrays["req_sparse"].shape[1]),
+            "req_dense_features": ("req_dense", arrays["req_dense"].shape[1]),
+            "cand_sparse_fields": ("cand_sparse", arrays["cand_sparse"].shape[2]),
+            "cand_dense_features": ("cand_dense", arrays["cand_dense"].shape[2]),
+        }
+        for key, (field, got) in checks.items():
+            if key in expected and expected[key] != got:
+                raise BatchError(f"{field}: expected {expected[key]} columns ({key}), got {got}")
+        if "history_len" in expected and l > expected["history_len"]:
+            raise BatchError(f"hist_item: history of {l} events exceeds the limit {expected['history_len']}")
+        if "candidates" in expected and c > expected["candidates"]:
+            raise BatchError(f"cand_sparse: {c} candidates exceed the limit {expected['candidates']}")
+
+    return RequestBatch(cand_mask=mask, **arrays)
+
+
+def batch_spec(
+    *, batch: int, candidates: int, history: int,
+    req_sparse_fields: int, req_dense_features: int,
+    cand_sparse_fields: int, cand_dense_features: int,
+) -> RequestBatch:
+    """A RequestBatch of jax.ShapeDtypeStruct: the one signature used by jit, AOT and export."""
+    import jax.numpy as jnp
+
+    s = jax.ShapeDtypeStruct
+    return RequestBatch(
+        req_sparse=s((batch, req_sparse_fields), jnp.int32),
+        req_dense=s((batch, req_dense_features), jnp.float32),
+        hist_item=s((batch, history), jnp.int32),
+        hist_action=s((batch, history), jnp.int32),
+        hist_gap=s((batch, history), jnp.float32),
+        hist_len=s((batch,), jnp.int32),
+        cand_sparse=s((batch, candidates, cand_sparse_fields), jnp.int32),
+        cand_dense=s((batch, candidates, cand_dense_features), jnp.float32),
+        cand_mask=s((batch, candidates), jnp.bool_),
+    )

@@ -1,0 +1,90 @@
+"""Save and restore a trained model: config.json + orbax params + metrics.json.
+
+Layout of a checkpoint directory:
+  config.json   {"kind": "ranker"|"logreg", "tier": TierConfig.to_dict()}
+  params/       orbax StandardCheckpointer pytree of the model's nnx.Param state
+  metrics.json  evaluation figures written at the end of training (optional)
+
+Restoring builds the model abstractly (`nnx.eval_shape`: no allocation), then
+lets orbax allocate the arrays directly with the target shardings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from arm_jax.config import TierConfig, tier_from_dict
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory is missing, incomplete or does not match the model."""
+
+
+def build_model(kind: str, tier: TierConfig, seed: int = 0) -> nnx.Module:
+    """The model a checkpoint's `kind` names, freshly initialised."""
+    if kind == "ranker":
+        from arm_jax.model import Ranker
+
+        return Ranker(tier.model, tier.features, rngs=nnx.Rngs(seed))
+    if kind == "logreg":
+        from arm_jax.baselines.logreg import LogisticRegression
+
+        return LogisticRegression(tier.features, rngs=nnx.Rngs(seed))
+    raise CheckpointError(f"unknown model kind '{kind}'; expected 'ranker' or 'logreg'")
+
+
+def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, params: Any,
+                    metrics: dict[str, Any] | None = None) -> Path:
+    """Write config, params and metrics; refuses to overwrite another kind of directory."""
+    d = Path(directory).resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps({"kind": kind, "tier": tier.to_dict()}, indent=2))
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(d / "params", params, force=True)
+    if metrics is not None:
+        (d / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return d
+
+
+def read_config(directory: str | Path) -> tuple[str, TierConfig]:
+    d = Path(directory)
+    cfg_path = d / "config.json"
+    if not cfg_path.exists():
+        raise CheckpointError(f"{d}: not a checkpoint (config.json missing)")
+    try:
+        raw = json.loads(cfg_path.read_text())
+        return raw["kind"], tier_from_dict(raw["tier"])
+    except (json.JSONDecodeError, KeyError) as e:
+        raise CheckpointError(f"{cfg_path}: unreadable checkpoint config ({e})") from None
+
+
+def load_checkpoint(directory: str | Path, shardings: Any = None
+                    ) -> tuple[str, TierConfig, nnx.GraphDef, Any]:
+    """-> (kind, tier, graphdef, params). `shardings`: optional pytree matching params."""
+    d = Path(directory).resolve()
+    kind, tier = read_config(d)
+    abstract = nnx.eval_shape(lambda: build_model(kind, tier))
+    graphdef, abstract_params = nnx.split(abstract)
+    if shardings is not None:
+        abstract_params = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+            abstract_params, shardings)
+    if not (d / "params").exists():
+        raise CheckpointError(f"{d}: params/ missing")
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(d / "params", abstract_params)
+    except Exception as e:  # orbax raises many types; surface one clear error
+        raise CheckpointError(f"{d / 'params'}: cannot restore ({type(e).__name__}: {e})") from None
+    return kind, tier, graphdef, params
+
+
+def read_metrics(directory: str | Path) -> dict[str, Any] | None:
+    p = Path(directory) / "metrics.json"
+    return json.loads(p.read_text()) if p.exists() else None

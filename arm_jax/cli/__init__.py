@@ -1,0 +1,1 @@
+"""The `arm-jax` command line: a thin layer over library functions."""

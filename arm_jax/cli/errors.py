@@ -1,0 +1,40 @@
+"""Turn expected failures into one clear line and a non-zero exit (no traceback)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from arm_jax.batch import BatchError
+from arm_jax.config import ConfigError
+
+EXPECTED: tuple[type[BaseException], ...] = (ConfigError, BatchError, FileNotFoundError,
+                                             NotADirectoryError, PermissionError, ValueError)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Library error types a user can cause and fix; imported lazily to keep start-up light."""
+    extra: list[type[BaseException]] = []
+    for mod, name in (("arm_jax.checkpoint", "CheckpointError"),
+                      ("arm_jax.compile.artifacts", "ArtifactError"),
+                      ("arm_jax.store.base", "StoreError")):
+        try:
+            module = __import__(mod, fromlist=[name])
+            extra.append(getattr(module, name))
+        except (ImportError, AttributeError):
+            pass
+    return EXPECTED + tuple(extra)
+
+
+def run_cli(fn: Callable[[], int | None]) -> int:
+    try:
+        return int(fn() or 0)
+    except KeyboardInterrupt:
+        print("arm-jax: interrupted", file=sys.stderr)
+        return 130
+    except expected_errors() as e:
+        if os.environ.get("ARM_JAX_DEBUG"):
+            raise
+        print(f"arm-jax: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,289 @@
+"""Frozen, validated configs loaded from `configs/*.yaml` with `key=value` overrides.
+
+Every field declares its type and, where it matters, its allowed range. Loading
+checks unknown keys, types and ranges once and produces read-only dataclasses;
+the error names the key, the value and what is allowed.
+
+Features are global (every tier must accept the same requests, because the
+router picks the tier per request); tiers differ only in model size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, mistyped or out of range."""
+
+
+def _f(default: Any, lo: float | None = None, hi: float | None = None,
+       choices: tuple | None = None, doc: str = "") -> Any:
+    meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """The request schema shared by every tier."""
+
+    req_sparse_fields: int = _f(8, 1, 256, doc="request sparse id fields")
+    req_dense_features: int = _f(16, 1, 4096, doc="request dense features")
+    cand_sparse_fields: int = _f(8, 1, 256, doc="candidate sparse id fields")
+    cand_dense_features: int = _f(8, 1, 4096, doc="candidate dense features")
+    num_action_types: int = _f(4, 1, 256, doc="distinct history action types")
+    max_history: int = _f(1024, 1, 65536, doc="longest history a request may carry")
+    max_candidates: int = _f(1024, 1, 65536, doc="most candidates a request may carry")
+    sparse_hash_size: int = _f(20011, 2, 2**31 - 1, doc="rows per sparse field table")
+    item_hash_size: int = _f(50021, 2, 2**31 - 1, doc="rows of the history item table")
+    time_buckets: int = _f(24, 2, 64, doc="log2 buckets of event age in seconds")
+    tasks: tuple[str, ...] = _f(("click", "conversion"), doc="prediction tasks")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of one tier's model (the same code for every tier)."""
+
+    d_model: int = _f(128, 4, 8192)
+    history_len: int = _f(1024, 1, 65536, doc="L: events the tier reads")
+    encoder_layers: int = _f(2, 0, 64)
+    encoder_heads: int = _f(4, 1, 64)
+    encoder_mlp_ratio: int = _f(4, 1, 16)
+    summary_tokens: int = _f(4, 0, 64)
+    target_attention: bool = _f(True)
+    target_heads: int = _f(4, 1, 64)
+    wukong_layers: int = _f(4, 1, 64)
+    fm_tokens: int = _f(16, 1, 1024, doc="n_F")
+    lcb_tokens: int = _f(16, 1, 1024, doc="n_L")
+    fm_rank: int = _f(24, 1, 1024, doc="FM projection rank k")
+    mlp_hidden: int = _f(512, 1, 65536)
+    head_hidden: int = _f(256, 1, 65536)
+    use_bias: bool = _f(False, doc="bias terms in the interaction stack ('turbo' drops them)")
+    dtype: str = _f("float32", choices=("float32", "bfloat16"), doc="compute dtype")
+    param_dtype: str = _f("float32", choices=("float32", "bfloat16"))
+    kernel_impl: str = _f("auto", choices=("auto", "xla", "pallas"),
+                          doc="target-attention implementation")
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.encoder_heads:
+            raise ConfigError(
+                f"model.d_model={self.d_model} must be divisible by "
+                f"model.encoder_heads={self.encoder_heads}")
+        if self.d_model % self.target_heads:
+            raise ConfigError(
+                f"model.d_model={self.d_model} must be divisible by "
+                f"model.target_heads={self.target_heads}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and data sizes for `arm-jax train`."""
+
+    steps: int = _f(600, 1, 10**9)
+    batch_size: int = _f(64, 1, 1 << 20, doc="requests per step")
+    candidates: int = _f(16, 1, 65536, doc="candidates per training request")
+    learning_rate: float = _f(2e-3, 1e-7, 10.0)
+    weight_decay: float = _f(1e-5, 0.0, 1.0)
+    warmup_steps: int = _f(50, 0, 10**9)
+    seed: int = _f(0, 0, 2**31 - 1)
+    train_requests: int = _f(20000, 1, 10**9, doc="synthetic training requests")
+    eval_requests: int = _f(4000, 1, 10**9, doc="synthetic held-out requests")
+    num_users: int = _f(6000, 1, 10**9)
+    log_every: int = _f(50, 1, 10**9)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Shape buckets compiled ahead of time for a tier."""
+
+    batch_buckets: tuple[int, ...] = _f((1, 4, 16))
+    candidate_buckets: tuple[int, ...] = _f((16, 64, 256, 1024))
+    deadline_ms: float = _f(200.0, 1.0, 60000.0)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_buckets", "candidate_buckets"):
+            vals = getattr(self, name)
+            if not vals or list(vals) != sorted(set(vals)) or min(vals) < 1:
+                raise ConfigError(
+                    f"serving.{name}={list(vals)} must be a non-empty, strictly increasing "
+                    "list of positive integers")
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """One routing tier: a name, its model sizes, how to train it, its buckets."""
+
+    name: str = _f("large")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+
+# ---------------------------------------------------------------- loading
+
+def default_config_dir() -> Path:
+    """`$ARM_JAX_CONFIG_DIR`, else the repository's `configs/` beside the package."""
+    env = os.environ.get("ARM_JAX_CONFIG_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+
+
+def tier_names(config_dir: Path | None = None) -> list[str]:
+    d = (config_dir or default_config_dir()) / "tiers"
+    return sorted(p.stem for p in d.glob("*.yaml"))
+
+
+def load_tier(name_or_path: str, overrides: list[str] | tuple[str, ...] = (),
+              config_dir: Path | None = None) -> TierConfig:
+    """Load a tier by name (`configs/tiers/NAME.yaml`) or path, plus the features
+    config, then apply `section.key=value` overrides; validate everything."""
+    cdir = config_dir or default_config_dir()
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = cdir / "tiers" / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(
+                f"tier '{name_or_path}' not found; known tiers: {', '.join(tier_names(cdir))}")
+    raw = _read_yaml(path)
+    features_raw = _read_yaml(cdir / "features.yaml") if (cdir / "features.yaml").exists() else {}
+    raw.setdefault("name", path.stem)
+    merged_features = dict(features_raw)
+    merged_features.update(raw.pop("features", {}) or {})
+    raw["features"] = merged_features
+    for item in overrides:
+        _apply_override(raw, item)
+    return from_dict(TierConfig, raw)
+
+
+def load_features(overrides: list[str] | tuple[str, ...] = (),
+                  config_dir: Path | None = None) -> FeaturesConfig:
+    cdir = config_dir or default_config_dir()
+    raw = _read_yaml(cdir / "features.yaml")
+    for item in overrides:
+        _apply_override({"features": raw}, item if item.startswith("features.")
+                        else f"features.{item}")
+    return from_dict(FeaturesConfig, raw, prefix="features")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' must look like key=value (e.g. model.d_model=64)")
+    key, _, text = item.partition("=")
+    parts = key.strip().split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{key}': '{p}' is not a section")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a mapping, checking keys, types and ranges."""
+    where = prefix or cls.__name__
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__} {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown key '{key}'; allowed: {', '.join(sorted(fields))}")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(hints[name], value, key, fields[name].metadata)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except TypeError as e:  # pragma: no cover - defensive
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str, meta: Any) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (inner, *_rest) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [v for v in str(value).split(",") if v != ""] if isinstance(value, str) else [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r}: expected a list")
+        out = tuple(_coerce(inner, v, f"{key}[{i}]", {}) for i, v in enumerate(value))
+        return out
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value)
+            else:
+                raise ConfigError(f"{key}={value!r}: expected an integer")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key}={value!r}: expected a number") from None
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r}: expected a string")
+    lo, hi, choices = (meta or {}).get("lo"), (meta or {}).get("hi"), (meta or {}).get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}={value!r}: allowed values are {', '.join(map(str, choices))}")
+    if lo is not None and value < lo or hi is not None and value > hi:
+        raise ConfigError(f"{key}={value!r} is out of range: allowed {lo}..{hi}")
+    return value
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def tier_from_dict(raw: dict[str, Any]) -> TierConfig:
+    """Rebuild a TierConfig from `TierConfig.to_dict()` output (manifests, checkpoints)."""
+    return from_dict(TierConfig, raw)
+
+
+__all__ = [
+    "ConfigError", "FeaturesConfig", "ModelConfig", "TrainConfig", "ServingConfig",
+    "TierConfig", "load_tier", "load_features", "tier_names", "tier_from_dict",
+    "default_config_dir", "from_dict",
+]

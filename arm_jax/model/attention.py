@@ -1,0 +1,67 @@
+"""Masked multi-head attention pieces shared by the sequence encoder and summary pooling."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_NEG = -1e30
+
+
+def masked_softmax_attention(q_bqhk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
+                             mask_bl: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(dk)) v over valid keys. A row with no valid key yields zeros."""
+    scale = q_bqhk.shape[-1] ** -0.5
+    s_bhql = jnp.einsum("bqhk,blhk->bhql", q_bqhk * scale, k_blhk)
+    s_bhql = jnp.where(mask_bl[:, None, None, :], s_bhql, _NEG)
+    p_bhql = jax.nn.softmax(s_bhql, axis=-1)
+    any_valid_b = mask_bl.any(axis=-1)
+    p_bhql = p_bhql * any_valid_b[:, None, None, None].astype(p_bhql.dtype)
+    return jnp.einsum("bhql,blhk->bqhk", p_bhql, v_blhk)
+
+
+class SelfAttentionBlock(nnx.Module):
+    """Pre-norm transformer block: x + MHA(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, d_model: int, num_heads: int, mlp_ratio: int, *,
+                 dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm1 = nnx.LayerNorm(d_model, **kw)
+        self.qkv = nnx.Linear(d_model, 3 * d_model, **kw)
+        self.out = nnx.Linear(d_model, d_model, **kw)
+        self.norm2 = nnx.LayerNorm(d_model, **kw)
+        self.mlp_in = nnx.Linear(d_model, mlp_ratio * d_model, **kw)
+        self.mlp_out = nnx.Linear(mlp_ratio * d_model, d_model, **kw)
+
+    def __call__(self, x_bld: jax.Array, mask_bl: jax.Array) -> jax.Array:
+        b, l, d = x_bld.shape
+        h = self.num_heads
+        qkv = self.qkv(self.norm1(x_bld)).reshape(b, l, 3, h, d // h)
+        att_blhk = masked_softmax_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask_bl)
+        x_bld = x_bld + self.out(att_blhk.reshape(b, l, d))
+        y = self.mlp_out(jax.nn.gelu(self.mlp_in(self.norm2(x_bld))))
+        return x_bld + y
+
+
+class SummaryPooling(nnx.Module):
+    """k learned queries attend over the encoded history: k request-level summary tokens."""
+
+    def __init__(self, d_model: int, num_tokens: int, num_heads: int, *,
+                 dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.queries = nnx.Param(
+            nnx.initializers.normal(0.05)(rngs.params(), (num_tokens, d_model), param_dtype))
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.kv = nnx.Linear(d_model, 2 * d_model, **kw)
+        self.out = nnx.Linear(d_model, d_model, **kw)
+
+    def __call__(self, seq_bld: jax.Array, mask_bl: jax.Array) -> jax.Array:
+        b, l, d = seq_bld.shape
+        h = self.num_heads
+        kv = self.kv(seq_bld).reshape(b, l, 2, h, d // h)
+        q = jnp.broadcast_to(self.queries[...].astype(seq_bld.dtype), (b,) + self.queries.shape)
+        q_bqhk = q.reshape(b, -1, h, d // h)
+        pooled = masked_softmax_attention(q_bqhk, kv[:, :, 0], kv[:, :, 1], mask_bl)
+        return self.out(pooled.reshape(b, -1, d))

@@ -1,0 +1,179 @@
+"""The request-oriented Wukong ranker, with `shared` and `per_pair` execution modes.
+
+Request tower (once per request): request sparse/dense tokens, the sequence
+encoder, k summary tokens, target-attention keys/values, and the request-only
+shares of the first Wukong layer.  Candidate tower (over the candidate axis,
+by einsum): candidate tokens, target attention of each candidate over the
+request's encoded history, the rest of the Wukong stack and the heads.
+
+`per_pair` is the classic baseline: every (request, candidate) pair becomes its
+own one-candidate request before any compute, so the request tower runs N times.
+Both modes use the same parameters and give the same scores to float tolerance.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from arm_jax.batch import RequestBatch
+from arm_jax.config import FeaturesConfig, ModelConfig
+from arm_jax.model.attention import SummaryPooling, masked_softmax_attention
+from arm_jax.model.embeddings import HashedEmbedding
+from arm_jax.model.preprocess import normalize_dense
+from arm_jax.model.sequence_encoder import SequenceEncoder
+from arm_jax.model.wukong import WukongLayer, WukongRequestPart
+
+Mode = Literal["shared", "per_pair"]
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@flax.struct.dataclass
+class RequestState:
+    """Everything the candidates need from their request, computed once. Per request b."""
+
+    req_tokens_btd: jax.Array
+    hist_k_blhk: jax.Array | None
+    hist_v_blhk: jax.Array | None
+    hist_mask_bl: jax.Array
+    first_layer: WukongRequestPart
+
+
+def target_attention(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
+                     mask_bl: jax.Array, impl: str = "auto") -> jax.Array:
+    """Candidates query the request's history; k/v are read per request, never tiled."""
+    try:
+        from pallas_kernels.target_attention import target_attention as fused
+    except ImportError:  # kernels package absent: the XLA path is the reference
+        return masked_softmax_attention(q_bchk, k_blhk, v_blhk, mask_bl)
+    return fused(q_bchk, k_blhk, v_blhk, mask_bl, impl=impl)
+
+
+class Ranker(nnx.Module):
+    """Multi-task ranker: logits [b, c, tasks] for a RequestBatch."""
+
+    def __init__(self, model: ModelConfig, features: FeaturesConfig, *, rngs: nnx.Rngs):
+        self.cfg, self.features = model, features
+        dtype, pdtype = _DTYPES[model.dtype], _DTYPES[model.param_dtype]
+        self.dtype = dtype
+        d = model.d_model
+        kw = dict(dtype=dtype, param_dtype=pdtype, rngs=rngs)
+        self.req_sparse = HashedEmbedding(features.req_sparse_fields, features.sparse_hash_size,
+                                          d, salt_base=0, param_dtype=pdtype, rngs=rngs)
+        self.cand_sparse = HashedEmbedding(features.cand_sparse_fields, features.sparse_hash_size,
+                                           d, salt_base=1 << 10, param_dtype=pdtype, rngs=rngs)
+        self.req_dense = nnx.Linear(features.req_dense_features, d, **kw)
+        self.cand_dense = nnx.Linear(features.cand_dense_features, d, **kw)
+        self.encoder = SequenceEncoder(
+            d_model=d, history_len=model.history_len, num_layers=model.encoder_layers,
+            num_heads=model.encoder_heads, mlp_ratio=model.encoder_mlp_ratio,
+            item_hash_size=features.item_hash_size, num_action_types=features.num_action_types,
+            time_buckets=features.time_buckets, **kw)
+        self.summary = (SummaryPooling(d, model.summary_tokens, model.encoder_heads, **kw)
+                        if model.summary_tokens else None)
+        if model.target_attention:
+            self.ta_query = nnx.Linear(d, d, **kw)
+            self.ta_kv = nnx.Linear(d, 2 * d, **kw)
+            self.ta_out = nnx.Linear(d, d, **kw)
+        self.req_token_count = features.req_sparse_fields + 1 + model.summary_tokens
+        self.cand_token_count = features.cand_sparse_fields + 1 + int(model.target_attention)
+        tokens = self.req_token_count + self.cand_token_count
+        layers = []
+        for _ in range(model.wukong_layers):
+            layers.append(WukongLayer(
+                tokens, d, fm_tokens=model.fm_tokens, lcb_tokens=model.lcb_tokens,
+                fm_rank=model.fm_rank, mlp_hidden=model.mlp_hidden, use_bias=model.use_bias,
+                **kw))
+            tokens = model.fm_tokens + model.lcb_tokens
+        self.wukong = nnx.List(layers)
+        self.head_in = nnx.Linear(tokens * d, model.head_hidden, **kw)
+        self.head_out = nnx.Linear(model.head_hidden, len(features.tasks), dtype=dtype,
+                                   param_dtype=pdtype, rngs=rngs)
+
+    # ------------------------------------------------------------------ towers
+    def encode_request(self, batch: RequestBatch) -> RequestState:
+        """Request-level work, once per request."""
+        batch = batch.truncate_history(self.cfg.history_len)
+        b = batch.num_requests
+        d = self.cfg.d_model
+        sparse_bfd = self.req_sparse(batch.req_sparse).astype(self.dtype)
+        dense_b1d = self.req_dense(normalize_dense(batch.req_dense))[:, None]
+        seq_bld, mask_bl = self.encoder(batch.hist_item, batch.hist_action, batch.hist_gap,
+                                        batch.hist_len)
+        parts = [sparse_bfd, dense_b1d]
+        if self.summary is not None:
+            parts.append(self.summary(seq_bld, mask_bl))
+        req_btd = jnp.concatenate(parts, axis=1)
+        k = v = None
+        if self.cfg.target_attention:
+            h = self.cfg.target_heads
+            kv = self.ta_kv(seq_bld).reshape(b, -1, 2, h, d // h)
+            k, v = kv[:, :, 0], kv[:, :, 1]
+        return RequestState(req_tokens_btd=req_btd, hist_k_blhk=k, hist_v_blhk=v,
+                            hist_mask_bl=mask_bl,
+                            first_layer=self.wukong[0].request_part(req_btd))
+
+    def score_candidates(self, state: RequestState, batch: RequestBatch) -> jax.Array:
+        """Candidate-level work over the candidate axis -> logits [b, c, tasks]."""
+        b, c = batch.cand_sparse.shape[:2]
+        d = self.cfg.d_model
+        sparse_bcfd = self.cand_sparse(batch.cand_sparse).astype(self.dtype)
+        dense_bc1d = self.cand_dense(normalize_dense(batch.cand_dense))[:, :, None]
+        parts = [sparse_bcfd, dense_bc1d]
+        if self.cfg.target_attention:
+            h = self.cfg.target_heads
+            query_bcd = self.ta_query(sparse_bcfd.mean(axis=2) + dense_bc1d[:, :, 0])
+            att_bchk = target_attention(query_bcd.reshape(b, c, h, d // h), state.hist_k_blhk,
+                                        state.hist_v_blhk, state.hist_mask_bl,
+                                        impl=self.cfg.kernel_impl)
+            parts.append(self.ta_out(att_bchk.reshape(b, c, d))[:, :, None])
+        cand_bctd = jnp.concatenate(parts, axis=2)
+        x_bctd = self.wukong[0].candidate_part(state.req_tokens_btd, cand_bctd, state.first_layer)
+        for layer in self.wukong[1:]:
+            x_bctd = layer(x_bctd)
+        hidden = jax.nn.relu(self.head_in(x_bctd.reshape(b, c, -1)))
+        return self.head_out(hidden).astype(jnp.float32)
+
+    # ------------------------------------------------------------------ modes
+    def __call__(self, batch: RequestBatch, *, mode: Mode = "shared",
+                 pair_chunk: int | None = None) -> jax.Array:
+        """Logits [b, c, tasks]. `pair_chunk` bounds memory of `per_pair` (pairs per step)."""
+        if mode == "shared":
+            return self.score_candidates(self.encode_request(batch), batch)
+        if mode == "per_pair":
+            return self._per_pair(batch, pair_chunk)
+        raise ValueError(f"mode must be 'shared' or 'per_pair', got {mode!r}")
+
+    def _per_pair(self, batch: RequestBatch, pair_chunk: int | None) -> jax.Array:
+        b, c = batch.cand_sparse.shape[:2]
+        pairs = per_pair_batch(batch.truncate_history(self.cfg.history_len))
+        if pair_chunk is None or pair_chunk >= b * c:
+            return self(pairs, mode="shared").reshape(b, c, -1)
+        n = b * c
+        chunks = -(-n // pair_chunk)
+        pad = chunks * pair_chunk - n
+
+        def split(x):
+            x = jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)]) if pad else x
+            return x.reshape((chunks, pair_chunk) + x.shape[1:])
+
+        logits = jax.lax.map(lambda p: self(p, mode="shared"), jax.tree.map(split, pairs))
+        return logits.reshape(chunks * pair_chunk, -1)[:n].reshape(b, c, -1)
+
+
+def per_pair_batch(batch: RequestBatch) -> RequestBatch:
+    """Replicate each request to each of its candidates: b requests x c -> b*c one-candidate requests."""
+    b, c = batch.cand_sparse.shape[:2]
+    rep = lambda x: jnp.repeat(x, c, axis=0)  # noqa: E731
+    return RequestBatch(
+        req_sparse=rep(batch.req_sparse), req_dense=rep(batch.req_dense),
+        hist_item=rep(batch.hist_item), hist_action=rep(batch.hist_action),
+        hist_gap=rep(batch.hist_gap), hist_len=rep(batch.hist_len),
+        cand_sparse=batch.cand_sparse.reshape((b * c, 1) + batch.cand_sparse.shape[2:]),
+        cand_dense=batch.cand_dense.reshape((b * c, 1) + batch.cand_dense.shape[2:]),
+        cand_mask=batch.cand_mask.reshape(b * c, 1),
+    )

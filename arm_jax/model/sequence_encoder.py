@@ -1,0 +1,54 @@
+"""Request-level sequence encoder over the user's most recent L events."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from arm_jax.model.attention import SelfAttentionBlock
+from arm_jax.model.embeddings import HashedEmbedding
+from arm_jax.model.preprocess import age_bucket
+
+
+class SequenceEncoder(nnx.Module):
+    """event = item + action + age-bucket + position embeddings; then pre-norm blocks.
+
+    Runs once per request (never per candidate in `shared` mode).
+    """
+
+    def __init__(self, *, d_model: int, history_len: int, num_layers: int, num_heads: int,
+                 mlp_ratio: int, item_hash_size: int, num_action_types: int,
+                 time_buckets: int, dtype=jnp.float32, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        self.history_len = history_len
+        self.time_buckets = time_buckets
+        self.dtype = dtype
+        self.items = HashedEmbedding(1, item_hash_size, d_model, salt_base=1 << 20,
+                                     param_dtype=param_dtype, rngs=rngs)
+        init = nnx.initializers.normal(0.05)
+        self.actions = nnx.Embed(num_action_types, d_model, embedding_init=init,
+                                 param_dtype=param_dtype, rngs=rngs)
+        self.ages = nnx.Embed(time_buckets, d_model, embedding_init=init,
+                              param_dtype=param_dtype, rngs=rngs)
+        self.positions = nnx.Param(init(rngs.params(), (history_len, d_model), param_dtype))
+        self.blocks = nnx.List([
+            SelfAttentionBlock(d_model, num_heads, mlp_ratio, dtype=dtype,
+                               param_dtype=param_dtype, rngs=rngs)
+            for _ in range(num_layers)
+        ])
+        self.norm = nnx.LayerNorm(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, hist_item_bl: jax.Array, hist_action_bl: jax.Array,
+                 hist_gap_bl: jax.Array, hist_len_b: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """-> (encoded history [b, l, d], validity mask [b, l]); l = min(batch L, tier L)."""
+        l = hist_item_bl.shape[1]
+        mask_bl = jnp.arange(l)[None, :] < hist_len_b[:, None]
+        x_bld = (self.items(hist_item_bl[..., None])[..., 0, :]
+                 + self.actions(hist_action_bl)
+                 + self.ages(age_bucket(hist_gap_bl, self.time_buckets))
+                 + self.positions[...][:l]).astype(self.dtype)
+        for block in self.blocks:
+            x_bld = block(x_bld, mask_bl)
+        x_bld = self.norm(x_bld)
+        return x_bld * mask_bl[..., None].astype(x_bld.dtype), mask_bl

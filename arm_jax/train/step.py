@@ -1,0 +1,52 @@
+"""Pure, jitted train and predict steps over (graphdef, params) split from an NNX model.
+
+One signature for training, evaluation and export: functions of
+(params, batch[, labels]) with the graphdef bound statically. Optimiser state and
+params are donated so each step updates in place.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+import jax
+import optax
+from flax import nnx
+
+from arm_jax.batch import RequestBatch
+from arm_jax.train.loss import masked_bce
+
+
+def make_optimizer(learning_rate: float, steps: int, warmup_steps: int,
+                   weight_decay: float) -> optax.GradientTransformation:
+    """AdamW with linear warm-up and cosine decay; gradients clipped at norm 1."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, learning_rate, max(1, min(warmup_steps, steps - 1)), max(steps, 2),
+        end_value=learning_rate * 0.05)
+    return optax.chain(optax.clip_by_global_norm(1.0),
+                       optax.adamw(schedule, weight_decay=weight_decay))
+
+
+def _forward(graphdef: nnx.GraphDef, params: Any, batch: RequestBatch, **kw: Any) -> jax.Array:
+    return nnx.merge(graphdef, params)(batch, **kw)
+
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
+    """(params, opt_state, batch, labels) -> (params, opt_state, loss)."""
+
+    def step(params, opt_state, batch, labels):
+        def loss_fn(p):
+            return masked_bce(_forward(graphdef, p, batch), labels, batch.cand_mask)
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_predict(graphdef: nnx.GraphDef, **kw: Any) -> Callable:
+    """(params, batch) -> probabilities [b, c, tasks]; a plain jax.jit (no nnx.jit overhead)."""
+    fwd = partial(_forward, graphdef, **kw)
+    return jax.jit(lambda params, batch: jax.nn.sigmoid(fwd(params, batch)))
