@@ -143,7 +143,7 @@ def make_batch(
     for name, shape in want.items():
         got = arrays[name].shape
         if any(w is not None and w != g for w, g in zip(shape, got)):
-            pretty = tuple("*" if w is None else w for w in shape)
+            pretty = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ")"
             raise BatchError(f"{name}: expected shape {pretty}, got {got}")
 
     if cand_mask is None:

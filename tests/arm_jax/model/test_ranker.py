@@ -1,0 +1,81 @@
+"""The ranker's two execution modes agree; padding and order behave."""
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from arm_jax.config import load_tier
+from arm_jax.data.random_batch import random_batch
+from arm_jax.model import Ranker
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module", params=["small", "large"])
+def model_and_batch(request, tiny_overrides):
+    tier = load_tier(request.param, tiny_overrides)
+    model = Ranker(tier.model, tier.features, rngs=nnx.Rngs(7))
+    # History longer than the tier's L (the model truncates), ragged lengths, padding.
+    batch = random_batch(tier.features, batch=3, candidates=7, history=16, seed=3,
+                         valid_candidates=5)
+    graphdef, params = nnx.split(model)
+    fwd = jax.jit(lambda p, b, mode: nnx.merge(graphdef, p)(b, mode=mode, pair_chunk=4),
+                  static_argnums=2)
+    return tier, params, batch, fwd
+
+
+def test_shared_equals_per_pair(model_and_batch):
+    _, params, batch, fwd = model_and_batch
+    shared = np.asarray(fwd(params, batch, "shared"))
+    per_pair = np.asarray(fwd(params, batch, "per_pair"))
+    assert shared.shape == (3, 7, 2) and np.isfinite(shared).all()
+    assert np.abs(shared).max() > 1e-3  # not trivially zero
+    np.testing.assert_allclose(shared, per_pair, **TOL)
+
+
+def test_padded_candidates_never_change_valid_scores(model_and_batch):
+    _, params, batch, fwd = model_and_batch
+    base = np.asarray(fwd(params, batch, "shared"))
+    r = np.random.default_rng(11)
+    junk = batch.replace(
+        cand_sparse=np.where(batch.cand_mask[..., None], batch.cand_sparse,
+                             r.integers(0, 10**6, batch.cand_sparse.shape)).astype(np.int32),
+        cand_dense=np.where(batch.cand_mask[..., None], batch.cand_dense,
+                            r.normal(size=batch.cand_dense.shape) * 50).astype(np.float32))
+    other = np.asarray(fwd(params, junk, "shared"))
+    np.testing.assert_allclose(other[:, :5], base[:, :5], **TOL)
+    assert not np.allclose(other[:, 5:], base[:, 5:])
+
+
+def test_permuting_candidates_permutes_scores(model_and_batch):
+    _, params, batch, fwd = model_and_batch
+    perm = np.random.default_rng(5).permutation(batch.num_candidates)
+    permuted = batch.replace(cand_sparse=batch.cand_sparse[:, perm],
+                             cand_dense=batch.cand_dense[:, perm],
+                             cand_mask=batch.cand_mask[:, perm])
+    a = np.asarray(fwd(params, batch, "shared"))
+    b = np.asarray(fwd(params, permuted, "shared"))
+    np.testing.assert_allclose(b, a[:, perm], **TOL)
+
+
+def test_history_beyond_length_is_ignored(model_and_batch):
+    tier, params, batch, fwd = model_and_batch
+    L = tier.model.history_len
+    changed = batch.replace(hist_item=np.concatenate(
+        [batch.hist_item[:, :L], batch.hist_item[:, L:] + 1], axis=1))
+    np.testing.assert_allclose(fwd(params, changed, "shared"), fwd(params, batch, "shared"), **TOL)
+
+
+def test_history_changes_scores(model_and_batch):
+    _, params, batch, fwd = model_and_batch
+    changed = batch.replace(hist_item=batch.hist_item + 1,
+                            hist_len=np.maximum(batch.hist_len, 3).astype(np.int32))
+    assert not np.allclose(fwd(params, changed, "shared"), fwd(params, batch, "shared"))
+
+
+def test_unknown_mode_is_refused(model_and_batch):
+    tier, params, batch, _ = model_and_batch
+    model = Ranker(tier.model, tier.features, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="mode must be 'shared' or 'per_pair', got 'pairs'"):
+        model(batch, mode="pairs")

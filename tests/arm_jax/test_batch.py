@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from arm_jax.batch import BatchError, batch_spec, make_batch
+
+
+def _fields(b=2, c=3, l=4):
+    r = np.random.default_rng(0)
+    return dict(
+        req_sparse=r.integers(1, 100, (b, 2)), req_dense=r.normal(size=(b, 3)),
+        hist_item=r.integers(1, 100, (b, l)), hist_action=r.integers(0, 4, (b, l)),
+        hist_gap=r.exponential(10.0, (b, l)), hist_len=np.array([l, 1][:b]),
+        cand_sparse=r.integers(1, 100, (b, c, 2)), cand_dense=r.normal(size=(b, c, 1)),
+    )
+
+
+def test_valid_batch_has_expected_dtypes_and_default_mask():
+    batch = make_batch(**_fields())
+    assert batch.req_sparse.dtype == np.int32 and batch.hist_gap.dtype == np.float32
+    assert batch.cand_mask.shape == (2, 3) and batch.cand_mask.all()
+    assert (batch.num_requests, batch.num_candidates, batch.history_len) == (2, 3, 4)
+
+
+def test_truncate_history_keeps_most_recent_events():
+    batch = make_batch(**_fields())
+    short = batch.truncate_history(2)
+    np.testing.assert_array_equal(short.hist_item, batch.hist_item[:, :2])
+    np.testing.assert_array_equal(short.hist_len, [2, 1])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("req_sparse", np.full((2, 2), -5), "req_sparse: ids must be >= 0, got -5"),
+    ("cand_sparse", np.ones((2, 3, 2), np.float32), "cand_sparse: expected integer ids, got dtype float32"),
+    ("req_dense", np.array([[1.0, np.nan, 0.0], [0, 0, 0]]), "req_dense: values must be finite, got nan at [0, 1]"),
+    ("cand_dense", np.full((2, 3, 1), np.inf), "cand_dense: values must be finite, got inf at [0, 0, 0]"),
+    ("hist_item", np.ones((2, 5), np.int64), "hist_action: expected shape (2, 5), got (2, 4)"),
+    ("cand_dense", np.ones((2, 4, 1)), "cand_dense: expected shape (2, 3, *), got (2, 4, 1)"),
+    ("hist_len", np.array([9, 0]), "hist_len: must be <= history length 4, got 9"),
+    ("hist_gap", -np.ones((2, 4)), "hist_gap: must be >= 0 seconds, got -1.0"),
+    ("req_sparse", np.ones((2,), np.int32), "req_sparse: expected rank 2, got shape (2,)"),
+    ("req_sparse", np.array([[2**40, 1], [1, 1]]), "req_sparse: ids must be <= 2147483647"),
+])
+def test_bad_batches_are_rejected_with_the_field_named(field, value, message):
+    fields = _fields()
+    fields[field] = value
+    with pytest.raises(BatchError) as e:
+        make_batch(**fields)
+    assert str(e.value).startswith(message)
+
+
+def test_limits_and_action_range():
+    with pytest.raises(BatchError, match=r"cand_sparse: 3 candidates exceed the limit 2"):
+        make_batch(**_fields(), expected={"candidates": 2})
+    with pytest.raises(BatchError, match=r"hist_action: must be < num_action_types=2, got 3"):
+        f = _fields()
+        f["hist_action"] = np.full((2, 4), 3)
+        make_batch(**f, num_action_types=2)
+    with pytest.raises(BatchError, match=r"req_dense: expected 5 columns \(req_dense_features\), got 3"):
+        make_batch(**_fields(), expected={"req_dense_features": 5})
+    with pytest.raises(BatchError, match=r"cand_mask: expected booleans"):
+        make_batch(**_fields(), cand_mask=np.full((2, 3), 7))
+
+
+def test_batch_spec_matches_make_batch():
+    batch = make_batch(**_fields())
+    spec = batch_spec(batch=2, candidates=3, history=4, req_sparse_fields=2, req_dense_features=3,
+                      cand_sparse_fields=2, cand_dense_features=1)
+    for name in ("req_sparse", "hist_gap", "cand_dense", "cand_mask"):
+        assert getattr(spec, name).shape == getattr(batch, name).shape
+        assert getattr(spec, name).dtype == getattr(batch, name).dtype

@@ -1,0 +1,66 @@
+import pytest
+
+from arm_jax.config import ConfigError, load_features, load_tier, tier_from_dict, tier_names
+
+
+def test_every_checked_in_config_loads():
+    names = tier_names()
+    assert {"small", "medium", "large"} <= set(names)
+    for name in names:
+        tier = load_tier(name)
+        assert tier.name == name
+        assert tier_from_dict(tier.to_dict()) == tier
+    load_features()
+
+
+def test_large_tier_is_the_benchmark_reference():
+    m, f = load_tier("large").model, load_tier("large").features
+    assert m.d_model >= 128 and m.history_len >= 1024
+    assert m.encoder_layers >= 2 and m.encoder_heads >= 4 and m.summary_tokens >= 4
+    assert m.target_attention and m.wukong_layers >= 4
+    assert (m.fm_tokens, m.lcb_tokens, m.fm_rank, m.mlp_hidden) >= (16, 16, 24, 512)
+    assert (f.req_sparse_fields, f.req_dense_features) == (8, 16)
+    assert (f.cand_sparse_fields, f.cand_dense_features) == (8, 8)
+    assert f.tasks == ("click", "conversion")
+
+
+def test_tiers_get_cheaper():
+    s, m, l = (load_tier(n).model for n in ("small", "medium", "large"))
+    assert s.d_model < m.d_model < l.d_model
+    assert s.history_len < m.history_len < l.history_len
+    assert not s.target_attention
+
+
+def test_overrides_apply_and_keep_types():
+    t = load_tier("large", ["model.d_model=64", "train.learning_rate=1e-3",
+                            "serving.candidate_buckets=[8,32]", "model.target_attention=false"])
+    assert t.model.d_model == 64 and t.train.learning_rate == 1e-3
+    assert t.serving.candidate_buckets == (8, 32) and t.model.target_attention is False
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.d_modle=64", "unknown key 'model.d_modle'; allowed: d_model, dtype"),
+    ("model.d_model=-3", "model.d_model=-3 is out of range: allowed 4..8192"),
+    ("model.d_model=wide", "model.d_model='wide': expected an integer"),
+    ("model.target_attention=maybe", "model.target_attention='maybe': expected true or false"),
+    ("model.dtype=float16", "model.dtype='float16': allowed values are float32, bfloat16"),
+    ("train.learning_rate=fast", "train.learning_rate='fast': expected a number"),
+    ("model.d_model", "override 'model.d_model' must look like key=value"),
+    ("serving.batch_buckets=[4,1]", "serving.batch_buckets=[4, 1] must be a non-empty, strictly"),
+    ("model.encoder_heads=3", "model.d_model=128 must be divisible by model.encoder_heads=3"),
+])
+def test_bad_values_name_key_value_and_limit(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_tier("large", [override])
+    assert str(e.value).startswith(message)
+
+
+def test_unknown_tier_lists_known_ones():
+    with pytest.raises(ConfigError, match="tier 'huge' not found; known tiers: large, medium, small"):
+        load_tier("huge")
+
+
+def test_configs_are_read_only():
+    t = load_tier("small")
+    with pytest.raises(AttributeError):
+        t.model.d_model = 8  # type: ignore[misc]

@@ -1,0 +1,23 @@
+"""Test-wide setup: 8 virtual CPU devices (set before jax is imported), tiny tier configs."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+# Tiny versions of the real tiers: same code paths, sizes that compile in seconds.
+TINY = (
+    "model.d_model=16", "model.history_len=12", "model.encoder_heads=2", "model.target_heads=2",
+    "model.mlp_hidden=32", "model.head_hidden=16", "model.fm_tokens=4", "model.lcb_tokens=4",
+    "model.fm_rank=4", "model.summary_tokens=2",
+    "features.req_sparse_fields=3", "features.req_dense_features=4",
+    "features.cand_sparse_fields=3", "features.cand_dense_features=2",
+    "features.sparse_hash_size=97", "features.item_hash_size=101",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides() -> tuple[str, ...]:
+    return TINY
