@@ -10,6 +10,12 @@ The first layer sees X = [R; C] (request tokens, candidate tokens). Everything t
 that depends on R alone -- R^T Y_R, W_R R and the residual's R share -- is
 request-level: `request_part` computes it once per request and `candidate_part`
 broadcasts it to the candidates by einsum (never tiled N times).
+
+With X^T Y = R^T Y_R + C^T Y_C, the FM rows regroup as
+  R (X^T Y) = R (R^T Y_R) + (R C^T) Y_C        C (X^T Y) = C (R^T Y_R) + (C C^T) Y_C
+where R (R^T Y_R) is request-level and the rest are GEMMs over all candidates at once
+plus one small [t_c, t_c] Gram per candidate -- the same X (X^T Y), fewer and larger
+matmuls than forming X^T Y per candidate.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class WukongRequestPart:
     """Request-only shares of a first Wukong layer (shapes per request b)."""
 
     xty_bdk: jax.Array     # R^T Y_R
+    rxty_btk: jax.Array    # R (R^T Y_R)
     lcb_bod: jax.Array     # W_lcb[:, :t_r] R   (n_L tokens)
     res_bod: jax.Array     # W_res[:, :t_r] R   (o tokens) or R itself padded (see below)
 
@@ -83,16 +90,20 @@ class WukongLayer(nnx.Module):
             res_bod = r_btd
         else:
             res_bod = jnp.einsum("ot,btd->bod", self.res[...][:, :tr].astype(self.dtype), r_btd)
-        return WukongRequestPart(xty_bdk=xty_bdk, lcb_bod=lcb_bod, res_bod=res_bod)
+        rxty_btk = jnp.einsum("btd,bdk->btk", r_btd, xty_bdk)
+        return WukongRequestPart(xty_bdk=xty_bdk, rxty_btk=rxty_btk, lcb_bod=lcb_bod,
+                                 res_bod=res_bod)
 
     def candidate_part(self, r_btd: jax.Array, c_bctd: jax.Array,
                        part: WukongRequestPart) -> jax.Array:
         """Candidate tokens C [b, c, t_c, d] with the request share -> [b, c, o, d]."""
         tr = r_btd.shape[1]
         y_ck = self.fm_proj[...][tr:].astype(self.dtype)
-        xty_bcdk = part.xty_bdk[:, None] + jnp.einsum("bctd,tk->bcdk", c_bctd, y_ck)
-        fm_r_bctk = jnp.einsum("btd,bcdk->bctk", r_btd, xty_bcdk)
-        fm_c_bctk = jnp.einsum("bctd,bcdk->bctk", c_bctd, xty_bcdk)
+        rc_bcts = jnp.einsum("btd,bcsd->bcts", r_btd, c_bctd)
+        fm_r_bctk = part.rxty_btk[:, None] + jnp.einsum("bcts,sk->bctk", rc_bcts, y_ck)
+        cc_bcsu = jnp.einsum("bcsd,bcud->bcsu", c_bctd, c_bctd)
+        fm_c_bctk = (jnp.einsum("bcsd,bdk->bcsk", c_bctd, part.xty_bdk)
+                     + jnp.einsum("bcsu,uk->bcsk", cc_bcsu, y_ck))
         fm_bctk = jnp.concatenate([fm_r_bctk, fm_c_bctk], axis=2)
         lcb_bcod = part.lcb_bod[:, None] + jnp.einsum(
             "ot,bctd->bcod", self.lcb[...][:, tr:].astype(self.dtype), c_bctd)
