@@ -11,14 +11,22 @@ _NEG = -1e30
 
 def masked_softmax_attention(q_bqhk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
                              mask_bl: jax.Array) -> jax.Array:
-    """softmax(q k^T / sqrt(dk)) v over valid keys. A row with no valid key yields zeros."""
+    """softmax(q k^T / sqrt(dk)) v over valid keys. A row with no valid key yields zeros.
+
+    Computed head-major ([b, h, q, l] scores from [b, h, *, k] operands: contiguous
+    per-head matmuls) with the softmax normalisation applied after the value matmul,
+    so the large score tensor is read once fewer.
+    """
     scale = q_bqhk.shape[-1] ** -0.5
-    s_bhql = jnp.einsum("bqhk,blhk->bhql", q_bqhk * scale, k_blhk)
+    q_bhqk = jnp.swapaxes(q_bqhk * scale, 1, 2)
+    k_bhlk = jnp.swapaxes(k_blhk, 1, 2)
+    v_bhlk = jnp.swapaxes(v_blhk, 1, 2)
+    s_bhql = jnp.einsum("bhqk,bhlk->bhql", q_bhqk, k_bhlk)
     s_bhql = jnp.where(mask_bl[:, None, None, :], s_bhql, _NEG)
-    p_bhql = jax.nn.softmax(s_bhql, axis=-1)
-    any_valid_b = mask_bl.any(axis=-1)
-    p_bhql = p_bhql * any_valid_b[:, None, None, None].astype(p_bhql.dtype)
-    return jnp.einsum("bhql,blhk->bqhk", p_bhql, v_blhk)
+    e_bhql = jnp.exp(s_bhql - s_bhql.max(axis=-1, keepdims=True))
+    o_bhqk = jnp.einsum("bhql,bhlk->bhqk", e_bhql, v_bhlk) / e_bhql.sum(-1)[..., None]
+    any_valid_b = mask_bl.any(axis=-1).astype(o_bhqk.dtype)
+    return jnp.swapaxes(o_bhqk, 1, 2) * any_valid_b[:, None, None, None]
 
 
 class SelfAttentionBlock(nnx.Module):
