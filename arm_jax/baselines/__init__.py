@@ -1,0 +1,1 @@
+"""Simple baselines the ranker is measured against (logistic regression)."""

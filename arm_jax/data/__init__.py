@@ -1,0 +1,1 @@
+"""Data: the bundled synthetic ads world (`synthetic`) and random batches (`random_batch`)."""

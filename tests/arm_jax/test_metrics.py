@@ -1,0 +1,83 @@
+import itertools
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from arm_jax.metrics import auc, evaluate, logloss, normalized_entropy
+
+
+def _auc_pairs(y, s):
+    """Slow reference: fraction of (positive, negative) pairs ordered right, ties half."""
+    pos, neg = s[y > 0.5], s[y <= 0.5]
+    wins = sum((p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+@pytest.mark.parametrize("labels, scores, want", [
+    ([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4], 1.0),
+    ([0, 0, 1, 1], [0.4, 0.3, 0.2, 0.1], 0.0),
+    ([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], 0.5),                    # all tied
+    ([1, 0, 1, 0, 0], [0.8, 0.8, 0.3, 0.1, 0.3], 4.0 / 6.0),      # two tie groups across classes
+    ([1, 1, 0], [3.0, 3.0, 1.0], 1.0),                            # ties within one class only
+])
+def test_auc_hand_computed_cases(labels, scores, want):
+    assert auc(np.array(labels), np.array(scores)) == pytest.approx(want)
+
+
+def test_auc_matches_pairwise_reference_with_many_ties():
+    r = np.random.default_rng(0)
+    y = r.random(300) < 0.3
+    s = r.integers(0, 12, 300).astype(float)   # heavy ties
+    assert auc(y, s) == pytest.approx(_auc_pairs(y, s))
+
+
+def test_auc_mask_drops_entries_and_broadcasts_over_shape():
+    y = np.array([[1, 0, 1], [0, 1, 0]])
+    s = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 5.0]])
+    m = np.array([[True, True, False], [True, True, False]])
+    assert auc(y, s, m) == 1.0
+    assert auc(y, s) < 1.0
+
+
+def test_degenerate_inputs_give_nan_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(auc([1, 1, 1], [0.1, 0.2, 0.3]))
+        assert math.isnan(auc([], []))
+        assert math.isnan(auc([0, 1], [0.1, 0.2], mask=[False, False]))
+        assert math.isnan(logloss([], []))
+        assert math.isnan(normalized_entropy([0, 0, 0], [0.1, 0.2, 0.3]))
+        assert math.isnan(normalized_entropy([], []))
+        res = evaluate(np.zeros((2, 3, 1)), np.full((2, 3, 1), 0.5), None, ("click",))
+        assert math.isnan(res["click"]["auc"]) and math.isnan(res["click"]["ne"])
+
+
+def test_logloss_hand_computed_and_clipped():
+    assert logloss([1, 0], [0.8, 0.4]) == pytest.approx(-(math.log(0.8) + math.log(0.6)) / 2)
+    worst = logloss([1, 0], [0.0, 1.0])
+    assert math.isfinite(worst) and worst == pytest.approx(-math.log(1e-7), rel=1e-3)
+
+
+def test_ne_of_predicting_the_base_rate_is_one_and_better_predictions_are_lower():
+    r = np.random.default_rng(1)
+    p_true = r.uniform(0.02, 0.6, 5000)
+    y = (r.random(5000) < p_true).astype(float)
+    assert normalized_entropy(y, np.full_like(y, y.mean())) == pytest.approx(1.0)
+    assert normalized_entropy(y, p_true) < 0.95
+
+
+def test_evaluate_per_task_with_mask():
+    r = np.random.default_rng(2)
+    y = (r.random((20, 5, 2)) < 0.3).astype(np.float32)
+    p = r.random((20, 5, 2))
+    m = r.random((20, 5)) < 0.7
+    res = evaluate(y, p, m, ("click", "conversion"))
+    assert set(res) == {"click", "conversion"}
+    for t, name in enumerate(("click", "conversion")):
+        assert set(res[name]) == {"auc", "logloss", "ne"}
+        assert res[name]["auc"] == pytest.approx(auc(y[..., t][m], p[..., t][m]))
+        assert res[name]["logloss"] == pytest.approx(logloss(y[..., t][m], p[..., t][m]))
+    with pytest.raises(ValueError, match="tasks"):
+        evaluate(y, p, m, ("click",))
