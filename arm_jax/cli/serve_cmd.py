@@ -1,0 +1,155 @@
+"""`arm-jax serve`, `arm-jax loadgen`, and the `bench routing` / `bench serve` subcommands.
+
+`register(sub)` adds the top-level commands; `register_bench(bsub)` adds the two
+benchmarks under `arm-jax bench` (called from bench_cmd). Logic lives in `serving/`
+and `arm_jax/bench/`; this file only parses arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser(
+        "serve", help="serve AOT artifacts over HTTP (POST /v1/rank)",
+        description="Serve every tier of an artifact directory: dynamic batching, deadline-aware "
+                    "admission, hot weight swap, Prometheus metrics. Binds 127.0.0.1 unless "
+                    "--host says otherwise. SIGTERM drains in-flight requests.")
+    s.add_argument("artifacts", nargs="?", help="artifact directory from `arm-jax export`")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--token", default=os.environ.get("ARM_JAX_TOKEN"),
+                   help="bearer token required on every endpoint (default: $ARM_JAX_TOKEN)")
+    s.add_argument("--admin-token", default=os.environ.get("ARM_JAX_ADMIN_TOKEN"),
+                   help="token for /admin/reload (default: --token)")
+    s.add_argument("--policy", default="rules",
+                   help="routing: rules | fixed:<tier> | learned:<policy.json>")
+    s.add_argument("--deadline-ms", type=float, default=None,
+                   help="default request budget (default: the routed tier's serving.deadline_ms)")
+    s.add_argument("--batch-window-ms", type=float, default=2.0)
+    s.add_argument("--max-queue", type=int, default=64, help="waiting requests per tier")
+    s.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    s.add_argument("--drain-timeout", type=float, default=30.0, help="seconds, on SIGTERM")
+    s.add_argument("--fake", default=None, metavar="TIERS",
+                   help="serve deterministic fake executors for these config tiers "
+                        "(e.g. small,medium,large) instead of artifacts: a demo / test mode")
+    s.add_argument("--fake-delay-ms", type=float, default=0.0)
+    s.add_argument("--log-level", default="warning")
+    s.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides for --fake tiers")
+    s.set_defaults(func=_serve)
+
+    g = sub.add_parser("loadgen", help="open-loop load against a running server",
+                       description="Send requests at --rate per second for --duration seconds "
+                                   "(open loop) and report p50/p95/p99, throughput, tier mix "
+                                   "and errors.")
+    g.add_argument("--url", default="http://127.0.0.1:8000")
+    g.add_argument("--rate", type=float, required=True, help="requests per second")
+    g.add_argument("--duration", type=float, required=True, help="seconds (bounded)")
+    g.add_argument("--candidates", type=int, default=64)
+    g.add_argument("--history", type=int, default=64)
+    g.add_argument("--msgpack", action="store_true", help="send application/msgpack bodies")
+    g.add_argument("--token", default=os.environ.get("ARM_JAX_TOKEN"))
+    g.add_argument("--max-in-flight", type=int, default=512)
+    g.add_argument("--out", default=None, help="also write the report as JSON")
+    g.set_defaults(func=_loadgen)
+
+
+def register_bench(bsub: argparse._SubParsersAction) -> None:
+    r = bsub.add_parser("routing", help="routing policies: FLOPs per request vs AUC / NE")
+    r.add_argument("--checkpoints", default="runs",
+                   help="directory holding small/, medium/, large/ checkpoints (arm-jax train)")
+    r.add_argument("--artifacts", default=None,
+                   help="artifact directory: take tier FLOPs from its manifests")
+    r.add_argument("--budgets", default="0.2,0.3,0.5,0.7",
+                   help="learned-policy budgets, fractions of always-large FLOPs")
+    r.add_argument("--candidates", type=int, default=None,
+                   help="candidates per request for the FLOPs figure (default: the data's)")
+    r.add_argument("--max-requests", type=int, default=None, help="cap held-out requests")
+    r.add_argument("--out", default="bench-results/routing.json")
+    r.set_defaults(func=_bench_routing)
+
+    v = bsub.add_parser("serve", help="server latency vs the executable alone; 2x overload")
+    v.add_argument("artifacts", help="artifact directory from `arm-jax export`")
+    v.add_argument("--tier", default="large")
+    v.add_argument("--candidates", type=int, default=256)
+    v.add_argument("--history", type=int, default=None, help="events (default: tier's L)")
+    v.add_argument("--duration", type=float, default=10.0, help="seconds per load phase")
+    v.add_argument("--out", default="bench-results/serve.json")
+    v.set_defaults(func=_bench_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.settings import ServerSettings
+
+    if args.fake and args.artifacts and "=" in args.artifacts:  # argparse took an override
+        args.overrides, args.artifacts = [args.artifacts, *args.overrides], None
+    if (args.artifacts is None) == (args.fake is None):
+        raise ValueError("give an artifact directory or --fake TIERS (not both)")
+    settings = ServerSettings(
+        host=args.host, port=args.port, token=args.token, admin_token=args.admin_token,
+        max_body_bytes=args.max_body_bytes, deadline_ms=args.deadline_ms,
+        batch_window_ms=args.batch_window_ms, max_queue=args.max_queue, policy=args.policy,
+        drain_timeout_s=args.drain_timeout, log_level=args.log_level)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+        print(f"arm-jax: warning: binding {args.host} without --token", file=sys.stderr)
+    if args.fake:
+        from arm_jax.config import load_tier
+        from serving.executor import FakeExecutor
+
+        executors = {n: FakeExecutor(load_tier(n, args.overrides), delay_ms=args.fake_delay_ms)
+                     for n in args.fake.split(",") if n}
+    else:
+        from serving.executor import load_artifact_executors
+
+        executors = load_artifact_executors(args.artifacts)
+    from serving.app import create_app
+    from serving.server import serve_forever
+
+    app = create_app(executors, settings)
+    print(f"arm-jax: serving {', '.join(executors)} on http://{args.host}:{args.port} "
+          f"(policy {settings.policy}; /docs for the API)", file=sys.stderr, flush=True)
+    serve_forever(app, settings)
+    return 0
+
+
+def _loadgen(args: argparse.Namespace) -> int:
+    from serving.loadgen import format_report, run_load
+
+    if args.duration > 3600:
+        raise ValueError(f"--duration={args.duration}: at most 3600 seconds")
+    report = run_load(args.url, rate=args.rate, duration=args.duration,
+                      candidates=args.candidates, history=args.history, token=args.token,
+                      use_msgpack=args.msgpack, max_in_flight=args.max_in_flight)
+    print(format_report(report))
+    if args.out:
+        from arm_jax.bench.timing import write_json
+
+        write_json(args.out, report)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _bench_routing(args: argparse.Namespace) -> int:
+    from arm_jax.bench.routing import run_routing_bench
+
+    budgets = tuple(float(b) for b in args.budgets.split(",") if b.strip())
+    res = run_routing_bench(args.checkpoints, artifacts=args.artifacts, budgets=budgets,
+                            candidates=args.candidates, max_requests=args.max_requests,
+                            out_json=args.out)
+    print(json.dumps(res.get("target", {}), indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _bench_serve(args: argparse.Namespace) -> int:
+    from arm_jax.bench.serve import run_serve_bench
+
+    run_serve_bench(args.artifacts, tier=args.tier, candidates=args.candidates,
+                    history=args.history, duration=args.duration, out_json=args.out)
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,262 @@
+"""Routing policies: which tier should score this request?
+
+Every policy maps a packed RequestBatch (plus optional per-request context such as a
+declared intent or value) to one tier name per request, using request features only.
+
+* `FixedPolicy`     always the same tier (the always-small/medium/large baselines).
+* `RulesPolicy`     the cheapest tier whose history window covers the user's history;
+                    high declared value or a high-value intent goes to the largest tier.
+* `LearnedPolicy`   a tiny ridge model on request features (and their squares) that
+                    predicts the large tier's per-request gain over the small one (log-loss
+                    reduction); requests whose predicted gain clears a threshold go large.
+                    The threshold is set from a compute budget: the fraction of the
+                    always-large FLOPs the policy may spend on average.
+* `LoadAwarePolicy` wraps any policy: while the chosen tier is under pressure (a load
+                    signal > 1 means it would miss the deadline), step down to cheaper tiers.
+
+Tier costs come from the artifacts' manifests (XLA FLOPs), passed in as `TierCost`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from arm_jax.batch import RequestBatch
+from arm_jax.routing.features import feature_names, request_features
+
+
+class RoutingError(ValueError):
+    """A policy is misconfigured (unknown tier, bad budget, unfitted model)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TierCost:
+    """A tier as the router sees it: name, FLOPs per request, history window L."""
+
+    name: str
+    flops_per_request: float
+    history_len: int
+
+
+class Policy(Protocol):
+    def choose(self, batch: RequestBatch, context: Sequence[dict[str, Any]] | None = None
+               ) -> list[str]: ...
+
+
+def _sorted(tiers: Sequence[TierCost]) -> list[TierCost]:
+    if not tiers:
+        raise RoutingError("tiers: need at least one tier")
+    if all(np.isfinite(t.flops_per_request) for t in tiers):
+        return sorted(tiers, key=lambda t: (t.flops_per_request, t.history_len))
+    return sorted(tiers, key=lambda t: t.history_len)   # costs unknown: L orders the tiers
+
+
+class FixedPolicy:
+    """Every request to one tier."""
+
+    def __init__(self, tier: str):
+        self.tier = tier
+
+    def choose(self, batch: RequestBatch, context=None) -> list[str]:
+        return [self.tier] * batch.num_requests
+
+
+class RulesPolicy:
+    """Cheapest tier whose L covers the history; declared value / intent can force the top.
+
+    context keys (all optional): `value` (float, e.g. expected bid value) and `intent`
+    (str). value >= value_threshold or intent in `premium_intents` -> most expensive tier;
+    intent in `cheap_intents` -> cheapest tier.
+    """
+
+    def __init__(self, tiers: Sequence[TierCost], *, value_threshold: float = 10.0,
+                 premium_intents: Sequence[str] = ("purchase", "checkout"),
+                 cheap_intents: Sequence[str] = ("browse_only", "prefetch")):
+        self.tiers = _sorted(tiers)
+        self.value_threshold = value_threshold
+        self.premium_intents = set(premium_intents)
+        self.cheap_intents = set(cheap_intents)
+
+    def choose(self, batch: RequestBatch, context=None) -> list[str]:
+        hist = np.asarray(batch.hist_len)
+        out = []
+        for i, h in enumerate(hist):
+            ctx = (context[i] if context is not None else None) or {}
+            intent = ctx.get("intent")
+            value = ctx.get("value")
+            if intent in self.cheap_intents:
+                out.append(self.tiers[0].name)
+            elif intent in self.premium_intents or (
+                    value is not None and value >= self.value_threshold):
+                out.append(self.tiers[-1].name)
+            else:
+                cover = [t for t in self.tiers if t.history_len >= h]
+                out.append((cover[0] if cover else self.tiers[-1]).name)
+        return out
+
+
+def budget_fraction_to_large(budget: float, small_flops: float, large_flops: float) -> float:
+    """Fraction p of requests that may go large so that the mean cost
+    p * large + (1 - p) * small stays within budget * large."""
+    if not 0.0 < budget <= 1.0:
+        raise RoutingError(f"budget={budget}: must be in (0, 1] (a fraction of large FLOPs)")
+    if large_flops <= small_flops:
+        return 1.0
+    return float(np.clip((budget * large_flops - small_flops) / (large_flops - small_flops),
+                         0.0, 1.0))
+
+
+class LearnedPolicy:
+    """Ridge regression of the large-vs-small gain on request features and their squares."""
+
+    def __init__(self, small: TierCost, large: TierCost, *, num_action_types: int,
+                 ridge: float = 1.0):
+        self.small, self.large = small, large
+        self.num_action_types = num_action_types
+        self.ridge = ridge
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.weights: np.ndarray | None = None
+        self.threshold = np.inf
+        self.fit_predictions: np.ndarray | None = None
+        self.budget: float | None = None
+
+    # -- model
+    def _design(self, feats: np.ndarray) -> np.ndarray:
+        z = (feats - self.mean) / self.std
+        return np.column_stack([np.ones(len(z)), z, z * z])
+
+    def fit(self, features: np.ndarray, gain: np.ndarray, *, budget: float | None = None
+            ) -> "LearnedPolicy":
+        """features [R, F] (from `request_features`), gain [R] = small loss - large loss."""
+        x = np.asarray(features, np.float64)
+        y = np.asarray(gain, np.float64)
+        if x.ndim != 2 or len(x) != len(y) or len(y) < 2:
+            raise RoutingError(f"fit: need features [R, F] and gain [R] with R >= 2, got "
+                               f"{x.shape} and {y.shape}")
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            raise RoutingError("fit: features and gain must be finite")
+        self.mean = x.mean(0)
+        self.std = np.where(x.std(0) > 1e-9, x.std(0), 1.0)
+        a = self._design(x)
+        reg = self.ridge * np.eye(a.shape[1])
+        reg[0, 0] = 0.0
+        self.weights = np.linalg.solve(a.T @ a + reg, a.T @ y)
+        self.fit_predictions = a @ self.weights
+        if budget is not None:
+            self.set_budget(budget)
+        return self
+
+    def predict_gain(self, features: np.ndarray) -> np.ndarray:
+        if self.weights is None:
+            raise RoutingError("LearnedPolicy: call fit() (or load a fitted policy) first")
+        return self._design(np.asarray(features, np.float64)) @ self.weights
+
+    def set_budget(self, budget: float, reference: np.ndarray | None = None) -> float:
+        """Threshold so that on `reference` predictions (default: the fit set) the share sent
+        large keeps the mean cost within `budget` x always-large. Returns that share."""
+        preds = self.fit_predictions if reference is None else np.asarray(reference)
+        if preds is None:
+            raise RoutingError("set_budget: fit first or pass reference predictions")
+        p = budget_fraction_to_large(budget, self.small.flops_per_request,
+                                     self.large.flops_per_request)
+        self.budget = budget
+        if p >= 1.0:
+            self.threshold = -np.inf
+        elif p <= 0.0:
+            self.threshold = np.inf
+        else:
+            # Strictly above the (1 - p) quantile: ties never push the share over budget.
+            self.threshold = float(np.quantile(preds, 1.0 - p, method="higher"))
+        return p
+
+    def choose(self, batch: RequestBatch, context=None) -> list[str]:
+        gain = self.predict_gain(request_features(batch, self.num_action_types))
+        return [self.large.name if g > self.threshold else self.small.name for g in gain]
+
+    # -- persistence
+    def to_dict(self) -> dict[str, Any]:
+        if self.weights is None:
+            raise RoutingError("LearnedPolicy: nothing to save before fit()")
+        return {
+            "kind": "learned", "small": dataclasses.asdict(self.small),
+            "large": dataclasses.asdict(self.large), "num_action_types": self.num_action_types,
+            "features": feature_names(self.num_action_types), "mean": self.mean.tolist(),
+            "std": self.std.tolist(), "weights": self.weights.tolist(),
+            "threshold": self.threshold if np.isfinite(self.threshold) else str(self.threshold),
+            "budget": self.budget, "ridge": self.ridge,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_dict(), indent=2))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LearnedPolicy":
+        try:
+            raw = json.loads(Path(path).read_text())
+            pol = cls(TierCost(**raw["small"]), TierCost(**raw["large"]),
+                      num_action_types=raw["num_action_types"], ridge=raw.get("ridge", 1.0))
+            pol.mean, pol.std = np.asarray(raw["mean"]), np.asarray(raw["std"])
+            pol.weights = np.asarray(raw["weights"])
+            pol.threshold = float(raw["threshold"])
+            pol.budget = raw.get("budget")
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            raise RoutingError(f"{path}: not a saved LearnedPolicy ({type(e).__name__}: {e})"
+                               ) from None
+        return pol
+
+
+class LoadAwarePolicy:
+    """Under pressure, step down from the base policy's tier to cheaper ones.
+
+    `pressure(tier, request_index) -> float`: > `limit` means that tier would miss the
+    request's deadline right now (the server passes its admission estimate / budget).
+    Returns tiers; `last_degraded` records which requests were moved.
+    """
+
+    def __init__(self, base: Policy, order: Sequence[str],
+                 pressure: Callable[[str, int], float], *, limit: float = 1.0):
+        self.base = base
+        self.order = list(order)    # cheapest first
+        self.pressure = pressure
+        self.limit = limit
+        self.last_degraded: list[bool] = []
+
+    def choose(self, batch: RequestBatch, context=None) -> list[str]:
+        wanted = self.base.choose(batch, context)
+        out, degraded = [], []
+        for i, tier in enumerate(wanted):
+            k = self.order.index(tier)
+            while k > 0 and self.pressure(self.order[k], i) > self.limit:
+                k -= 1
+            out.append(self.order[k])
+            degraded.append(self.order[k] != tier)
+        self.last_degraded = degraded
+        return out
+
+
+def load_policy(spec: str, tiers: Sequence[TierCost], *, num_action_types: int) -> Policy:
+    """'rules' | 'fixed:<tier>' | 'learned:<file.json>' -> a policy over these tiers."""
+    names = [t.name for t in tiers]
+    if spec == "rules":
+        return RulesPolicy(tiers)
+    if spec.startswith("fixed:"):
+        name = spec.split(":", 1)[1]
+        if name not in names:
+            raise RoutingError(f"policy {spec!r}: unknown tier {name!r}; tiers: {names}")
+        return FixedPolicy(name)
+    if spec.startswith("learned:"):
+        pol = LearnedPolicy.load(spec.split(":", 1)[1])
+        for t in (pol.small.name, pol.large.name):
+            if t not in names:
+                raise RoutingError(f"policy {spec!r}: its tier {t!r} is not served; tiers: {names}")
+        return pol
+    raise RoutingError(f"policy {spec!r}: expected 'rules', 'fixed:<tier>' or 'learned:<file>'")

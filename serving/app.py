@@ -1,0 +1,329 @@
+"""The ASGI app: /v1/rank, health, readiness, metrics, hot reload, OpenAPI docs.
+
+`create_app(executors, settings)` builds everything from executors (real AOT tiers or
+fakes); nothing here imports model or training code. Request path:
+
+    body (size-limited) -> JSON | msgpack -> schema.RankRequest -> RequestBatch (b=1)
+    -> policy (request features only) -> load-aware step-down -> admission
+    -> tier's micro-batcher -> executor (worker thread) -> response
+
+Client mistakes are 4xx naming the field and the limit; overload is 503 + Retry-After;
+a request never waits past its deadline plus a small grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+import msgpack
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from arm_jax.routing.policies import (FixedPolicy, LoadAwarePolicy, RoutingError, TierCost,
+                                      load_policy)
+from serving.admission import Rejected
+from serving.batcher import DeadlineExceeded, Pending, ShuttingDown
+from serving.executor import IncompatibleWeights, TierExecutor, WeightsNotFound
+from serving.metrics import ServerMetrics
+from serving.registry import RegistryError, TierRegistry
+from serving.schema import (FieldError, RankRequest, RankResponse, ReloadRequest, parse_model,
+                            to_batch)
+from serving.settings import ServerSettings
+
+log = logging.getLogger("serving.app")
+JSON_TYPES = ("application/json",)
+MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+GRACE_S = 1.0   # beyond the deadline, how long a handler waits for a running batch
+
+
+def _error(status: int, field: str, message: str, *, reason: str | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"field": field, "message": message, "reason": reason or "invalid"}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class BearerAuth:
+    """Pure ASGI middleware: every HTTP request needs `Authorization: Bearer <token>`."""
+
+    def __init__(self, app: Any, tokens: list[str]):
+        self.app = app
+        self.tokens = [t.encode() for t in tokens]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not self.tokens:
+            return await self.app(scope, receive, send)
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, given = header.partition(b" ")
+        ok = scheme.lower() == b"bearer" and any(hmac.compare_digest(given.strip(), t)
+                                                 for t in self.tokens)
+        if not ok:
+            resp = _error(401, "authorization",
+                          "missing or wrong bearer token (Authorization: Bearer <token>)",
+                          reason="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+            return await resp(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise FieldError("content-length", f"not an integer: {declared!r}", 400) from None
+        if size > limit:
+            raise FieldError("body", f"{size} bytes exceed the limit {limit}", 413)
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise FieldError("body", f"more than the limit of {limit} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_body(body: bytes, content_type: str) -> tuple[Any, bool]:
+    """-> (object, is_msgpack). 415 on other content types, 400 on undecodable bodies."""
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype in JSON_TYPES:
+        try:
+            return json.loads(body), False
+        except (ValueError, RecursionError) as e:
+            raise FieldError("body", f"malformed JSON: {str(e)[:120]}", 400) from None
+    if ctype in MSGPACK_TYPES:
+        try:
+            return msgpack.unpackb(body, raw=False, strict_map_key=True), True
+        except Exception as e:  # noqa: BLE001 - msgpack raises many types on garbage
+            raise FieldError("body", f"malformed msgpack: {type(e).__name__}", 400) from None
+    raise FieldError("content-type", f"{ctype or '(none)'} is not supported; use "
+                                     "application/json or application/msgpack", 415)
+
+
+def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | None = None,
+               *, warm_in_background: bool = True) -> FastAPI:
+    """FastAPI app over these tiers. Readiness flips once every executor is warmed."""
+    settings = settings or ServerSettings()
+    metrics = ServerMetrics()
+    registry = TierRegistry(executors, settings, on_batch=metrics.on_batch)
+    feats = registry.features
+    costs = [TierCost(n, _per_request_flops(executors[n]), executors[n].config.model.history_len)
+             for n in registry.order]
+    try:
+        base_policy = load_policy(settings.policy, costs, num_action_types=feats.num_action_types)
+    except RoutingError as e:
+        raise RegistryError(str(e)) from None
+    for name, bt in registry.batchers.items():
+        metrics.bind_tier(name, lambda bt=bt: bt.depth, lambda bt=bt: bt.busy.ratio())
+    state: dict[str, Any] = {"warm_error": None}
+
+    def warm() -> None:
+        try:
+            registry.start()
+            metrics.ready.set(1)
+        except Exception as e:  # noqa: BLE001 - surfaced on /readyz
+            log.exception("warm-up failed")
+            state["warm_error"] = f"{type(e).__name__}: {e}"
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if warm_in_background:
+            threading.Thread(target=warm, name="warmup", daemon=True).start()
+        else:
+            warm()
+        yield
+        # uvicorn has stopped accepting and finished in-flight requests; drain the rest
+        await asyncio.to_thread(registry.stop, drain=True, timeout=settings.drain_timeout_s)
+
+    app = FastAPI(title="arm-jax ranker", version="0.1.0", lifespan=lifespan,
+                  description="Request-oriented ads ranking over AOT-compiled tiers.")
+    app.state.registry = registry
+    app.state.metrics = metrics
+    app.state.settings = settings
+    tokens = [t for t in (settings.token, settings.admin_token) if t]
+    if tokens:
+        app.add_middleware(BearerAuth, tokens=tokens)
+
+    @app.exception_handler(FieldError)
+    async def _field_error(request: Request, e: FieldError):
+        metrics.rejects.labels("bad_request").inc()
+        return _error(e.status, e.field, e.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, e: RequestValidationError):
+        err = e.errors()[0] if e.errors() else {"loc": ("body",), "msg": "invalid"}
+        metrics.rejects.labels("bad_request").inc()
+        return _error(422, ".".join(str(p) for p in err["loc"]), err["msg"])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, e: StarletteHTTPException):
+        return _error(e.status_code, "path" if e.status_code in (404, 405) else "request",
+                      str(e.detail), reason="http")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        """Ready only after every executor is loaded and warmed."""
+        if registry.ready:
+            return {"status": "ready", "tiers": registry.order}
+        detail = state["warm_error"] or "warming up"
+        return _error(503, "readyz", detail, reason="not_ready", headers={"Retry-After": "1"})
+
+    @app.get("/metrics")
+    async def prom() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/info")
+    async def info() -> dict[str, Any]:
+        """Request schema, limits, tiers (cheapest first) and their buckets."""
+        return {
+            "features": feats.__dict__ | {"tasks": list(feats.tasks)},
+            "limits": {"max_candidates": registry.max_candidates,
+                       "max_history": feats.max_history,
+                       "max_body_bytes": settings.max_body_bytes},
+            "policy": settings.policy,
+            "tiers": [{"name": n, "history_len": executors[n].config.model.history_len,
+                       "deadline_ms": executors[n].config.serving.deadline_ms,
+                       "buckets": [list(b) for b in executors[n].buckets],
+                       "flops_per_request": costs[i].flops_per_request,
+                       "compute_ms": registry.models[n].snapshot()}
+                      for i, n in enumerate(registry.order)],
+            "ready": registry.ready,
+        }
+
+    @app.post("/v1/rank", response_model=RankResponse,
+              responses={400: {}, 401: {}, 413: {}, 415: {}, 422: {}, 503: {}},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  t: {"schema": {"$ref": "#/components/schemas/RankRequest"}}
+                  for t in ("application/json", "application/msgpack")}}})
+    async def rank(request: Request):
+        """Score every candidate for every task; top-K ranking; tier and timings."""
+        t_start = time.monotonic()
+        raw = await read_body(request, settings.max_body_bytes)
+        obj, as_msgpack = decode_body(raw, request.headers.get("content-type", ""))
+        req: RankRequest = parse_model(RankRequest, obj)
+        if req.tier is not None and req.tier not in executors:
+            raise FieldError("tier", f"unknown tier {req.tier!r}; tiers: {registry.order}")
+        batch = to_batch(req, feats, registry.max_candidates)
+        if not registry.ready:
+            metrics.rejects.labels("not_ready").inc()
+            return _error(503, "server", state["warm_error"] or "warming up", reason="not_ready",
+                          headers={"Retry-After": "1"})
+        n = batch.num_candidates
+        ctx = [req.context.model_dump() if req.context else {}]
+        preferred = req.tier or base_policy.choose(batch, ctx)[0]
+        budget_ms = (req.deadline_ms or settings.deadline_ms
+                     or executors[preferred].config.serving.deadline_ms)
+        budget_ms -= (time.monotonic() - t_start) * 1e3
+        routed = LoadAwarePolicy(
+            FixedPolicy(preferred), registry.order,
+            lambda tier, i: registry.admission.pressure(tier, n, budget_ms)).choose(batch)[0]
+        try:
+            decision = registry.admission.decide(routed, n, budget_ms)
+        except Rejected as e:
+            metrics.rejects.labels(e.reason).inc()
+            return _error(503, "server", str(e), reason=e.reason,
+                          headers={"Retry-After": str(e.retry_after_s)})
+        tier = decision.tier
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        pending = Pending(batch=batch, n=n, deadline=now + budget_ms / 1e3, enqueued=now,
+                          loop=loop, future=loop.create_future())
+        try:
+            registry.batchers[tier].submit(pending)
+            scored = await asyncio.wait_for(pending.future, budget_ms / 1e3 + GRACE_S)
+        except (DeadlineExceeded, asyncio.TimeoutError) as e:
+            metrics.rejects.labels("deadline").inc()
+            return _error(503, "deadline_ms", f"budget of {budget_ms:.0f} ms exhausted ({e})",
+                          reason="deadline", headers={"Retry-After": "1"})
+        except ShuttingDown as e:
+            metrics.rejects.labels("shutting_down").inc()
+            return _error(503, "server", str(e), reason="shutting_down",
+                          headers={"Retry-After": "1"})
+        total_ms = (time.monotonic() - t_start) * 1e3
+        metrics.latency.labels(tier).observe(total_ms / 1e3)
+        metrics.queue_wait.labels(tier).observe(scored.queue_ms / 1e3)
+        metrics.requests.labels(tier, str(tier != preferred).lower()).inc()
+        k = min(req.top_k or len(scored.top_indices), len(scored.top_indices))
+        body = {
+            "request_id": req.request_id, "tier": tier, "preferred_tier": preferred,
+            "degraded": tier != preferred, "tasks": list(feats.tasks),
+            "scores": np.asarray(scored.probs, np.float64).round(7).tolist(),
+            "ranking": [int(i) for i in scored.top_indices[:k]],
+            "top_scores": [float(s) for s in scored.top_scores[:k]],
+            "bucket": list(scored.bucket), "batch_size": scored.batch_size,
+            "timings": {"queue_ms": round(scored.queue_ms, 3),
+                        "compute_ms": round(scored.compute_ms, 3),
+                        "total_ms": round(total_ms, 3)},
+        }
+        if as_msgpack or "msgpack" in request.headers.get("accept", ""):
+            return Response(msgpack.packb(body), media_type="application/msgpack")
+        return JSONResponse(body)
+
+    @app.post("/admin/reload", responses={401: {}, 403: {}, 404: {}, 409: {}, 422: {}})
+    async def reload(request: Request):
+        """Swap a tier's weights atomically: {"tier": NAME, "path": DIR}. Admin token only."""
+        admin = settings.effective_admin_token
+        if admin is None:
+            return _error(403, "authorization", "admin endpoints are disabled: start the "
+                          "server with --token or --admin-token", reason="forbidden")
+        given = request.headers.get("authorization", "").partition(" ")[2].strip()
+        if not hmac.compare_digest(given.encode(), admin.encode()):
+            return _error(401, "authorization", "admin token required", reason="unauthorized",
+                          headers={"WWW-Authenticate": "Bearer"})
+        raw = await read_body(request, 64 * 1024)
+        obj, _ = decode_body(raw, request.headers.get("content-type", ""))
+        req: ReloadRequest = parse_model(ReloadRequest, obj)
+        try:
+            out = await asyncio.to_thread(registry.reload, req.tier, req.path)
+        except RegistryError as e:
+            raise FieldError("tier", str(e).partition(": ")[2] or str(e)) from None
+        except WeightsNotFound as e:
+            metrics.swaps.labels(req.tier, "not_found").inc()
+            return _error(404, "path", str(e), reason="not_found")
+        except IncompatibleWeights as e:
+            metrics.swaps.labels(req.tier, "refused").inc()
+            return _error(409, "path", f"refused, old weights keep serving: {e}",
+                          reason="incompatible")
+        metrics.swaps.labels(req.tier, "ok").inc()
+        return out
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)
+        req_schema = RankRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        comps.update(req_schema.pop("$defs", {}))
+        comps["RankRequest"] = req_schema
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+    return app
+
+
+def _per_request_flops(ex: TierExecutor) -> float:
+    """FLOPs of one request at the smallest batch bucket and the middle candidate bucket."""
+    b = min(bb for bb, _ in ex.buckets)
+    ns = sorted({n for _, n in ex.buckets})
+    c = ex.cost_flops((b, ns[len(ns) // 2]))
+    return float(c / b) if math.isfinite(c) else float("nan")

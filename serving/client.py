@@ -1,0 +1,79 @@
+"""HTTP client for the ranker (httpx), and random valid requests built from /v1/info."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import msgpack
+import numpy as np
+
+
+class RankClient:
+    """Synchronous client. `token` goes into every request as a bearer token."""
+
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 30.0):
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "RankClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def info(self) -> dict[str, Any]:
+        r = self.http.get("/v1/info")
+        r.raise_for_status()
+        return r.json()
+
+    def ready(self) -> bool:
+        try:
+            return self.http.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0, interval: float = 0.05) -> None:
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end:
+            if self.ready():
+                return
+            time.sleep(interval)
+        raise TimeoutError(f"{self.url} not ready after {timeout} s")
+
+    def rank_raw(self, payload: dict[str, Any], *, use_msgpack: bool = False) -> httpx.Response:
+        if use_msgpack:
+            return self.http.post("/v1/rank", content=msgpack.packb(payload),
+                                  headers={"Content-Type": "application/msgpack"})
+        return self.http.post("/v1/rank", json=payload)
+
+    def rank(self, payload: dict[str, Any], *, use_msgpack: bool = False) -> dict[str, Any]:
+        r = self.rank_raw(payload, use_msgpack=use_msgpack)
+        r.raise_for_status()
+        return msgpack.unpackb(r.content) if use_msgpack else r.json()
+
+    def reload(self, tier: str, path: str, *, admin_token: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+        return self.http.post("/admin/reload", json={"tier": tier, "path": str(path)},
+                              headers=headers)
+
+
+def random_request(features: dict[str, Any], *, candidates: int, history: int,
+                   rng: np.random.Generator, **extra: Any) -> dict[str, Any]:
+    """A valid /v1/rank payload for the schema `features` (the /v1/info `features` dict)."""
+    f = features
+    return {
+        "req_sparse": rng.integers(1, 10**6, f["req_sparse_fields"]).tolist(),
+        "req_dense": rng.normal(size=f["req_dense_features"]).round(4).tolist(),
+        "hist_item": rng.integers(1, 10**6, history).tolist(),
+        "hist_action": rng.integers(0, f["num_action_types"], history).tolist(),
+        "hist_gap": rng.exponential(1e5, history).round(1).tolist(),
+        "cand_sparse": rng.integers(1, 10**6, (candidates, f["cand_sparse_fields"])).tolist(),
+        "cand_dense": rng.normal(size=(candidates, f["cand_dense_features"])).round(4).tolist(),
+        **extra,
+    }

@@ -1,0 +1,165 @@
+"""Wire format of /v1/rank (JSON or msgpack, same shape) and its validation into a RequestBatch.
+
+Validation happens here, once: pydantic checks types, finiteness and signs (strict:
+no "1" for 1, no true for 1, no "NaN"); `to_batch` checks widths, ragged rows and
+limits, then `make_batch` checks ranges. Every failure is a `FieldError` that names the
+field (with its index path) and the limit, answered as 4xx by the app.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from arm_jax.batch import BatchError, RequestBatch, make_batch
+from arm_jax.config import FeaturesConfig
+
+INT32_MAX = 2**31 - 1
+Id = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
+Real = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Gap = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
+
+
+class FieldError(ValueError):
+    """A request field is invalid. `status` is the HTTP code to answer with."""
+
+    def __init__(self, field: str, message: str, status: int = 422):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+class Context(BaseModel):
+    """Declared request context the rules policy may use."""
+
+    model_config = ConfigDict(extra="forbid")
+    intent: str | None = Field(None, max_length=64, description="e.g. 'purchase', 'browse'")
+    value: Real | None = Field(None, description="declared value of the request (e.g. bid)")
+
+
+class RankRequest(BaseModel):
+    """One ranking request: a person, their history (newest first) and N candidates."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id: str | None = Field(None, max_length=128)
+    req_sparse: list[Id] = Field(..., description="request sparse ids [req_sparse_fields]")
+    req_dense: list[Real] = Field(..., description="request dense features [req_dense_features]")
+    hist_item: list[Id] = Field(default_factory=list, description="item ids, newest first")
+    hist_action: list[Id] = Field(default_factory=list, description="action type per event")
+    hist_gap: list[Gap] = Field(default_factory=list, description="seconds before the request")
+    cand_sparse: list[list[Id]] = Field(..., description="[N][cand_sparse_fields] ids")
+    cand_dense: list[list[Real]] = Field(..., description="[N][cand_dense_features]")
+    deadline_ms: Annotated[float, Field(strict=True, ge=1, le=60000)] | None = None
+    top_k: Annotated[int, Field(strict=True, ge=1, le=65536)] | None = None
+    tier: str | None = Field(None, max_length=64, description="force a tier (still load-aware)")
+    context: Context | None = None
+
+
+class Timings(BaseModel):
+    queue_ms: float
+    compute_ms: float
+    total_ms: float
+
+
+class RankResponse(BaseModel):
+    request_id: str | None
+    tier: str
+    preferred_tier: str
+    degraded: bool
+    tasks: list[str]
+    scores: list[list[float]] = Field(..., description="[N][tasks] probabilities")
+    ranking: list[int] = Field(..., description="top-K candidate indices, best first")
+    top_scores: list[float]
+    bucket: list[int]
+    batch_size: int
+    timings: Timings
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tier: str = Field(..., max_length=64)
+    path: str = Field(..., max_length=4096, description="directory of the new weights")
+
+
+def parse_model(cls: type[BaseModel], obj: Any) -> BaseModel:
+    """pydantic validation -> FieldError naming the first bad field (with index path)."""
+    if not isinstance(obj, dict):
+        raise FieldError("body", f"expected an object, got {type(obj).__name__}")
+    try:
+        return cls.model_validate(obj)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
+                      for i, p in enumerate(err["loc"])) or "body"
+        got = repr(err.get("input"))
+        got = got if len(got) <= 60 else got[:57] + "..."
+        msg = err["msg"]
+        if err["type"] == "missing":
+            msg = "field required"
+        elif err["type"] != "extra_forbidden":
+            msg = f"{msg}, got {got}"
+        raise FieldError(loc, msg) from None
+
+
+def to_batch(req: RankRequest, features: FeaturesConfig, max_candidates: int) -> RequestBatch:
+    """Check widths and limits, then pack a one-request RequestBatch."""
+    f = features
+    widths = (("req_sparse", req.req_sparse, f.req_sparse_fields, "req_sparse_fields"),
+              ("req_dense", req.req_dense, f.req_dense_features, "req_dense_features"))
+    for name, vals, want, key in widths:
+        if len(vals) != want:
+            raise FieldError(name, f"expected {want} values ({key}), got {len(vals)}")
+    n = len(req.cand_sparse)
+    if n == 0:
+        raise FieldError("cand_sparse", "need at least 1 candidate")
+    if n > max_candidates:
+        raise FieldError("cand_sparse", f"{n} candidates exceed the limit {max_candidates}", 413)
+    if len(req.cand_dense) != n:
+        raise FieldError("cand_dense", f"expected {n} rows (one per candidate), "
+                                       f"got {len(req.cand_dense)}")
+    for name, rows, want, key in (
+            ("cand_sparse", req.cand_sparse, f.cand_sparse_fields, "cand_sparse_fields"),
+            ("cand_dense", req.cand_dense, f.cand_dense_features, "cand_dense_features")):
+        for i, row in enumerate(rows):
+            if len(row) != want:
+                raise FieldError(f"{name}[{i}]", f"expected {want} values ({key}), got {len(row)}")
+    L = len(req.hist_item)
+    if L > f.max_history:
+        raise FieldError("hist_item", f"{L} events exceed the limit max_history={f.max_history}",
+                         413)
+    for name in ("hist_action", "hist_gap"):
+        if len(getattr(req, name)) != L:
+            raise FieldError(name, f"expected {L} values (one per hist_item event), "
+                                   f"got {len(getattr(req, name))}")
+    f32 = float(np.finfo(np.float32).max)
+    for name, vals in (("req_dense", req.req_dense), ("hist_gap", req.hist_gap),
+                       ("cand_dense", req.cand_dense)):
+        arr = np.abs(np.asarray(vals, np.float64))
+        if arr.size and arr.max() > f32:
+            where = np.unravel_index(int(arr.argmax()), arr.shape)
+            raise FieldError(name, f"value at {list(map(int, where))} overflows float32 "
+                                   f"(limit {f32:.4g})")
+    try:
+        return make_batch(
+            req_sparse=np.asarray([req.req_sparse], np.int64),
+            req_dense=np.asarray([req.req_dense], np.float64),
+            hist_item=np.asarray([req.hist_item], np.int64).reshape(1, L),
+            hist_action=np.asarray([req.hist_action], np.int64).reshape(1, L),
+            hist_gap=np.asarray([req.hist_gap], np.float64).reshape(1, L),
+            hist_len=np.asarray([L], np.int64),
+            cand_sparse=np.asarray([req.cand_sparse], np.int64),
+            cand_dense=np.asarray([req.cand_dense], np.float64),
+            num_action_types=f.num_action_types,
+            expected={"req_sparse_fields": f.req_sparse_fields,
+                      "req_dense_features": f.req_dense_features,
+                      "cand_sparse_fields": f.cand_sparse_fields,
+                      "cand_dense_features": f.cand_dense_features,
+                      "history_len": f.max_history, "candidates": max_candidates},
+        )
+    except BatchError as e:
+        text = str(e)
+        field, _, msg = text.partition(": ")
+        raise FieldError(field or "body", msg or text) from None

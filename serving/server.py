@@ -1,0 +1,74 @@
+"""Run the app under uvicorn: in the foreground (`arm-jax serve`) or in a thread (tests, benches).
+
+uvicorn owns the graceful drain: on SIGTERM it stops accepting connections, lets
+in-flight requests finish (up to `drain_timeout_s`), then runs the app's lifespan
+shutdown, which drains the batchers.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from serving.settings import ServerSettings
+
+
+def uvicorn_config(app: FastAPI, settings: ServerSettings) -> uvicorn.Config:
+    return uvicorn.Config(app, host=settings.host, port=settings.port,
+                          log_level=settings.log_level, access_log=False,
+                          timeout_graceful_shutdown=int(max(1, settings.drain_timeout_s)),
+                          lifespan="on", limit_max_requests=None, backlog=2048)
+
+
+def serve_forever(app: FastAPI, settings: ServerSettings) -> None:
+    """Blocking; returns after SIGTERM/SIGINT and a graceful drain.
+
+    uvicorn re-raises the captured signal once it has drained; with the default SIGTERM
+    disposition that would kill the process (exit -15) after a clean shutdown, so a
+    handler that does nothing is installed first: a drained SIGTERM exits 0.
+    """
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.Server(uvicorn_config(app, settings)).run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class ServerThread:
+    """A real uvicorn server on 127.0.0.1 and a free port, in a background thread."""
+
+    def __init__(self, app: FastAPI, settings: ServerSettings | None = None, host: str = "127.0.0.1"):
+        settings = settings or ServerSettings()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self.server = uvicorn.Server(uvicorn_config(app, settings.replace(host=host, port=self.port)))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name="uvicorn", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> "ServerThread":
+        self.thread.start()
+        t_end = time.monotonic() + timeout
+        while not self.server.started:
+            if time.monotonic() > t_end or not self.thread.is_alive():
+                raise RuntimeError(f"server did not start within {timeout} s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        self.sock.close()
+
+    def __enter__(self) -> "ServerThread":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

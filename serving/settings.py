@@ -1,0 +1,64 @@
+"""Server settings: validated once, then read-only. Safe defaults (loopback, size limits)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    """A server setting is out of range."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything the app factory needs besides the executors.
+
+    host / port          where `arm-jax serve` binds (127.0.0.1 unless told otherwise)
+    token                if set, every endpoint requires `Authorization: Bearer <token>`
+    admin_token          token for /admin/*; defaults to `token`; no token -> admin disabled
+    max_body_bytes       larger request bodies are refused with 413 before parsing
+    deadline_ms          default per-request budget; None -> the routed tier's config
+    batch_window_ms      how long the batcher waits for more requests to pack together
+    max_queue            requests waiting per tier before admission sheds
+    policy               routing policy: "rules", "fixed:<tier>" or "learned:<file.json>"
+    drain_timeout_s      on SIGTERM, in-flight requests get this long to finish
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    token: str | None = None
+    admin_token: str | None = None
+    max_body_bytes: int = 16 * 1024 * 1024
+    deadline_ms: float | None = None
+    batch_window_ms: float = 2.0
+    max_queue: int = 64
+    policy: str = "rules"
+    drain_timeout_s: float = 30.0
+    log_level: str = "warning"
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("port", self.port, 0, 65535),
+            ("max_body_bytes", self.max_body_bytes, 1024, 1 << 31),
+            ("batch_window_ms", self.batch_window_ms, 0.0, 1000.0),
+            ("max_queue", self.max_queue, 1, 1 << 20),
+            ("drain_timeout_s", self.drain_timeout_s, 0.0, 3600.0),
+        ]
+        if self.deadline_ms is not None:
+            checks.append(("deadline_ms", self.deadline_ms, 1.0, 600000.0))
+        for name, value, lo, hi in checks:
+            if not lo <= value <= hi:
+                raise SettingsError(f"{name}={value!r} is out of range: allowed {lo}..{hi}")
+        if not (self.policy in ("rules",) or self.policy.startswith(("fixed:", "learned:"))):
+            raise SettingsError(
+                f"policy={self.policy!r}: allowed 'rules', 'fixed:<tier>', 'learned:<file>'")
+        if self.token is not None and len(self.token) < 8:
+            raise SettingsError("token: must be at least 8 characters")
+
+    @property
+    def effective_admin_token(self) -> str | None:
+        return self.admin_token or self.token
+
+    def replace(self, **kw) -> "ServerSettings":
+        return dataclasses.replace(self, **kw)

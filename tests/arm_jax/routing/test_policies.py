@@ -1,0 +1,118 @@
+"""Routing policies: decisions from request features only, budgets respected, load-aware."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from arm_jax.config import load_features
+from arm_jax.data.random_batch import random_batch
+from arm_jax.routing import (FixedPolicy, LearnedPolicy, LoadAwarePolicy, RoutingError,
+                             RulesPolicy, TierCost, budget_fraction_to_large, feature_names,
+                             load_policy, request_features)
+
+SMALL, MEDIUM, LARGE = TierCost("small", 1e6, 4), TierCost("medium", 4e6, 8), TierCost("large", 1e7, 12)
+
+
+@pytest.fixture(scope="module")
+def features(tiny_overrides):
+    return load_features([o for o in tiny_overrides if o.startswith("features.")])
+
+
+@pytest.fixture(scope="module")
+def batch(features):
+    return random_batch(features, batch=400, candidates=6, history=16, seed=3)
+
+
+def test_request_features_shape_and_values(features, batch):
+    x = request_features(batch, features.num_action_types)
+    assert x.shape == (400, len(feature_names(features.num_action_types)))
+    assert np.all(np.isfinite(x))
+    np.testing.assert_array_equal(x[:, 0], np.asarray(batch.hist_len))
+    counts = x[:, 2:2 + features.num_action_types]
+    np.testing.assert_array_equal(counts.sum(1), np.asarray(batch.hist_len))
+
+
+def test_request_features_ignore_padded_events(features, batch):
+    x = request_features(batch, features.num_action_types)
+    noisy = batch.replace(hist_action=np.where(
+        np.arange(16)[None, :] >= np.asarray(batch.hist_len)[:, None], 3,
+        np.asarray(batch.hist_action)))
+    np.testing.assert_array_equal(request_features(noisy, features.num_action_types), x)
+
+
+def test_rules_policy_history_and_context(features, batch):
+    pol = RulesPolicy([LARGE, SMALL, MEDIUM])       # any order: sorted by cost
+    got = pol.choose(batch)
+    h = np.asarray(batch.hist_len)
+    want = np.where(h <= 4, "small", np.where(h <= 8, "medium", "large"))
+    assert got == list(want)
+    one = batch.replace(**{f: np.asarray(getattr(batch, f))[:1] for f in (
+        "req_sparse", "req_dense", "hist_item", "hist_action", "hist_gap", "hist_len",
+        "cand_sparse", "cand_dense", "cand_mask")})
+    one = one.replace(hist_len=np.asarray([0], np.int32))
+    assert pol.choose(one) == ["small"]
+    assert pol.choose(one, [{"value": 50.0}]) == ["large"]
+    assert pol.choose(one, [{"intent": "purchase"}]) == ["large"]
+    long = one.replace(hist_len=np.asarray([16], np.int32))
+    assert pol.choose(long, [{"intent": "prefetch"}]) == ["small"]
+
+
+def test_budget_fraction():
+    assert budget_fraction_to_large(1.0, 1.0, 10.0) == 1.0
+    assert budget_fraction_to_large(0.1, 1.0, 10.0) == 0.0
+    assert budget_fraction_to_large(0.5, 1.0, 10.0) == pytest.approx(4 / 9)
+    with pytest.raises(RoutingError, match="budget"):
+        budget_fraction_to_large(1.5, 1.0, 10.0)
+
+
+def test_learned_policy_finds_the_signal_and_meets_budgets(features, batch, tmp_path):
+    x = request_features(batch, features.num_action_types)
+    rng = np.random.default_rng(0)
+    gain = 0.02 * x[:, 1] + rng.normal(0, 0.005, len(x))   # long histories gain more
+    pol = LearnedPolicy(SMALL, LARGE, num_action_types=features.num_action_types)
+    pol.fit(x, gain)
+    assert np.corrcoef(pol.predict_gain(x), gain)[0, 1] > 0.8
+    for budget in (0.2, 0.5, 0.8):
+        p = pol.set_budget(budget)
+        choice = np.asarray(pol.choose(batch))
+        share = (choice == "large").mean()
+        assert share <= p + 1e-9
+        mean_cost = share * LARGE.flops_per_request + (1 - share) * SMALL.flops_per_request
+        assert mean_cost <= budget * LARGE.flops_per_request * (1 + 1e-9)
+        if share > 0:     # the large share goes to the requests with the biggest true gain
+            assert gain[choice == "large"].mean() > gain[choice == "small"].mean()
+    pol.set_budget(0.5)
+    path = pol.save(tmp_path / "policy.json")
+    again = load_policy(f"learned:{path}", [SMALL, MEDIUM, LARGE],
+                        num_action_types=features.num_action_types)
+    assert again.choose(batch) == pol.choose(batch)
+
+
+def test_learned_policy_errors(features):
+    pol = LearnedPolicy(SMALL, LARGE, num_action_types=features.num_action_types)
+    with pytest.raises(RoutingError, match="fit"):
+        pol.predict_gain(np.zeros((2, 3)))
+    with pytest.raises(RoutingError, match="finite"):
+        pol.fit(np.full((4, 3), np.nan), np.zeros(4))
+
+
+def test_load_aware_steps_down_under_pressure(batch):
+    base = FixedPolicy("large")
+    order = ["small", "medium", "large"]
+    calm = LoadAwarePolicy(base, order, lambda tier, i: 0.1)
+    assert set(calm.choose(batch)) == {"large"} and not any(calm.last_degraded)
+    busy = {"large": 3.0, "medium": 1.5, "small": 0.5}
+    hot = LoadAwarePolicy(base, order, lambda tier, i: busy[tier])
+    assert set(hot.choose(batch)) == {"small"} and all(hot.last_degraded)
+    everything_hot = LoadAwarePolicy(base, order, lambda tier, i: 9.0)
+    assert set(everything_hot.choose(batch)) == {"small"}   # cheapest is the floor
+
+
+def test_load_policy_specs(features, tmp_path):
+    tiers = [SMALL, LARGE]
+    assert isinstance(load_policy("rules", tiers, num_action_types=4), RulesPolicy)
+    assert load_policy("fixed:small", tiers, num_action_types=4).tier == "small"
+    for bad in ("fixed:huge", "nope", f"learned:{tmp_path / 'missing.json'}"):
+        with pytest.raises(RoutingError):
+            load_policy(bad, tiers, num_action_types=4)

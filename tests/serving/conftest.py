@@ -1,0 +1,93 @@
+"""Fixtures for real-HTTP server tests: tiny tier configs, fake executors, a uvicorn thread."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from arm_jax.batch import make_batch
+from arm_jax.config import load_tier
+from serving.app import create_app
+from serving.client import random_request
+from serving.executor import FakeExecutor, fake_probs
+from serving.server import ServerThread
+from serving.settings import ServerSettings
+
+BUCKETS = ("serving.batch_buckets=[1,4]", "serving.candidate_buckets=[8,32]")
+
+
+@pytest.fixture(scope="session")
+def tiny_tiers(tiny_overrides):
+    """small / medium / large tier configs at tiny sizes, history L 4 / 8 / 12."""
+    out = {}
+    for name, L in (("small", 4), ("medium", 8), ("large", 12)):
+        out[name] = load_tier(name, [*tiny_overrides, *BUCKETS, f"model.history_len={L}",
+                                     "features.max_history=64"])
+    return out
+
+
+@pytest.fixture
+def fakes(tiny_tiers):
+    """Fresh fake executors per test; costs grow with the tier."""
+    return {n: FakeExecutor(t, flops_per_pair=1e6 * (i + 1))
+            for i, (n, t) in enumerate(tiny_tiers.items())}
+
+
+def wait_ready(url: str, headers: dict | None = None, timeout: float = 30.0) -> None:
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        try:
+            if httpx.get(url + "/readyz", headers=headers, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.02)
+    raise TimeoutError("server not ready")
+
+
+@pytest.fixture
+def serve():
+    """serve(executors, settings) -> base URL of a real uvicorn server on 127.0.0.1:<free>."""
+    started: list[ServerThread] = []
+
+    def start(executors, settings: ServerSettings | None = None, headers=None) -> str:
+        settings = settings or ServerSettings()
+        srv = ServerThread(create_app(executors, settings), settings).start()
+        started.append(srv)
+        wait_ready(srv.url, headers)
+        return srv.url
+
+    yield start
+    for srv in started:
+        srv.stop(timeout=15)
+
+
+@pytest.fixture
+def payload(tiny_tiers):
+    """payload(candidates=5, history=6, seed=0, **extra) -> a valid /v1/rank body."""
+    feats = tiny_tiers["small"].features.__dict__
+
+    def make(candidates: int = 5, history: int = 6, seed: int = 0, **extra):
+        return random_request(feats, candidates=candidates, history=history,
+                              rng=np.random.default_rng(seed), **extra)
+
+    return make
+
+
+def expected_fake_scores(tier_cfg, p, scale=1.0):
+    """What FakeExecutor must answer for payload p: probs [N, tasks]."""
+    L = len(p["hist_item"])
+    batch = make_batch(req_sparse=[p["req_sparse"]], req_dense=[p["req_dense"]],
+                       hist_item=np.reshape(p["hist_item"], (1, L)),
+                       hist_action=np.reshape(p["hist_action"], (1, L)),
+                       hist_gap=np.reshape(p["hist_gap"], (1, L)), hist_len=[L],
+                       cand_sparse=[p["cand_sparse"]], cand_dense=[p["cand_dense"]])
+    return fake_probs(batch, scale, len(tier_cfg.features.tasks), tier_cfg.model.history_len)[0]
+
+
+@pytest.fixture
+def expected():
+    return expected_fake_scores

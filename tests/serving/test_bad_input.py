@@ -1,0 +1,168 @@
+"""Every kind of bad input is a 4xx naming the field (and the limit); the server keeps serving."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import msgpack
+import pytest
+
+from serving.settings import ServerSettings
+
+MAX_BODY = 64 * 1024
+
+
+@pytest.fixture
+def server(serve, fakes):
+    return serve(fakes, ServerSettings(max_body_bytes=MAX_BODY))
+
+
+def _mutate(payload, **changes):
+    p = payload()
+    for k, v in changes.items():
+        if v is _DROP:
+            p.pop(k)
+        else:
+            p[k] = v(p) if callable(v) else v
+    return p
+
+
+_DROP = object()
+JSON = {"Content-Type": "application/json"}
+
+# (case id, body: dict -> json | bytes, expected status, field the message must name)
+CASES = [
+    ("malformed_json", b'{"req_sparse": [1, 2,', 400, "body"),
+    ("invalid_utf8", b'{"req_sparse": "\xff\xfe"}', 400, "body"),
+    ("not_an_object", b"[1, 2, 3]", 422, "body"),
+    ("string_id", lambda p: _mutate(p, req_sparse=lambda q: ["a"] + q["req_sparse"][1:]),
+     422, "req_sparse[0]"),
+    ("bool_id", lambda p: _mutate(p, req_sparse=lambda q: [True] + q["req_sparse"][1:]),
+     422, "req_sparse[0]"),
+    ("float_id", lambda p: _mutate(p, hist_item=lambda q: [1.5] + q["hist_item"][1:]),
+     422, "hist_item[0]"),
+    ("dense_as_string", lambda p: _mutate(p, req_dense="0.5"), 422, "req_dense"),
+    ("missing_candidates", lambda p: _mutate(p, cand_sparse=_DROP), 422, "cand_sparse"),
+    ("missing_req_dense", lambda p: _mutate(p, req_dense=_DROP), 422, "req_dense"),
+    ("negative_id", lambda p: _mutate(p, hist_item=lambda q: [-1] + q["hist_item"][1:]),
+     422, "hist_item[0]"),
+    ("negative_cand_id",
+     lambda p: _mutate(p, cand_sparse=lambda q: [[-5] + q["cand_sparse"][0][1:]]
+                       + q["cand_sparse"][1:]), 422, "cand_sparse[0][0]"),
+    ("id_over_int32", lambda p: _mutate(p, req_sparse=lambda q: [2**31] + q["req_sparse"][1:]),
+     422, "req_sparse[0]"),
+    ("action_out_of_range",
+     lambda p: _mutate(p, hist_action=lambda q: [99] + q["hist_action"][1:]), 422, "hist_action"),
+    ("nan_string", lambda p: _mutate(p, req_dense=lambda q: ["NaN"] + q["req_dense"][1:]),
+     422, "req_dense[0]"),
+    ("overflow_1e400", lambda p: json.dumps(p()).replace('"req_dense": [', '"req_dense": [1e400, ', 1)
+     .encode(), 422, "req_dense"),
+    ("nan_literal", lambda p: json.dumps(p()).replace('"cand_dense": [[', '"cand_dense": [[NaN, ', 1)
+     .encode(), 422, "cand_dense[0]"),
+    ("float32_overflow", lambda p: _mutate(p, req_dense=lambda q: [1e39] + q["req_dense"][1:]),
+     422, "req_dense"),
+    ("negative_gap", lambda p: _mutate(p, hist_gap=lambda q: [-1.0] + q["hist_gap"][1:]),
+     422, "hist_gap[0]"),
+    ("too_many_candidates", lambda p: p(candidates=33), 413, "cand_sparse"),
+    ("history_too_long", lambda p: p(history=65), 413, "hist_item"),
+    ("no_candidates", lambda p: _mutate(p, cand_sparse=[], cand_dense=[]), 422, "cand_sparse"),
+    ("wrong_width", lambda p: _mutate(p, req_sparse=[1, 2]), 422, "req_sparse"),
+    ("ragged_row", lambda p: _mutate(p, cand_sparse=lambda q: [q["cand_sparse"][0],
+                                                               q["cand_sparse"][1][:1]]
+                                     + q["cand_sparse"][2:]), 422, "cand_sparse[1]"),
+    ("dense_rows_mismatch", lambda p: _mutate(p, cand_dense=lambda q: q["cand_dense"][:-1]),
+     422, "cand_dense"),
+    ("history_lengths_mismatch", lambda p: _mutate(p, hist_action=lambda q: q["hist_action"][:-1]),
+     422, "hist_action"),
+    ("unknown_field", lambda p: _mutate(p, bogus=1), 422, "bogus"),
+    ("unknown_tier", lambda p: _mutate(p, tier="huge"), 422, "tier"),
+    ("deadline_zero", lambda p: _mutate(p, deadline_ms=0), 422, "deadline_ms"),
+    ("oversized_body", lambda p: _mutate(p, request_id="x" * 100, bogus="y" * (MAX_BODY + 10)),
+     413, "body"),
+]
+
+
+@pytest.mark.parametrize("case,make,status,field", CASES, ids=[c[0] for c in CASES])
+def test_bad_json_input_is_4xx_naming_the_field(server, payload, case, make, status, field):
+    body = make(payload) if callable(make) else make
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    r = httpx.post(server + "/v1/rank", content=content, headers=JSON, timeout=10)
+    assert r.status_code == status, (case, r.text)
+    err = r.json()["error"]
+    assert err["field"] == field or err["field"].startswith(field), (case, err)
+    assert err["message"]
+    # The server still serves good requests.
+    assert httpx.post(server + "/v1/rank", json=payload(), timeout=10).status_code == 200
+
+
+def test_limits_are_named_in_messages(server, payload):
+    r = httpx.post(server + "/v1/rank", json=payload(candidates=33), timeout=10)
+    assert "32" in r.json()["error"]["message"]
+    r = httpx.post(server + "/v1/rank", json=payload(history=65), timeout=10)
+    assert "64" in r.json()["error"]["message"]
+    r = httpx.post(server + "/v1/rank", json=_mutate(payload, req_sparse=[1]), timeout=10)
+    assert "req_sparse_fields" in r.json()["error"]["message"]
+
+
+def test_oversized_chunked_body_without_content_length(server):
+    def chunks():
+        for _ in range(40):
+            yield b" " * 4096
+
+    r = httpx.post(server + "/v1/rank", content=chunks(), headers=JSON, timeout=10)
+    assert r.status_code == 413 and r.json()["error"]["field"] == "body"
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_wrong_content_type_is_415(server, payload, ctype):
+    headers = {"Content-Type": ctype} if ctype else {}
+    r = httpx.post(server + "/v1/rank", content=json.dumps(payload()).encode(),
+                   headers=headers, timeout=10)
+    assert r.status_code == 415 and r.json()["error"]["field"] == "content-type"
+
+
+def test_bad_msgpack(server, payload):
+    r = httpx.post(server + "/v1/rank", content=b"\xc1\xc1\xc1",
+                   headers={"Content-Type": "application/msgpack"}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["field"] == "body"
+    bad = payload()
+    bad["req_dense"][0] = float("nan")   # msgpack can carry a real NaN
+    r = httpx.post(server + "/v1/rank", content=msgpack.packb(bad),
+                   headers={"Content-Type": "application/msgpack"}, timeout=10)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "req_dense[0]"
+
+
+def test_no_5xx_after_all_bad_input(server, payload):
+    for _, make, _, _ in CASES:
+        body = make(payload) if callable(make) else make
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        assert httpx.post(server + "/v1/rank", content=content, headers=JSON,
+                          timeout=10).status_code < 500
+    text = httpx.get(server + "/metrics", timeout=10).text
+    assert 'armjax_rejects_total{reason="bad_request"}' in text
+    assert httpx.get(server + "/healthz", timeout=10).status_code == 200
+
+
+@pytest.fixture
+def token_server(serve, fakes):
+    settings = ServerSettings(token="s3cret-token")
+    return serve(fakes, settings, headers={"Authorization": "Bearer s3cret-token"})
+
+
+@pytest.mark.parametrize("path,method", [("/v1/rank", "post"), ("/healthz", "get"),
+                                         ("/metrics", "get"), ("/readyz", "get"),
+                                         ("/docs", "get"), ("/admin/reload", "post")])
+def test_token_required_on_every_endpoint(token_server, payload, path, method):
+    for headers in ({}, {"Authorization": "Bearer wrong-token!"}, {"Authorization": "s3cret-token"}):
+        r = httpx.request(method, token_server + path, json=payload(), headers=headers, timeout=10)
+        assert r.status_code == 401, (path, headers)
+        assert r.json()["error"]["field"] == "authorization"
+        assert r.headers["www-authenticate"] == "Bearer"
+
+
+def test_right_token_is_served(token_server, payload):
+    h = {"Authorization": "Bearer s3cret-token"}
+    assert httpx.post(token_server + "/v1/rank", json=payload(), headers=h,
+                      timeout=10).status_code == 200
+    assert httpx.get(token_server + "/metrics", headers=h, timeout=10).status_code == 200

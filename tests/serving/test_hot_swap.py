@@ -1,0 +1,124 @@
+"""Hot weight swap over HTTP: atomic under concurrent load, refusals keep the old weights."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from serving.executor import FakeExecutor, write_fake_weights
+from serving.settings import ServerSettings
+
+TOKEN = "swap-token-123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def swap_server(serve, tiny_tiers):
+    fake = FakeExecutor(tiny_tiers["small"], delay_ms=3.0)
+    url = serve({"small": fake}, ServerSettings(token=TOKEN, batch_window_ms=1.0,
+                                                deadline_ms=5000), headers=AUTH)
+    return url, fake
+
+
+def _scale_of(expected, tier_cfg, body, out, scales):
+    """Which single weight version produced this whole response (None if a mix)."""
+    for s in scales:
+        if np.allclose(out["scores"], expected(tier_cfg, body, s), rtol=1e-5, atol=1e-6):
+            return s
+    return None
+
+
+def test_swap_under_concurrent_load_zero_failures(swap_server, payload, tiny_tiers, tmp_path,
+                                                  expected):
+    url, fake = swap_server
+    scales = [1.0] + [1.0 + 0.25 * i for i in range(1, 21)]
+    dirs = [write_fake_weights(tmp_path / f"w{i}", shape=fake.weight_shape, scale=s)
+            for i, s in enumerate(scales[1:], 1)]
+    stop = threading.Event()
+    failures, seen = [], []
+    bodies = [payload(seed=i, candidates=6) for i in range(8)]
+
+    def load(k):
+        with httpx.Client(base_url=url, headers=AUTH, timeout=10) as c:
+            for i in range(400):                     # bounded in count ...
+                if stop.is_set():
+                    break
+                body = bodies[(i + k) % len(bodies)]
+                r = c.post("/v1/rank", json=body)
+                if r.status_code != 200:
+                    failures.append((r.status_code, r.text))
+                    continue
+                s = _scale_of(expected, tiny_tiers["small"], body, r.json(), scales)
+                if s is None:
+                    failures.append(("mixed or unknown weights", r.json()["scores"][:2]))
+                seen.append(s)
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    t_end = time.monotonic() + 30                      # ... and in time
+    with httpx.Client(base_url=url, headers=AUTH, timeout=30) as admin:
+        for i, d in enumerate(dirs):
+            r = admin.post("/admin/reload", json={"tier": "small", "path": str(d)})
+            assert r.status_code == 200, r.text
+            assert r.json()["version"] == i + 1
+            time.sleep(0.02)
+            if time.monotonic() > t_end:
+                break
+    time.sleep(0.1)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    assert not failures, failures[:5]
+    assert len(seen) > 50 and len(set(seen)) > 3     # requests really ran across swaps
+    assert fake.version == 20
+    out = httpx.post(url + "/v1/rank", json=bodies[0], headers=AUTH, timeout=10).json()
+    assert _scale_of(expected, tiny_tiers["small"], bodies[0], out, [scales[-1]]) == scales[-1]
+    text = httpx.get(url + "/metrics", headers=AUTH, timeout=10).text
+    assert 'armjax_weight_swaps_total{outcome="ok",tier="small"} 20.0' in text
+
+
+def test_incompatible_weights_refused_old_keep_serving(swap_server, payload, tiny_tiers,
+                                                       tmp_path, expected):
+    url, fake = swap_server
+    good = write_fake_weights(tmp_path / "good", shape=fake.weight_shape, scale=2.0)
+    bad = write_fake_weights(tmp_path / "bad", shape=(fake.weight_shape[0] + 1, 7), scale=9.0)
+    h = AUTH
+    assert httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(good)},
+                      headers=h).status_code == 200
+    r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(bad)}, headers=h)
+    assert r.status_code == 409 and r.json()["error"]["field"] == "path"
+    assert "shape" in r.json()["error"]["message"]
+    body = payload()
+    out = httpx.post(url + "/v1/rank", json=body, headers=h, timeout=10).json()
+    assert _scale_of(expected, tiny_tiers["small"], body, out, [2.0, 9.0]) == 2.0
+    r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(tmp_path / "nope")},
+                   headers=h)
+    assert r.status_code == 404 and r.json()["error"]["field"] == "path"
+    r = httpx.post(url + "/admin/reload", json={"tier": "huge", "path": str(good)}, headers=h)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "tier"
+    r = httpx.post(url + "/admin/reload", json={"tier": "small"}, headers=h)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "path"
+    assert fake.version == 1
+
+
+def test_admin_disabled_without_token(serve, fakes, tmp_path):
+    url = serve(fakes)
+    r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(tmp_path)})
+    assert r.status_code == 403 and r.json()["error"]["field"] == "authorization"
+
+
+def test_admin_token_separate_from_request_token(serve, fakes, payload, tmp_path):
+    settings = ServerSettings(token="request-token", admin_token="admin-token-xyz")
+    url = serve(fakes, settings, headers={"Authorization": "Bearer request-token"})
+    d = write_fake_weights(tmp_path / "w", shape=fakes["small"].weight_shape, scale=3.0)
+    r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(d)},
+                   headers={"Authorization": "Bearer request-token"})
+    assert r.status_code == 401
+    r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(d)},
+                   headers={"Authorization": "Bearer admin-token-xyz"})
+    assert r.status_code == 200

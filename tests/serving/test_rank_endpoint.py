@@ -1,0 +1,145 @@
+"""Ranking, wire formats, micro-batching, readiness and metrics over real HTTP (fake executors)."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import re
+
+import httpx
+import msgpack
+import numpy as np
+import pytest
+
+from serving.app import create_app
+from serving.executor import FakeExecutor
+from serving.server import ServerThread
+from serving.settings import ServerSettings
+
+
+def test_rank_scores_ranking_tier_timings(serve, fakes, payload, tiny_tiers, expected):
+    url = serve(fakes, ServerSettings(policy="fixed:medium"))
+    p = payload(candidates=7, history=6, top_k=3, request_id="r1")
+    r = httpx.post(url + "/v1/rank", json=p, timeout=10)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["tier"] == "medium" and out["degraded"] is False and out["request_id"] == "r1"
+    want = expected(tiny_tiers["medium"], p)
+    np.testing.assert_allclose(out["scores"], want, rtol=1e-5, atol=1e-6)
+    assert out["ranking"] == list(np.argsort(-want[:, 0], kind="stable")[:3])
+    assert out["bucket"] == [1, 8]
+    t = out["timings"]
+    assert 0 <= t["queue_ms"] <= t["total_ms"] and t["compute_ms"] >= 0
+
+
+def test_padding_never_ranked_and_history_over_L_is_cut(serve, fakes, payload, tiny_tiers,
+                                                       expected):
+    url = serve(fakes, ServerSettings(policy="fixed:small"))
+    p = payload(candidates=3, history=20)      # small reads L=4; bucket pads to 8 candidates
+    out = httpx.post(url + "/v1/rank", json=p, timeout=10).json()
+    assert sorted(out["ranking"]) == [0, 1, 2]
+    np.testing.assert_allclose(out["scores"], expected(tiny_tiers["small"], p), rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_msgpack_matches_json(serve, fakes, payload):
+    url = serve(fakes)
+    p = payload(candidates=9)
+    j = httpx.post(url + "/v1/rank", json=p, timeout=10).json()
+    r = httpx.post(url + "/v1/rank", content=msgpack.packb(p),
+                   headers={"Content-Type": "application/msgpack"}, timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/msgpack"
+    m = msgpack.unpackb(r.content)
+    np.testing.assert_allclose(m["scores"], j["scores"])
+    assert m["ranking"] == j["ranking"] and m["tier"] == j["tier"]
+
+
+def test_rules_policy_routes_by_history_and_value(serve, fakes, payload):
+    url = serve(fakes)      # rules: cheapest tier whose L covers the history (4 / 8 / 12)
+    tier = lambda **kw: httpx.post(url + "/v1/rank", json=payload(**kw), timeout=10).json()["tier"]  # noqa: E731
+    assert tier(history=3) == "small"
+    assert tier(history=7) == "medium"
+    assert tier(history=30) == "large"
+    assert tier(history=3, context={"value": 100.0}) == "large"
+    assert tier(history=30, context={"intent": "prefetch"}) == "small"
+
+
+def test_micro_batching_packs_concurrent_requests(serve, tiny_tiers, payload):
+    fake = FakeExecutor(tiny_tiers["small"], delay_ms=60)
+    url = serve({"small": fake}, ServerSettings(batch_window_ms=20, deadline_ms=5000))
+    calls_before = fake.calls
+    with cf.ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(lambda i: httpx.post(url + "/v1/rank", json=payload(seed=i),
+                                                  timeout=20).json(), range(8)))
+    assert all(o["tier"] == "small" for o in outs)
+    assert max(o["batch_size"] for o in outs) > 1
+    assert fake.calls - calls_before < 8
+    assert {tuple(o["bucket"]) for o in outs} <= {(1, 8), (4, 8)}
+
+
+def test_readyz_only_after_warmup(tiny_tiers, payload):
+    fake = FakeExecutor(tiny_tiers["small"], warmup_delay_s=1.0)
+    with ServerThread(create_app({"small": fake}, ServerSettings())) as srv:
+        assert httpx.get(srv.url + "/healthz", timeout=5).status_code == 200
+        r = httpx.get(srv.url + "/readyz", timeout=5)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        r = httpx.post(srv.url + "/v1/rank", json=payload(), timeout=5)
+        assert r.status_code == 503
+        for _ in range(100):
+            if httpx.get(srv.url + "/readyz", timeout=5).status_code == 200:
+                break
+            import time
+            time.sleep(0.05)
+        assert fake.warmed
+        assert httpx.post(srv.url + "/v1/rank", json=payload(), timeout=5).status_code == 200
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_present_and_counting(serve, fakes, payload):
+    url = serve(fakes, ServerSettings(policy="fixed:large"))
+    for i in range(5):
+        assert httpx.post(url + "/v1/rank", json=payload(seed=i), timeout=10).status_code == 200
+    httpx.post(url + "/v1/rank", content=b"{", headers={"Content-Type": "application/json"})
+    text = httpx.get(url + "/metrics", timeout=10).text
+    assert _metric(text, "armjax_request_latency_seconds_count", tier="large") == 5
+    assert _metric(text, "armjax_requests_total", tier="large", degraded="false") == 5
+    assert _metric(text, "armjax_batch_size_count", tier="large") >= 1
+    assert _metric(text, "armjax_compute_seconds_count", tier="large") >= 1
+    assert _metric(text, "armjax_rejects_total", reason="bad_request") == 1
+    assert _metric(text, "armjax_ready") == 1
+    for name in ("armjax_queue_depth", "armjax_executor_busy_ratio", "armjax_queue_wait_seconds"):
+        assert re.search(rf'^{name}\S*{{tier="(small|medium|large)"', text, re.M), name
+    busy = _metric(text, "armjax_executor_busy_ratio", tier="large")
+    assert 0.0 <= busy <= 1.0
+
+
+def test_openapi_docs(serve, fakes):
+    url = serve(fakes)
+    spec = httpx.get(url + "/openapi.json", timeout=10).json()
+    body = spec["paths"]["/v1/rank"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "application/msgpack"}
+    assert "cand_sparse" in spec["components"]["schemas"]["RankRequest"]["properties"]
+    assert "Context" in spec["components"]["schemas"]
+    assert httpx.get(url + "/docs", timeout=10).status_code == 200
+
+
+def test_info_lists_tiers_cheapest_first(serve, fakes):
+    info = httpx.get(serve(fakes) + "/v1/info", timeout=10).json()
+    assert [t["name"] for t in info["tiers"]] == ["small", "medium", "large"]
+    assert info["limits"]["max_candidates"] == 32
+
+
+@pytest.mark.parametrize("bad", ["tcp", "fixed:huge"])
+def test_bad_policy_refused_at_startup(fakes, bad):
+    from serving.registry import RegistryError
+    from serving.settings import SettingsError
+
+    with pytest.raises((RegistryError, SettingsError)):
+        create_app(fakes, ServerSettings(policy=bad))

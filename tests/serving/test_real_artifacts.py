@@ -1,0 +1,160 @@
+"""End to end with REAL tiny AOT artifacts: ranking matches the library, hot swap, memory,
+and the serving process imports no model or training code."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import textwrap
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("arm_jax.compile.export")
+pytest.importorskip("arm_jax.compile.artifacts")
+
+BUCKETS = ("serving.batch_buckets=[1,2]", "serving.candidate_buckets=[4,8]")
+TOKEN = "real-artifacts-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _checkpoint(tier, out, seed):
+    from flax import nnx
+
+    from arm_jax.checkpoint import save_checkpoint
+    from arm_jax.model import Ranker
+
+    params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(seed)))[1]
+    return save_checkpoint(out, kind="ranker", tier=tier, params=params)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_overrides, tmp_path_factory):
+    from arm_jax.compile.export import export_tiers
+    from arm_jax.config import load_tier
+
+    root = tmp_path_factory.mktemp("real-artifacts")
+    tiers = {n: load_tier(n, [*tiny_overrides, *BUCKETS, f"model.history_len={L}"])
+             for n, L in (("small", 4), ("large", 12))}
+    ckpts = {n: _checkpoint(t, root / "ckpt" / n, seed=1) for n, t in tiers.items()}
+    out = root / "artifacts"
+    export_tiers(ckpts, out, platforms=("cpu",))
+    swap_same = _checkpoint(tiers["large"], root / "ckpt" / "large-v2", seed=7)
+    from dataclasses import replace
+    wide = replace(tiers["large"], model=replace(tiers["large"].model, d_model=32))
+    swap_wide = _checkpoint(wide, root / "ckpt" / "large-wide", seed=7)
+    return {"dir": out, "tiers": tiers, "ckpts": ckpts, "swap_same": swap_same,
+            "swap_wide": swap_wide}
+
+
+@pytest.fixture(scope="module")
+def server(artifacts):
+    from serving.app import create_app
+    from serving.executor import load_artifact_executors
+    from serving.server import ServerThread
+    from serving.settings import ServerSettings
+
+    settings = ServerSettings(token=TOKEN, policy="fixed:large", deadline_ms=30000)
+    srv = ServerThread(create_app(load_artifact_executors(artifacts["dir"]), settings),
+                       settings).start()
+    yield srv.url
+    srv.stop()
+
+
+def _library_probs(ckpt, body):
+    """The same request scored by the model library directly (no server, no artifacts)."""
+    from arm_jax.batch import make_batch
+    from arm_jax.checkpoint import load_checkpoint
+    from arm_jax.train.step import make_predict
+
+    _, tier, graphdef, params = load_checkpoint(ckpt)
+    L = tier.model.history_len
+    h = len(body["hist_item"])
+    pad = lambda xs, dt: np.asarray([(list(xs) + [0] * L)[:L]], dt)  # noqa: E731
+    batch = make_batch(req_sparse=[body["req_sparse"]], req_dense=[body["req_dense"]],
+                       hist_item=pad(body["hist_item"], np.int64),
+                       hist_action=pad(body["hist_action"], np.int64),
+                       hist_gap=pad(body["hist_gap"], np.float64), hist_len=[min(h, L)],
+                       cand_sparse=[body["cand_sparse"]], cand_dense=[body["cand_dense"]])
+    return np.asarray(make_predict(graphdef)(params, batch))[0]
+
+
+def _body(tier, seed=0, candidates=6, history=9):
+    from serving.client import random_request
+
+    return random_request(tier.features.__dict__, candidates=candidates, history=history,
+                          rng=np.random.default_rng(seed))
+
+
+def _wait(url):
+    import time
+
+    for _ in range(600):
+        if httpx.get(url + "/readyz", headers=AUTH, timeout=5).status_code == 200:
+            return
+        time.sleep(0.05)
+    raise TimeoutError("not ready")
+
+
+def test_ranking_matches_library(server, artifacts):
+    _wait(server)
+    for seed, (n, h) in enumerate(((6, 9), (3, 20), (8, 0))):
+        body = _body(artifacts["tiers"]["large"], seed, candidates=n, history=h)
+        r = httpx.post(server + "/v1/rank", json=body, headers=AUTH, timeout=60)
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert out["tier"] == "large"
+        want = _library_probs(artifacts["ckpts"]["large"], body)
+        np.testing.assert_allclose(out["scores"], want, rtol=1e-4, atol=1e-5)
+        assert sorted(out["ranking"]) == sorted(set(out["ranking"]))
+        assert set(out["ranking"]) <= set(range(n))
+        assert out["ranking"][0] == int(np.argmax(want[:, 0]))
+
+
+def test_hot_swap_real_weights_and_memory(server, artifacts):
+    import psutil
+
+    _wait(server)
+    body = _body(artifacts["tiers"]["large"], 11)
+    rss = []
+    for i in range(20):
+        path = artifacts["swap_same"] if i % 2 == 0 else artifacts["ckpts"]["large"]
+        r = httpx.post(server + "/admin/reload", json={"tier": "large", "path": str(path)},
+                       headers=AUTH, timeout=120)
+        assert r.status_code == 200, r.text
+        gc.collect()
+        rss.append(psutil.Process().memory_info().rss)
+        if i in (0, 1):
+            out = httpx.post(server + "/v1/rank", json=body, headers=AUTH, timeout=60).json()
+            np.testing.assert_allclose(out["scores"], _library_probs(path, body), rtol=1e-4,
+                                       atol=1e-5)
+    assert rss[-1] <= rss[0] * 1.10, [r / 1e6 for r in rss]
+    r = httpx.post(server + "/admin/reload",
+                   json={"tier": "large", "path": str(artifacts["swap_wide"])},
+                   headers=AUTH, timeout=120)
+    assert r.status_code == 409, r.text
+    out = httpx.post(server + "/v1/rank", json=body, headers=AUTH, timeout=60).json()
+    np.testing.assert_allclose(out["scores"], _library_probs(artifacts["ckpts"]["large"], body),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_serving_with_artifacts_imports_no_model_code(artifacts):
+    script = textwrap.dedent(f"""
+        import sys, time, httpx
+        from serving.app import create_app
+        from serving.executor import load_artifact_executors
+        from serving.server import ServerThread
+        with ServerThread(create_app(load_artifact_executors({str(artifacts['dir'])!r}))) as s:
+            for _ in range(600):
+                if httpx.get(s.url + "/readyz").status_code == 200:
+                    break
+                time.sleep(0.05)
+            assert httpx.get(s.url + "/readyz").status_code == 200
+        bad = sorted(m for m in sys.modules if m.startswith(("arm_jax.model", "arm_jax.train")))
+        assert not bad, bad
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
