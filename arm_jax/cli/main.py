@@ -9,24 +9,34 @@ from arm_jax.cli import bench_cmd, train_cmd
 from arm_jax.cli.errors import run_cli
 
 
+OPTIONAL_COMMANDS = ("compile_cmd", "serve_cmd", "kernels_cmd", "store_cmd", "embeddings_cmd",
+                     "quant_cmd", "demo_cmd")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arm-jax",
         description="Request-oriented ads ranking in JAX: train, export, serve, benchmark.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    optional = _optional_commands()
     train_cmd.register(sub)
-    bench_cmd.register(sub)
-    for module in _optional_commands():
-        module.register(sub)
+    bench_cmd.register(sub, [m for m in optional if hasattr(m, "register_bench")])
+    for module in optional:
+        if hasattr(module, "register"):
+            module.register(sub)
     return parser
 
 
 def _optional_commands() -> list:
-    """Commands whose modules live beside this one (export, serve, ...), when present."""
+    """Command modules beside this one (export, serve, store, ...), when present.
+
+    Each may define `register(sub)` for top-level commands and `register_bench(bsub)`
+    for `arm-jax bench NAME` subcommands, so every capability owns its CLI file.
+    """
     import importlib
 
     found = []
-    for name in ("compile_cmd", "serve_cmd", "parallel_cmd", "quant_cmd", "demo_cmd"):
+    for name in OPTIONAL_COMMANDS:
         try:
             found.append(importlib.import_module(f"arm_jax.cli.{name}"))
         except ModuleNotFoundError as e:
