@@ -1,0 +1,28 @@
+"""User-log store: one copy of each user's event log, read with a point-in-time cut.
+
+`open_store(url)` picks the backend: `lmdb:///path` or a plain path (embedded, default),
+`redis://host:port/db` (shared server).
+"""
+
+from __future__ import annotations
+
+from arm_jax.store.base import (CorruptValue, Events, InvalidEvents, StoreError,
+                                StoreUnavailable, UserLogStore)
+
+
+def open_store(url: str, **kwargs: object) -> UserLogStore:
+    """A store from a URL: `redis://...` -> RedisStore; `lmdb://PATH` or PATH -> LmdbStore."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from arm_jax.store.redis_store import RedisStore
+
+        return RedisStore(url, **kwargs)  # type: ignore[arg-type]
+    from arm_jax.store.lmdb_store import LmdbStore
+
+    path = url[len("lmdb://"):] if url.startswith("lmdb://") else url
+    if not path:
+        raise StoreUnavailable(f"store URL {url!r} names no path")
+    return LmdbStore(path, **kwargs)  # type: ignore[arg-type]
+
+
+__all__ = ["open_store", "UserLogStore", "Events", "StoreError", "StoreUnavailable",
+           "CorruptValue", "InvalidEvents"]

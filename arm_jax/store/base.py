@@ -1,0 +1,160 @@
+"""The user-log store interface: append events, read a user's events before a time, batch reads.
+
+One copy of each user's action log lives in a key-value store; training joins and serving
+fetch read it with a point-in-time cut (`ts < before`). Backends (LMDB embedded, Redis
+shared) implement `UserLogStore`; values are encoded by `arm_jax.store.codec`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+INT32_MAX = 2**31 - 1
+
+
+class StoreError(RuntimeError):
+    """Base class of every user-log store failure."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or opened (server down, timeout, missing directory)."""
+
+
+class CorruptValue(StoreError):
+    """A stored value fails its integrity checks (bad magic/version, truncated, crc mismatch)."""
+
+
+class InvalidEvents(StoreError, ValueError):
+    """Events handed to `append` are malformed (shapes, ranges)."""
+
+
+@dataclass(frozen=True)
+class Events:
+    """One user's events, oldest first: item int32 [n], action int32 [n], ts int64 [n]."""
+
+    item: np.ndarray
+    action: np.ndarray
+    ts: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    @classmethod
+    def empty(cls) -> "Events":
+        return cls(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64))
+
+    def before(self, ts: int, max_len: int | None = None) -> "Events":
+        """Events with ts strictly before `ts`, keeping the `max_len` most recent."""
+        end = int(np.searchsorted(self.ts, ts, side="left"))
+        start = 0 if max_len is None else max(0, end - max_len)
+        return Events(self.item[start:end], self.action[start:end], self.ts[start:end])
+
+
+def check_events(item: object, action: object, ts: object) -> tuple[np.ndarray, ...]:
+    """Validate append input once: equal 1-d lengths, ids in [0, 2^31), action in [0, 255]."""
+    arrays = []
+    for name, value in (("item", item), ("action", action), ("ts", ts)):
+        arr = np.asarray(value)
+        if arr.ndim != 1:
+            raise InvalidEvents(f"{name}: expected a 1-d array, got shape {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise InvalidEvents(f"{name}: expected integers, got dtype {arr.dtype}")
+        arrays.append(arr.astype(np.int64))
+    it, ac, t = arrays
+    if not (it.size == ac.size == t.size):
+        raise InvalidEvents(f"item/action/ts lengths differ: {it.size}, {ac.size}, {t.size}")
+    if it.size and (it.min() < 0 or it.max() > INT32_MAX):
+        raise InvalidEvents(f"item: ids must be in [0, {INT32_MAX}], got "
+                            f"{int(it.min())}..{int(it.max())}")
+    if ac.size and (ac.min() < 0 or ac.max() > 255):
+        raise InvalidEvents(f"action: must be in [0, 255], got {int(ac.min())}..{int(ac.max())}")
+    if t.size and t.min() < 0:
+        raise InvalidEvents(f"ts: must be >= 0 seconds, got {int(t.min())}")
+    return it, ac, t
+
+
+def check_user(user_id: object) -> int:
+    """A user id as a non-negative int (InvalidEvents otherwise)."""
+    try:
+        u = int(user_id)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise InvalidEvents(f"user_id: expected an integer, got {user_id!r}") from None
+    if u < 0 or u >= 2**63:
+        raise InvalidEvents(f"user_id: must be in [0, 2^63), got {u}")
+    return u
+
+
+class UserLogStore(abc.ABC):
+    """Append-only per-user event logs with point-in-time reads.
+
+    Appends are atomic per call (readers never see half an append); events may be
+    appended in any time order (reads sort by ts). Implementations are safe for many
+    reader threads while one writer appends, and reopen themselves after a fork.
+    """
+
+    url: str
+
+    @abc.abstractmethod
+    def append(self, user_id: int, item: object, action: object, ts: object) -> None:
+        """Append events for one user."""
+
+    @abc.abstractmethod
+    def append_many(self, user_id: object, item: object, action: object, ts: object) -> int:
+        """Bulk-append flat event arrays (any user order); returns the number of users written."""
+
+    @abc.abstractmethod
+    def read_many(self, user_ids: Sequence[int]) -> list[Events]:
+        """Every stored event of each user (oldest first); unknown users give empty Events."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections / file handles (idempotent)."""
+
+    def read(self, user_id: int) -> Events:
+        """All of one user's events, oldest first."""
+        return self.read_many([user_id])[0]
+
+    def read_before(self, user_id: int, before_ts: int, max_len: int | None = None) -> Events:
+        """The user's `max_len` most recent events with ts < before_ts, oldest first."""
+        return self.read(user_id).before(before_ts, max_len)
+
+    def read_many_before(self, user_ids: Sequence[int], before_ts: Sequence[int],
+                         max_len: int | None = None) -> list[Events]:
+        """`read_before` for many (user, time) pairs in one round trip."""
+        if len(user_ids) != len(before_ts):
+            raise InvalidEvents(f"user_ids and before_ts differ in length: "
+                                f"{len(user_ids)} vs {len(before_ts)}")
+        logs = self.read_many(user_ids)
+        return [log.before(int(t), max_len) for log, t in zip(logs, before_ts)]
+
+    def __enter__(self) -> "UserLogStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def group_by_user(user_id: object, item: object, action: object, ts: object
+                  ) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """Flat event arrays -> [(user, item, action, ts)] with each user's events sorted by ts."""
+    u = np.asarray(user_id)
+    if u.ndim != 1:
+        raise InvalidEvents(f"user_id: expected a 1-d array, got shape {u.shape}")
+    it, ac, t = check_events(item, action, ts)
+    if u.size != t.size:
+        raise InvalidEvents(f"user_id has {u.size} entries, events {t.size}")
+    if u.size and (not np.issubdtype(u.dtype, np.integer) or u.min() < 0):
+        raise InvalidEvents("user_id: expected non-negative integers")
+    order = np.lexsort((t, u))
+    u, it, ac, t = u[order], it[order], ac[order], t[order]
+    starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if u.size else np.zeros(0, int)
+    ends = np.r_[starts[1:], u.size]
+    return [(int(u[s]), it[s:e], ac[s:e], t[s:e]) for s, e in zip(starts, ends)]
+
+
+__all__ = ["StoreError", "StoreUnavailable", "CorruptValue", "InvalidEvents", "Events",
+           "UserLogStore", "check_events", "check_user", "group_by_user"]

@@ -1,0 +1,109 @@
+"""Versioned binary encoding of a user's events, with corruption detection.
+
+A stored value is a concatenation of chunks, one per append (so Redis APPEND and LMDB
+read-modify-write are both just "add a chunk"). Chunk layout, little-endian:
+
+    offset  size  field
+    0       1     magic 0xA7
+    1       1     version (1)
+    2       4     n: events in this chunk (uint32)
+    6       8     base_ts: smallest ts in the chunk (int64 seconds)
+    14      4     crc32 of bytes [0, 14) and of the payload
+    18      4n    ts - base_ts (uint32), ascending
+    18+4n   4n    item ids (uint32, < 2^31)
+    18+8n   n     action (uint8)
+
+9 bytes per event plus 18 per chunk. A wrong magic or version, a chunk running past the
+end of the value (truncation), or a crc mismatch raises `CorruptValue`: a damaged value
+is never silently decoded.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+from arm_jax.store.base import CorruptValue, Events, InvalidEvents, check_events
+
+MAGIC = 0xA7
+VERSION = 1
+_HEAD = struct.Struct("<BBIq")     # magic, version, n, base_ts  (14 bytes)
+_CRC = struct.Struct("<I")
+HEADER_BYTES = _HEAD.size + _CRC.size
+BYTES_PER_EVENT = 9
+_MAX_SPAN = 2**32 - 1
+
+
+def encoded_size(num_events: int) -> int:
+    """Bytes of one chunk holding `num_events` events."""
+    return HEADER_BYTES + BYTES_PER_EVENT * num_events
+
+
+def encode(item: object, action: object, ts: object) -> bytes:
+    """One chunk for these events (validated, sorted by ts). Empty input -> b""."""
+    it, ac, t = check_events(item, action, ts)
+    if t.size == 0:
+        return b""
+    order = np.argsort(t, kind="stable")
+    it, ac, t = it[order], ac[order], t[order]
+    base = int(t[0])
+    if int(t[-1]) - base > _MAX_SPAN:
+        raise InvalidEvents(f"ts: one append may span at most {_MAX_SPAN} seconds, got "
+                            f"{int(t[-1]) - base}; split it")
+    head = _HEAD.pack(MAGIC, VERSION, t.size, base)
+    payload = ((t - base).astype("<u4").tobytes() + it.astype("<u4").tobytes()
+               + ac.astype("u1").tobytes())
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return head + _CRC.pack(crc) + payload
+
+
+def decode(value: bytes | memoryview | None, *, key: str = "value") -> Events:
+    """All events of a stored value, oldest first. None / b"" -> empty Events.
+
+    Raises CorruptValue naming `key`, the byte offset and what is wrong.
+    """
+    if not value:
+        return Events.empty()
+    buf = memoryview(value)
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pos, total = 0, len(buf)
+    while pos < total:
+        if total - pos < HEADER_BYTES:
+            raise CorruptValue(f"{key}: truncated chunk header at byte {pos} "
+                               f"({total - pos} of {HEADER_BYTES} bytes)")
+        magic, version, n, base = _HEAD.unpack_from(buf, pos)
+        if magic != MAGIC:
+            raise CorruptValue(f"{key}: bad magic 0x{magic:02x} at byte {pos} "
+                               f"(expected 0x{MAGIC:02x})")
+        if version != VERSION:
+            raise CorruptValue(f"{key}: unsupported encoding version {version} at byte {pos} "
+                               f"(this build reads version {VERSION})")
+        (crc,) = _CRC.unpack_from(buf, pos + _HEAD.size)
+        start = pos + HEADER_BYTES
+        end = start + BYTES_PER_EVENT * n
+        if end > total:
+            raise CorruptValue(f"{key}: truncated chunk at byte {pos}: header says {n} events "
+                               f"({end - start} bytes), {total - start} present")
+        payload = buf[start:end]
+        if zlib.crc32(payload, zlib.crc32(buf[pos:pos + _HEAD.size])) != crc:
+            raise CorruptValue(f"{key}: crc32 mismatch in chunk at byte {pos} ({n} events)")
+        raw = np.frombuffer(payload, np.uint8)
+        t = np.frombuffer(raw[: 4 * n].tobytes(), "<u4").astype(np.int64) + base
+        it = np.frombuffer(raw[4 * n: 8 * n].tobytes(), "<u4").astype(np.int32)
+        ac = raw[8 * n:].astype(np.int32)
+        parts.append((it, ac, t))
+        pos = end
+    if len(parts) == 1:
+        it, ac, t = parts[0]
+    else:
+        it, ac, t = (np.concatenate(p) for p in zip(*parts))
+        if t.size > 1 and np.any(t[1:] < t[:-1]):   # appends arrived out of time order
+            order = np.argsort(t, kind="stable")
+            it, ac, t = it[order], ac[order], t[order]
+    return Events(item=it, action=ac, ts=t)
+
+
+__all__ = ["encode", "decode", "encoded_size", "MAGIC", "VERSION", "HEADER_BYTES",
+           "BYTES_PER_EVENT"]

@@ -1,0 +1,142 @@
+"""Embedded user-log store on LMDB: the default (no server), one file per store directory.
+
+Keys are 8-byte big-endian user ids; values are `codec` chunks. An append is one write
+transaction (read the value, add a chunk, put it back), so readers, which run in their own
+MVCC read transactions, always see whole appends and never block the writer. The
+environment is reopened after a fork (grain / multiprocessing workers).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import lmdb
+
+from arm_jax.store import codec
+from arm_jax.store.base import (Events, StoreUnavailable, UserLogStore, check_user,
+                                group_by_user)
+
+DEFAULT_MAP_SIZE = 64 << 30   # address space, not disk: the file grows as data arrives
+
+# LMDB allows one Environment per file per process: stores on the same path share it.
+_ENVS: dict[tuple[str, int], list] = {}    # (realpath, pid) -> [env, refcount]
+_ENVS_LOCK = threading.Lock()
+
+
+def user_key(user_id: int) -> bytes:
+    return int(user_id).to_bytes(8, "big")
+
+
+class LmdbStore(UserLogStore):
+    """User logs in the LMDB environment at `path` (a directory, created unless readonly)."""
+
+    def __init__(self, path: str | os.PathLike, *, readonly: bool = False,
+                 map_size: int = DEFAULT_MAP_SIZE, max_readers: int = 512) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self.map_size = map_size
+        self.max_readers = max_readers
+        self.url = f"lmdb://{self.path}"
+        self._env: lmdb.Environment | None = None
+        self._pid = -1
+        self._lock = threading.Lock()
+        self._open()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _open(self) -> lmdb.Environment:
+        with self._lock:
+            if self._env is not None and self._pid == os.getpid():
+                return self._env
+            if self.readonly and not (self.path / "data.mdb").exists():
+                raise StoreUnavailable(f"{self.url}: no LMDB store here (data.mdb missing)")
+            key = (os.path.realpath(self.path), os.getpid())
+            with _ENVS_LOCK:
+                entry = _ENVS.get(key)
+                if entry is None:
+                    try:
+                        env = lmdb.open(str(self.path), map_size=self.map_size,
+                                        readonly=self.readonly, max_readers=self.max_readers,
+                                        subdir=True, create=not self.readonly, lock=True,
+                                        max_spare_txns=8)
+                    except lmdb.Error as e:
+                        raise StoreUnavailable(
+                            f"{self.url}: cannot open LMDB store: {e}") from None
+                    entry = _ENVS[key] = [env, 0]
+                entry[1] += 1
+            self._env, self._pid, self._key = entry[0], key[1], key
+            return self._env
+
+    @property
+    def env(self) -> lmdb.Environment:
+        env = self._env
+        if env is None or self._pid != os.getpid():
+            env = self._open()
+        return env
+
+    def close(self) -> None:
+        with self._lock:
+            if self._env is not None and self._pid == os.getpid():
+                with _ENVS_LOCK:
+                    entry = _ENVS.get(self._key)
+                    if entry is not None:
+                        entry[1] -= 1
+                        if entry[1] <= 0:
+                            entry[0].close()
+                            del _ENVS[self._key]
+            self._env = None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "readonly": self.readonly, "map_size": self.map_size,
+                "max_readers": self.max_readers}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], readonly=state["readonly"], map_size=state["map_size"],
+                      max_readers=state["max_readers"])
+
+    # ------------------------------------------------------------ writes
+
+    def append(self, user_id: int, item: object, action: object, ts: object) -> None:
+        chunk = codec.encode(item, action, ts)
+        if not chunk:
+            return
+        key = user_key(check_user(user_id))
+        with self.env.begin(write=True) as txn:
+            txn.put(key, bytes(txn.get(key) or b"") + chunk)
+
+    def append_many(self, user_id: object, item: object, action: object, ts: object) -> int:
+        groups = group_by_user(user_id, item, action, ts)
+        with self.env.begin(write=True) as txn:
+            for u, it, ac, t in groups:
+                key = user_key(u)
+                txn.put(key, bytes(txn.get(key) or b"") + codec.encode(it, ac, t))
+        return len(groups)
+
+    def put_raw(self, user_id: int, value: bytes) -> None:
+        """Overwrite a user's stored bytes verbatim (tests, repair tools)."""
+        with self.env.begin(write=True) as txn:
+            txn.put(user_key(check_user(user_id)), value)
+
+    # ------------------------------------------------------------ reads
+
+    def read_many(self, user_ids: Sequence[int]) -> list[Events]:
+        out = []
+        with self.env.begin(buffers=True) as txn:
+            for u in user_ids:
+                value = txn.get(user_key(u))
+                out.append(codec.decode(value, key=f"{self.url} user {int(u)}"))
+        return out
+
+    def num_users(self) -> int:
+        return int(self.env.stat()["entries"])
+
+    def disk_bytes(self) -> int:
+        """Bytes the store occupies on disk (allocated blocks of data.mdb)."""
+        st = (self.path / "data.mdb").stat()
+        return int(min(st.st_size, st.st_blocks * 512))
+
+
+__all__ = ["LmdbStore", "user_key"]

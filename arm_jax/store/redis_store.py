@@ -1,0 +1,127 @@
+"""User-log store on a Redis server: one store shared by many trainers and servers.
+
+Each user's value is a Redis string of `codec` chunks; an append is one `APPEND` (atomic on
+the server), so readers always see whole chunks; batch reads are one `MGET`. Connection
+failures and timeouts become `StoreUnavailable` quickly (short timeouts, one retry), so a
+server can fall back instead of hanging. Connections are reopened after a fork.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Sequence
+from urllib.parse import urlparse
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from arm_jax.store import codec
+from arm_jax.store.base import (Events, StoreError, StoreUnavailable, UserLogStore, check_user,
+                                group_by_user)
+
+_PIPELINE_CHUNK = 2000   # commands per pipeline round trip in bulk loads
+
+
+class RedisStore(UserLogStore):
+    """User logs under `<prefix><user id>` keys of the Redis at `url` (redis://host:port/db)."""
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "armjax:log:",
+                 timeout_s: float = 0.5, connect_timeout_s: float = 0.25) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", "rediss", "unix"):
+            raise StoreUnavailable(f"{url}: not a redis:// URL")
+        self.url = url
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self._client: redis.Redis | None = None
+        self._pid = -1
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> redis.Redis:
+        with self._lock:
+            if self._client is None or self._pid != os.getpid():
+                self._client = redis.Redis.from_url(
+                    self.url, socket_timeout=self.timeout_s,
+                    socket_connect_timeout=self.connect_timeout_s,
+                    retry=Retry(NoBackoff(), 1), health_check_interval=0)
+                self._pid = os.getpid()
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None and self._pid == os.getpid():
+                self._client.close()
+            self._client = None
+
+    def __getstate__(self) -> dict:
+        return {"url": self.url, "prefix": self.prefix, "timeout_s": self.timeout_s,
+                "connect_timeout_s": self.connect_timeout_s}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state.pop("url"), **state)
+
+    def key(self, user_id: int) -> str:
+        return f"{self.prefix}{int(user_id)}"
+
+    def _call(self, fn, what: str):
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+            raise StoreUnavailable(f"{self.url}: {what} failed: {e}") from None
+        except redis.RedisError as e:
+            raise StoreError(f"{self.url}: {what} failed: {e}") from None
+
+    # ------------------------------------------------------------ writes
+
+    def append(self, user_id: int, item: object, action: object, ts: object) -> None:
+        chunk = codec.encode(item, action, ts)
+        if chunk:
+            key = self.key(check_user(user_id))
+            self._call(lambda: self.client.append(key, chunk), "APPEND")
+
+    def append_many(self, user_id: object, item: object, action: object, ts: object) -> int:
+        groups = group_by_user(user_id, item, action, ts)
+        for lo in range(0, len(groups), _PIPELINE_CHUNK):
+            def send(part=groups[lo:lo + _PIPELINE_CHUNK]):
+                pipe = self.client.pipeline(transaction=False)
+                for u, it, ac, t in part:
+                    pipe.append(self.key(u), codec.encode(it, ac, t))
+                pipe.execute()
+            self._call(send, "pipelined APPEND")
+        return len(groups)
+
+    def put_raw(self, user_id: int, value: bytes) -> None:
+        """Overwrite a user's stored bytes verbatim (tests, repair tools)."""
+        self._call(lambda: self.client.set(self.key(check_user(user_id)), value), "SET")
+
+    def clear(self) -> int:
+        """Delete every key under this store's prefix; returns how many."""
+        def run() -> int:
+            keys = list(self.client.scan_iter(match=f"{self.prefix}*", count=1000))
+            return sum(self.client.delete(*keys[i:i + 1000]) for i in range(0, len(keys), 1000))
+        return self._call(run, "clear")
+
+    # ------------------------------------------------------------ reads
+
+    def read_many(self, user_ids: Sequence[int]) -> list[Events]:
+        if len(user_ids) == 0:
+            return []
+        keys = [self.key(u) for u in user_ids]
+        values = self._call(lambda: self.client.mget(keys), "MGET")
+        return [codec.decode(v, key=f"{self.url} {k}") for k, v in zip(keys, values)]
+
+    def memory_bytes(self) -> int:
+        """Server-side bytes of this store's values (MEMORY USAGE summed over its keys)."""
+        def run() -> int:
+            total = 0
+            for k in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
+                total += int(self.client.memory_usage(k) or 0)
+            return total
+        return self._call(run, "MEMORY USAGE")
+
+
+__all__ = ["RedisStore"]

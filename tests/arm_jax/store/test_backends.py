@@ -1,0 +1,128 @@
+"""The same suite against LMDB and a real Redis server (see conftest.py)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from arm_jax.store import CorruptValue, StoreUnavailable, open_store
+from arm_jax.store.lmdb_store import LmdbStore
+from arm_jax.store.redis_store import RedisStore
+
+
+def test_append_and_read_before(store):
+    store.append(7, [10, 11, 12], [0, 1, 2], [100, 200, 300])
+    store.append(7, [13], [3], [250])              # out of order: reads sort by time
+    ev = store.read(7)
+    assert ev.ts.tolist() == [100, 200, 250, 300] and ev.item.tolist() == [10, 11, 13, 12]
+    cut = store.read_before(7, 250)                # strictly before
+    assert cut.ts.tolist() == [100, 200] and cut.action.tolist() == [0, 1]
+    assert store.read_before(7, 301, max_len=2).item.tolist() == [13, 12]   # most recent 2
+    assert len(store.read_before(7, 100)) == 0
+    assert len(store.read(99)) == 0                # unknown user: empty, not an error
+
+
+def test_batch_reads_match_single_reads(store):
+    rng = np.random.default_rng(0)
+    n = 500
+    users = rng.integers(0, 40, n)
+    item, action, ts = rng.integers(0, 10**6, n), rng.integers(0, 4, n), rng.integers(0, 10**5, n)
+    assert store.append_many(users, item, action, ts) == len(np.unique(users))
+    qu = [0, 3, 3, 39, 1000]
+    qt = [50_000, 10**6, 10, 70_000, 5]
+    many = store.read_many_before(qu, qt, max_len=5)
+    for u, t, ev in zip(qu, qt, many):
+        sel = (users == u) & (ts < t)
+        want = np.sort(ts[sel], kind="stable")[-5:]
+        assert ev.ts.tolist() == want.tolist()
+        assert ev.ts.tolist() == store.read_before(u, t, max_len=5).ts.tolist()
+
+
+def test_corrupt_and_truncated_values_raise(store):
+    store.append(1, [5, 6, 7], [0, 1, 2], [10, 20, 30])
+    good = bytes(codec_value(store, 1))
+    store.put_raw(2, good[:-4])                    # truncated
+    store.put_raw(3, good[:20] + bytes([good[20] ^ 0xFF]) + good[21:])   # bit flip
+    for u in (2, 3):
+        with pytest.raises(CorruptValue, match=f"{u}"):
+            store.read(u)
+    with pytest.raises(CorruptValue):
+        store.read_many([1, 2])                    # one bad value fails the batch loudly
+    assert store.read(1).item.tolist() == [5, 6, 7]
+
+
+def codec_value(store, user):
+    if isinstance(store, LmdbStore):
+        from arm_jax.store.lmdb_store import user_key
+
+        with store.env.begin() as txn:
+            return txn.get(user_key(user))
+    return store.client.get(store.key(user))
+
+
+def test_concurrent_readers_see_whole_appends(store):
+    """Readers run while a writer appends 1-event chunks; every read is a clean prefix."""
+    n_appends, errors, done = 150, [], threading.Event()
+
+    def writer():
+        try:
+            for i in range(n_appends):
+                store.append(5, [i], [i % 4], [1000 + i])
+        finally:
+            done.set()
+
+    def reader():
+        last = 0
+        try:
+            while True:
+                finished = done.is_set()
+                ev = store.read(5)
+                k = len(ev)
+                assert k >= last, "a reader saw the log shrink"
+                assert ev.item.tolist() == list(range(k)), "not a prefix of the appends"
+                assert ev.ts.tolist() == [1000 + i for i in range(k)]
+                last = k
+                if finished:
+                    assert k == n_appends
+                    return
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=writer)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[0]
+
+
+def test_open_store_dispatch(tmp_path, redis_url):
+    s = open_store(str(tmp_path / "a"))
+    assert isinstance(s, LmdbStore)
+    s.close()
+    assert isinstance(open_store(f"lmdb://{tmp_path / 'b'}"), LmdbStore)
+    assert isinstance(open_store(redis_url), RedisStore)
+
+
+def test_unreachable_redis_is_a_typed_error():
+    from arm_jax.store.redis_server import free_port
+
+    s = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(StoreUnavailable, match="MGET"):
+        s.read(1)
+
+
+def test_missing_readonly_lmdb_is_unavailable(tmp_path):
+    with pytest.raises(StoreUnavailable, match="data.mdb"):
+        LmdbStore(tmp_path / "nope", readonly=True)
+
+
+def test_store_survives_pickling(tmp_path):
+    import pickle
+
+    s = LmdbStore(tmp_path / "p", map_size=1 << 24)
+    s.append(1, [1], [0], [5])
+    t = pickle.loads(pickle.dumps(s))
+    assert t.read(1).item.tolist() == [1]
