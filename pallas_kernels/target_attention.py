@@ -1,0 +1,192 @@
+"""Fused target attention: N candidate queries over one request's encoded history.
+
+out[b, c, h] = softmax_l(q[b, c, h] . k[b, l, h] / sqrt(dk), masked to valid l) v[b, l, h]
+
+The request operand (k, v: [b, L, h, dk]) is never broadcast to the candidates. The
+kernel's grid is (request, head, block of candidates); each program reads its request's
+K/V once, L-block by L-block with an online softmax (flash-attention style), for a whole
+block of `block_c` candidates. HBM traffic is q + out + (K + V) * ceil(N / block_c)
+instead of (K + V) * N for the materialized per-pair form.
+
+Semantics (shared by kernel, reference and dispatcher; identical to
+`arm_jax.model.attention.masked_softmax_attention`): scores are scaled by dk**-0.5,
+padded history positions (mask False) get zero weight, and a request with no valid
+event yields zeros. Gradients: a custom_vjp whose backward pass is the reference's.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plt
+
+from pallas_kernels.dispatch import (KernelError, check_impl, default_interpret, next_pow2,
+                                     on_platform)
+
+IMPLS = ("auto", "pallas", "xla")
+_NEG = -1e30
+
+
+@dataclass(frozen=True)
+class TargetAttentionBlocks:
+    """Tile sizes (powers of two, >= 16 for Triton's dot) and Triton launch parameters."""
+
+    block_c: int = 64    # candidates per program: K/V are read once per this many
+    block_l: int = 128   # history events per inner step
+    num_warps: int = 4
+    num_stages: int = 2
+
+    @classmethod
+    def default(cls) -> "TargetAttentionBlocks":
+        return cls()
+
+    def __post_init__(self) -> None:
+        for name in ("block_c", "block_l"):
+            v = getattr(self, name)
+            if v < 16 or v & (v - 1):
+                raise KernelError(f"{name}={v}: must be a power of two >= 16")
+
+
+# ----------------------------------------------------------------------------- reference
+def target_attention_reference(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
+                               mask_bl: jax.Array) -> jax.Array:
+    """Plain-jnp target attention [b, c, h, dk]; k/v are used per request, never tiled."""
+    scale = q_bchk.shape[-1] ** -0.5
+    s_bhcl = jnp.einsum("bchk,blhk->bhcl", q_bchk * scale, k_blhk)
+    s_bhcl = jnp.where(mask_bl[:, None, None, :], s_bhcl, _NEG)
+    e_bhcl = jnp.exp(s_bhcl - s_bhcl.max(axis=-1, keepdims=True))
+    o_bhck = jnp.einsum("bhcl,blhk->bhck", e_bhcl, v_blhk) / e_bhcl.sum(-1)[..., None]
+    any_valid_b = mask_bl.any(axis=-1).astype(o_bhck.dtype)
+    return jnp.swapaxes(o_bhck, 1, 2) * any_valid_b[:, None, None, None]
+
+
+# ----------------------------------------------------------------------------- kernel
+def _kernel(q_ref, k_ref, v_ref, m_ref, o_ref, *, scale: float, block_l: int, n_l: int):
+    """One (request, head, candidate block): q [bc, dk]; k, v [Lp, dk]; mask [Lp]."""
+    q = q_ref[...].astype(jnp.float32) * scale
+    bc, dk = q.shape
+
+    def step(j, carry):
+        m_c, l_c, acc_ck = carry
+        start = pl.multiple_of(j * block_l, block_l)
+        k_lk = k_ref[pl.ds(start, block_l), :].astype(jnp.float32)
+        v_lk = v_ref[pl.ds(start, block_l), :].astype(jnp.float32)
+        valid_l = m_ref[pl.ds(start, block_l)] != 0
+        s_cl = jnp.dot(q, k_lk.T)
+        s_cl = jnp.where(valid_l[None, :], s_cl, _NEG)
+        m_new = jnp.maximum(m_c, s_cl.max(axis=1))
+        alpha = jnp.exp(m_c - m_new)
+        p_cl = jnp.where(valid_l[None, :], jnp.exp(s_cl - m_new[:, None]), 0.0)
+        l_new = l_c * alpha + p_cl.sum(axis=1)
+        acc_new = acc_ck * alpha[:, None] + jnp.dot(p_cl, v_lk)
+        return m_new, l_new, acc_new
+
+    init = (jnp.full((bc,), _NEG, jnp.float32), jnp.zeros((bc,), jnp.float32),
+            jnp.zeros((bc, dk), jnp.float32))
+    _, l_c, acc_ck = jax.lax.fori_loop(0, n_l, step, init)
+    # No valid event at all: l == 0 and acc == 0, so the row is zeros, as in the reference.
+    o_ref[...] = (acc_ck / jnp.where(l_c > 0, l_c, 1.0)[:, None]).astype(o_ref.dtype)
+
+
+def _pad_axis(x: jax.Array, axis: int, size: int) -> jax.Array:
+    if x.shape[axis] == size:
+        return x
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, size - x.shape[axis])
+    return jnp.pad(x, pad)
+
+
+def kernel_cost(b: int, c: int, l: int, h: int, dk: int, itemsize: int,
+                blocks: TargetAttentionBlocks) -> pl.CostEstimate:
+    """What the kernel moves and computes: K/V read once per candidate block, not per candidate."""
+    c_blocks = -(-c // blocks.block_c)
+    kv_bytes = 2 * b * l * h * dk * itemsize * c_blocks
+    qo_bytes = 2 * b * c * h * dk * itemsize
+    return pl.CostEstimate(flops=4 * b * c * l * h * dk, transcendentals=b * c * l * h,
+                           bytes_accessed=kv_bytes + qo_bytes + b * l * 4 * c_blocks)
+
+
+def target_attention_kernel(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
+                            mask_bl: jax.Array, *, blocks: TargetAttentionBlocks | None = None,
+                            interpret: bool = False) -> jax.Array:
+    """The Pallas (Triton) kernel; pads c, L, dk to the tiles and slices the result back."""
+    blocks = blocks or TargetAttentionBlocks.default()
+    b, c, h, dk = q_bchk.shape
+    l = k_blhk.shape[1]
+    bc = min(blocks.block_c, max(16, next_pow2(c)))
+    bl = min(blocks.block_l, max(16, next_pow2(l)))
+    cp, lp, dkp = -(-c // bc) * bc, -(-l // bl) * bl, max(16, next_pow2(dk))
+    q = _pad_axis(_pad_axis(q_bchk, 1, cp), 3, dkp)
+    k = _pad_axis(_pad_axis(k_blhk, 1, lp), 3, dkp)
+    v = _pad_axis(_pad_axis(v_blhk, 1, lp), 3, dkp)
+    m = _pad_axis(mask_bl.astype(jnp.int32), 1, lp)
+    kernel = functools.partial(_kernel, scale=dk ** -0.5, block_l=bl, n_l=lp // bl)
+    out = pl.pallas_call(
+        kernel,
+        out_shape=jax.ShapeDtypeStruct((b, cp, h, dkp), q_bchk.dtype),
+        grid=(b, h, cp // bc),
+        in_specs=[
+            pl.BlockSpec((None, bc, None, dkp), lambda bi, hi, ci: (bi, ci, hi, 0)),
+            pl.BlockSpec((None, lp, None, dkp), lambda bi, hi, ci: (bi, 0, hi, 0)),
+            pl.BlockSpec((None, lp, None, dkp), lambda bi, hi, ci: (bi, 0, hi, 0)),
+            pl.BlockSpec((None, lp), lambda bi, hi, ci: (bi, 0)),
+        ],
+        out_specs=pl.BlockSpec((None, bc, None, dkp), lambda bi, hi, ci: (bi, ci, hi, 0)),
+        compiler_params=plt.CompilerParams(num_warps=blocks.num_warps,
+                                           num_stages=blocks.num_stages),
+        cost_estimate=kernel_cost(b, c, l, h, dk, q_bchk.dtype.itemsize, blocks),
+        interpret=interpret,
+        name="target_attention",
+    )(q, k, v, m)
+    return out[:, :c, :, :dk]
+
+
+# ----------------------------------------------------------------------------- dispatch
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _fused(q, k, v, mask, impl, interpret, blocks):
+    run_kernel = functools.partial(target_attention_kernel, blocks=blocks, interpret=interpret)
+    if impl == "pallas":
+        return run_kernel(q, k, v, mask)
+    return on_platform((q, k, v, mask), gpu=run_kernel, default=target_attention_reference)
+
+
+def _fused_fwd(q, k, v, mask, impl, interpret, blocks):
+    return _fused(q, k, v, mask, impl, interpret, blocks), (q, k, v, mask)
+
+
+def _fused_bwd(impl, interpret, blocks, res, g):
+    q, k, v, mask = res
+    _, vjp = jax.vjp(lambda q_, k_, v_: target_attention_reference(q_, k_, v_, mask), q, k, v)
+    return (*vjp(g), None)
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+def target_attention(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
+                     mask_bl: jax.Array, impl: str = "auto", *, interpret: bool | None = None,
+                     blocks: TargetAttentionBlocks | None = None) -> jax.Array:
+    """Target attention [b, c, h, dk] of candidate queries over request history k/v [b, L, h, dk].
+
+    mask_bl [b, L] marks valid events. `impl`: "auto" (kernel when lowered for CUDA, XLA
+    elsewhere), "pallas" (always the kernel; interpret mode without a GPU unless
+    `interpret=False`), "xla" (the reference). Differentiable (reference backward).
+    """
+    check_impl(impl, IMPLS)
+    if q_bchk.ndim != 4 or k_blhk.ndim != 4 or v_blhk.shape != k_blhk.shape:
+        raise KernelError(f"q_bchk {q_bchk.shape}, k_blhk {k_blhk.shape}, v_blhk "
+                          f"{v_blhk.shape}: expected [b, c, h, dk] and two equal [b, L, h, dk]")
+    b, _, h, dk = q_bchk.shape
+    if (k_blhk.shape[0], k_blhk.shape[2], k_blhk.shape[3]) != (b, h, dk):
+        raise KernelError(f"k_blhk {k_blhk.shape}: batch, heads, dk must match q {q_bchk.shape}")
+    if mask_bl.shape != k_blhk.shape[:2]:
+        raise KernelError(f"mask_bl {mask_bl.shape}: expected {k_blhk.shape[:2]}")
+    if impl == "xla":
+        return target_attention_reference(q_bchk, k_blhk, v_blhk, mask_bl)
+    interp = default_interpret(interpret) if impl == "pallas" else False
+    return _fused(q_bchk, k_blhk, v_blhk, mask_bl.astype(bool), impl, interp,
+                  blocks or TargetAttentionBlocks.default())
