@@ -1,0 +1,203 @@
+"""Load exported tiers: verify every hash, deserialize executables, score without compiling.
+
+`load(ARTIFACTS)` checks the index and every file's sha256 BEFORE deserializing anything
+(serialized executables are trusted input only), refuses a jax/jaxlib or platform
+mismatch, restores each tier's weights (orbax, onto one device) and deserializes one
+executable per bucket. Nothing here imports the model or training code, and nothing
+traces or compiles: `score` pads a batch to its bucket in numpy and calls a loaded
+executable. (`portable=True` is the escape hatch for another jax version or platform:
+it compiles the `jax.export` modules at load time, still never per request.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from arm_jax.compile import manifest as mf
+from arm_jax.compile import weights as wt
+from arm_jax.compile.buckets import Bucket, pad_batch, select_bucket
+from arm_jax.compile.errors import ArtifactError, BucketError
+from arm_jax.config import ConfigError, TierConfig, tier_from_dict
+
+__all__ = ["ArtifactError", "BucketError", "Artifacts", "LoadedTier", "ScoreResult", "load"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreResult:
+    """probs [b, c, T]; top_indices / top_scores [b, K] (K = min(top_k, N) over the padded
+    bucket, padded slots at -inf); bucket = (B, N) actually run. Same fields as
+    serving.executor.ScoreResult."""
+
+    probs: np.ndarray
+    top_indices: np.ndarray
+    top_scores: np.ndarray
+    bucket: tuple[int, int]
+
+
+class LoadedTier:
+    """One tier: executables keyed by bucket plus the weights they take as an argument."""
+
+    def __init__(self, name: str, config: TierConfig, manifest: dict[str, Any],
+                 executables: dict[Bucket, Any], weights: dict[str, jax.Array], device: Any):
+        self.name = name
+        self.config = config
+        self.manifest = manifest
+        self._executables = executables
+        self._weights = weights          # replaced by one reference assignment on swap
+        self._device = device
+        self._by_bucket = {(e["batch"], e["candidates"]): e for e in manifest["buckets"]}
+        self._swap_lock = threading.Lock()
+
+    @property
+    def buckets(self) -> list[Bucket]:
+        return sorted(self._executables)
+
+    @property
+    def history_len(self) -> int:
+        return self.config.model.history_len
+
+    def select_bucket(self, b: int, n: int) -> Bucket:
+        return select_bucket(self.buckets, b, n)
+
+    def score(self, batch: Any) -> ScoreResult:
+        """Pad to the nearest bucket, run its executable, slice back to [b, c, ...]."""
+        b, c = int(batch.num_requests), int(batch.num_candidates)
+        bucket = self.select_bucket(b, c)
+        inputs = pad_batch(batch, bucket, self.history_len)
+        weights = self._weights            # read once: a batch never mixes two versions
+        probs, top_i, top_s = self._executables[bucket](weights, inputs)
+        return ScoreResult(np.asarray(probs)[:b, :c], np.asarray(top_i)[:b],
+                           np.asarray(top_s)[:b], bucket)
+
+    def warmup(self) -> None:
+        """Run every bucket once on empty (fully masked) input: no compile, just first-touch."""
+        for bucket, exe in self._executables.items():
+            sig = self._by_bucket[bucket]["inputs"]["batch"]
+            zeros = {k: np.zeros(v["shape"], np.dtype(v["dtype"])) for k, v in sig.items()}
+            jax.block_until_ready(exe(self._weights, zeros))
+
+    def swap_weights(self, directory: str | Path) -> None:
+        """Swap in weights of the same signature (a training checkpoint or an orbax tree).
+
+        Shapes and dtypes are checked before anything is allocated; on any error the old
+        weights keep serving. The swap is one reference assignment; the old buffers are
+        freed once the last in-flight batch that read them returns.
+        """
+        new = wt.restore(directory, self.manifest["weights"]["params"], self._device)
+        jax.block_until_ready(list(new.values()))
+        with self._swap_lock:
+            self._weights = new
+
+    def cost_flops(self, bucket: Bucket) -> float:
+        """XLA's FLOPs for one call of `bucket` (all B x N slots)."""
+        e = self._by_bucket.get(tuple(bucket))
+        if e is None:
+            raise BucketError(f"bucket {tuple(bucket)} not compiled; have {self.buckets}")
+        return float(e["cost"]["flops"])
+
+
+@dataclasses.dataclass
+class Artifacts:
+    root: Path
+    index: dict[str, Any]
+    tiers: dict[str, LoadedTier]
+
+
+def load(path: str | Path, *, tiers: list[str] | None = None, portable: bool = False,
+         device: Any | None = None) -> Artifacts:
+    """Verify and load an artifact directory (see manifest.py for the layout).
+
+    `tiers` restricts loading to some tiers. Raises ArtifactError naming the file on
+    any hash mismatch or missing file, and on a jax/jaxlib/platform mismatch.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise ArtifactError(f"artifacts: {root} is not a directory")
+    mf.require_verified(root)
+    index = mf.read_json(root / mf.INDEX)
+    names = list(index.get("tiers", {}))
+    if tiers is not None:
+        unknown = [t for t in tiers if t not in names]
+        if unknown:
+            raise ArtifactError(f"artifacts {root}: no tier {unknown[0]!r}; have {names}")
+        names = list(tiers)
+    if not names:
+        raise ArtifactError(f"artifacts {root}: the index lists no tiers")
+    device = device or jax.local_devices()[0]
+    loaded = {n: _load_tier(root / n, n, portable, device) for n in names}
+    return Artifacts(root, index, loaded)
+
+
+def _load_tier(tier_dir: Path, name: str, portable: bool, device: Any) -> LoadedTier:
+    m = mf.read_json(tier_dir / mf.INDEX)
+    try:
+        config = tier_from_dict(m["config"])
+    except (ConfigError, KeyError) as e:
+        raise ArtifactError(f"{tier_dir / mf.INDEX}: bad config ({e})") from None
+    platform = device.platform
+    if not portable:
+        _check_runtime(m, tier_dir, platform)
+    weights = wt.restore(tier_dir / m["weights"]["dir"], m["weights"]["params"], device)
+    executables = {}
+    for e in m["buckets"]:
+        bucket = (int(e["batch"]), int(e["candidates"]))
+        if portable:
+            executables[bucket] = _compile_exported(tier_dir, e, platform, weights)
+        else:
+            executables[bucket] = _deserialize(tier_dir, e, platform, device,
+                                               sorted(m["weights"]["params"]))
+    return LoadedTier(name, config, m, executables, weights, device)
+
+
+def _check_runtime(m: dict[str, Any], tier_dir: Path, platform: str) -> None:
+    import jaxlib
+
+    here = (jax.__version__, getattr(jaxlib, "__version__", "unknown"))
+    built = (m.get("jax"), m.get("jaxlib"))
+    if here != built:
+        raise ArtifactError(
+            f"{tier_dir}: executables were built with jax {built[0]} / jaxlib {built[1]}, "
+            f"this process runs jax {here[0]} / jaxlib {here[1]}; re-export, or load with "
+            "portable=True (compiles the jax.export modules at load)")
+    if m.get("platform") != platform:
+        raise ArtifactError(f"{tier_dir}: executables are for platform {m.get('platform')!r}, "
+                            f"this device is {platform!r}")
+
+
+def _deserialize(tier_dir: Path, e: dict[str, Any], platform: str, device: Any,
+                 weight_keys: list[str]) -> Any:
+    from jax.experimental.serialize_executable import deserialize_and_load
+
+    rel = e["executable"].get(platform)
+    if rel is None:
+        raise ArtifactError(f"{tier_dir}: bucket b{e['batch']}_n{e['candidates']} has no "
+                            f"executable for {platform!r}")
+    blob = (tier_dir / rel).read_bytes()
+    weights_tree = {k: 0 for k in weight_keys}
+    batch_tree = {k: 0 for k in e["inputs"]["batch"]}
+    in_tree = jax.tree_util.tree_structure(((weights_tree, batch_tree), {}))
+    out_tree = jax.tree_util.tree_structure((0, 0, 0))
+    try:
+        return deserialize_and_load(blob, in_tree, out_tree, backend=device.client,
+                                    execution_devices=[device])
+    except Exception as ex:  # noqa: BLE001 - corrupt or foreign executable
+        raise ArtifactError(f"{tier_dir / rel}: cannot deserialize ({type(ex).__name__}: "
+                            f"{str(ex).splitlines()[0] if str(ex) else ''})") from None
+
+
+def _compile_exported(tier_dir: Path, e: dict[str, Any], platform: str, weights: Any) -> Any:
+    rel = e["exported"].get(platform)
+    if rel is None:
+        raise ArtifactError(f"{tier_dir}: bucket b{e['batch']}_n{e['candidates']} has no "
+                            f"jax.export module for {platform!r} (have {sorted(e['exported'])})")
+    exp = jax.export.deserialize(bytearray((tier_dir / rel).read_bytes()))
+    batch = {k: jax.ShapeDtypeStruct(tuple(v["shape"]), np.dtype(v["dtype"]))
+             for k, v in e["inputs"]["batch"].items()}
+    w = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in weights.items()}
+    return jax.jit(exp.call).lower(w, batch).compile()

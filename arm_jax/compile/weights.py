@@ -1,0 +1,122 @@
+"""Weights as a flat dict of arrays keyed by parameter path ('wukong/0/fm/kernel').
+
+The executables take this dict as an argument (weights are never baked-in constants),
+so swapping weights is restoring a new dict of the same signature. Reads both the
+artifact's own `weights/` checkpoint and a training checkpoint's `params/` (an nnx
+state saved by orbax), without importing any model code: the tree is read from orbax
+metadata, checked against the expected signature, then restored onto one device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from arm_jax.compile.errors import ArtifactError
+
+Spec = dict[str, dict[str, Any]]  # key -> {"shape": [...], "dtype": "float32"}
+
+
+def flat_key(path: tuple) -> str:
+    """'a/b/0/kernel' from a jax key path; a trailing nnx 'value' level is dropped."""
+    parts = []
+    for k in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+        else:
+            parts.append(str(k))
+    if len(parts) > 1 and parts[-1] == "value":
+        parts = parts[:-1]
+    return "/".join(parts)
+
+
+def flatten(tree: Any) -> dict[str, Any]:
+    """pytree (nnx State, nested dict) -> {flat_key: leaf}; refuses duplicate keys."""
+    out: dict[str, Any] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        key = flat_key(path)
+        if key in out:
+            raise ArtifactError(f"weights: two parameters map to the key {key!r}")
+        out[key] = leaf
+    return out
+
+
+def spec_of(flat: dict[str, Any]) -> Spec:
+    return {k: {"shape": [int(s) for s in v.shape], "dtype": str(np.dtype(v.dtype))}
+            for k, v in sorted(flat.items())}
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    for key, v in flat.items():
+        node = root
+        *head, last = key.split("/")
+        for p in head:
+            node = node.setdefault(p, {})
+        node[last] = v
+    return root
+
+
+def save(directory: Path, flat: dict[str, Any]) -> None:
+    """Write the flat dict as an orbax checkpoint (nested by key path)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(Path(directory).resolve(), _nest(flat), force=True)
+
+
+def params_dir(directory: str | Path) -> Path:
+    """A training checkpoint's `params/`, or the directory itself if it is an orbax tree."""
+    d = Path(directory).resolve()
+    if (d / "params").is_dir():
+        return d / "params"
+    if (d / "_CHECKPOINT_METADATA").exists() or (d / "_METADATA").exists():
+        return d
+    raise ArtifactError(f"{d}: not a weights checkpoint (no params/ and no orbax metadata)")
+
+
+def check_spec(got: Spec, want: Spec, where: str) -> None:
+    """Same keys, shapes and dtypes, or ArtifactError naming the first difference."""
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    if missing or extra:
+        raise ArtifactError(f"{where}: parameters differ from the compiled signature: "
+                            f"missing {missing[:3]}, unexpected {extra[:3]}")
+    for k in sorted(want):
+        if list(got[k]["shape"]) != list(want[k]["shape"]) or got[k]["dtype"] != want[k]["dtype"]:
+            raise ArtifactError(
+                f"{where}: parameter {k!r} has shape {list(got[k]['shape'])} {got[k]['dtype']}, "
+                f"the executables were compiled for {list(want[k]['shape'])} {want[k]['dtype']}")
+
+
+def restore(directory: str | Path, want: Spec, device: Any | None = None) -> dict[str, jax.Array]:
+    """Restore weights onto `device` after checking their signature against `want`.
+
+    Raises ArtifactError (and allocates nothing) when keys, shapes or dtypes differ.
+    """
+    import orbax.checkpoint as ocp
+
+    d = params_dir(directory)
+    device = device or jax.local_devices()[0]
+    sharding = jax.sharding.SingleDeviceSharding(device)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            meta = ckptr.metadata(d)
+            tree = getattr(meta, "item_metadata", meta)
+            tree = getattr(tree, "tree", tree)
+            got = {k: {"shape": list(m.shape), "dtype": str(np.dtype(m.dtype))}
+                   for k, m in flatten(tree).items()}
+            check_spec(got, want, str(d))
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree)
+            restored = ckptr.restore(d, target)
+    except ArtifactError:
+        raise
+    except Exception as e:  # orbax raises many types; surface one clear error
+        raise ArtifactError(f"{d}: cannot restore weights ({type(e).__name__}: {e})") from None
+    return flatten(restored)
