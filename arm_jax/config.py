@@ -60,6 +60,9 @@ class ModelConfig:
     encoder_mlp_ratio: int = _f(4, 1, 16)
     summary_tokens: int = _f(4, 0, 64)
     target_attention: bool = _f(True)
+    share_item_embedding: bool = _f(
+        True, doc="look the candidate's item id (its first sparse field) up in the history's "
+                  "item table too, as an extra token and target-attention query input")
     target_heads: int = _f(4, 1, 64)
     wukong_layers: int = _f(4, 1, 64)
     fm_tokens: int = _f(16, 1, 1024, doc="n_F")

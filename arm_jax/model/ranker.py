@@ -80,7 +80,8 @@ class Ranker(nnx.Module):
             self.ta_kv = nnx.Linear(d, 2 * d, **kw)
             self.ta_out = nnx.Linear(d, d, **kw)
         self.req_token_count = features.req_sparse_fields + 1 + model.summary_tokens
-        self.cand_token_count = features.cand_sparse_fields + 1 + int(model.target_attention)
+        self.cand_token_count = (features.cand_sparse_fields + 1 + int(model.target_attention)
+                                 + int(model.share_item_embedding))
         tokens = self.req_token_count + self.cand_token_count
         layers = []
         for _ in range(model.wukong_layers):
@@ -124,9 +125,17 @@ class Ranker(nnx.Module):
         sparse_bcfd = self.cand_sparse(batch.cand_sparse).astype(self.dtype)
         dense_bc1d = self.cand_dense(normalize_dense(batch.cand_dense))[:, :, None]
         parts = [sparse_bcfd, dense_bc1d]
+        query_in_bcd = sparse_bcfd.mean(axis=2) + dense_bc1d[:, :, 0]
+        if self.cfg.share_item_embedding:
+            # The candidate's item id in the history's item table: the same vector the
+            # encoder sees when this item appears in a history, so "has this user engaged
+            # with items like this one" is a comparison in one space (DIN-style sharing).
+            item_bc1d = self.encoder.items(batch.cand_sparse[..., :1]).astype(self.dtype)
+            parts.append(item_bc1d)
+            query_in_bcd = query_in_bcd + item_bc1d[:, :, 0]
         if self.cfg.target_attention:
             h = self.cfg.target_heads
-            query_bcd = self.ta_query(sparse_bcfd.mean(axis=2) + dense_bc1d[:, :, 0])
+            query_bcd = self.ta_query(query_in_bcd)
             att_bchk = target_attention(query_bcd.reshape(b, c, h, d // h), state.hist_k_blhk,
                                         state.hist_v_blhk, state.hist_mask_bl,
                                         impl=self.cfg.kernel_impl)
