@@ -1,0 +1,209 @@
+"""Export -> load: identical scores in a fresh process, no compile after load, no model
+code imported, padding never changes valid scores, weights swap, manifest costs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from arm_jax.compile import ArtifactError, BucketError, load
+from arm_jax.data.random_batch import random_batch
+
+SEEDS = {(1, 4): 11, (1, 8): 12, (2, 4): 13, (2, 8): 14}
+
+
+def _library(ckpt, batch):
+    from arm_jax.checkpoint import load_checkpoint
+    from arm_jax.train.step import make_predict
+
+    _, _, graphdef, params = load_checkpoint(ckpt)
+    return np.asarray(make_predict(graphdef)(params, batch))
+
+
+def test_fresh_process_scores_identical_to_library_for_every_bucket(exported, tmp_path):
+    out = tmp_path / "scores.npz"
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, jax
+        from jax._src.dispatch import BACKEND_COMPILE_EVENT
+        from arm_jax.compile import load
+        from arm_jax.data.random_batch import random_batch
+        compiles = []
+        jax.monitoring.register_event_duration_secs_listener(
+            lambda e, d, **k: compiles.append(e) if e == BACKEND_COMPILE_EVENT else None)
+        tier = load({str(exported['dir'])!r}).tiers["small"]
+        res = {{}}
+        for (B, N), seed in {SEEDS!r}.items():
+            batch = random_batch(tier.config.features, batch=B, candidates=N, history=6,
+                                 seed=seed, valid_candidates=N - 1)
+            r = tier.score(batch)
+            assert r.bucket == (B, N), r.bucket
+            res[f"p{{B}}_{{N}}"] = r.probs
+            res[f"i{{B}}_{{N}}"] = r.top_indices
+            res[f"s{{B}}_{{N}}"] = r.top_scores
+        np.savez({str(out)!r}, **res)
+        bad = sorted(m for m in sys.modules if m.startswith(("arm_jax.model", "arm_jax.train")))
+        assert not bad, bad
+        assert not compiles, compiles
+        print("OK")
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr[-3000:]
+    got = np.load(out)
+    top_k = json.loads((exported["dir"] / "small" / "manifest.json").read_text())["top_k"]
+    for (B, N), seed in SEEDS.items():
+        batch = random_batch(exported["tier"].features, batch=B, candidates=N, history=6,
+                             seed=seed, valid_candidates=N - 1)
+        want = _library(exported["ckpt"], batch)
+        np.testing.assert_array_equal(got[f"p{B}_{N}"], want)
+        # top-K: first task, padded slot last at -inf, K = min(top_k, N)
+        key = np.where(np.asarray(batch.cand_mask), want[..., 0], -np.inf)
+        order = np.argsort(-key, axis=1, kind="stable")[:, :min(top_k, N)]
+        np.testing.assert_array_equal(got[f"i{B}_{N}"], order)
+        np.testing.assert_array_equal(got[f"s{B}_{N}"], np.take_along_axis(key, order, 1))
+        assert np.isneginf(got[f"s{B}_{N}"][:, -1]).all()
+
+
+def test_no_compilation_after_load_in_process(exported):
+    from jax._src.dispatch import BACKEND_COMPILE_EVENT
+
+    events = []
+
+    def listener(event, _duration, **_kw):
+        if event == BACKEND_COMPILE_EVENT:
+            events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        tier = load(exported["dir"]).tiers["small"]
+        tier.warmup()
+        for b, c in ((1, 1), (1, 5), (2, 3), (2, 8)):
+            tier.score(random_batch(tier.config.features, batch=b, candidates=c, history=6))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert events == []
+
+
+def test_padding_never_changes_valid_scores(exported):
+    tier = load(exported["dir"]).tiers["small"]
+    f = tier.config.features
+    base = random_batch(f, batch=1, candidates=3, history=6, seed=5)
+    r = tier.score(base)
+    assert r.bucket == (1, 4) and r.probs.shape == (1, 3, len(f.tasks))
+    assert set(r.top_indices[0, :3]) == {0, 1, 2} and np.isneginf(r.top_scores[0, 3])
+    # the same request inside a bigger batch, among masked garbage candidates
+    big = random_batch(f, batch=2, candidates=7, history=6, seed=6)
+    fields = {k: np.array(getattr(big, k)) for k in
+              ("req_sparse", "req_dense", "hist_item", "hist_action", "hist_gap", "hist_len",
+               "cand_sparse", "cand_dense", "cand_mask")}
+    for k in ("req_sparse", "req_dense", "hist_item", "hist_action", "hist_gap", "hist_len"):
+        fields[k][1] = np.asarray(getattr(base, k))[0]
+    for k in ("cand_sparse", "cand_dense"):
+        fields[k][1, :3] = np.asarray(getattr(base, k))[0]
+    fields["cand_mask"][1] = [True] * 3 + [False] * 4
+    r2 = tier.score(big.replace(**fields))
+    assert r2.bucket == (2, 8)
+    np.testing.assert_allclose(r2.probs[1, :3], r.probs[0], rtol=1e-6, atol=1e-7)
+    # within one bucket, garbage in masked slots changes nothing at all
+    same = big.replace(**fields)
+    fields["cand_sparse"][1, 3:] += 17
+    fields["cand_dense"][1, 3:] *= -3.0
+    np.testing.assert_array_equal(tier.score(big.replace(**fields)).probs[1, :3],
+                                  tier.score(same).probs[1, :3])
+    assert (r2.top_indices[1, :3] < 3).all()
+
+
+def test_over_largest_bucket_is_refused(exported):
+    tier = load(exported["dir"]).tiers["small"]
+    batch = random_batch(tier.config.features, batch=1, candidates=9, history=6)
+    with pytest.raises(BucketError, match="exceeds the largest compiled bucket"):
+        tier.score(batch)
+
+
+def test_manifest_flops_equal_xla_cost_analysis(exported):
+    from arm_jax.checkpoint import load_checkpoint
+    from arm_jax.compile import weights as wt
+    from arm_jax.compile.buckets import batch_signature
+    from arm_jax.compile.export import _specs, scoring_function
+
+    m = json.loads((exported["dir"] / "small" / "manifest.json").read_text())
+    _, tier, graphdef, params = load_checkpoint(exported["ckpt"])
+    score, flat = scoring_function(graphdef, params, m["top_k"])
+    entry = next(e for e in m["buckets"] if (e["batch"], e["candidates"]) == (2, 8))
+    compiled = jax.jit(score).lower(
+        _specs(wt.spec_of(flat)), _specs(batch_signature((2, 8), 6, tier.features))).compile()
+    ca = compiled.cost_analysis()
+    ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+    assert entry["cost"]["flops"] == float(ca["flops"]) > 0
+    assert entry["cost"]["bytes_accessed"] == float(ca["bytes accessed"])
+    mem = compiled.memory_analysis()
+    assert entry["memory"]["temp"] == mem.temp_size_in_bytes
+    assert entry["memory"]["argument"] == mem.argument_size_in_bytes == \
+        m["weights"]["bytes"] + sum(int(np.prod(v["shape"])) * np.dtype(v["dtype"]).itemsize
+                                    for v in entry["inputs"]["batch"].values())
+    # costs grow with the bucket; the loaded tier reports the manifest figure
+    tier_l = load(exported["dir"]).tiers["small"]
+    assert tier_l.cost_flops((2, 8)) == entry["cost"]["flops"] > tier_l.cost_flops((1, 4))
+
+
+def test_manifest_records_signatures_versions_and_cuda_export(exported):
+    m = json.loads((exported["dir"] / "small" / "manifest.json").read_text())
+    assert m["jax"] == jax.__version__ and m["platform"] == "cpu"
+    assert m["config"]["serving"]["candidate_buckets"] == [4, 8]
+    assert [(e["batch"], e["candidates"]) for e in m["buckets"]] == [(1, 4), (1, 8), (2, 4),
+                                                                     (2, 8)]
+    for e in m["buckets"]:
+        assert set(e["exported"]) == {"cpu", "cuda"}, e["export_errors"]
+        assert e["inputs"]["batch"]["cand_mask"] == {"shape": [e["batch"], e["candidates"]],
+                                                    "dtype": "bool"}
+        assert e["outputs"]["top_indices"]["shape"] == [e["batch"], min(m["top_k"],
+                                                                        e["candidates"])]
+        for rel in [*e["exported"].values(), *e["executable"].values()]:
+            assert rel in m["files"]
+    assert any(k.startswith("weights/") for k in m["files"])
+    exp = jax.export.deserialize(bytearray(
+        (exported["dir"] / "small" / m["buckets"][0]["exported"]["cuda"]).read_bytes()))
+    assert exp.platforms == ("cuda",)
+
+
+def test_weights_are_arguments_and_swap(exported, checkpoint_like):
+    tier = load(exported["dir"]).tiers["small"]
+    batch = random_batch(tier.config.features, batch=1, candidates=4, history=6, seed=9)
+    before = tier.score(batch).probs
+    new = checkpoint_like(99, "v2")
+    tier.swap_weights(new)
+    after = tier.score(batch).probs
+    assert not np.allclose(before, after)
+    np.testing.assert_array_equal(after, _library(new, batch))
+    wide = checkpoint_like(1, "wide", d_model=32)
+    with pytest.raises(ArtifactError, match="compiled for"):
+        tier.swap_weights(wide)
+    np.testing.assert_array_equal(tier.score(batch).probs, after)  # old weights keep serving
+    with pytest.raises(ArtifactError, match="not a weights checkpoint"):
+        tier.swap_weights(exported["root"])
+
+
+def test_reexport_hits_executable_cache_and_still_runs(exported, tmp_path):
+    from arm_jax.compile.export import export_tiers
+
+    out = export_tiers({"small": exported["ckpt"]}, tmp_path / "again", platforms=("cpu",),
+                       cache_dir=exported["cache"], progress=False)
+    m = json.loads((out / "small" / "manifest.json").read_text())
+    assert {e["compile_cache"] for e in m["buckets"]} == {"hit"}
+    tier = load(out).tiers["small"]
+    batch = random_batch(tier.config.features, batch=2, candidates=8, history=6, seed=3)
+    np.testing.assert_array_equal(tier.score(batch).probs, _library(exported["ckpt"], batch))
+
+
+@pytest.mark.slow
+def test_portable_load_compiles_jax_export_modules(exported):
+    tier = load(exported["dir"], portable=True).tiers["small"]
+    batch = random_batch(tier.config.features, batch=2, candidates=5, history=6, seed=4)
+    ref = load(exported["dir"]).tiers["small"].score(batch).probs
+    np.testing.assert_allclose(tier.score(batch).probs, ref, rtol=1e-6, atol=1e-7)
