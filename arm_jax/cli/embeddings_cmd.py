@@ -1,0 +1,127 @@
+"""`arm-jax embeddings plan`, `arm-jax plan` (memory planner) and `arm-jax bench embeddings`.
+
+Argument parsing only: the work is in arm_jax.embeddings, arm_jax.parallel and
+arm_jax.bench.embeddings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
+    return v
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("embeddings", help="embedding-table tools (hash sizing by sparsity)")
+    esub = e.add_subparsers(dest="embeddings_command", metavar="COMMAND", required=True)
+    p = esub.add_parser(
+        "plan", help="choose per-feature hash sizes from observed ids under a parameter budget",
+        description="Read observed ids per feature (`synthetic` or an .npz with one int array "
+                    "per feature), then choose each table's rows to minimise the summed "
+                    "collision rate of its frequent ids within --budget-params.")
+    p.add_argument("--data", required=True, help="'synthetic' or path/to/ids.npz")
+    p.add_argument("--budget-params", type=_positive_int, required=True,
+                   help="total embedding parameters (rows x dim) to spend")
+    p.add_argument("--tier", default="small", help="tier giving features and dim (default small)")
+    p.add_argument("--dim", type=_positive_int, default=None, help="width (default: tier d_model)")
+    p.add_argument("--min-count", type=_positive_int, default=2,
+                   help="ids seen fewer times are tail: they may share rows (default 2)")
+    p.add_argument("--row-multiple", type=_positive_int, default=8,
+                   help="round rows to a multiple (the mesh's model axis; default 8)")
+    p.add_argument("--out", default=None, help="write the plan as YAML (config overrides)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(func=_embeddings_plan)
+
+    m = sub.add_parser(
+        "plan", help="per-device memory plan of a tier on K devices (exit 1 if it does not fit)",
+        description="Predict per-device bytes (parameters, AdamW state and temporaries for "
+                    "training; parameters and activations for a serving bucket) on a "
+                    "data x model mesh, on paper. Exit 0 if everything fits, 1 otherwise.")
+    m.add_argument("--tier", required=True)
+    m.add_argument("--devices", type=_positive_int, required=True)
+    m.add_argument("--device-memory", required=True, help="bytes per device, e.g. 80GiB")
+    m.add_argument("--data-parallel", type=_positive_int, default=1,
+                   help="size of the 'data' mesh axis (model axis = devices / this)")
+    m.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                   help="parameter and compute dtype (default: the tier's)")
+    m.add_argument("--batch", type=_positive_int, default=None,
+                   help="serving bucket requests (default: largest batch bucket)")
+    m.add_argument("--candidates", type=_positive_int, default=None,
+                   help="serving bucket candidates (default: largest candidate bucket)")
+    m.add_argument("--mode", choices=("both", "serve", "train"), default="both")
+    m.add_argument("--min-shard-bytes", type=int, default=None,
+                   help="parameters smaller than this stay replicated (default 1 MiB)")
+    m.add_argument("--json", action="store_true")
+    m.add_argument("overrides", nargs="*", metavar="key=value")
+    m.set_defaults(func=_plan)
+
+
+def register_bench(bsub: argparse._SubParsersAction) -> None:
+    b = bsub.add_parser("embeddings", help="sharded vs single-device lookups, planner vs XLA, "
+                                           "pruning savings (runs on 8 host devices)")
+    b.add_argument("--devices", type=_positive_int, default=8)
+    b.add_argument("--rows", type=_positive_int, default=1 << 18, help="table rows")
+    b.add_argument("--dim", type=_positive_int, default=64)
+    b.add_argument("--lookups", type=_positive_int, default=1 << 16, help="ids per call")
+    b.add_argument("--repeats", type=_positive_int, default=20)
+    b.add_argument("--out", default="bench-results/embeddings.json")
+    b.set_defaults(func=_bench)
+
+
+def _embeddings_plan(args: argparse.Namespace) -> int:
+    from arm_jax.config import load_tier
+    from arm_jax.embeddings.id_data import load_columns
+    from arm_jax.embeddings.sizing import plan_sizes, stats_from_columns, write_plan_yaml
+
+    tier = load_tier(args.tier, args.overrides)
+    cols = load_columns(args.data, tier.features)
+    plan = plan_sizes(stats_from_columns(cols, args.min_count), args.budget_params,
+                      args.dim or tier.model.d_model, row_multiple=args.row_multiple)
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
+    if args.out:
+        write_plan_yaml(plan, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from arm_jax.config import load_tier
+    from arm_jax.parallel.planner import parse_bytes, plan_memory
+    from arm_jax.parallel.rules import MIN_SHARD_BYTES
+    from arm_jax.parallel.sharding import format_placements
+
+    overrides = list(args.overrides)
+    if args.dtype:
+        overrides += [f"model.dtype={args.dtype}", f"model.param_dtype={args.dtype}"]
+    tier = load_tier(args.tier, overrides)
+    plan = plan_memory(tier, args.devices, parse_bytes(args.device_memory),
+                       data=args.data_parallel, batch=args.batch, candidates=args.candidates,
+                       train=args.mode in ("both", "train"), serve=args.mode in ("both", "serve"),
+                       min_shard_bytes=(MIN_SHARD_BYTES if args.min_shard_bytes is None
+                                        else args.min_shard_bytes))
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        print(plan.table())
+        print(format_placements(plan.placements))
+    for line in plan.failures():
+        print(f"arm-jax: does not fit: {line}", file=sys.stderr)
+    return 0 if plan.fits else 1
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from arm_jax.bench.embeddings import run_in_subprocess
+
+    return run_in_subprocess(devices=args.devices, rows=args.rows, dim=args.dim,
+                             lookups=args.lookups, repeats=args.repeats, out_json=args.out)

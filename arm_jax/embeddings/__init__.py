@@ -1,0 +1,1 @@
+"""Embedding tables at scale: sizing by sparsity, unified tables, pruning."""

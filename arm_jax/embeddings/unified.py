@@ -1,0 +1,111 @@
+"""One table, many fields: per-field sizes (from the sizing plan) and unified groups.
+
+A `TableLayout` gives every sparse field an (offset, size, salt) triple inside one
+table, so the lookup is always a single gather and the whole table shards row-wise
+under one rule:
+
+- separate fields: their own slices (offset = running sum of sizes), as in
+  `HashedEmbedding` but with a size per field (what `plan_sizes` chooses);
+- a unified group: several fields share one slice (same offset and size) and keep
+  distinct salts, so equal raw ids of different fields land in unrelated rows
+  (collisions between them are random, never systematic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from arm_jax.model.preprocess import field_salts, hash_ids
+
+
+class LayoutError(ValueError):
+    """Field sizes or groups are inconsistent."""
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """Per-field (offset, size) into one table of `total_rows` rows (padding included)."""
+
+    offsets: tuple[int, ...]
+    sizes: tuple[int, ...]
+    total_rows: int
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def used_rows(self) -> int:
+        """Rows some field can address (the rest is padding for even sharding)."""
+        return sum(size for _, size in set(zip(self.offsets, self.sizes)))
+
+    @classmethod
+    def build(cls, field_rows: Sequence[int], groups: Sequence[Sequence[int]] = (),
+              pad_to: int = 1) -> "TableLayout":
+        """Fields in a group share one slice of sum(their rows); others get their own.
+
+        `pad_to` rounds the table up to a multiple (e.g. the mesh's model axis) so it
+        row-shards evenly; padded rows are never addressed.
+        """
+        n = len(field_rows)
+        if n == 0 or min(field_rows) < 1:
+            raise LayoutError(f"field_rows={list(field_rows)}: need >= 1 field, each >= 1 row")
+        seen: set[int] = set()
+        for g in groups:
+            for f in g:
+                if not 0 <= f < n:
+                    raise LayoutError(f"group {list(g)}: field {f} out of range 0..{n - 1}")
+                if f in seen:
+                    raise LayoutError(f"field {f} appears in more than one group")
+                seen.add(f)
+        slices = [list(g) for g in groups if g] + [[f] for f in range(n) if f not in seen]
+        slices.sort(key=min)
+        offsets, sizes = [0] * n, [0] * n
+        cursor = 0
+        for members in slices:
+            size = sum(field_rows[f] for f in members)
+            for f in members:
+                offsets[f], sizes[f] = cursor, size
+            cursor += size
+        total = -(-cursor // pad_to) * pad_to
+        return cls(tuple(offsets), tuple(sizes), total)
+
+    @classmethod
+    def uniform(cls, num_fields: int, rows_per_field: int) -> "TableLayout":
+        """The `HashedEmbedding` layout: equal, separate slices."""
+        return cls.build([rows_per_field] * num_fields)
+
+    def rows(self, ids_xf: jax.Array, salt_base: int = 0) -> jax.Array:
+        """Raw ids [..., num_fields] -> table rows [..., num_fields] (in-graph)."""
+        salts = field_salts(self.num_fields, salt_base)
+        sizes = jnp.asarray(self.sizes, jnp.uint32)
+        return hash_ids(ids_xf, salts, sizes) + jnp.asarray(self.offsets, jnp.int32)
+
+
+class FieldEmbedding(nnx.Module):
+    """Sparse fields looked up in one table laid out by a `TableLayout`.
+
+    Table [layout.total_rows, features], logical axes ('vocab', 'embed'). With
+    `TableLayout.uniform(f, r)` and the same `salt_base` it computes exactly what
+    `HashedEmbedding(f, r, ...)` computes.
+    """
+
+    def __init__(self, layout: TableLayout, features: int, *, salt_base: int = 0,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.layout = layout
+        self.salt_base = salt_base
+        init = nnx.initializers.normal(stddev=0.05)
+        self.table = nnx.Param(init(rngs.params(), (layout.total_rows, features), param_dtype),
+                               logical_axes=("vocab", "embed"))
+
+    def rows(self, ids_xf: jax.Array) -> jax.Array:
+        return self.layout.rows(ids_xf, self.salt_base)
+
+    def __call__(self, ids_xf: jax.Array) -> jax.Array:
+        """[..., num_fields] raw ids -> [..., num_fields, features]."""
+        return jnp.take(self.table[...], self.rows(ids_xf), axis=0)

@@ -1,0 +1,1 @@
+"""Mesh, logical-axis sharding rules, memory planner and sharded checkpoints."""

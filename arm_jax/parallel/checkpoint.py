@@ -1,0 +1,172 @@
+"""Sharded, asynchronous orbax checkpoints of params + optimizer state, with integrity.
+
+Layout of a checkpoint root:
+  steps/<step>/params, steps/<step>/opt_state   orbax CheckpointManager items (each
+                                                 device writes its own shards)
+  digests/<step>.json                           sha256 + size of every file of a step
+
+`save` returns as soon as the arrays are copied off the devices (orbax writes in a
+background thread), so training continues. The digest is written when the save is
+known complete (at the next `save`, `wait` or `close`): it is our commit marker. A
+step without a digest, or whose files no longer match it (truncated, corrupted), is
+refused with `CorruptCheckpointError`; `restore_latest` then falls back to the newest
+step that verifies.
+
+Restoring takes abstract targets (`jax.ShapeDtypeStruct` with `sharding=`), so a
+checkpoint written on one mesh is read straight into another (8 -> 4 -> 1 devices):
+each device reads only the slices it owns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from arm_jax.checkpoint import CheckpointError
+
+
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint step is incomplete, truncated or its bytes changed since it was saved."""
+
+
+def abstract_with(tree: Any, shardings: Any) -> Any:
+    """ShapeDtypeStructs of `tree` (arrays or abstract) placed by `shardings`."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        tree, shardings)
+
+
+def _digest_files(step_dir: Path) -> dict[str, list]:
+    out = {}
+    for p in sorted(step_dir.rglob("*")):
+        if p.is_file():
+            h = hashlib.sha256()
+            with p.open("rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            out[str(p.relative_to(step_dir))] = [p.stat().st_size, h.hexdigest()]
+    return out
+
+
+class ShardedCheckpointer:
+    """Async sharded save / verified restore of {params, opt_state} by step."""
+
+    def __init__(self, directory: str | Path, *, max_to_keep: int | None = 3,
+                 async_save: bool = True):
+        self.root = Path(directory).resolve()
+        self.digests = self.root / "digests"
+        self.digests.mkdir(parents=True, exist_ok=True)
+        self._primary = jax.process_index() == 0
+        self.manager = ocp.CheckpointManager(
+            self.root / "steps", item_names=("params", "opt_state"),
+            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
+                                                 enable_async_checkpointing=async_save))
+        self._pending: int | None = None
+
+    # ------------------------------------------------------------------ save
+    def save(self, step: int, params: Any, opt_state: Any = None) -> None:
+        """Start saving `step`; returns once device buffers are copied (not written)."""
+        self._finalize()
+        items = {"params": ocp.args.StandardSave(params)}
+        if opt_state is not None:
+            items["opt_state"] = ocp.args.StandardSave(opt_state)
+        self.manager.save(step, args=ocp.args.Composite(**items))
+        self._pending = step
+
+    def wait(self) -> None:
+        """Block until the pending save is on disk and its digest written."""
+        self._finalize()
+
+    def close(self) -> None:
+        self._finalize()
+        self.manager.close()
+
+    def __enter__(self) -> "ShardedCheckpointer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _finalize(self) -> None:
+        if self._pending is None:
+            return
+        self.manager.wait_until_finished()
+        step, self._pending = self._pending, None
+        if self._primary:
+            payload = {"step": step, "files": _digest_files(self._step_dir(step))}
+            tmp = self.digests / f"{step}.json.tmp"
+            tmp.write_text(json.dumps(payload))
+            tmp.replace(self.digests / f"{step}.json")
+            live = {str(s) for s in self.manager.all_steps()}
+            for d in self.digests.glob("*.json"):
+                if d.stem not in live:
+                    d.unlink()
+
+    # ------------------------------------------------------------------ verify
+    def _step_dir(self, step: int) -> Path:
+        return self.root / "steps" / str(step)
+
+    def steps(self) -> list[int]:
+        """Steps orbax committed (verified or not), oldest first."""
+        self.manager.reload()
+        return sorted(self.manager.all_steps())
+
+    def verify(self, step: int) -> None:
+        """Raise CorruptCheckpointError unless every file of `step` matches its digest."""
+        where = f"checkpoint {self.root} step {step}"
+        dpath = self.digests / f"{step}.json"
+        if not self._step_dir(step).is_dir():
+            raise CorruptCheckpointError(f"{where}: no such step (have {self.steps()})")
+        if not dpath.exists():
+            raise CorruptCheckpointError(f"{where}: no digest: the save never completed")
+        try:
+            expected = json.loads(dpath.read_text())["files"]
+        except (json.JSONDecodeError, KeyError) as e:
+            raise CorruptCheckpointError(f"{where}: unreadable digest ({e})") from None
+        actual = _digest_files(self._step_dir(step))
+        for name, (size, sha) in expected.items():
+            if name not in actual:
+                raise CorruptCheckpointError(f"{where}: file {name} is missing")
+            got_size, got_sha = actual[name]
+            if got_size != size:
+                raise CorruptCheckpointError(
+                    f"{where}: file {name} is truncated or resized ({got_size} B, "
+                    f"expected {size} B)")
+            if got_sha != sha:
+                raise CorruptCheckpointError(f"{where}: file {name} is corrupted (sha256 "
+                                             f"{got_sha[:12]}.. != {sha[:12]}..)")
+
+    # ------------------------------------------------------------------ restore
+    def restore(self, step: int, abstract_params: Any, abstract_opt: Any = None
+                ) -> tuple[Any, Any]:
+        """(params, opt_state) of a verified `step`, placed as the abstract targets say."""
+        self._finalize()
+        self.verify(step)
+        items = {"params": ocp.args.StandardRestore(abstract_params)}
+        if abstract_opt is not None:
+            items["opt_state"] = ocp.args.StandardRestore(abstract_opt)
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as e:  # orbax raises many types; surface one clear error
+            raise CheckpointError(f"checkpoint {self.root} step {step}: cannot restore "
+                                  f"({type(e).__name__}: {e})") from None
+        return out["params"], out.get("opt_state") if abstract_opt is not None else None
+
+    def restore_latest(self, abstract_params: Any, abstract_opt: Any = None
+                       ) -> tuple[int, Any, Any, list[str]]:
+        """Newest step that verifies -> (step, params, opt_state, refusals of newer steps)."""
+        self._finalize()
+        refused: list[str] = []
+        for step in reversed(self.steps()):
+            try:
+                params, opt = self.restore(step, abstract_params, abstract_opt)
+            except CorruptCheckpointError as e:
+                refused.append(str(e))
+                continue
+            return step, params, opt, refused
+        raise CorruptCheckpointError(f"checkpoint {self.root}: no restorable step"
+                                     + ("; " + "; ".join(refused) if refused else ""))
