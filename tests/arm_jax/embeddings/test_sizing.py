@@ -1,0 +1,70 @@
+"""Hash sizing by sparsity: stats, budget, monotonicity, errors, CLI."""
+
+import numpy as np
+import pytest
+
+from arm_jax.cli.main import main
+from arm_jax.embeddings.sizing import (IdStats, SizingError, collision_rate, plan_sizes,
+                                       stats_from_columns)
+
+
+def _zipf_ids(n_ids: int, size: int, seed: int) -> np.ndarray:
+    r = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, n_ids + 1)
+    return r.choice(n_ids, size=size, p=p / p.sum())
+
+
+def test_stats_count_head_and_tail():
+    s = IdStats.from_ids("f", np.array([1, 1, 2, 3, 3, 3, 4]), min_count=2)
+    assert (s.lookups, s.distinct, s.head, s.singletons) == (7, 4, 2, 2)
+
+
+def test_collision_rate_matches_simulation():
+    r = np.random.default_rng(0)
+    n, m = 500, 2000
+    rows = r.integers(0, m, size=(200, n))
+    sim = np.mean([(np.bincount(x, minlength=m)[x] > 1).mean() for x in rows])
+    assert collision_rate(n, m) == pytest.approx(sim, abs=0.01)
+    assert collision_rate(1, 8) == 0.0 and collision_rate(100, 1) == 1.0
+
+
+def test_plan_respects_budget_and_gives_more_rows_to_larger_features():
+    cols = {"small": _zipf_ids(50, 20_000, 0), "mid": _zipf_ids(2_000, 50_000, 1),
+            "big": _zipf_ids(40_000, 200_000, 2)}
+    stats = stats_from_columns(cols)
+    budget = 30_000 * 16
+    plan = plan_sizes(stats, budget, dim=16, row_multiple=8)
+    rows = plan.rows()
+    assert plan.used_params <= budget and plan.used_params > 0.95 * budget
+    assert all(r % 8 == 0 for r in rows.values())
+    assert rows["small"] < rows["mid"] < rows["big"]
+    # more budget never makes a feature's collisions worse
+    bigger = plan_sizes(stats, 4 * budget, dim=16)
+    for a, b in zip(plan.features, bigger.features):
+        assert b.rows >= a.rows and b.collision_rate <= a.collision_rate + 1e-12
+
+
+def test_budget_below_minimum_is_refused_with_the_numbers():
+    stats = [IdStats.from_ids("a", np.arange(10)), IdStats.from_ids("b", np.arange(10))]
+    with pytest.raises(SizingError, match=r"budget_params=100 is below the minimum 256"):
+        plan_sizes(stats, 100, dim=16, row_multiple=8)
+
+
+def test_cli_plan_from_npz_writes_overrides(tmp_path, capsys):
+    np.savez(tmp_path / "ids.npz", req_0=_zipf_ids(100, 5000, 0), item=_zipf_ids(3000, 20000, 1))
+    out = tmp_path / "plan.yaml"
+    rc = main(["embeddings", "plan", "--data", str(tmp_path / "ids.npz"),
+               "--budget-params", "200000", "--dim", "16", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "req_0" in text and "item" in text and "collide" in text
+    import yaml
+
+    doc = yaml.safe_load(out.read_text())
+    assert doc["embeddings"]["used_params"] <= 200000
+    assert any(o.startswith("features.item_hash_size=") for o in doc["overrides"])
+
+
+def test_cli_rejects_float_ids(tmp_path, capsys):
+    np.savez(tmp_path / "bad.npz", f=np.array([0.5, 1.5]))
+    rc = main(["embeddings", "plan", "--data", str(tmp_path / "bad.npz"), "--budget-params", "1000"])
+    assert rc == 2 and "ids must be ints" in capsys.readouterr().err
