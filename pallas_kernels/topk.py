@@ -10,7 +10,7 @@ threshold compaction (two cumsums and a scatter, O(N)) and the ordering of the k
 
 On CPU `jax.lax.top_k` is already linear, so the dispatcher uses it there, with the
 package's semantics enforced: XLA orders NaN above +inf, so when a NaN reaches the
-result the row is recomputed on integer keys where NaN ranks below -inf.
+result the call is redone by the jnp radix select, where NaN ranks below -inf.
 
 Semantics (all implementations; see radix_select.py): values descending, ties by lower
 index, NaN never selected, unfillable slots (k > N or too few non-NaN values) hold index
@@ -33,7 +33,6 @@ from pallas_kernels.radix_select import (order_key, radix_threshold, radix_topk,
                                          rowwise, select_by_threshold)
 
 IMPLS = ("auto", "pallas", "xla", "radix")
-_INT_MIN = jnp.iinfo(jnp.int32).min
 
 
 @dataclass(frozen=True)
@@ -114,56 +113,50 @@ def topk_pallas(x: jax.Array, k: int, *, blocks: TopKBlocks | None = None,
 
 
 # ----------------------------------------------------------------------------- XLA path
-def _int_key(x_bn: jax.Array) -> jax.Array:
-    """int32 keys in value order with NaN at INT32_MIN, strictly below -inf."""
-    if not jnp.issubdtype(x_bn.dtype, jnp.floating):
-        return x_bn
-    s = jax.lax.bitcast_convert_type(x_bn.astype(jnp.float32), jnp.int32)
-    s = jnp.where(s < 0, s ^ 0x7FFFFFFF, s)
-    return jnp.where(jnp.isnan(x_bn), _INT_MIN, s)
+def topk_xla(x: jax.Array, k: int, *, check_nan: bool = True) -> tuple[jax.Array, jax.Array]:
+    """Top-k along the last axis via `jax.lax.top_k` (stable: ties by lower index).
 
-
-def topk_xla(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """Top-k along the last axis via `jax.lax.top_k` (stable: ties by lower index)."""
+    XLA ranks NaN above +inf, so a NaN in x reaches the result whenever x has one; only
+    then (a `lax.cond` on k values) is the call redone by the jnp radix select, which
+    ranks NaN below -inf. (lax.top_k on integer keys would also do, but XLA:CPU sorts
+    integer rows: ~400x slower than its float top_k at N = 1M.) The conditional is not
+    free on XLA:CPU even when not taken (measured: up to ~2x lax.top_k alone at N = 1M);
+    `check_nan=False` drops it for callers that guarantee no NaN: exactly lax.top_k.
+    """
 
     def run(x_bn: jax.Array, m: int) -> tuple[jax.Array, jax.Array]:
         vals, idx = jax.lax.top_k(x_bn, m)
-        if not jnp.issubdtype(x_bn.dtype, jnp.floating):
+        if not check_nan or not jnp.issubdtype(x_bn.dtype, jnp.floating):
             return vals, idx
-
-        def on_keys(_):
-            key = _int_key(x_bn)
-            _, kidx = jax.lax.top_k(key, m)
-            nan = jnp.take_along_axis(key, kidx, axis=1) == _INT_MIN
-            kvals = jnp.take_along_axis(x_bn, kidx, axis=1)
-            return jnp.where(nan, -jnp.inf, kvals).astype(x_bn.dtype), jnp.where(nan, -1, kidx)
-
-        # XLA ranks NaN above +inf: if none reached the result, the result is right.
-        return jax.lax.cond(jnp.isnan(vals).any(), on_keys, lambda _: (vals, idx), None)
+        exact = lambda xx: radix_topk(xx, m)  # noqa: E731
+        return jax.lax.cond(jnp.isnan(vals).any(), exact, lambda _: (vals, idx), x_bn)
 
     return rowwise(run, x, k)
 
 
 # ----------------------------------------------------------------------------- dispatch
 def topk(x: jax.Array, k: int, *, impl: str = "auto", interpret: bool | None = None,
-         blocks: TopKBlocks | None = None) -> tuple[jax.Array, jax.Array]:
+         blocks: TopKBlocks | None = None, check_nan: bool = True
+         ) -> tuple[jax.Array, jax.Array]:
     """Top-k (values [..., k], int32 indices [..., k]) along the last axis of x.
 
     impl: "auto" (Pallas kernel when lowered for CUDA, lax.top_k elsewhere), "pallas"
     (always the kernel; interpret mode without a GPU unless interpret=False), "xla"
     (lax.top_k with NaN handling), "radix" (plain-jnp radix select). k is a static int;
-    see the module docstring for ties, NaN and k > N.
+    see the module docstring for ties, NaN and k > N. `check_nan=False` promises x holds
+    no NaN and makes the XLA path plain lax.top_k (the other paths are exact anyway).
     """
     check_impl(impl, IMPLS)
     x = jnp.asarray(x)
     if impl == "xla":
-        return topk_xla(x, k)
+        return topk_xla(x, k, check_nan=check_nan)
     if impl == "radix":
         return radix_topk(x, k)
     if impl == "pallas":
         return topk_pallas(x, k, blocks=blocks, interpret=default_interpret(interpret))
     gpu = functools.partial(topk_pallas, k=k, blocks=blocks, interpret=False)
-    return on_platform((x,), gpu=gpu, default=functools.partial(topk_xla, k=k))
+    xla = functools.partial(topk_xla, k=k, check_nan=check_nan)
+    return on_platform((x,), gpu=gpu, default=xla)
 
 
 __all__ = ["TopKBlocks", "radix_topk", "topk", "topk_pallas", "topk_xla"]

@@ -83,6 +83,10 @@ def test_auto_on_cpu_is_the_xla_path_and_values_are_differentiable():
     x = jnp.asarray(np.random.default_rng(5).normal(size=(2, 50)), jnp.float32)
     hlo = jax.jit(lambda a: topk(a, 4)).lower(x).as_text()
     assert "triton" not in hlo and "top_k" in hlo
+    checked = jax.jit(lambda a: topk(a, 4)).lower(x).compile().as_text()
+    assert '"TopK"' in checked and "conditional(" in checked  # the NaN check
+    unchecked = jax.jit(lambda a: topk(a, 4, check_nan=False)).lower(x).compile().as_text()
+    assert '"TopK"' in unchecked and "conditional(" not in unchecked  # exactly lax.top_k
     grad = jax.grad(lambda a: topk(a, 4)[0].sum())(x)
     _, idx = topk(x, 4)
     want = np.zeros((2, 50), np.float32)
