@@ -1,0 +1,204 @@
+"""`arm-jax bench movielens`: logistic regression vs the small and large tiers on real data.
+
+Ratings become requests (arm_jax.data.movielens); every user's log is loaded once into a
+user-log store (LMDB in a temporary directory unless `store_url` names one) and joined on
+the fly, point in time, by the grain pipeline (arm_jax.data.join) for training and test.
+Each model trains with the project's train step (AdamW, arm_jax.train.step) and is scored on
+the later 20% of time: AUC, log loss, NE overall and for users with short (<= 32 past
+ratings) and long (>= 256) histories.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from tqdm import tqdm
+
+from arm_jax.bench.timing import machine_info, write_json
+from arm_jax.checkpoint import build_model
+from arm_jax.config import TierConfig, load_tier
+from arm_jax.data.join import joined_batches
+from arm_jax.data.movielens import MovieLensData, MovieLensSpec, feature_overrides, load_movielens
+from arm_jax.metrics import evaluate
+from arm_jax.store import UserLogStore, open_store
+from arm_jax.train.loop import LONG_HISTORY, SHORT_HISTORY, history_len_for
+from arm_jax.train.step import make_optimizer, make_predict, make_train_step
+
+# (name, model kind, tier config) in table order; logreg reads the tier's features only
+MODELS = (("logreg", "logreg", "small"), ("small", "ranker", "small"),
+          ("large", "ranker", "large"))
+# default steps per model, chosen so the whole bench fits ~15 min on 2 shared CPU cores
+DEFAULT_STEPS = {"logreg": 900, "small": 900, "large": 450}
+EVAL_BATCH = 64
+
+
+def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensData,
+                       store: UserLogStore, *, steps: int, num_threads: int = 4,
+                       progress: bool = True) -> dict[str, Any]:
+    """Train one model on the train requests (joined from `store`), evaluate on test."""
+    tc, f = tier.train, tier.features
+    max_len = history_len_for(kind, tier)
+    graphdef, params = nnx.split(build_model(kind, tier, seed=tc.seed))
+    tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay)
+    opt_state = tx.init(params)
+    train_step = make_train_step(graphdef, tx)
+
+    def batches():
+        for epoch in itertools.count():
+            yield from joined_batches(data.train, store, f, batch_size=tc.batch_size,
+                                      max_len=max_len, shuffle=True, seed=tc.seed + epoch,
+                                      drop_remainder=True, num_threads=num_threads)
+
+    losses = []
+    t0 = time.perf_counter()
+    bar = tqdm(itertools.islice(batches(), steps), total=steps, disable=not progress,
+               desc=f"train {name} (L={max_len})", unit="step")
+    for i, (batch, labels) in enumerate(bar):
+        params, opt_state, loss = train_step(params, opt_state, batch, labels)
+        if i % tc.log_every == 0 or i == steps - 1:
+            losses.append(float(loss))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    jax.block_until_ready(params)
+    train_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    probs = predict(graphdef, params, data, store, tier, max_len, num_threads, progress, name)
+    eval_s = time.perf_counter() - t0
+    ex = data.test
+    full = data.full_history_len(ex)
+    task = f.tasks[0]
+    row: dict[str, Any] = {"name": name, "kind": kind, "tier": tier.name,
+                           "history_len": max_len, "steps": steps,
+                           **evaluate(ex.labels, probs, ex.cand_mask, f.tasks)[task]}
+    for key, sel in (("short_history", full <= SHORT_HISTORY),
+                     ("long_history", full >= LONG_HISTORY)):
+        m = evaluate(ex.labels, probs, ex.cand_mask & sel[:, None], f.tasks)[task]
+        row[f"auc_{key}"] = m["auc"]
+        row[f"requests_{key}"] = int(sel.sum())
+    row.update(train_seconds=round(train_s, 2), eval_seconds=round(eval_s, 2),
+               first_loss=losses[0], last_loss=losses[-1])
+    return row
+
+
+def predict(graphdef: nnx.GraphDef, params: Any, data: MovieLensData, store: UserLogStore,
+            tier: TierConfig, max_len: int, num_threads: int, progress: bool,
+            name: str) -> np.ndarray:
+    """Probabilities [R, N, T] on the test requests (tail batch padded to the compiled shape)."""
+    fwd = make_predict(graphdef)
+    out = []
+    for batch, _ in joined_batches(data.test, store, tier.features, batch_size=EVAL_BATCH,
+                                   max_len=max_len, num_threads=num_threads, progress=progress,
+                                   desc=f"eval {name}"):
+        b = batch.num_requests
+        if b < EVAL_BATCH:
+            batch = jax.tree.map(lambda x: np.concatenate(
+                [x, np.repeat(x[:1], EVAL_BATCH - b, axis=0)]), batch)
+        out.append(np.asarray(fwd(params, batch))[:b])
+    return np.concatenate(out)
+
+
+def run_movielens_bench(data_dir: str | Path | None = None, *, steps: int | None = None,
+                        models: Sequence[str] = ("logreg", "small", "large"),
+                        store_url: str | None = None, overrides: Sequence[str] = (),
+                        num_threads: int = 4, out_json: str | Path | None = None,
+                        progress: bool = True) -> dict[str, Any]:
+    """Load MovieLens, fill the store, train and evaluate every model; print, JSON, PNG."""
+    unknown = [m for m in models if m not in {n for n, _, _ in MODELS}]
+    if unknown:
+        raise ValueError(f"models: unknown {unknown}; choose from logreg, small, large")
+    if steps is not None and steps < 1:
+        raise ValueError(f"--steps={steps}: must be >= 1")
+    spec = MovieLensSpec()
+    t0 = time.perf_counter()
+    data = load_movielens(data_dir, spec)
+    tmp = None
+    if store_url is None:
+        tmp = tempfile.TemporaryDirectory(prefix="armjax-movielens-")
+        store_url = f"lmdb://{tmp.name}/logs"
+    store = open_store(store_url)
+    try:
+        data.load_into(store)
+        load_s = time.perf_counter() - t0
+        rows = []
+        for name, kind, tier_name in MODELS:
+            if name not in models:
+                continue
+            tier = load_tier(tier_name, [*feature_overrides(spec), *overrides])
+            rows.append(train_and_evaluate(
+                name, kind, tier, data, store, steps=steps or DEFAULT_STEPS[name],
+                num_threads=num_threads, progress=progress))
+    finally:
+        store.close()
+        if tmp is not None:
+            tmp.cleanup()
+    by = {r["name"]: r["auc"] for r in rows}
+    target = None
+    if {"logreg", "small", "large"} <= set(by):
+        target = {"large_beats_logreg_and_small": bool(by["large"] > max(by["logreg"],
+                                                                          by["small"]))}
+    res = {"bench": "movielens", "data": data.stats, "spec": spec.__dict__,
+           "store": store_url.split("://")[0], "load_seconds": round(load_s, 2),
+           "models": rows, "target": target, "machine": machine_info()}
+    print(format_table(res))
+    if out_json is not None:
+        write_json(out_json, res)
+        res["png"] = str(plot(res, Path(out_json).with_suffix(".png")))
+    return res
+
+
+def format_table(res: dict[str, Any]) -> str:
+    d = res["data"]
+    lines = [f"MovieLens: {d['ratings']} ratings, {d['users']} users; requests train "
+             f"{d['train_requests']} / test {d['test_requests']} (like rate "
+             f"{d['like_rate']:.3f}); store {res['store']}",
+             f"{'model':<8} {'L':>5} {'steps':>6} {'auc':>7} {'logloss':>8} {'ne':>7} "
+             f"{'auc<=32':>8} {'auc>=256':>9} {'train s':>8}"]
+    for r in res["models"]:
+        lines.append(f"{r['name']:<8} {r['history_len']:>5} {r['steps']:>6} {r['auc']:>7.4f} "
+                     f"{r['logloss']:>8.4f} {r['ne']:>7.4f} {r['auc_short_history']:>8.4f} "
+                     f"{r['auc_long_history']:>9.4f} {r['train_seconds']:>8.1f}")
+    if res.get("models"):
+        r = res["models"][0]
+        lines.append(f"(short: {r['requests_short_history']} test requests with <= "
+                     f"{SHORT_HISTORY} past ratings; long: {r['requests_long_history']} with >= "
+                     f"{LONG_HISTORY})")
+    if res.get("target") is not None:
+        lines.append(f"target large > logreg and small on AUC: {res['target']}")
+    return "\n".join(lines)
+
+
+def plot(res: dict[str, Any], png: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = res["models"]
+    keys = ("auc", "auc_short_history", "auc_long_history")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    w = 0.8 / max(len(rows), 1)
+    for i, r in enumerate(rows):
+        vals = [r[k] for k in keys]
+        ax.bar(np.arange(len(keys)) + i * w, vals, w, label=f"{r['name']} (L={r['history_len']})")
+    ax.set_xticks(np.arange(len(keys)) + w * (len(rows) - 1) / 2)
+    ax.set_xticklabels(["all test", f"<= {SHORT_HISTORY} past", f">= {LONG_HISTORY} past"])
+    lo = min(min(r[k] for k in keys) for r in rows) if rows else 0.5
+    ax.set_ylim(max(0.5, lo - 0.03), None)
+    ax.set_ylabel("test AUC (like = rating >= 4)")
+    ax.set_title("MovieLens, temporal split 80/20")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+__all__ = ["run_movielens_bench", "train_and_evaluate", "format_table", "DEFAULT_STEPS"]

@@ -1,0 +1,186 @@
+"""`arm-jax bench store`: storage saved by one log copy per user, and join throughput.
+
+Synthetic world with long user logs (default: median 1,500 events per user) and many
+requests per user, as in production where each user is seen many times.
+
+Storage (bytes on disk):
+- store layout = examples file (request + candidate features, labels, user id, ts; an
+  uncompressed .npz written to disk) + the LMDB store (allocated blocks of data.mdb).
+- materialized = the same examples file + every example's joined history (the most recent
+  L events before its time). Two encodings, both reported: `ragged` (the store's own
+  9 bytes/event codec, chunk per example: the conservative comparison, exact byte count
+  from the codec's fixed layout) and `padded` (RequestBatch arrays int32 item, int32 action,
+  float32 gap padded to L: what a fixed-shape training file holds).
+`storage_ratio` = materialized (ragged) / store layout; `storage_ratio_padded` likewise.
+
+Join throughput: examples per second through the grain join pipeline (batched reads,
+background threads) for LMDB and for a real Redis server (a throwaway `redis-server` on
+127.0.0.1 unless `redis_url` is given; skipped with a note when the binary is absent).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arm_jax.bench.timing import machine_info, write_json
+from arm_jax.config import load_tier
+from arm_jax.data.join import joined_batches
+from arm_jax.data.synthetic import SyntheticSpec, SyntheticWorld
+from arm_jax.store import codec
+from arm_jax.store.lmdb_store import LmdbStore
+from arm_jax.store.redis_server import RedisServer, find_redis_server
+from arm_jax.store.redis_store import RedisStore
+
+
+def _examples_bytes(ex: Any, path: Path) -> int:
+    np.savez(path, user_id=ex.user_id, ts=ex.ts, req_sparse=ex.req_sparse,
+             req_dense=ex.req_dense, cand_sparse=ex.cand_sparse, cand_dense=ex.cand_dense,
+             cand_mask=ex.cand_mask, labels=ex.labels)
+    return path.stat().st_size
+
+
+def _throughput(ex: Any, store: Any, features: Any, L: int, batch_size: int,
+                num_threads: int) -> float:
+    t0 = time.perf_counter()
+    n = 0
+    for batch, _ in joined_batches(ex, store, features, batch_size=batch_size, max_len=L,
+                                   num_threads=num_threads):
+        n += batch.num_requests
+    return n / (time.perf_counter() - t0)
+
+
+def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
+                    requests_per_user: int = 50, candidates: int = 16, history_len: int = 1024,
+                    join_examples: int = 4000, batch_size: int = 64, num_threads: int = 4,
+                    redis_url: str | None = None, out_json: str | Path | None = None
+                    ) -> dict[str, Any]:
+    """Build the world, load LMDB (+ Redis), measure bytes and join throughput; print, JSON, PNG."""
+    for name, v, lo in (("users", users, 1), ("requests_per_user", requests_per_user, 1),
+                        ("candidates", candidates, 1), ("history_len", history_len, 1),
+                        ("join_examples", join_examples, 1), ("batch_size", batch_size, 1)):
+        if v < lo:
+            raise ValueError(f"{name}={v}: must be >= {lo}")
+    tier = load_tier("large", [f"features.max_history={max(history_len, 1)}"])
+    f = tier.features
+    world = SyntheticWorld.generate(
+        SyntheticSpec(num_users=users, history_median=history_median, history_sigma=0.6,
+                      history_max=4 * int(history_median) + 1), f)
+    ex = world.sample_examples(users * requests_per_user, candidates, seed=1)
+    hist_len = world.join_history(ex.user_id, ex.ts, history_len)["hist_len"].astype(np.int64)
+    events = int(world.log_ts.size)
+
+    res: dict[str, Any] = {"bench": "store", "machine": machine_info(), "config": {
+        "users": users, "events": events, "history_median": history_median,
+        "examples": len(ex), "requests_per_user": requests_per_user, "candidates": candidates,
+        "history_len": history_len, "mean_joined_events": float(hist_len.mean()),
+        "join_examples": join_examples, "batch_size": batch_size, "num_threads": num_threads}}
+    with tempfile.TemporaryDirectory(prefix="armjax-store-bench-") as tmp:
+        ex_bytes = _examples_bytes(ex, Path(tmp) / "examples.npz")
+        lmdb_store = LmdbStore(Path(tmp) / "logs")
+        t0 = time.perf_counter()
+        lmdb_store.append_many(world.log_user, world.log_item, world.log_action, world.log_ts)
+        load_s = time.perf_counter() - t0
+        store_bytes = lmdb_store.disk_bytes()
+        ragged = int(codec.HEADER_BYTES * len(ex) + codec.BYTES_PER_EVENT * hist_len.sum())
+        padded = int(len(ex) * history_len * 12 + len(ex) * 4)
+        res["bytes"] = {"examples": ex_bytes, "store_lmdb": store_bytes,
+                        "store_payload": int(events * codec.BYTES_PER_EVENT),
+                        "materialized_history_ragged": ragged,
+                        "materialized_history_padded": padded}
+        res["storage_ratio"] = (ex_bytes + ragged) / (ex_bytes + store_bytes)
+        res["storage_ratio_padded"] = (ex_bytes + padded) / (ex_bytes + store_bytes)
+        sub = ex.take(np.arange(min(join_examples, len(ex))))
+        tput: dict[str, float | None] = {}
+        tput["lmdb"] = _throughput(sub, lmdb_store, f, history_len, batch_size, num_threads)
+        res["load_seconds"] = {"lmdb": round(load_s, 3)}
+        lmdb_store.close()
+
+        server = None
+        try:
+            if redis_url is None and find_redis_server() is not None:
+                server = RedisServer().start()
+                redis_url = server.url
+            if redis_url is None:
+                tput["redis"] = None
+                res["redis_note"] = "redis-server not installed: Redis not measured"
+            else:
+                rs = RedisStore(redis_url, prefix="armjax:bench:", timeout_s=30.0)
+                rs.clear()
+                t0 = time.perf_counter()
+                rs.append_many(world.log_user, world.log_item, world.log_action, world.log_ts)
+                res["load_seconds"]["redis"] = round(time.perf_counter() - t0, 3)
+                res["bytes"]["store_redis_memory"] = rs.memory_bytes()
+                tput["redis"] = _throughput(sub, rs, f, history_len, batch_size, num_threads)
+                rs.clear()
+                rs.close()
+        finally:
+            if server is not None:
+                server.stop()
+        t0 = time.perf_counter()
+        for lo in range(0, len(sub), batch_size):
+            world.join_history(sub.user_id[lo:lo + batch_size], sub.ts[lo:lo + batch_size],
+                               history_len)
+        tput["in_memory_reference"] = len(sub) / (time.perf_counter() - t0)
+    res["join_examples_per_s"] = tput
+    res["target"] = {"storage_ratio_ge_10": bool(res["storage_ratio"] >= 10)}
+    print(format_table(res))
+    if out_json is not None:
+        write_json(out_json, res)
+        res["png"] = str(plot(res, Path(out_json).with_suffix(".png")))
+    return res
+
+
+def format_table(res: dict[str, Any]) -> str:
+    c, b, t = res["config"], res["bytes"], res["join_examples_per_s"]
+    mb = 1e6
+    lines = [
+        f"{c['users']} users, {c['events']} events, {c['examples']} examples x "
+        f"{c['candidates']} candidates, L={c['history_len']} (mean joined "
+        f"{c['mean_joined_events']:.0f} events)",
+        f"{'layout':<34} {'MB on disk':>11}",
+        f"{'examples (no history)':<34} {b['examples'] / mb:>11.1f}",
+        f"{'store (LMDB data.mdb)':<34} {b['store_lmdb'] / mb:>11.1f}",
+        f"{'history materialized, ragged':<34} {b['materialized_history_ragged'] / mb:>11.1f}",
+        f"{'history materialized, padded':<34} {b['materialized_history_padded'] / mb:>11.1f}",
+        f"storage_ratio (ragged) = {res['storage_ratio']:.2f}   "
+        f"(padded) = {res['storage_ratio_padded']:.2f}",
+        f"{'join backend':<22} {'examples/s':>12}",
+    ]
+    for k, v in t.items():
+        lines.append(f"{k:<22} {'n/a' if v is None else f'{v:12.0f}':>12}")
+    return "\n".join(lines)
+
+
+def plot(res: dict[str, Any], png: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    b = res["bytes"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+    labels = ["store layout", "materialized\n(ragged)", "materialized\n(padded)"]
+    ex = b["examples"] / 1e6
+    hist = [b["store_lmdb"], b["materialized_history_ragged"], b["materialized_history_padded"]]
+    a1.bar(labels, [ex] * 3, label="examples")
+    a1.bar(labels, [h / 1e6 for h in hist], bottom=[ex] * 3, label="histories / store")
+    a1.set_ylabel("MB on disk")
+    a1.set_title(f"storage ratio {res['storage_ratio']:.1f}x (ragged)")
+    a1.legend(fontsize=8)
+    t = {k: v for k, v in res["join_examples_per_s"].items() if v is not None}
+    a2.bar(list(t), list(t.values()))
+    a2.set_ylabel("examples / s")
+    a2.set_title(f"join throughput, L={res['config']['history_len']}")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+__all__ = ["run_store_bench", "format_table"]

@@ -1,0 +1,65 @@
+"""`arm-jax bench store` and `arm-jax bench movielens` (user-log store and real-data evaluation).
+
+Logic lives in arm_jax/bench/store.py and arm_jax/bench/movielens.py; this file parses
+arguments only.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register_bench(bsub: argparse._SubParsersAction) -> None:
+    s = bsub.add_parser("store", help="storage ratio (one log copy per user vs histories "
+                                      "materialized per example) and join throughput")
+    s.add_argument("--users", type=int, default=1000)
+    s.add_argument("--history-median", type=float, default=1500.0,
+                   help="median events per user log")
+    s.add_argument("--requests-per-user", type=int, default=50)
+    s.add_argument("--candidates", type=int, default=16)
+    s.add_argument("--history-len", type=int, default=1024, help="L joined per example")
+    s.add_argument("--join-examples", type=int, default=4000,
+                   help="examples joined for the throughput figure")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--threads", type=int, default=4, help="grain background join threads")
+    s.add_argument("--redis", default=None, metavar="URL",
+                   help="existing Redis (default: start a throwaway redis-server)")
+    s.add_argument("--out", default="bench-results/store.json")
+    s.set_defaults(func=_store)
+
+    m = bsub.add_parser("movielens", help="logistic regression vs small vs large tier on "
+                                          "MovieLens (temporal split): AUC, log loss, NE")
+    m.add_argument("--data", default="../shared/data/movielens-latest-small",
+                   help="directory with ratings.csv and movies.csv")
+    m.add_argument("--steps", type=int, default=None,
+                   help="training steps for every model (default: per model, ~15 min total)")
+    m.add_argument("--models", default="logreg,small,large")
+    m.add_argument("--store", default=None, metavar="URL",
+                   help="user-log store (default: LMDB in a temporary directory)")
+    m.add_argument("--threads", type=int, default=4, help="grain background join threads")
+    m.add_argument("--out", default="bench-results/movielens.json")
+    m.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="tier config overrides applied to every model")
+    m.set_defaults(func=_movielens)
+
+
+def _store(args: argparse.Namespace) -> int:
+    from arm_jax.bench.store import run_store_bench
+
+    run_store_bench(users=args.users, history_median=args.history_median,
+                    requests_per_user=args.requests_per_user, candidates=args.candidates,
+                    history_len=args.history_len, join_examples=args.join_examples,
+                    batch_size=args.batch_size, num_threads=args.threads,
+                    redis_url=args.redis, out_json=args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _movielens(args: argparse.Namespace) -> int:
+    from arm_jax.bench.movielens import run_movielens_bench
+
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    run_movielens_bench(args.data, steps=args.steps, models=models, store_url=args.store,
+                        overrides=args.overrides, num_threads=args.threads, out_json=args.out)
+    print(f"wrote {args.out}")
+    return 0

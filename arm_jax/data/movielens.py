@@ -1,0 +1,223 @@
+"""MovieLens (ml-latest-small) as request-level ranking examples with histories in the store.
+
+Data: `../shared/data/movielens-latest-small/` (ratings.csv, movies.csv); never copied into
+the repository. `find_movielens` raises `MovieLensMissing` with a clear message when absent.
+
+Construction (everything point-in-time: a feature of a request at time t only uses ratings
+strictly before t):
+- Sessions: a user's ratings sorted by time; a new session starts after a gap of more than
+  `session_gap_s` or when the global train/test cut is crossed; sessions are split into
+  requests of at most `max_candidates` consecutive ratings. The request's timestamp is its
+  first rating's; its candidates are the movies rated in it; label = rating >= 4 ("like").
+- History (joined from the store, not stored in examples): the user's earlier ratings, item =
+  movie id, action = rating bucket ceil(rating) - 1 in [0, 5), gap = seconds before the request.
+- Request sparse: user id, hour of day, weekday, log2 bucket of the number of past ratings.
+  Request dense: log1p(past ratings), past mean rating - 3.5, past like rate (smoothed),
+  log1p(days since the first rating).
+- Candidate sparse: movie id, `genre_fields` genre slots (the movie's genres in a fixed order,
+  id = genre index + 1, 0 = none: multi-hot hashed into fields), release year // 5.
+  Candidate dense: (year - 1990) / 20, log1p(movie's ratings so far), its smoothed mean rating
+  - 3.5 and smoothed like rate so far.
+- Split: global and temporal; `cut_ts` is the time before which `train_frac` of all ratings
+  fall. Requests starting before it train, the rest test.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from arm_jax.data.synthetic import Examples
+
+DEFAULT_DIR = Path("../shared/data/movielens-latest-small")
+NUM_ACTIONS = 5
+GENRES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
+          "Drama", "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance",
+          "Sci-Fi", "Thriller", "War", "Western")
+_PRIOR_N = 5.0                      # pseudo-ratings of the smoothing prior
+
+
+class MovieLensMissing(FileNotFoundError):
+    """The MovieLens directory (ratings.csv, movies.csv) is not there."""
+
+
+@dataclass(frozen=True)
+class MovieLensSpec:
+    """How ratings become requests (see module docstring)."""
+
+    session_gap_s: int = 1800
+    max_candidates: int = 16
+    genre_fields: int = 3
+    train_frac: float = 0.8
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.train_frac < 1.0:
+            raise ValueError(f"train_frac={self.train_frac} must be in (0, 1)")
+        if self.max_candidates < 1 or self.session_gap_s < 0 or self.genre_fields < 1:
+            raise ValueError(f"max_candidates={self.max_candidates}, session_gap_s="
+                             f"{self.session_gap_s}, genre_fields={self.genre_fields}: need "
+                             ">= 1, >= 0, >= 1")
+
+
+def feature_overrides(spec: MovieLensSpec = MovieLensSpec()) -> tuple[str, ...]:
+    """Tier-config overrides giving the MovieLens request schema (one task: like)."""
+    return ("features.req_sparse_fields=4", "features.req_dense_features=4",
+            f"features.cand_sparse_fields={2 + spec.genre_fields}",
+            "features.cand_dense_features=4", f"features.num_action_types={NUM_ACTIONS}",
+            "features.tasks=[like]")
+
+
+@dataclass(frozen=True)
+class MovieLensData:
+    """Train/test requests and the flat event log to load into a user-log store."""
+
+    spec: MovieLensSpec
+    train: Examples
+    test: Examples
+    log_user: np.ndarray      # int64 [E], sorted by (user, ts)
+    log_item: np.ndarray      # int64 [E] movie id
+    log_action: np.ndarray    # int64 [E] rating bucket
+    log_ts: np.ndarray        # int64 [E]
+    cut_ts: int
+    stats: dict = field(default_factory=dict)
+
+    def load_into(self, store) -> int:
+        """Append every rating to `store` (one chunk per user); returns users written."""
+        return store.append_many(self.log_user, self.log_item, self.log_action, self.log_ts)
+
+    def full_history_len(self, examples: Examples) -> np.ndarray:
+        """Ratings strictly before each request (all of them, not truncated), int64 [R]."""
+        key = self.log_user * 2**32 + self.log_ts
+        end = np.searchsorted(key, examples.user_id * 2**32 + examples.ts, side="left")
+        start = np.searchsorted(key, examples.user_id * 2**32, side="left")
+        return end - start
+
+
+def find_movielens(data_dir: str | Path | None = None) -> Path:
+    """The MovieLens directory, or MovieLensMissing naming the path and what is missing."""
+    d = Path(data_dir) if data_dir is not None else DEFAULT_DIR
+    missing = [n for n in ("ratings.csv", "movies.csv") if not (d / n).is_file()]
+    if missing:
+        raise MovieLensMissing(
+            f"MovieLens data not found at {d} ({', '.join(missing)} missing): download "
+            "ml-latest-small from https://grouplens.org/datasets/movielens/ and pass --data DIR")
+    return d
+
+
+def _read_movies(path: Path, genre_fields: int) -> dict[int, tuple[int, tuple[int, ...]]]:
+    """movieId -> (year or 0, genre ids + 1 in GENRES order, at most genre_fields)."""
+    index = {g: i + 1 for i, g in enumerate(GENRES)}
+    out = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            years = re.findall(r"\((\d{4})\)", row["title"])
+            g = sorted(index[x] for x in row["genres"].split("|") if x in index)
+            out[int(row["movieId"])] = (int(years[-1]) if years else 0, tuple(g[:genre_fields]))
+    return out
+
+
+def _read_ratings(path: Path) -> tuple[np.ndarray, ...]:
+    try:
+        raw = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+    except ValueError as e:
+        raise ValueError(f"{path}: expected userId,movieId,rating,timestamp rows ({e})") from None
+    if raw.shape[1] != 4 or raw.shape[0] == 0:
+        raise ValueError(f"{path}: expected 4 columns and at least one row, got {raw.shape}")
+    return (raw[:, 0].astype(np.int64), raw[:, 1].astype(np.int64), raw[:, 2],
+            raw[:, 3].astype(np.int64))
+
+
+def _prior_stats(group: np.ndarray, ts: np.ndarray, rating: np.ndarray,
+                 q_group: np.ndarray, q_ts: np.ndarray) -> tuple[np.ndarray, ...]:
+    """For each query (group, t): count, rating sum and like count of the group's ratings
+    strictly before t. One sort plus searchsorted over cumulative sums."""
+    order = np.lexsort((ts, group))
+    key = group[order] * 2**32 + ts[order]
+    c_rating = np.r_[0.0, np.cumsum(rating[order])]
+    c_like = np.r_[0.0, np.cumsum(rating[order] >= 4.0)]
+    end = np.searchsorted(key, q_group * 2**32 + q_ts, side="left")
+    start = np.searchsorted(key, q_group * 2**32, side="left")
+    return (end - start).astype(np.float64), c_rating[end] - c_rating[start], \
+        c_like[end] - c_like[start]
+
+
+def load_movielens(data_dir: str | Path | None = None,
+                   spec: MovieLensSpec = MovieLensSpec()) -> MovieLensData:
+    """Parse ratings and movies, build requests, features and the temporal split."""
+    d = find_movielens(data_dir)
+    user, movie, rating, ts = _read_ratings(d / "ratings.csv")
+    movies = _read_movies(d / "movies.csv", spec.genre_fields)
+    order = np.lexsort((movie, ts, user))
+    user, movie, rating, ts = user[order], movie[order], rating[order], ts[order]
+    action = np.clip(np.ceil(rating) - 1, 0, NUM_ACTIONS - 1).astype(np.int64)
+    cut_ts = int(np.quantile(ts, spec.train_frac, method="lower")) + 1
+
+    # sessions -> requests of <= max_candidates consecutive ratings
+    n = user.size
+    new_sess = np.ones(n, bool)
+    same_user = user[1:] == user[:-1]
+    new_sess[1:] = ~same_user | (ts[1:] - ts[:-1] > spec.session_gap_s) | (
+        (ts[:-1] < cut_ts) & (ts[1:] >= cut_ts))
+    sess_id = np.cumsum(new_sess) - 1
+    sess_start = np.flatnonzero(new_sess)
+    pos_in_sess = np.arange(n) - sess_start[sess_id]
+    new_req = new_sess | (pos_in_sess % spec.max_candidates == 0)
+    req_id = np.cumsum(new_req) - 1
+    req_start = np.flatnonzero(new_req)
+    r_n, c_n = req_start.size, spec.max_candidates
+    slot = np.arange(n) - req_start[req_id]
+    r_user, r_ts = user[req_start], ts[req_start]
+
+    # request features (user's ratings strictly before the request)
+    cnt, s_rating, s_like = _prior_stats(user, ts, rating, r_user, r_ts)
+    first_ts = ts[np.searchsorted(user, r_user, side="left")]
+    days = np.maximum(r_ts - first_ts, 0) / 86400.0
+    req_sparse = np.stack([r_user, (r_ts // 3600) % 24, (r_ts // 86400 + 3) % 7,
+                           np.floor(np.log2(cnt + 1)).astype(np.int64)], 1)
+    req_dense = np.stack([np.log1p(cnt), np.where(cnt > 0, s_rating / np.maximum(cnt, 1), 3.5)
+                          - 3.5, (s_like + 0.5 * _PRIOR_N) / (cnt + _PRIOR_N),
+                          np.log1p(days)], 1)
+
+    # candidate features (movie's ratings strictly before the request)
+    q_ts = r_ts[req_id]
+    m_cnt, m_rating, m_like = _prior_stats(movie, ts, rating, movie, q_ts)
+    year = np.array([movies.get(int(m), (0, ()))[0] for m in movie], np.int64)
+    genre = np.zeros((n, spec.genre_fields), np.int64)
+    for i, m in enumerate(movie):
+        g = movies.get(int(m), (0, ()))[1]
+        genre[i, :len(g)] = g
+    cand = np.concatenate([movie[:, None], genre, (year // 5)[:, None]], 1)
+    cand_d = np.stack([np.where(year > 0, (year - 1990) / 20.0, 0.0), np.log1p(m_cnt),
+                       (m_rating + 3.5 * _PRIOR_N) / (m_cnt + _PRIOR_N) - 3.5,
+                       (m_like + 0.5 * _PRIOR_N) / (m_cnt + _PRIOR_N)], 1)
+
+    cand_sparse = np.zeros((r_n, c_n, cand.shape[1]), np.int32)
+    cand_dense = np.zeros((r_n, c_n, cand_d.shape[1]), np.float32)
+    mask = np.zeros((r_n, c_n), bool)
+    labels = np.zeros((r_n, c_n, 1), np.float32)
+    cand_sparse[req_id, slot] = cand
+    cand_dense[req_id, slot] = cand_d
+    mask[req_id, slot] = True
+    labels[req_id, slot, 0] = rating >= 4.0
+    ex = Examples(user_id=r_user, ts=r_ts, req_sparse=req_sparse.astype(np.int32),
+                  req_dense=req_dense.astype(np.float32), cand_sparse=cand_sparse,
+                  cand_dense=cand_dense, cand_mask=mask, labels=labels,
+                  true_prob=np.full(labels.shape, np.nan, np.float32), tasks=("like",))
+    is_train = r_ts < cut_ts
+    train, test = ex.take(np.flatnonzero(is_train)), ex.take(np.flatnonzero(~is_train))
+    stats = {"ratings": int(n), "users": int(np.unique(user).size),
+             "movies": int(np.unique(movie).size), "requests": int(r_n),
+             "train_requests": len(train), "test_requests": len(test),
+             "train_candidates": int(train.cand_mask.sum()),
+             "test_candidates": int(test.cand_mask.sum()),
+             "like_rate": float((rating >= 4.0).mean()), "cut_ts": cut_ts}
+    return MovieLensData(spec=spec, train=train, test=test, log_user=user, log_item=movie,
+                         log_action=action, log_ts=ts, cut_ts=cut_ts, stats=stats)
+
+
+__all__ = ["MovieLensSpec", "MovieLensData", "MovieLensMissing", "load_movielens",
+           "find_movielens", "feature_overrides", "DEFAULT_DIR", "GENRES"]
