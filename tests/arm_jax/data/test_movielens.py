@@ -1,0 +1,81 @@
+"""MovieLens loader: sessions -> requests, point-in-time features, temporal split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arm_jax.data.movielens import (DEFAULT_DIR, MovieLensMissing, MovieLensSpec,
+                                    feature_overrides, find_movielens, load_movielens)
+
+REAL = Path(__file__).resolve().parents[3] / DEFAULT_DIR
+
+
+def _write(tmp_path: Path, rows: list[tuple]) -> Path:
+    (tmp_path / "movies.csv").write_text(
+        "movieId,title,genres\n"
+        "1,Toy Story (1995),Adventure|Animation|Children|Comedy|Fantasy\n"
+        '2,"Heat, The (1995)",Action|Crime|Thriller\n'
+        "3,No Year,(no genres listed)\n")
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n" + "".join(f"{u},{m},{r},{t}\n" for u, m, r, t in rows))
+    return tmp_path
+
+
+def test_sessions_features_and_split(tmp_path):
+    rows = [(1, 1, 5.0, 1000), (1, 2, 3.0, 1010), (1, 3, 4.0, 1020),   # session A (3 ratings)
+            (1, 2, 4.5, 9000),                                          # session B, gap > 30 min
+            (2, 1, 1.0, 1005), (2, 3, 4.0, 20000), (2, 2, 2.0, 20001),
+            (3, 1, 4.0, 30000), (3, 2, 4.0, 30001), (3, 3, 0.5, 30002)]
+    d = load_movielens(_write(tmp_path, rows), MovieLensSpec(max_candidates=2, train_frac=0.6))
+    ex_all = [d.train, d.test]
+    assert sum(int(e.cand_mask.sum()) for e in ex_all) == len(rows)     # every rating once
+    assert d.cut_ts > d.train.ts.max() and d.test.ts.min() >= d.cut_ts
+    # user 1 session A splits into requests of 2 and 1 candidates (max_candidates=2)
+    u1 = d.train.user_id == 1
+    assert sorted(d.train.cand_mask[u1].sum(1).tolist()) == [1, 1, 2]
+    first = np.flatnonzero(u1 & (d.train.ts == 1000))[0]
+    assert d.train.labels[first, :2, 0].tolist() == [1.0, 0.0]          # 5.0 liked, 3.0 not
+    assert d.train.cand_sparse[first, 0].tolist() == [1, 2, 3, 4, 399]  # movie, genres, 1995//5
+    assert d.train.req_dense[first, 0] == 0.0                           # nothing before it
+    # the second request of session A (ts 1020) sees exactly 2 earlier ratings (1000, 1010)
+    second = np.flatnonzero(u1 & (d.train.ts == 1020))[0]
+    assert np.isclose(d.train.req_dense[second, 0], np.log1p(2))
+    assert d.full_history_len(d.train)[second] == 2
+    # movie 3 at the request of ts 20000: one earlier rating (4.0 at t=1020); the session's
+    # next rating (t=20001) crosses the cut and so starts a test request
+    r = np.flatnonzero((d.train.user_id == 2) & (d.train.ts == 20000))[0]
+    assert d.train.cand_mask[r].sum() == 1 and d.train.cand_sparse[r, 0, 0] == 3
+    assert np.isclose(d.train.cand_dense[r, 0, 1], np.log1p(1))
+    assert np.isclose(d.train.cand_dense[r, 0, 3], (1 + 0.5 * 5) / (1 + 5))   # smoothed like rate
+    assert (d.test.user_id == 2).sum() == 1 and d.test.ts[d.test.user_id == 2][0] == 20001
+    # history actions are rating buckets in [0, 5)
+    assert d.log_action.min() >= 0 and d.log_action.max() <= 4 and d.log_action[
+        (d.log_user == 3) & (d.log_ts == 30002)][0] == 0
+
+
+def test_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(MovieLensMissing, match="ratings.csv"):
+        find_movielens(tmp_path / "nope")
+    with pytest.raises(ValueError, match="train_frac"):
+        MovieLensSpec(train_frac=1.5)
+
+
+def test_feature_overrides_load(tmp_path):
+    from arm_jax.config import load_tier
+
+    t = load_tier("small", feature_overrides())
+    assert t.features.tasks == ("like",) and t.features.cand_sparse_fields == 5
+
+
+@pytest.mark.skipif(not (REAL / "ratings.csv").exists(),
+                    reason=f"MovieLens not found at {REAL} (ml-latest-small): skipped")
+def test_real_movielens_split_is_temporal():
+    d = load_movielens(REAL)
+    s = d.stats
+    assert s["ratings"] == s["train_candidates"] + s["test_candidates"] > 100_000 - 1000
+    assert d.train.ts.max() < d.cut_ts <= d.test.ts.min()
+    assert 0.7 < s["train_candidates"] / s["ratings"] < 0.9
+    assert 0.4 < s["like_rate"] < 0.6
