@@ -71,7 +71,9 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
         SyntheticSpec(num_users=users, history_median=history_median, history_sigma=0.6,
                       history_max=4 * int(history_median) + 1), f)
     ex = world.sample_examples(users * requests_per_user, candidates, seed=1)
-    hist_len = world.join_history(ex.user_id, ex.ts, history_len)["hist_len"].astype(np.int64)
+    hist_len = np.concatenate([   # chunked: the full join of every example is large
+        world.join_history(ex.user_id[lo:lo + 4096], ex.ts[lo:lo + 4096], history_len)[
+            "hist_len"] for lo in range(0, len(ex), 4096)]).astype(np.int64)
     events = int(world.log_ts.size)
 
     res: dict[str, Any] = {"bench": "store", "machine": machine_info(), "config": {

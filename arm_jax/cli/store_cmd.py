@@ -34,6 +34,9 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     m.add_argument("--steps", type=int, default=None,
                    help="training steps for every model (default: per model, ~15 min total)")
     m.add_argument("--models", default="logreg,small,large")
+    m.add_argument("--large-history", type=int, default=512,
+                   help="L of the large tier here (its config says 1024; 512 fits ~15 min)")
+    m.add_argument("--large-batch", type=int, default=16, help="requests per large-tier step")
     m.add_argument("--store", default=None, metavar="URL",
                    help="user-log store (default: LMDB in a temporary directory)")
     m.add_argument("--threads", type=int, default=4, help="grain background join threads")
@@ -60,6 +63,7 @@ def _movielens(args: argparse.Namespace) -> int:
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     run_movielens_bench(args.data, steps=args.steps, models=models, store_url=args.store,
-                        overrides=args.overrides, num_threads=args.threads, out_json=args.out)
+                        overrides=args.overrides, num_threads=args.threads, out_json=args.out,
+                        large_history=args.large_history, large_batch=args.large_batch)
     print(f"wrote {args.out}")
     return 0
