@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,24 @@ class LoadedTier:
         """Pad to the nearest bucket, run its executable, slice back to [b, c, ...]."""
         b, c = int(batch.num_requests), int(batch.num_candidates)
         bucket = self.select_bucket(b, c)
-        inputs = pad_batch(batch, bucket, self.history_len)
+        inputs = self._check(pad_batch(batch, bucket, self.history_len), bucket)
         weights = self._weights            # read once: a batch never mixes two versions
         probs, top_i, top_s = self._executables[bucket](weights, inputs)
         return ScoreResult(np.asarray(probs)[:b, :c], np.asarray(top_i)[:b],
                            np.asarray(top_s)[:b], bucket)
+
+    def _check(self, inputs: dict[str, np.ndarray], bucket: Bucket) -> dict[str, np.ndarray]:
+        """Shapes must match the compiled signature (a wrong feature width is named here,
+        not deep inside XLA); dtypes are cast to it."""
+        sig = self._by_bucket[bucket]["inputs"]["batch"]
+        out = {}
+        for k, spec in sig.items():
+            a = inputs[k]
+            if list(a.shape) != list(spec["shape"]):
+                raise ArtifactError(f"{k}: shape {list(a.shape)} does not match tier "
+                                    f"{self.name!r} bucket {bucket}: {spec['shape']}")
+            out[k] = a.astype(spec["dtype"], copy=False)
+        return out
 
     def warmup(self) -> None:
         """Run every bucket once on empty (fully masked) input: no compile, just first-touch."""
@@ -143,15 +157,22 @@ def _load_tier(tier_dir: Path, name: str, portable: bool, device: Any) -> Loaded
     platform = device.platform
     if not portable:
         _check_runtime(m, tier_dir, platform)
-    weights = wt.restore(tier_dir / m["weights"]["dir"], m["weights"]["params"], device)
-    executables = {}
-    for e in m["buckets"]:
-        bucket = (int(e["batch"]), int(e["candidates"]))
-        if portable:
-            executables[bucket] = _compile_exported(tier_dir, e, platform, weights)
-        else:
-            executables[bucket] = _deserialize(tier_dir, e, platform, device,
-                                               sorted(m["weights"]["params"]))
+    # orbax restores in C++ threads (tensorstore); overlap it with deserialization
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(wt.restore, tier_dir / m["weights"]["dir"],
+                              m["weights"]["params"], device)
+        executables = {}
+        try:
+            for e in m["buckets"]:
+                bucket = (int(e["batch"]), int(e["candidates"]))
+                if portable:
+                    executables[bucket] = _compile_exported(tier_dir, e, platform,
+                                                            m["weights"]["params"])
+                else:
+                    executables[bucket] = _deserialize(tier_dir, e, platform, device,
+                                                       sorted(m["weights"]["params"]))
+        finally:
+            weights = pending.result()
     return LoadedTier(name, config, m, executables, weights, device)
 
 
@@ -191,7 +212,8 @@ def _deserialize(tier_dir: Path, e: dict[str, Any], platform: str, device: Any,
                             f"{str(ex).splitlines()[0] if str(ex) else ''})") from None
 
 
-def _compile_exported(tier_dir: Path, e: dict[str, Any], platform: str, weights: Any) -> Any:
+def _compile_exported(tier_dir: Path, e: dict[str, Any], platform: str,
+                      wspec: dict[str, Any]) -> Any:
     rel = e["exported"].get(platform)
     if rel is None:
         raise ArtifactError(f"{tier_dir}: bucket b{e['batch']}_n{e['candidates']} has no "
@@ -199,5 +221,6 @@ def _compile_exported(tier_dir: Path, e: dict[str, Any], platform: str, weights:
     exp = jax.export.deserialize(bytearray((tier_dir / rel).read_bytes()))
     batch = {k: jax.ShapeDtypeStruct(tuple(v["shape"]), np.dtype(v["dtype"]))
              for k, v in e["inputs"]["batch"].items()}
-    w = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in weights.items()}
+    w = {k: jax.ShapeDtypeStruct(tuple(v["shape"]), np.dtype(v["dtype"]))
+         for k, v in wspec.items()}
     return jax.jit(exp.call).lower(w, batch).compile()

@@ -155,6 +155,9 @@ def export_tier(checkpoint: str | Path, out_dir: str | Path, *, name: str | None
 
     out = Path(out_dir)
     if out.exists():
+        if any(out.iterdir()) and not (out / mf.INDEX).exists():
+            raise ArtifactError(f"export: {out} exists and is not a tier export; refusing to "
+                                "replace it")
         shutil.rmtree(out)
     (out / "executables").mkdir(parents=True)
     (out / "exported").mkdir()

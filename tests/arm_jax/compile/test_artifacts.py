@@ -207,3 +207,13 @@ def test_portable_load_compiles_jax_export_modules(exported):
     batch = random_batch(tier.config.features, batch=2, candidates=5, history=6, seed=4)
     ref = load(exported["dir"]).tiers["small"].score(batch).probs
     np.testing.assert_allclose(tier.score(batch).probs, ref, rtol=1e-6, atol=1e-7)
+
+
+def test_wrong_feature_width_is_named(exported):
+    import dataclasses
+
+    tier = load(exported["dir"]).tiers["small"]
+    other = dataclasses.replace(tier.config.features, req_dense_features=5)
+    batch = random_batch(other, batch=1, candidates=4, history=6)
+    with pytest.raises(ArtifactError, match=r"req_dense: shape \[1, 5\] does not match"):
+        tier.score(batch)
