@@ -1,7 +1,16 @@
-"""Lookups of row-sharded tables: plain jit (XLA's SPMD partitioner) and explicit shard_map.
+"""Lookups of row-sharded tables, each exactly the single-device result.
 
-Both return exactly the single-device result: every output row is one table row
-copied from the shard that owns it; the other shards contribute zeros (x + 0 == x).
+- `lookup` under jit: XLA's SPMD partitioner; every model shard gathers every id
+  (masked) and an all-reduce assembles rows: `model`-fold redundant gather work.
+- `shard_map_lookup`: the same algorithm written out (masked local gather + psum).
+- `all_to_all_lookup`: ids split over every device are routed to the shard that owns
+  their row (one all_to_all), gathered there, and routed back (a second all_to_all):
+  each row is gathered once. Buckets have a static capacity; if any bucket anywhere
+  overflows (skewed ids), the whole call takes the masked-psum path instead, so the
+  result is exact either way.
+
+Exactness: every output row is one table row copied from its owner; the masked paths
+add zeros from the other shards (x + 0 == x).
 """
 
 from __future__ import annotations
@@ -53,3 +62,59 @@ def table_sharding(mesh: Mesh) -> NamedSharding:
 
 def ids_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA))
+
+
+def all_to_all_lookup(table_vd: jax.Array, rows_n: jax.Array, mesh: Mesh,
+                      capacity_factor: float = 1.5) -> jax.Array:
+    """table [V, d] sharded P('model', None), rows [n] split over every device -> [n, d].
+
+    Per device: bucket its n_l ids by owning shard (a running count, no sort), send each bucket
+    (capacity ceil(capacity_factor * n_l / model) slots) to its owner, gather there,
+    send the rows back and pick each id's row from its slot. Falls back to the masked psum if any bucket
+    overflows. `n` must divide by the device count and V by the model axis.
+    """
+    sizes = mesh_shape(mesh)
+    m, d_ax = sizes[MODEL], sizes[DATA]
+    v, n = table_vd.shape[0], rows_n.shape[0]
+    if v % m or n % (m * d_ax):
+        raise ValueError(f"all_to_all_lookup: rows V={v} must divide by model={m} and ids "
+                         f"n={n} by data x model={d_ax * m}")
+    local_v, n_l = v // m, n // (m * d_ax)
+    cap = max(1, min(n_l, int(-(-capacity_factor * n_l // m))))
+
+    def routed(table_local, ids):
+        owner = ids // local_v
+        # rank of each id inside its owner's bucket, without a sort: running count
+        onehot = (owner[:, None] == jnp.arange(m)[None, :]).astype(jnp.int32)   # [n_l, m]
+        rank = jnp.take_along_axis(jnp.cumsum(onehot, axis=0), owner[:, None], 1)[:, 0] - 1
+        slot = owner * cap + rank
+        send = jnp.zeros((m * cap,), ids.dtype).at[slot].set(ids - owner * local_v,
+                                                             mode="drop")
+        recv = jax.lax.all_to_all(send.reshape(m, cap), MODEL, 0, 0, tiled=True)
+        got = jnp.take(table_local, recv.reshape(-1), axis=0).reshape(m, cap, -1)
+        back = jax.lax.all_to_all(got, MODEL, 0, 0, tiled=True).reshape(m * cap, -1)
+        return jnp.take(back, jnp.minimum(slot, m * cap - 1), axis=0), rank.max() >= cap
+
+    def masked(table_local, ids):
+        start = jax.lax.axis_index(MODEL) * local_v
+        every = jax.lax.all_gather(ids, MODEL, tiled=True)              # ids of my data row
+        local = every - start
+        hit = (local >= 0) & (local < local_v)
+        got = jnp.take(table_local, jnp.clip(local, 0, local_v - 1), axis=0)
+        full = jax.lax.psum(jnp.where(hit[:, None], got, jnp.zeros_like(got)), MODEL)
+        me = jax.lax.axis_index(MODEL)
+        return jax.lax.dynamic_slice_in_dim(full, me * n_l, n_l)
+
+    @partial(jax.shard_map, mesh=mesh, in_specs=(P(MODEL, None), P((DATA, MODEL))),
+             out_specs=P((DATA, MODEL), None))
+    def run(table_local, ids):
+        out, overflow = routed(table_local, ids)
+        any_overflow = jax.lax.psum(overflow.astype(jnp.int32), (DATA, MODEL)) > 0
+        return jax.lax.cond(any_overflow, masked, lambda t, i: out, table_local, ids)
+
+    return run(table_vd, rows_n)
+
+
+def all_devices_sharding(mesh: Mesh) -> NamedSharding:
+    """Ids split over every device (the layout `all_to_all_lookup` expects)."""
+    return NamedSharding(mesh, P((DATA, MODEL)))

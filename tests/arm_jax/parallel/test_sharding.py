@@ -10,7 +10,8 @@ from jax.sharding import PartitionSpec as P
 from arm_jax.config import load_tier
 from arm_jax.embeddings.unified import FieldEmbedding, TableLayout
 from arm_jax.model import Ranker
-from arm_jax.parallel.lookup import ids_sharding, lookup, shard_map_lookup, table_sharding
+from arm_jax.parallel.lookup import (all_devices_sharding, all_to_all_lookup, ids_sharding, lookup,
+                                     shard_map_lookup, table_sharding)
 from arm_jax.parallel.mesh import MeshError, make_mesh
 from arm_jax.parallel.rules import RulesError, logical_to_spec
 from arm_jax.parallel.sharding import largest_replicated, plan_placements, shard_state
@@ -60,6 +61,13 @@ def test_sharded_lookups_equal_single_device_exactly(data, model):
     got_smap = jax.jit(lambda a, b: shard_map_lookup(a, b, mesh))(t, i)
     assert np.array_equal(np.asarray(got_jit), want)
     assert np.array_equal(np.asarray(got_smap), want)
+    a2a = jax.jit(lambda a, b: all_to_all_lookup(a, b, mesh))
+    ids_all = jax.device_put(rows[:992], all_devices_sharding(mesh))
+    assert np.array_equal(np.asarray(a2a(t, ids_all)), want[:992])
+    # skewed ids (every id owned by shard 0) overflow the buckets: the exact fallback runs
+    skew = (rows[:992] % 7).astype(np.int32)
+    got_skew = a2a(t, jax.device_put(skew, all_devices_sharding(mesh)))
+    assert np.array_equal(np.asarray(got_skew), table[skew])
 
 
 def test_field_embedding_sharded_by_rules_matches_single_device(tiny_overrides):

@@ -1,0 +1,255 @@
+"""`arm-jax bench embeddings`: sharded vs single-device lookups, planner vs XLA, pruning.
+
+Runs on `devices` host CPU devices (`--xla_force_host_platform_device_count`), set in a
+child process before JAX starts (flags cannot change once a backend exists). Figures:
+
+- lookups/s of one [rows, dim] f32 table, one batch of ids: single device vs the same
+  table row-sharded on the mesh, three algorithms (plain jit, masked shard_map,
+  all_to_all routing) on data=1 x model=K and data=2 x model=K/2. `parity` = best
+  sharded / single device (the layout used is named); every layout's figure is in the
+  JSON. Every output is checked bit-equal to the single-device result.
+- `planner_error`: the planner against XLA's memory_analysis() of the compiled sharded
+  serve and train steps (argument + output - alias + temp bytes per device), the worse
+  of the two.
+- pruning: the candidate-field table of the small tier, rows never hit by the synthetic
+  training requests dropped; rows / bytes saved and the share of held-out lookups that
+  fall on a pruned row.
+- async checkpoint: how long `save()` blocks vs the full write.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from arm_jax.bench.timing import machine_info, median_ms, write_json
+
+_CHILD_ENV = "ARM_JAX_BENCH_EMBEDDINGS_CHILD"
+
+
+def run_in_subprocess(*, devices: int, rows: int, dim: int, lookups: int, repeats: int,
+                      out_json: str) -> int:
+    """Re-run this benchmark in a child process that has `devices` host devices."""
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    env[_CHILD_ENV] = "1"
+    cmd = [sys.executable, "-m", "arm_jax.bench.embeddings", str(devices), str(rows), str(dim),
+           str(lookups), str(repeats), out_json]
+    return subprocess.call(cmd, env=env)
+
+
+def _lookup_figures(devices: int, rows: int, dim: int, lookups: int, repeats: int
+                    ) -> dict[str, Any]:
+    from arm_jax.parallel.lookup import all_to_all_lookup, lookup, shard_map_lookup
+    from arm_jax.parallel.mesh import make_mesh
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    r = np.random.default_rng(0)
+    table = r.normal(size=(rows, dim)).astype(np.float32)
+    ids = r.integers(0, rows, size=(lookups,)).astype(np.int32)
+    dev0 = jax.devices()[0]
+    t1, i1 = jax.device_put(table, dev0), jax.device_put(ids, dev0)
+    single = jax.jit(lookup)
+    want = np.asarray(single(t1, i1))
+    ms_single = median_ms(lambda: single(t1, i1), repeats=repeats, warmup=2)
+    out = {"single_device_ms": ms_single,
+           "single_device_lookups_per_s": lookups / (ms_single * 1e-3), "layouts": {}}
+    layouts = [(f"{kind} data={data} x model={devices // data}", data, kind)
+               for kind in ("jit", "shard_map", "all_to_all") for data in (1, 2)]
+    for name, data, kind in tqdm(layouts, desc="sharded lookups", unit="layout"):
+        mesh = make_mesh(data, devices // data)
+        t = jax.device_put(table, NamedSharding(mesh, P("model", None)))
+        ids_spec = P(("data", "model")) if kind == "all_to_all" else P("data")
+        i = jax.device_put(ids, NamedSharding(mesh, ids_spec))
+        fn = {"jit": jax.jit(lookup),
+              "shard_map": jax.jit(lambda a, b, m=mesh: shard_map_lookup(a, b, m)),
+              "all_to_all": jax.jit(lambda a, b, m=mesh: all_to_all_lookup(a, b, m))}[kind]
+        exact = bool(np.array_equal(np.asarray(fn(t, i)), want))
+        ms = median_ms(lambda: fn(t, i), repeats=repeats, warmup=2)
+        out["layouts"][name] = {"ms": ms, "lookups_per_s": lookups / (ms * 1e-3),
+                                "exact": exact}
+    best = max(out["layouts"], key=lambda k: out["layouts"][k]["lookups_per_s"])
+    out["sharded_layout"] = best
+    out["sharded_lookups_per_s"] = out["layouts"][best]["lookups_per_s"]
+    out["parity"] = out["sharded_lookups_per_s"] / out["single_device_lookups_per_s"]
+    out["all_exact"] = all(v["exact"] for v in out["layouts"].values())
+    return out
+
+
+PLANNER_TIER = ("model.d_model=16", "model.history_len=12", "model.encoder_heads=2",
+                "model.target_heads=2", "model.mlp_hidden=32", "model.head_hidden=16",
+                "model.fm_tokens=4", "model.lcb_tokens=4", "model.fm_rank=4",
+                "model.summary_tokens=2", "features.req_sparse_fields=3",
+                "features.req_dense_features=4", "features.cand_sparse_fields=3",
+                "features.cand_dense_features=2", "features.sparse_hash_size=32768",
+                "features.item_hash_size=32768", "train.batch_size=16", "train.candidates=16")
+
+
+def _planner_figures(devices: int) -> dict[str, Any]:
+    from arm_jax.config import load_tier
+    from arm_jax.parallel.plan_check import compare_with_xla
+
+    tier = load_tier("small", PLANNER_TIER)
+    data = 2 if devices % 2 == 0 and devices > 1 else 1
+    _, checks = compare_with_xla(tier, data=data, model=devices // data, batch=4, candidates=32,
+                                 min_shard_bytes=0)
+    return {"tier": "small + " + " ".join(PLANNER_TIER), "mesh": [data, devices // data],
+            "compared": "argument + output - alias + temp bytes per device",
+            "checks": [c.to_dict() for c in checks],
+            "planner_error": max(c.error for c in checks)}
+
+
+def _pruning_figures() -> dict[str, Any]:
+    from flax import nnx
+
+    from arm_jax.config import load_tier
+    from arm_jax.data.synthetic import SyntheticSpec, SyntheticWorld
+    from arm_jax.embeddings.pruning import prune, row_counts
+    from arm_jax.model.embeddings import HashedEmbedding
+
+    tier = load_tier("small")
+    f = tier.features
+    world = SyntheticWorld.generate(SyntheticSpec(num_users=2000, seed=0), f)
+    train = world.sample_examples(4000, 16, seed=1)
+    test = world.sample_examples(1000, 16, seed=2)
+    emb = HashedEmbedding(f.cand_sparse_fields, f.sparse_hash_size, tier.model.d_model,
+                          salt_base=1 << 10, rngs=nnx.Rngs(0))
+    counts = row_counts(emb, train.cand_sparse[train.cand_mask])
+    pruned, rep = prune(emb, counts, min_count=1)
+    test_ids = jnp.asarray(test.cand_sparse[test.cand_mask], jnp.int32)
+    test_rows = np.asarray(emb.rows(test_ids))
+    miss = float((counts[test_rows] == 0).mean())
+    kept = counts[test_rows] > 0
+    same = bool(np.array_equal(np.asarray(pruned(test_ids))[kept], np.asarray(emb(test_ids))[kept]))
+    return {"table": f"cand_sparse {f.cand_sparse_fields} fields x {f.sparse_hash_size} rows "
+                     f"x {tier.model.d_model}",
+            **rep.to_dict(), "heldout_lookups_on_pruned_rows": miss,
+            "kept_rows_exact": same}
+
+
+def _checkpoint_figures(devices: int) -> dict[str, Any]:
+    from arm_jax.parallel.checkpoint import ShardedCheckpointer
+    from arm_jax.parallel.mesh import make_mesh
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    mesh = make_mesh(1, devices)
+    table = jax.device_put(np.random.default_rng(0).normal(size=(1 << 20, 32)).astype(np.float32),
+                           NamedSharding(mesh, P("model", None)))
+    with tempfile.TemporaryDirectory() as d:
+        ck = ShardedCheckpointer(d)
+        t0 = time.perf_counter()
+        ck.save(1, {"table": table})
+        blocked = time.perf_counter() - t0
+        ck.wait()
+        total = time.perf_counter() - t0
+        ck.close()
+    return {"bytes": int(table.nbytes), "save_call_ms": blocked * 1e3,
+            "save_total_ms": total * 1e3}
+
+
+def run_embeddings_bench(devices: int = 8, rows: int = 1 << 18, dim: int = 64,
+                         lookups: int = 1 << 16, repeats: int = 20,
+                         out_json: str | Path | None = None) -> dict[str, Any]:
+    if jax.device_count() < devices:
+        raise ValueError(f"bench embeddings needs {devices} devices, this process has "
+                         f"{jax.device_count()} (run it through `arm-jax bench embeddings`)")
+    steps = tqdm(total=4, desc="bench embeddings", unit="part")
+    look = _lookup_figures(devices, rows, dim, lookups, repeats)
+    steps.update()
+    plan = _planner_figures(devices)
+    steps.update()
+    pruning = _pruning_figures()
+    steps.update()
+    ckpt = _checkpoint_figures(devices)
+    steps.update()
+    steps.close()
+    result = {
+        "benchmark": "embeddings", "machine": machine_info(),
+        "config": {"devices": devices, "rows": rows, "dim": dim, "lookups": lookups,
+                   "repeats": repeats},
+        "devices": devices,
+        "single_device_lookups_per_s": look["single_device_lookups_per_s"],
+        "sharded_lookups_per_s": look["sharded_lookups_per_s"],
+        "sharded_layout": look["sharded_layout"],
+        "parity": look["parity"], "parity_target": 0.8,
+        "lookups_exact": look["all_exact"], "lookup_layouts": look["layouts"],
+        "planner_error": plan["planner_error"], "planner_error_target": 0.10, "planner": plan,
+        "pruning_rows_saved": pruning["rows_saved"],
+        "pruning_bytes_saved": pruning["bytes_saved"], "pruning": pruning,
+        "async_checkpoint": ckpt,
+    }
+    print(format_table(result))
+    if out_json:
+        p = write_json(out_json, result)
+        plot_embeddings(result, Path(p).with_suffix(".png"))
+        print(f"wrote {p} and {Path(p).with_suffix('.png')}")
+    return result
+
+
+def format_table(res: dict[str, Any]) -> str:
+    lines = [f"{'lookups (' + str(res['config']['lookups']) + ' ids)':<34}{'ms':>10}"
+             f"{'lookups/s':>16}{'exact':>7}",
+             f"{'single device':<34}{1e3 * res['config']['lookups'] / res['single_device_lookups_per_s']:>10.3f}"
+             f"{res['single_device_lookups_per_s']:>16,.0f}{'-':>7}"]
+    for name, v in res["lookup_layouts"].items():
+        lines.append(f"{name:<34}{v['ms']:>10.3f}{v['lookups_per_s']:>16,.0f}"
+                     f"{str(v['exact']):>7}")
+    lines.append(f"parity (best sharded / single) {res['parity']:.2f}  (target >= 0.8; "
+                 f"{res['sharded_layout']})")
+    for c in res["planner"]["checks"]:
+        lines.append(f"planner {c['scenario']:<18} predicted {c['predicted']:>12,} B  "
+                     f"XLA {c['measured']:>12,} B  error {c['error']:.3f}")
+    lines.append(f"planner_error {res['planner_error']:.3f} (target <= 0.10)")
+    pr = res["pruning"]
+    lines.append(f"pruning {pr['table']}: rows {pr['rows_before']:,} -> {pr['rows_after']:,} "
+                 f"(saved {pr['rows_saved']:,}), bytes saved {pr['bytes_saved']:,}; held-out "
+                 f"lookups on pruned rows {pr['heldout_lookups_on_pruned_rows']:.3%}")
+    ck = res["async_checkpoint"]
+    lines.append(f"async checkpoint of {ck['bytes']:,} B: save() blocks {ck['save_call_ms']:.1f} "
+                 f"ms of {ck['save_total_ms']:.1f} ms total")
+    return "\n".join(lines)
+
+
+def plot_embeddings(res: dict[str, Any], png: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    names = ["single device"] + list(res["lookup_layouts"])
+    vals = [res["single_device_lookups_per_s"]] + [v["lookups_per_s"]
+                                                   for v in res["lookup_layouts"].values()]
+    a.barh(names, [v / 1e6 for v in vals], color=["grey"] + ["tab:blue"] * (len(names) - 1))
+    a.set_xlabel("million lookups / s")
+    a.set_title(f"table lookups, {res['devices']} host devices (parity {res['parity']:.2f})")
+    checks = res["planner"]["checks"]
+    x = np.arange(len(checks))
+    b.bar(x - 0.2, [c["predicted"] / 2**20 for c in checks], 0.4, label="planner")
+    b.bar(x + 0.2, [c["measured"] / 2**20 for c in checks], 0.4, label="XLA memory_analysis")
+    b.set_xticks(x, [c["scenario"] for c in checks])
+    b.set_ylabel("MiB per device")
+    b.set_title(f"planner vs XLA (max error {res['planner_error']:.3f})")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+if __name__ == "__main__":
+    dev, rws, dm, lk, rep, out = sys.argv[1:7]
+    run_embeddings_bench(int(dev), int(rws), int(dm), int(lk), int(rep), out)
