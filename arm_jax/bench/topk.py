@@ -13,6 +13,7 @@ noise hits all alike), each jitted once per (N, k):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,6 +63,9 @@ def run_topk_bench(ns: tuple[int, ...] = (4096, 65536, 1048576), ks: tuple[int, 
                    *, repeats: int = 15, out_json: str | Path | None = None,
                    seed: int = 0) -> dict[str, Any]:
     """Time every method at every (N, k); check the methods agree; fit slopes; write JSON + PNG."""
+    if max(ks) > min(ns):
+        raise ValueError(f"--k={max(ks)}: must be <= the smallest --n ({min(ns)}); "
+                         "lax.top_k and argsort need k <= N")
     rows: list[dict[str, Any]] = []
     pairs = [(n, k) for n in ns for k in ks]
     for n, k in tqdm(pairs, desc="bench topk", unit="case"):
@@ -88,6 +92,7 @@ def run_topk_bench(ns: tuple[int, ...] = (4096, 65536, 1048576), ks: tuple[int, 
         "dispatched_impl": "pallas (GPU)" if jax.default_backend() == "gpu" else
                            "xla: jax.lax.top_k + NaN check (no GPU here)",
         "machine": machine_info(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "repeats": repeats,
         "results": rows,
         "slopes": slopes,
@@ -107,7 +112,7 @@ def run_topk_bench(ns: tuple[int, ...] = (4096, 65536, 1048576), ks: tuple[int, 
 
 
 def format_table(result: dict[str, Any]) -> str:
-    lines = [f"dispatched path: {result['dispatched_impl']}",
+    lines = [f"dispatched path: {result['dispatched_impl']}; XLA_FLAGS={result['xla_flags']!r}",
              f"{'N':>8} {'k':>4} {'ours ms':>9} {'no-check':>9} {'radix ms':>9} "
              f"{'top_k ms':>9} {'argsort ms':>10} {'argsort/ours':>12} {'ours/top_k':>10} "
              f"{'agree':>6}"]
