@@ -34,6 +34,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from arm_jax.routing.policies import (FixedPolicy, LoadAwarePolicy, RoutingError, TierCost,
                                       load_policy)
+from arm_jax.store.base import CorruptValue, UserLogStore
+from arm_jax.store.fetch import fetch_request_history
 from serving.admission import Rejected
 from serving.batcher import DeadlineExceeded, Pending, ShuttingDown
 from serving.executor import IncompatibleWeights, TierExecutor, WeightsNotFound
@@ -114,8 +116,13 @@ def decode_body(body: bytes, content_type: str) -> tuple[Any, bool]:
 
 
 def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | None = None,
-               *, warm_in_background: bool = True) -> FastAPI:
-    """FastAPI app over these tiers. Readiness flips once every executor is warmed."""
+               *, warm_in_background: bool = True,
+               history_store: UserLogStore | None = None) -> FastAPI:
+    """FastAPI app over these tiers. Readiness flips once every executor is warmed.
+
+    `history_store` (else `settings.history_store`, a URL opened on first use) serves the
+    histories of requests that carry a user_id instead of inline hist_* fields.
+    """
     settings = settings or ServerSettings()
     metrics = ServerMetrics()
     registry = TierRegistry(executors, settings, on_batch=metrics.on_batch)
@@ -128,7 +135,44 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         raise RegistryError(str(e)) from None
     for name, bt in registry.batchers.items():
         metrics.bind_tier(name, lambda bt=bt: bt.depth, lambda bt=bt: bt.busy.ratio())
-    state: dict[str, Any] = {"warm_error": None}
+    state: dict[str, Any] = {"warm_error": None, "store": history_store}
+    fetch_len = min(feats.max_history, max(executors[n].config.model.history_len
+                                           for n in registry.order))
+
+    open_lock = threading.Lock()
+
+    def store_read(user_id: int, ts: int) -> dict[str, Any]:
+        with open_lock:
+            if state["store"] is None:
+                from arm_jax.store import open_store
+
+                state["store"] = open_store(settings.history_store)
+        return fetch_request_history(state["store"], user_id, ts, fetch_len,
+                                     feats.num_action_types)
+
+    async def fetch_history(req: RankRequest) -> tuple[RankRequest, str, str | None]:
+        """-> (request with history, history source, store failure reason or None).
+        One store read per request; any failure degrades, never raises."""
+        if req.hist_item or req.hist_action or req.hist_gap or req.user_id is None:
+            return req, ("inline" if req.hist_item else "none"), None
+        if state["store"] is None and not settings.history_store:
+            reason = "store_not_configured"
+        else:
+            t0 = time.monotonic()
+            ts = req.ts if req.ts is not None else int(time.time())
+            try:
+                hist = await asyncio.wait_for(asyncio.to_thread(store_read, req.user_id, ts),
+                                              settings.history_timeout_ms / 1e3)
+                metrics.history_fetch.observe(time.monotonic() - t0)
+                return req.model_copy(update=hist), "store", None
+            except asyncio.TimeoutError:
+                reason = "store_unavailable"
+            except Exception as e:  # noqa: BLE001 - a store problem must never become a 5xx
+                reason = "store_corrupt" if isinstance(e, CorruptValue) else "store_unavailable"
+                log.warning("history fetch failed for user %s: %s: %s", req.user_id,
+                            type(e).__name__, e)
+        metrics.store_fallbacks.labels(reason).inc()
+        return req, "none", reason
 
     def warm() -> None:
         try:
@@ -147,6 +191,8 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         yield
         # uvicorn has stopped accepting and finished in-flight requests; drain the rest
         await asyncio.to_thread(registry.stop, drain=True, timeout=settings.drain_timeout_s)
+        if history_store is None and state["store"] is not None:   # opened from the URL
+            state["store"].close()
 
     app = FastAPI(title="arm-jax ranker", version="0.1.0", lifespan=lifespan,
                   description="Request-oriented ads ranking over AOT-compiled tiers.")
@@ -221,6 +267,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         req: RankRequest = parse_model(RankRequest, obj)
         if req.tier is not None and req.tier not in executors:
             raise FieldError("tier", f"unknown tier {req.tier!r}; tiers: {registry.order}")
+        req, history_source, store_failure = await fetch_history(req)
         batch = to_batch(req, feats, registry.max_candidates)
         if not registry.ready:
             metrics.rejects.labels("not_ready").inc()
@@ -228,7 +275,10 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                           headers={"Retry-After": "1"})
         n = batch.num_candidates
         ctx = [req.context.model_dump() if req.context else {}]
-        preferred = req.tier or base_policy.choose(batch, ctx)[0]
+        if store_failure is not None:   # history-free: the cheapest tier is all it is worth
+            preferred = registry.order[0]
+        else:
+            preferred = req.tier or base_policy.choose(batch, ctx)[0]
         budget_ms = (req.deadline_ms or settings.deadline_ms
                      or executors[preferred].config.serving.deadline_ms)
         budget_ms -= (time.monotonic() - t_start) * 1e3
@@ -260,11 +310,14 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         total_ms = (time.monotonic() - t_start) * 1e3
         metrics.latency.labels(tier).observe(total_ms / 1e3)
         metrics.queue_wait.labels(tier).observe(scored.queue_ms / 1e3)
-        metrics.requests.labels(tier, str(tier != preferred).lower()).inc()
+        degraded = tier != preferred or store_failure is not None
+        metrics.requests.labels(tier, str(degraded).lower()).inc()
         k = min(req.top_k or len(scored.top_indices), len(scored.top_indices))
         body = {
             "request_id": req.request_id, "tier": tier, "preferred_tier": preferred,
-            "degraded": tier != preferred, "tasks": list(feats.tasks),
+            "degraded": degraded,
+            "degraded_reason": store_failure or ("load" if tier != preferred else None),
+            "history_source": history_source, "tasks": list(feats.tasks),
             "scores": np.asarray(scored.probs, np.float64).round(7).tolist(),
             "ranking": [int(i) for i in scored.top_indices[:k]],
             "top_scores": [float(s) for s in scored.top_scores[:k]],

@@ -36,6 +36,13 @@ class ServerMetrics:
                                ["reason"], registry=r)
         self.swaps = Counter("armjax_weight_swaps_total", "weight reloads by outcome",
                              ["tier", "outcome"], registry=r)
+        self.history_fetch = Histogram("armjax_history_fetch_seconds",
+                                       "user-log store reads on the request path",
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.store_fallbacks = Counter("armjax_store_fallbacks_total",
+                                       "requests served history-free on the cheapest tier "
+                                       "because the user-log store failed", ["reason"],
+                                       registry=r)
         self.ready = Gauge("armjax_ready", "1 once every executor is loaded and warmed",
                            registry=r)
 

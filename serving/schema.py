@@ -47,6 +47,11 @@ class RankRequest(BaseModel):
     request_id: str | None = Field(None, max_length=128)
     req_sparse: list[Id] = Field(..., description="request sparse ids [req_sparse_fields]")
     req_dense: list[Real] = Field(..., description="request dense features [req_dense_features]")
+    user_id: Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)] | None = Field(
+        None, description="fetch this user's history from the server's store when no "
+                          "hist_* fields are given")
+    ts: Annotated[int, Field(strict=True, ge=0, le=2**62)] | None = Field(
+        None, description="request time in unix seconds for the history cut (default: now)")
     hist_item: list[Id] = Field(default_factory=list, description="item ids, newest first")
     hist_action: list[Id] = Field(default_factory=list, description="action type per event")
     hist_gap: list[Gap] = Field(default_factory=list, description="seconds before the request")
@@ -69,6 +74,10 @@ class RankResponse(BaseModel):
     tier: str
     preferred_tier: str
     degraded: bool
+    degraded_reason: str | None = Field(
+        None, description="'load' (stepped down under load) or a store failure: "
+                          "'store_unavailable', 'store_corrupt', 'store_not_configured'")
+    history_source: str = Field("inline", description="'inline', 'store' or 'none'")
     tasks: list[str]
     scores: list[list[float]] = Field(..., description="[N][tasks] probabilities")
     ranking: list[int] = Field(..., description="top-K candidate indices, best first")

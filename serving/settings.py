@@ -23,6 +23,10 @@ class ServerSettings:
     max_queue            requests waiting per tier before admission sheds
     policy               routing policy: "rules", "fixed:<tier>" or "learned:<file.json>"
     drain_timeout_s      on SIGTERM, in-flight requests get this long to finish
+    history_store        user-log store URL (lmdb://PATH or redis://HOST:PORT/DB): requests
+                         with a user_id and no inline history get theirs fetched from it
+    history_timeout_ms   budget of that fetch; past it (or on any store error) the request
+                         is served history-free on the cheapest tier, flagged as degraded
     """
 
     host: str = "127.0.0.1"
@@ -36,6 +40,8 @@ class ServerSettings:
     policy: str = "rules"
     drain_timeout_s: float = 30.0
     log_level: str = "warning"
+    history_store: str | None = None
+    history_timeout_ms: float = 100.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -44,6 +50,7 @@ class ServerSettings:
             ("batch_window_ms", self.batch_window_ms, 0.0, 1000.0),
             ("max_queue", self.max_queue, 1, 1 << 20),
             ("drain_timeout_s", self.drain_timeout_s, 0.0, 3600.0),
+            ("history_timeout_ms", self.history_timeout_ms, 1.0, 60000.0),
         ]
         if self.deadline_ms is not None:
             checks.append(("deadline_ms", self.deadline_ms, 1.0, 600000.0))

@@ -38,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="serve deterministic fake executors for these config tiers "
                         "(e.g. small,medium,large) instead of artifacts: a demo / test mode")
     s.add_argument("--fake-delay-ms", type=float, default=0.0)
+    s.add_argument("--history-store", default=None, metavar="URL",
+                   help="user-log store for requests sending user_id instead of hist_* "
+                        "(lmdb://PATH or redis://HOST:PORT/DB); outages degrade, never 5xx")
+    s.add_argument("--history-timeout-ms", type=float, default=100.0)
     s.add_argument("--log-level", default="warning")
     s.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides for --fake tiers")
@@ -94,7 +98,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, token=args.token, admin_token=args.admin_token,
         max_body_bytes=args.max_body_bytes, deadline_ms=args.deadline_ms,
         batch_window_ms=args.batch_window_ms, max_queue=args.max_queue, policy=args.policy,
-        drain_timeout_s=args.drain_timeout, log_level=args.log_level)
+        drain_timeout_s=args.drain_timeout, log_level=args.log_level,
+        history_store=args.history_store, history_timeout_ms=args.history_timeout_ms)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         print(f"arm-jax: warning: binding {args.host} without --token", file=sys.stderr)
     if args.fake:

@@ -1,0 +1,98 @@
+"""History fetched from the user-log store once per request; store outages degrade, never 5xx."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+from arm_jax.store.lmdb_store import LmdbStore
+from arm_jax.store.redis_server import RedisServer, find_redis_server
+from arm_jax.store.redis_store import RedisStore
+from serving.settings import ServerSettings
+
+T0 = 1_700_000_000
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _strip_history(p):
+    return {k: v for k, v in p.items() if not k.startswith("hist_")}
+
+
+@pytest.fixture
+def lmdb_logs(tmp_path):
+    s = LmdbStore(tmp_path / "logs", map_size=1 << 24)
+    # user 7: 20 events, 10 s apart; 3 of them at or after the request time
+    s.append(7, np.arange(100, 120), np.arange(20) % 4, T0 - 170 + 10 * np.arange(20))
+    yield s
+    s.close()
+
+
+def test_history_from_store_matches_inline(serve, fakes, payload, expected, tiny_tiers, lmdb_logs):
+    url = serve(fakes, ServerSettings(history_store=f"lmdb://{lmdb_logs.path}"))
+    p = payload(candidates=5, history=0, seed=1)
+    body = {**_strip_history(p), "user_id": 7, "ts": T0, "tier": "large"}
+    out = httpx.post(url + "/v1/rank", json=body, timeout=10).json()
+    assert out["history_source"] == "store" and out["degraded"] is False
+    assert out["degraded_reason"] is None and out["tier"] == "large"
+    # 17 events before T0, newest first; large L=12 reads 12 of them
+    inline = {**p, "hist_item": list(range(116, 99, -1)), "hist_action": [0] * 17,
+              "hist_gap": [10.0] * 17}
+    np.testing.assert_allclose(out["scores"], expected(tiny_tiers["large"], inline), rtol=1e-6)
+    # inline history wins over the store (no fetch)
+    q = payload(candidates=5, history=3, seed=1)
+    out2 = httpx.post(url + "/v1/rank", json={**q, "user_id": 7, "tier": "large"}).json()
+    assert out2["history_source"] == "inline"
+    np.testing.assert_allclose(out2["scores"], expected(tiny_tiers["large"], q), rtol=1e-6)
+    text = httpx.get(url + "/metrics").text
+    assert _metric(text, "armjax_history_fetch_seconds_count") == 1
+
+
+def test_corrupt_value_degrades(serve, fakes, payload, lmdb_logs):
+    lmdb_logs.put_raw(8, b"\xa7\x01garbage")
+    url = serve(fakes, ServerSettings(history_store=f"lmdb://{lmdb_logs.path}"))
+    body = {**_strip_history(payload(seed=2)), "user_id": 8, "tier": "large"}
+    r = httpx.post(url + "/v1/rank", json=body)
+    assert r.status_code == 200
+    out = r.json()
+    assert out["degraded"] is True and out["degraded_reason"] == "store_corrupt"
+    assert out["tier"] == "small" and out["history_source"] == "none"
+
+
+def test_no_store_configured(serve, fakes, payload):
+    url = serve(fakes)
+    r = httpx.post(url + "/v1/rank", json={**_strip_history(payload()), "user_id": 3})
+    assert r.status_code == 200 and r.json()["degraded_reason"] == "store_not_configured"
+    assert r.json()["tier"] == "small"
+
+
+@pytest.mark.skipif(find_redis_server() is None,
+                    reason="redis-server binary not found: `bash scripts/setup.sh --test`")
+def test_redis_outage_falls_back_to_cheapest_tier(serve, fakes, payload):
+    srv = RedisServer().start()
+    try:
+        RedisStore(srv.url).append(5, [1, 2, 3], [0, 1, 2], [T0 - 30, T0 - 20, T0 - 10])
+        url = serve(fakes, ServerSettings(history_store=srv.url, history_timeout_ms=2000))
+        body = {**_strip_history(payload(seed=3)), "user_id": 5, "ts": T0, "tier": "large"}
+        ok = httpx.post(url + "/v1/rank", json=body).json()
+        assert ok["history_source"] == "store" and ok["tier"] == "large" and not ok["degraded"]
+    finally:
+        srv.stop()                                   # the outage
+    outs = [httpx.post(url + "/v1/rank", json=body, timeout=10) for _ in range(3)]
+    assert all(r.status_code == 200 for r in outs)
+    for r in outs:
+        out = r.json()
+        assert out["degraded"] is True and out["degraded_reason"] == "store_unavailable"
+        assert out["tier"] == "small" and out["preferred_tier"] == "small"
+        assert out["history_source"] == "none"
+    text = httpx.get(url + "/metrics").text
+    assert _metric(text, "armjax_store_fallbacks_total", reason="store_unavailable") == 3
+    assert _metric(text, "armjax_requests_total", tier="small", degraded="true") == 3
