@@ -10,7 +10,7 @@ child process before JAX starts (flags cannot change once a backend exists). Fig
   JSON. Every output is checked bit-equal to the single-device result.
 - `planner_error`: the planner against XLA's memory_analysis() of the compiled sharded
   serve and train steps (argument + output - alias + temp bytes per device), the worse
-  of the two.
+  of the two, on a data=2 x model=K/2 mesh; `planner_error_worst` adds data=1 x model=K.
 - pruning: the candidate-field table of the small tier, rows never hit by the synthetic
   training requests dropped; rows / bytes saved and the share of held-out lookups that
   fall on a pruned row.
@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from arm_jax.bench.timing import machine_info, median_ms, write_json
+from arm_jax.bench.timing import machine_info, write_json
 
 _CHILD_ENV = "ARM_JAX_BENCH_EMBEDDINGS_CHILD"
 
@@ -61,26 +61,36 @@ def _lookup_figures(devices: int, rows: int, dim: int, lookups: int, repeats: in
     table = r.normal(size=(rows, dim)).astype(np.float32)
     ids = r.integers(0, rows, size=(lookups,)).astype(np.int32)
     dev0 = jax.devices()[0]
-    t1, i1 = jax.device_put(table, dev0), jax.device_put(ids, dev0)
     single = jax.jit(lookup)
-    want = np.asarray(single(t1, i1))
-    ms_single = median_ms(lambda: single(t1, i1), repeats=repeats, warmup=2)
-    out = {"single_device_ms": ms_single,
-           "single_device_lookups_per_s": lookups / (ms_single * 1e-3), "layouts": {}}
-    layouts = [(f"{kind} data={data} x model={devices // data}", data, kind)
-               for kind in ("jit", "shard_map", "all_to_all") for data in (1, 2)]
-    for name, data, kind in tqdm(layouts, desc="sharded lookups", unit="layout"):
-        mesh = make_mesh(data, devices // data)
-        t = jax.device_put(table, NamedSharding(mesh, P("model", None)))
-        ids_spec = P(("data", "model")) if kind == "all_to_all" else P("data")
-        i = jax.device_put(ids, NamedSharding(mesh, ids_spec))
-        fn = {"jit": jax.jit(lookup),
-              "shard_map": jax.jit(lambda a, b, m=mesh: shard_map_lookup(a, b, m)),
-              "all_to_all": jax.jit(lambda a, b, m=mesh: all_to_all_lookup(a, b, m))}[kind]
-        exact = bool(np.array_equal(np.asarray(fn(t, i)), want))
-        ms = median_ms(lambda: fn(t, i), repeats=repeats, warmup=2)
-        out["layouts"][name] = {"ms": ms, "lookups_per_s": lookups / (ms * 1e-3),
-                                "exact": exact}
+    calls = {"single device": (single, jax.device_put(table, dev0), jax.device_put(ids, dev0))}
+    want = np.asarray(single(*calls["single device"][1:]))
+    exact: dict[str, bool] = {}
+    for kind in ("jit", "shard_map", "all_to_all"):
+        for data in (1, 2):
+            mesh = make_mesh(data, devices // data)
+            ids_spec = P(("data", "model")) if kind == "all_to_all" else P("data")
+            fn = {"jit": jax.jit(lookup),
+                  "shard_map": jax.jit(lambda a, b, m=mesh: shard_map_lookup(a, b, m)),
+                  "all_to_all": jax.jit(lambda a, b, m=mesh: all_to_all_lookup(a, b, m))}[kind]
+            name = f"{kind} data={data} x model={devices // data}"
+            calls[name] = (fn, jax.device_put(table, NamedSharding(mesh, P("model", None))),
+                           jax.device_put(ids, NamedSharding(mesh, ids_spec)))
+            exact[name] = bool(np.array_equal(np.asarray(fn(*calls[name][1:])), want))
+    # Interleaved rounds: each round times every variant once, so load from other
+    # processes on this shared machine hits all variants alike; medians per variant.
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for _ in tqdm(range(repeats + 2), desc="lookup rounds", unit="round"):
+        for name, (fn, a, b) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(a, b))
+            times[name].append(time.perf_counter() - t0)
+    ms = {k: float(np.median(v[2:]) * 1e3) for k, v in times.items()}
+    out: dict[str, Any] = {"single_device_ms": ms["single device"],
+                           "single_device_lookups_per_s": lookups / (ms["single device"] * 1e-3),
+                           "layouts": {}}
+    for name in exact:
+        out["layouts"][name] = {"ms": ms[name], "lookups_per_s": lookups / (ms[name] * 1e-3),
+                                "exact": exact[name]}
     best = max(out["layouts"], key=lambda k: out["layouts"][k]["lookups_per_s"])
     out["sharded_layout"] = best
     out["sharded_lookups_per_s"] = out["layouts"][best]["lookups_per_s"]
@@ -99,17 +109,27 @@ PLANNER_TIER = ("model.d_model=16", "model.history_len=12", "model.encoder_heads
 
 
 def _planner_figures(devices: int) -> dict[str, Any]:
+    """Headline: the data=2 x model=K/2 mesh. Also reported: pure model parallelism
+    (data=1 x model=K), where activations dominate the tiny train step and the jaxpr
+    liveness misses XLA's layout copies (see the planner docs); its error is in the JSON
+    as planner_error_worst, not hidden."""
     from arm_jax.config import load_tier
     from arm_jax.parallel.plan_check import compare_with_xla
 
     tier = load_tier("small", PLANNER_TIER)
     data = 2 if devices % 2 == 0 and devices > 1 else 1
-    _, checks = compare_with_xla(tier, data=data, model=devices // data, batch=4, candidates=32,
-                                 min_shard_bytes=0)
-    return {"tier": "small + " + " ".join(PLANNER_TIER), "mesh": [data, devices // data],
+    meshes = [(data, devices // data)] + ([(1, devices)] if data != 1 else [])
+    runs = []
+    for d, m in meshes:
+        _, checks = compare_with_xla(tier, data=d, model=m, batch=4, candidates=32,
+                                     min_shard_bytes=0)
+        runs.append({"mesh": [d, m], "checks": [c.to_dict() for c in checks],
+                     "error": max(c.error for c in checks)})
+    return {"tier": "small + " + " ".join(PLANNER_TIER),
             "compared": "argument + output - alias + temp bytes per device",
-            "checks": [c.to_dict() for c in checks],
-            "planner_error": max(c.error for c in checks)}
+            "mesh": runs[0]["mesh"], "checks": runs[0]["checks"],
+            "planner_error": runs[0]["error"], "other_meshes": runs[1:],
+            "planner_error_worst": max(r["error"] for r in runs)}
 
 
 def _pruning_figures() -> dict[str, Any]:
@@ -186,7 +206,8 @@ def run_embeddings_bench(devices: int = 8, rows: int = 1 << 18, dim: int = 64,
         "sharded_layout": look["sharded_layout"],
         "parity": look["parity"], "parity_target": 0.8,
         "lookups_exact": look["all_exact"], "lookup_layouts": look["layouts"],
-        "planner_error": plan["planner_error"], "planner_error_target": 0.10, "planner": plan,
+        "planner_error": plan["planner_error"], "planner_error_target": 0.10,
+        "planner_error_worst": plan["planner_error_worst"], "planner": plan,
         "pruning_rows_saved": pruning["rows_saved"],
         "pruning_bytes_saved": pruning["bytes_saved"], "pruning": pruning,
         "async_checkpoint": ckpt,
@@ -209,10 +230,15 @@ def format_table(res: dict[str, Any]) -> str:
                      f"{str(v['exact']):>7}")
     lines.append(f"parity (best sharded / single) {res['parity']:.2f}  (target >= 0.8; "
                  f"{res['sharded_layout']})")
-    for c in res["planner"]["checks"]:
-        lines.append(f"planner {c['scenario']:<18} predicted {c['predicted']:>12,} B  "
-                     f"XLA {c['measured']:>12,} B  error {c['error']:.3f}")
-    lines.append(f"planner_error {res['planner_error']:.3f} (target <= 0.10)")
+    runs = [{"mesh": res["planner"]["mesh"], "checks": res["planner"]["checks"]}]
+    for run in runs + res["planner"]["other_meshes"]:
+        d, m = run["mesh"]
+        for c in run["checks"]:
+            lines.append(f"planner data={d} x model={m} {c['scenario']:<16} predicted "
+                         f"{c['predicted']:>12,} B  XLA {c['measured']:>12,} B  "
+                         f"error {c['error']:.3f}")
+    lines.append(f"planner_error {res['planner_error']:.3f} (target <= 0.10; mesh "
+                 f"{res['planner']['mesh']}); worst over meshes {res['planner_error_worst']:.3f}")
     pr = res["pruning"]
     lines.append(f"pruning {pr['table']}: rows {pr['rows_before']:,} -> {pr['rows_after']:,} "
                  f"(saved {pr['rows_saved']:,}), bytes saved {pr['bytes_saved']:,}; held-out "
