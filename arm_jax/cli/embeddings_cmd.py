@@ -38,7 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ids seen fewer times are tail: they may share rows (default 2)")
     p.add_argument("--row-multiple", type=_positive_int, default=8,
                    help="round rows to a multiple (the mesh's model axis; default 8)")
-    p.add_argument("--out", default=None, help="write the plan as YAML (config overrides)")
+    p.add_argument("--group", action="append", default=[], metavar="F1,F2,...",
+                   help="features sharing one unified table (repeatable); written to --out")
+    p.add_argument("--out", default=None,
+                   help="write the plan as YAML (rows, groups, tier overrides)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=_embeddings_plan)
@@ -90,7 +93,7 @@ def _embeddings_plan(args: argparse.Namespace) -> int:
                       args.dim or tier.model.d_model, row_multiple=args.row_multiple)
     print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
     if args.out:
-        write_plan_yaml(plan, args.out)
+        write_plan_yaml(plan, args.out, [g.split(",") for g in args.group])
         print(f"wrote {args.out}")
     return 0
 

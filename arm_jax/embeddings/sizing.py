@@ -171,9 +171,11 @@ def stats_from_columns(columns: Mapping[str, np.ndarray], min_count: int = 2) ->
     return [IdStats.from_ids(k, v, min_count) for k, v in columns.items()]
 
 
-def write_plan_yaml(plan: SizingPlan, path: str) -> None:
-    """The plan as YAML: per-feature rows, plus tier overrides the current Ranker accepts
-    (one size for all sparse fields: the largest planned request/candidate table)."""
+def write_plan_yaml(plan: SizingPlan, path: str,
+                    groups: Sequence[Sequence[str]] = ()) -> None:
+    """The plan as YAML: per-feature rows and unified groups (read back by
+    `TableLayout.from_plan`), plus tier overrides the current Ranker accepts (one size
+    for all sparse fields: the largest planned request/candidate table)."""
     from pathlib import Path
 
     import yaml
@@ -185,7 +187,14 @@ def write_plan_yaml(plan: SizingPlan, path: str) -> None:
         overrides.append(f"features.sparse_hash_size={max(sparse)}")
     if "item" in rows:
         overrides.append(f"features.item_hash_size={rows['item']}")
-    doc = {"embeddings": plan.to_dict(), "overrides": overrides}
+    known = set(rows)
+    for g in groups:
+        unknown = [f for f in g if f not in known]
+        if unknown:
+            raise SizingError(f"--group {','.join(g)}: unknown feature(s) {unknown}; "
+                              f"known: {sorted(known)}")
+    doc = {"embeddings": {**plan.to_dict(), "groups": [list(g) for g in groups]},
+           "overrides": overrides}
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -14,7 +14,7 @@ under one rule:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -74,6 +74,24 @@ class TableLayout:
             cursor += size
         total = -(-cursor // pad_to) * pad_to
         return cls(tuple(offsets), tuple(sizes), total)
+
+    @classmethod
+    def from_plan(cls, rows: Mapping[str, int], fields: Sequence[str],
+                  groups: Sequence[Sequence[str]] = (), pad_to: int = 1) -> "TableLayout":
+        """Layout for named `fields` (table order) from planned rows per feature name and
+        groups of names sharing one table (e.g. the `embeddings` section that
+        `arm-jax embeddings plan --group a,b --out plan.yaml` writes)."""
+        missing = [f for f in fields if f not in rows]
+        if missing:
+            raise LayoutError(f"no planned rows for field(s) {missing}; planned: {sorted(rows)}")
+        index = {f: i for i, f in enumerate(fields)}
+        for g in groups:
+            unknown = [f for f in g if f not in index]
+            if unknown:
+                raise LayoutError(f"group {list(g)}: unknown field(s) {unknown}; "
+                                  f"fields: {list(fields)}")
+        return cls.build([int(rows[f]) for f in fields],
+                         [[index[f] for f in g] for g in groups], pad_to)
 
     @classmethod
     def uniform(cls, num_fields: int, rows_per_field: int) -> "TableLayout":

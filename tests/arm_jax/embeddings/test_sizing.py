@@ -53,8 +53,11 @@ def test_budget_below_minimum_is_refused_with_the_numbers():
 def test_cli_plan_from_npz_writes_overrides(tmp_path, capsys):
     np.savez(tmp_path / "ids.npz", req_0=_zipf_ids(100, 5000, 0), item=_zipf_ids(3000, 20000, 1))
     out = tmp_path / "plan.yaml"
+    np.savez(tmp_path / "ids.npz", req_0=_zipf_ids(100, 5000, 0), req_1=_zipf_ids(30, 5000, 2),
+             item=_zipf_ids(3000, 20000, 1))
     rc = main(["embeddings", "plan", "--data", str(tmp_path / "ids.npz"),
-               "--budget-params", "200000", "--dim", "16", "--out", str(out)])
+               "--budget-params", "200000", "--dim", "16", "--group", "req_0,req_1",
+               "--out", str(out)])
     text = capsys.readouterr().out
     assert rc == 0 and "req_0" in text and "item" in text and "collide" in text
     import yaml
@@ -62,6 +65,13 @@ def test_cli_plan_from_npz_writes_overrides(tmp_path, capsys):
     doc = yaml.safe_load(out.read_text())
     assert doc["embeddings"]["used_params"] <= 200000
     assert any(o.startswith("features.item_hash_size=") for o in doc["overrides"])
+    # the written plan configures a unified table: req_0 and req_1 share one slice
+    from arm_jax.embeddings.unified import TableLayout
+
+    rows = {k: v["rows"] for k, v in doc["embeddings"]["features"].items()}
+    lay = TableLayout.from_plan(rows, ["req_0", "req_1", "item"], doc["embeddings"]["groups"])
+    assert lay.offsets[0] == lay.offsets[1] and lay.sizes[0] == rows["req_0"] + rows["req_1"]
+    assert lay.offsets[2] == lay.sizes[0] and lay.total_rows == lay.sizes[0] + rows["item"]
 
 
 def test_cli_rejects_float_ids(tmp_path, capsys):
