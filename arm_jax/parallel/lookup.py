@@ -68,10 +68,10 @@ def all_to_all_lookup(table_vd: jax.Array, rows_n: jax.Array, mesh: Mesh,
                       capacity_factor: float = 1.5) -> jax.Array:
     """table [V, d] sharded P('model', None), rows [n] split over every device -> [n, d].
 
-    Per device: bucket its n_l ids by owning shard (a running count, no sort), send each bucket
-    (capacity ceil(capacity_factor * n_l / model) slots) to its owner, gather there,
-    send the rows back and pick each id's row from its slot. Falls back to the masked psum if any bucket
-    overflows. `n` must divide by the device count and V by the model axis.
+    Per device: bucket its n_l ids by owning shard (a running count, no sort), send
+    each bucket (capacity ceil(capacity_factor * n_l / model) slots) to its owner,
+    gather there, send the rows back and pick each id's row from its slot. Falls back
+    to the masked psum if any bucket overflows. `n` must divide by the device count and V by the model axis.
     """
     sizes = mesh_shape(mesh)
     m, d_ax = sizes[MODEL], sizes[DATA]

@@ -76,5 +76,6 @@ def test_cli_plan_from_npz_writes_overrides(tmp_path, capsys):
 
 def test_cli_rejects_float_ids(tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", f=np.array([0.5, 1.5]))
-    rc = main(["embeddings", "plan", "--data", str(tmp_path / "bad.npz"), "--budget-params", "1000"])
+    rc = main(["embeddings", "plan", "--data", str(tmp_path / "bad.npz"),
+               "--budget-params", "1000"])
     assert rc == 2 and "ids must be ints" in capsys.readouterr().err

@@ -56,7 +56,8 @@ def test_sharded_lookups_equal_single_device_exactly(data, model):
     want = np.asarray(lookup(jnp.asarray(table), jnp.asarray(rows)))
     t = jax.device_put(table, table_sharding(mesh))
     i = jax.device_put(rows, ids_sharding(mesh))
-    assert len(t.addressable_shards) == 8 and t.addressable_shards[0].data.shape == (4096 // model, 24)
+    assert len(t.addressable_shards) == 8
+    assert t.addressable_shards[0].data.shape == (4096 // model, 24)
     got_jit = jax.jit(lookup)(t, i)
     got_smap = jax.jit(lambda a, b: shard_map_lookup(a, b, mesh))(t, i)
     assert np.array_equal(np.asarray(got_jit), want)
