@@ -208,6 +208,7 @@ def plot_coldstart(result: dict[str, Any], png: Path) -> Path:
     ax.bar(x + 0.2, [r["compile_s"] for r in rows], 0.4, label="build + compile")
     for i, r in enumerate(rows):
         ax.text(i + 0.2, r["compile_s"], f"{r['ratio']:.1f}x", ha="center", va="bottom")
+    ax.set_ylim(0, 1.15 * max(r["compile_s"] for r in rows))
     ax.set_xticks(x, [f"{r['tier']}\n({len(r['buckets'])} buckets)" for r in rows])
     ax.set_ylabel("process start -> first scored request (s)")
     ax.set_title("cold start: AOT artifacts vs compiling from scratch")

@@ -144,11 +144,15 @@ def load(path: str | Path, *, tiers: list[str] | None = None, portable: bool = F
     if not names:
         raise ArtifactError(f"artifacts {root}: the index lists no tiers")
     device = device or jax.local_devices()[0]
-    loaded = {n: _load_tier(root / n, n, portable, device) for n in names}
+    loaded = {n: _load_tier(root / n, n, portable, device, index["tiers"][n]["sha256"])
+              for n in names}
     return Artifacts(root, index, loaded)
 
 
-def _load_tier(tier_dir: Path, name: str, portable: bool, device: Any) -> LoadedTier:
+def _load_tier(tier_dir: Path, name: str, portable: bool, device: Any,
+               manifest_sha256: str) -> LoadedTier:
+    if mf.sha256_file(tier_dir / mf.INDEX) != manifest_sha256:
+        raise ArtifactError(f"hash mismatch: {tier_dir / mf.INDEX}")
     m = mf.read_json(tier_dir / mf.INDEX)
     try:
         config = tier_from_dict(m["config"])
@@ -167,10 +171,11 @@ def _load_tier(tier_dir: Path, name: str, portable: bool, device: Any) -> Loaded
                 bucket = (int(e["batch"]), int(e["candidates"]))
                 if portable:
                     executables[bucket] = _compile_exported(tier_dir, e, platform,
-                                                            m["weights"]["params"])
+                                                            m["weights"]["params"], m["files"])
                 else:
                     executables[bucket] = _deserialize(tier_dir, e, platform, device,
-                                                       sorted(m["weights"]["params"]))
+                                                       sorted(m["weights"]["params"]),
+                                                       m["files"])
         finally:
             weights = pending.result()
     return LoadedTier(name, config, m, executables, weights, device)
@@ -191,15 +196,29 @@ def _check_runtime(m: dict[str, Any], tier_dir: Path, platform: str) -> None:
                             f"this device is {platform!r}")
 
 
+def _read_verified(tier_dir: Path, rel: str, files: dict[str, str]) -> bytes:
+    """The file's bytes, hashed again as read: what is deserialized is what was verified
+    (no window between the check and the read)."""
+    import hashlib
+
+    path = tier_dir / rel
+    if not path.is_file():
+        raise ArtifactError(f"missing file: {path}")
+    data = path.read_bytes()
+    if rel not in files or hashlib.sha256(data).hexdigest() != files[rel]:
+        raise ArtifactError(f"hash mismatch: {path}")
+    return data
+
+
 def _deserialize(tier_dir: Path, e: dict[str, Any], platform: str, device: Any,
-                 weight_keys: list[str]) -> Any:
+                 weight_keys: list[str], files: dict[str, str]) -> Any:
     from jax.experimental.serialize_executable import deserialize_and_load
 
     rel = e["executable"].get(platform)
     if rel is None:
         raise ArtifactError(f"{tier_dir}: bucket b{e['batch']}_n{e['candidates']} has no "
                             f"executable for {platform!r}")
-    blob = (tier_dir / rel).read_bytes()
+    blob = _read_verified(tier_dir, rel, files)
     weights_tree = {k: 0 for k in weight_keys}
     batch_tree = {k: 0 for k in e["inputs"]["batch"]}
     in_tree = jax.tree_util.tree_structure(((weights_tree, batch_tree), {}))
@@ -213,12 +232,12 @@ def _deserialize(tier_dir: Path, e: dict[str, Any], platform: str, device: Any,
 
 
 def _compile_exported(tier_dir: Path, e: dict[str, Any], platform: str,
-                      wspec: dict[str, Any]) -> Any:
+                      wspec: dict[str, Any], files: dict[str, str]) -> Any:
     rel = e["exported"].get(platform)
     if rel is None:
         raise ArtifactError(f"{tier_dir}: bucket b{e['batch']}_n{e['candidates']} has no "
                             f"jax.export module for {platform!r} (have {sorted(e['exported'])})")
-    exp = jax.export.deserialize(bytearray((tier_dir / rel).read_bytes()))
+    exp = jax.export.deserialize(bytearray(_read_verified(tier_dir, rel, files)))
     batch = {k: jax.ShapeDtypeStruct(tuple(v["shape"]), np.dtype(v["dtype"]))
              for k, v in e["inputs"]["batch"].items()}
     w = {k: jax.ShapeDtypeStruct(tuple(v["shape"]), np.dtype(v["dtype"]))

@@ -271,7 +271,8 @@ def resolve_checkpoints(spec: Iterable[str], tiers: Sequence[str] | None) -> dic
 
     Each value is `NAME=DIR` (one tier), or DIR: a checkpoint itself (config.json; the
     tier is named by its config), or a directory holding one sub-checkpoint per tier
-    (DIR/small, DIR/medium, ...). `tiers` picks and orders the tiers to export.
+    (DIR/small, DIR/medium, ...: `arm-jax train`'s runs/; non-ranker checkpoints are
+    skipped). `tiers` picks and orders the tiers to export.
     """
     from arm_jax.checkpoint import read_config
 
@@ -286,7 +287,8 @@ def resolve_checkpoints(spec: Iterable[str], tiers: Sequence[str] | None) -> dic
             found[read_config(d)[1].name] = d
         elif d.is_dir():
             for sub in sorted(p for p in d.iterdir() if (p / "config.json").exists()):
-                found[sub.name] = sub
+                if read_config(sub)[0] == "ranker":  # skip baselines (runs/small-logreg)
+                    found[sub.name] = sub
         else:
             raise FileNotFoundError(f"--checkpoint {item}: no such directory")
     if tiers:
