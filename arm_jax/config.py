@@ -96,6 +96,7 @@ class TrainConfig:
     candidates: int = _f(16, 1, 65536, doc="candidates per training request")
     learning_rate: float = _f(2e-3, 1e-7, 10.0)
     weight_decay: float = _f(1e-5, 0.0, 1.0)
+    embedding_lr_scale: float = _f(1.0, 1e-3, 1e3, doc="learning-rate multiplier of tables")
     warmup_steps: int = _f(50, 0, 10**9)
     seed: int = _f(0, 0, 2**31 - 1)
     train_requests: int = _f(20000, 1, 10**9, doc="synthetic training requests")

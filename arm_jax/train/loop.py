@@ -64,7 +64,8 @@ def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
     steps = steps or tc.steps
     model = build_model(kind, tier, seed=tc.seed)
     graphdef, params = nnx.split(model)
-    tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay)
+    tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay,
+                        tc.embedding_lr_scale)
     opt_state = tx.init(params)
     train_step = make_train_step(graphdef, tx)
     max_len = history_len_for(kind, tier)

@@ -18,14 +18,41 @@ from arm_jax.batch import RequestBatch
 from arm_jax.train.loss import masked_bce
 
 
+EMBEDDING_LEAVES = ("table", "embedding")   # HashedEmbedding.table, nnx.Embed.embedding
+
+
+def _is_embedding(path: tuple[Any, ...]) -> bool:
+    names = [getattr(k, "key", getattr(k, "name", k)) for k in path]
+    names = [n for n in names if n != "value"]          # nnx Variables end in `.value`
+    return bool(names) and names[-1] in EMBEDDING_LEAVES
+
+
+def embedding_labels(params: Any) -> Any:
+    """'embedding' for embedding tables, 'dense' for everything else (same tree as params)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "embedding" if _is_embedding(path) else "dense", params)
+
+
 def make_optimizer(learning_rate: float, steps: int, warmup_steps: int,
-                   weight_decay: float) -> optax.GradientTransformation:
-    """AdamW with linear warm-up and cosine decay; gradients clipped at norm 1."""
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, learning_rate, max(1, min(warmup_steps, steps - 1)), max(steps, 2),
-        end_value=learning_rate * 0.05)
-    return optax.chain(optax.clip_by_global_norm(1.0),
-                       optax.adamw(schedule, weight_decay=weight_decay))
+                   weight_decay: float, embedding_lr_scale: float = 1.0
+                   ) -> optax.GradientTransformation:
+    """AdamW with linear warm-up and cosine decay; gradients clipped at norm 1.
+
+    Embedding rows see a gradient only when their id occurs in the batch, so they learn
+    from far fewer updates than dense weights; `embedding_lr_scale` gives the tables their
+    own (larger) learning rate, the usual remedy in recommender training.
+    """
+    def adamw(peak: float) -> optax.GradientTransformation:
+        schedule = optax.warmup_cosine_decay_schedule(
+            0.0, peak, max(1, min(warmup_steps, steps - 1)), max(steps, 2),
+            end_value=peak * 0.05)
+        return optax.adamw(schedule, weight_decay=weight_decay)
+
+    if embedding_lr_scale == 1.0:
+        return optax.chain(optax.clip_by_global_norm(1.0), adamw(learning_rate))
+    return optax.chain(optax.clip_by_global_norm(1.0), optax.multi_transform(
+        {"dense": adamw(learning_rate), "embedding": adamw(learning_rate * embedding_lr_scale)},
+        embedding_labels))
 
 
 def _forward(graphdef: nnx.GraphDef, params: Any, batch: RequestBatch, **kw: Any) -> jax.Array:
