@@ -217,3 +217,36 @@ def test_wrong_feature_width_is_named(exported):
     batch = random_batch(other, batch=1, candidates=4, history=6)
     with pytest.raises(ArtifactError, match=r"req_dense: shape \[1, 5\] does not match"):
         tier.score(batch)
+
+
+@pytest.mark.slow
+def test_export_ignores_a_warm_jax_persistent_cache(exported, tmp_path):
+    """With jax's own persistent cache on and already holding the program, export still
+    compiles afresh: an executable from jax's CPU cache re-serializes into an artifact
+    that fails at run time (`Function ... not found`), see arm_jax/compile/cache.py."""
+    script = textwrap.dedent(f"""
+        import jax, numpy as np
+        jax.config.update("jax_compilation_cache_dir", {str(tmp_path / 'jaxcache')!r})
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        from arm_jax.checkpoint import load_checkpoint
+        from arm_jax.compile import load, weights as wt
+        from arm_jax.compile.buckets import batch_signature
+        from arm_jax.compile.export import _specs, export_tiers, scoring_function
+        from arm_jax.data.random_batch import random_batch
+        from arm_jax.train.step import make_predict
+        ckpt = {str(exported['ckpt'])!r}
+        _, tier, graphdef, params = load_checkpoint(ckpt)
+        score, flat = scoring_function(graphdef, params, 16)
+        jax.jit(score).lower(_specs(wt.spec_of(flat)),
+                             _specs(batch_signature((1, 4), 6, tier.features))).compile()
+        out = export_tiers({{"small": ckpt}}, {str(tmp_path / 'art')!r}, platforms=("cpu",),
+                           buckets=[(1, 4)], cache_dir=None, progress=False)
+        batch = random_batch(tier.features, batch=1, candidates=4, history=6, seed=1)
+        got = load(out).tiers["small"].score(batch).probs
+        np.testing.assert_array_equal(got, np.asarray(make_predict(graphdef)(params, batch)))
+        print("OK")
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr[-3000:]
