@@ -3,8 +3,10 @@
 Ratings become requests (arm_jax.data.movielens); every user's log is loaded once into a
 user-log store (LMDB in a temporary directory unless `store_url` names one) and joined on
 the fly, point in time, by the grain pipeline (arm_jax.data.join) for training and test.
-Each model trains with the project's train step (AdamW, arm_jax.train.step) and is scored on
-the later 20% of time: AUC, log loss, NE overall and for users with short (<= 32 past
+Each model trains with the project's train step (AdamW, arm_jax.train.step) on the training
+requests minus the latest 10% of training time, which is the validation slice: the parameters
+with the best validation AUC (checked 4 times) are kept, so every model is early-stopped by
+the same rule, never by the test set. They are scored on the later 20% of time: AUC, log loss, NE overall and for users with short (<= 32 past
 ratings) and long (>= 256) histories.
 """
 
@@ -26,6 +28,7 @@ from arm_jax.checkpoint import build_model
 from arm_jax.config import TierConfig, load_tier
 from arm_jax.data.join import joined_batches
 from arm_jax.data.movielens import MovieLensData, MovieLensSpec, feature_overrides, load_movielens
+from arm_jax.data.synthetic import Examples
 from arm_jax.metrics import evaluate
 from arm_jax.store import UserLogStore, open_store
 from arm_jax.train.loop import LONG_HISTORY, SHORT_HISTORY, history_len_for
@@ -35,7 +38,8 @@ from arm_jax.train.step import make_optimizer, make_predict, make_train_step
 MODELS = (("logreg", "logreg", "small"), ("small", "ranker", "small"),
           ("large", "ranker", "large"))
 # default steps per model, chosen so the whole bench fits ~15 min on 2 shared CPU cores
-DEFAULT_STEPS = {"logreg": 900, "small": 900, "large": 250}
+DEFAULT_STEPS = {"logreg": 1500, "small": 900, "large": 200}
+VAL_FRAC, VAL_REQUESTS, VAL_CHECKS = 0.1, 384, 4   # model selection on the latest train time
 # The large tier at L=1024 costs ~0.5 s per training request on 2 shared cores (measured),
 # far past a 15 min budget; by default it runs at L=512 with 16 requests per step
 # (`large_history=1024` restores the tier's own L).
@@ -44,24 +48,45 @@ LARGE_BATCH = 16
 EVAL_BATCH = 64
 
 
+def split_validation(train: Examples, frac: float = VAL_FRAC, cap: int = VAL_REQUESTS,
+                     seed: int = 0) -> tuple[Examples, Examples]:
+    """(fit, val): val = up to `cap` requests drawn from the latest `frac` of training time;
+    fit = every earlier request (temporal, like the test split)."""
+    cut = np.quantile(train.ts, 1.0 - frac)
+    late = np.flatnonzero(train.ts >= cut)
+    rng = np.random.default_rng(seed)
+    val_idx = np.sort(rng.choice(late, min(cap, late.size), replace=False))
+    return train.take(np.flatnonzero(train.ts < cut)), train.take(val_idx)
+
+
 def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensData,
                        store: UserLogStore, *, steps: int, num_threads: int = 4,
                        progress: bool = True) -> dict[str, Any]:
-    """Train one model on the train requests (joined from `store`), evaluate on test."""
+    """Train one model on the earlier training requests (histories joined from `store`),
+    keep the parameters with the best validation AUC (checked VAL_CHECKS times, on the
+    latest training requests), and evaluate those on the test requests."""
     tc, f = tier.train, tier.features
     max_len = history_len_for(kind, tier)
+    fit, val = split_validation(data.train, seed=tc.seed)
     graphdef, params = nnx.split(build_model(kind, tier, seed=tc.seed))
     tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay)
     opt_state = tx.init(params)
     train_step = make_train_step(graphdef, tx)
+    fwd = make_predict(graphdef)
+    check_every = max(1, steps // VAL_CHECKS)
 
     def batches():
         for epoch in itertools.count():
-            yield from joined_batches(data.train, store, f, batch_size=tc.batch_size,
+            yield from joined_batches(fit, store, f, batch_size=tc.batch_size,
                                       max_len=max_len, shuffle=True, seed=tc.seed + epoch,
                                       drop_remainder=True, num_threads=num_threads)
 
-    losses = []
+    def auc_on(examples: Examples, p: Any) -> float:
+        probs = predict(fwd, p, examples, store, tier, max_len, num_threads, False, name)
+        return evaluate(examples.labels, probs, examples.cand_mask, f.tasks)[f.tasks[0]]["auc"]
+
+    losses, val_curve = [], []
+    best: tuple[float, int, Any] = (-1.0, 0, None)
     t0 = time.perf_counter()
     bar = tqdm(itertools.islice(batches(), steps), total=steps, disable=not progress,
                desc=f"train {name} (L={max_len})", unit="step")
@@ -70,17 +95,24 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
         if i % tc.log_every == 0 or i == steps - 1:
             losses.append(float(loss))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if (i + 1) % check_every == 0 or i == steps - 1:
+            v = auc_on(val, params)
+            val_curve.append((i + 1, round(v, 5)))
+            if v > best[0]:
+                best = (v, i + 1, jax.device_get(params))   # host copy: params are donated
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", val_auc=f"{v:.4f}")
     jax.block_until_ready(params)
     train_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    probs = predict(graphdef, params, data, store, tier, max_len, num_threads, progress, name)
-    eval_s = time.perf_counter() - t0
     ex = data.test
+    probs = predict(fwd, best[2], ex, store, tier, max_len, num_threads, progress, name)
+    eval_s = time.perf_counter() - t0
     full = data.full_history_len(ex)
     task = f.tasks[0]
     row: dict[str, Any] = {"name": name, "kind": kind, "tier": tier.name,
-                           "history_len": max_len, "steps": steps,
+                           "history_len": max_len, "batch_size": tc.batch_size, "steps": steps,
+                           "best_step": best[1], "val_auc": best[0], "val_curve": val_curve,
                            **evaluate(ex.labels, probs, ex.cand_mask, f.tasks)[task]}
     for key, sel in (("short_history", full <= SHORT_HISTORY),
                      ("long_history", full >= LONG_HISTORY)):
@@ -88,17 +120,16 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
         row[f"auc_{key}"] = m["auc"]
         row[f"requests_{key}"] = int(sel.sum())
     row.update(train_seconds=round(train_s, 2), eval_seconds=round(eval_s, 2),
-               first_loss=losses[0], last_loss=losses[-1])
+               first_loss=losses[0], last_loss=losses[-1],
+               fit_requests=len(fit), val_requests=len(val))
     return row
 
 
-def predict(graphdef: nnx.GraphDef, params: Any, data: MovieLensData, store: UserLogStore,
-            tier: TierConfig, max_len: int, num_threads: int, progress: bool,
-            name: str) -> np.ndarray:
-    """Probabilities [R, N, T] on the test requests (tail batch padded to the compiled shape)."""
-    fwd = make_predict(graphdef)
+def predict(fwd: Any, params: Any, examples: Examples, store: UserLogStore, tier: TierConfig,
+            max_len: int, num_threads: int, progress: bool, name: str) -> np.ndarray:
+    """Probabilities [R, N, T] (tail batch padded to the compiled shape, never recompiled)."""
     out = []
-    for batch, _ in joined_batches(data.test, store, tier.features, batch_size=EVAL_BATCH,
+    for batch, _ in joined_batches(examples, store, tier.features, batch_size=EVAL_BATCH,
                                    max_len=max_len, num_threads=num_threads, progress=progress,
                                    desc=f"eval {name}"):
         b = batch.num_requests
@@ -166,14 +197,16 @@ def format_table(res: dict[str, Any]) -> str:
     lines = [f"MovieLens: {d['ratings']} ratings, {d['users']} users; requests train "
              f"{d['train_requests']} / test {d['test_requests']} (like rate "
              f"{d['like_rate']:.3f}); store {res['store']}",
-             f"{'model':<8} {'L':>5} {'steps':>6} {'auc':>7} {'logloss':>8} {'ne':>7} "
+             f"{'model':<8} {'L':>5} {'steps':>9} {'auc':>7} {'logloss':>8} {'ne':>7} "
              f"{'auc<=32':>8} {'auc>=256':>9} {'train s':>8}"]
     for r in res["models"]:
-        lines.append(f"{r['name']:<8} {r['history_len']:>5} {r['steps']:>6} {r['auc']:>7.4f} "
+        steps = f"{r['best_step']}/{r['steps']}"
+        lines.append(f"{r['name']:<8} {r['history_len']:>5} {steps:>9} {r['auc']:>7.4f} "
                      f"{r['logloss']:>8.4f} {r['ne']:>7.4f} {r['auc_short_history']:>8.4f} "
                      f"{r['auc_long_history']:>9.4f} {r['train_seconds']:>8.1f}")
     if res.get("models"):
         r = res["models"][0]
+        lines.append("(steps = best validation step / trained steps)")
         lines.append(f"(short: {r['requests_short_history']} test requests with <= "
                      f"{SHORT_HISTORY} past ratings; long: {r['requests_long_history']} with >= "
                      f"{LONG_HISTORY})")
