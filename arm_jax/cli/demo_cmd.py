@@ -47,7 +47,7 @@ def run_demo(out: str | Path = "runs/demo", *, tiers: Sequence[str] = ("small", 
     """Train -> export -> serve -> replay held-out requests; returns the per-tier summary."""
     from arm_jax.compile.export import export_tiers
     from arm_jax.config import load_tier
-    from arm_jax.demo import DEMO_BUCKETS, format_summary, summarize, train_tiers
+    from arm_jax.demo import DEMO_OVERRIDES, format_summary, summarize, train_tiers
     from serving.app import create_app
     from serving.executor import load_artifact_executors
     from serving.server import ServerThread
@@ -61,7 +61,7 @@ def run_demo(out: str | Path = "runs/demo", *, tiers: Sequence[str] = ("small", 
     settings = ServerSettings(policy="rules")
     with ServerThread(create_app(load_artifact_executors(artifacts), settings), settings) as srv:
         print(f"serving on {srv.url} (docs: {srv.url}/docs)")
-        reference = load_tier(tiers[-1], [*DEMO_BUCKETS, *overrides])
+        reference = load_tier(tiers[-1], [*DEMO_OVERRIDES, *overrides])
         records = replay_requests(srv.url, reference, requests)
     rows = summarize(records)
     print(format_summary(rows))
