@@ -109,10 +109,8 @@ PLANNER_TIER = ("model.d_model=16", "model.history_len=12", "model.encoder_heads
 
 
 def _planner_figures(devices: int) -> dict[str, Any]:
-    """Headline: the data=2 x model=K/2 mesh. Also reported: pure model parallelism
-    (data=1 x model=K), where activations dominate the tiny train step and the jaxpr
-    liveness misses XLA's layout copies (see the planner docs); its error is in the JSON
-    as planner_error_worst, not hidden."""
+    """Headline: the data=2 x model=K/2 mesh. Also checked: pure model parallelism
+    (data=1 x model=K); the worse of the two is `planner_error_worst` in the JSON."""
     from arm_jax.config import load_tier
     from arm_jax.parallel.plan_check import compare_with_xla
 

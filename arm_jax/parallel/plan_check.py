@@ -85,5 +85,5 @@ def compare_with_xla(tier: TierConfig, *, data: int, model: int, batch: int, can
                                 train_s.items["params"] + train_s.items["optimizer state (adam)"]
                                 + train_s.items["batch + labels"], args,
                                 train_s.items["activations+grads (temp)"]
-                                + train_s.items.get("grad all-reduce buffer", 0), temp))
+                                + train_s.items["second gradient buffer"], temp))
     return plan, checks

@@ -12,8 +12,9 @@ For each scenario the plan adds up, per device:
   and sharding, plus counters (`jax.eval_shape(tx.init)`; nothing guessed).
 - temporaries: peak live bytes of the step's jaxpr traced at the per-device batch
   (`liveness.peak_temp_bytes`): activations, gradients and updates; values shaped like
-  a sharded parameter (its gradient, its update) count their local slice. With data
-  parallelism (data > 1) the gradient all-reduce adds one more gradient-sized buffer.
+  a sharded parameter (its gradient, its update) count their local slice. Plus a second
+  gradient buffer (`second_gradient_bytes`): the all-reduce result when data > 1, the
+  copied scatter-add result of the embedding tables otherwise.
 
 These are the quantities XLA reports in `compiled.memory_analysis()` as
 argument + output - alias + temp bytes per device, which is what the planner is
@@ -247,14 +248,25 @@ def plan_memory(tier: TierConfig, devices: int, device_memory: int, *, data: int
                  "batch + labels": _bytes(ab) + _bytes(labels), "loss (output)": 4,
                  "activations+grads (temp)": _temp_bytes(step, (params, opt, ab, labels),
                                                          shard_of)}
-        if data > 1:
-            # Each data replica holds partial gradients; the all-reduce over 'data' writes
-            # the sum into a second buffer of the same (local) size.
-            items["grad all-reduce buffer"] = sum(
-                p.per_device_bytes // np.dtype(p.dtype).itemsize * 4 for p in placements)
+        items["second gradient buffer"] = second_gradient_bytes(placements, data)
         plan.scenarios.append(Scenario(f"train b={tc.batch_size} c={tc.candidates}", items,
                                        device_memory))
     return plan
+
+
+def second_gradient_bytes(placements: list[Placement], data: int) -> int:
+    """Gradient bytes XLA holds twice, per device.
+
+    With data parallelism (data > 1) every gradient is summed over 'data' by an
+    all-reduce whose result is a second buffer of the gradient's (local) size. Without
+    it, the embedding tables (logical axis 'vocab') still get a second buffer: their
+    gradient is a scatter-add into a zero table, which XLA copies before the update
+    (seen as `copy` of the scatter result in the CPU buffer assignment). Dense
+    gradients are updated in place.
+    """
+    if data > 1:
+        return sum(p.per_device_bytes for p in placements)
+    return sum(p.per_device_bytes for p in placements if p.axes and "vocab" in p.axes)
 
 
 def optimizer_bytes_per_device(tx: optax.GradientTransformation, opt: Any,

@@ -31,6 +31,7 @@ class Placement:
     total_bytes: int
     per_device_bytes: int
     reason: str
+    axes: tuple[str | None, ...] | None = None
 
     @property
     def replicated(self) -> bool:
@@ -53,10 +54,10 @@ def place(path: str, shape: tuple[int, ...], dtype: Any, axes: tuple[str | None,
     rep = PartitionSpec()
     if axes is None or len(axes) != len(shape):
         why = "no logical axes" if axes is None else f"logical axes {axes} != rank {len(shape)}"
-        return Placement(path, shape, str(np.dtype(dtype)), rep, total, total, why)
+        return Placement(path, shape, str(np.dtype(dtype)), rep, total, total, why, axes)
     if total < min_shard_bytes:
         return Placement(path, shape, str(np.dtype(dtype)), rep, total, total,
-                         f"small ({total} B < {min_shard_bytes} B): replicated")
+                         f"small ({total} B < {min_shard_bytes} B): replicated", axes)
     spec = list(logical_to_spec(axes, rules))
     notes = []
     for i, m in enumerate(spec):
@@ -70,7 +71,7 @@ def place(path: str, shape: tuple[int, ...], dtype: Any, axes: tuple[str | None,
     if notes:
         reason += " (" + "; ".join(notes) + ")"
     return Placement(path, shape, str(np.dtype(dtype)), PartitionSpec(*spec), total, per_dev,
-                     reason)
+                     reason, axes)
 
 
 def plan_placements(state: nnx.State, sizes: Mapping[str, int],

@@ -47,13 +47,14 @@ def test_cli_plan_exit_codes(capsys):
 
 
 @pytest.mark.slow
-def test_prediction_within_10_percent_of_xla(tiny_overrides):
-    """Embedding-heavy tiny tier on a data=2 x model=4 mesh of the 8 host devices.
+@pytest.mark.parametrize("data,model", [(2, 4), (1, 8)])
+def test_prediction_within_10_percent_of_xla(tiny_overrides, data, model):
+    """Embedding-heavy tiny tier on a data x model mesh of the 8 host devices.
     Compared per device: argument + output - alias + temp bytes."""
     tier = load_tier("small", tiny_overrides + (
         "features.sparse_hash_size=32768", "features.item_hash_size=32768",
         "train.batch_size=16", "train.candidates=16"))
-    _, checks = compare_with_xla(tier, data=2, model=4, batch=4, candidates=32,
+    _, checks = compare_with_xla(tier, data=data, model=model, batch=4, candidates=32,
                                  min_shard_bytes=0)
     for c in checks:
         assert c.predicted_args == pytest.approx(c.measured_args, rel=0.001), c
