@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from arm_jax.bench.timing import cost_analysis, machine_info, median_ms, write_json
+from arm_jax.bench.timing import cost_analysis, machine_info, median_ms, publish
 
 
 def materialized_attention(q_bnhk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
@@ -95,11 +95,7 @@ def run_broadcast_bench(candidates: tuple[int, ...] = (64, 256, 1024), *, batch:
         "repeats": repeats,
         "results": rows,
     }
-    print(format_table(result))
-    path = write_json(out_json, result)
-    if path is not None:
-        plot_broadcast(result, path.with_suffix(".png"))
-    return result
+    return publish(result, out_json, format_table, plot_broadcast)
 
 
 def format_table(result: dict[str, Any]) -> str:

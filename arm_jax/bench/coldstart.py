@@ -119,7 +119,7 @@ def run_coldstart(tiers: Sequence[str], *, overrides: Sequence[str] = (),
     from flax import nnx
     from tqdm.auto import tqdm
 
-    from arm_jax.bench.timing import machine_info, write_json
+    from arm_jax.bench.timing import machine_info, publish
     from arm_jax.checkpoint import save_checkpoint
     from arm_jax.compile.buckets import bucket_grid
     from arm_jax.compile.export import export_tiers
@@ -171,11 +171,7 @@ def run_coldstart(tiers: Sequence[str], *, overrides: Sequence[str] = (),
                    "met": None if large is None else large["ratio"] >= TARGET_RATIO},
         "configs": configs, "tiers": rows,
     }
-    print(format_table(result))
-    path = write_json(out_json, result)
-    if path is not None:
-        plot_coldstart(result, path.with_suffix(".png"))
-    return result
+    return publish(result, out_json, format_table, plot_coldstart)
 
 
 def format_table(result: dict[str, Any]) -> str:

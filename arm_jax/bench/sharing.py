@@ -16,7 +16,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from arm_jax.bench.peak import matmul_peak_gflops
-from arm_jax.bench.timing import compiled_flops, machine_info, median_ms, write_json
+from arm_jax.bench.timing import compiled_flops, machine_info, median_ms, publish
 from arm_jax.config import TierConfig
 from arm_jax.data.random_batch import random_batch
 from arm_jax.model import Ranker
@@ -64,11 +64,7 @@ def run_sharing_bench(tier: TierConfig, candidates: tuple[int, ...] = (16, 64, 2
         "pair_chunk": pair_chunk,
         "results": rows,
     }
-    print(format_table(result))
-    path = write_json(out_json, result)
-    if path is not None:
-        plot_sharing(result, path.with_suffix(".png"))
-    return result
+    return publish(result, out_json, format_table, plot_sharing)
 
 
 def format_table(result: dict[str, Any]) -> str:

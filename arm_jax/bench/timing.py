@@ -48,6 +48,17 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def publish(result: dict[str, Any], out_json: str | Path | None,
+            table: Callable[[dict[str, Any]], str],
+            plot: Callable[[dict[str, Any], Path], Any] | None = None) -> dict[str, Any]:
+    """Every benchmark ends the same way: print its table, write JSON, a PNG beside it."""
+    print(table(result))
+    path = write_json(out_json, result)
+    if path is not None and plot is not None:
+        plot(result, path.with_suffix(".png"))
+    return result
+
+
 def write_json(path: str | Path | None, payload: dict[str, Any]) -> Path | None:
     if path is None:
         return None

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from arm_jax.bench.timing import machine_info, median_ms, write_json
+from arm_jax.bench.timing import machine_info, median_ms, publish
 
 METHODS = ("ours", "ours_no_nan_check", "radix_jnp", "lax_top_k", "argsort")
 
@@ -104,11 +104,7 @@ def run_topk_bench(ns: tuple[int, ...] = (4096, 65536, 1048576), ks: tuple[int, 
             "argsort_over_ours_at_least_3x": all(r["argsort_over_ours"] >= 3 for r in big),
         },
     }
-    print(format_table(result))
-    path = write_json(out_json, result)
-    if path is not None:
-        plot_topk(result, path.with_suffix(".png"))
-    return result
+    return publish(result, out_json, format_table, plot_topk)
 
 
 def format_table(result: dict[str, Any]) -> str:
