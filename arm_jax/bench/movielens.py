@@ -38,13 +38,14 @@ from arm_jax.train.step import make_optimizer, make_predict, make_train_step
 MODELS = (("logreg", "logreg", "small"), ("small", "ranker", "small"),
           ("large", "ranker", "large"))
 # default steps per model, chosen so the whole bench fits ~15 min on 2 shared CPU cores
-DEFAULT_STEPS = {"logreg": 1500, "small": 900, "large": 200}
+DEFAULT_STEPS = {"logreg": 1500, "small": 450, "large": 300}
 VAL_FRAC, VAL_REQUESTS, VAL_CHECKS = 0.1, 384, 4   # model selection on the latest train time
 # The large tier at L=1024 costs ~0.5 s per training request on 2 shared cores (measured),
 # far past a 15 min budget; by default it runs at L=512 with 16 requests per step
 # (`large_history=1024` restores the tier's own L).
 LARGE_HISTORY = 512
 LARGE_BATCH = 16
+LARGE_WARMUP = 20    # of 300 steps (the tier's 50 was a sixth of the run)
 EVAL_BATCH = 64
 
 
@@ -167,8 +168,8 @@ def run_movielens_bench(data_dir: str | Path | None = None, *, steps: int | None
         for name, kind, tier_name in MODELS:
             if name not in models:
                 continue
-            extra = ((f"model.history_len={large_history}", f"train.batch_size={large_batch}")
-                     if name == "large" else ())
+            extra = ((f"model.history_len={large_history}", f"train.batch_size={large_batch}",
+                      f"train.warmup_steps={LARGE_WARMUP}") if name == "large" else ())
             tier = load_tier(tier_name, [*feature_overrides(spec), *extra, *overrides])
             rows.append(train_and_evaluate(
                 name, kind, tier, data, store, steps=steps or DEFAULT_STEPS[name],
