@@ -74,7 +74,8 @@ def compare_with_xla(tier: TierConfig, *, data: int, model: int, batch: int, can
     if train:
         tc = tier.train
         train_s = plan.scenarios[1]
-        tx = make_optimizer(tc.learning_rate, tc.steps, tc.warmup_steps, tc.weight_decay)
+        tx = make_optimizer(tc.learning_rate, tc.steps, tc.warmup_steps, tc.weight_decay,
+                            getattr(tc, "embedding_lr_scale", 1.0))
         ab = abstract_batch(tier, tc.batch_size, tc.candidates)
         labels = jax.ShapeDtypeStruct((tc.batch_size, tc.candidates, len(tier.features.tasks)),
                                       jnp.float32)

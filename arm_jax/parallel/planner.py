@@ -39,6 +39,7 @@ from arm_jax.parallel.liveness import jaxpr_peak_bytes
 from arm_jax.parallel.mesh import DATA, MODEL
 from arm_jax.parallel.rules import DEFAULT_RULES, MIN_SHARD_BYTES
 from arm_jax.parallel.sharding import Placement, plan_placements
+from arm_jax.parallel.step import map_like_params
 from arm_jax.train.loss import masked_bce
 
 
@@ -231,7 +232,8 @@ def plan_memory(tier: TierConfig, devices: int, device_memory: int, *, data: int
         from arm_jax.train.step import make_optimizer
 
         tc = tier.train
-        tx = tx or make_optimizer(tc.learning_rate, tc.steps, tc.warmup_steps, tc.weight_decay)
+        tx = tx or make_optimizer(tc.learning_rate, tc.steps, tc.warmup_steps, tc.weight_decay,
+                                 getattr(tc, "embedding_lr_scale", 1.0))
         bl = local_rows(tc.batch_size, "training")
         ab = abstract_batch(tier, bl, tc.candidates)
         labels = jax.ShapeDtypeStruct((bl, tc.candidates, len(tier.features.tasks)), jnp.float32)
@@ -275,6 +277,5 @@ def optimizer_bytes_per_device(tx: optax.GradientTransformation, opt: Any,
     ratio = {p.path: p.per_device_bytes / max(p.total_bytes, 1) for p in placements}
     ratios = nnx.from_flat_state([(path, var.replace(value=ratio["/".join(map(str, path))]))
                                   for path, var in nnx.to_flat_state(params)])
-    sized = optax.tree_map_params(tx, lambda x, r: _bytes(x) * r, opt, ratios,
-                                  transform_non_params=lambda x: _bytes(x))
+    sized = map_like_params(opt, params, ratios, lambda x, r: _bytes(x) * r, _bytes)
     return int(round(sum(float(v) for v in jax.tree.leaves(sized))))

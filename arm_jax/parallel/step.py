@@ -27,8 +27,40 @@ def optimizer_shardings(tx: optax.GradientTransformation, abstract_params: Any,
     """Moments sharded like their parameters; counters and other scalars replicated."""
     abstract_opt = jax.eval_shape(tx.init, abstract_params)
     rep = NamedSharding(mesh, PartitionSpec())
-    return optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_sh,
-                                 transform_non_params=lambda _: rep)
+    return map_like_params(abstract_opt, abstract_params, param_sh, lambda _, s: s,
+                           lambda _: rep)
+
+
+def _key_name(k: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def map_like_params(tree: Any, params: Any, per_param: Any, fn: Callable[[Any, Any], Any],
+                    other: Callable[[Any], Any]) -> Any:
+    """Map the leaves of an optimizer state: a leaf whose key path ends with a parameter's
+    path and has its shape gets fn(leaf, per_param[that path]); any other leaf other(leaf).
+
+    Works for every optax state layout (chains, masked multi_transform, ...), unlike
+    matching tree structures, because moments are keyed by the parameter's own path.
+    """
+    table = {}
+    for (path, leaf), (_, extra) in zip(jax.tree_util.tree_flatten_with_path(params)[0],
+                                        jax.tree_util.tree_flatten_with_path(per_param)[0]):
+        table[tuple(_key_name(k) for k in path)] = (tuple(leaf.shape), extra)
+    longest = max((len(k) for k in table), default=0)
+
+    def one(path, leaf):
+        names = tuple(_key_name(k) for k in path)
+        for n in range(min(longest, len(names)), 0, -1):
+            hit = table.get(names[-n:])
+            if hit is not None and tuple(getattr(leaf, "shape", ())) == hit[0]:
+                return fn(leaf, hit[1])
+        return other(leaf)
+
+    return jax.tree_util.tree_map_with_path(one, tree)
 
 
 def data_shardings(tree: Any, mesh: Mesh) -> Any:

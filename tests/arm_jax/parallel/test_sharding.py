@@ -82,3 +82,24 @@ def test_field_embedding_sharded_by_rules_matches_single_device(tiny_overrides):
     assert sharded["table"][...].sharding.spec == P("model", None)
     got = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(sharded, ids)
     assert np.array_equal(np.asarray(got), want)
+
+
+@pytest.mark.parametrize("embedding_lr_scale", [1.0, 10.0])
+def test_optimizer_moments_follow_their_parameters(tiny_overrides, embedding_lr_scale):
+    """Also for the masked multi_transform optimizer (separate table learning rate)."""
+    from arm_jax.parallel.step import optimizer_shardings
+    from arm_jax.parallel.sharding import param_shardings
+    from arm_jax.train.step import make_optimizer
+
+    tier = load_tier("small", tiny_overrides + ("features.sparse_hash_size=128",))
+    _, params = nnx.split(nnx.eval_shape(
+        lambda: Ranker(tier.model, tier.features, rngs=nnx.Rngs(0))))
+    mesh = make_mesh(2, 4)
+    tx = make_optimizer(1e-3, 10, 1, 0.0, embedding_lr_scale)
+    osh = optimizer_shardings(tx, params, param_shardings(params, mesh, min_shard_bytes=0), mesh)
+    opt = jax.eval_shape(tx.init, params)
+    specs = [(tuple(x.shape), s.spec) for x, s in zip(jax.tree.leaves(opt), jax.tree.leaves(osh))]
+    table_rows = 3 * 128
+    sharded = [sp for shape, sp in specs if shape == (table_rows, 16)]
+    assert len(sharded) >= 4 and all(sp == P("model", None) for sp in sharded)  # mu, nu x 2
+    assert all(sp == P() for shape, sp in specs if shape == ())                 # counters
