@@ -70,7 +70,8 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
     max_len = history_len_for(kind, tier)
     fit, val = split_validation(data.train, seed=tc.seed)
     graphdef, params = nnx.split(build_model(kind, tier, seed=tc.seed))
-    tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay)
+    tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay,
+                        tc.embedding_lr_scale)
     opt_state = tx.init(params)
     train_step = make_train_step(graphdef, tx)
     fwd = make_predict(graphdef)
