@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 pytestmark = pytest.mark.slow
 
 
-def test_demo_trains_exports_serves_and_scores(tiny_overrides, tmp_path, capsys):
-    from arm_jax.cli.main import main
-
-    rc = main(["demo", "--out", str(tmp_path), "--tiers", "small,large", "--steps", "3",
-               "--requests", "12", *tiny_overrides, "train.num_users=300",
-               "train.train_requests=200", "train.eval_requests=40"])
-    assert rc == 0
-    out = capsys.readouterr().out
+def test_demo_trains_exports_serves_and_scores(tiny_overrides, tmp_path):
+    # In a fresh process, as a user runs it (the server thread and progress bars then own
+    # real stdout/stderr rather than pytest's capture buffers).
+    cmd = [sys.executable, "-m", "arm_jax.cli.main", "demo", "--out", str(tmp_path),
+           "--tiers", "small,large", "--steps", "3", "--requests", "12", *tiny_overrides,
+           "train.num_users=300", "train.train_requests=200", "train.eval_requests=40"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    out = r.stdout
     assert (tmp_path / "artifacts" / "small" / "manifest.json").exists()
     assert (tmp_path / "artifacts" / "large" / "manifest.json").exists()
     summary = out[out.index("tier "):]
