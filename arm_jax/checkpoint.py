@@ -31,7 +31,12 @@ def build_model(kind: str, tier: TierConfig, seed: int = 0) -> nnx.Module:
     if kind == "ranker":
         from arm_jax.model import Ranker
 
-        return Ranker(tier.model, tier.features, rngs=nnx.Rngs(seed))
+        model = Ranker(tier.model, tier.features, rngs=nnx.Rngs(seed))
+        if any(q.format != "float32" for q in tier.quant.layers):
+            from arm_jax.quant.surgery import apply_plan
+
+            apply_plan(model, tier.quant)  # a quantized tier: its layers as stored
+        return model
     if kind == "logreg":
         from arm_jax.baselines.logreg import LogisticRegression
 

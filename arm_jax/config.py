@@ -122,6 +122,29 @@ class ServingConfig:
                     "list of positive integers")
 
 
+QUANT_FORMATS = ("float32", "bfloat16", "int8", "float8_e4m3fn")
+
+
+@dataclass(frozen=True)
+class LayerQuant:
+    """One dense layer's precision, with the measurements that chose it."""
+
+    layer: str = _f("", doc="layer path, e.g. 'wukong/0/mlp_in'")
+    format: str = _f("float32", choices=QUANT_FORMATS)
+    sensitivity: float = _f(0.0, -1.0, 1.0, doc="held-out AUC drop with only this layer quantized")
+    speedup: float = _f(1.0, 0.0, 1e3, doc="measured matmul speed-up at serving shapes")
+    act_scale: float = _f(1.0, 0.0, 1e30, doc="float8: calibrated input scale (amax / 448)")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Post-training quantization plan (`arm-jax quantize` writes it; empty = all float32)."""
+
+    layers: tuple[LayerQuant, ...] = _f(())
+    budget_auc: float = _f(0.001, 0.0, 1.0, doc="largest allowed held-out AUC drop")
+    backend: str = _f("", doc="platform the speed-ups were measured on")
+
+
 @dataclass(frozen=True)
 class TierConfig:
     """One routing tier: a name, its model sizes, how to train it, its buckets."""
@@ -131,6 +154,7 @@ class TierConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
@@ -288,6 +312,6 @@ def tier_from_dict(raw: dict[str, Any]) -> TierConfig:
 
 __all__ = [
     "ConfigError", "FeaturesConfig", "ModelConfig", "TrainConfig", "ServingConfig",
-    "TierConfig", "load_tier", "load_features", "tier_names", "tier_from_dict",
+    "TierConfig", "LayerQuant", "QuantConfig", "QUANT_FORMATS", "load_tier", "load_features", "tier_names", "tier_from_dict",
     "default_config_dir", "from_dict",
 ]

@@ -1,0 +1,121 @@
+"""`arm-jax quantize` and `arm-jax bench precision`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from arm_jax.cli.bench_cmd import parse_ints
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    q = sub.add_parser(
+        "quantize", help="selective post-training quantization of a trained tier",
+        description="Calibrate, time every dense layer in every format at serving shapes, "
+                    "measure each layer's sensitivity, choose per layer the fastest format "
+                    "within the AUC budget; write the quantized checkpoint (plan in its "
+                    "config) and export it as its own artifact set.")
+    q.add_argument("--checkpoint", required=True,
+                   help="a ranker checkpoint, or a directory of per-tier checkpoints")
+    q.add_argument("--tier", required=True, help="the tier to quantize (its config name)")
+    q.add_argument("--budget-auc", type=float, default=0.001,
+                   help="largest allowed held-out AUC drop (default 0.001)")
+    q.add_argument("--out", required=True, help="output directory (checkpoint/, artifacts/)")
+    q.add_argument("--calib-requests", type=int, default=128)
+    q.add_argument("--holdout-requests", type=int, default=256)
+    q.add_argument("--candidates", type=int, default=None,
+                   help="serving candidates the layers are timed at (default: largest bucket)")
+    q.add_argument("--sweep-all", action="store_true",
+                   help="measure sensitivity of formats that do not gain speed too")
+    q.add_argument("--no-export", action="store_true", help="write the checkpoint only")
+    q.add_argument("--platforms", default="cpu", help="export platforms, e.g. cpu,cuda")
+    q.set_defaults(func=_quantize)
+
+
+def register_bench(bsub: argparse._SubParsersAction) -> None:
+    b = bsub.add_parser(
+        "precision", help="f32 vs selective vs all-quantized: latency and test AUC",
+        description="Trains the tier briefly (or reads --checkpoint), quantizes it "
+                    "selectively, and compares latency and quality of every variant.")
+    b.add_argument("--tier", default="large")
+    b.add_argument("--checkpoint", default=None, help="use a trained checkpoint instead")
+    b.add_argument("--steps", type=int, default=150, help="training steps when no checkpoint")
+    b.add_argument("--candidates", type=parse_ints, default=(256, 1024))
+    b.add_argument("--calib-requests", type=int, default=128)
+    b.add_argument("--holdout-requests", type=int, default=256)
+    b.add_argument("--test-requests", type=int, default=512)
+    b.add_argument("--budget-auc", type=float, default=0.001)
+    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--out", default="bench-results/precision.json")
+    b.set_defaults(func=_bench)
+
+
+def _check(**values: float) -> None:
+    for name, v in values.items():
+        if v is not None and v < 1:
+            raise ValueError(f"--{name.replace('_', '-')}={v}: must be >= 1")
+
+
+def _check_budget(budget: float) -> None:
+    if not 0.0 <= budget <= 1.0:
+        raise ValueError(f"--budget-auc={budget}: must be between 0 and 1")
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    _check(calib_requests=args.calib_requests, holdout_requests=args.holdout_requests,
+           candidates=args.candidates)
+    _check_budget(args.budget_auc)
+    from arm_jax.checkpoint import load_checkpoint, save_checkpoint
+    from arm_jax.compile.export import resolve_checkpoints
+    from arm_jax.data.random_batch import random_batch
+    from arm_jax.quant.data import synthetic_sets
+    from arm_jax.quant.pipeline import quantize
+
+    found = resolve_checkpoints([args.checkpoint], [args.tier])
+    if args.tier not in found:
+        raise ValueError(f"--tier {args.tier}: no such tier in {args.checkpoint} "
+                         f"(found: {', '.join(found) or 'none'})")
+    kind, tier, graphdef, params = load_checkpoint(found[args.tier])
+    if kind != "ranker":
+        raise ValueError(f"--checkpoint {found[args.tier]}: kind {kind!r} cannot be quantized")
+    n = args.candidates or max(tier.serving.candidate_buckets)
+    calib, holdout, _ = synthetic_sets(tier, calib_requests=args.calib_requests,
+                                       holdout_requests=args.holdout_requests)
+    serving = random_batch(tier.features, batch=1, candidates=n,
+                           history=tier.model.history_len, full_history=True, seed=1)
+    res = quantize(graphdef, params, tier, calib=calib, holdout=holdout, serving_batch=serving,
+                   budget_auc=args.budget_auc, sweep_all=args.sweep_all)
+    out = Path(args.out)
+    ckpt = save_checkpoint(out / "checkpoint", kind="ranker", tier=res.tier, params=res.params,
+                           metrics={"quantization": {"plan_holdout_auc_drop": res.plan_auc_drop,
+                                                     "decisions": res.summary()}})
+    (out / "plan.json").write_text(json.dumps(
+        {"tier": tier.name, "budget_auc": args.budget_auc, "timed_candidates": n,
+         "plan_holdout_auc_drop": res.plan_auc_drop, "layers": res.summary(),
+         "timings_ms": res.timings_ms, "sensitivity": res.sensitivity}, indent=2))
+    print(f"{'layer':28s} {'format':14s} {'sensitivity':>11s} {'speedup':>8s}  reason")
+    for d in res.decisions:
+        print(f"{d.layer:28s} {d.format:14s} {d.sensitivity:11.5f} {d.speedup:8.2f}  {d.reason}")
+    print(f"whole-model held-out AUC drop {res.plan_auc_drop:.5f} "
+          f"(budget {args.budget_auc}); checkpoint {ckpt}")
+    if not args.no_export:
+        from arm_jax.compile.export import export_tiers
+
+        platforms = tuple(p for p in args.platforms.split(",") if p)
+        export_tiers({tier.name: ckpt}, out / "artifacts", platforms=platforms)
+        print(f"artifacts: {out / 'artifacts'}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    _check(steps=args.steps, calib_requests=args.calib_requests,
+           holdout_requests=args.holdout_requests, test_requests=args.test_requests,
+           repeats=args.repeats)
+    _check_budget(args.budget_auc)
+    from arm_jax.bench.precision import run_precision_bench
+
+    run_precision_bench(args.tier, args.checkpoint, args.steps, args.candidates,
+                        args.calib_requests, args.holdout_requests, args.test_requests,
+                        args.budget_auc, args.repeats, args.out)
+    return 0

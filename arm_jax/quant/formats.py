@@ -1,0 +1,94 @@
+"""Number formats for post-training quantization, and the matmul each one runs.
+
+Every format keeps f32 accumulation; they differ in what the matmul reads:
+  bfloat16       weights stored bf16; activations cast to bf16.
+  int8           weights int8, symmetric per output channel; activations quantized per
+                 row at run time (dynamic, symmetric); int8 x int8 -> int32 accumulation.
+  float8_e4m3fn  weights per output channel scaled to the e4m3 range (amax / 448);
+                 activations scaled by one calibrated per-tensor factor (static amax).
+  float32        the reference.
+
+`quantize_weight` runs once, offline; `quantized_matmul` runs in the serving graph and
+is the only place these formats are interpreted, so the sensitivity sweep (which
+quantizes weights in-graph) and the exported model compute the same numbers.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from arm_jax.config import QUANT_FORMATS
+
+FORMATS = QUANT_FORMATS
+LOW_PRECISION = tuple(f for f in FORMATS if f != "float32")
+INT8_MAX = 127.0
+FP8_MAX = float(jnp.finfo(jnp.float8_e4m3fn).max)  # 448
+STORAGE_DTYPE = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "int8": jnp.int8,
+                 "float8_e4m3fn": jnp.float8_e4m3fn}
+# Expected relative error of a quantize/dequantize round trip (half an ulp or step).
+ROUND_TRIP_RTOL = {"float32": 0.0, "bfloat16": 2.0 ** -8, "int8": 0.5 / INT8_MAX,
+                   "float8_e4m3fn": 2.0 ** -4}
+
+
+class QuantizedWeight(NamedTuple):
+    """Stored weight [in, out] and its per-output-channel scale [out] (ones when unscaled)."""
+
+    values: jax.Array
+    scale: jax.Array
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"quantization format {fmt!r} is not one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _safe(scale: jax.Array) -> jax.Array:
+    """A zero scale (all-zero channel or row) becomes 1: zeros quantize to zeros either way."""
+    return jnp.where(scale > 0, scale, 1.0)
+
+
+def quantize_weight(w_io: jax.Array, fmt: str) -> QuantizedWeight:
+    """[in, out] float weight -> stored values and per-output-channel f32 scale."""
+    check_format(fmt)
+    w_io = w_io.astype(jnp.float32)
+    ones = jnp.ones(w_io.shape[-1], jnp.float32)
+    if fmt in ("float32", "bfloat16"):
+        return QuantizedWeight(w_io.astype(STORAGE_DTYPE[fmt]), ones)
+    top = INT8_MAX if fmt == "int8" else FP8_MAX
+    scale = _safe(jnp.max(jnp.abs(w_io), axis=0) / top)
+    scaled = w_io / scale
+    if fmt == "int8":
+        return QuantizedWeight(jnp.clip(jnp.round(scaled), -top, top).astype(jnp.int8), scale)
+    return QuantizedWeight(jnp.clip(scaled, -top, top).astype(jnp.float8_e4m3fn), scale)
+
+
+def dequantize_weight(q: QuantizedWeight) -> jax.Array:
+    return q.values.astype(jnp.float32) * q.scale
+
+
+def fp8_activation_scale(amax: float | jax.Array) -> jax.Array:
+    """Static per-tensor input scale from a calibrated absolute maximum."""
+    return _safe(jnp.asarray(amax, jnp.float32) / FP8_MAX)
+
+
+def quantized_matmul(x: jax.Array, q: QuantizedWeight, fmt: str,
+                     act_scale: jax.Array | float = 1.0) -> jax.Array:
+    """x [..., in] @ W [in, out] in `fmt` with f32 accumulation -> f32 [..., out]."""
+    check_format(fmt)
+    x = x.astype(jnp.float32)
+    if fmt == "float32":
+        return jnp.dot(x, q.values.astype(jnp.float32))
+    if fmt == "bfloat16":
+        return jnp.dot(x.astype(jnp.bfloat16), q.values, preferred_element_type=jnp.float32)
+    if fmt == "int8":
+        row = _safe(jnp.max(jnp.abs(x), axis=-1, keepdims=True) / INT8_MAX)
+        xq = jnp.clip(jnp.round(x / row), -INT8_MAX, INT8_MAX).astype(jnp.int8)
+        acc = jnp.dot(xq, q.values, preferred_element_type=jnp.int32)
+        return acc.astype(jnp.float32) * row * q.scale
+    s = jnp.asarray(act_scale, jnp.float32)
+    x8 = jnp.clip(x / s, -FP8_MAX, FP8_MAX).astype(jnp.float8_e4m3fn)
+    return jnp.dot(x8, q.values, preferred_element_type=jnp.float32) * (s * q.scale)

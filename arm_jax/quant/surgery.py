@@ -1,0 +1,84 @@
+"""Find a model's dense layers by path and swap them for quantized versions in place.
+
+Layer names are nnx graph paths joined by '/', e.g. 'wukong/0/mlp_in' or
+'encoder/blocks/1/qkv'. Every `nnx.Linear` of the model is a candidate: the dense
+layers of the interaction stack, the heads, the sequence encoder, target attention and
+the dense-feature projections. (Embedding tables and the Wukong token-mixing weights
+stay float32; see the README.)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from flax import nnx
+
+from arm_jax.config import QuantConfig
+from arm_jax.quant.layers import QuantizedLinear, SwitchableLinear
+
+DENSE_TYPES = (nnx.Linear, QuantizedLinear, SwitchableLinear)
+
+
+def layer_name(path: tuple[Any, ...]) -> str:
+    return "/".join(str(p) for p in path)
+
+
+def dense_layers(model: nnx.Module) -> dict[str, nnx.Module]:
+    """{name: layer} for every dense layer, in graph order."""
+    return {layer_name(path): node for path, node in nnx.iter_graph(model)
+            if isinstance(node, DENSE_TYPES) and path}
+
+
+def _parent_and_key(model: nnx.Module, name: str) -> tuple[Any, Any]:
+    parent: Any = model
+    *head, last = name.split("/")
+    for p in head:
+        parent = parent[int(p)] if isinstance(parent, nnx.List) else getattr(parent, p)
+    return parent, (int(last) if isinstance(parent, nnx.List) else last)
+
+
+def replace_layers(model: nnx.Module, make: Callable[[str, nnx.Module], nnx.Module | None],
+                   names: list[str] | None = None) -> list[str]:
+    """Replace each named dense layer by `make(name, layer)` (None keeps it). -> replaced."""
+    layers = dense_layers(model)
+    unknown = sorted(set(names or ()) - set(layers))
+    if unknown:
+        raise ValueError(f"quant.layers: unknown layer {unknown[0]!r}; the model's dense "
+                         f"layers are {', '.join(layers)}")
+    done = []
+    for name in (names if names is not None else list(layers)):
+        new = make(name, layers[name])
+        if new is None:
+            continue
+        parent, key = _parent_and_key(model, name)
+        if isinstance(parent, nnx.List):
+            parent[key] = new
+        else:
+            setattr(parent, key, new)
+        done.append(name)
+    return done
+
+
+def apply_plan(model: nnx.Module, plan: QuantConfig) -> nnx.Module:
+    """Quantize, in place, every layer the plan gives a format other than float32."""
+    chosen = {q.layer: q for q in plan.layers if q.format != "float32"}
+    for name, q in chosen.items():
+        if not isinstance(dense_layers(model).get(name), (nnx.Linear, type(None))):
+            raise ValueError(f"quant.layers: layer {name!r} is already quantized")
+
+    def make(name: str, layer: nnx.Module) -> nnx.Module:
+        q = chosen[name]
+        return QuantizedLinear.from_linear(layer, q.format, q.act_scale)
+
+    replace_layers(model, make, list(chosen))
+    return model
+
+
+def make_switchable(model: nnx.Module) -> list[str]:
+    """Wrap every float Linear in a SwitchableLinear (in place) -> their names."""
+    return replace_layers(model, lambda name, layer: (SwitchableLinear(layer, name)
+                                                      if isinstance(layer, nnx.Linear) else None))
+
+
+def formats_of(plan: QuantConfig) -> Mapping[str, str]:
+    return {q.layer: q.format for q in plan.layers}
