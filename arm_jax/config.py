@@ -134,6 +134,7 @@ class LayerQuant:
     sensitivity: float = _f(0.0, -1.0, 1.0, doc="held-out AUC drop with only this layer quantized")
     speedup: float = _f(1.0, 0.0, 1e3, doc="measured matmul speed-up at serving shapes")
     act_scale: float = _f(1.0, 0.0, 1e30, doc="float8: calibrated input scale (amax / 448)")
+    reason: str = _f("", doc="why this format (chosen / no gain on this backend / ...)")
 
 
 @dataclass(frozen=True)

@@ -44,11 +44,12 @@ def _latency_ms(variants: dict[str, tuple[nnx.GraphDef, Any]], batch: Any, repea
 
 
 def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
-                        steps: int = 150, candidates: Sequence[int] = (256, 1024),
+                        steps: int = 60, candidates: Sequence[int] = (256, 1024),
                         calib_requests: int = 128, holdout_requests: int = 256,
                         test_requests: int = 512, budget_auc: float = 0.001,
-                        repeats: int = 7, out_json: str | Path | None = None,
-                        progress: bool = True) -> dict[str, Any]:
+                        repeats: int = 7, sweep_all: bool = False,
+                        out_json: str | Path | None = None, progress: bool = True
+                        ) -> dict[str, Any]:
     from arm_jax.checkpoint import load_checkpoint
     from arm_jax.config import LayerQuant, QuantConfig, load_tier
     from arm_jax.data.random_batch import random_batch
@@ -66,7 +67,8 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
     else:
         tier = load_tier(tier_name)
         tier = dataclasses.replace(tier, train=dataclasses.replace(
-            tier.train, steps=steps, train_requests=min(tier.train.train_requests, 8000)))
+            tier.train, steps=steps, train_requests=min(tier.train.train_requests, 8000),
+            eval_requests=min(tier.train.eval_requests, 256)))  # the bench has its own test set
         res = train_model(tier, make_synthetic_data(tier), steps=steps, progress=progress)
         graphdef, params = res.graphdef, res.params
         trained = f"{steps} steps on synthetic data"
@@ -77,7 +79,7 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
     serving = random_batch(tier.features, batch=1, candidates=n_max, history=L,
                            full_history=True, seed=1)
     q = quantize(graphdef, params, tier, calib=calib, holdout=holdout, serving_batch=serving,
-                 budget_auc=budget_auc, sweep_all=True, progress=progress)
+                 budget_auc=budget_auc, sweep_all=sweep_all, progress=progress)
 
     layers = q.sweep.layers
     assignments = {"f32": {}, "selective": {d.layer: d.format for d in q.decisions}}
@@ -116,8 +118,7 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
         "sets": {"calib_requests": calib_requests, "holdout_requests": holdout_requests,
                  "test_requests": test_requests},
         "variants": variants,
-        "plan": [{"layer": d.layer, "format": d.format, "sensitivity": d.sensitivity,
-                  "speedup": d.speedup, "reason": d.reason} for d in q.decisions],
+        "plan": q.summary(),
         "layer_timings_ms": q.timings_ms,
         "sensitivity": q.sensitivity,
         "plan_holdout_auc_drop": q.plan_auc_drop,
@@ -135,12 +136,11 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
 
 
 def format_table(result: dict[str, Any]) -> str:
+    from arm_jax.quant.select import decision_table
+
     lines = [f"precision: tier {result['tier']} ({result['trained']}), backend "
              f"{result['backend']}, budget AUC drop {result['budget_auc']}",
-             f"{'layer':28s} {'format':14s} {'sens':>9s} {'speedup':>8s}  reason"]
-    for p in result["plan"]:
-        lines.append(f"{p['layer']:28s} {p['format']:14s} {p['sensitivity']:9.5f} "
-                     f"{p['speedup']:8.2f}  {p['reason']}")
+             decision_table(result["plan"])]
     lines.append(f"{'variant':22s} {'N':>5s} {'ms':>9s} {'auc':>8s} {'drop':>9s} {'logloss':>8s}")
     for v in result["variants"]:
         lines.append(f"{v['name']:22s} {v['candidates']:5d} {v['ms']:9.2f} {v['auc']:8.4f} "

@@ -40,13 +40,16 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                     "selectively, and compares latency and quality of every variant.")
     b.add_argument("--tier", default="large")
     b.add_argument("--checkpoint", default=None, help="use a trained checkpoint instead")
-    b.add_argument("--steps", type=int, default=150, help="training steps when no checkpoint")
+    b.add_argument("--steps", type=int, default=60,
+                   help="training steps when no checkpoint (large: ~6 s each here)")
     b.add_argument("--candidates", type=parse_ints, default=(256, 1024))
     b.add_argument("--calib-requests", type=int, default=128)
     b.add_argument("--holdout-requests", type=int, default=256)
     b.add_argument("--test-requests", type=int, default=512)
     b.add_argument("--budget-auc", type=float, default=0.001)
     b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--sweep-all", action="store_true",
+                   help="also measure sensitivity of formats that do not gain speed here")
     b.add_argument("--out", default="bench-results/precision.json")
     b.set_defaults(func=_bench)
 
@@ -71,6 +74,7 @@ def _quantize(args: argparse.Namespace) -> int:
     from arm_jax.data.random_batch import random_batch
     from arm_jax.quant.data import synthetic_sets
     from arm_jax.quant.pipeline import quantize
+    from arm_jax.quant.select import decision_table
 
     found = resolve_checkpoints([args.checkpoint], [args.tier])
     if args.tier not in found:
@@ -94,9 +98,7 @@ def _quantize(args: argparse.Namespace) -> int:
         {"tier": tier.name, "budget_auc": args.budget_auc, "timed_candidates": n,
          "plan_holdout_auc_drop": res.plan_auc_drop, "layers": res.summary(),
          "timings_ms": res.timings_ms, "sensitivity": res.sensitivity}, indent=2))
-    print(f"{'layer':28s} {'format':14s} {'sensitivity':>11s} {'speedup':>8s}  reason")
-    for d in res.decisions:
-        print(f"{d.layer:28s} {d.format:14s} {d.sensitivity:11.5f} {d.speedup:8.2f}  {d.reason}")
+    print(decision_table(res.summary()))
     print(f"whole-model held-out AUC drop {res.plan_auc_drop:.5f} "
           f"(budget {args.budget_auc}); checkpoint {ckpt}")
     if not args.no_export:
@@ -117,5 +119,5 @@ def _bench(args: argparse.Namespace) -> int:
 
     run_precision_bench(args.tier, args.checkpoint, args.steps, args.candidates,
                         args.calib_requests, args.holdout_requests, args.test_requests,
-                        args.budget_auc, args.repeats, args.out)
+                        args.budget_auc, args.repeats, args.sweep_all, args.out)
     return 0

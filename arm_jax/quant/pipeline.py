@@ -57,7 +57,8 @@ def build_quantized(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, plan:
 def quantize(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, *, calib: EvalSet,
              holdout: EvalSet, serving_batch: RequestBatch, budget_auc: float = 0.001,
              formats: Sequence[str] = LOW_PRECISION, min_speedup: float = MIN_SPEEDUP,
-             sweep_all: bool = False, progress: bool = True) -> QuantizeResult:
+             sweep_all: bool = False, min_layer_ms: float = MIN_LAYER_MS,
+             progress: bool = True) -> QuantizeResult:
     """Measure, select and build. `serving_batch` fixes the shapes the layers are timed at
     (e.g. one request with the largest candidate bucket). Sensitivity is measured for the
     formats that gain speed here (all formats with `sweep_all`)."""
@@ -81,7 +82,7 @@ def quantize(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, *, calib: Ev
 
     def gains(name: str, fmt: str) -> bool:
         t = timings.get(name)
-        return (bool(t) and t["float32"] >= MIN_LAYER_MS
+        return (bool(t) and t["float32"] >= min_layer_ms
                 and t["float32"] / max(t[fmt], 1e-9) >= min_speedup)
 
     todo = [(k, f) for k in layers for f in formats if sweep_all or gains(k, f)]
@@ -98,7 +99,7 @@ def quantize(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, *, calib: Ev
         return auc_drop(held_ref, sweep.quality(assign, holdout))
 
     decisions, drop = select_formats(layers, timings, sensitivity, whole_model_drop,
-                                     budget_auc, min_speedup)
+                                     budget_auc, min_speedup, min_layer_ms)
     checks.close()
     plan = QuantConfig(
         layers=tuple(d.as_plan(float(fp8_activation_scale(amax[d.layer])))

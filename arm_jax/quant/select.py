@@ -24,14 +24,16 @@ MIN_LAYER_MS = 0.1   # below this a standalone layer timing is call overhead, no
 class Decision:
     layer: str
     format: str
-    sensitivity: float   # one-layer AUC drop of the chosen format (best candidate if f32)
+    sensitivity: float | None  # one-layer AUC drop of the chosen format (fastest measured
+                               # candidate if float32; None: nothing was measured)
     speedup: float       # measured speed-up of the chosen format (1.0 for float32)
     reason: str          # why: chosen / no gain on this backend / over budget ...
 
     def as_plan(self, act_scale: float = 1.0) -> LayerQuant:
-        return LayerQuant(layer=self.layer, format=self.format,
-                          sensitivity=float(max(-1.0, min(1.0, self.sensitivity))),
-                          speedup=float(self.speedup), act_scale=float(act_scale))
+        sens = 0.0 if self.sensitivity is None else max(-1.0, min(1.0, self.sensitivity))
+        reason = self.reason + (" (sensitivity not measured)" if self.sensitivity is None else "")
+        return LayerQuant(layer=self.layer, format=self.format, sensitivity=float(sens),
+                          speedup=float(self.speedup), act_scale=float(act_scale), reason=reason)
 
 
 def select_formats(layers: list[str],
@@ -80,11 +82,21 @@ def select_formats(layers: list[str],
         fmt = accepted.get(name, "float32")
         sens = sensitivity.get(name, {})
         if fmt == "float32":
-            cands = options.get(name) or [f for f in sens if f != "float32"]
+            cands = [f for f in sens if f != "float32"]
             best = max(cands, key=lambda f: speed.get(name, {}).get(f, 0.0), default=None)
-            s = float(sens.get(best, 0.0)) if best else 0.0
+            s = float(sens[best]) if best else None
             decisions.append(Decision(name, "float32", s, 1.0, reasons[name]))
         else:
             decisions.append(Decision(name, fmt, float(sens.get(fmt, 0.0)),
                                       float(speed[name][fmt]), "chosen"))
     return decisions, drop
+
+
+def decision_table(rows: list[dict]) -> str:
+    """The per-layer decision as a text table (rows: `QuantizeResult.summary()`)."""
+    lines = [f"{'layer':28s} {'format':14s} {'sensitivity':>11s} {'speedup':>8s}  reason"]
+    for r in rows:
+        sens = "-" if r["sensitivity"] is None else f"{r['sensitivity']:.5f}"
+        lines.append(f"{r['layer']:28s} {r['format']:14s} {sens:>11s} {r['speedup']:8.2f}  "
+                     f"{r['reason']}")
+    return "\n".join(lines)

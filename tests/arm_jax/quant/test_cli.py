@@ -1,0 +1,48 @@
+"""`arm-jax quantize`: files written, the decision table, and one-line errors."""
+
+import json
+
+import pytest
+
+from arm_jax.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny, tmp_path_factory):
+    from arm_jax.checkpoint import save_checkpoint
+
+    return save_checkpoint(tmp_path_factory.mktemp("qcli") / "small", kind="ranker",
+                           tier=tiny["tier"], params=tiny["params"])
+
+
+def test_quantize_writes_checkpoint_plan_and_table(checkpoint, tmp_path, capsys):
+    from arm_jax.checkpoint import read_config
+
+    out = tmp_path / "q"
+    code = main(["quantize", "--checkpoint", str(checkpoint), "--tier", "small",
+                 "--out", str(out), "--no-export", "--calib-requests", "32",
+                 "--holdout-requests", "32", "--candidates", "8"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "wukong/0/mlp_in" in text and "held-out AUC drop" in text
+    plan = json.loads((out / "plan.json").read_text())
+    kind, tier = read_config(out / "checkpoint")
+    assert kind == "ranker" and len(tier.quant.layers) == len(plan["layers"]) > 0
+    assert plan["plan_holdout_auc_drop"] <= 0.001
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget-auc", "2"], "--budget-auc=2.0"),
+    (["--tier", "huge"], "huge: no checkpoint"),
+    (["--calib-requests", "0"], "--calib-requests=0"),
+])
+def test_quantize_bad_arguments_exit_2_with_one_line(checkpoint, tmp_path, capsys, args,
+                                                     message):
+    base = {"--checkpoint": str(checkpoint), "--tier": "small", "--out": str(tmp_path / "o")}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    argv = ["quantize", "--no-export"] + [x for kv in base.items() for x in kv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,65 @@
+"""Round trips and matmuls of every format against float32, on fresh ragged inputs."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from arm_jax.quant.formats import (FORMATS, ROUND_TRIP_RTOL, dequantize_weight,
+                                   fp8_activation_scale, quantize_weight, quantized_matmul)
+
+SHAPES = [(7, 13), (33, 5), (128, 96)]
+# Relative Frobenius error of a matmul, per format (weights and activations both rounded).
+MATMUL_RTOL = {"float32": 1e-6, "bfloat16": 1e-2, "int8": 3e-2, "float8_e4m3fn": 8e-2}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_weight_round_trip_within_format_error(fmt, shape):
+    w = jax.random.normal(jax.random.key(shape[0] * 31 + shape[1]), shape) * 0.3
+    q = quantize_weight(w, fmt)
+    back = np.asarray(dequantize_weight(q))
+    w = np.asarray(w)
+    assert q.values.shape == w.shape and q.scale.shape == (shape[1],)
+    # Per element: within half a step of the channel's scale (int8) or half an ulp of the
+    # value (floats); flush-to-subnormal tails are covered by the per-channel bound.
+    chan_amax = np.abs(w).max(axis=0)
+    bound = ROUND_TRIP_RTOL[fmt] * np.maximum(np.abs(w), chan_amax / 64) + 1e-7
+    if fmt == "int8":
+        bound = ROUND_TRIP_RTOL[fmt] * chan_amax + 1e-7
+    assert np.all(np.abs(back - w) <= bound)
+
+
+def test_round_trip_is_exact_for_float32_and_zero_channels():
+    w = np.zeros((4, 3), np.float32)
+    w[:, 1] = [1.0, -2.0, 0.5, 3.0]
+    for fmt in FORMATS:
+        back = np.asarray(dequantize_weight(quantize_weight(jnp.asarray(w), fmt)))
+        assert np.all(back[:, [0, 2]] == 0), fmt     # an all-zero channel stays zero, no NaN
+        assert np.isfinite(back).all()
+    assert np.array_equal(np.asarray(dequantize_weight(quantize_weight(jnp.asarray(w),
+                                                                       "float32"))), w)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_quantized_matmul_close_to_float32(fmt):
+    kx, kw = jax.random.split(jax.random.key(7))
+    x = jax.random.normal(kx, (37, 45))
+    w = jax.random.normal(kw, (45, 19)) * 0.2
+    ref = np.asarray(x @ w)
+    scale = fp8_activation_scale(jnp.max(jnp.abs(x)))
+    got = np.asarray(quantized_matmul(x, quantize_weight(w, fmt), fmt, scale))
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    rel = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    assert rel <= MATMUL_RTOL[fmt], (fmt, rel)
+    if fmt != "float32":
+        assert rel > 0  # really lower precision, not a silent float32 path
+
+
+def test_int8_rows_with_zeros_and_unknown_format():
+    x = jnp.zeros((3, 8)).at[1].set(1.0)
+    w = jnp.ones((8, 2))
+    y = np.asarray(quantized_matmul(x, quantize_weight(w, "int8"), "int8"))
+    assert np.isfinite(y).all() and np.allclose(y[1], 8.0, rtol=1e-2) and np.all(y[0] == 0)
+    with pytest.raises(ValueError, match="int4"):
+        quantize_weight(w, "int4")
