@@ -2,30 +2,44 @@
 
 The timed function is the layer as it serves: activation quantization, the matmul with
 f32 accumulation and the rescale (`quantized_matmul`), compiled, warmed, median of
-repeats; the weight is stored in its format beforehand, as in the exported tier.
+interleaved repeats; the weight is stored in its format beforehand, as in the exported tier.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from arm_jax.bench.timing import median_ms
 from arm_jax.quant.formats import FORMATS, fp8_activation_scale, quantize_weight, quantized_matmul
 
 
-def time_matmul(rows: int, kernel_io: Any, fmt: str, *, amax: float = 4.0, repeats: int = 9,
-                seed: int = 0) -> float:
-    """Median milliseconds of one layer's [rows, in] @ [in, out] in `fmt`."""
+def time_formats(rows: int, kernel_io: Any, formats: Sequence[str], *, amax: float = 4.0,
+                 repeats: int = 15, seed: int = 0) -> dict[str, float]:
+    """Median ms of one layer's [rows, in] @ [in, out] per format.
+
+    Every format is compiled and warmed first, then timed in interleaved rounds, so a
+    slow spell of the machine hits all formats alike instead of deciding between them.
+    """
     k = jnp.asarray(kernel_io, jnp.float32)
     x = jax.random.normal(jax.random.key(seed), (rows, k.shape[0]), jnp.float32)
-    q = quantize_weight(k, fmt)
     scale = fp8_activation_scale(amax)
-    f = jax.jit(lambda x, q, s: quantized_matmul(x, q, fmt, s))
-    jax.block_until_ready(f(x, q, scale))
-    return median_ms(lambda: jax.block_until_ready(f(x, q, scale)), repeats=repeats, warmup=1)
+    calls = {}
+    for fmt in formats:
+        q = quantize_weight(k, fmt)
+        f = jax.jit(lambda x, q, s, fmt=fmt: quantized_matmul(x, q, fmt, s))
+        jax.block_until_ready(f(x, q, scale))
+        calls[fmt] = (f, q)
+    times: dict[str, list[float]] = {f: [] for f in formats}
+    for _ in range(max(1, repeats)):
+        for fmt, (f, q) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(x, q, scale))
+            times[fmt].append((time.perf_counter() - t0) * 1e3)
+    return {f: float(np.median(v)) for f, v in times.items()}
 
 
 def layer_timings(kernels: Mapping[str, Any], shapes: Mapping[str, tuple[int, int]],
@@ -36,9 +50,8 @@ def layer_timings(kernels: Mapping[str, Any], shapes: Mapping[str, tuple[int, in
     for name, kernel in kernels.items():
         if name not in shapes:
             continue
-        rows = int(shapes[name][0])
-        out[name] = {f: time_matmul(rows, kernel, f, amax=(amax or {}).get(name, 4.0) or 4.0)
-                     for f in formats}
+        out[name] = time_formats(int(shapes[name][0]), kernel, formats,
+                                 amax=(amax or {}).get(name, 4.0) or 4.0)
         if progress is not None:
             progress.update(1)
     return out
@@ -50,4 +63,4 @@ def speedups(timings: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, 
             for k, v in timings.items()}
 
 
-__all__ = ["time_matmul", "layer_timings", "speedups"]
+__all__ = ["time_formats", "layer_timings", "speedups"]
