@@ -84,10 +84,34 @@ def load_checkpoint(directory: str | Path, shardings: Any = None
         raise CheckpointError(f"{d}: params/ missing")
     try:
         with ocp.StandardCheckpointer() as ckptr:
+            _check_stored_shapes(ckptr, d / "params", abstract_params)
             params = ckptr.restore(d / "params", abstract_params)
+    except CheckpointError:
+        raise
     except Exception as e:  # orbax raises many types; surface one clear error
         raise CheckpointError(f"{d / 'params'}: cannot restore ({type(e).__name__}: {e})") from None
     return kind, tier, graphdef, params
+
+
+def _check_stored_shapes(ckptr: Any, path: Path, abstract_params: Any) -> None:
+    """Compare stored shapes and dtypes with the model config.json builds, before restoring:
+    a mismatch is one clear error (orbax's own failure also leaves tracebacks at exit)."""
+    import numpy as np
+
+    from arm_jax.compile.errors import ArtifactError
+    from arm_jax.compile.weights import check_spec, flatten
+
+    meta = ckptr.metadata(path)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    spec = lambda flat: {k: {"shape": list(v.shape), "dtype": str(np.dtype(v.dtype))}  # noqa: E731
+                         for k, v in flat.items()}
+    try:
+        check_spec(spec(flatten(tree)), spec(flatten(abstract_params)), str(path),
+                   expected="the model built from config.json expects")
+    except ArtifactError as e:
+        raise CheckpointError(f"{e} (was the checkpoint written by another arm-jax version "
+                              "or with other config overrides?)") from None
 
 
 def read_metrics(directory: str | Path) -> dict[str, Any] | None:

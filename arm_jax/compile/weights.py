@@ -80,18 +80,19 @@ def params_dir(directory: str | Path) -> Path:
     raise ArtifactError(f"{d}: not a weights checkpoint (no params/ and no orbax metadata)")
 
 
-def check_spec(got: Spec, want: Spec, where: str) -> None:
+def check_spec(got: Spec, want: Spec, where: str,
+               expected: str = "the executables were compiled for") -> None:
     """Same keys, shapes and dtypes, or ArtifactError naming the first difference."""
     missing = sorted(set(want) - set(got))
     extra = sorted(set(got) - set(want))
     if missing or extra:
-        raise ArtifactError(f"{where}: parameters differ from the compiled signature: "
+        raise ArtifactError(f"{where}: parameters differ from what {expected}: "
                             f"missing {missing[:3]}, unexpected {extra[:3]}")
     for k in sorted(want):
         if list(got[k]["shape"]) != list(want[k]["shape"]) or got[k]["dtype"] != want[k]["dtype"]:
             raise ArtifactError(
                 f"{where}: parameter {k!r} has shape {list(got[k]['shape'])} {got[k]['dtype']}, "
-                f"the executables were compiled for {list(want[k]['shape'])} {want[k]['dtype']}")
+                f"{expected} {list(want[k]['shape'])} {want[k]['dtype']}")
 
 
 def restore(directory: str | Path, want: Spec, device: Any | None = None) -> dict[str, jax.Array]:
