@@ -144,6 +144,9 @@ class QuantConfig:
     layers: tuple[LayerQuant, ...] = _f(())
     budget_auc: float = _f(0.001, 0.0, 1.0, doc="largest allowed held-out AUC drop")
     backend: str = _f("", doc="platform the speed-ups were measured on")
+    holdout_auc_drop: float = _f(0.0, -1.0, 1.0, doc="whole model, held-out set (measured)")
+    model_speedup: float = _f(1.0, 0.0, 1e3, doc="whole model at the timed serving shape "
+                                                 "(measured; 1.0 when nothing is quantized)")
 
 
 @dataclass(frozen=True)

@@ -24,25 +24,6 @@ from arm_jax.bench.timing import machine_info, publish
 TARGET_SPEEDUP = 1.5
 
 
-def _latency_ms(variants: dict[str, tuple[nnx.GraphDef, Any]], batch: Any, repeats: int
-                ) -> dict[str, float]:
-    """Median ms per variant, rounds interleaved so drift hits every variant alike."""
-    import time
-
-    fns = {}
-    for name, (gd, params) in variants.items():
-        f = jax.jit(lambda p, b, gd=gd: jax.nn.sigmoid(nnx.merge(gd, p)(b)))
-        jax.block_until_ready(f(params, batch))  # compile + warm
-        fns[name] = (f, params)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, (f, params) in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(params, batch))
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
                         steps: int = 60, candidates: Sequence[int] = (256, 1024),
                         calib_requests: int = 128, holdout_requests: int = 256,
@@ -55,6 +36,7 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
     from arm_jax.data.random_batch import random_batch
     from arm_jax.quant.data import synthetic_sets
     from arm_jax.quant.formats import LOW_PRECISION, fp8_activation_scale
+    from arm_jax.quant.microbench import model_latency_ms
     from arm_jax.quant.pipeline import build_quantized, quantize
     from arm_jax.quant.sweep import auc_drop, mean_logloss
     from arm_jax.train.loop import make_synthetic_data, train_model
@@ -100,7 +82,7 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
     for n in candidates:
         batch = random_batch(tier.features, batch=1, candidates=n, history=L,
                              full_history=True, seed=2)
-        ms = _latency_ms(models, batch, repeats)
+        ms = model_latency_ms(models, batch, repeats)
         for name in assignments:
             variants.append({"name": name, "candidates": n, "ms": ms[name],
                              "auc": quality[name][task0]["auc"],

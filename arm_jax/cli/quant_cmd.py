@@ -99,8 +99,9 @@ def _quantize(args: argparse.Namespace) -> int:
          "plan_holdout_auc_drop": res.plan_auc_drop, "layers": res.summary(),
          "timings_ms": res.timings_ms, "sensitivity": res.sensitivity}, indent=2))
     print(decision_table(res.summary()))
-    print(f"whole-model held-out AUC drop {res.plan_auc_drop:.5f} "
-          f"(budget {args.budget_auc}); checkpoint {ckpt}")
+    print(f"whole model: held-out AUC drop {res.plan_auc_drop:.5f} (budget {args.budget_auc}), "
+          f"{res.tier.quant.model_speedup:.2f}x faster than float32 at N={n}; "
+          f"checkpoint {ckpt}")
     if not args.no_export:
         from arm_jax.compile.export import export_tiers
 

@@ -57,10 +57,33 @@ def layer_timings(kernels: Mapping[str, Any], shapes: Mapping[str, tuple[int, in
     return out
 
 
+def model_latency_ms(variants: Mapping[str, tuple[Any, Any]], batch: Any, repeats: int = 7
+                     ) -> dict[str, float]:
+    """Median ms of whole models {name: (graphdef, params)} scoring `batch`.
+
+    Each is compiled and warmed first; rounds are interleaved so machine drift hits every
+    variant alike.
+    """
+    from flax import nnx
+
+    fns = {}
+    for name, (gd, params) in variants.items():
+        f = jax.jit(lambda p, b, gd=gd: jax.nn.sigmoid(nnx.merge(gd, p)(b)))
+        jax.block_until_ready(f(params, batch))
+        fns[name] = (f, params)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, repeats)):
+        for name, (f, params) in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(params, batch))
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
 def speedups(timings: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
     """{layer: {format: f32_ms / format_ms}}."""
     return {k: {f: float(v["float32"] / max(ms, 1e-9)) for f, ms in v.items()}
             for k, v in timings.items()}
 
 
-__all__ = ["time_formats", "layer_timings", "speedups"]
+__all__ = ["time_formats", "layer_timings", "model_latency_ms", "speedups"]

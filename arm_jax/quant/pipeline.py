@@ -4,6 +4,8 @@
   2. micro-benchmark: each layer's matmul in each format at its serving shape;
   3. sensitivity: one layer at a time in each format, AUC drop on the calibration set;
   4. select: greedy by time saved, whole-model AUC drop on a held-out set within budget;
+     then confirm the plan on the whole compiled model at the serving shape (kept only if
+     it is faster than float32 there);
   5. build: the quantized model (weights stored in their formats) and its config, whose
      `quant` section is the plan; saved as a checkpoint that `arm-jax export` compiles
      like any other.
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 from arm_jax.batch import RequestBatch
 from arm_jax.config import QuantConfig, TierConfig
 from arm_jax.quant.formats import LOW_PRECISION, fp8_activation_scale
-from arm_jax.quant.microbench import layer_timings
+from arm_jax.quant.microbench import layer_timings, model_latency_ms
 from arm_jax.quant.select import MIN_LAYER_MS, MIN_SPEEDUP, Decision, select_formats
 from arm_jax.quant.surgery import apply_plan
 from arm_jax.quant.sweep import EvalSet, PrecisionSweep, auc_drop
@@ -58,7 +60,7 @@ def quantize(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, *, calib: Ev
              holdout: EvalSet, serving_batch: RequestBatch, budget_auc: float = 0.001,
              formats: Sequence[str] = LOW_PRECISION, min_speedup: float = MIN_SPEEDUP,
              sweep_all: bool = False, min_layer_ms: float = MIN_LAYER_MS,
-             progress: bool = True) -> QuantizeResult:
+             confirm_repeats: int = 7, progress: bool = True) -> QuantizeResult:
     """Measure, select and build. `serving_batch` fixes the shapes the layers are timed at
     (e.g. one request with the largest candidate bucket). Sensitivity is measured for the
     formats that gain speed here (all formats with `sweep_all`)."""
@@ -101,10 +103,26 @@ def quantize(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, *, calib: Ev
     decisions, drop = select_formats(layers, timings, sensitivity, whole_model_drop,
                                      budget_auc, min_speedup, min_layer_ms)
     checks.close()
-    plan = QuantConfig(
-        layers=tuple(d.as_plan(float(fp8_activation_scale(amax[d.layer])))
-                     for d in decisions),
-        budget_auc=budget_auc, backend=jax.default_backend())
+    def make_plan(decisions: list[Decision], model_speedup: float = 1.0) -> QuantConfig:
+        return QuantConfig(
+            layers=tuple(d.as_plan(float(fp8_activation_scale(amax[d.layer])))
+                         for d in decisions),
+            budget_auc=budget_auc, backend=jax.default_backend(), holdout_auc_drop=drop,
+            model_speedup=model_speedup)
+
+    plan = make_plan(decisions)
     tier_q, gd_q, params_q = build_quantized(graphdef, params, tier, plan)
+    if any(d.format != "float32" for d in decisions):
+        # Confirm on the whole compiled model: layer timings need not add up (fusion).
+        ms = model_latency_ms({"f32": (graphdef, params), "plan": (gd_q, params_q)},
+                              serving_batch, repeats=confirm_repeats)
+        speedup = ms["f32"] / max(ms["plan"], 1e-9)
+        if speedup < 1.0:
+            decisions = [Decision(d.layer, "float32", d.sensitivity, 1.0,
+                                  f"plan slower than float32 as a whole ({speedup:.2f}x)")
+                         for d in decisions]
+            drop, speedup = 0.0, 1.0
+        plan = make_plan(decisions, speedup)
+        tier_q, gd_q, params_q = build_quantized(graphdef, params, tier, plan)
     return QuantizeResult(tier_q, gd_q, params_q, decisions, timings, sensitivity, drop, amax,
                           sweep)

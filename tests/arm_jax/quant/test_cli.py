@@ -24,7 +24,7 @@ def test_quantize_writes_checkpoint_plan_and_table(checkpoint, tmp_path, capsys)
                  "--holdout-requests", "32", "--candidates", "8"])
     assert code == 0
     text = capsys.readouterr().out
-    assert "wukong/0/mlp_in" in text and "held-out AUC drop" in text
+    assert "wukong/0/mlp_in" in text and "held-out AUC drop" in text and "faster than" in text
     plan = json.loads((out / "plan.json").read_text())
     kind, tier = read_config(out / "checkpoint")
     assert kind == "ranker" and len(tier.quant.layers) == len(plan["layers"]) > 0

@@ -37,6 +37,11 @@ def test_plan_respects_budget_on_held_out_data(result, tiny):
     for d in result.decisions:
         if d.format != "float32":
             assert d.speedup >= 1.05 and d.sensitivity <= 0.002
+    # The plan was confirmed on the whole model: kept only where it is not slower.
+    quantized = any(f != "float32" for f in plan.values())
+    assert result.tier.quant.model_speedup >= 1.0 if quantized else (
+        result.tier.quant.model_speedup == 1.0)
+    assert result.tier.quant.holdout_auc_drop == pytest.approx(result.plan_auc_drop)
 
 
 def test_quantized_model_scores_like_the_sweep(result, tiny):
