@@ -104,6 +104,7 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
         "layer_timings_ms": q.timings_ms,
         "sensitivity": q.sensitivity,
         "plan_holdout_auc_drop": q.plan_auc_drop,
+        "plan_model_speedup": q.tier.quant.model_speedup,  # quantize()'s own confirmation
         "targets": {
             "selective_speedup_at_max_n": speedup,
             "selective_speedup_target": TARGET_SPEEDUP,
