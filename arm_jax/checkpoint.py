@@ -96,19 +96,12 @@ def load_checkpoint(directory: str | Path, shardings: Any = None
 def _check_stored_shapes(ckptr: Any, path: Path, abstract_params: Any) -> None:
     """Compare stored shapes and dtypes with the model config.json builds, before restoring:
     a mismatch is one clear error (orbax's own failure also leaves tracebacks at exit)."""
-    import numpy as np
-
     from arm_jax.compile.errors import ArtifactError
-    from arm_jax.compile.weights import check_spec, flatten
+    from arm_jax.compile.weights import check_spec, flatten, spec_of, stored_tree
 
-    meta = ckptr.metadata(path)
-    tree = getattr(meta, "item_metadata", meta)
-    tree = getattr(tree, "tree", tree)
-    spec = lambda flat: {k: {"shape": list(v.shape), "dtype": str(np.dtype(v.dtype))}  # noqa: E731
-                         for k, v in flat.items()}
     try:
-        check_spec(spec(flatten(tree)), spec(flatten(abstract_params)), str(path),
-                   expected="the model built from config.json expects")
+        check_spec(spec_of(flatten(stored_tree(ckptr, path))), spec_of(flatten(abstract_params)),
+                   str(path), expected="the model built from config.json expects")
     except ArtifactError as e:
         raise CheckpointError(f"{e} (was the checkpoint written by another arm-jax version "
                               "or with other config overrides?)") from None

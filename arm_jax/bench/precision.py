@@ -32,12 +32,12 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
                         out_json: str | Path | None = None, progress: bool = True
                         ) -> dict[str, Any]:
     from arm_jax.checkpoint import load_checkpoint
-    from arm_jax.config import LayerQuant, QuantConfig, load_tier
+    from arm_jax.config import load_tier
     from arm_jax.data.random_batch import random_batch
     from arm_jax.quant.data import synthetic_sets
-    from arm_jax.quant.formats import LOW_PRECISION, fp8_activation_scale
+    from arm_jax.quant.formats import LOW_PRECISION
     from arm_jax.quant.microbench import model_latency_ms
-    from arm_jax.quant.pipeline import build_quantized, quantize
+    from arm_jax.quant.pipeline import build_quantized, plan_from_formats, quantize
     from arm_jax.quant.sweep import auc_drop, mean_logloss
     from arm_jax.train.loop import make_synthetic_data, train_model
 
@@ -73,10 +73,7 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
 
     models: dict[str, tuple[nnx.GraphDef, Any]] = {}
     for name, assign in assignments.items():
-        plan = QuantConfig(layers=tuple(
-            LayerQuant(layer=k, format=f, act_scale=float(fp8_activation_scale(q.amax[k])))
-            for k, f in assign.items()))
-        _, gd, p = build_quantized(graphdef, params, tier, plan)
+        _, gd, p = build_quantized(graphdef, params, tier, plan_from_formats(assign, q.amax))
         models[name] = (gd, p)
     variants = []
     for n in candidates:

@@ -7,7 +7,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -23,6 +23,19 @@ def median_ms(fn: Callable[[], Any], repeats: int = 7, warmup: int = 1) -> float
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
     return float(np.median(times) * 1e3)
+
+
+def interleaved_median_ms(thunks: Mapping[str, Callable[[], Any]], repeats: int
+                          ) -> dict[str, float]:
+    """Median ms per thunk, timed round-robin so machine drift hits every variant alike.
+
+    Warm (compile) each thunk before calling this; results are blocked on per call.
+    """
+    times: dict[str, list[float]] = {name: [] for name in thunks}
+    for _ in range(max(1, repeats)):
+        for name, fn in thunks.items():
+            times[name].append(median_ms(fn, repeats=1, warmup=0))
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def compiled_flops(compiled: Any) -> float:

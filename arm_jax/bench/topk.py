@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from arm_jax.bench.timing import machine_info, median_ms, publish
+from arm_jax.bench.timing import interleaved_median_ms, machine_info, publish
 
 METHODS = ("ours", "ours_no_nan_check", "radix_jnp", "lax_top_k", "argsort")
 
@@ -40,16 +40,6 @@ def _method_fns(k: int) -> dict[str, Callable[[jax.Array], tuple[jax.Array, jax.
             "radix_jnp": jax.jit(lambda x: radix_topk(x, k)),
             "lax_top_k": jax.jit(lambda x: jax.lax.top_k(x, k)),
             "argsort": jax.jit(argsort)}
-
-
-def interleaved_median_ms(fns: dict[str, Callable], x: jax.Array, repeats: int
-                          ) -> dict[str, float]:
-    """Median ms per function, timed round-robin so machine noise hits every method alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(max(1, repeats)):
-        for name, fn in fns.items():
-            times[name].append(median_ms(lambda: fn(x), repeats=1, warmup=0))
-    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def loglog_slope(ns: list[int], ms: list[float]) -> float:
@@ -75,7 +65,8 @@ def run_topk_bench(ns: tuple[int, ...] = (4096, 65536, 1048576), ks: tuple[int, 
         indices = {}
         for name, fn in fns.items():
             indices[name] = np.asarray(fn(x)[1])  # compile + warm up, keep for the check
-        for name, ms in interleaved_median_ms(fns, x, repeats).items():
+        for name, ms in interleaved_median_ms(
+                {n: (lambda f=f: f(x)) for n, f in fns.items()}, repeats).items():
             row[f"{name}_ms"] = ms
         row["agree"] = all(np.array_equal(indices[m], indices["lax_top_k"]) for m in METHODS)
         row["argsort_over_ours"] = row["argsort_ms"] / row["ours_ms"]

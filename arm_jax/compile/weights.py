@@ -95,6 +95,13 @@ def check_spec(got: Spec, want: Spec, where: str,
                 f"{expected} {list(want[k]['shape'])} {want[k]['dtype']}")
 
 
+def stored_tree(ckptr: Any, path: Path) -> Any:
+    """The pytree of array metadata (shape, dtype) of an orbax checkpoint, nothing read."""
+    meta = ckptr.metadata(path)
+    tree = getattr(meta, "item_metadata", meta)
+    return getattr(tree, "tree", tree)
+
+
 def restore(directory: str | Path, want: Spec, device: Any | None = None) -> dict[str, jax.Array]:
     """Restore weights onto `device` after checking their signature against `want`.
 
@@ -107,12 +114,8 @@ def restore(directory: str | Path, want: Spec, device: Any | None = None) -> dic
     sharding = jax.sharding.SingleDeviceSharding(device)
     try:
         with ocp.StandardCheckpointer() as ckptr:
-            meta = ckptr.metadata(d)
-            tree = getattr(meta, "item_metadata", meta)
-            tree = getattr(tree, "tree", tree)
-            got = {k: {"shape": list(m.shape), "dtype": str(np.dtype(m.dtype))}
-                   for k, m in flatten(tree).items()}
-            check_spec(got, want, str(d))
+            tree = stored_tree(ckptr, d)
+            check_spec(spec_of(flatten(tree)), want, str(d))
             target = jax.tree.map(
                 lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), tree)
             restored = ckptr.restore(d, target)

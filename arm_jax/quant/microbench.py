@@ -7,13 +7,12 @@ interleaved repeats; the weight is stored in its format beforehand, as in the ex
 
 from __future__ import annotations
 
-import time
 from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from arm_jax.bench.timing import interleaved_median_ms
 from arm_jax.quant.formats import FORMATS, fp8_activation_scale, quantize_weight, quantized_matmul
 
 
@@ -27,19 +26,13 @@ def time_formats(rows: int, kernel_io: Any, formats: Sequence[str], *, amax: flo
     k = jnp.asarray(kernel_io, jnp.float32)
     x = jax.random.normal(jax.random.key(seed), (rows, k.shape[0]), jnp.float32)
     scale = fp8_activation_scale(amax)
-    calls = {}
+    thunks = {}
     for fmt in formats:
         q = quantize_weight(k, fmt)
         f = jax.jit(lambda x, q, s, fmt=fmt: quantized_matmul(x, q, fmt, s))
-        jax.block_until_ready(f(x, q, scale))
-        calls[fmt] = (f, q)
-    times: dict[str, list[float]] = {f: [] for f in formats}
-    for _ in range(max(1, repeats)):
-        for fmt, (f, q) in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(x, q, scale))
-            times[fmt].append((time.perf_counter() - t0) * 1e3)
-    return {f: float(np.median(v)) for f, v in times.items()}
+        jax.block_until_ready(f(x, q, scale))  # compile + warm
+        thunks[fmt] = lambda f=f, q=q: f(x, q, scale)
+    return interleaved_median_ms(thunks, repeats)
 
 
 def layer_timings(kernels: Mapping[str, Any], shapes: Mapping[str, tuple[int, int]],
@@ -66,18 +59,12 @@ def model_latency_ms(variants: Mapping[str, tuple[Any, Any]], batch: Any, repeat
     """
     from flax import nnx
 
-    fns = {}
+    thunks = {}
     for name, (gd, params) in variants.items():
         f = jax.jit(lambda p, b, gd=gd: jax.nn.sigmoid(nnx.merge(gd, p)(b)))
-        jax.block_until_ready(f(params, batch))
-        fns[name] = (f, params)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(max(1, repeats)):
-        for name, (f, params) in fns.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(params, batch))
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    return {k: float(np.median(v)) for k, v in times.items()}
+        jax.block_until_ready(f(params, batch))  # compile + warm
+        thunks[name] = lambda f=f, params=params: f(params, batch)
+    return interleaved_median_ms(thunks, repeats)
 
 
 def speedups(timings: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:

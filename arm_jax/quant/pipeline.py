@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 from flax import nnx
 from tqdm.auto import tqdm
 
 from arm_jax.batch import RequestBatch
-from arm_jax.config import QuantConfig, TierConfig
+from arm_jax.config import LayerQuant, QuantConfig, TierConfig
 from arm_jax.quant.formats import LOW_PRECISION, fp8_activation_scale
 from arm_jax.quant.microbench import layer_timings, model_latency_ms
 from arm_jax.quant.select import MIN_LAYER_MS, MIN_SPEEDUP, Decision, select_formats
@@ -56,6 +56,14 @@ def build_quantized(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, plan:
     return dataclasses.replace(tier, quant=plan), gd, p
 
 
+def plan_from_formats(formats: Mapping[str, str], amax: Mapping[str, float],
+                      **quant: Any) -> QuantConfig:
+    """A plan giving each named layer its format (float8 scales from calibrated amax)."""
+    return QuantConfig(layers=tuple(
+        LayerQuant(layer=k, format=f, act_scale=float(fp8_activation_scale(amax[k])))
+        for k, f in formats.items()), **quant)
+
+
 def quantize(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, *, calib: EvalSet,
              holdout: EvalSet, serving_batch: RequestBatch, budget_auc: float = 0.001,
              formats: Sequence[str] = LOW_PRECISION, min_speedup: float = MIN_SPEEDUP,
@@ -77,7 +85,7 @@ def quantize(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, *, calib: Ev
         bar.update(1)
         reference = sweep.quality({}, calib)
         bar.update(1)
-    kernels = {k: sweep._mods[k].kernel[...] for k in layers}
+    kernels = sweep.kernels()
     with tqdm(total=len(layers), desc="quantize: time layers", disable=not progress,
               unit="layer") as bar:
         timings = layer_timings(kernels, shapes, ("float32", *formats), amax, progress=bar)
@@ -117,12 +125,14 @@ def quantize(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, *, calib: Ev
         ms = model_latency_ms({"f32": (graphdef, params), "plan": (gd_q, params_q)},
                               serving_batch, repeats=confirm_repeats)
         speedup = ms["f32"] / max(ms["plan"], 1e-9)
-        if speedup < 1.0:
+        if speedup >= 1.0:
+            tier_q = dataclasses.replace(tier, quant=make_plan(decisions, speedup))
+        else:
             decisions = [Decision(d.layer, "float32", d.sensitivity, 1.0,
                                   f"plan slower than float32 as a whole ({speedup:.2f}x)")
                          for d in decisions]
-            drop, speedup = 0.0, 1.0
-        plan = make_plan(decisions, speedup)
-        tier_q, gd_q, params_q = build_quantized(graphdef, params, tier, plan)
+            drop = 0.0
+            tier_q, gd_q, params_q = build_quantized(graphdef, params, tier,
+                                                     make_plan(decisions))
     return QuantizeResult(tier_q, gd_q, params_q, decisions, timings, sensitivity, drop, amax,
                           sweep)

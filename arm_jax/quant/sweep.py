@@ -94,5 +94,6 @@ class PrecisionSweep:
         mask = np.concatenate([np.asarray(b.cand_mask) for b, _ in data])
         return evaluate(labels, probs, mask, self.tasks)
 
-    def amax(self) -> dict[str, float]:
-        return {k: float(m.amax[...]) for k, m in self._mods.items()}
+    def kernels(self) -> dict[str, jax.Array]:
+        """Each layer's float32 weight [in, out]."""
+        return {k: m.kernel[...] for k, m in self._mods.items()}
