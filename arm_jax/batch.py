@@ -24,6 +24,11 @@ class BatchError(ValueError):
     """A batch field has the wrong shape, dtype or values."""
 
 
+# A history event whose item's side fields are unknown (not in the catalogue, or the
+# client did not send them): one reserved id, hashed like any other, never a real value.
+UNKNOWN_SIDE = 2**31 - 1
+
+
 @flax.struct.dataclass
 class RequestBatch:
     """Packed requests. Shapes:
@@ -34,6 +39,9 @@ class RequestBatch:
     hist_action int32   [b, l]       action type per event, in [0, num_action_types)
     hist_gap    float32 [b, l]       seconds from the event to the request (>= 0)
     hist_len    int32   [b]          number of valid events, in [0, l]
+    hist_side   int32   [b, l, s]    side ids of each event's item (its values of the
+                                     candidate fields `features.history_side_fields`,
+                                     e.g. advertiser, topic); UNKNOWN_SIDE when unknown
     cand_sparse int32   [b, c, f_c]  raw candidate sparse ids (>= 0)
     cand_dense  float32 [b, c, e_c]  candidate dense features (finite)
     cand_mask   bool    [b, c]       True for real candidates, False for padding
@@ -45,6 +53,7 @@ class RequestBatch:
     hist_action: jax.Array
     hist_gap: jax.Array
     hist_len: jax.Array
+    hist_side: jax.Array
     cand_sparse: jax.Array
     cand_dense: jax.Array
     cand_mask: jax.Array
@@ -69,18 +78,29 @@ class RequestBatch:
             hist_item=self.hist_item[:, :max_len],
             hist_action=self.hist_action[:, :max_len],
             hist_gap=self.hist_gap[:, :max_len],
+            hist_side=self.hist_side[:, :max_len],
             hist_len=np.minimum(self.hist_len, max_len) if isinstance(self.hist_len, np.ndarray)
             else jax.numpy.minimum(self.hist_len, max_len),
         )
 
 
 # field name -> (dtype kind, rank, which axes carry (b, c, l))
-_INT_FIELDS = ("req_sparse", "hist_item", "hist_action", "hist_len", "cand_sparse")
+_INT_FIELDS = ("req_sparse", "hist_item", "hist_action", "hist_len", "hist_side", "cand_sparse")
 _FLOAT_FIELDS = ("req_dense", "hist_gap", "cand_dense")
 _RANKS = {
     "req_sparse": 2, "req_dense": 2, "hist_item": 2, "hist_action": 2, "hist_gap": 2,
-    "hist_len": 1, "cand_sparse": 3, "cand_dense": 3, "cand_mask": 2,
+    "hist_len": 1, "hist_side": 3, "cand_sparse": 3, "cand_dense": 3, "cand_mask": 2,
 }
+
+
+def expected_widths(features: Any) -> dict[str, int]:
+    """make_batch's `expected` for a FeaturesConfig: every width and limit it pins."""
+    f = features
+    return {"req_sparse_fields": f.req_sparse_fields, "req_dense_features": f.req_dense_features,
+            "cand_sparse_fields": f.cand_sparse_fields,
+            "cand_dense_features": f.cand_dense_features,
+            "history_side_fields": len(f.history_side_fields),
+            "history_len": f.max_history, "candidates": f.max_candidates}
 
 
 def make_batch(
@@ -94,13 +114,16 @@ def make_batch(
     cand_sparse: Any,
     cand_dense: Any,
     cand_mask: Any | None = None,
+    hist_side: Any | None = None,
     num_action_types: int | None = None,
     expected: dict[str, int] | None = None,
 ) -> RequestBatch:
     """Validate numpy-like inputs once and pack them into a RequestBatch.
 
     `expected` may pin widths: keys among req_sparse_fields, req_dense_features,
-    cand_sparse_fields, cand_dense_features, history_len (max), candidates (max).
+    cand_sparse_fields, cand_dense_features, history_side_fields, history_len (max),
+    candidates (max). `hist_side` None means every event's side ids are unknown
+    (UNKNOWN_SIDE), with `expected["history_side_fields"]` columns (0 if not pinned).
     Raises BatchError naming the field, the offending value and the limit.
     """
     raw = dict(
@@ -108,6 +131,11 @@ def make_batch(
         hist_action=hist_action, hist_gap=hist_gap, hist_len=hist_len,
         cand_sparse=cand_sparse, cand_dense=cand_dense,
     )
+    if hist_side is None:
+        hist_item_arr = np.asarray(hist_item)
+        width = (expected or {}).get("history_side_fields", 0)
+        hist_side = np.full(hist_item_arr.shape + (width,), UNKNOWN_SIDE, np.int32)
+    raw["hist_side"] = hist_side
     arrays: dict[str, np.ndarray] = {}
     for name, value in raw.items():
         arr = np.asarray(value)
@@ -137,7 +165,7 @@ def make_batch(
     c = arrays["cand_sparse"].shape[1]
     want = {
         "req_dense": (b, None), "hist_item": (b, l), "hist_action": (b, l),
-        "hist_gap": (b, l), "hist_len": (b,), "cand_sparse": (b, c, None),
+        "hist_gap": (b, l), "hist_len": (b,), "hist_side": (b, l, None), "cand_sparse": (b, c, None),
         "cand_dense": (b, c, None),
     }
     for name, shape in want.items():
@@ -174,6 +202,7 @@ def make_batch(
             "req_dense_features": ("req_dense", arrays["req_dense"].shape[1]),
             "cand_sparse_fields": ("cand_sparse", arrays["cand_sparse"].shape[2]),
             "cand_dense_features": ("cand_dense", arrays["cand_dense"].shape[2]),
+            "history_side_fields": ("hist_side", arrays["hist_side"].shape[2]),
         }
         for key, (field, got) in checks.items():
             if key in expected and expected[key] != got:
@@ -189,7 +218,7 @@ def make_batch(
 def batch_spec(
     *, batch: int, candidates: int, history: int,
     req_sparse_fields: int, req_dense_features: int,
-    cand_sparse_fields: int, cand_dense_features: int,
+    cand_sparse_fields: int, cand_dense_features: int, history_side_fields: int = 0,
 ) -> RequestBatch:
     """A RequestBatch of jax.ShapeDtypeStruct: the one signature used by jit, AOT and export."""
     import jax.numpy as jnp
@@ -202,7 +231,19 @@ def batch_spec(
         hist_action=s((batch, history), jnp.int32),
         hist_gap=s((batch, history), jnp.float32),
         hist_len=s((batch,), jnp.int32),
+        hist_side=s((batch, history, history_side_fields), jnp.int32),
         cand_sparse=s((batch, candidates, cand_sparse_fields), jnp.int32),
         cand_dense=s((batch, candidates, cand_dense_features), jnp.float32),
         cand_mask=s((batch, candidates), jnp.bool_),
     )
+
+
+def batch_spec_for(features: Any, *, batch: int, candidates: int, history: int) -> RequestBatch:
+    """batch_spec with every width taken from a FeaturesConfig."""
+    f = features
+    return batch_spec(batch=batch, candidates=candidates, history=history,
+                      req_sparse_fields=f.req_sparse_fields,
+                      req_dense_features=f.req_dense_features,
+                      cand_sparse_fields=f.cand_sparse_fields,
+                      cand_dense_features=f.cand_dense_features,
+                      history_side_fields=len(f.history_side_fields))

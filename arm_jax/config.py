@@ -47,6 +47,17 @@ class FeaturesConfig:
     item_hash_size: int = _f(50021, 2, 2**31 - 1, doc="rows of the history item table")
     time_buckets: int = _f(24, 2, 64, doc="log2 buckets of event age in seconds")
     tasks: tuple[str, ...] = _f(("click", "conversion"), doc="prediction tasks")
+    history_side_fields: tuple[int, ...] = _f(
+        (1, 2), doc="candidate sparse fields every history event also carries for its item "
+                    "(hist_side columns, e.g. advertiser and topic): the categories history "
+                    "matching compares")
+
+    def __post_init__(self) -> None:
+        side = self.history_side_fields
+        if len(set(side)) != len(side) or any(not 0 <= j < self.cand_sparse_fields for j in side):
+            raise ConfigError(
+                f"features.history_side_fields={list(side)} must be distinct candidate field "
+                f"indices in [0, cand_sparse_fields={self.cand_sparse_fields})")
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,9 @@ class ModelConfig:
     share_item_embedding: bool = _f(
         True, doc="look the candidate's item id (its first sparse field) up in the history's "
                   "item table too, as an extra token and target-attention query input")
+    history_match: bool = _f(
+        True, doc="a history-match token per candidate: how much of the history shares its "
+                  "item id and each history side field (soft, cosine of the shared embeddings)")
     target_heads: int = _f(4, 1, 64)
     wukong_layers: int = _f(4, 1, 64)
     fm_tokens: int = _f(16, 1, 1024, doc="n_F")

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from arm_jax.batch import BatchError, RequestBatch
+from arm_jax.batch import UNKNOWN_SIDE, BatchError, RequestBatch
 
 Selection = Literal["recent", "topk"]
 
@@ -35,6 +35,7 @@ class PackedBatch:
     req_sparse   int32   [b, f_r]       req_dense   float32 [b, e_r]
     request_ts   int32   [b]            seconds (relative to any epoch; only differences matter)
     ev_item      int32   [E]            ev_action   int32 [E]     ev_ts  int32 [E]
+    ev_side      int32   [E, s]         the event item's side ids (catalogue)
     ev_offsets   int32   [b + 1]        events of request i: ev_offsets[i] .. ev_offsets[i+1]
     cand_sparse  int32   [M, f_c]       cand_dense  float32 [M, e_c]
     cand_offsets int32   [b + 1]        candidates of request i
@@ -46,6 +47,7 @@ class PackedBatch:
     ev_item: jax.Array
     ev_action: jax.Array
     ev_ts: jax.Array
+    ev_side: jax.Array
     ev_offsets: jax.Array
     cand_sparse: jax.Array
     cand_dense: jax.Array
@@ -53,10 +55,11 @@ class PackedBatch:
 
 
 def pack(requests: Sequence[dict[str, np.ndarray]], *, event_capacity: int | None = None,
-         candidate_capacity: int | None = None) -> PackedBatch:
+         candidate_capacity: int | None = None, side_fields: int = 0) -> PackedBatch:
     """Concatenate per-request dicts (keys: req_sparse [f_r], req_dense [e_r], request_ts,
-    ev_item/ev_action/ev_ts [n_i] ascending in time, cand_sparse [m_i, f_c], cand_dense
-    [m_i, e_c]) into one PackedBatch, padded to the given capacities."""
+    ev_item/ev_action/ev_ts [n_i] ascending in time, optional ev_side [n_i, side_fields]
+    (absent: UNKNOWN_SIDE), cand_sparse [m_i, f_c], cand_dense [m_i, e_c]) into one
+    PackedBatch, padded to the given capacities."""
     if not requests:
         raise BatchError("requests: need at least one request")
     ev_counts = [len(r["ev_item"]) for r in requests]
@@ -69,6 +72,8 @@ def pack(requests: Sequence[dict[str, np.ndarray]], *, event_capacity: int | Non
         raise BatchError(f"cand_sparse: {sum(cand_counts)} candidates exceed the capacity {m_cap}")
 
     def flat(key: str, cap: int, dtype, width: int | None = None) -> np.ndarray:
+        if width == 0:
+            return np.zeros((cap, 0), dtype)
         parts = [np.asarray(r[key], dtype).reshape((-1,) if width is None else (-1, width))
                  for r in requests]
         out = np.concatenate(parts) if parts else np.zeros((0,), dtype)
@@ -78,6 +83,13 @@ def pack(requests: Sequence[dict[str, np.ndarray]], *, event_capacity: int | Non
     f_c = np.asarray(requests[0]["cand_sparse"]).reshape(cand_counts[0], -1).shape[1] \
         if cand_counts[0] else np.asarray(requests[0]["cand_sparse"]).shape[-1]
     e_c = np.asarray(requests[0]["cand_dense"]).shape[-1]
+    requests = [r if "ev_side" in r else
+                {**r, "ev_side": np.full((n, side_fields), UNKNOWN_SIDE, np.int32)}
+                for r, n in zip(requests, ev_counts)]
+    for i, (r, n) in enumerate(zip(requests, ev_counts)):
+        if np.shape(r["ev_side"]) != (n, side_fields):
+            raise BatchError(f"ev_side: request {i} expected shape {(n, side_fields)}, "
+                             f"got {np.shape(r['ev_side'])}")
     return PackedBatch(
         req_sparse=np.stack([np.asarray(r["req_sparse"], np.int32) for r in requests]),
         req_dense=np.stack([np.asarray(r["req_dense"], np.float32) for r in requests]),
@@ -85,6 +97,7 @@ def pack(requests: Sequence[dict[str, np.ndarray]], *, event_capacity: int | Non
         ev_item=flat("ev_item", e_cap, np.int32),
         ev_action=flat("ev_action", e_cap, np.int32),
         ev_ts=flat("ev_ts", e_cap, np.int32),
+        ev_side=flat("ev_side", e_cap, np.int32, side_fields),
         ev_offsets=np.concatenate([[0], np.cumsum(ev_counts)]).astype(np.int32),
         cand_sparse=flat("cand_sparse", m_cap, np.int32, f_c),
         cand_dense=flat("cand_dense", m_cap, np.float32, e_c),
@@ -123,6 +136,7 @@ def unpack(packed: PackedBatch, *, candidates: int, history: int,
     item_bw = jnp.where(valid_bw, packed.ev_item[safe_bw], 0)
     action_bw = jnp.where(valid_bw, packed.ev_action[safe_bw], 0)
     age_bw = jnp.where(valid_bw, packed.request_ts[:, None] - packed.ev_ts[safe_bw], 0)
+    side_bws = jnp.where(valid_bw[..., None], packed.ev_side[safe_bw], 0)
     if selection == "topk" and window > history:
         from pallas_kernels.topk import topk
 
@@ -134,6 +148,7 @@ def unpack(packed: PackedBatch, *, candidates: int, history: int,
         pick_bl = jnp.minimum(pick_bl, window - 1)
         take = lambda x: jnp.take_along_axis(x, pick_bl, axis=1)  # noqa: E731
         item_bw, action_bw, age_bw = take(item_bw), take(action_bw), take(age_bw)
+        side_bws = jnp.take_along_axis(side_bws, pick_bl[..., None], axis=1)
         valid_bw = ok_bl & take(valid_bw)
     hist_len_b = valid_bw.sum(axis=1).astype(jnp.int32)
     # Valid events come first in window order, so valid_bw is a prefix mask.
@@ -148,6 +163,7 @@ def unpack(packed: PackedBatch, *, candidates: int, history: int,
         hist_action=action_bw[:, :history].astype(jnp.int32),
         hist_gap=age_bw[:, :history].astype(jnp.float32),
         hist_len=jnp.minimum(hist_len_b, history),
+        hist_side=side_bws[:, :history].astype(jnp.int32),
         cand_sparse=zero(packed.cand_sparse[csafe_bc], cmask_bc).astype(jnp.int32),
         cand_dense=zero(packed.cand_dense[csafe_bc], cmask_bc).astype(jnp.float32),
         cand_mask=cmask_bc,

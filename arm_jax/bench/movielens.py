@@ -26,6 +26,7 @@ from tqdm import tqdm
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.checkpoint import build_model
 from arm_jax.config import TierConfig, load_tier
+from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.join import joined_batches
 from arm_jax.data.movielens import MovieLensData, MovieLensSpec, feature_overrides, load_movielens
 from arm_jax.data.synthetic import Examples
@@ -81,10 +82,12 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
         for epoch in itertools.count():
             yield from joined_batches(fit, store, f, batch_size=tc.batch_size,
                                       max_len=max_len, shuffle=True, seed=tc.seed + epoch,
-                                      drop_remainder=True, num_threads=num_threads)
+                                      drop_remainder=True, num_threads=num_threads,
+                                      catalog=data.catalog)
 
     def auc_on(examples: Examples, p: Any) -> float:
-        probs = predict(fwd, p, examples, store, tier, max_len, num_threads, False, name)
+        probs = predict(fwd, p, examples, store, tier, max_len, num_threads, False, name,
+                        data.catalog)
         return evaluate(examples.labels, probs, examples.cand_mask, f.tasks)[f.tasks[0]]["auc"]
 
     losses, val_curve = [], []
@@ -108,7 +111,8 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
 
     t0 = time.perf_counter()
     ex = data.test
-    probs = predict(fwd, best[2], ex, store, tier, max_len, num_threads, progress, name)
+    probs = predict(fwd, best[2], ex, store, tier, max_len, num_threads, progress, name,
+                    data.catalog)
     eval_s = time.perf_counter() - t0
     full = data.full_history_len(ex)
     task = f.tasks[0]
@@ -128,12 +132,13 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
 
 
 def predict(fwd: Any, params: Any, examples: Examples, store: UserLogStore, tier: TierConfig,
-            max_len: int, num_threads: int, progress: bool, name: str) -> np.ndarray:
+            max_len: int, num_threads: int, progress: bool, name: str,
+            catalog: ItemCatalog) -> np.ndarray:
     """Probabilities [R, N, T] (tail batch padded to the compiled shape, never recompiled)."""
     out = []
     for batch, _ in joined_batches(examples, store, tier.features, batch_size=EVAL_BATCH,
                                    max_len=max_len, num_threads=num_threads, progress=progress,
-                                   desc=f"eval {name}"):
+                                   desc=f"eval {name}", catalog=catalog):
         b = batch.num_requests
         if b < EVAL_BATCH:
             batch = jax.tree.map(lambda x: np.concatenate(

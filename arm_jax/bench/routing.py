@@ -42,16 +42,12 @@ def _tier_flops(name: str, graphdef: Any, params: Any, tier: Any, candidates: in
         if fits and hasattr(t, "cost_flops"):
             b = fits[0]
             return float(t.cost_flops(tuple(b))) / b[0]
-    from arm_jax.batch import batch_spec
+    from arm_jax.batch import batch_spec_for
     from arm_jax.bench.timing import compiled_flops
     from arm_jax.train.step import make_predict
 
-    f = tier.features
-    spec = batch_spec(batch=1, candidates=candidates, history=tier.model.history_len,
-                      req_sparse_fields=f.req_sparse_fields,
-                      req_dense_features=f.req_dense_features,
-                      cand_sparse_fields=f.cand_sparse_fields,
-                      cand_dense_features=f.cand_dense_features)
+    spec = batch_spec_for(tier.features, batch=1, candidates=candidates,
+                          history=tier.model.history_len)
     return compiled_flops(make_predict(graphdef).lower(params, spec).compile())
 
 

@@ -6,12 +6,16 @@ requests per user, as in production where each user is seen many times.
 Storage (bytes on disk):
 - store layout = examples file (request + candidate features, labels, user id, ts; an
   uncompressed .npz written to disk) + the LMDB store (allocated blocks of data.mdb).
+  The store layout also holds the item catalogue once (side ids per ad, an .npz).
 - materialized = the same examples file + every example's joined history (the most recent
-  L events before its time). Two encodings, both reported: `ragged` (the store's own
-  9 bytes/event codec, chunk per example: the conservative comparison, exact byte count
-  from the codec's fixed layout) and `padded` (RequestBatch arrays int32 item, int32 action,
-  float32 gap padded to L: what a fixed-shape training file holds).
-`storage_ratio` = materialized (ragged) / store layout; `storage_ratio_padded` likewise.
+  L events before its time, each with its item's s side ids, which the model reads). Two
+  encodings, both reported: `ragged` (the store's own 9 bytes/event codec plus 4 bytes per
+  side id, chunk per example: the conservative comparison, exact byte count from the
+  codec's fixed layout) and `padded` (RequestBatch arrays int32 item, int32 action,
+  float32 gap, int32 side ids padded to L: what a fixed-shape training file holds).
+`storage_ratio` = materialized (ragged) / store layout; `storage_ratio_padded` likewise;
+`storage_ratio_without_side` leaves side ids and catalogue out of both (the figure before
+histories carried side ids).
 
 Join throughput: examples per second through the grain join pipeline (batched reads,
 background threads) for LMDB and for a real Redis server (a throwaway `redis-server` on
@@ -45,11 +49,11 @@ def _examples_bytes(ex: Any, path: Path) -> int:
 
 
 def _throughput(ex: Any, store: Any, features: Any, L: int, batch_size: int,
-                num_threads: int) -> float:
+                num_threads: int, catalog: Any) -> float:
     t0 = time.perf_counter()
     n = 0
     for batch, _ in joined_batches(ex, store, features, batch_size=batch_size, max_len=L,
-                                   num_threads=num_threads):
+                                   num_threads=num_threads, catalog=catalog):
         n += batch.num_requests
     return n / (time.perf_counter() - t0)
 
@@ -88,17 +92,25 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
         lmdb_store.append_many(world.log_user, world.log_item, world.log_action, world.log_ts)
         load_s = time.perf_counter() - t0
         store_bytes = lmdb_store.disk_bytes()
-        ragged = int(codec.HEADER_BYTES * len(ex) + codec.BYTES_PER_EVENT * hist_len.sum())
-        padded = int(len(ex) * history_len * 12 + len(ex) * 4)
+        catalog = world.catalog()
+        catalog_bytes = catalog.save(Path(tmp) / "catalog.npz").stat().st_size
+        side = 4 * len(f.history_side_fields)            # int32 side ids per event
+        ragged0 = int(codec.HEADER_BYTES * len(ex) + codec.BYTES_PER_EVENT * hist_len.sum())
+        ragged = ragged0 + int(side * hist_len.sum())
+        padded = int(len(ex) * history_len * (12 + side) + len(ex) * 4)
         res["bytes"] = {"examples": ex_bytes, "store_lmdb": store_bytes,
                         "store_payload": int(events * codec.BYTES_PER_EVENT),
+                        "catalog": catalog_bytes,
                         "materialized_history_ragged": ragged,
                         "materialized_history_padded": padded}
-        res["storage_ratio"] = (ex_bytes + ragged) / (ex_bytes + store_bytes)
-        res["storage_ratio_padded"] = (ex_bytes + padded) / (ex_bytes + store_bytes)
+        layout = ex_bytes + store_bytes + catalog_bytes
+        res["storage_ratio"] = (ex_bytes + ragged) / layout
+        res["storage_ratio_padded"] = (ex_bytes + padded) / layout
+        res["storage_ratio_without_side"] = (ex_bytes + ragged0) / (ex_bytes + store_bytes)
         sub = ex.take(np.arange(min(join_examples, len(ex))))
         tput: dict[str, float | None] = {}
-        tput["lmdb"] = _throughput(sub, lmdb_store, f, history_len, batch_size, num_threads)
+        tput["lmdb"] = _throughput(sub, lmdb_store, f, history_len, batch_size, num_threads,
+                                   catalog)
         res["load_seconds"] = {"lmdb": round(load_s, 3)}
         lmdb_store.close()
 
@@ -117,7 +129,8 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
                 rs.append_many(world.log_user, world.log_item, world.log_action, world.log_ts)
                 res["load_seconds"]["redis"] = round(time.perf_counter() - t0, 3)
                 res["bytes"]["store_redis_memory"] = rs.memory_bytes()
-                tput["redis"] = _throughput(sub, rs, f, history_len, batch_size, num_threads)
+                tput["redis"] = _throughput(sub, rs, f, history_len, batch_size, num_threads,
+                                            catalog)
                 rs.clear()
                 rs.close()
         finally:
@@ -147,10 +160,12 @@ def format_table(res: dict[str, Any]) -> str:
         f"{'layout':<34} {'MB on disk':>11}",
         f"{'examples (no history)':<34} {b['examples'] / mb:>11.1f}",
         f"{'store (LMDB data.mdb)':<34} {b['store_lmdb'] / mb:>11.1f}",
+        f"{'item catalogue (.npz)':<34} {b['catalog'] / mb:>11.1f}",
         f"{'history materialized, ragged':<34} {b['materialized_history_ragged'] / mb:>11.1f}",
         f"{'history materialized, padded':<34} {b['materialized_history_padded'] / mb:>11.1f}",
         f"storage_ratio (ragged) = {res['storage_ratio']:.2f}   "
-        f"(padded) = {res['storage_ratio_padded']:.2f}",
+        f"(padded) = {res['storage_ratio_padded']:.2f}   "
+        f"(without side ids) = {res['storage_ratio_without_side']:.2f}",
         f"{'join backend':<22} {'examples/s':>12}",
     ]
     for k, v in t.items():

@@ -21,7 +21,7 @@ Bucket = tuple[int, int]
 
 # RequestBatch fields in their declared order: the executable's input signature.
 BATCH_FIELDS = ("req_sparse", "req_dense", "hist_item", "hist_action", "hist_gap", "hist_len",
-                "cand_sparse", "cand_dense", "cand_mask")
+                "hist_side", "cand_sparse", "cand_dense", "cand_mask")
 
 
 def bucket_grid(batch_buckets: Sequence[int], candidate_buckets: Sequence[int]) -> list[Bucket]:
@@ -94,6 +94,7 @@ def batch_signature(bucket: Bucket, history_len: int, features: Any) -> dict[str
         "hist_action": ((B, history_len), "int32"),
         "hist_gap": ((B, history_len), "float32"),
         "hist_len": ((B,), "int32"),
+        "hist_side": ((B, history_len, len(f.history_side_fields)), "int32"),
         "cand_sparse": ((B, N, f.cand_sparse_fields), "int32"),
         "cand_dense": ((B, N, f.cand_dense_features), "float32"),
         "cand_mask": ((B, N), "bool"),

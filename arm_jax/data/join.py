@@ -20,17 +20,20 @@ import grain
 import numpy as np
 from tqdm import tqdm
 
-from arm_jax.batch import RequestBatch, make_batch
+from arm_jax.batch import RequestBatch, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
+from arm_jax.data.catalog import ItemCatalog, empty_catalog
 from arm_jax.data.synthetic import Examples
 from arm_jax.store.base import Events, UserLogStore
 
 
-def pack_histories(logs: Sequence[Events], ts: np.ndarray, max_len: int) -> dict[str, np.ndarray]:
+def pack_histories(logs: Sequence[Events], ts: np.ndarray, max_len: int,
+                   catalog: ItemCatalog) -> dict[str, np.ndarray]:
     """Per-example logs (oldest first, already cut before ts) -> padded, newest-first arrays.
 
     hist_item int32 [R, L], hist_action int32 [R, L], hist_gap float32 [R, L] (example ts -
-    event ts, seconds), hist_len int32 [R]; slots past hist_len are 0.
+    event ts, seconds), hist_len int32 [R], hist_side int32 [R, L, s] (the catalogue's side
+    ids of each item); slots past hist_len are 0.
     """
     r = len(logs)
     item = np.zeros((r, max_len), np.int32)
@@ -45,15 +48,19 @@ def pack_histories(logs: Sequence[Events], ts: np.ndarray, max_len: int) -> dict
         item[i, :k] = ev.item[::-1][:k]
         action[i, :k] = ev.action[::-1][:k]
         gap[i, :k] = (int(ts[i]) - ev.ts[::-1][:k]).astype(np.float32)
-    return {"hist_item": item, "hist_action": action, "hist_gap": gap, "hist_len": lens}
+    valid = np.arange(max_len)[None, :] < lens[:, None]
+    side = np.where(valid[..., None], catalog.lookup(item), 0).astype(np.int32)
+    return {"hist_item": item, "hist_action": action, "hist_gap": gap, "hist_len": lens,
+            "hist_side": side}
 
 
 def join_histories(store: UserLogStore, user_id: np.ndarray, ts: np.ndarray,
-                   max_len: int) -> dict[str, np.ndarray]:
-    """The point-in-time history of every (user, ts) pair: one batched store read."""
+                   max_len: int, catalog: ItemCatalog) -> dict[str, np.ndarray]:
+    """The point-in-time history of every (user, ts) pair: one batched store read, then
+    the items' side ids from the catalogue."""
     user_id, ts = np.asarray(user_id), np.asarray(ts)
     logs = store.read_many_before(user_id.tolist(), ts.tolist(), max_len)
-    return pack_histories(logs, ts, max_len)
+    return pack_histories(logs, ts, max_len, catalog)
 
 
 @dataclass
@@ -63,30 +70,29 @@ class StoreHistory:
 
     store: UserLogStore
     features: FeaturesConfig
+    catalog: ItemCatalog | None = None
 
     def join_history(self, user_id: np.ndarray, ts: np.ndarray,
                      max_len: int) -> dict[str, np.ndarray]:
-        return join_histories(self.store, user_id, ts, max_len)
+        catalog = self.catalog or empty_catalog(self.features.history_side_fields)
+        return join_histories(self.store, user_id, ts, max_len, catalog)
 
 
 class _JoinBatch:
     """grain map: batch index -> (RequestBatch, labels). Picklable (store reopens itself)."""
 
     def __init__(self, examples: Examples, order: np.ndarray, batch_size: int,
-                 store: UserLogStore, features: FeaturesConfig, max_len: int) -> None:
+                 store: UserLogStore, features: FeaturesConfig, max_len: int,
+                 catalog: ItemCatalog) -> None:
         self.examples, self.order, self.batch_size = examples, order, batch_size
         self.store, self.features, self.max_len = store, features, max_len
-        f = features
-        self.expected = {"req_sparse_fields": f.req_sparse_fields,
-                         "req_dense_features": f.req_dense_features,
-                         "cand_sparse_fields": f.cand_sparse_fields,
-                         "cand_dense_features": f.cand_dense_features,
-                         "history_len": f.max_history, "candidates": f.max_candidates}
+        self.catalog = catalog
+        self.expected = expected_widths(features)
 
     def __call__(self, i: int) -> tuple[RequestBatch, np.ndarray]:
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
         ex = self.examples.take(idx)
-        hist = join_histories(self.store, ex.user_id, ex.ts, self.max_len)
+        hist = join_histories(self.store, ex.user_id, ex.ts, self.max_len, self.catalog)
         batch = make_batch(req_sparse=ex.req_sparse, req_dense=ex.req_dense,
                            cand_sparse=ex.cand_sparse, cand_dense=ex.cand_dense,
                            cand_mask=ex.cand_mask, num_action_types=self.features.num_action_types,
@@ -97,9 +103,10 @@ class _JoinBatch:
 def joined_dataset(examples: Examples, store: UserLogStore, features: FeaturesConfig, *,
                    batch_size: int, max_len: int, shuffle: bool = False, seed: int = 0,
                    drop_remainder: bool = False, num_threads: int = 4,
-                   prefetch: int = 8) -> grain.IterDataset:
+                   prefetch: int = 8, catalog: ItemCatalog | None = None) -> grain.IterDataset:
     """A grain IterDataset of joined (RequestBatch, labels) batches, joined in `num_threads`
-    background threads with `prefetch` batches buffered. Order is deterministic."""
+    background threads with `prefetch` batches buffered. Order is deterministic.
+    `catalog` gives history events their side ids (None: unknown, UNKNOWN_SIDE)."""
     if batch_size < 1 or max_len < 1:
         raise ValueError(f"batch_size={batch_size} and max_len={max_len} must be >= 1")
     if max_len > features.max_history:
@@ -108,7 +115,8 @@ def joined_dataset(examples: Examples, store: UserLogStore, features: FeaturesCo
     order = np.random.default_rng((seed, 3)).permutation(n) if shuffle else np.arange(n)
     num_batches = n // batch_size if drop_remainder else -(-n // batch_size)
     ds = grain.MapDataset.range(num_batches).map(
-        _JoinBatch(examples, order, batch_size, store, features, max_len))
+        _JoinBatch(examples, order, batch_size, store, features, max_len,
+                   catalog or empty_catalog(features.history_side_fields)))
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, num_threads),
                                                 prefetch_buffer_size=max(1, prefetch)))
 
@@ -116,13 +124,14 @@ def joined_dataset(examples: Examples, store: UserLogStore, features: FeaturesCo
 def joined_batches(examples: Examples, store: UserLogStore, features: FeaturesConfig, *,
                    batch_size: int, max_len: int, shuffle: bool = False, seed: int = 0,
                    drop_remainder: bool = False, num_threads: int = 4, prefetch: int = 8,
-                   progress: bool = False, desc: str = "join") -> Iterator[Any]:
+                   progress: bool = False, desc: str = "join",
+                   catalog: ItemCatalog | None = None) -> Iterator[Any]:
     """Iterate `joined_dataset` with a tqdm progress bar (when `progress`)."""
     n = len(examples)
     total = n // batch_size if drop_remainder else -(-n // batch_size)
     ds = joined_dataset(examples, store, features, batch_size=batch_size, max_len=max_len,
                         shuffle=shuffle, seed=seed, drop_remainder=drop_remainder,
-                        num_threads=num_threads, prefetch=prefetch)
+                        num_threads=num_threads, prefetch=prefetch, catalog=catalog)
     yield from tqdm(ds, total=total, disable=not progress, desc=desc, unit="batch")
 
 

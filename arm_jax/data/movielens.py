@@ -16,6 +16,8 @@ strictly before t):
   log1p(days since the first rating).
 - Candidate sparse: movie id, `genre_fields` genre slots (the movie's genres in a fixed order,
   id = genre index + 1, 0 = none: multi-hot hashed into fields), release year // 5.
+  History events carry their movie's genre slots and year // 5 too (`catalog`, joined at
+  read time), so history matching compares genres across the history.
   Candidate dense: (year - 1990) / 20, log1p(movie's ratings so far), its smoothed mean rating
   - 3.5 and smoothed like rate so far.
 - Split: global and temporal; `cut_ts` is the time before which `train_frac` of all ratings
@@ -31,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.synthetic import Examples
 
 DEFAULT_DIR = Path("../shared/data/movielens-latest-small")
@@ -68,7 +71,9 @@ def feature_overrides(spec: MovieLensSpec = MovieLensSpec()) -> tuple[str, ...]:
     return ("features.req_sparse_fields=4", "features.req_dense_features=4",
             f"features.cand_sparse_fields={2 + spec.genre_fields}",
             "features.cand_dense_features=4", f"features.num_action_types={NUM_ACTIONS}",
-            "features.tasks=[like]")
+            "features.tasks=[like]",
+            "features.history_side_fields=["
+            + ",".join(str(j) for j in range(1, 2 + spec.genre_fields)) + "]")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,7 @@ class MovieLensData:
     log_action: np.ndarray    # int64 [E] rating bucket
     log_ts: np.ndarray        # int64 [E]
     cut_ts: int
+    catalog: ItemCatalog       # movie id -> genre slots and year // 5 (fields 1..g+1)
     stats: dict = field(default_factory=dict)
 
     def load_into(self, store) -> int:
@@ -216,7 +222,17 @@ def load_movielens(data_dir: str | Path | None = None,
              "test_candidates": int(test.cand_mask.sum()),
              "like_rate": float((rating >= 4.0).mean()), "cut_ts": cut_ts}
     return MovieLensData(spec=spec, train=train, test=test, log_user=user, log_item=movie,
-                         log_action=action, log_ts=ts, cut_ts=cut_ts, stats=stats)
+                         log_action=action, log_ts=ts, cut_ts=cut_ts,
+                         catalog=_catalog(movies, spec.genre_fields), stats=stats)
+
+
+def _catalog(movies: dict[int, tuple[int, tuple[int, ...]]], genre_fields: int) -> ItemCatalog:
+    """movie id -> (genre slots, year // 5): the candidate fields 1..genre_fields + 1."""
+    side = np.zeros((max(movies, default=-1) + 1, genre_fields + 1), np.int64)
+    for m, (year, genres) in movies.items():
+        side[m, :len(genres)] = genres
+        side[m, genre_fields] = year // 5
+    return ItemCatalog(side, tuple(range(1, 2 + genre_fields)))
 
 
 __all__ = ["MovieLensSpec", "MovieLensData", "MovieLensMissing", "load_movielens",

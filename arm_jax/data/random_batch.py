@@ -14,6 +14,8 @@ def random_batch(features: FeaturesConfig, *, batch: int, candidates: int, histo
     """Fresh random ids and values (never zeros); ragged history lengths unless `full_history`.
 
     `valid_candidates` (default: all) masks the trailing candidate slots as padding.
+    Side fields (history events' and candidates' `history_side_fields`) draw from 15
+    values, so candidates and history events share values and history matching fires.
     """
     r = np.random.default_rng(seed)
     f = features
@@ -22,6 +24,9 @@ def random_batch(features: FeaturesConfig, *, batch: int, candidates: int, histo
     mask = np.ones((batch, candidates), bool)
     if valid_candidates is not None:
         mask[:, valid_candidates:] = False
+    side = list(f.history_side_fields)
+    cand_sparse = r.integers(1, 10**6, (batch, candidates, f.cand_sparse_fields))
+    cand_sparse[..., side] = r.integers(1, 16, (batch, candidates, len(side)))
     return make_batch(
         req_sparse=r.integers(1, 10**6, (batch, f.req_sparse_fields)),
         req_dense=r.normal(size=(batch, f.req_dense_features)),
@@ -29,7 +34,8 @@ def random_batch(features: FeaturesConfig, *, batch: int, candidates: int, histo
         hist_action=r.integers(0, f.num_action_types, (batch, history)),
         hist_gap=r.exponential(1e5, (batch, history)),
         hist_len=hist_len,
-        cand_sparse=r.integers(1, 10**6, (batch, candidates, f.cand_sparse_fields)),
+        hist_side=r.integers(1, 16, (batch, history, len(side))),
+        cand_sparse=cand_sparse,
         cand_dense=r.normal(size=(batch, candidates, f.cand_dense_features)),
-        cand_mask=mask,
+        cand_mask=mask, expected={"history_side_fields": len(side)},
     )

@@ -43,13 +43,15 @@ Candidate dense: quality, bid, then noise. Request dense: N(0, 1). Only the firs
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields
 from typing import Iterator
 
 import numpy as np
 
-from arm_jax.batch import RequestBatch, make_batch
+from arm_jax.batch import RequestBatch, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
+from arm_jax.data.catalog import ItemCatalog
 from arm_jax.metrics import evaluate
 
 _DAY = 86400
@@ -197,6 +199,10 @@ class SyntheticWorld:
     truth: _Truth = field(repr=False)
     _log_key: np.ndarray = field(repr=False)  # user << 32 | (ts - start_ts), ascending
 
+    @functools.cached_property
+    def _catalog(self) -> ItemCatalog:
+        return self.catalog()
+
     @property
     def num_users(self) -> int:
         return int(self.user_offsets.shape[0] - 1)
@@ -281,6 +287,26 @@ class SyntheticWorld:
             topic_item_start=topic_item_start, truth=truth, _log_key=key[order],
         )
 
+    # ---------------------------------------------------------------- catalogue
+
+    def catalog(self) -> ItemCatalog:
+        """Every ad's side ids for `features.history_side_fields`.
+
+        Only item attributes can be side fields: 0 ad id, 1 advertiser, 2 topic, 3 creative
+        type (placement and the random fields belong to the impression, not the ad).
+        """
+        attrs = (np.arange(self.spec.num_items), self.item_advertiser, self.item_topic,
+                 self.item_creative)
+        fields = tuple(self.features.history_side_fields)
+        bad = [j for j in fields if j >= len(attrs)]
+        if bad:
+            raise ValueError(f"features.history_side_fields={list(fields)}: the synthetic "
+                             f"world's ads have attributes only for candidate fields 0..3 "
+                             f"(ad, advertiser, topic, creative), got {bad}")
+        side = np.stack([attrs[j] for j in fields], -1) if fields else \
+            np.zeros((self.spec.num_items, 0), np.int64)
+        return ItemCatalog(side, fields)
+
     # ---------------------------------------------------------------- history join
 
     def _query_key(self, user_id: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -296,7 +322,8 @@ class SyntheticWorld:
         """Point-in-time history: the user's events with ts < request ts, most recent first.
 
         Returns hist_item int32 [R, L], hist_action int32 [R, L], hist_gap float32 [R, L]
-        (request ts - event ts, seconds), hist_len int32 [R]; slots past hist_len are 0.
+        (request ts - event ts, seconds), hist_len int32 [R], hist_side int32 [R, L, s]
+        (the items' catalogue side ids); slots past hist_len are 0.
         One searchsorted on the (user, ts) key, then a gather: no loop over requests.
         """
         user_id = np.asarray(user_id, np.int64)
@@ -313,6 +340,8 @@ class SyntheticWorld:
             "hist_action": np.where(valid_rl, self.log_action[idx_rl], 0).astype(np.int32),
             "hist_gap": np.where(valid_rl, gap, 0.0).astype(np.float32),
             "hist_len": hist_len.astype(np.int32),
+            "hist_side": np.where(valid_rl[..., None], self._catalog.lookup(
+                np.where(valid_rl, self.log_item[idx_rl], 0)), 0).astype(np.int32),
         }
 
     # ---------------------------------------------------------------- requests
@@ -438,11 +467,7 @@ def iterate_batches(world: SyntheticWorld, examples: Examples, batch_size: int, 
     n = len(examples)
     order = np.random.default_rng((seed, 3)).permutation(n) if shuffle else np.arange(n)
     f = world.features
-    expected = {"req_sparse_fields": f.req_sparse_fields,
-                "req_dense_features": f.req_dense_features,
-                "cand_sparse_fields": f.cand_sparse_fields,
-                "cand_dense_features": f.cand_dense_features,
-                "history_len": f.max_history, "candidates": f.max_candidates}
+    expected = expected_widths(f)
     for lo in range(0, n, batch_size):
         idx = order[lo:lo + batch_size]
         if drop_remainder and idx.size < batch_size:

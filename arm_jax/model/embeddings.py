@@ -27,12 +27,19 @@ class HashedEmbedding(nnx.Module):
         self.table = nnx.Param(init(rngs.params(), (num_fields * rows_per_field, features),
                                     param_dtype), logical_axes=("vocab", "embed"))
 
-    def rows(self, ids_xf: jax.Array) -> jax.Array:
-        """Table rows for raw ids [..., num_fields]."""
+    def rows(self, ids_xf: jax.Array, fields: tuple[int, ...] | None = None) -> jax.Array:
+        """Table rows for raw ids [..., num_fields] (or [..., len(fields)]: those fields)."""
         salts = field_salts(self.num_fields, self.salt_base)
         offsets = jnp.arange(self.num_fields, dtype=jnp.int32) * self.rows_per_field
+        if fields is not None:
+            idx = jnp.asarray(fields, jnp.int32)
+            salts, offsets = salts[idx], offsets[idx]
         return hash_ids(ids_xf, salts, self.rows_per_field) + offsets
 
-    def __call__(self, ids_xf: jax.Array) -> jax.Array:
-        """[..., num_fields] raw ids -> [..., num_fields, features]."""
-        return jnp.take(self.table[...], self.rows(ids_xf), axis=0)
+    def __call__(self, ids_xf: jax.Array, fields: tuple[int, ...] | None = None) -> jax.Array:
+        """[..., num_fields] raw ids -> [..., num_fields, features].
+
+        `fields` looks ids of only those fields up (e.g. a history event's advertiser and
+        topic in the candidate table, so both sides share one embedding per value).
+        """
+        return jnp.take(self.table[...], self.rows(ids_xf, fields), axis=0)

@@ -24,6 +24,7 @@ from arm_jax.batch import RequestBatch
 from arm_jax.config import FeaturesConfig, ModelConfig
 from arm_jax.model.attention import SummaryPooling, masked_softmax_attention
 from arm_jax.model.embeddings import HashedEmbedding
+from arm_jax.model.history_match import HistoryMatch, MatchState
 from arm_jax.model.preprocess import normalize_dense
 from arm_jax.model.sequence_encoder import SequenceEncoder
 from arm_jax.model.wukong import WukongLayer, WukongRequestPart
@@ -41,6 +42,7 @@ class RequestState:
     hist_v_blhk: jax.Array | None
     hist_mask_bl: jax.Array
     first_layer: WukongRequestPart
+    match: MatchState | None = None
 
 
 def target_attention(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
@@ -80,8 +82,11 @@ class Ranker(nnx.Module):
             self.ta_kv = nnx.Linear(d, 2 * d, **kw)
             self.ta_out = nnx.Linear(d, d, **kw)
         self.req_token_count = features.req_sparse_fields + 1 + model.summary_tokens
+        self.side_fields = tuple(features.history_side_fields)
+        self.match = (HistoryMatch(1 + len(self.side_fields), d, **kw)
+                      if model.history_match else None)
         self.cand_token_count = (features.cand_sparse_fields + 1 + int(model.target_attention)
-                                 + int(model.share_item_embedding))
+                                 + int(model.share_item_embedding) + int(model.history_match))
         tokens = self.req_token_count + self.cand_token_count
         layers = []
         for _ in range(model.wukong_layers):
@@ -101,10 +106,18 @@ class Ranker(nnx.Module):
         batch = batch.truncate_history(self.cfg.history_len)
         b = batch.num_requests
         d = self.cfg.d_model
+        if batch.hist_side.shape[-1] != len(self.side_fields):
+            raise ValueError(
+                f"hist_side: expected {len(self.side_fields)} columns (one per "
+                f"features.history_side_fields={list(self.side_fields)}), got "
+                f"{batch.hist_side.shape[-1]}")
         sparse_bfd = self.req_sparse(batch.req_sparse).astype(self.dtype)
         dense_b1d = self.req_dense(normalize_dense(batch.req_dense))[:, None]
+        # Each event's item side fields, in the candidate table: one embedding per value
+        # whether it describes a candidate or a past event.
+        side_blsd = self.cand_sparse(batch.hist_side, self.side_fields).astype(self.dtype)
         seq_bld, mask_bl = self.encoder(batch.hist_item, batch.hist_action, batch.hist_gap,
-                                        batch.hist_len)
+                                        batch.hist_len, extra_bld=side_blsd.sum(axis=2))
         parts = [sparse_bfd, dense_b1d]
         if self.summary is not None:
             parts.append(self.summary(seq_bld, mask_bl))
@@ -114,9 +127,14 @@ class Ranker(nnx.Module):
             h = self.cfg.target_heads
             kv = self.ta_kv(seq_bld).reshape(b, -1, 2, h, d // h)
             k, v = kv[:, :, 0], kv[:, :, 1]
+        match = None
+        if self.match is not None:
+            item_bl1d = self.encoder.items(batch.hist_item[..., None]).astype(self.dtype)
+            keys_blfd = jnp.concatenate([item_bl1d, side_blsd], axis=2)
+            match = self.match.request_part(keys_blfd, seq_bld, mask_bl)
         return RequestState(req_tokens_btd=req_btd, hist_k_blhk=k, hist_v_blhk=v,
                             hist_mask_bl=mask_bl,
-                            first_layer=self.wukong[0].request_part(req_btd))
+                            first_layer=self.wukong[0].request_part(req_btd), match=match)
 
     def score_candidates(self, state: RequestState, batch: RequestBatch) -> jax.Array:
         """Candidate-level work over the candidate axis -> logits [b, c, tasks]."""
@@ -126,11 +144,16 @@ class Ranker(nnx.Module):
         dense_bc1d = self.cand_dense(normalize_dense(batch.cand_dense))[:, :, None]
         parts = [sparse_bcfd, dense_bc1d]
         query_in_bcd = sparse_bcfd.mean(axis=2) + dense_bc1d[:, :, 0]
-        if self.cfg.share_item_embedding:
+        if self.match is not None or self.cfg.share_item_embedding:
             # The candidate's item id in the history's item table: the same vector the
             # encoder sees when this item appears in a history, so "has this user engaged
             # with items like this one" is a comparison in one space (DIN-style sharing).
             item_bc1d = self.encoder.items(batch.cand_sparse[..., :1]).astype(self.dtype)
+        if self.match is not None:
+            keys_bcfd = jnp.concatenate([item_bc1d, sparse_bcfd[:, :, list(self.side_fields)]],
+                                        axis=2)
+            parts.append(self.match(state.match, keys_bcfd)[:, :, None])
+        if self.cfg.share_item_embedding:
             parts.append(item_bc1d)
             query_in_bcd = query_in_bcd + item_bc1d[:, :, 0]
         if self.cfg.target_attention:
@@ -182,6 +205,7 @@ def per_pair_batch(batch: RequestBatch) -> RequestBatch:
         req_sparse=rep(batch.req_sparse), req_dense=rep(batch.req_dense),
         hist_item=rep(batch.hist_item), hist_action=rep(batch.hist_action),
         hist_gap=rep(batch.hist_gap), hist_len=rep(batch.hist_len),
+        hist_side=rep(batch.hist_side),
         cand_sparse=batch.cand_sparse.reshape((b * c, 1) + batch.cand_sparse.shape[2:]),
         cand_dense=batch.cand_dense.reshape((b * c, 1) + batch.cand_dense.shape[2:]),
         cand_mask=batch.cand_mask.reshape(b * c, 1),

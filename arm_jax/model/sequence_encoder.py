@@ -40,11 +40,18 @@ class SequenceEncoder(nnx.Module):
         self.norm = nnx.LayerNorm(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, hist_item_bl: jax.Array, hist_action_bl: jax.Array,
-                 hist_gap_bl: jax.Array, hist_len_b: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """-> (encoded history [b, l, d], validity mask [b, l]); l = min(batch L, tier L)."""
+                 hist_gap_bl: jax.Array, hist_len_b: jax.Array,
+                 extra_bld: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """-> (encoded history [b, l, d], validity mask [b, l]); l = min(batch L, tier L).
+
+        `extra_bld` is added to each event's embedding (the item's side-field embeddings).
+        """
         l = hist_item_bl.shape[1]
         mask_bl = jnp.arange(l)[None, :] < hist_len_b[:, None]
-        x_bld = (self.items(hist_item_bl[..., None])[..., 0, :]
+        item_bld = self.items(hist_item_bl[..., None])[..., 0, :]
+        if extra_bld is not None:
+            item_bld = item_bld + extra_bld
+        x_bld = (item_bld
                  + self.actions(hist_action_bl)
                  + self.ages(age_bucket(hist_gap_bl, self.time_buckets))
                  + self.positions[...][:l]).astype(self.dtype)

@@ -33,7 +33,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from arm_jax.batch import RequestBatch
+from arm_jax.batch import RequestBatch, batch_spec_for
 from arm_jax.config import TierConfig
 from arm_jax.parallel.liveness import jaxpr_peak_bytes
 from arm_jax.parallel.mesh import DATA, MODEL
@@ -146,17 +146,8 @@ def parse_bytes(text: str) -> int:
 def abstract_batch(tier: TierConfig, batch: int, candidates: int, history: int | None = None
                    ) -> RequestBatch:
     """ShapeDtypeStructs of a RequestBatch bucket (no data)."""
-    f = tier.features
-    l = history or tier.model.history_len
-    s = jax.ShapeDtypeStruct
-    return RequestBatch(
-        req_sparse=s((batch, f.req_sparse_fields), jnp.int32),
-        req_dense=s((batch, f.req_dense_features), jnp.float32),
-        hist_item=s((batch, l), jnp.int32), hist_action=s((batch, l), jnp.int32),
-        hist_gap=s((batch, l), jnp.float32), hist_len=s((batch,), jnp.int32),
-        cand_sparse=s((batch, candidates, f.cand_sparse_fields), jnp.int32),
-        cand_dense=s((batch, candidates, f.cand_dense_features), jnp.float32),
-        cand_mask=s((batch, candidates), jnp.bool_))
+    return batch_spec_for(tier.features, batch=batch, candidates=candidates,
+                          history=history or tier.model.history_len)
 
 
 def _bytes(tree: Any) -> int:

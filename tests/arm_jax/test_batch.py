@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from arm_jax.batch import BatchError, batch_spec, make_batch
+from arm_jax.batch import UNKNOWN_SIDE, BatchError, batch_spec, make_batch
 
 
 def _fields(b=2, c=3, l=4):
@@ -22,9 +22,11 @@ def test_valid_batch_has_expected_dtypes_and_default_mask():
 
 
 def test_truncate_history_keeps_most_recent_events():
-    batch = make_batch(**_fields())
+    side = np.arange(2 * 4 * 3).reshape(2, 4, 3)
+    batch = make_batch(**_fields(), hist_side=side)
     short = batch.truncate_history(2)
     np.testing.assert_array_equal(short.hist_item, batch.hist_item[:, :2])
+    np.testing.assert_array_equal(short.hist_side, side[:, :2])
     np.testing.assert_array_equal(short.hist_len, [2, 1])
 
 
@@ -68,3 +70,15 @@ def test_batch_spec_matches_make_batch():
     for name in ("req_sparse", "hist_gap", "cand_dense", "cand_mask"):
         assert getattr(spec, name).shape == getattr(batch, name).shape
         assert getattr(spec, name).dtype == getattr(batch, name).dtype
+
+
+def test_hist_side_defaults_to_unknown_and_is_checked():
+    batch = make_batch(**_fields(), expected={"history_side_fields": 2})
+    assert batch.hist_side.shape == (2, 4, 2) and (batch.hist_side == UNKNOWN_SIDE).all()
+    with pytest.raises(BatchError, match=r"hist_side: expected 2 columns \(history_side_fields\), "
+                                         r"got 3"):
+        make_batch(**_fields(), hist_side=np.zeros((2, 4, 3), np.int64), expected={"history_side_fields": 2})
+    with pytest.raises(BatchError, match=r"hist_side: expected shape \(2, 4, \*\), got \(2, 5, 2\)"):
+        make_batch(**_fields(), hist_side=np.zeros((2, 5, 2), np.int64))
+    with pytest.raises(BatchError, match=r"hist_side: ids must be >= 0, got -1"):
+        make_batch(**_fields(), hist_side=-np.ones((2, 4, 2), np.int64))

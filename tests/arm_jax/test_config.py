@@ -48,6 +48,10 @@ def test_overrides_apply_and_keep_types():
     ("model.d_model", "override 'model.d_model' must look like key=value"),
     ("serving.batch_buckets=[4,1]", "serving.batch_buckets=[4, 1] must be a non-empty, strictly"),
     ("model.encoder_heads=3", "model.d_model=128 must be divisible by model.encoder_heads=3"),
+    ("features.history_side_fields=[1,8]", "features.history_side_fields=[1, 8] must be "
+     "distinct candidate field indices in [0, cand_sparse_fields=8)"),
+    ("features.history_side_fields=[2,2]", "features.history_side_fields=[2, 2] must be "
+     "distinct"),
 ])
 def test_bad_values_name_key_value_and_limit(override, message):
     with pytest.raises(ConfigError) as e:

@@ -83,12 +83,15 @@ def test_join_matches_reference_and_never_leaks_the_future(store, world):
     assert seen == len(ex)
     np.testing.assert_array_equal(np.concatenate(order), ex.req_sparse)   # order kept
     # identical to a brute-force scan of every stored event (items, actions, gaps, order)
-    got = StoreHistory(store, tier.features).join_history(ex.user_id, ex.ts, L)
+    catalog = w.catalog()
+    got = StoreHistory(store, tier.features, catalog).join_history(ex.user_id, ex.ts, L)
     for r in range(len(ex)):
         it, ac, gap = _brute_force(flat, ex.user_id[r], ex.ts[r], L)
         k = got["hist_len"][r]
         assert k == it.size
         np.testing.assert_array_equal(got["hist_item"][r, :k], it)
+        np.testing.assert_array_equal(got["hist_side"][r, :k], catalog.lookup(it))
+        assert not got["hist_side"][r, k:].any()
         np.testing.assert_array_equal(got["hist_action"][r, :k], ac)
         np.testing.assert_array_equal(got["hist_gap"][r, :k], gap.astype(np.float32))
     # markers of a user's earlier examples are legitimately joined; the example's own never

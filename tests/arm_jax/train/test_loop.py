@@ -1,4 +1,5 @@
-"""Training on the synthetic world: the loss falls and the ranker beats logistic regression."""
+"""Training on the synthetic world: the loss falls, the ranker beats logistic regression, and
+the large tier (long history, target attention) beats the small one on long-history users."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ def trained(tiny_overrides, tmp_path_factory):
     return tier, data, ranker, logreg, out / "ranker"
 
 
+@pytest.fixture(scope="module")
+def trained_large(tiny_overrides):
+    """The tiny `large` tier reading 128 events (small reads 16), on the same world."""
+    tier = load_tier("large", [*tiny_overrides, *WORLD, "model.history_len=128"])
+    return train_model(tier, make_synthetic_data(tier), steps=300, progress=False)
+
+
 def test_loss_falls(trained):
     _, _, ranker, logreg, _ = trained
     for res in (ranker, logreg):
@@ -49,3 +57,11 @@ def test_checkpoint_restores_the_trained_model(trained):
     assert again["overall"]["click"]["auc"] == pytest.approx(
         ranker.metrics["overall"]["click"]["auc"], abs=1e-9)
     assert read_metrics(path)["steps"] == 300
+
+
+def test_large_beats_small_on_users_with_long_histories(trained, trained_large):
+    small, large = trained[2].metrics, trained_large.metrics
+    assert small["long_history"]["requests"] == large["long_history"]["requests"] > 50
+    auc = {name: m["long_history"]["click"]["auc"] for name, m in
+           (("small", small), ("large", large))}
+    assert auc["large"] > auc["small"] + 0.01, auc
