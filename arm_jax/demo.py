@@ -33,6 +33,7 @@ def batch_to_payload(batch: Any, index: int) -> dict[str, Any]:
         "hist_item": np.asarray(batch.hist_item[index, :h]).tolist(),
         "hist_action": np.asarray(batch.hist_action[index, :h]).tolist(),
         "hist_gap": np.asarray(batch.hist_gap[index, :h]).tolist(),
+        "hist_side": np.asarray(batch.hist_side[index, :h]).tolist(),
         "cand_sparse": np.asarray(batch.cand_sparse[index, :n_valid]).tolist(),
         "cand_dense": np.asarray(batch.cand_dense[index, :n_valid]).tolist(),
     }

@@ -55,11 +55,12 @@ class PackedBatch:
 
 
 def pack(requests: Sequence[dict[str, np.ndarray]], *, event_capacity: int | None = None,
-         candidate_capacity: int | None = None, side_fields: int = 0) -> PackedBatch:
+         candidate_capacity: int | None = None, side_fields: int | None = None) -> PackedBatch:
     """Concatenate per-request dicts (keys: req_sparse [f_r], req_dense [e_r], request_ts,
     ev_item/ev_action/ev_ts [n_i] ascending in time, optional ev_side [n_i, side_fields]
     (absent: UNKNOWN_SIDE), cand_sparse [m_i, f_c], cand_dense [m_i, e_c]) into one
-    PackedBatch, padded to the given capacities."""
+    PackedBatch, padded to the given capacities. `side_fields` (s) defaults to the width of
+    the first request's ev_side, else 0."""
     if not requests:
         raise BatchError("requests: need at least one request")
     ev_counts = [len(r["ev_item"]) for r in requests]
@@ -83,6 +84,9 @@ def pack(requests: Sequence[dict[str, np.ndarray]], *, event_capacity: int | Non
     f_c = np.asarray(requests[0]["cand_sparse"]).reshape(cand_counts[0], -1).shape[1] \
         if cand_counts[0] else np.asarray(requests[0]["cand_sparse"]).shape[-1]
     e_c = np.asarray(requests[0]["cand_dense"]).shape[-1]
+    if side_fields is None:
+        given = [np.shape(r["ev_side"]) for r in requests if "ev_side" in r]
+        side_fields = given[0][1] if given and len(given[0]) == 2 else 0
     requests = [r if "ev_side" in r else
                 {**r, "ev_side": np.full((n, side_fields), UNKNOWN_SIDE, np.int32)}
                 for r, n in zip(requests, ev_counts)]

@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from arm_jax.data.catalog import CatalogError, ItemCatalog
 from arm_jax.routing.policies import (FixedPolicy, LoadAwarePolicy, RoutingError, TierCost,
                                       load_policy)
 from arm_jax.store.base import CorruptValue, UserLogStore
@@ -117,16 +118,30 @@ def decode_body(body: bytes, content_type: str) -> tuple[Any, bool]:
 
 def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | None = None,
                *, warm_in_background: bool = True,
-               history_store: UserLogStore | None = None) -> FastAPI:
+               history_store: UserLogStore | None = None,
+               catalog: ItemCatalog | None = None) -> FastAPI:
     """FastAPI app over these tiers. Readiness flips once every executor is warmed.
 
     `history_store` (else `settings.history_store`, a URL opened on first use) serves the
     histories of requests that carry a user_id instead of inline hist_* fields.
+    `catalog` (else `settings.catalog`, a file loaded here) fills the side ids of
+    histories that come without them; CatalogError if it is unreadable or does not hold
+    the tiers' `features.history_side_fields`.
     """
     settings = settings or ServerSettings()
     metrics = ServerMetrics()
     registry = TierRegistry(executors, settings, on_batch=metrics.on_batch)
     feats = registry.features
+    if catalog is None and settings.catalog is not None:
+        catalog = ItemCatalog.load(settings.catalog)
+    if catalog is not None:
+        try:
+            catalog.check_fields(feats.history_side_fields)
+        except CatalogError as e:
+            raise CatalogError(f"{settings.catalog or 'catalog'}: {e}") from None
+    elif feats.history_side_fields:
+        log.warning("no item catalogue: histories sent without hist_side get unknown side "
+                    "ids (scores are worse); pass --catalog PATH.npz")
     costs = [TierCost(n, _per_request_flops(executors[n]), executors[n].config.model.history_len)
              for n in registry.order]
     try:
@@ -148,12 +163,14 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
 
                 state["store"] = open_store(settings.history_store)
         return fetch_request_history(state["store"], user_id, ts, fetch_len,
-                                     feats.num_action_types)
+                                     feats.num_action_types, catalog,
+                                     len(feats.history_side_fields))
 
     async def fetch_history(req: RankRequest) -> tuple[RankRequest, str, str | None]:
         """-> (request with history, history source, store failure reason or None).
         One store read per request; any failure degrades, never raises."""
-        if req.hist_item or req.hist_action or req.hist_gap or req.user_id is None:
+        if (req.hist_item or req.hist_action or req.hist_gap or req.hist_side
+                or req.user_id is None):
             return req, ("inline" if req.hist_item else "none"), None
         if state["store"] is None and not settings.history_store:
             reason = "store_not_configured"
@@ -199,6 +216,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
     app.state.registry = registry
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.catalog = catalog
     tokens = [t for t in (settings.token, settings.admin_token) if t]
     if tokens:
         app.add_middleware(BearerAuth, tokens=tokens)
@@ -245,6 +263,8 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                        "max_history": feats.max_history,
                        "max_body_bytes": settings.max_body_bytes},
             "policy": settings.policy,
+            "catalog": None if catalog is None else {"items": catalog.num_items,
+                                                     "fields": list(catalog.fields)},
             "tiers": [{"name": n, "history_len": executors[n].config.model.history_len,
                        "deadline_ms": executors[n].config.serving.deadline_ms,
                        "buckets": [list(b) for b in executors[n].buckets],
@@ -268,7 +288,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         if req.tier is not None and req.tier not in executors:
             raise FieldError("tier", f"unknown tier {req.tier!r}; tiers: {registry.order}")
         req, history_source, store_failure = await fetch_history(req)
-        batch = to_batch(req, feats, registry.max_candidates)
+        batch = to_batch(req, feats, registry.max_candidates, catalog)
         if not registry.ready:
             metrics.rejects.labels("not_ready").inc()
             return _error(503, "server", state["warm_error"] or "warming up", reason="not_ready",

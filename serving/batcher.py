@@ -259,7 +259,7 @@ def pack_requests(batches: list[RequestBatch], history_len: int) -> RequestBatch
     for x in batches:
         cols["req_sparse"].append(np.asarray(x.req_sparse))
         cols["req_dense"].append(np.asarray(x.req_dense))
-        for f in ("hist_item", "hist_action", "hist_gap"):
+        for f in ("hist_item", "hist_action", "hist_gap", "hist_side"):
             cols[f].append(pad_to(getattr(x, f), 1, L))
         cols["hist_len"].append(np.minimum(np.asarray(x.hist_len), L))
         for f in ("cand_sparse", "cand_dense", "cand_mask"):

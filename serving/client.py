@@ -65,9 +65,13 @@ class RankClient:
 
 def random_request(features: dict[str, Any], *, candidates: int, history: int,
                    rng: np.random.Generator, **extra: Any) -> dict[str, Any]:
-    """A valid /v1/rank payload for the schema `features` (the /v1/info `features` dict)."""
+    """A valid /v1/rank payload for the schema `features` (the /v1/info `features` dict).
+
+    hist_side (random side ids, one row per event) is sent when the schema has
+    `history_side_fields`; it is drawn last, so the other fields of a seed stay the same.
+    """
     f = features
-    return {
+    body = {
         "req_sparse": rng.integers(1, 10**6, f["req_sparse_fields"]).tolist(),
         "req_dense": rng.normal(size=f["req_dense_features"]).round(4).tolist(),
         "hist_item": rng.integers(1, 10**6, history).tolist(),
@@ -75,5 +79,8 @@ def random_request(features: dict[str, Any], *, candidates: int, history: int,
         "hist_gap": rng.exponential(1e5, history).round(1).tolist(),
         "cand_sparse": rng.integers(1, 10**6, (candidates, f["cand_sparse_fields"])).tolist(),
         "cand_dense": rng.normal(size=(candidates, f["cand_dense_features"])).round(4).tolist(),
-        **extra,
     }
+    if "history_side_fields" in f:
+        side = len(f["history_side_fields"])
+        body["hist_side"] = rng.integers(1, 10**6, (history, side)).tolist()
+    return {**body, **extra}

@@ -123,6 +123,7 @@ def dummy_batch(features: FeaturesConfig, b: int, n: int, history: int) -> Reque
         hist_action=np.zeros((b, history), np.int32),
         hist_gap=np.ones((b, history), np.float32),
         hist_len=np.full((b,), history, np.int32),
+        hist_side=np.ones((b, history, len(f.history_side_fields)), np.int32),
         cand_sparse=np.ones((b, n, f.cand_sparse_fields), np.int32),
         cand_dense=np.zeros((b, n, f.cand_dense_features), np.float32),
         cand_mask=np.ones((b, n), bool),

@@ -13,8 +13,9 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from arm_jax.batch import BatchError, RequestBatch, make_batch
+from arm_jax.batch import UNKNOWN_SIDE, BatchError, RequestBatch, make_batch
 from arm_jax.config import FeaturesConfig
+from arm_jax.data.catalog import ItemCatalog
 
 INT32_MAX = 2**31 - 1
 Id = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
@@ -55,6 +56,10 @@ class RankRequest(BaseModel):
     hist_item: list[Id] = Field(default_factory=list, description="item ids, newest first")
     hist_action: list[Id] = Field(default_factory=list, description="action type per event")
     hist_gap: list[Gap] = Field(default_factory=list, description="seconds before the request")
+    hist_side: list[list[Id]] | None = Field(
+        None, description="[len(hist_item)][len(history_side_fields)] side ids of each event's "
+                          f"item (e.g. advertiser, topic), {UNKNOWN_SIDE} if unknown; absent: "
+                          "the server's item catalogue fills them (unknown without one)")
     cand_sparse: list[list[Id]] = Field(..., description="[N][cand_sparse_fields] ids")
     cand_dense: list[list[Real]] = Field(..., description="[N][cand_dense_features]")
     deadline_ms: Annotated[float, Field(strict=True, ge=1, le=60000)] | None = None
@@ -113,8 +118,32 @@ def parse_model(cls: type[BaseModel], obj: Any) -> BaseModel:
         raise FieldError(loc, msg) from None
 
 
-def to_batch(req: RankRequest, features: FeaturesConfig, max_candidates: int) -> RequestBatch:
-    """Check widths and limits, then pack a one-request RequestBatch."""
+def _hist_side(req: RankRequest, features: FeaturesConfig,
+               catalog: ItemCatalog | None) -> np.ndarray:
+    """hist_side [1, L, s]: the request's rows (checked), else the catalogue's, else unknown."""
+    L, s = len(req.hist_item), len(features.history_side_fields)
+    if req.hist_side is None:
+        if catalog is None:
+            return np.full((1, L, s), UNKNOWN_SIDE, np.int64)
+        return catalog.lookup(np.asarray(req.hist_item, np.int64).reshape(1, L))
+    if len(req.hist_side) != L:
+        raise FieldError("hist_side", f"expected {L} rows (one per hist_item event), "
+                                      f"got {len(req.hist_side)}")
+    for i, row in enumerate(req.hist_side):
+        if len(row) != s:
+            raise FieldError(f"hist_side[{i}]", f"expected {s} values (history_side_fields="
+                                                f"{list(features.history_side_fields)}), "
+                                                f"got {len(row)}")
+    return np.asarray(req.hist_side, np.int64).reshape(1, L, s)
+
+
+def to_batch(req: RankRequest, features: FeaturesConfig, max_candidates: int,
+             catalog: ItemCatalog | None = None) -> RequestBatch:
+    """Check widths and limits, then pack a one-request RequestBatch.
+
+    A request without hist_side gets its events' side ids from `catalog` (UNKNOWN_SIDE
+    for every event when there is none).
+    """
     f = features
     widths = (("req_sparse", req.req_sparse, f.req_sparse_fields, "req_sparse_fields"),
               ("req_dense", req.req_dense, f.req_dense_features, "req_dense_features"))
@@ -143,6 +172,7 @@ def to_batch(req: RankRequest, features: FeaturesConfig, max_candidates: int) ->
         if len(getattr(req, name)) != L:
             raise FieldError(name, f"expected {L} values (one per hist_item event), "
                                    f"got {len(getattr(req, name))}")
+    hist_side = _hist_side(req, f, catalog)
     f32 = float(np.finfo(np.float32).max)
     for name, vals in (("req_dense", req.req_dense), ("hist_gap", req.hist_gap),
                        ("cand_dense", req.cand_dense)):
@@ -159,6 +189,7 @@ def to_batch(req: RankRequest, features: FeaturesConfig, max_candidates: int) ->
             hist_action=np.asarray([req.hist_action], np.int64).reshape(1, L),
             hist_gap=np.asarray([req.hist_gap], np.float64).reshape(1, L),
             hist_len=np.asarray([L], np.int64),
+            hist_side=hist_side,
             cand_sparse=np.asarray([req.cand_sparse], np.int64),
             cand_dense=np.asarray([req.cand_dense], np.float64),
             num_action_types=f.num_action_types,
@@ -166,6 +197,7 @@ def to_batch(req: RankRequest, features: FeaturesConfig, max_candidates: int) ->
                       "req_dense_features": f.req_dense_features,
                       "cand_sparse_fields": f.cand_sparse_fields,
                       "cand_dense_features": f.cand_dense_features,
+                      "history_side_fields": len(f.history_side_fields),
                       "history_len": f.max_history, "candidates": max_candidates},
         )
     except BatchError as e:

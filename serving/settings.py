@@ -27,6 +27,9 @@ class ServerSettings:
                          with a user_id and no inline history get theirs fetched from it
     history_timeout_ms   budget of that fetch; past it (or on any store error) the request
                          is served history-free on the cheapest tier, flagged as degraded
+    catalog              item catalogue (.npz from `ItemCatalog.save`), loaded at start-up:
+                         fills the side ids (hist_side) of histories sent without them and of
+                         store-fetched ones; None -> UNKNOWN_SIDE ids, and worse scores
     """
 
     host: str = "127.0.0.1"
@@ -42,6 +45,7 @@ class ServerSettings:
     log_level: str = "warning"
     history_store: str | None = None
     history_timeout_ms: float = 100.0
+    catalog: str | None = None
 
     def __post_init__(self) -> None:
         checks = [

@@ -47,7 +47,8 @@ def run_demo(out: str | Path = "runs/demo", *, tiers: Sequence[str] = ("small", 
     """Train -> export -> serve -> replay held-out requests; returns the per-tier summary."""
     from arm_jax.compile.export import export_tiers
     from arm_jax.config import load_tier
-    from arm_jax.demo import DEMO_OVERRIDES, format_summary, summarize, train_tiers
+    from arm_jax.demo import (DEMO_OVERRIDES, format_summary, held_out_examples, summarize,
+                              train_tiers)
     from serving.app import create_app
     from serving.executor import load_artifact_executors
     from serving.server import ServerThread
@@ -58,20 +59,27 @@ def run_demo(out: str | Path = "runs/demo", *, tiers: Sequence[str] = ("small", 
     artifacts = out / "artifacts"
     export_tiers(ckpts, artifacts, platforms=("cpu",))
     print(f"exported {', '.join(tiers)} -> {artifacts}  (inspect: arm-jax inspect {artifacts})")
-    settings = ServerSettings(policy="rules")
+    reference = load_tier(tiers[-1], [*DEMO_OVERRIDES, *overrides])
+    world, examples = held_out_examples(reference, requests)
+    # the items' side ids (advertiser, topic): the server joins them into histories
+    # that come without hist_side, e.g. those it reads from a user-log store
+    catalog = world.catalog().save(out / "catalog.npz")
+    settings = ServerSettings(policy="rules", catalog=str(catalog))
     with ServerThread(create_app(load_artifact_executors(artifacts), settings), settings) as srv:
         print(f"serving on {srv.url} (docs: {srv.url}/docs)")
-        reference = load_tier(tiers[-1], [*DEMO_OVERRIDES, *overrides])
-        records = replay_requests(srv.url, reference, requests)
+        records = replay_requests(srv.url, reference, requests, held_out=(world, examples))
     rows = summarize(records)
     print(format_summary(rows))
-    print(f"serve these artifacts yourself: arm-jax serve {artifacts}")
+    print(f"serve these artifacts yourself: arm-jax serve {artifacts} --catalog {catalog}")
     return rows
 
 
-def replay_requests(url: str, tier: Any, num_requests: int,
-                    token: str | None = None) -> list[dict[str, Any]]:
-    """Send held-out synthetic requests to a running server; one record per request."""
+def replay_requests(url: str, tier: Any, num_requests: int, token: str | None = None,
+                    held_out: tuple[Any, Any] | None = None) -> list[dict[str, Any]]:
+    """Send held-out synthetic requests to a running server; one record per request.
+
+    `held_out` is (world, examples) from `held_out_examples` when already built.
+    """
     import numpy as np
     from tqdm import tqdm
 
@@ -79,7 +87,7 @@ def replay_requests(url: str, tier: Any, num_requests: int,
     from arm_jax.demo import batch_to_payload, held_out_examples
     from serving.client import RankClient
 
-    world, examples = held_out_examples(tier, num_requests)
+    world, examples = held_out or held_out_examples(tier, num_requests)
     records = []
     with RankClient(url, token=token) as client:
         client.wait_ready(timeout=600)

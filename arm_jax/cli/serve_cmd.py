@@ -42,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="user-log store for requests sending user_id instead of hist_* "
                         "(lmdb://PATH or redis://HOST:PORT/DB); outages degrade, never 5xx")
     s.add_argument("--history-timeout-ms", type=float, default=100.0)
+    s.add_argument("--catalog", default=None, metavar="PATH.npz",
+                   help="item catalogue (ItemCatalog.save): side ids (e.g. advertiser, topic) "
+                        "of history items sent without hist_side or read from the store; "
+                        "without it they are unknown and scores are worse")
     s.add_argument("--log-level", default="warning")
     s.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides for --fake tiers")
@@ -99,7 +103,13 @@ def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes, deadline_ms=args.deadline_ms,
         batch_window_ms=args.batch_window_ms, max_queue=args.max_queue, policy=args.policy,
         drain_timeout_s=args.drain_timeout, log_level=args.log_level,
-        history_store=args.history_store, history_timeout_ms=args.history_timeout_ms)
+        history_store=args.history_store, history_timeout_ms=args.history_timeout_ms,
+        catalog=args.catalog)
+    catalog = None
+    if args.catalog:   # a bad file fails here, before any tier is loaded
+        from arm_jax.data.catalog import ItemCatalog
+
+        catalog = ItemCatalog.load(args.catalog)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         print(f"arm-jax: warning: binding {args.host} without --token", file=sys.stderr)
     if args.fake:
@@ -115,9 +125,10 @@ def _serve(args: argparse.Namespace) -> int:
     from serving.app import create_app
     from serving.server import serve_forever
 
-    app = create_app(executors, settings)
+    app = create_app(executors, settings, catalog=catalog)
+    side = f"; catalogue of {catalog.num_items} items" if catalog is not None else ""
     print(f"arm-jax: serving {', '.join(executors)} on http://{args.host}:{args.port} "
-          f"(policy {settings.policy}; /docs for the API)", file=sys.stderr, flush=True)
+          f"(policy {settings.policy}{side}; /docs for the API)", file=sys.stderr, flush=True)
     serve_forever(app, settings)
     return 0
 

@@ -116,8 +116,10 @@ class Ranker(nnx.Module):
         # Each event's item side fields, in the candidate table: one embedding per value
         # whether it describes a candidate or a past event.
         side_blsd = self.cand_sparse(batch.hist_side, self.side_fields).astype(self.dtype)
+        item_bld = self.encoder.items(batch.hist_item[..., None])[..., 0, :]
         seq_bld, mask_bl = self.encoder(batch.hist_item, batch.hist_action, batch.hist_gap,
-                                        batch.hist_len, extra_bld=side_blsd.sum(axis=2))
+                                        batch.hist_len, extra_bld=side_blsd.sum(axis=2),
+                                        item_bld=item_bld)
         parts = [sparse_bfd, dense_b1d]
         if self.summary is not None:
             parts.append(self.summary(seq_bld, mask_bl))
@@ -129,8 +131,8 @@ class Ranker(nnx.Module):
             k, v = kv[:, :, 0], kv[:, :, 1]
         match = None
         if self.match is not None:
-            item_bl1d = self.encoder.items(batch.hist_item[..., None]).astype(self.dtype)
-            keys_blfd = jnp.concatenate([item_bl1d, side_blsd], axis=2)
+            keys_blfd = jnp.concatenate([item_bld[:, :, None].astype(self.dtype), side_blsd],
+                                        axis=2)
             match = self.match.request_part(keys_blfd, seq_bld, mask_bl)
         return RequestState(req_tokens_btd=req_btd, hist_k_blhk=k, hist_v_blhk=v,
                             hist_mask_bl=mask_bl,

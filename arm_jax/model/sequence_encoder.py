@@ -41,14 +41,17 @@ class SequenceEncoder(nnx.Module):
 
     def __call__(self, hist_item_bl: jax.Array, hist_action_bl: jax.Array,
                  hist_gap_bl: jax.Array, hist_len_b: jax.Array,
-                 extra_bld: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                 extra_bld: jax.Array | None = None,
+                 item_bld: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """-> (encoded history [b, l, d], validity mask [b, l]); l = min(batch L, tier L).
 
-        `extra_bld` is added to each event's embedding (the item's side-field embeddings).
+        `extra_bld` is added to each event's embedding (the item's side-field embeddings);
+        `item_bld` is `self.items` of the events when the caller already looked it up.
         """
         l = hist_item_bl.shape[1]
         mask_bl = jnp.arange(l)[None, :] < hist_len_b[:, None]
-        item_bld = self.items(hist_item_bl[..., None])[..., 0, :]
+        if item_bld is None:
+            item_bld = self.items(hist_item_bl[..., None])[..., 0, :]
         if extra_bld is not None:
             item_bld = item_bld + extra_bld
         x_bld = (item_bld

@@ -250,16 +250,17 @@ def plan_memory(tier: TierConfig, devices: int, device_memory: int, *, data: int
 def second_gradient_bytes(placements: list[Placement], data: int) -> int:
     """Gradient bytes XLA holds twice, per device.
 
-    With data parallelism (data > 1) every gradient is summed over 'data' by an
-    all-reduce whose result is a second buffer of the gradient's (local) size. Without
-    it, the embedding tables (logical axis 'vocab') still get a second buffer: their
-    gradient is a scatter-add into a zero table, which XLA copies before the update
-    (seen as `copy` of the scatter result in the CPU buffer assignment). Dense
-    gradients are updated in place.
+    The embedding tables (logical axis 'vocab') get a second buffer: their gradient is
+    a scatter-add into a zero table, which XLA copies before the update (seen as `copy`
+    of the scatter result in the CPU buffer assignment). With data parallelism
+    (data > 1) every gradient is also summed over 'data' by an all-reduce whose result
+    is a second buffer of the gradient's (local) size. Dense gradients are otherwise
+    updated in place.
     """
+    tables = sum(p.per_device_bytes for p in placements if p.axes and "vocab" in p.axes)
     if data > 1:
-        return sum(p.per_device_bytes for p in placements)
-    return sum(p.per_device_bytes for p in placements if p.axes and "vocab" in p.axes)
+        return tables + sum(p.per_device_bytes for p in placements)
+    return tables
 
 
 def optimizer_bytes_per_device(tx: optax.GradientTransformation, opt: Any,

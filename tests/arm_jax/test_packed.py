@@ -18,28 +18,31 @@ def _requests(seed=0, n=3):
             req_sparse=r.integers(1, 99, 2), req_dense=r.normal(size=3),
             request_ts=int(r.integers(50_000, 120_000)),
             ev_item=r.integers(1, 10**5, ne), ev_action=r.integers(0, 4, ne), ev_ts=ts,
+            ev_side=r.integers(1, 50, (ne, 2)),
             cand_sparse=r.integers(1, 99, (nc, 2)), cand_dense=r.normal(size=(nc, 1))))
     return out
 
 
 def _reference(req, history):
     keep = req["ev_ts"] < req["request_ts"]
-    item, action, ts = (req[k][keep][::-1][:history] for k in ("ev_item", "ev_action", "ev_ts"))
-    return item, action, req["request_ts"] - ts
+    item, action, ts, side = (req[k][keep][::-1][:history]
+                              for k in ("ev_item", "ev_action", "ev_ts", "ev_side"))
+    return item, action, req["request_ts"] - ts, side
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_recent_selection_matches_reference(seed):
     reqs = _requests(seed)
-    packed = pack(reqs, event_capacity=128, candidate_capacity=32)
+    packed = pack(reqs, event_capacity=128, candidate_capacity=32, side_fields=2)
     batch = jax.jit(lambda p: unpack(p, candidates=8, history=10))(packed)
     for i, req in enumerate(reqs):
-        item, action, gap = _reference(req, 10)
+        item, action, gap, side = _reference(req, 10)
         n = len(item)
         assert int(batch.hist_len[i]) == n
         np.testing.assert_array_equal(batch.hist_item[i, :n], item)
         np.testing.assert_array_equal(batch.hist_action[i, :n], action)
         np.testing.assert_allclose(batch.hist_gap[i, :n], gap)
+        np.testing.assert_array_equal(batch.hist_side[i, :n], side)
         assert (np.asarray(batch.hist_item[i, n:]) == 0).all()
         nc = len(req["cand_sparse"])
         np.testing.assert_array_equal(batch.cand_mask[i], np.arange(8) < nc)
@@ -49,16 +52,17 @@ def test_recent_selection_matches_reference(seed):
 
 def test_topk_selection_keeps_the_most_relevant_events_most_recent_first():
     reqs = _requests(5, n=4)
-    packed = pack(reqs, event_capacity=128, candidate_capacity=32)
+    packed = pack(reqs, event_capacity=128, candidate_capacity=32, side_fields=2)
     batch = jax.jit(lambda p: unpack(p, candidates=8, history=6, selection="topk",
                                      scan_events=32))(packed)
     for i, req in enumerate(reqs):
-        item, action, gap = _reference(req, 32)
+        item, action, gap, side = _reference(req, 32)
         score = np.asarray(event_relevance(action, gap))
         want = np.sort(np.lexsort((np.arange(len(score)), -score))[:6])  # top by score, then recency
         n = min(6, len(item))
         assert int(batch.hist_len[i]) == n
         np.testing.assert_array_equal(batch.hist_item[i, :n], item[want])
+        np.testing.assert_array_equal(batch.hist_side[i, :n], side[want])
         assert (np.diff(np.asarray(batch.hist_gap[i, :n])) >= 0).all()  # most recent first
         # never an event at or after the request time
         assert (np.asarray(batch.hist_gap[i, :n]) > 0).all()

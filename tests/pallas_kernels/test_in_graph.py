@@ -26,6 +26,7 @@ def _requests(features, seed=0, n=3):
             request_ts=200_000, ev_item=r.integers(1, 10**6, ne),
             ev_action=r.integers(0, features.num_action_types, ne),
             ev_ts=np.sort(r.integers(1_000, 250_000, ne)),
+            ev_side=r.integers(1, 16, (ne, len(features.history_side_fields))),
             cand_sparse=r.integers(1, 10**6, (nc, features.cand_sparse_fields)),
             cand_dense=r.normal(size=(nc, features.cand_dense_features))))
     return out
@@ -36,7 +37,8 @@ def test_packed_to_scores_in_one_function_and_kernels_lower_for_cuda(tiny_overri
     tier = load_tier("large", tiny_overrides)
     L = tier.model.history_len
     graphdef, params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(3)))
-    packed = pack(_requests(tier.features), event_capacity=192, candidate_capacity=24)
+    packed = pack(_requests(tier.features), event_capacity=192, candidate_capacity=24,
+                  side_fields=len(tier.features.history_side_fields))
 
     def score(p, pk):
         batch = unpack(pk, candidates=8, history=L, selection="topk", scan_events=4 * L)

@@ -50,12 +50,13 @@ def wait_ready(url: str, headers: dict | None = None, timeout: float = 30.0) -> 
 
 @pytest.fixture
 def serve():
-    """serve(executors, settings) -> base URL of a real uvicorn server on 127.0.0.1:<free>."""
+    """serve(executors, settings, **create_app_kw) -> base URL of a real uvicorn server on
+    127.0.0.1:<free>."""
     started: list[ServerThread] = []
 
-    def start(executors, settings: ServerSettings | None = None, headers=None) -> str:
+    def start(executors, settings: ServerSettings | None = None, headers=None, **app_kw) -> str:
         settings = settings or ServerSettings()
-        srv = ServerThread(create_app(executors, settings), settings).start()
+        srv = ServerThread(create_app(executors, settings, **app_kw), settings).start()
         started.append(srv)
         wait_ready(srv.url, headers)
         return srv.url
@@ -80,11 +81,15 @@ def payload(tiny_tiers):
 def expected_fake_scores(tier_cfg, p, scale=1.0):
     """What FakeExecutor must answer for payload p: probs [N, tasks]."""
     L = len(p["hist_item"])
+    s = len(tier_cfg.features.history_side_fields)
+    side = p.get("hist_side")
     batch = make_batch(req_sparse=[p["req_sparse"]], req_dense=[p["req_dense"]],
                        hist_item=np.reshape(p["hist_item"], (1, L)),
                        hist_action=np.reshape(p["hist_action"], (1, L)),
                        hist_gap=np.reshape(p["hist_gap"], (1, L)), hist_len=[L],
-                       cand_sparse=[p["cand_sparse"]], cand_dense=[p["cand_dense"]])
+                       hist_side=None if side is None else np.reshape(side, (1, L, s)),
+                       cand_sparse=[p["cand_sparse"]], cand_dense=[p["cand_dense"]],
+                       expected={"history_side_fields": s})
     return fake_probs(batch, scale, len(tier_cfg.features.tasks), tier_cfg.model.history_len)[0]
 
 

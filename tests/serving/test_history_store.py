@@ -6,6 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
+from arm_jax.batch import UNKNOWN_SIDE
 from arm_jax.store.lmdb_store import LmdbStore
 from arm_jax.store.redis_server import RedisServer, find_redis_server
 from arm_jax.store.redis_store import RedisStore
@@ -44,8 +45,9 @@ def test_history_from_store_matches_inline(serve, fakes, payload, expected, tiny
     assert out["history_source"] == "store" and out["degraded"] is False
     assert out["degraded_reason"] is None and out["tier"] == "large"
     # 17 events before T0, newest first; large L=12 reads 12 of them
+    # no catalogue: the fetched events' side ids are unknown
     inline = {**p, "hist_item": list(range(116, 99, -1)), "hist_action": [0] * 17,
-              "hist_gap": [10.0] * 17}
+              "hist_gap": [10.0] * 17, "hist_side": [[UNKNOWN_SIDE] * 2] * 17}
     np.testing.assert_allclose(out["scores"], expected(tiny_tiers["large"], inline), rtol=1e-6)
     # inline history wins over the store (no fetch)
     q = payload(candidates=5, history=3, seed=1)

@@ -50,15 +50,25 @@ def artifacts(tiny_overrides, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(artifacts):
+def catalog(artifacts):
+    """Side ids of items below 500,000 (random_request draws ids up to 10**6)."""
+    from arm_jax.data.catalog import ItemCatalog
+
+    items = np.arange(500_000)
+    return ItemCatalog(np.stack([items % 1000, items % 17], -1),
+                       artifacts["tiers"]["large"].features.history_side_fields)
+
+
+@pytest.fixture(scope="module")
+def server(artifacts, catalog):
     from serving.app import create_app
     from serving.executor import load_artifact_executors
     from serving.server import ServerThread
     from serving.settings import ServerSettings
 
     settings = ServerSettings(token=TOKEN, policy="fixed:large", deadline_ms=30000)
-    srv = ServerThread(create_app(load_artifact_executors(artifacts["dir"]), settings),
-                       settings).start()
+    app = create_app(load_artifact_executors(artifacts["dir"]), settings, catalog=catalog)
+    srv = ServerThread(app, settings).start()
     yield srv.url
     srv.stop()
 
@@ -73,11 +83,16 @@ def _library_probs(ckpt, body):
     L = tier.model.history_len
     h = len(body["hist_item"])
     pad = lambda xs, dt: np.asarray([(list(xs) + [0] * L)[:L]], dt)  # noqa: E731
+    s = len(tier.features.history_side_fields)
+    side = np.zeros((1, L, s), np.int64)
+    side[0, :min(h, L)] = np.reshape(body["hist_side"], (h, s))[:L]
     batch = make_batch(req_sparse=[body["req_sparse"]], req_dense=[body["req_dense"]],
                        hist_item=pad(body["hist_item"], np.int64),
                        hist_action=pad(body["hist_action"], np.int64),
                        hist_gap=pad(body["hist_gap"], np.float64), hist_len=[min(h, L)],
-                       cand_sparse=[body["cand_sparse"]], cand_dense=[body["cand_dense"]])
+                       hist_side=side,
+                       cand_sparse=[body["cand_sparse"]], cand_dense=[body["cand_dense"]],
+                       expected={"history_side_fields": s})
     return np.asarray(make_predict(graphdef)(params, batch))[0]
 
 
@@ -111,6 +126,19 @@ def test_ranking_matches_library(server, artifacts):
         assert sorted(out["ranking"]) == sorted(set(out["ranking"]))
         assert set(out["ranking"]) <= set(range(n))
         assert out["ranking"][0] == int(np.argmax(want[:, 0]))
+
+
+def test_side_ids_from_the_catalogue_are_scored(server, artifacts, catalog):
+    _wait(server)
+    body = _body(artifacts["tiers"]["large"], 5, candidates=5, history=10)
+    bare = {k: v for k, v in body.items() if k != "hist_side"}
+    r = httpx.post(server + "/v1/rank", json=bare, headers=AUTH, timeout=60)
+    assert r.status_code == 200, r.text
+    joined = {**body, "hist_side": catalog.lookup(np.asarray(body["hist_item"])).tolist()}
+    want = _library_probs(artifacts["ckpts"]["large"], joined)
+    np.testing.assert_allclose(r.json()["scores"], want, rtol=1e-4, atol=1e-5)
+    # the side ids reach the model: the request's own (random) rows score differently
+    assert not np.allclose(want, _library_probs(artifacts["ckpts"]["large"], body), atol=1e-6)
 
 
 def test_hot_swap_real_weights_and_memory(server, artifacts):

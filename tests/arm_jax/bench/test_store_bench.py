@@ -20,7 +20,13 @@ def test_store_bench_tiny(tmp_path, capsys):
     ex = saved["config"]["examples"]
     assert ex == 60 and b["store_lmdb"] >= b["store_payload"] > 0
     assert b["materialized_history_ragged"] >= codec.HEADER_BYTES * ex
+    assert b["catalog"] > 0
     assert abs(saved["storage_ratio"] - (b["examples"] + b["materialized_history_ragged"])
+               / (b["examples"] + b["store_lmdb"] + b["catalog"])) < 1e-9
+    side_bytes = 4 * 2 * (b["materialized_history_ragged"] - codec.HEADER_BYTES * ex) // (
+        codec.BYTES_PER_EVENT + 8)                    # 2 int32 side ids per joined event
+    assert abs(saved["storage_ratio_without_side"]
+               - (b["examples"] + b["materialized_history_ragged"] - side_bytes)
                / (b["examples"] + b["store_lmdb"])) < 1e-9
     assert saved["join_examples_per_s"]["lmdb"] > 0
     assert "storage_ratio" in capsys.readouterr().out

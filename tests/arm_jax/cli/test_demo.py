@@ -21,6 +21,9 @@ def test_demo_trains_exports_serves_and_scores(tiny_overrides, tmp_path):
     out = r.stdout
     assert (tmp_path / "artifacts" / "small" / "manifest.json").exists()
     assert (tmp_path / "artifacts" / "large" / "manifest.json").exists()
+    from arm_jax.data.catalog import ItemCatalog      # the server ran with the world's catalogue
+    assert ItemCatalog.load(tmp_path / "catalog.npz").num_items > 0
+    assert f"--catalog {tmp_path / 'catalog.npz'}" in out
     summary = out[out.index("tier "):]
     rows = {line.split()[0]: line.split() for line in summary.splitlines()[1:]
             if line.split() and line.split()[0] in ("small", "large", "all")}

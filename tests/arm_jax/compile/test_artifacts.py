@@ -101,8 +101,9 @@ def test_padding_never_changes_valid_scores(exported):
     big = random_batch(f, batch=2, candidates=7, history=6, seed=6)
     fields = {k: np.array(getattr(big, k)) for k in
               ("req_sparse", "req_dense", "hist_item", "hist_action", "hist_gap", "hist_len",
-               "cand_sparse", "cand_dense", "cand_mask")}
-    for k in ("req_sparse", "req_dense", "hist_item", "hist_action", "hist_gap", "hist_len"):
+               "hist_side", "cand_sparse", "cand_dense", "cand_mask")}
+    for k in ("req_sparse", "req_dense", "hist_item", "hist_action", "hist_gap", "hist_len",
+              "hist_side"):
         fields[k][1] = np.asarray(getattr(base, k))[0]
     for k in ("cand_sparse", "cand_dense"):
         fields[k][1, :3] = np.asarray(getattr(base, k))[0]
