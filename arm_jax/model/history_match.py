@@ -33,7 +33,7 @@ from flax import nnx
 class MatchState:
     """Request-level half of the match, per request b."""
 
-    keys_blfd: jax.Array     # unit-norm event embeddings per matched field (0 on padding)
+    keys_bfld: jax.Array     # unit-norm event embeddings per matched field (0 on padding)
     values_bld: jax.Array    # projected encoded events (0 on padding)
     valid_bl: jax.Array      # 1.0 for real events, 0.0 for padding
     count_b: jax.Array       # valid events, at least 1 (the fraction's denominator)
@@ -64,19 +64,21 @@ class HistoryMatch(nnx.Module):
         m = mask_bl.astype(self.dtype)
         keys = _unit(keys_blfd.astype(self.dtype)) * m[:, :, None, None]
         values = self.value(encoded_bld) * m[:, :, None]
-        return MatchState(keys, values, m, jnp.maximum(m.sum(-1), 1.0))
+        # field-major keys: one [c, d] x [d, l] matmul per (request, field)
+        return MatchState(jnp.swapaxes(keys, 1, 2), values, m, jnp.maximum(m.sum(-1), 1.0))
 
     def __call__(self, state: MatchState, cand_keys_bcfd: jax.Array) -> jax.Array:
         """Candidate keys [b, c, f, d] (same tables as the events) -> match token [b, c, d]."""
-        q = _unit(cand_keys_bcfd.astype(self.dtype))
-        cos_bcfl = jnp.einsum("bcfd,blfd->bcfl", q, state.keys_blfd)
-        slope = self.slope[...].astype(self.dtype)[:, None]
-        offset = self.offset[...].astype(self.dtype)[:, None]
-        gate_bcfl = (jax.nn.sigmoid(slope * (cos_bcfl - offset))
+        q_bfcd = jnp.swapaxes(_unit(cand_keys_bcfd.astype(self.dtype)), 1, 2)
+        cos_bfcl = jnp.einsum("bfcd,bfld->bfcl", q_bfcd, state.keys_bfld)
+        slope = self.slope[...].astype(self.dtype)[None, :, None, None]
+        offset = self.offset[...].astype(self.dtype)[None, :, None, None]
+        gate_bfcl = (jax.nn.sigmoid(slope * (cos_bfcl - offset))
                      * state.valid_bl[:, None, None, :])
         n_b = state.count_b
-        hits_bcf = gate_bcfl.sum(-1)
+        hits_bcf = jnp.swapaxes(gate_bfcl.sum(-1), 1, 2)
         frac_bcf = hits_bcf / n_b[:, None, None]
         stats = self.stats(jnp.concatenate([frac_bcf, jnp.log1p(hits_bcf)], axis=-1))
-        pooled_bcd = jnp.einsum("bcfl,bld->bcd", gate_bcfl, state.values_bld)
+        # the values are shared by all fields: sum the gates over fields, then one matmul
+        pooled_bcd = jnp.einsum("bcl,bld->bcd", gate_bfcl.sum(1), state.values_bld)
         return stats + pooled_bcd / (n_b[:, None, None] * self.num_fields)
