@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from arm_jax.data.catalog import CatalogError, ItemCatalog
+from arm_jax.data.catalog import CatalogError, ItemCatalog, empty_catalog
 from arm_jax.routing.policies import (FixedPolicy, LoadAwarePolicy, RoutingError, TierCost,
                                       load_policy)
 from arm_jax.store.base import CorruptValue, UserLogStore
@@ -142,6 +142,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
     elif feats.history_side_fields:
         log.warning("no item catalogue: histories sent without hist_side get unknown side "
                     "ids (scores are worse); pass --catalog PATH.npz")
+    side_ids = catalog or empty_catalog(feats.history_side_fields)   # what lookups use
     costs = [TierCost(n, _per_request_flops(executors[n]), executors[n].config.model.history_len)
              for n in registry.order]
     try:
@@ -163,8 +164,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
 
                 state["store"] = open_store(settings.history_store)
         return fetch_request_history(state["store"], user_id, ts, fetch_len,
-                                     feats.num_action_types, catalog,
-                                     len(feats.history_side_fields))
+                                     feats.num_action_types, side_ids)
 
     async def fetch_history(req: RankRequest) -> tuple[RankRequest, str, str | None]:
         """-> (request with history, history source, store failure reason or None).
@@ -288,7 +288,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         if req.tier is not None and req.tier not in executors:
             raise FieldError("tier", f"unknown tier {req.tier!r}; tiers: {registry.order}")
         req, history_source, store_failure = await fetch_history(req)
-        batch = to_batch(req, feats, registry.max_candidates, catalog)
+        batch = to_batch(req, feats, registry.max_candidates, side_ids)
         if not registry.ready:
             metrics.rejects.labels("not_ready").inc()
             return _error(503, "server", state["warm_error"] or "warming up", reason="not_ready",

@@ -13,9 +13,9 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from arm_jax.batch import UNKNOWN_SIDE, BatchError, RequestBatch, make_batch
+from arm_jax.batch import UNKNOWN_SIDE, BatchError, RequestBatch, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
-from arm_jax.data.catalog import ItemCatalog
+from arm_jax.data.catalog import ItemCatalog, empty_catalog
 
 INT32_MAX = 2**31 - 1
 Id = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
@@ -123,8 +123,7 @@ def _hist_side(req: RankRequest, features: FeaturesConfig,
     """hist_side [1, L, s]: the request's rows (checked), else the catalogue's, else unknown."""
     L, s = len(req.hist_item), len(features.history_side_fields)
     if req.hist_side is None:
-        if catalog is None:
-            return np.full((1, L, s), UNKNOWN_SIDE, np.int64)
+        catalog = catalog or empty_catalog(features.history_side_fields)
         return catalog.lookup(np.asarray(req.hist_item, np.int64).reshape(1, L))
     if len(req.hist_side) != L:
         raise FieldError("hist_side", f"expected {L} rows (one per hist_item event), "
@@ -193,12 +192,7 @@ def to_batch(req: RankRequest, features: FeaturesConfig, max_candidates: int,
             cand_sparse=np.asarray([req.cand_sparse], np.int64),
             cand_dense=np.asarray([req.cand_dense], np.float64),
             num_action_types=f.num_action_types,
-            expected={"req_sparse_fields": f.req_sparse_fields,
-                      "req_dense_features": f.req_dense_features,
-                      "cand_sparse_fields": f.cand_sparse_fields,
-                      "cand_dense_features": f.cand_dense_features,
-                      "history_side_fields": len(f.history_side_fields),
-                      "history_len": f.max_history, "candidates": max_candidates},
+            expected={**expected_widths(f), "candidates": max_candidates},
         )
     except BatchError as e:
         text = str(e)

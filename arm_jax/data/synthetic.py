@@ -201,7 +201,7 @@ class SyntheticWorld:
 
     @functools.cached_property
     def _catalog(self) -> ItemCatalog:
-        return self.catalog()
+        return self._build_catalog()
 
     @property
     def num_users(self) -> int:
@@ -290,7 +290,11 @@ class SyntheticWorld:
     # ---------------------------------------------------------------- catalogue
 
     def catalog(self) -> ItemCatalog:
-        """Every ad's side ids for `features.history_side_fields`.
+        """Every ad's side ids for `features.history_side_fields` (built once per world)."""
+        return self._catalog
+
+    def _build_catalog(self) -> ItemCatalog:
+        """The catalogue from the ads' attributes.
 
         Only item attributes can be side fields: 0 ad id, 1 advertiser, 2 topic, 3 creative
         type (placement and the random fields belong to the impression, not the ad).

@@ -7,20 +7,22 @@ import numpy as np
 import pytest
 
 from arm_jax.batch import UNKNOWN_SIDE
-from arm_jax.data.catalog import ItemCatalog
+from arm_jax.data.catalog import ItemCatalog, empty_catalog
 from arm_jax.store import CorruptValue
 from arm_jax.store.fetch import fetch_request_history
 
 
 def test_fetch_shapes_history_like_the_wire_format(store):
     store.append(3, [10, 11, 12, 13], [0, 1, 2, 3], [100, 200, 300, 400])
-    h = fetch_request_history(store, 3, 400, max_len=2, num_action_types=4, num_side_fields=2)
+    h = fetch_request_history(store, 3, 400, max_len=2, num_action_types=4,
+                              catalog=empty_catalog((1, 2)))
     assert h == {"hist_item": [12, 11], "hist_action": [2, 1], "hist_gap": [100.0, 200.0],
                  "hist_side": [[UNKNOWN_SIDE] * 2] * 2}
-    empty = fetch_request_history(store, 4, 400, 8, 4)
+    empty = fetch_request_history(store, 4, 400, 8, 4, empty_catalog((1, 2)))
     assert empty["hist_item"] == [] and empty["hist_side"] == []
     with pytest.raises(CorruptValue, match="num_action_types=3"):
-        fetch_request_history(store, 3, 500, 8, num_action_types=3)
+        fetch_request_history(store, 3, 500, 8, num_action_types=3,
+                              catalog=empty_catalog((1, 2)))
 
 
 def test_fetch_joins_side_ids_from_the_catalog(store):
