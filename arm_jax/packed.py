@@ -125,7 +125,6 @@ def unpack(packed: PackedBatch, *, candidates: int, history: int,
     bounds how many of a user's most recent events "topk" selection considers
     (default 4 * history).
     """
-    b = packed.req_sparse.shape[0]
     e_cap = packed.ev_item.shape[0]
     start_b, end_b = packed.ev_offsets[:-1], packed.ev_offsets[1:]
     # Point-in-time cut: the last event strictly before request_ts, per request.
