@@ -16,7 +16,7 @@ import itertools
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -37,9 +37,11 @@ from arm_jax.train.step import make_optimizer, make_predict, make_train_step
 
 # (name, model kind, tier config) in table order; logreg reads the tier's features only
 MODELS = (("logreg", "logreg", "small"), ("small", "ranker", "small"),
-          ("large", "ranker", "large"))
-# default steps per model, chosen so the whole bench fits ~15 min on 2 shared CPU cores
-DEFAULT_STEPS = {"logreg": 1500, "small": 450, "large": 300}
+          ("medium", "ranker", "medium"), ("large", "ranker", "large"))
+DEFAULT_MODELS = ("logreg", "small", "large")     # medium on request (`--models`)
+# default steps per model, chosen so the default bench fits ~15 min on 2 shared CPU cores
+DEFAULT_STEPS = {"logreg": 1500, "small": 450, "medium": 450, "large": 300}
+ROUTING_BUDGETS = (0.2, 0.3, 0.5, 0.7)
 VAL_FRAC, VAL_REQUESTS, VAL_CHECKS = 0.1, 384, 4   # model selection on the latest train time
 # The large tier at L=1024 costs ~0.5 s per training request on 2 shared cores (measured),
 # far past a 15 min budget; by default it runs at L=512 with 16 requests per step
@@ -63,13 +65,19 @@ def split_validation(train: Examples, frac: float = VAL_FRAC, cap: int = VAL_REQ
 
 def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensData,
                        store: UserLogStore, *, steps: int, num_threads: int = 4,
-                       progress: bool = True) -> dict[str, Any]:
+                       progress: bool = True) -> tuple[dict[str, Any], np.ndarray, Any]:
     """Train one model on the earlier training requests (histories joined from `store`),
     keep the parameters with the best validation AUC (checked VAL_CHECKS times, on the
-    latest training requests), and evaluate those on the test requests."""
+    latest training requests), and evaluate those on the test requests.
+
+    Returns (table row, test probabilities [R, N, T], (graphdef, best params))."""
     tc, f = tier.train, tier.features
     max_len = history_len_for(kind, tier)
     fit, val = split_validation(data.train, seed=tc.seed)
+    if len(fit) < tc.batch_size or len(val) == 0:
+        raise ValueError(f"train.batch_size={tc.batch_size}: the training split has {len(fit)} "
+                         f"requests before validation and {len(val)} for it; need at least "
+                         f"one full batch and one validation request")
     graphdef, params = nnx.split(build_model(kind, tier, seed=tc.seed))
     tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay,
                         tc.embedding_lr_scale)
@@ -128,7 +136,7 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
     row.update(train_seconds=round(train_s, 2), eval_seconds=round(eval_s, 2),
                first_loss=losses[0], last_loss=losses[-1],
                fit_requests=len(fit), val_requests=len(val))
-    return row
+    return row, probs, (graphdef, best[2])
 
 
 def predict(fwd: Any, params: Any, examples: Examples, store: UserLogStore, tier: TierConfig,
@@ -147,8 +155,54 @@ def predict(fwd: Any, params: Any, examples: Examples, store: UserLogStore, tier
     return np.concatenate(out)
 
 
-def run_movielens_bench(data_dir: str | Path | None = None, *, steps: int | None = None,
-                        models: Sequence[str] = ("logreg", "small", "large"),
+def resolve_steps(models: Sequence[str], steps: int | Mapping[str, int] | None
+                  ) -> dict[str, int]:
+    """Steps per model: one int for all, a {model: steps} map over the defaults, or None."""
+    if steps is None:
+        steps = {}
+    if isinstance(steps, int):
+        steps = {m: steps for m in models}
+    unknown = sorted(set(steps) - {n for n, _, _ in MODELS})
+    if unknown:
+        raise ValueError(f"steps: unknown model {unknown}; choose from "
+                         f"{', '.join(n for n, _, _ in MODELS)}")
+    for m, v in steps.items():
+        if int(v) < 1:
+            raise ValueError(f"steps: {m}={v} must be >= 1")
+    return {m: int(steps.get(m, DEFAULT_STEPS[m])) for m in models}
+
+
+def routing_table(data: MovieLensData, store: UserLogStore,
+                  trained: Mapping[str, tuple[TierConfig, np.ndarray, Any]], *,
+                  budgets: Sequence[float] = ROUTING_BUDGETS, num_threads: int = 4
+                  ) -> dict[str, Any]:
+    """The `bench routing` table on the MovieLens test requests, for the trained tiers.
+
+    trained: {tier name: (tier config, test probs [R, N, T], (graphdef, params))}; needs
+    small and large. The router sees each request with its full history (max_history)."""
+    from arm_jax.bench.routing import _tier_flops, compare_policies
+
+    feats = trained["large"][0].features
+    batch, _ = next(iter(joined_batches(data.test, store, feats, batch_size=len(data.test),
+                                        max_len=feats.max_history, num_threads=num_threads,
+                                        catalog=data.catalog)))
+    n_cand = data.test.cand_mask.shape[1]
+    flops = {n: _tier_flops(n, gp[0], gp[1], tier, n_cand, None)
+             for n, (tier, _, gp) in trained.items()}
+    lens = {n: tier.model.history_len for n, (tier, _, _) in trained.items()}
+    rows, target, learned = compare_policies(
+        {n: probs for n, (_, probs, _) in trained.items()}, data.test.labels,
+        data.test.cand_mask, feats.tasks, flops, lens, batch,
+        num_action_types=feats.num_action_types, budgets=budgets)
+    return {"tiers": {n: {"flops_per_request": flops[n], "history_len": lens[n]}
+                      for n in trained},
+            "candidates_for_flops": n_cand, "learned": learned, "policies": rows,
+            "target": target}
+
+
+def run_movielens_bench(data_dir: str | Path | None = None, *,
+                        steps: int | Mapping[str, int] | None = None,
+                        models: Sequence[str] = DEFAULT_MODELS,
                         store_url: str | None = None, overrides: Sequence[str] = (),
                         large_history: int = LARGE_HISTORY, large_batch: int = LARGE_BATCH,
                         num_threads: int = 4, out_json: str | Path | None = None,
@@ -156,9 +210,9 @@ def run_movielens_bench(data_dir: str | Path | None = None, *, steps: int | None
     """Load MovieLens, fill the store, train and evaluate every model; print, JSON, PNG."""
     unknown = [m for m in models if m not in {n for n, _, _ in MODELS}]
     if unknown:
-        raise ValueError(f"models: unknown {unknown}; choose from logreg, small, large")
-    if steps is not None and steps < 1:
-        raise ValueError(f"--steps={steps}: must be >= 1")
+        raise ValueError(f"models: unknown {unknown}; choose from "
+                         f"{', '.join(n for n, _, _ in MODELS)}")
+    steps_by = resolve_steps(models, steps)
     spec = MovieLensSpec()
     t0 = time.perf_counter()
     data = load_movielens(data_dir, spec)
@@ -170,16 +224,21 @@ def run_movielens_bench(data_dir: str | Path | None = None, *, steps: int | None
     try:
         data.load_into(store)
         load_s = time.perf_counter() - t0
-        rows = []
+        rows, trained = [], {}
         for name, kind, tier_name in MODELS:
             if name not in models:
                 continue
             extra = ((f"model.history_len={large_history}", f"train.batch_size={large_batch}",
                       f"train.warmup_steps={LARGE_WARMUP}") if name == "large" else ())
             tier = load_tier(tier_name, [*feature_overrides(spec), *extra, *overrides])
-            rows.append(train_and_evaluate(
-                name, kind, tier, data, store, steps=steps or DEFAULT_STEPS[name],
-                num_threads=num_threads, progress=progress))
+            row, probs, model = train_and_evaluate(
+                name, kind, tier, data, store, steps=steps_by[name],
+                num_threads=num_threads, progress=progress)
+            rows.append(row)
+            if kind == "ranker":
+                trained[name] = (tier, probs, model)
+        routing = (routing_table(data, store, trained, num_threads=num_threads)
+                   if {"small", "large"} <= set(trained) else None)
     finally:
         store.close()
         if tmp is not None:
@@ -191,11 +250,25 @@ def run_movielens_bench(data_dir: str | Path | None = None, *, steps: int | None
                                                                           by["small"]))}
     res = {"bench": "movielens", "data": data.stats, "spec": spec.__dict__,
            "store": store_url.split("://")[0], "load_seconds": round(load_s, 2),
-           "models": rows, "target": target, "machine": machine_info()}
+           "models": rows, "target": target, "routing": routing, "machine": machine_info()}
     print(format_table(res))
+    if routing is not None:
+        from arm_jax.bench.routing import format_table as routing_format
+
+        print("routing on the MovieLens test requests (learned policy fitted on half):")
+        print(routing_format(routing["policies"]))
+        print(f"large_auc_gain_over_small: {routing['target']['large_auc_gain_over_small']:+.4f}"
+              f"   target met: {routing['target']['met']}")
     if out_json is not None:
+        out = Path(out_json)
+        if routing is not None:
+            from arm_jax.bench.routing import plot_curve
+
+            routing["png"] = str(plot_curve(routing["policies"],
+                                            out.with_name(out.stem + "-routing.png"),
+                                            title="Routing on MovieLens: quality vs cost"))
+        res["png"] = str(plot(res, out.with_suffix(".png")))
         write_json(out_json, res)
-        res["png"] = str(plot(res, Path(out_json).with_suffix(".png")))
     return res
 
 
@@ -249,4 +322,5 @@ def plot(res: dict[str, Any], png: Path) -> Path:
     return png
 
 
-__all__ = ["run_movielens_bench", "train_and_evaluate", "format_table", "DEFAULT_STEPS"]
+__all__ = ["run_movielens_bench", "train_and_evaluate", "routing_table", "resolve_steps",
+           "format_table", "DEFAULT_STEPS", "DEFAULT_MODELS"]

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import jax
 import numpy as np
 
 from arm_jax.batch import RequestBatch
@@ -57,6 +58,88 @@ def per_request_logloss(labels: np.ndarray, probs: np.ndarray, mask: np.ndarray)
     ll = -(labels * np.log(p) + (1 - labels) * np.log1p(-p)).mean(-1)
     m = mask.astype(np.float64)
     return (ll * m).sum(1) / np.maximum(m.sum(1), 1)
+
+
+def compare_policies(probs: dict[str, np.ndarray], labels: np.ndarray, cand_mask: np.ndarray,
+                     tasks: Sequence[str], flops: dict[str, float],
+                     history_lens: dict[str, int], batch: RequestBatch, *,
+                     num_action_types: int, budgets: Sequence[float] = (0.2, 0.3, 0.5, 0.7),
+                     seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any],
+                                             dict[str, Any]]:
+    """Every policy's quality and cost on requests already scored by every tier.
+
+    probs: {tier: [R, N, T]} (needs "small" and "large"); batch: the R requests as the router
+    sees them (full history). The learned policy is fitted on a random half (target: the
+    per-request log-loss reduction of large over small) and every policy is reported on the
+    other half, beside an oracle that routes by the true gain at the same budget.
+    Returns (rows, target, learned_info); data-agnostic, so synthetic and MovieLens share it.
+    """
+    names = list(probs)
+    if "small" not in probs or "large" not in probs:
+        raise ValueError(f"probs: need at least small and large, got {sorted(probs)}")
+    n_req = len(labels)
+    costs = {n: TierCost(n, flops[n], history_lens[n]) for n in names}
+    perm = np.random.default_rng(seed).permutation(n_req)
+    fit_idx, ev_idx = np.sort(perm[: n_req // 2]), np.sort(perm[n_req // 2:])
+    feats_r = request_features(batch, num_action_types)
+    ll = {n: per_request_logloss(labels, probs[n], cand_mask) for n in names}
+    gain = ll["small"] - ll["large"]
+    ev_labels, ev_mask = labels[ev_idx], cand_mask[ev_idx]
+    ev_batch = jax_tree_take(batch, ev_idx)
+
+    def score(name: str, choice: list[str]) -> dict[str, Any]:
+        choice_arr = np.asarray(choice)
+        mixed = np.zeros_like(probs["large"][ev_idx])
+        for n in names:
+            sel = choice_arr == n
+            mixed[sel] = probs[n][ev_idx][sel]
+        m = evaluate(ev_labels, mixed, ev_mask, tasks)
+        mix = {n: float((choice_arr == n).mean()) for n in names}
+        return {"name": name, "flops_per_request": float(sum(mix[n] * flops[n] for n in names)),
+                "auc": m[tasks[0]]["auc"], "ne": m[tasks[0]]["ne"],
+                "logloss": m[tasks[0]]["logloss"], "tier_mix": mix, "metrics": m}
+
+    rows = [score(f"always-{n}", FixedPolicy(n).choose(ev_batch)) for n in names]
+    rows.append(score("rules", RulesPolicy(list(costs.values())).choose(ev_batch)))
+    learned = LearnedPolicy(costs["small"], costs["large"], num_action_types=num_action_types)
+    learned.fit(feats_r[fit_idx], gain[fit_idx])
+    corr = float(np.corrcoef(learned.predict_gain(feats_r[ev_idx]), gain[ev_idx])[0, 1])
+    for b in budgets:
+        learned.set_budget(b)
+        row = score(f"learned@{b:g}", learned.choose(ev_batch))
+        row["budget"] = b
+        rows.append(row)
+        # Oracle: the true per-request gain, same share of requests sent large.
+        p = budget_fraction_to_large(b, flops["small"], flops["large"])
+        k = int(np.floor(p * len(ev_idx)))
+        top = np.argsort(-gain[ev_idx], kind="stable")[:k]
+        choice = np.full(len(ev_idx), "small", dtype=object)
+        choice[top] = "large"
+        orow = score(f"oracle@{b:g}", list(choice))
+        orow["budget"] = b
+        rows.append(orow)
+
+    by = {r["name"]: r for r in rows}
+    s_auc, l_auc, l_flops = by["always-small"]["auc"], by["always-large"]["auc"], flops["large"]
+    gap = l_auc - s_auc
+    for r in rows:
+        r["flops_vs_large"] = r["flops_per_request"] / l_flops
+        r["auc_gain_kept"] = float((r["auc"] - s_auc) / gap) if abs(gap) > 1e-12 else None
+    ok = [r for r in rows if r["name"].startswith("learned@") and r["flops_vs_large"] <= 0.5
+          and r["auc_gain_kept"] is not None and r["auc_gain_kept"] >= 0.95]
+    target = {"rule": ">= 95% of large's AUC gain over small at <= 50% of large FLOPs",
+              "met": bool(ok and gap > 0), "by": [r["name"] for r in ok],
+              "large_auc_gain_over_small": gap}
+    learned_info = {"model": "ridge on request features and their squares",
+                    "target": "per-request log-loss reduction, large over small",
+                    "eval_corr_with_true_gain": corr, "fit_requests": len(fit_idx),
+                    "eval_requests": len(ev_idx)}
+    return rows, target, learned_info
+
+
+def jax_tree_take(batch: RequestBatch, idx: np.ndarray) -> RequestBatch:
+    """The requests at `idx` of a RequestBatch (numpy gather on every field)."""
+    return jax.tree.map(lambda x: np.asarray(x)[idx], batch)
 
 
 def routing_batch(world: Any, examples: Any) -> RequestBatch:
@@ -109,74 +192,22 @@ def run_routing_bench(checkpoints: str | Path | dict[str, str | Path], *,
     n_cand = candidates or test.cand_mask.shape[1]
     flops = {n: _tier_flops(n, loaded[n][2], loaded[n][3], tiers[n], n_cand, art)
              for n in names}
-    costs = {n: TierCost(n, flops[n], tiers[n].model.history_len) for n in names}
 
-    # Split: fit the learned policy on one half, report every policy on the other.
-    perm = np.random.default_rng(seed).permutation(n_req)
-    fit_idx, ev_idx = np.sort(perm[: n_req // 2]), np.sort(perm[n_req // 2:])
     batch_all = routing_batch(data.world, test)
-    feats_r = request_features(batch_all, feats.num_action_types)
-    ll = {n: per_request_logloss(test.labels, probs[n], test.cand_mask) for n in names}
-    gain = ll["small"] - ll["large"]
-    ev = test.take(ev_idx)
-    ev_batch = routing_batch(data.world, ev)
-    tasks = feats.tasks
-
-    def score(name: str, choice: list[str]) -> dict[str, Any]:
-        choice_arr = np.asarray(choice)
-        mixed = np.zeros_like(probs["large"][ev_idx])
-        for n in names:
-            sel = choice_arr == n
-            mixed[sel] = probs[n][ev_idx][sel]
-        m = evaluate(ev.labels, mixed, ev.cand_mask, tasks)
-        mix = {n: float((choice_arr == n).mean()) for n in names}
-        return {"name": name, "flops_per_request": float(sum(mix[n] * flops[n] for n in names)),
-                "auc": m[tasks[0]]["auc"], "ne": m[tasks[0]]["ne"],
-                "logloss": m[tasks[0]]["logloss"], "tier_mix": mix, "metrics": m}
-
-    rows = [score(f"always-{n}", FixedPolicy(n).choose(ev_batch)) for n in names]
-    rows.append(score("rules", RulesPolicy(list(costs.values())).choose(ev_batch)))
-    learned = LearnedPolicy(costs["small"], costs["large"],
-                            num_action_types=feats.num_action_types)
-    learned.fit(feats_r[fit_idx], gain[fit_idx])
-    fit_corr = float(np.corrcoef(learned.predict_gain(feats_r[ev_idx]), gain[ev_idx])[0, 1])
-    for b in budgets:
-        learned.set_budget(b)
-        row = score(f"learned@{b:g}", learned.choose(ev_batch))
-        row["budget"] = b
-        rows.append(row)
-        # Oracle: the true per-request gain, same share of requests sent large.
-        p = budget_fraction_to_large(b, flops["small"], flops["large"])
-        k = int(np.floor(p * len(ev_idx)))
-        top = np.argsort(-gain[ev_idx], kind="stable")[:k]
-        choice = np.full(len(ev_idx), "small", dtype=object)
-        choice[top] = "large"
-        orow = score(f"oracle@{b:g}", list(choice))
-        orow["budget"] = b
-        rows.append(orow)
-
-    by = {r["name"]: r for r in rows}
-    s_auc, l_auc, l_flops = by["always-small"]["auc"], by["always-large"]["auc"], flops["large"]
-    for r in rows:
-        r["flops_vs_large"] = r["flops_per_request"] / l_flops
-        gap = l_auc - s_auc
-        r["auc_gain_kept"] = float((r["auc"] - s_auc) / gap) if abs(gap) > 1e-12 else None
-    ok = [r for r in rows if r["name"].startswith("learned@") and r["flops_vs_large"] <= 0.5
-          and r["auc_gain_kept"] is not None and r["auc_gain_kept"] >= 0.95]
-    target = {"rule": ">= 95% of large's AUC gain over small at <= 50% of large FLOPs",
-              "met": bool(ok), "by": [r["name"] for r in ok],
-              "large_auc_gain_over_small": l_auc - s_auc}
+    rows, target, learned_info = compare_policies(
+        probs, test.labels, test.cand_mask, feats.tasks, flops,
+        {n: tiers[n].model.history_len for n in names}, batch_all,
+        num_action_types=feats.num_action_types, budgets=budgets, seed=seed)
     out_png = out_png or (Path(out_json).with_suffix(".png") if out_json else None)
     result = {
         "bench": "routing", "machine": machine_info(), "seconds": time.perf_counter() - t0,
-        "data": {"source": "synthetic", "held_out_requests": n_req, "fit_requests": len(fit_idx),
-                 "eval_requests": len(ev_idx), "candidates_for_flops": n_cand},
+        "data": {"source": "synthetic", "held_out_requests": n_req,
+                 "fit_requests": learned_info["fit_requests"],
+                 "eval_requests": learned_info["eval_requests"], "candidates_for_flops": n_cand},
         "tiers": {n: {"flops_per_request": flops[n], "history_len": tiers[n].model.history_len,
                       "checkpoint": str(dirs[n])} for n in names},
         "flops_source": "artifacts" if art is not None else "xla cost analysis of predict",
-        "learned": {"model": "ridge on request features and their squares",
-                    "target": "per-request log-loss reduction, large over small",
-                    "eval_corr_with_true_gain": fit_corr},
+        "learned": learned_info,
         "policies": [{k: v for k, v in r.items() if k != "metrics"} | {"metrics": r["metrics"]}
                      for r in rows],
         "target": target, "png": str(out_png) if out_png else None,
@@ -199,7 +230,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot_curve(rows: list[dict[str, Any]], path: str | Path) -> Path:
+def plot_curve(rows: list[dict[str, Any]], path: str | Path,
+               title: str = "Routing: quality vs cost") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,8 +249,8 @@ def plot_curve(rows: list[dict[str, Any]], path: str | Path) -> Path:
                         xytext=(4, 4), fontsize=8)
     ax.axvline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("FLOPs per request / always-large")
-    ax.set_ylabel("AUC (click, held-out)")
-    ax.set_title("Routing: quality vs cost")
+    ax.set_ylabel("AUC (first task, held-out)")
+    ax.set_title(title)
     ax.legend(loc="lower right")
     fig.tight_layout()
     p = Path(path)

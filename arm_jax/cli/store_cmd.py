@@ -31,9 +31,13 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                                           "MovieLens (temporal split): AUC, log loss, NE")
     m.add_argument("--data", default="../shared/data/movielens-latest-small",
                    help="directory with ratings.csv and movies.csv")
-    m.add_argument("--steps", type=int, default=None,
-                   help="training steps for every model (default: per model, ~15 min total)")
-    m.add_argument("--models", default="logreg,small,large")
+    m.add_argument("--steps", type=_steps_arg, default=None, metavar="N|MODEL=N,...",
+                   help="training steps: one number for every model, or per model, e.g. "
+                        "large=600 (default: logreg 1500, small/medium 450, large 300: "
+                        "~15 min in all)")
+    m.add_argument("--models", default="logreg,small,large",
+                   help="comma list of logreg, small, medium, large; with small and large a "
+                        "routing table over the trained tiers is printed too")
     m.add_argument("--large-history", type=int, default=512,
                    help="L of the large tier here (its config says 1024; 512 fits ~15 min)")
     m.add_argument("--large-batch", type=int, default=16, help="requests per large-tier step")
@@ -44,6 +48,21 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     m.add_argument("overrides", nargs="*", metavar="key=value",
                    help="tier config overrides applied to every model")
     m.set_defaults(func=_movielens)
+
+
+def _steps_arg(text: str) -> int | dict[str, int]:
+    """`--steps 600` or `--steps large=600,small=450`."""
+    try:
+        if "=" not in text:
+            return int(text)
+        out = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, value = part.split("=", 1)
+            out[name.strip()] = int(value)
+        return out
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a number or MODEL=N pairs such as large=600") from None
 
 
 def _store(args: argparse.Namespace) -> int:

@@ -1,0 +1,83 @@
+"""`bench movielens` end to end on a tiny MovieLens-format directory: rows, routing, files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arm_jax.bench.movielens import resolve_steps, run_movielens_bench
+
+# Model sizes only: the MovieLens loader sets the feature schema itself.
+TINY_MODEL = ("model.d_model=16", "model.encoder_heads=2", "model.target_heads=2",
+              "model.mlp_hidden=32", "model.head_hidden=16", "model.fm_tokens=4",
+              "model.lcb_tokens=4", "model.fm_rank=4", "model.summary_tokens=2",
+              "features.sparse_hash_size=97",
+              "features.item_hash_size=101", "train.batch_size=8", "train.warmup_steps=1")
+
+
+def _tiny_movielens(root: Path, users: int = 24, per_user: int = 40, movies: int = 30) -> Path:
+    rng = np.random.default_rng(0)
+    genres = ["Action", "Comedy", "Drama", "Horror", "Romance"]
+    lines = ["movieId,title,genres"]
+    for m in range(1, movies + 1):
+        g = "|".join(rng.choice(genres, rng.integers(1, 3), replace=False))
+        lines.append(f"{m},Movie {m} ({1980 + m % 30}),{g}")
+    (root / "movies.csv").write_text("\n".join(lines) + "\n")
+    rows = ["userId,movieId,rating,timestamp"]
+    for u in range(1, users + 1):
+        ts = np.sort(rng.integers(1_000_000, 1_000_000 + 365 * 86400, per_user))
+        for m, t in zip(rng.integers(1, movies + 1, per_user), ts):
+            rows.append(f"{u},{m},{rng.integers(1, 11) / 2},{t}")
+    (root / "ratings.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.slow
+def test_movielens_bench_rows_and_routing_table(tmp_path):
+    data = _tiny_movielens(tmp_path)
+    out = tmp_path / "ml.json"
+    res = run_movielens_bench(data, steps={"logreg": 3, "small": 3, "large": 3},
+                              overrides=TINY_MODEL, large_history=48, num_threads=1,
+                              out_json=out, progress=False)
+    saved = json.loads(out.read_text())
+    assert [m["name"] for m in saved["models"]] == ["logreg", "small", "large"]
+    for m in saved["models"]:
+        assert 0.0 <= m["auc"] <= 1.0 and m["steps"] == 3 and m["best_step"] >= 1
+    assert {m["name"]: m["history_len"] for m in saved["models"]}["large"] == 48
+    assert isinstance(saved["target"]["large_beats_logreg_and_small"], bool)
+    # the same routing table as `bench routing`, over the tiers trained here
+    routing = saved["routing"]
+    names = [p["name"] for p in routing["policies"]]
+    for want in ("always-small", "always-large", "rules", "learned@0.5", "oracle@0.5"):
+        assert want in names
+    f = routing["tiers"]
+    assert 0 < f["small"]["flops_per_request"] < f["large"]["flops_per_request"]
+    by = {p["name"]: p for p in routing["policies"]}
+    assert by["always-large"]["flops_vs_large"] == pytest.approx(1.0)
+    assert by["oracle@0.5"]["flops_per_request"] <= 0.5 * f["large"]["flops_per_request"] * (
+        1 + 1e-6)
+    assert Path(routing["png"]).stat().st_size > 1000
+    assert Path(res["png"]).stat().st_size > 1000
+
+
+def test_steps_per_model_and_errors():
+    models = ("logreg", "small", "large")
+    assert resolve_steps(models, None) == {"logreg": 1500, "small": 450, "large": 300}
+    assert resolve_steps(models, 7) == {"logreg": 7, "small": 7, "large": 7}
+    assert resolve_steps(models, {"large": 600})["large"] == 600
+    with pytest.raises(ValueError, match="unknown model"):
+        resolve_steps(models, {"huge": 3})
+    with pytest.raises(ValueError, match="large=0 must be >= 1"):
+        resolve_steps(models, {"large": 0})
+
+
+def test_cli_steps_argument_errors_are_one_line(capsys):
+    from arm_jax.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "movielens", "--steps", "large=lots"])
+    assert e.value.code == 2
+    assert "expected a number or MODEL=N pairs" in capsys.readouterr().err
