@@ -85,7 +85,7 @@ def compare_policies(probs: dict[str, np.ndarray], labels: np.ndarray, cand_mask
     ll = {n: per_request_logloss(labels, probs[n], cand_mask) for n in names}
     gain = ll["small"] - ll["large"]
     ev_labels, ev_mask = labels[ev_idx], cand_mask[ev_idx]
-    ev_batch = jax_tree_take(batch, ev_idx)
+    ev_batch = take_requests(batch, ev_idx)
 
     def score(name: str, choice: list[str]) -> dict[str, Any]:
         choice_arr = np.asarray(choice)
@@ -137,7 +137,7 @@ def compare_policies(probs: dict[str, np.ndarray], labels: np.ndarray, cand_mask
     return rows, target, learned_info
 
 
-def jax_tree_take(batch: RequestBatch, idx: np.ndarray) -> RequestBatch:
+def take_requests(batch: RequestBatch, idx: np.ndarray) -> RequestBatch:
     """The requests at `idx` of a RequestBatch (numpy gather on every field)."""
     return jax.tree.map(lambda x: np.asarray(x)[idx], batch)
 
