@@ -180,14 +180,14 @@ def routing_table(data: MovieLensData, store: UserLogStore,
 
     trained: {tier name: (tier config, test probs [R, N, T], (graphdef, params))}; needs
     small and large. The router sees each request with its full history (max_history)."""
-    from arm_jax.bench.routing import _tier_flops, compare_policies
+    from arm_jax.bench.routing import tier_flops, compare_policies
 
     feats = trained["large"][0].features
     batch, _ = next(iter(joined_batches(data.test, store, feats, batch_size=len(data.test),
                                         max_len=feats.max_history, num_threads=num_threads,
                                         catalog=data.catalog)))
     n_cand = data.test.cand_mask.shape[1]
-    flops = {n: _tier_flops(n, gp[0], gp[1], tier, n_cand, None)
+    flops = {n: tier_flops(n, gp[0], gp[1], tier, n_cand, None)
              for n, (tier, _, gp) in trained.items()}
     lens = {n: tier.model.history_len for n, (tier, _, _) in trained.items()}
     rows, target, learned = compare_policies(

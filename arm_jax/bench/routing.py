@@ -34,7 +34,7 @@ from arm_jax.routing.policies import (FixedPolicy, LearnedPolicy, RulesPolicy, T
 TIERS = ("small", "medium", "large")
 
 
-def _tier_flops(name: str, graphdef: Any, params: Any, tier: Any, candidates: int,
+def tier_flops(name: str, graphdef: Any, params: Any, tier: Any, candidates: int,
                 artifacts: Any | None) -> float:
     """FLOPs of one request with `candidates` candidates on this tier."""
     if artifacts is not None and name in artifacts.tiers:
@@ -190,7 +190,7 @@ def run_routing_bench(checkpoints: str | Path | dict[str, str | Path], *,
 
         art = load(artifacts)
     n_cand = candidates or test.cand_mask.shape[1]
-    flops = {n: _tier_flops(n, loaded[n][2], loaded[n][3], tiers[n], n_cand, art)
+    flops = {n: tier_flops(n, loaded[n][2], loaded[n][3], tiers[n], n_cand, art)
              for n in names}
 
     batch_all = routing_batch(data.world, test)
