@@ -130,7 +130,10 @@ def compare_policies(probs: dict[str, np.ndarray], labels: np.ndarray, cand_mask
     target = {"rule": ">= 95% of large's AUC gain over small at <= 50% of large FLOPs",
               "met": bool(ok and gap > 0), "by": [r["name"] for r in ok],
               "large_auc_gain_over_small": gap}
-    learned_info = {"model": "ridge on request features and their squares",
+    learned_info = {"model": "ridge on request features, their squares and log2 "
+                             "history-length buckets",
+                    "ridge": learned.ridge,
+                    "cv_mse": {str(k): v for k, v in (learned.cv_mse or {}).items()},
                     "target": "per-request log-loss reduction, large over small",
                     "eval_corr_with_true_gain": corr, "fit_requests": len(fit_idx),
                     "eval_requests": len(ev_idx)}

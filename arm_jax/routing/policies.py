@@ -6,7 +6,8 @@ declared intent or value) to one tier name per request, using request features o
 * `FixedPolicy`     always the same tier (the always-small/medium/large baselines).
 * `RulesPolicy`     the cheapest tier whose history window covers the user's history;
                     high declared value or a high-value intent goes to the largest tier.
-* `LearnedPolicy`   a tiny ridge model on request features (and their squares) that
+* `LearnedPolicy`   a tiny ridge model on request features (their squares and log2
+                    history-length buckets; ridge strength by cross-validation) that
                     predicts the large tier's per-request gain over the small one (log-loss
                     reduction); requests whose predicted gain clears a threshold go large.
                     The threshold is set from a compute budget: the fraction of the
@@ -111,14 +112,32 @@ def budget_fraction_to_large(budget: float, small_flops: float, large_flops: flo
                          0.0, 1.0))
 
 
+RIDGE_GRID = (1.0, 10.0, 100.0, 1000.0)
+HISTORY_BUCKETS = 12     # log2 buckets of the history length: none, 1, 2-3, ..., >= 1024
+
+
+def history_buckets(hist_len: np.ndarray) -> np.ndarray:
+    """One-hot [R, HISTORY_BUCKETS] of log2(history length); column 0 = no history.
+
+    Why: the large tier's gain grows in steps where a user's history outgrows the cheaper
+    tiers' windows (L = 32, 256, ...); indicators let a linear router express that."""
+    h = np.asarray(hist_len, np.float64)
+    b = np.where(h >= 1, np.floor(np.log2(np.maximum(h, 1.0))) + 1, 0)
+    b = np.minimum(b, HISTORY_BUCKETS - 1).astype(np.int64)
+    return (b[:, None] == np.arange(HISTORY_BUCKETS)[None, :]).astype(np.float64)
+
+
 class LearnedPolicy:
-    """Ridge regression of the large-vs-small gain on request features and their squares."""
+    """Ridge regression of the large-vs-small gain on request features, their squares and
+    log2 history-length buckets; the ridge strength is chosen by 5-fold cross-validation
+    on the fit data unless given."""
 
     def __init__(self, small: TierCost, large: TierCost, *, num_action_types: int,
-                 ridge: float = 1.0):
+                 ridge: float | None = None):
         self.small, self.large = small, large
         self.num_action_types = num_action_types
         self.ridge = ridge
+        self.cv_mse: dict[float, float] | None = None
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
         self.weights: np.ndarray | None = None
@@ -129,7 +148,30 @@ class LearnedPolicy:
     # -- model
     def _design(self, feats: np.ndarray) -> np.ndarray:
         z = (feats - self.mean) / self.std
-        return np.column_stack([np.ones(len(z)), z, z * z])
+        return np.column_stack([np.ones(len(z)), history_buckets(feats[:, 0]), z, z * z])
+
+    @staticmethod
+    def _solve(a: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
+        reg = ridge * np.eye(a.shape[1])
+        reg[0, 0] = 0.0
+        return np.linalg.solve(a.T @ a + reg, a.T @ y)
+
+    def _choose_ridge(self, a: np.ndarray, y: np.ndarray, folds: int = 5) -> float:
+        """The RIDGE_GRID value with the lowest held-out squared error over `folds` folds
+        (fixed shuffle, so a fit is reproducible); 1.0 when there are too few rows."""
+        if len(y) < 4 * folds:
+            return 1.0
+        parts = np.array_split(np.random.default_rng(0).permutation(len(y)), folds)
+        mse = {}
+        for lam in RIDGE_GRID:
+            err = 0.0
+            for k in range(folds):
+                tr = np.concatenate([parts[j] for j in range(folds) if j != k])
+                w = self._solve(a[tr], y[tr], lam)
+                err += float(((a[parts[k]] @ w - y[parts[k]]) ** 2).sum())
+            mse[lam] = err / len(y)
+        self.cv_mse = mse
+        return min(mse, key=mse.get)
 
     def fit(self, features: np.ndarray, gain: np.ndarray, *, budget: float | None = None
             ) -> "LearnedPolicy":
@@ -144,9 +186,9 @@ class LearnedPolicy:
         self.mean = x.mean(0)
         self.std = np.where(x.std(0) > 1e-9, x.std(0), 1.0)
         a = self._design(x)
-        reg = self.ridge * np.eye(a.shape[1])
-        reg[0, 0] = 0.0
-        self.weights = np.linalg.solve(a.T @ a + reg, a.T @ y)
+        if self.ridge is None:
+            self.ridge = self._choose_ridge(a, y)
+        self.weights = self._solve(a, y, self.ridge)
         self.fit_predictions = a @ self.weights
         if budget is not None:
             self.set_budget(budget)
@@ -206,6 +248,10 @@ class LearnedPolicy:
                       num_action_types=raw["num_action_types"], ridge=raw.get("ridge", 1.0))
             pol.mean, pol.std = np.asarray(raw["mean"]), np.asarray(raw["std"])
             pol.weights = np.asarray(raw["weights"])
+            want = 1 + HISTORY_BUCKETS + 2 * len(pol.mean)
+            if pol.weights.shape != (want,):
+                raise ValueError(f"{pol.weights.size} weights, this build's design has {want} "
+                                 f"(saved by an older arm-jax? refit it)")
             pol.threshold = float(raw["threshold"])
             pol.budget = raw.get("budget")
         except (OSError, KeyError, TypeError, ValueError) as e:

@@ -116,3 +116,33 @@ def test_load_policy_specs(features, tmp_path):
     for bad in ("fixed:huge", "nope", f"learned:{tmp_path / 'missing.json'}"):
         with pytest.raises(RoutingError):
             load_policy(bad, tiers, num_action_types=4)
+
+
+def test_history_buckets_are_log2_one_hot():
+    from arm_jax.routing.policies import HISTORY_BUCKETS, history_buckets
+
+    h = np.array([0, 1, 2, 3, 4, 31, 32, 1023, 1024, 5000])
+    b = history_buckets(h)
+    assert b.shape == (len(h), HISTORY_BUCKETS) and np.all(b.sum(1) == 1)
+    assert b.argmax(1).tolist() == [0, 1, 2, 2, 3, 5, 6, 10, 11, 11]
+
+
+def test_learned_policy_ridge_by_cross_validation(features, batch, tmp_path):
+    x = np.tile(request_features(batch, features.num_action_types), (20, 1))
+    rng = np.random.default_rng(1)
+    noise = LearnedPolicy(SMALL, LARGE, num_action_types=features.num_action_types)
+    noise.fit(x, rng.normal(0, 1, len(x)))                    # nothing to learn
+    signal = LearnedPolicy(SMALL, LARGE, num_action_types=features.num_action_types)
+    signal.fit(x, x[:, 1] + rng.normal(0, 0.01, len(x)))     # log history length
+    assert set(noise.cv_mse) == set(signal.cv_mse)
+    assert noise.ridge > signal.ridge                          # noise -> shrink hard
+    assert LearnedPolicy(SMALL, LARGE, num_action_types=4, ridge=3.0).fit(x, x[:, 1]).ridge == 3.0
+    # a policy file whose weights do not match this build's design is refused
+    path = signal.save(tmp_path / "policy.json")
+    import json
+
+    raw = json.loads(path.read_text())
+    raw["weights"] = raw["weights"][:-3]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(RoutingError, match="weights"):
+        LearnedPolicy.load(path)
