@@ -64,8 +64,9 @@ def compare_policies(probs: dict[str, np.ndarray], labels: np.ndarray, cand_mask
                      tasks: Sequence[str], flops: dict[str, float],
                      history_lens: dict[str, int], batch: RequestBatch, *,
                      num_action_types: int, budgets: Sequence[float] = (0.2, 0.3, 0.5, 0.7),
-                     seed: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any],
-                                             dict[str, Any]]:
+                     seed: int = 0, policy_out: str | Path | None = None,
+                     policy_budget: float = 0.5) -> tuple[list[dict[str, Any]], dict[str, Any],
+                                                          dict[str, Any]]:
     """Every policy's quality and cost on requests already scored by every tier.
 
     probs: {tier: [R, N, T]} (needs "small" and "large"); batch: the R requests as the router
@@ -73,6 +74,8 @@ def compare_policies(probs: dict[str, np.ndarray], labels: np.ndarray, cand_mask
     per-request log-loss reduction of large over small) and every policy is reported on the
     other half, beside an oracle that routes by the true gain at the same budget.
     Returns (rows, target, learned_info); data-agnostic, so synthetic and MovieLens share it.
+    `policy_out`: also save the fitted learned policy at `policy_budget` there (for
+    `arm-jax serve --policy learned:PATH`).
     """
     names = list(probs)
     if "small" not in probs or "large" not in probs:
@@ -130,13 +133,18 @@ def compare_policies(probs: dict[str, np.ndarray], labels: np.ndarray, cand_mask
     target = {"rule": ">= 95% of large's AUC gain over small at <= 50% of large FLOPs",
               "met": bool(ok and gap > 0), "by": [r["name"] for r in ok],
               "large_auc_gain_over_small": gap}
+    policy_file = None
+    if policy_out is not None:
+        learned.set_budget(policy_budget)
+        policy_file = str(learned.save(policy_out))
     learned_info = {"model": "ridge on request features, their squares and log2 "
                              "history-length buckets",
                     "ridge": learned.ridge,
                     "cv_mse": {str(k): v for k, v in (learned.cv_mse or {}).items()},
                     "target": "per-request log-loss reduction, large over small",
                     "eval_corr_with_true_gain": corr, "fit_requests": len(fit_idx),
-                    "eval_requests": len(ev_idx)}
+                    "eval_requests": len(ev_idx), "policy_file": policy_file,
+                    "policy_budget": policy_budget if policy_file else None}
     return rows, target, learned_info
 
 
@@ -200,7 +208,9 @@ def run_routing_bench(checkpoints: str | Path | dict[str, str | Path], *,
     rows, target, learned_info = compare_policies(
         probs, test.labels, test.cand_mask, feats.tasks, flops,
         {n: tiers[n].model.history_len for n in names}, batch_all,
-        num_action_types=feats.num_action_types, budgets=budgets, seed=seed)
+        num_action_types=feats.num_action_types, budgets=budgets, seed=seed,
+        policy_out=(Path(out_json).with_name(Path(out_json).stem + "-policy.json")
+                    if out_json else None))
     out_png = out_png or (Path(out_json).with_suffix(".png") if out_json else None)
     result = {
         "bench": "routing", "machine": machine_info(), "seconds": time.perf_counter() - t0,

@@ -159,6 +159,10 @@ def _bench_routing(args: argparse.Namespace) -> int:
                             out_json=args.out)
     print(json.dumps(res.get("target", {}), indent=2))
     print(f"wrote {args.out}")
+    if res["learned"].get("policy_file"):
+        print(f"wrote {res['learned']['policy_file']} (learned policy at budget "
+              f"{res['learned']['policy_budget']}: arm-jax serve --policy "
+              f"learned:{res['learned']['policy_file']})")
     return 0
 
 

@@ -50,3 +50,8 @@ def test_routing_bench_policies_and_budgets(checkpoints, tmp_path):
         assert by[f"oracle@{b:g}"]["flops_per_request"] <= cap * (1 + 1e-6)
     assert (tmp_path / "routing.png").stat().st_size > 1000
     assert "met" in saved["target"]
+    # the fitted router is written for `serve --policy learned:PATH` and loads back
+    from arm_jax.routing.policies import LearnedPolicy
+
+    pol = LearnedPolicy.load(saved["learned"]["policy_file"])
+    assert pol.budget == 0.5 and pol.ridge == saved["learned"]["ridge"]
