@@ -64,7 +64,7 @@ def split_validation(train: Examples, frac: float = VAL_FRAC, cap: int = VAL_REQ
 
 
 def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensData,
-                       store: UserLogStore, *, steps: int, num_threads: int = 4,
+                       store: UserLogStore, *, steps: int, num_threads: int | None = None,
                        progress: bool = True) -> tuple[dict[str, Any], np.ndarray, Any]:
     """Train one model on the earlier training requests (histories joined from `store`),
     keep the parameters with the best validation AUC (checked VAL_CHECKS times, on the
@@ -174,7 +174,7 @@ def resolve_steps(models: Sequence[str], steps: int | Mapping[str, int] | None
 
 def routing_table(data: MovieLensData, store: UserLogStore,
                   trained: Mapping[str, tuple[TierConfig, np.ndarray, Any]], *,
-                  budgets: Sequence[float] = ROUTING_BUDGETS, num_threads: int = 4
+                  budgets: Sequence[float] = ROUTING_BUDGETS, num_threads: int | None = None
                   ) -> dict[str, Any]:
     """The `bench routing` table on the MovieLens test requests, for the trained tiers.
 
@@ -205,7 +205,7 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
                         models: Sequence[str] = DEFAULT_MODELS,
                         store_url: str | None = None, overrides: Sequence[str] = (),
                         large_history: int = LARGE_HISTORY, large_batch: int = LARGE_BATCH,
-                        num_threads: int = 4, out_json: str | Path | None = None,
+                        num_threads: int | None = None, out_json: str | Path | None = None,
                         progress: bool = True) -> dict[str, Any]:
     """Load MovieLens, fill the store, train and evaluate every model; print, JSON, PNG."""
     unknown = [m for m in models if m not in {n for n, _, _ in MODELS}]

@@ -33,7 +33,7 @@ import numpy as np
 
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.config import load_tier
-from arm_jax.data.join import joined_batches
+from arm_jax.data.join import default_join_threads, joined_batches
 from arm_jax.data.synthetic import SyntheticSpec, SyntheticWorld
 from arm_jax.store import codec
 from arm_jax.store.lmdb_store import LmdbStore
@@ -49,7 +49,7 @@ def _examples_bytes(ex: Any, path: Path) -> int:
 
 
 def _throughput(ex: Any, store: Any, features: Any, L: int, batch_size: int,
-                num_threads: int, catalog: Any) -> float:
+                num_threads: int | None, catalog: Any) -> float:
     t0 = time.perf_counter()
     n = 0
     for batch, _ in joined_batches(ex, store, features, batch_size=batch_size, max_len=L,
@@ -60,7 +60,8 @@ def _throughput(ex: Any, store: Any, features: Any, L: int, batch_size: int,
 
 def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
                     requests_per_user: int = 50, candidates: int = 16, history_len: int = 1024,
-                    join_examples: int = 4000, batch_size: int = 64, num_threads: int = 4,
+                    join_examples: int = 4000, batch_size: int = 64,
+                    num_threads: int | None = None,
                     redis_url: str | None = None, out_json: str | Path | None = None
                     ) -> dict[str, Any]:
     """Build the world, load LMDB (+ Redis), measure bytes and join throughput; print, JSON, PNG."""
@@ -84,7 +85,8 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
         "users": users, "events": events, "history_median": history_median,
         "examples": len(ex), "requests_per_user": requests_per_user, "candidates": candidates,
         "history_len": history_len, "mean_joined_events": float(hist_len.mean()),
-        "join_examples": join_examples, "batch_size": batch_size, "num_threads": num_threads}}
+        "join_examples": join_examples, "batch_size": batch_size,
+        "num_threads": default_join_threads() if num_threads is None else num_threads}}
     with tempfile.TemporaryDirectory(prefix="armjax-store-bench-") as tmp:
         ex_bytes = _examples_bytes(ex, Path(tmp) / "examples.npz")
         lmdb_store = LmdbStore(Path(tmp) / "logs")

@@ -21,7 +21,8 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     s.add_argument("--join-examples", type=int, default=4000,
                    help="examples joined for the throughput figure")
     s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--threads", type=int, default=4, help="grain background join threads")
+    s.add_argument("--threads", type=int, default=None,
+                   help="grain background join threads (default: CPUs - 1, 1..4)")
     s.add_argument("--redis", default=None, metavar="URL",
                    help="existing Redis (default: start a throwaway redis-server)")
     s.add_argument("--out", default="bench-results/store.json")
@@ -43,7 +44,8 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     m.add_argument("--large-batch", type=int, default=16, help="requests per large-tier step")
     m.add_argument("--store", default=None, metavar="URL",
                    help="user-log store (default: LMDB in a temporary directory)")
-    m.add_argument("--threads", type=int, default=4, help="grain background join threads")
+    m.add_argument("--threads", type=int, default=None,
+                   help="grain background join threads (default: CPUs - 1, 1..4)")
     m.add_argument("--out", default="bench-results/movielens.json")
     m.add_argument("overrides", nargs="*", metavar="key=value",
                    help="tier config overrides applied to every model")

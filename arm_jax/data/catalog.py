@@ -45,12 +45,16 @@ class ItemCatalog:
 
     def lookup(self, items: np.ndarray) -> np.ndarray:
         """Side ids int32 [..., s] of item ids [...]; unknown items get UNKNOWN_SIDE."""
-        items = np.asarray(items, np.int64)
-        known = (items >= 0) & (items < self.num_items)
+        items = np.asarray(items)
         if not self.num_items:
             return np.full(items.shape + (len(self.fields),), UNKNOWN_SIDE, np.int32)
-        rows = self.side[np.where(known, items, 0)]
-        return np.where(known[..., None], rows, UNKNOWN_SIDE).astype(np.int32)
+        # One clipped gather, then patch the (rare) unknown ids: the join calls this per
+        # batch on [B, L] items, so it avoids full-size where/astype passes.
+        rows = self.side.take(np.clip(items, 0, self.num_items - 1), axis=0)
+        unknown = (items < 0) | (items >= self.num_items)
+        if unknown.any():
+            rows[unknown] = UNKNOWN_SIDE
+        return rows
 
     def check_fields(self, fields: tuple[int, ...]) -> None:
         """Raise CatalogError unless this catalogue holds exactly `fields` (in order)."""
