@@ -33,7 +33,7 @@ import numpy as np
 
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.config import load_tier
-from arm_jax.data.join import default_join_threads, joined_batches
+from arm_jax.data.join import join_threads, joined_batches
 from arm_jax.data.synthetic import SyntheticSpec, SyntheticWorld
 from arm_jax.store import codec
 from arm_jax.store.lmdb_store import LmdbStore
@@ -86,7 +86,7 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
         "examples": len(ex), "requests_per_user": requests_per_user, "candidates": candidates,
         "history_len": history_len, "mean_joined_events": float(hist_len.mean()),
         "join_examples": join_examples, "batch_size": batch_size,
-        "num_threads": default_join_threads() if num_threads is None else num_threads}}
+        "num_threads": join_threads(num_threads)}}
     with tempfile.TemporaryDirectory(prefix="armjax-store-bench-") as tmp:
         ex_bytes = _examples_bytes(ex, Path(tmp) / "examples.npz")
         lmdb_store = LmdbStore(Path(tmp) / "logs")

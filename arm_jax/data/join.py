@@ -36,6 +36,11 @@ def default_join_threads() -> int:
     return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
+def join_threads(num_threads: int | None) -> int:
+    """The thread count a join uses: `num_threads` (at least 1), None -> the default."""
+    return default_join_threads() if num_threads is None else max(1, num_threads)
+
+
 def pack_histories(logs: Sequence[Events], ts: np.ndarray, max_len: int,
                    catalog: ItemCatalog) -> dict[str, np.ndarray]:
     """Per-example logs (oldest first, already cut before ts) -> padded, newest-first arrays.
@@ -128,15 +133,14 @@ def joined_dataset(examples: Examples, store: UserLogStore, features: FeaturesCo
     ds = grain.MapDataset.range(num_batches).map(
         _JoinBatch(examples, order, batch_size, store, features, max_len,
                    catalog or empty_catalog(features.history_side_fields)))
-    threads = default_join_threads() if num_threads is None else max(1, num_threads)
-    return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=join_threads(num_threads),
                                                 prefetch_buffer_size=max(1, prefetch)))
 
 
 def joined_batches(examples: Examples, store: UserLogStore, features: FeaturesConfig, *,
                    batch_size: int, max_len: int, shuffle: bool = False, seed: int = 0,
-                   drop_remainder: bool = False, num_threads: int | None = None, prefetch: int = 8,
-                   progress: bool = False, desc: str = "join",
+                   drop_remainder: bool = False, num_threads: int | None = None,
+                   prefetch: int = 8, progress: bool = False, desc: str = "join",
                    catalog: ItemCatalog | None = None) -> Iterator[Any]:
     """Iterate `joined_dataset` with a tqdm progress bar (when `progress`)."""
     n = len(examples)
@@ -147,5 +151,5 @@ def joined_batches(examples: Examples, store: UserLogStore, features: FeaturesCo
     yield from tqdm(ds, total=total, disable=not progress, desc=desc, unit="batch")
 
 
-__all__ = ["default_join_threads", "join_histories", "pack_histories", "joined_dataset", "joined_batches",
-           "StoreHistory"]
+__all__ = ["default_join_threads", "join_threads", "join_histories", "pack_histories",
+           "joined_dataset", "joined_batches", "StoreHistory"]

@@ -136,7 +136,8 @@ class LearnedPolicy:
                  ridge: float | None = None):
         self.small, self.large = small, large
         self.num_action_types = num_action_types
-        self.ridge = ridge
+        self.requested_ridge = ridge          # None: choose by cross-validation in fit()
+        self.ridge = ridge                    # the strength the current weights used
         self.cv_mse: dict[float, float] | None = None
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
@@ -186,8 +187,8 @@ class LearnedPolicy:
         self.mean = x.mean(0)
         self.std = np.where(x.std(0) > 1e-9, x.std(0), 1.0)
         a = self._design(x)
-        if self.ridge is None:
-            self.ridge = self._choose_ridge(a, y)
+        self.ridge = (self._choose_ridge(a, y) if self.requested_ridge is None
+                      else self.requested_ridge)
         self.weights = self._solve(a, y, self.ridge)
         self.fit_predictions = a @ self.weights
         if budget is not None:
