@@ -85,6 +85,9 @@ class ModelConfig:
     mlp_hidden: int = _f(512, 1, 65536)
     head_hidden: int = _f(256, 1, 65536)
     use_bias: bool = _f(False, doc="bias terms in the interaction stack ('turbo' drops them)")
+    dropout: float = _f(0.0, 0.0, 0.9, doc="training-only dropout rate on the encoded history, "
+                                           "the interaction stack's input tokens and the head "
+                                           "(0: off; serving never drops)")
     dtype: str = _f("float32", choices=("float32", "bfloat16"), doc="compute dtype")
     param_dtype: str = _f("float32", choices=("float32", "bfloat16"))
     kernel_impl: str = _f("auto", choices=("auto", "xla", "pallas"),

@@ -33,7 +33,7 @@ from arm_jax.data.synthetic import Examples
 from arm_jax.metrics import evaluate
 from arm_jax.store import UserLogStore, open_store
 from arm_jax.train.loop import LONG_HISTORY, SHORT_HISTORY, history_len_for
-from arm_jax.train.step import make_optimizer, make_predict, make_train_step
+from arm_jax.train.step import dropout_keys, make_optimizer, make_predict, make_train_step
 
 # (name, model kind, tier config) in table order; logreg reads the tier's features only
 MODELS = (("logreg", "logreg", "small"), ("small", "ranker", "small"),
@@ -83,6 +83,7 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
                         tc.embedding_lr_scale)
     opt_state = tx.init(params)
     train_step = make_train_step(graphdef, tx)
+    drop_key = dropout_keys(tier.model.dropout if kind == "ranker" else 0.0, tc.seed)
     fwd = make_predict(graphdef)
     check_every = max(1, steps // VAL_CHECKS)
 
@@ -104,7 +105,7 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
     bar = tqdm(itertools.islice(batches(), steps), total=steps, disable=not progress,
                desc=f"train {name} (L={max_len})", unit="step")
     for i, (batch, labels) in enumerate(bar):
-        params, opt_state, loss = train_step(params, opt_state, batch, labels)
+        params, opt_state, loss = train_step(params, opt_state, batch, labels, drop_key(i))
         if i % tc.log_every == 0 or i == steps - 1:
             losses.append(float(loss))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")

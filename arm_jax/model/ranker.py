@@ -101,8 +101,17 @@ class Ranker(nnx.Module):
                                    param_dtype=pdtype, rngs=rngs)
 
     # ------------------------------------------------------------------ towers
-    def encode_request(self, batch: RequestBatch) -> RequestState:
-        """Request-level work, once per request."""
+    def _drop(self, x: jax.Array, key: jax.Array | None) -> jax.Array:
+        """Inverted dropout at rate `cfg.dropout` when training (a key given), else x."""
+        rate = self.cfg.dropout
+        if key is None or rate == 0.0:
+            return x
+        keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+        return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+    def encode_request(self, batch: RequestBatch, *,
+                       dropout_key: jax.Array | None = None) -> RequestState:
+        """Request-level work, once per request. `dropout_key` only when training."""
         batch = batch.truncate_history(self.cfg.history_len)
         b = batch.num_requests
         d = self.cfg.d_model
@@ -120,10 +129,12 @@ class Ranker(nnx.Module):
         seq_bld, mask_bl = self.encoder(batch.hist_item, batch.hist_action, batch.hist_gap,
                                         batch.hist_len, extra_bld=side_blsd.sum(axis=2),
                                         item_bld=item_bld)
+        k_seq, k_req = (None, None) if dropout_key is None else jax.random.split(dropout_key)
+        seq_bld = self._drop(seq_bld, k_seq)
         parts = [sparse_bfd, dense_b1d]
         if self.summary is not None:
             parts.append(self.summary(seq_bld, mask_bl))
-        req_btd = jnp.concatenate(parts, axis=1)
+        req_btd = self._drop(jnp.concatenate(parts, axis=1), k_req)
         k = v = None
         if self.cfg.target_attention:
             h = self.cfg.target_heads
@@ -138,8 +149,10 @@ class Ranker(nnx.Module):
                             hist_mask_bl=mask_bl,
                             first_layer=self.wukong[0].request_part(req_btd), match=match)
 
-    def score_candidates(self, state: RequestState, batch: RequestBatch) -> jax.Array:
+    def score_candidates(self, state: RequestState, batch: RequestBatch, *,
+                         dropout_key: jax.Array | None = None) -> jax.Array:
         """Candidate-level work over the candidate axis -> logits [b, c, tasks]."""
+        k_cand, k_head = (None, None) if dropout_key is None else jax.random.split(dropout_key)
         b, c = batch.cand_sparse.shape[:2]
         d = self.cfg.d_model
         sparse_bcfd = self.cand_sparse(batch.cand_sparse).astype(self.dtype)
@@ -165,19 +178,30 @@ class Ranker(nnx.Module):
                                         state.hist_v_blhk, state.hist_mask_bl,
                                         impl=self.cfg.kernel_impl)
             parts.append(self.ta_out(att_bchk.reshape(b, c, d))[:, :, None])
-        cand_bctd = jnp.concatenate(parts, axis=2)
+        cand_bctd = self._drop(jnp.concatenate(parts, axis=2), k_cand)
         x_bctd = self.wukong[0].candidate_part(state.req_tokens_btd, cand_bctd, state.first_layer)
         for layer in self.wukong[1:]:
             x_bctd = layer(x_bctd)
-        hidden = jax.nn.relu(self.head_in(x_bctd.reshape(b, c, -1)))
+        hidden = self._drop(jax.nn.relu(self.head_in(x_bctd.reshape(b, c, -1))), k_head)
         return self.head_out(hidden).astype(jnp.float32)
 
     # ------------------------------------------------------------------ modes
     def __call__(self, batch: RequestBatch, *, mode: Mode = "shared",
-                 pair_chunk: int | None = None) -> jax.Array:
-        """Logits [b, c, tasks]. `pair_chunk` bounds memory of `per_pair` (pairs per step)."""
+                 pair_chunk: int | None = None,
+                 dropout_key: jax.Array | None = None) -> jax.Array:
+        """Logits [b, c, tasks]. `pair_chunk` bounds memory of `per_pair` (pairs per step).
+
+        `dropout_key` (training only, `shared` mode) applies `model.dropout`; without it the
+        model is deterministic, as in evaluation, export and serving."""
         if mode == "shared":
-            return self.score_candidates(self.encode_request(batch), batch)
+            if dropout_key is None:
+                return self.score_candidates(self.encode_request(batch), batch)
+            k_req, k_cand = jax.random.split(dropout_key)
+            return self.score_candidates(self.encode_request(batch, dropout_key=k_req), batch,
+                                         dropout_key=k_cand)
+        if dropout_key is not None:
+            raise ValueError("dropout_key: dropout is applied in 'shared' mode only (the "
+                             "training mode); per_pair is an inference baseline")
         if mode == "per_pair":
             return self._per_pair(batch, pair_chunk)
         raise ValueError(f"mode must be 'shared' or 'per_pair', got {mode!r}")

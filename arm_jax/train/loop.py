@@ -17,7 +17,7 @@ from arm_jax.checkpoint import build_model, save_checkpoint
 from arm_jax.config import TierConfig
 from arm_jax.data.synthetic import Examples, SyntheticSpec, SyntheticWorld, iterate_batches
 from arm_jax.metrics import evaluate
-from arm_jax.train.step import make_optimizer, make_predict, make_train_step
+from arm_jax.train.step import dropout_keys, make_optimizer, make_predict, make_train_step
 
 SHORT_HISTORY = 32    # events: the small tier sees all of such a user's history
 LONG_HISTORY = 256    # events: more than the small and medium tiers read
@@ -68,6 +68,7 @@ def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
                         tc.embedding_lr_scale)
     opt_state = tx.init(params)
     train_step = make_train_step(graphdef, tx)
+    drop_key = dropout_keys(tier.model.dropout if kind == "ranker" else 0.0, tc.seed)
     max_len = history_len_for(kind, tier)
 
     def batches():
@@ -80,7 +81,7 @@ def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
     bar = tqdm(itertools.islice(batches(), steps), total=steps, disable=not progress,
                desc=f"train {kind}:{tier.name}", unit="step")
     for i, (batch, labels) in enumerate(bar):
-        params, opt_state, loss = train_step(params, opt_state, batch, labels)
+        params, opt_state, loss = train_step(params, opt_state, batch, labels, drop_key(i))
         if i % tc.log_every == 0 or i == steps - 1:
             losses.append(float(loss))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")

@@ -59,12 +59,22 @@ def _forward(graphdef: nnx.GraphDef, params: Any, batch: RequestBatch, **kw: Any
     return nnx.merge(graphdef, params)(batch, **kw)
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
-    """(params, opt_state, batch, labels) -> (params, opt_state, loss)."""
+def dropout_keys(rate: float, seed: int) -> Callable[[int], jax.Array | None]:
+    """step -> the train step's dropout key (None, i.e. deterministic, when rate is 0)."""
+    base = jax.random.key(seed)
+    return lambda step: None if rate == 0.0 else jax.random.fold_in(base, step)
 
-    def step(params, opt_state, batch, labels):
+
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
+    """(params, opt_state, batch, labels[, dropout_key]) -> (params, opt_state, loss).
+
+    With a `dropout_key` the model applies its `model.dropout` (see `dropout_keys`)."""
+
+    def step(params, opt_state, batch, labels, dropout_key=None):
+        kw = {} if dropout_key is None else {"dropout_key": dropout_key}
+
         def loss_fn(p):
-            return masked_bce(_forward(graphdef, p, batch), labels, batch.cand_mask)
+            return masked_bce(_forward(graphdef, p, batch, **kw), labels, batch.cand_mask)
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)

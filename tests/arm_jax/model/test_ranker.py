@@ -79,3 +79,20 @@ def test_unknown_mode_is_refused(model_and_batch):
     model = Ranker(tier.model, tier.features, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="mode must be 'shared' or 'per_pair', got 'pairs'"):
         model(batch, mode="pairs")
+
+
+def test_dropout_only_with_a_key(tiny_overrides):
+    """model.dropout changes training forwards (per key) but never a keyless forward."""
+    tier = load_tier("small", [*tiny_overrides, "model.dropout=0.3"])
+    model = Ranker(tier.model, tier.features, rngs=nnx.Rngs(7))
+    plain = Ranker(load_tier("small", tiny_overrides).model, tier.features, rngs=nnx.Rngs(7))
+    batch = random_batch(tier.features, batch=3, candidates=5, history=8, seed=4)
+    base = np.asarray(model(batch))
+    np.testing.assert_array_equal(base, np.asarray(plain(batch)))  # same params, no key
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+    d1, d1_again, d2 = (np.asarray(model(batch, dropout_key=k)) for k in (k1, k1, k2))
+    np.testing.assert_array_equal(d1, d1_again)                     # a key is reproducible
+    assert not np.allclose(d1, base) and not np.allclose(d1, d2)
+    np.testing.assert_array_equal(np.asarray(plain(batch, dropout_key=k1)), base)  # rate 0
+    with pytest.raises(ValueError, match="dropout_key"):
+        model(batch, mode="per_pair", dropout_key=k1)

@@ -65,3 +65,17 @@ def test_large_beats_small_on_users_with_long_histories(trained, trained_large):
     auc = {name: m["long_history"]["click"]["auc"] for name, m in
            (("small", small), ("large", large))}
     assert auc["large"] > auc["small"] + 0.01, auc
+
+
+def test_dropout_trains_differently_and_evaluates_deterministically(trained, tiny_overrides):
+    """model.dropout reaches the train step (a different loss curve from the same seed) and
+    evaluation of the result is deterministic (no dropout outside training)."""
+    tier, data, ranker, _, _ = trained
+    dropped = load_tier("small", [*tiny_overrides, *WORLD, "model.history_len=16",
+                                  "model.dropout=0.2"])
+    res = train_model(dropped, data, steps=20, progress=False)
+    plain = train_model(tier, data, steps=20, progress=False)
+    assert res.losses[0] == pytest.approx(plain.losses[0], abs=0.2)   # same init, same batch
+    assert not np.allclose(res.losses, plain.losses)
+    again = evaluate_model(res.graphdef, res.params, dropped, data)
+    assert again["overall"] == res.metrics["overall"]
