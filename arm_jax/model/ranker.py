@@ -193,6 +193,8 @@ class Ranker(nnx.Module):
 
         `dropout_key` (training only, `shared` mode) applies `model.dropout`; without it the
         model is deterministic, as in evaluation, export and serving."""
+        if mode not in ("shared", "per_pair"):
+            raise ValueError(f"mode must be 'shared' or 'per_pair', got {mode!r}")
         if mode == "shared":
             if dropout_key is None:
                 return self.score_candidates(self.encode_request(batch), batch)
@@ -202,9 +204,7 @@ class Ranker(nnx.Module):
         if dropout_key is not None:
             raise ValueError("dropout_key: dropout is applied in 'shared' mode only (the "
                              "training mode); per_pair is an inference baseline")
-        if mode == "per_pair":
-            return self._per_pair(batch, pair_chunk)
-        raise ValueError(f"mode must be 'shared' or 'per_pair', got {mode!r}")
+        return self._per_pair(batch, pair_chunk)
 
     def _per_pair(self, batch: RequestBatch, pair_chunk: int | None) -> jax.Array:
         b, c = batch.cand_sparse.shape[:2]

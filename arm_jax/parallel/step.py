@@ -98,7 +98,10 @@ class ShardedModel:
 
     def train_step(self, tx: optax.GradientTransformation, batch_like: RequestBatch,
                    labels_like: Any, donate: bool = True) -> Callable:
-        """jit((params, opt_state, batch, labels) -> (params, opt_state, loss))."""
+        """jit((params, opt_state, batch, labels) -> (params, opt_state, loss)).
+
+        Deterministic (no `model.dropout`): this step serves the memory planner's checks;
+        dropout training goes through `arm_jax.train.step.make_train_step`."""
         graphdef = self.graphdef
         opt_sh = optimizer_shardings(tx, self.abstract_params, self.param_sh, self.mesh)
 
