@@ -20,11 +20,9 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
-from flax import nnx
 from tqdm import tqdm
 
 from arm_jax.bench.timing import machine_info, write_json
-from arm_jax.checkpoint import build_model
 from arm_jax.config import TierConfig, load_tier
 from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.join import joined_batches
@@ -33,7 +31,8 @@ from arm_jax.data.synthetic import Examples
 from arm_jax.metrics import evaluate
 from arm_jax.store import UserLogStore, open_store
 from arm_jax.train.loop import LONG_HISTORY, SHORT_HISTORY, history_len_for
-from arm_jax.train.step import dropout_keys, make_optimizer, make_predict, make_train_step
+from arm_jax.train.step import make_predict
+from arm_jax.train.trainer import Trainer
 
 # (name, model kind, tier config) in table order; logreg reads the tier's features only
 MODELS = (("logreg", "logreg", "small"), ("small", "ranker", "small"),
@@ -78,12 +77,8 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
         raise ValueError(f"train.batch_size={tc.batch_size}: the training split has {len(fit)} "
                          f"requests before validation and {len(val)} for it; need at least "
                          f"one full batch and one validation request")
-    graphdef, params = nnx.split(build_model(kind, tier, seed=tc.seed))
-    tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay,
-                        tc.embedding_lr_scale)
-    opt_state = tx.init(params)
-    train_step = make_train_step(graphdef, tx)
-    drop_key = dropout_keys(tier.model.dropout if kind == "ranker" else 0.0, tc.seed)
+    trainer = Trainer.create(kind, tier, steps)
+    graphdef = trainer.graphdef
     fwd = make_predict(graphdef)
     check_every = max(1, steps // VAL_CHECKS)
 
@@ -105,17 +100,17 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
     bar = tqdm(itertools.islice(batches(), steps), total=steps, disable=not progress,
                desc=f"train {name} (L={max_len})", unit="step")
     for i, (batch, labels) in enumerate(bar):
-        params, opt_state, loss = train_step(params, opt_state, batch, labels, drop_key(i))
+        loss = trainer.step(i, batch, labels)
         if i % tc.log_every == 0 or i == steps - 1:
             losses.append(float(loss))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if (i + 1) % check_every == 0 or i == steps - 1:
-            v = auc_on(val, params)
+            v = auc_on(val, trainer.params)
             val_curve.append((i + 1, round(v, 5)))
             if v > best[0]:
-                best = (v, i + 1, jax.device_get(params))   # host copy: params are donated
+                best = (v, i + 1, jax.device_get(trainer.params))  # host copy: donated
             bar.set_postfix(loss=f"{losses[-1]:.4f}", val_auc=f"{v:.4f}")
-    jax.block_until_ready(params)
+    jax.block_until_ready(trainer.params)
     train_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()

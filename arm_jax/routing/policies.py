@@ -157,11 +157,13 @@ class LearnedPolicy:
         reg[0, 0] = 0.0
         return np.linalg.solve(a.T @ a + reg, a.T @ y)
 
-    def _choose_ridge(self, a: np.ndarray, y: np.ndarray, folds: int = 5) -> float:
-        """The RIDGE_GRID value with the lowest held-out squared error over `folds` folds
-        (fixed shuffle, so a fit is reproducible); 1.0 when there are too few rows."""
+    def _choose_ridge(self, a: np.ndarray, y: np.ndarray, folds: int = 5
+                      ) -> tuple[float, dict[float, float] | None]:
+        """(the RIDGE_GRID value with the lowest held-out squared error over `folds` folds,
+        that error per value); fixed shuffle, so a fit is reproducible; (1.0, None) when
+        there are too few rows."""
         if len(y) < 4 * folds:
-            return 1.0
+            return 1.0, None
         parts = np.array_split(np.random.default_rng(0).permutation(len(y)), folds)
         mse = {}
         for lam in RIDGE_GRID:
@@ -171,8 +173,7 @@ class LearnedPolicy:
                 w = self._solve(a[tr], y[tr], lam)
                 err += float(((a[parts[k]] @ w - y[parts[k]]) ** 2).sum())
             mse[lam] = err / len(y)
-        self.cv_mse = mse
-        return min(mse, key=mse.get)
+        return min(mse, key=mse.get), mse
 
     def fit(self, features: np.ndarray, gain: np.ndarray, *, budget: float | None = None
             ) -> "LearnedPolicy":
@@ -187,8 +188,8 @@ class LearnedPolicy:
         self.mean = x.mean(0)
         self.std = np.where(x.std(0) > 1e-9, x.std(0), 1.0)
         a = self._design(x)
-        self.ridge = (self._choose_ridge(a, y) if self.requested_ridge is None
-                      else self.requested_ridge)
+        self.ridge, self.cv_mse = (self._choose_ridge(a, y) if self.requested_ridge is None
+                                   else (self.requested_ridge, None))
         self.weights = self._solve(a, y, self.ridge)
         self.fit_predictions = a @ self.weights
         if budget is not None:

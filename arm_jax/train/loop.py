@@ -13,11 +13,12 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from arm_jax.checkpoint import build_model, save_checkpoint
+from arm_jax.checkpoint import save_checkpoint
 from arm_jax.config import TierConfig
 from arm_jax.data.synthetic import Examples, SyntheticSpec, SyntheticWorld, iterate_batches
 from arm_jax.metrics import evaluate
-from arm_jax.train.step import dropout_keys, make_optimizer, make_predict, make_train_step
+from arm_jax.train.step import make_predict
+from arm_jax.train.trainer import Trainer
 
 SHORT_HISTORY = 32    # events: the small tier sees all of such a user's history
 LONG_HISTORY = 256    # events: more than the small and medium tiers read
@@ -62,13 +63,7 @@ def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
     """Train with AdamW on the synthetic world, evaluate on held-out requests, checkpoint."""
     tc = tier.train
     steps = steps or tc.steps
-    model = build_model(kind, tier, seed=tc.seed)
-    graphdef, params = nnx.split(model)
-    tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay,
-                        tc.embedding_lr_scale)
-    opt_state = tx.init(params)
-    train_step = make_train_step(graphdef, tx)
-    drop_key = dropout_keys(tier.model.dropout if kind == "ranker" else 0.0, tc.seed)
+    trainer = Trainer.create(kind, tier, steps)
     max_len = history_len_for(kind, tier)
 
     def batches():
@@ -81,11 +76,11 @@ def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
     bar = tqdm(itertools.islice(batches(), steps), total=steps, disable=not progress,
                desc=f"train {kind}:{tier.name}", unit="step")
     for i, (batch, labels) in enumerate(bar):
-        params, opt_state, loss = train_step(params, opt_state, batch, labels, drop_key(i))
+        loss = trainer.step(i, batch, labels)
         if i % tc.log_every == 0 or i == steps - 1:
             losses.append(float(loss))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    jax.block_until_ready(params)
+    graphdef, params = trainer.graphdef, jax.block_until_ready(trainer.params)
     seconds = time.perf_counter() - t0
     metrics = evaluate_model(graphdef, params, tier, data, kind=kind)
     metrics.update(train_seconds=seconds, steps=steps, first_loss=losses[0], last_loss=losses[-1])

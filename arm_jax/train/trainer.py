@@ -1,0 +1,48 @@
+"""One model's training state and its jitted step: the setup every training loop shares.
+
+`arm-jax train` (synthetic data) and `bench movielens` (joined MovieLens batches) differ in
+their data and in what they evaluate; building the model, the optimiser, the donated train
+step and the per-step dropout keys is the same, and lives here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jax
+from flax import nnx
+
+from arm_jax.batch import RequestBatch
+from arm_jax.checkpoint import build_model
+from arm_jax.config import TierConfig
+from arm_jax.train.step import dropout_keys, make_optimizer, make_train_step
+
+
+@dataclass
+class Trainer:
+    """(graphdef, params, optimiser state) of one model and `step` to advance them."""
+
+    graphdef: nnx.GraphDef
+    params: Any
+    opt_state: Any
+    train_step: Callable
+    dropout_key: Callable[[int], jax.Array | None]
+
+    @classmethod
+    def create(cls, kind: str, tier: TierConfig, steps: int) -> "Trainer":
+        """A fresh `kind` model ("ranker" | "logreg") seeded by `train.seed`, AdamW over
+        `steps` (warm-up, cosine, table learning-rate scale); dropout for rankers only."""
+        tc = tier.train
+        graphdef, params = nnx.split(build_model(kind, tier, seed=tc.seed))
+        tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay,
+                            tc.embedding_lr_scale)
+        rate = tier.model.dropout if kind == "ranker" else 0.0
+        return cls(graphdef, params, tx.init(params), make_train_step(graphdef, tx),
+                   dropout_keys(rate, tc.seed))
+
+    def step(self, i: int, batch: RequestBatch, labels: Any) -> jax.Array:
+        """Train step `i` on one batch (params and optimiser state are donated); the loss."""
+        self.params, self.opt_state, loss = self.train_step(
+            self.params, self.opt_state, batch, labels, self.dropout_key(i))
+        return loss
