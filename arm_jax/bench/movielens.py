@@ -100,9 +100,9 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
     bar = tqdm(itertools.islice(batches(), steps), total=steps, disable=not progress,
                desc=f"train {name} (L={max_len})", unit="step")
     for i, (batch, labels) in enumerate(bar):
-        loss = trainer.step(i, batch, labels)
+        trainer.step(i, batch, labels)
         if i % tc.log_every == 0 or i == steps - 1:
-            losses.append(float(loss))
+            losses.append(trainer.mean_loss())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if (i + 1) % check_every == 0 or i == steps - 1:
             v = auc_on(val, trainer.params)

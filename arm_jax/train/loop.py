@@ -30,7 +30,7 @@ class TrainResult:
     tier: TierConfig
     graphdef: nnx.GraphDef
     params: Any
-    losses: list[float]
+    losses: list[float]     # mean train loss per logging window (the first: step 0 alone)
     metrics: dict[str, Any]
     seconds: float
 
@@ -76,9 +76,9 @@ def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
     bar = tqdm(itertools.islice(batches(), steps), total=steps, disable=not progress,
                desc=f"train {kind}:{tier.name}", unit="step")
     for i, (batch, labels) in enumerate(bar):
-        loss = trainer.step(i, batch, labels)
+        trainer.step(i, batch, labels)
         if i % tc.log_every == 0 or i == steps - 1:
-            losses.append(float(loss))
+            losses.append(trainer.mean_loss())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
     graphdef, params = trainer.graphdef, jax.block_until_ready(trainer.params)
     seconds = time.perf_counter() - t0

@@ -7,7 +7,7 @@ step and the per-step dropout keys is the same, and lives here once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
@@ -28,6 +28,8 @@ class Trainer:
     opt_state: Any
     train_step: Callable
     dropout_key: Callable[[int], jax.Array | None]
+    _loss_sum: Any = field(default=0.0, repr=False)     # on device: no sync per step
+    _loss_steps: int = field(default=0, repr=False)
 
     @classmethod
     def create(cls, kind: str, tier: TierConfig, steps: int) -> "Trainer":
@@ -45,4 +47,17 @@ class Trainer:
         """Train step `i` on one batch (params and optimiser state are donated); the loss."""
         self.params, self.opt_state, loss = self.train_step(
             self.params, self.opt_state, batch, labels, self.dropout_key(i))
+        self._loss_sum = self._loss_sum + loss
+        self._loss_steps += 1
         return loss
+
+    def mean_loss(self) -> float:
+        """Mean training loss over the steps since the last call (one device sync).
+
+        What the loops log: one batch's loss swings by +-50% on these batch sizes, so a
+        single-step figure says little about where training stands."""
+        if self._loss_steps == 0:
+            raise ValueError("mean_loss: no train step since the last call")
+        value = float(self._loss_sum) / self._loss_steps
+        self._loss_sum, self._loss_steps = 0.0, 0
+        return value

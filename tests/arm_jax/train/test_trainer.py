@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from arm_jax.config import load_tier
 from arm_jax.data.random_batch import random_batch
@@ -22,3 +23,17 @@ def test_step_updates_params_and_dropout_is_for_rankers_only(tiny_overrides):
                            jax.device_get(ranker.params))
     assert any(jax.tree.leaves(changed))
     assert np.isfinite(float(logreg.step(0, batch, labels)))
+
+
+def test_mean_loss_averages_the_steps_since_the_last_call(tiny_overrides):
+    tier = load_tier("small", tiny_overrides)
+    trainer = Trainer.create("logreg", tier, steps=10)
+    batch = random_batch(tier.features, batch=2, candidates=3, history=8, seed=2)
+    labels = np.zeros(batch.cand_mask.shape + (len(tier.features.tasks),), np.float32)
+    with pytest.raises(ValueError, match="mean_loss"):
+        trainer.mean_loss()
+    first = [float(trainer.step(i, batch, labels)) for i in range(3)]
+    assert trainer.mean_loss() == pytest.approx(np.mean(first), rel=1e-6)
+    second = [float(trainer.step(i, batch, labels)) for i in range(3, 5)]
+    assert second != first[:2]   # the window restarted: only these two steps count
+    assert trainer.mean_loss() == pytest.approx(np.mean(second), rel=1e-6)
