@@ -101,7 +101,7 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
                desc=f"train {name} (L={max_len})", unit="step")
     for i, (batch, labels) in enumerate(bar):
         trainer.step(i, batch, labels)
-        if i % tc.log_every == 0 or i == steps - 1:
+        if trainer.logs_at(i):
             losses.append(trainer.mean_loss())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if (i + 1) % check_every == 0 or i == steps - 1:

@@ -126,10 +126,11 @@ def compare_policies(probs: dict[str, np.ndarray], labels: np.ndarray, cand_mask
     by = {r["name"]: r for r in rows}
     s_auc, l_auc, l_flops = by["always-small"]["auc"], by["always-large"]["auc"], flops["large"]
     gap = l_auc - s_auc
+    defined = abs(gap) > 1e-12     # a share of no gain is undefined (None), not a crash
     for r in rows:
         r["flops_vs_large"] = r["flops_per_request"] / l_flops
-        r["auc_gain_kept"] = float((r["auc"] - s_auc) / gap) if abs(gap) > 1e-12 else None
-    ok = [r for r in rows if gap > 0 and r["name"].startswith("learned@")
+        r["auc_gain_kept"] = float((r["auc"] - s_auc) / gap) if defined else None
+    ok = [r for r in rows if defined and gap > 0 and r["name"].startswith("learned@")
           and r["flops_vs_large"] <= 0.5 and r["auc_gain_kept"] >= 0.95]
     target = {"rule": ">= 95% of large's AUC gain over small at <= 50% of large FLOPs",
               "met": bool(ok), "by": [r["name"] for r in ok],

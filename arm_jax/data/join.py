@@ -28,17 +28,15 @@ from arm_jax.data.synthetic import Examples
 from arm_jax.store.base import Events, UserLogStore
 
 
-def default_join_threads() -> int:
-    """Join threads for this machine: one core stays with the trainer, at most 4.
+def join_threads(num_threads: int | None = None) -> int:
+    """The thread count a join uses: `num_threads` (at least 1), or by default one core
+    left to the trainer, at most 4.
 
     Measured on 2 cores (`bench store`): 1 thread joins ~21k examples/s from LMDB, 4
     threads ~12k (they contend for the GIL and the cores)."""
+    if num_threads is not None:
+        return max(1, num_threads)
     return max(1, min(4, (os.cpu_count() or 1) - 1))
-
-
-def join_threads(num_threads: int | None) -> int:
-    """The thread count a join uses: `num_threads` (at least 1), None -> the default."""
-    return default_join_threads() if num_threads is None else max(1, num_threads)
 
 
 def pack_histories(logs: Sequence[Events], ts: np.ndarray, max_len: int,
@@ -120,7 +118,7 @@ def joined_dataset(examples: Examples, store: UserLogStore, features: FeaturesCo
                    drop_remainder: bool = False, num_threads: int | None = None,
                    prefetch: int = 8, catalog: ItemCatalog | None = None) -> grain.IterDataset:
     """A grain IterDataset of joined (RequestBatch, labels) batches, joined in `num_threads`
-    background threads (None: `default_join_threads()`) with `prefetch` batches buffered.
+    background threads (None: `join_threads()`) with `prefetch` batches buffered.
     Order is deterministic.
     `catalog` gives history events their side ids (None: unknown, UNKNOWN_SIDE)."""
     if batch_size < 1 or max_len < 1:
@@ -151,5 +149,5 @@ def joined_batches(examples: Examples, store: UserLogStore, features: FeaturesCo
     yield from tqdm(ds, total=total, disable=not progress, desc=desc, unit="batch")
 
 
-__all__ = ["default_join_threads", "join_threads", "join_histories", "pack_histories",
+__all__ = ["join_threads", "join_histories", "pack_histories",
            "joined_dataset", "joined_batches", "StoreHistory"]

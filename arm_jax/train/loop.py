@@ -77,7 +77,7 @@ def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
                desc=f"train {kind}:{tier.name}", unit="step")
     for i, (batch, labels) in enumerate(bar):
         trainer.step(i, batch, labels)
-        if i % tc.log_every == 0 or i == steps - 1:
+        if trainer.logs_at(i):
             losses.append(trainer.mean_loss())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
     graphdef, params = trainer.graphdef, jax.block_until_ready(trainer.params)

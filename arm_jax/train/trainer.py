@@ -28,6 +28,8 @@ class Trainer:
     opt_state: Any
     train_step: Callable
     dropout_key: Callable[[int], jax.Array | None]
+    steps: int
+    log_every: int
     _loss_sum: Any = field(default=0.0, repr=False)     # on device: no sync per step
     _loss_steps: int = field(default=0, repr=False)
 
@@ -41,7 +43,7 @@ class Trainer:
                             tc.embedding_lr_scale)
         rate = tier.model.dropout if kind == "ranker" else 0.0
         return cls(graphdef, params, tx.init(params), make_train_step(graphdef, tx),
-                   dropout_keys(rate, tc.seed))
+                   dropout_keys(rate, tc.seed), steps, tc.log_every)
 
     def step(self, i: int, batch: RequestBatch, labels: Any) -> jax.Array:
         """Train step `i` on one batch (params and optimiser state are donated); the loss."""
@@ -50,6 +52,10 @@ class Trainer:
         self._loss_sum = self._loss_sum + loss
         self._loss_steps += 1
         return loss
+
+    def logs_at(self, i: int) -> bool:
+        """Whether the loops log after step `i`: every `train.log_every` steps and the last."""
+        return i % self.log_every == 0 or i == self.steps - 1
 
     def mean_loss(self) -> float:
         """Mean training loss over the steps since the last call (one device sync).

@@ -113,9 +113,9 @@ def test_shuffle_and_drop_remainder(world, tmp_path):
     s.close()
 
 
-def test_default_join_threads_leave_a_core_for_the_trainer(monkeypatch):
+def test_join_threads_default_leaves_a_core_for_the_trainer(monkeypatch):
     from arm_jax.data import join
 
     for cpus, want in ((None, 1), (1, 1), (2, 1), (3, 2), (16, 4)):
         monkeypatch.setattr(join.os, "cpu_count", lambda c=cpus: c)
-        assert join.default_join_threads() == want
+        assert join.join_threads() == want

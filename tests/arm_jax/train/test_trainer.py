@@ -37,3 +37,9 @@ def test_mean_loss_averages_the_steps_since_the_last_call(tiny_overrides):
     second = [float(trainer.step(i, batch, labels)) for i in range(3, 5)]
     assert second != first[:2]   # the window restarted: only these two steps count
     assert trainer.mean_loss() == pytest.approx(np.mean(second), rel=1e-6)
+
+
+def test_logs_at_every_log_every_steps_and_the_last(tiny_overrides):
+    tier = load_tier("small", [*tiny_overrides, "train.log_every=4"])
+    trainer = Trainer.create("logreg", tier, steps=10)
+    assert [i for i in range(10) if trainer.logs_at(i)] == [0, 4, 8, 9]
