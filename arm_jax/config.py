@@ -78,6 +78,10 @@ class ModelConfig:
         True, doc="a history-match token per candidate: how much of the history shares its "
                   "item id and each history side field (soft, cosine of the shared embeddings)")
     target_heads: int = _f(4, 1, 64)
+    age_bias_slope: float = _f(
+        0.0, 0.0, 10.0, doc="a learned per-head recency bias in every attention over the "
+                            "history, starting at -slope logits per doubling of an event's "
+                            "age (0: none, no parameters)")
     wukong_layers: int = _f(4, 1, 64)
     fm_tokens: int = _f(16, 1, 1024, doc="n_F")
     lcb_tokens: int = _f(16, 1, 1024, doc="n_L")

@@ -1,6 +1,7 @@
 """Fused target attention: N candidate queries over one request's encoded history.
 
-out[b, c, h] = softmax_l(q[b, c, h] . k[b, l, h] / sqrt(dk), masked to valid l) v[b, l, h]
+out[b, c, h] = softmax_l(q[b, c, h] . k[b, l, h] / sqrt(dk) + bias[b, l, h],
+                         masked to valid l) v[b, l, h]
 
 The request operand (k, v: [b, L, h, dk]) is never broadcast to the candidates. The
 kernel's grid is (request, head, block of candidates); each program reads its request's
@@ -10,8 +11,10 @@ instead of (K + V) * N for the materialized per-pair form.
 
 Semantics (shared by kernel, reference and dispatcher; identical to
 `arm_jax.model.attention.masked_softmax_attention`): scores are scaled by dk**-0.5,
-padded history positions (mask False) get zero weight, and a request with no valid
-event yields zeros. Gradients: a custom_vjp whose backward pass is the reference's.
+an optional per-key bias (e.g. a learned recency prior) is added to the scores, padded
+history positions (mask False) get zero weight, and a request with no valid event yields
+zeros. Gradients (q, k, v and the bias): a custom_vjp whose backward pass is the
+reference's.
 """
 
 from __future__ import annotations
@@ -53,10 +56,13 @@ class TargetAttentionBlocks:
 
 # ----------------------------------------------------------------------------- reference
 def target_attention_reference(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
-                               mask_bl: jax.Array) -> jax.Array:
+                               mask_bl: jax.Array,
+                               bias_blh: jax.Array | None = None) -> jax.Array:
     """Plain-jnp target attention [b, c, h, dk]; k/v are used per request, never tiled."""
     scale = q_bchk.shape[-1] ** -0.5
     s_bhcl = jnp.einsum("bchk,blhk->bhcl", q_bchk * scale, k_blhk)
+    if bias_blh is not None:
+        s_bhcl = s_bhcl + jnp.transpose(bias_blh, (0, 2, 1))[:, :, None, :].astype(s_bhcl.dtype)
     s_bhcl = jnp.where(mask_bl[:, None, None, :], s_bhcl, _NEG)
     e_bhcl = jnp.exp(s_bhcl - s_bhcl.max(axis=-1, keepdims=True))
     o_bhck = jnp.einsum("bhcl,blhk->bhck", e_bhcl, v_blhk) / e_bhcl.sum(-1)[..., None]
@@ -65,8 +71,9 @@ def target_attention_reference(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax
 
 
 # ----------------------------------------------------------------------------- kernel
-def _kernel(q_ref, k_ref, v_ref, m_ref, o_ref, *, scale: float, block_l: int, n_l: int):
-    """One (request, head, candidate block): q [bc, dk]; k, v [Lp, dk]; mask [Lp]."""
+def _kernel(q_ref, k_ref, v_ref, m_ref, bias_ref, o_ref, *, scale: float, block_l: int,
+            n_l: int):
+    """One (request, head, candidate block): q [bc, dk]; k, v [Lp, dk]; mask, bias [Lp]."""
     q = q_ref[...].astype(jnp.float32) * scale
     bc, dk = q.shape
 
@@ -76,7 +83,7 @@ def _kernel(q_ref, k_ref, v_ref, m_ref, o_ref, *, scale: float, block_l: int, n_
         k_lk = k_ref[pl.ds(start, block_l), :].astype(jnp.float32)
         v_lk = v_ref[pl.ds(start, block_l), :].astype(jnp.float32)
         valid_l = m_ref[pl.ds(start, block_l)] != 0
-        s_cl = jnp.dot(q, k_lk.T)
+        s_cl = jnp.dot(q, k_lk.T) + bias_ref[pl.ds(start, block_l)][None, :]
         s_cl = jnp.where(valid_l[None, :], s_cl, _NEG)
         m_new = jnp.maximum(m_c, s_cl.max(axis=1))
         alpha = jnp.exp(m_c - m_new)
@@ -106,14 +113,19 @@ def kernel_cost(b: int, c: int, l: int, h: int, dk: int, itemsize: int,
     c_blocks = -(-c // blocks.block_c)
     kv_bytes = 2 * b * l * h * dk * itemsize * c_blocks
     qo_bytes = 2 * b * c * h * dk * itemsize
+    mask_bias_bytes = (b * l * 4 + b * l * h * 4) * c_blocks
     return pl.CostEstimate(flops=4 * b * c * l * h * dk, transcendentals=b * c * l * h,
-                           bytes_accessed=kv_bytes + qo_bytes + b * l * 4 * c_blocks)
+                           bytes_accessed=kv_bytes + qo_bytes + mask_bias_bytes)
 
 
 def target_attention_kernel(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
-                            mask_bl: jax.Array, *, blocks: TargetAttentionBlocks | None = None,
+                            mask_bl: jax.Array, bias_blh: jax.Array | None = None, *,
+                            blocks: TargetAttentionBlocks | None = None,
                             interpret: bool = False) -> jax.Array:
-    """The Pallas (Triton) kernel; pads c, L, dk to the tiles and slices the result back."""
+    """The Pallas (Triton) kernel; pads c, L, dk to the tiles and slices the result back.
+
+    The bias is passed head-major ([b, h, L], float32; zeros without one), so each
+    program reads its head's row contiguously, L-block by L-block, beside the mask."""
     blocks = blocks or TargetAttentionBlocks.default()
     b, c, h, dk = q_bchk.shape
     l = k_blhk.shape[1]
@@ -124,6 +136,9 @@ def target_attention_kernel(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Ar
     k = _pad_axis(_pad_axis(k_blhk, 1, lp), 3, dkp)
     v = _pad_axis(_pad_axis(v_blhk, 1, lp), 3, dkp)
     m = _pad_axis(mask_bl.astype(jnp.int32), 1, lp)
+    bias = (jnp.zeros((b, h, l), jnp.float32) if bias_blh is None
+            else jnp.transpose(bias_blh.astype(jnp.float32), (0, 2, 1)))
+    bias = _pad_axis(bias, 2, lp)
     kernel = functools.partial(_kernel, scale=dk ** -0.5, block_l=bl, n_l=lp // bl)
     out = pl.pallas_call(
         kernel,
@@ -134,6 +149,7 @@ def target_attention_kernel(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Ar
             pl.BlockSpec((None, lp, None, dkp), lambda bi, hi, ci: (bi, 0, hi, 0)),
             pl.BlockSpec((None, lp, None, dkp), lambda bi, hi, ci: (bi, 0, hi, 0)),
             pl.BlockSpec((None, lp), lambda bi, hi, ci: (bi, 0)),
+            pl.BlockSpec((None, None, lp), lambda bi, hi, ci: (bi, hi, 0)),
         ],
         out_specs=pl.BlockSpec((None, bc, None, dkp), lambda bi, hi, ci: (bi, ci, hi, 0)),
         compiler_params=plt.CompilerParams(num_warps=blocks.num_warps,
@@ -141,26 +157,32 @@ def target_attention_kernel(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Ar
         cost_estimate=kernel_cost(b, c, l, h, dk, q_bchk.dtype.itemsize, blocks),
         interpret=interpret,
         name="target_attention",
-    )(q, k, v, m)
+    )(q, k, v, m, bias)
     return out[:, :c, :, :dk]
 
 
 # ----------------------------------------------------------------------------- dispatch
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _fused(q, k, v, mask, impl, interpret, blocks):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+def _fused(q, k, v, bias, mask, impl, interpret, blocks):
     run_kernel = functools.partial(target_attention_kernel, blocks=blocks, interpret=interpret)
     if impl == "pallas":
-        return run_kernel(q, k, v, mask)
-    return on_platform((q, k, v, mask), gpu=run_kernel, default=target_attention_reference)
+        return run_kernel(q, k, v, mask, bias)
+    return on_platform((q, k, v, mask, bias), gpu=run_kernel,
+                       default=target_attention_reference)
 
 
-def _fused_fwd(q, k, v, mask, impl, interpret, blocks):
-    return _fused(q, k, v, mask, impl, interpret, blocks), (q, k, v, mask)
+def _fused_fwd(q, k, v, bias, mask, impl, interpret, blocks):
+    return _fused(q, k, v, bias, mask, impl, interpret, blocks), (q, k, v, bias, mask)
 
 
 def _fused_bwd(impl, interpret, blocks, res, g):
-    q, k, v, mask = res
-    _, vjp = jax.vjp(lambda q_, k_, v_: target_attention_reference(q_, k_, v_, mask), q, k, v)
+    q, k, v, bias, mask = res
+    if bias is None:  # an empty pytree: no bias, so no gradient to compute for it
+        _, vjp = jax.vjp(lambda q_, k_, v_: target_attention_reference(q_, k_, v_, mask),
+                         q, k, v)
+        return (*vjp(g), None, None)
+    _, vjp = jax.vjp(lambda q_, k_, v_, b_: target_attention_reference(q_, k_, v_, mask, b_),
+                     q, k, v, bias)
     return (*vjp(g), None)
 
 
@@ -168,11 +190,13 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 
 
 def target_attention(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
-                     mask_bl: jax.Array, impl: str = "auto", *, interpret: bool | None = None,
+                     mask_bl: jax.Array, bias_blh: jax.Array | None = None,
+                     impl: str = "auto", *, interpret: bool | None = None,
                      blocks: TargetAttentionBlocks | None = None) -> jax.Array:
     """Target attention [b, c, h, dk] of candidate queries over request history k/v [b, L, h, dk].
 
-    mask_bl [b, L] marks valid events. `impl`: "auto" (kernel when lowered for CUDA, XLA
+    mask_bl [b, L] marks valid events; bias_blh [b, L, h] (optional) is added to each
+    key's score. `impl`: "auto" (kernel when lowered for CUDA, XLA
     elsewhere), "pallas" (always the kernel; interpret mode without a GPU unless
     `interpret=False`), "xla" (the reference). Differentiable (reference backward).
     """
@@ -185,8 +209,10 @@ def target_attention(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
         raise KernelError(f"k_blhk {k_blhk.shape}: batch, heads, dk must match q {q_bchk.shape}")
     if mask_bl.shape != k_blhk.shape[:2]:
         raise KernelError(f"mask_bl {mask_bl.shape}: expected {k_blhk.shape[:2]}")
+    if bias_blh is not None and bias_blh.shape != k_blhk.shape[:3]:
+        raise KernelError(f"bias_blh {bias_blh.shape}: expected {k_blhk.shape[:3]}")
     if impl == "xla":
-        return target_attention_reference(q_bchk, k_blhk, v_blhk, mask_bl)
+        return target_attention_reference(q_bchk, k_blhk, v_blhk, mask_bl, bias_blh)
     interp = default_interpret(interpret) if impl == "pallas" else False
-    return _fused(q_bchk, k_blhk, v_blhk, mask_bl.astype(bool), impl, interp,
+    return _fused(q_bchk, k_blhk, v_blhk, bias_blh, mask_bl.astype(bool), impl, interp,
                   blocks or TargetAttentionBlocks.default())

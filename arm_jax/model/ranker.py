@@ -22,10 +22,11 @@ from flax import nnx
 
 from arm_jax.batch import RequestBatch
 from arm_jax.config import FeaturesConfig, ModelConfig
-from arm_jax.model.attention import SummaryPooling, masked_softmax_attention
+from arm_jax.model.age_bias import age_biases
+from arm_jax.model.attention import SummaryPooling, key_bias, masked_softmax_attention
 from arm_jax.model.embeddings import HashedEmbedding
 from arm_jax.model.history_match import HistoryMatch, MatchState
-from arm_jax.model.preprocess import normalize_dense
+from arm_jax.model.preprocess import age_bucket, normalize_dense
 from arm_jax.model.sequence_encoder import SequenceEncoder
 from arm_jax.model.wukong import WukongLayer, WukongRequestPart
 
@@ -41,18 +42,20 @@ class RequestState:
     hist_k_blhk: jax.Array | None
     hist_v_blhk: jax.Array | None
     hist_mask_bl: jax.Array
+    hist_bias_blh: jax.Array | None   # target attention's per-key age bias (or None)
     first_layer: WukongRequestPart
     match: MatchState | None = None
 
 
 def target_attention(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
-                     mask_bl: jax.Array, impl: str = "auto") -> jax.Array:
+                     mask_bl: jax.Array, bias_blh: jax.Array | None = None,
+                     impl: str = "auto") -> jax.Array:
     """Candidates query the request's history; k/v are read per request, never tiled."""
     try:
         from pallas_kernels.target_attention import target_attention as fused
     except ImportError:  # kernels package absent: the XLA path is the reference
-        return masked_softmax_attention(q_bchk, k_blhk, v_blhk, mask_bl)
-    return fused(q_bchk, k_blhk, v_blhk, mask_bl, impl=impl)
+        return masked_softmax_attention(q_bchk, k_blhk, v_blhk, mask_bl, bias_blh)
+    return fused(q_bchk, k_blhk, v_blhk, mask_bl, bias_blh, impl=impl)
 
 
 class Ranker(nnx.Module):
@@ -74,10 +77,14 @@ class Ranker(nnx.Module):
             d_model=d, history_len=model.history_len, num_layers=model.encoder_layers,
             num_heads=model.encoder_heads, mlp_ratio=model.encoder_mlp_ratio,
             item_hash_size=features.item_hash_size, num_action_types=features.num_action_types,
-            time_buckets=features.time_buckets, **kw)
-        self.summary = (SummaryPooling(d, model.summary_tokens, model.encoder_heads, **kw)
+            time_buckets=features.time_buckets, age_bias_slope=model.age_bias_slope, **kw)
+        ages = lambda heads: age_biases(features.time_buckets, heads,  # noqa: E731
+                                        model.age_bias_slope, param_dtype=pdtype)
+        self.summary = (SummaryPooling(d, model.summary_tokens, model.encoder_heads,
+                                       age_bias=ages(model.encoder_heads), **kw)
                         if model.summary_tokens else None)
         if model.target_attention:
+            self.ta_age_bias = ages(model.target_heads)
             self.ta_query = nnx.Linear(d, d, **kw)
             self.ta_kv = nnx.Linear(d, 2 * d, **kw)
             self.ta_out = nnx.Linear(d, d, **kw)
@@ -131,22 +138,24 @@ class Ranker(nnx.Module):
                                         item_bld=item_bld)
         k_seq, k_req = (None, None) if dropout_key is None else jax.random.split(dropout_key)
         seq_bld = self._drop(seq_bld, k_seq)
+        age_bl = age_bucket(batch.hist_gap, self.features.time_buckets)
         parts = [sparse_bfd, dense_b1d]
         if self.summary is not None:
-            parts.append(self.summary(seq_bld, mask_bl))
+            parts.append(self.summary(seq_bld, mask_bl, age_bl))
         req_btd = self._drop(jnp.concatenate(parts, axis=1), k_req)
-        k = v = None
+        k = v = bias = None
         if self.cfg.target_attention:
             h = self.cfg.target_heads
             kv = self.ta_kv(seq_bld).reshape(b, -1, 2, h, d // h)
             k, v = kv[:, :, 0], kv[:, :, 1]
+            bias = key_bias(self.ta_age_bias, age_bl)
         match = None
         if self.match is not None:
             keys_blfd = jnp.concatenate([item_bld[:, :, None].astype(self.dtype), side_blsd],
                                         axis=2)
             match = self.match.request_part(keys_blfd, seq_bld, mask_bl)
         return RequestState(req_tokens_btd=req_btd, hist_k_blhk=k, hist_v_blhk=v,
-                            hist_mask_bl=mask_bl,
+                            hist_mask_bl=mask_bl, hist_bias_blh=bias,
                             first_layer=self.wukong[0].request_part(req_btd), match=match)
 
     def score_candidates(self, state: RequestState, batch: RequestBatch, *,
@@ -176,7 +185,7 @@ class Ranker(nnx.Module):
             query_bcd = self.ta_query(query_in_bcd)
             att_bchk = target_attention(query_bcd.reshape(b, c, h, d // h), state.hist_k_blhk,
                                         state.hist_v_blhk, state.hist_mask_bl,
-                                        impl=self.cfg.kernel_impl)
+                                        state.hist_bias_blh, impl=self.cfg.kernel_impl)
             parts.append(self.ta_out(att_bchk.reshape(b, c, d))[:, :, None])
         cand_bctd = self._drop(jnp.concatenate(parts, axis=2), k_cand)
         x_bctd = self.wukong[0].candidate_part(state.req_tokens_btd, cand_bctd, state.first_layer)

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from arm_jax.model.age_bias import age_biases
 from arm_jax.model.attention import SelfAttentionBlock
 from arm_jax.model.embeddings import HashedEmbedding
 from arm_jax.model.preprocess import age_bucket
@@ -19,8 +20,8 @@ class SequenceEncoder(nnx.Module):
 
     def __init__(self, *, d_model: int, history_len: int, num_layers: int, num_heads: int,
                  mlp_ratio: int, item_hash_size: int, num_action_types: int,
-                 time_buckets: int, dtype=jnp.float32, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 time_buckets: int, age_bias_slope: float = 0.0, dtype=jnp.float32,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.history_len = history_len
         self.time_buckets = time_buckets
         self.dtype = dtype
@@ -33,8 +34,10 @@ class SequenceEncoder(nnx.Module):
                               param_dtype=param_dtype, rngs=rngs)
         self.positions = nnx.Param(init(rngs.params(), (history_len, d_model), param_dtype))
         self.blocks = nnx.List([
-            SelfAttentionBlock(d_model, num_heads, mlp_ratio, dtype=dtype,
-                               param_dtype=param_dtype, rngs=rngs)
+            SelfAttentionBlock(d_model, num_heads, mlp_ratio,
+                               age_bias=age_biases(time_buckets, num_heads, age_bias_slope,
+                                                   param_dtype=param_dtype),
+                               dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for _ in range(num_layers)
         ])
         self.norm = nnx.LayerNorm(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -54,11 +57,12 @@ class SequenceEncoder(nnx.Module):
             item_bld = self.items(hist_item_bl[..., None])[..., 0, :]
         if extra_bld is not None:
             item_bld = item_bld + extra_bld
+        age_bl = age_bucket(hist_gap_bl, self.time_buckets)
         x_bld = (item_bld
                  + self.actions(hist_action_bl)
-                 + self.ages(age_bucket(hist_gap_bl, self.time_buckets))
+                 + self.ages(age_bl)
                  + self.positions[...][:l]).astype(self.dtype)
         for block in self.blocks:
-            x_bld = block(x_bld, mask_bl)
+            x_bld = block(x_bld, mask_bl, age_bl)
         x_bld = self.norm(x_bld)
         return x_bld * mask_bl[..., None].astype(x_bld.dtype), mask_bl

@@ -59,6 +59,43 @@ def test_gradient_matches_reference_gradient():
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
 
 
+def bias_for(mask, seed: int):
+    """A per-key, per-head bias on the scale of a learned recency prior (a few logits)."""
+    b, l = mask.shape
+    return jnp.asarray(np.random.default_rng(seed).normal(size=(b, l, 2)) * 2, jnp.float32)
+
+
+def test_bias_matches_reference_and_model_attention():
+    q, k, v, mask = inputs(6)
+    bias = bias_for(mask, 7)
+    out = jax.jit(lambda *a: target_attention(*a, impl="pallas", blocks=BLOCKS))(
+        q, k, v, mask, bias)
+    ref = target_attention_reference(q, k, v, mask, bias)
+    np.testing.assert_allclose(out, ref, **TOL)
+    np.testing.assert_allclose(ref, masked_softmax_attention(q, k, v, mask, bias), **TOL)
+    assert float(jnp.abs(ref - target_attention_reference(q, k, v, mask)).max()) > 0.05
+    # A bias constant over keys changes nothing (softmax is shift-invariant per query).
+    np.testing.assert_allclose(target_attention_reference(q, k, v, mask, bias * 0 + 3.0),
+                               target_attention_reference(q, k, v, mask), **TOL)
+
+
+def test_gradient_with_bias_matches_reference_gradient():
+    q, k, v, mask = inputs(8, c=19, l=24)
+    bias = bias_for(mask, 9)
+    w = jax.random.normal(jax.random.key(10), q.shape)
+
+    def loss(fn):
+        return lambda q_, k_, v_, b_: (fn(q_, k_, v_, mask, b_) * w).sum()
+
+    kern = lambda *a: target_attention(*a, impl="pallas", blocks=BLOCKS)  # noqa: E731
+    got = jax.jit(jax.grad(loss(kern), argnums=(0, 1, 2, 3)))(q, k, v, bias)
+    want = jax.grad(loss(masked_softmax_attention), argnums=(0, 1, 2, 3))(q, k, v, bias)
+    for g, r in zip(got, want):
+        assert float(jnp.abs(r).max()) > 1e-3
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(got[3][~mask]).max()) == 0.0  # padded keys get no gradient
+
+
 def test_auto_on_cpu_is_the_xla_path():
     q, k, v, mask = inputs(4, c=9, l=10)
     hlo = jax.jit(lambda *a: target_attention(*a)).lower(q, k, v, mask).as_text()
@@ -75,6 +112,8 @@ def test_bad_arguments_name_the_field():
         target_attention(q, k, v, mask[:, :5])
     with pytest.raises(KernelError, match="k_blhk .*: batch, heads, dk must match"):
         target_attention(q, k[..., :4], v[..., :4], mask)
+    with pytest.raises(KernelError, match=r"bias_blh \(3, 6\): expected \(3, 6, 2\)"):
+        target_attention(q, k, v, mask, jnp.zeros((3, 6)))
     with pytest.raises(KernelError, match="block_c=48: must be a power of two >= 16"):
         TargetAttentionBlocks(block_c=48)
 
@@ -92,3 +131,9 @@ def test_kernel_lowers_and_exports_for_cuda_at_large_tier_shapes():
     exp = export.export(f, platforms=["cuda"], disabled_checks=[
         export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(q, kv, kv, m)
     assert exp.out_avals[0].shape == (4, 1024, 4, 32)
+    bias = jax.ShapeDtypeStruct((4, 1024, 4), jnp.float32)  # with a recency bias
+    assert f.trace(q, kv, kv, m, bias).lower(lowering_platforms=("cuda",)).as_text().count(
+        "__gpu$xla.gpu.triton") == 1
+    grad_b = jax.jit(jax.grad(lambda *a: (f(*a) ** 2).sum(), argnums=(0, 1, 2, 4)))
+    assert "__gpu$xla.gpu.triton" in grad_b.trace(q, kv, kv, m, bias).lower(
+        lowering_platforms=("cuda",)).as_text()

@@ -12,9 +12,12 @@ from arm_jax.model import Ranker
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture(scope="module", params=["small", "large"])
+@pytest.fixture(scope="module", params=[("small", ()), ("large", ()),
+                                        ("large", ("model.age_bias_slope=0.5",))],
+                ids=["small", "large", "large-age-bias"])
 def model_and_batch(request, tiny_overrides):
-    tier = load_tier(request.param, tiny_overrides)
+    name, extra = request.param
+    tier = load_tier(name, [*tiny_overrides, *extra])
     model = Ranker(tier.model, tier.features, rngs=nnx.Rngs(7))
     # History longer than the tier's L (the model truncates), ragged lengths, padding.
     batch = random_batch(tier.features, batch=3, candidates=7, history=16, seed=3,

@@ -1,0 +1,67 @@
+"""The learned recency prior: its start, its absence at slope 0, and what it does."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from arm_jax.config import ConfigError, load_tier
+from arm_jax.data.random_batch import random_batch
+from arm_jax.model import Ranker
+from arm_jax.model.age_bias import AgeBias, age_biases
+from arm_jax.model.attention import masked_softmax_attention
+
+
+def test_table_starts_at_minus_slope_per_bucket_for_every_head():
+    bias = AgeBias(time_buckets=6, num_heads=3, slope=0.5)
+    np.testing.assert_array_equal(bias.table[...][:, 1], -0.5 * np.arange(6))
+    out = bias(jnp.array([[0, 5, 2]]))
+    assert out.shape == (1, 3, 3) and out.dtype == jnp.float32
+    np.testing.assert_array_equal(out[0, :, 2], [0.0, -2.5, -1.0])
+    assert age_biases(6, 3, 0.0) is None
+
+
+def test_a_steep_bias_reads_only_recent_events():
+    r = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(r.normal(size=s), jnp.float32)
+               for s in ((2, 4, 2, 8), (2, 10, 2, 8), (2, 10, 2, 8)))
+    mask = jnp.ones((2, 10), bool)
+    recent = jnp.arange(10) < 3
+    bias = jnp.where(recent, 0.0, -200.0)[None, :, None] * jnp.ones((2, 1, 2))
+    np.testing.assert_allclose(masked_softmax_attention(q, k, v, mask, bias),
+                               masked_softmax_attention(q, k, v, mask & recent[None]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def _params(tier):
+    return nnx.state(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0)), nnx.Param)
+
+
+def test_slope_zero_adds_no_parameters_and_a_slope_adds_one_table_per_attention(
+        tiny_overrides):
+    plain = _params(load_tier("large", tiny_overrides))
+    tier = load_tier("large", [*tiny_overrides, "model.age_bias_slope=0.25"])
+    biased = _params(tier)
+    paths = lambda s: {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(s)}  # noqa: E731
+    added = sorted(paths(biased) - paths(plain))
+    assert not paths(plain) - paths(biased)
+    assert added == sorted([f"encoder/blocks/{i}/age_bias/table"
+                            for i in range(tier.model.encoder_layers)]
+                           + ["summary/age_bias/table", "ta_age_bias/table"])
+
+
+def test_the_table_is_learned(tiny_overrides):
+    tier = load_tier("large", [*tiny_overrides, "model.age_bias_slope=0.25"])
+    model = Ranker(tier.model, tier.features, rngs=nnx.Rngs(0))
+    batch = random_batch(tier.features, batch=2, candidates=3, history=8, seed=1)
+    graphdef, params = nnx.split(model)
+    grads = jax.grad(lambda p: nnx.merge(graphdef, p)(batch).sum())(params)
+    for name in ("ta_age_bias", "summary"):
+        g = grads[name]["table"] if name == "ta_age_bias" else grads[name]["age_bias"]["table"]
+        assert float(jnp.abs(g[...]).max()) > 0, name
+
+
+def test_a_negative_slope_is_refused(tiny_overrides):
+    with pytest.raises(ConfigError, match="age_bias_slope"):
+        load_tier("large", [*tiny_overrides, "model.age_bias_slope=-1"])
