@@ -11,11 +11,12 @@ from arm_jax.data.random_batch import random_batch
 from arm_jax.model import Ranker
 from arm_jax.model.age_bias import AgeBias, age_biases
 from arm_jax.model.attention import masked_softmax_attention
+from arm_jax.train.step import embedding_labels
 
 
 def test_table_starts_at_minus_slope_per_bucket_for_every_head():
     bias = AgeBias(time_buckets=6, num_heads=3, slope=0.5)
-    np.testing.assert_array_equal(bias.table[...][:, 1], -0.5 * np.arange(6))
+    np.testing.assert_array_equal(bias.bucket_bias[...][:, 1], -0.5 * np.arange(6))
     out = bias(jnp.array([[0, 5, 2]]))
     assert out.shape == (1, 3, 3) and out.dtype == jnp.float32
     np.testing.assert_array_equal(out[0, :, 2], [0.0, -2.5, -1.0])
@@ -46,20 +47,24 @@ def test_slope_zero_adds_no_parameters_and_a_slope_adds_one_table_per_attention(
     paths = lambda s: {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(s)}  # noqa: E731
     added = sorted(paths(biased) - paths(plain))
     assert not paths(plain) - paths(biased)
-    assert added == sorted([f"encoder/blocks/{i}/age_bias/table"
+    assert added == sorted([f"encoder/blocks/{i}/age_bias/bucket_bias"
                             for i in range(tier.model.encoder_layers)]
-                           + ["summary/age_bias/table", "ta_age_bias/table"])
+                           + ["summary/age_bias/bucket_bias", "ta_age_bias/bucket_bias"])
 
 
-def test_the_table_is_learned(tiny_overrides):
+def test_the_bias_is_learned_as_a_dense_weight(tiny_overrides):
     tier = load_tier("large", [*tiny_overrides, "model.age_bias_slope=0.25"])
     model = Ranker(tier.model, tier.features, rngs=nnx.Rngs(0))
     batch = random_batch(tier.features, batch=2, candidates=3, history=8, seed=1)
     graphdef, params = nnx.split(model)
     grads = jax.grad(lambda p: nnx.merge(graphdef, p)(batch).sum())(params)
-    for name in ("ta_age_bias", "summary"):
-        g = grads[name]["table"] if name == "ta_age_bias" else grads[name]["age_bias"]["table"]
-        assert float(jnp.abs(g[...]).max()) > 0, name
+    for g in (grads["ta_age_bias"]["bucket_bias"], grads["summary"]["age_bias"]["bucket_bias"],
+              grads["encoder"]["blocks"][0]["age_bias"]["bucket_bias"]):
+        assert float(jnp.abs(g[...]).max()) > 0
+    # Not an embedding table: `train.embedding_lr_scale` leaves it at the dense rate.
+    labels = embedding_labels(params)
+    assert labels["ta_age_bias"]["bucket_bias"] == "dense"
+    assert labels["encoder"]["items"]["table"] == "embedding"
 
 
 def test_a_negative_slope_is_refused(tiny_overrides):
