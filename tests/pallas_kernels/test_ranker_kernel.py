@@ -10,12 +10,14 @@ from arm_jax.data.random_batch import random_batch
 from arm_jax.model import Ranker
 
 
-@pytest.fixture(scope="module")
-def models(tiny_overrides):
-    """One tiny large-tier ranker's params under each attention impl's graph."""
+@pytest.fixture(scope="module", params=[0.0, 0.5], ids=["no-age-bias", "age-bias"])
+def models(request, tiny_overrides):
+    """One tiny large-tier ranker's params under each attention impl's graph (with and
+    without the recency bias, which the kernel adds to its scores)."""
     out, params = {}, None
     for impl in ("xla", "pallas"):
-        tier = load_tier("large", tiny_overrides + (f"model.kernel_impl={impl}",))
+        tier = load_tier("large", tiny_overrides + (f"model.kernel_impl={impl}",
+                                                    f"model.age_bias_slope={request.param}"))
         assert tier.model.target_attention
         if params is None:
             graphdef, params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(7)))
