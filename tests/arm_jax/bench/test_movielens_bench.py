@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arm_jax.bench.movielens import resolve_steps, run_movielens_bench
+from arm_jax.bench.movielens import (RANKER_OVERRIDES, bench_tier, resolve_steps,
+                                     run_movielens_bench)
+from arm_jax.data.movielens import MovieLensSpec
 
 # Model sizes only: the MovieLens loader sets the feature schema itself.
 TINY_MODEL = ("model.d_model=16", "model.encoder_heads=2", "model.target_heads=2",
@@ -48,6 +50,7 @@ def test_movielens_bench_rows_and_routing_table(tmp_path):
         assert 0.0 <= m["auc"] <= 1.0 and m["steps"] == 3 and m["best_step"] >= 1
     assert {m["name"]: m["history_len"] for m in saved["models"]}["large"] == 48
     assert isinstance(saved["target"]["large_beats_logreg_and_small"], bool)
+    assert saved["ranker_overrides"] == [*RANKER_OVERRIDES, *TINY_MODEL]
     # the same routing table as `bench routing`, over the tiers trained here
     routing = saved["routing"]
     names = [p["name"] for p in routing["policies"]]
@@ -61,6 +64,16 @@ def test_movielens_bench_rows_and_routing_table(tmp_path):
         1 + 1e-6)
     assert Path(routing["png"]).stat().st_size > 1000
     assert Path(res["png"]).stat().st_size > 1000
+
+
+def test_every_ranker_gets_the_movielens_settings_and_overrides_win():
+    spec = MovieLensSpec()
+    small, large = bench_tier("small", spec), bench_tier("large", spec, large_history=64)
+    for tier in (small, large):
+        assert tier.model.age_bias_slope == 0.5 and tier.train.embedding_lr_scale == 0.1
+    assert (large.model.history_len, small.model.history_len) == (64, 32)
+    assert bench_tier("small", spec, ["model.age_bias_slope=0"]).model.age_bias_slope == 0.0
+    assert bench_tier("logreg", spec).train.embedding_lr_scale == 1.0  # not a ranker
 
 
 def test_steps_per_model_and_errors():
