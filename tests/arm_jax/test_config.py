@@ -39,7 +39,7 @@ def test_overrides_apply_and_keep_types():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.d_modle=64", "unknown key 'model.d_modle'; allowed: d_model, dropout, dtype"),
+    ("model.d_modle=64", "unknown key 'model.d_modle'; allowed: age_bias_slope, d_model, dropout"),
     ("model.d_model=-3", "model.d_model=-3 is out of range: allowed 4..8192"),
     ("model.d_model=wide", "model.d_model='wide': expected an integer"),
     ("model.target_attention=maybe", "model.target_attention='maybe': expected true or false"),
