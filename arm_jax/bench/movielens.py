@@ -239,7 +239,7 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
         data.load_into(store)
         load_s = time.perf_counter() - t0
         rows, trained = [], {}
-        for name, kind, tier_name in MODELS:
+        for name, kind, _ in MODELS:
             if name not in models:
                 continue
             tier = bench_tier(name, spec, overrides, large_history, large_batch)

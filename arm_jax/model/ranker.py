@@ -133,12 +133,12 @@ class Ranker(nnx.Module):
         # whether it describes a candidate or a past event.
         side_blsd = self.cand_sparse(batch.hist_side, self.side_fields).astype(self.dtype)
         item_bld = self.encoder.items(batch.hist_item[..., None])[..., 0, :]
+        age_bl = age_bucket(batch.hist_gap, self.features.time_buckets)
         seq_bld, mask_bl = self.encoder(batch.hist_item, batch.hist_action, batch.hist_gap,
                                         batch.hist_len, extra_bld=side_blsd.sum(axis=2),
-                                        item_bld=item_bld)
+                                        item_bld=item_bld, age_bucket_bl=age_bl)
         k_seq, k_req = (None, None) if dropout_key is None else jax.random.split(dropout_key)
         seq_bld = self._drop(seq_bld, k_seq)
-        age_bl = age_bucket(batch.hist_gap, self.features.time_buckets)
         parts = [sparse_bfd, dense_b1d]
         if self.summary is not None:
             parts.append(self.summary(seq_bld, mask_bl, age_bl))

@@ -45,11 +45,13 @@ class SequenceEncoder(nnx.Module):
     def __call__(self, hist_item_bl: jax.Array, hist_action_bl: jax.Array,
                  hist_gap_bl: jax.Array, hist_len_b: jax.Array,
                  extra_bld: jax.Array | None = None,
-                 item_bld: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                 item_bld: jax.Array | None = None,
+                 age_bucket_bl: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """-> (encoded history [b, l, d], validity mask [b, l]); l = min(batch L, tier L).
 
         `extra_bld` is added to each event's embedding (the item's side-field embeddings);
-        `item_bld` is `self.items` of the events when the caller already looked it up.
+        `item_bld` is `self.items` of the events and `age_bucket_bl` their
+        `age_bucket(hist_gap_bl)`, when the caller already computed them.
         """
         l = hist_item_bl.shape[1]
         mask_bl = jnp.arange(l)[None, :] < hist_len_b[:, None]
@@ -57,7 +59,8 @@ class SequenceEncoder(nnx.Module):
             item_bld = self.items(hist_item_bl[..., None])[..., 0, :]
         if extra_bld is not None:
             item_bld = item_bld + extra_bld
-        age_bl = age_bucket(hist_gap_bl, self.time_buckets)
+        age_bl = (age_bucket(hist_gap_bl, self.time_buckets) if age_bucket_bl is None
+                  else age_bucket_bl)
         x_bld = (item_bld
                  + self.actions(hist_action_bl)
                  + self.ages(age_bl)
