@@ -89,6 +89,10 @@ class ModelConfig:
     mlp_hidden: int = _f(512, 1, 65536)
     head_hidden: int = _f(256, 1, 65536)
     use_bias: bool = _f(False, doc="bias terms in the interaction stack ('turbo' drops them)")
+    activation: str = _f(
+        "relu", choices=("relu", "gelu", "silu"),
+        doc="nonlinearity of the Wukong MLPs and the head (gelu/silu have no dead zone: a "
+            "ReLU head whose units all stop firing stops learning for good)")
     dropout: float = _f(0.0, 0.0, 0.9, doc="training-only dropout rate on the encoded history, "
                                            "the interaction stack's input tokens and the head "
                                            "(0: off; serving never drops)")

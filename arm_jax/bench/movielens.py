@@ -51,9 +51,13 @@ LARGE_WARMUP = 20    # of 300 steps (the tier's 50 was a sixth of the run)
 # Every ranker tier here (small, medium, large alike), chosen on validation (the latest 10%
 # of training time), never on test: a recency bias in the attention over the history, and
 # a tenth of the learning rate on the embedding tables (610 users: with the tiers' own
-# settings the L=512 large tier overfits within 300 steps). key=value arguments come after
-# these and win (`model.age_bias_slope=0` turns the bias off).
-RANKER_OVERRIDES = ("model.age_bias_slope=0.5", "train.embedding_lr_scale=0.1")
+# settings the L=512 large tier overfits within 300 steps). GELU rather than ReLU in the
+# interaction stack and head: with ReLU the large tier's head units all stopped firing
+# within 40 steps at one seed (a constant model for the rest of the run); GELU has no
+# dead zone. key=value arguments come after these and win (`model.age_bias_slope=0`
+# turns the bias off).
+RANKER_OVERRIDES = ("model.age_bias_slope=0.5", "train.embedding_lr_scale=0.1",
+                    "model.activation=gelu")
 EVAL_BATCH = 64
 
 

@@ -28,7 +28,7 @@ from arm_jax.model.embeddings import HashedEmbedding
 from arm_jax.model.history_match import HistoryMatch, MatchState
 from arm_jax.model.preprocess import age_bucket, normalize_dense
 from arm_jax.model.sequence_encoder import SequenceEncoder
-from arm_jax.model.wukong import WukongLayer, WukongRequestPart
+from arm_jax.model.wukong import ACTIVATIONS, WukongLayer, WukongRequestPart
 
 Mode = Literal["shared", "per_pair"]
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -100,7 +100,7 @@ class Ranker(nnx.Module):
             layers.append(WukongLayer(
                 tokens, d, fm_tokens=model.fm_tokens, lcb_tokens=model.lcb_tokens,
                 fm_rank=model.fm_rank, mlp_hidden=model.mlp_hidden, use_bias=model.use_bias,
-                **kw))
+                activation=model.activation, **kw))
             tokens = model.fm_tokens + model.lcb_tokens
         self.wukong = nnx.List(layers)
         self.head_in = nnx.Linear(tokens * d, model.head_hidden, **kw)
@@ -191,7 +191,7 @@ class Ranker(nnx.Module):
         x_bctd = self.wukong[0].candidate_part(state.req_tokens_btd, cand_bctd, state.first_layer)
         for layer in self.wukong[1:]:
             x_bctd = layer(x_bctd)
-        hidden = self._drop(jax.nn.relu(self.head_in(x_bctd.reshape(b, c, -1))), k_head)
+        hidden = self._drop(ACTIVATIONS[self.cfg.activation](self.head_in(x_bctd.reshape(b, c, -1))), k_head)
         return self.head_out(hidden).astype(jnp.float32)
 
     # ------------------------------------------------------------------ modes

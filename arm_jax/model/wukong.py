@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+ACTIVATIONS = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
+
 
 @flax.struct.dataclass
 class WukongRequestPart:
@@ -40,8 +42,8 @@ class WukongLayer(nnx.Module):
     """One Wukong layer on `num_tokens` input tokens of width `d_model`."""
 
     def __init__(self, num_tokens: int, d_model: int, *, fm_tokens: int, lcb_tokens: int,
-                 fm_rank: int, mlp_hidden: int, use_bias: bool, dtype=jnp.float32,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 fm_rank: int, mlp_hidden: int, use_bias: bool, activation: str = "relu",
+                 dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
         t, o = num_tokens, fm_tokens + lcb_tokens
         self.num_tokens, self.out_tokens, self.d_model = t, o, d_model
         self.fm_tokens, self.fm_rank = fm_tokens, fm_rank
@@ -58,12 +60,13 @@ class WukongLayer(nnx.Module):
         self.out_norm = nnx.LayerNorm(d_model, use_bias=use_bias, dtype=dtype,
                                       param_dtype=param_dtype, rngs=rngs)
         self.dtype = dtype
+        self.activation = activation
 
     # ------------------------------------------------------------ shared tail
     def _finish(self, fm_xtk: jax.Array, lcb_xod: jax.Array, res_xod: jax.Array) -> jax.Array:
         lead = fm_xtk.shape[:-2]
         flat = self.fm_norm(fm_xtk.reshape(lead + (-1,)))
-        fmb = self.mlp_out(jax.nn.relu(self.mlp_in(flat))).reshape(
+        fmb = self.mlp_out(ACTIVATIONS[self.activation](self.mlp_in(flat))).reshape(
             lead + (self.fm_tokens, self.d_model))
         return self.out_norm(jnp.concatenate([fmb, lcb_xod], axis=-2) + res_xod)
 

@@ -1,6 +1,8 @@
+import dataclasses
+
 import pytest
 
-from arm_jax.config import ConfigError, load_features, load_tier, tier_from_dict, tier_names
+from arm_jax.config import ConfigError, ModelConfig, load_features, load_tier, tier_from_dict, tier_names
 
 
 def test_every_checked_in_config_loads():
@@ -39,11 +41,12 @@ def test_overrides_apply_and_keep_types():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.d_modle=64", "unknown key 'model.d_modle'; allowed: age_bias_slope, d_model, dropout"),
+    ("model.d_modle=64", "unknown key 'model.d_modle'; allowed: "),
     ("model.d_model=-3", "model.d_model=-3 is out of range: allowed 4..8192"),
     ("model.d_model=wide", "model.d_model='wide': expected an integer"),
     ("model.target_attention=maybe", "model.target_attention='maybe': expected true or false"),
     ("model.dtype=float16", "model.dtype='float16': allowed values are float32, bfloat16"),
+    ("model.activation=tanh", "model.activation='tanh': allowed values are relu, gelu, silu"),
     ("train.learning_rate=fast", "train.learning_rate='fast': expected a number"),
     ("model.d_model", "override 'model.d_model' must look like key=value"),
     ("serving.batch_buckets=[4,1]", "serving.batch_buckets=[4, 1] must be a non-empty, strictly"),
@@ -57,6 +60,13 @@ def test_bad_values_name_key_value_and_limit(override, message):
     with pytest.raises(ConfigError) as e:
         load_tier("large", [override])
     assert str(e.value).startswith(message)
+
+
+def test_unknown_key_lists_every_allowed_key_sorted():
+    with pytest.raises(ConfigError) as e:
+        load_tier("large", ["model.d_modle=64"])
+    allowed = str(e.value).split("allowed: ", 1)[1].split(", ")
+    assert allowed == sorted(f.name for f in dataclasses.fields(ModelConfig))
 
 
 def test_unknown_tier_lists_known_ones():

@@ -71,6 +71,7 @@ def test_every_ranker_gets_the_movielens_settings_and_overrides_win():
     small, large = bench_tier("small", spec), bench_tier("large", spec, large_history=64)
     for tier in (small, large):
         assert tier.model.age_bias_slope == 0.5 and tier.train.embedding_lr_scale == 0.1
+        assert tier.model.activation == "gelu"
     assert (large.model.history_len, small.model.history_len) == (64, 32)
     assert bench_tier("small", spec, ["model.age_bias_slope=0"]).model.age_bias_slope == 0.0
     assert bench_tier("logreg", spec).train.embedding_lr_scale == 1.0  # not a ranker

@@ -99,3 +99,34 @@ def test_dropout_only_with_a_key(tiny_overrides):
     np.testing.assert_array_equal(np.asarray(plain(batch, dropout_key=k1)), base)  # rate 0
     with pytest.raises(ValueError, match="dropout_key"):
         model(batch, mode="per_pair", dropout_key=k1)
+
+
+def _kill_head(params):
+    """Every head unit's pre-activation at -1 +- 1e-3 for these inputs: all ReLU units off."""
+    params["head_in"]["kernel"].value = params["head_in"]["kernel"].value * 1e-4
+    params["head_in"]["bias"].value = params["head_in"]["bias"].value - 1.0
+    return params
+
+
+@pytest.mark.parametrize("activation, learns", [("relu", False), ("gelu", True)])
+def test_activation_decides_whether_a_dead_head_still_learns(tiny_overrides, activation,
+                                                              learns):
+    """The failure `model.activation` exists for: once every ReLU head unit is off, no
+    gradient reaches anything below the head and the model is constant for good; gelu and
+    silu have no dead zone. Same parameter tree for every activation (checkpoints load)."""
+    from arm_jax.train.loss import masked_bce
+
+    tier = load_tier("small", [*tiny_overrides, f"model.activation={activation}"])
+    graphdef, params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(7)))
+    relu_params = nnx.split(Ranker(load_tier("small", tiny_overrides).model, tier.features,
+                                   rngs=nnx.Rngs(7)))[1]
+    assert jax.tree.structure(params) == jax.tree.structure(relu_params)
+    batch = random_batch(tier.features, batch=3, candidates=5, history=8, seed=4)
+    labels = np.ones(batch.cand_mask.shape + (2,), np.float32)
+    params = _kill_head(params)
+    grads = jax.jit(jax.grad(lambda p: masked_bce(nnx.merge(graphdef, p)(batch), labels,
+                                          batch.cand_mask)))(params)
+    below_head = max(float(np.abs(np.asarray(g)).max()) for path, g in
+                     jax.tree_util.tree_leaves_with_path(grads)
+                     if "head_in" not in str(path) and "head_out" not in str(path))
+    assert (below_head > 0) == learns, below_head

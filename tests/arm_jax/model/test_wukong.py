@@ -9,11 +9,12 @@ from flax import nnx
 from arm_jax.model.wukong import WukongLayer
 
 
-@pytest.mark.parametrize("fm_tokens, lcb_tokens", [(3, 4), (5, 4)])  # projected / identity residual
-def test_split_form_matches_plain_form(fm_tokens, lcb_tokens):
+@pytest.mark.parametrize("fm_tokens, lcb_tokens, activation",
+                         [(3, 4, "relu"), (5, 4, "relu"), (3, 4, "gelu")])  # projected / identity residual
+def test_split_form_matches_plain_form(fm_tokens, lcb_tokens, activation):
     t_r, t_c, d = 4, 5, 8
     layer = WukongLayer(t_r + t_c, d, fm_tokens=fm_tokens, lcb_tokens=lcb_tokens, fm_rank=3,
-                        mlp_hidden=16, use_bias=True, rngs=nnx.Rngs(0))
+                        mlp_hidden=16, use_bias=True, activation=activation, rngs=nnx.Rngs(0))
     k1, k2 = jax.random.split(jax.random.key(1))
     r_btd = jax.random.normal(k1, (2, t_r, d))
     c_bctd = jax.random.normal(k2, (2, 6, t_c, d))
