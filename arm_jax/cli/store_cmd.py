@@ -34,7 +34,7 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                    help="directory with ratings.csv and movies.csv")
     m.add_argument("--steps", type=_steps_arg, default=None, metavar="N|MODEL=N,...",
                    help="training steps: one number for every model, or per model, e.g. "
-                        "large=600 (default: logreg 1500, small/medium 450, large 300: "
+                        "large=600 (default: logreg 1500, small/medium/large 450: "
                         "~15 min in all)")
     m.add_argument("--models", default="logreg,small,large",
                    help="comma list of logreg, small, medium, large; with small and large a "

@@ -79,7 +79,7 @@ def test_every_ranker_gets_the_movielens_settings_and_overrides_win():
 
 def test_steps_per_model_and_errors():
     models = ("logreg", "small", "large")
-    assert resolve_steps(models, None) == {"logreg": 1500, "small": 450, "large": 300}
+    assert resolve_steps(models, None) == {"logreg": 1500, "small": 450, "large": 450}
     assert resolve_steps(models, 7) == {"logreg": 7, "small": 7, "large": 7}
     assert resolve_steps(models, {"large": 600})["large"] == 600
     with pytest.raises(ValueError, match="unknown model"):
