@@ -191,7 +191,8 @@ class Ranker(nnx.Module):
         x_bctd = self.wukong[0].candidate_part(state.req_tokens_btd, cand_bctd, state.first_layer)
         for layer in self.wukong[1:]:
             x_bctd = layer(x_bctd)
-        hidden = self._drop(ACTIVATIONS[self.cfg.activation](self.head_in(x_bctd.reshape(b, c, -1))), k_head)
+        act = ACTIVATIONS[self.cfg.activation]
+        hidden = self._drop(act(self.head_in(x_bctd.reshape(b, c, -1))), k_head)
         return self.head_out(hidden).astype(jnp.float32)
 
     # ------------------------------------------------------------------ modes

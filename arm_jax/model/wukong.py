@@ -44,6 +44,9 @@ class WukongLayer(nnx.Module):
     def __init__(self, num_tokens: int, d_model: int, *, fm_tokens: int, lcb_tokens: int,
                  fm_rank: int, mlp_hidden: int, use_bias: bool, activation: str = "relu",
                  dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}: allowed values are "
+                             f"{', '.join(ACTIVATIONS)}")
         t, o = num_tokens, fm_tokens + lcb_tokens
         self.num_tokens, self.out_tokens, self.d_model = t, o, d_model
         self.fm_tokens, self.fm_rank = fm_tokens, fm_rank

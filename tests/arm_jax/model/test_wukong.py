@@ -23,3 +23,9 @@ def test_split_form_matches_plain_form(fm_tokens, lcb_tokens, activation):
     split = layer.candidate_part(r_btd, c_bctd, layer.request_part(r_btd))
     assert plain.shape == (2, 6, fm_tokens + lcb_tokens, d)
     np.testing.assert_allclose(split, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_activation_is_refused_by_name():
+    with pytest.raises(ValueError, match="activation='tanh': allowed values are relu, gelu, silu"):
+        WukongLayer(4, 8, fm_tokens=2, lcb_tokens=2, fm_rank=2, mlp_hidden=4, use_bias=False,
+                    activation="tanh", rngs=nnx.Rngs(0))
