@@ -46,9 +46,21 @@ def test_plan_respects_budget_on_held_out_data(result, tiny):
 
 # Two compiled graphs of the same quantized arithmetic (the sweep's switchable layers, the
 # built model) may fuse and vectorize the f32 tail differently: on a CI CPU they differed
-# by 1.5e-6 where this machine sees 6e-8. Quantization itself moves scores by ~7e-3, so
-# 2e-5 still tells "same arithmetic" from "float32" by a factor of over 100.
+# by 1.5e-6 where this machine sees 6e-8. And rounding to int8/fp8 is discontinuous: such a
+# float difference upstream can flip one activation to the next quantization step, which
+# moved one request's scores by 4.4e-5 on a CI run. Quantization itself moves scores by
+# ~7e-3, so: 90% of scores within 2e-5 (a factor of over 100 from "float32"), and no
+# score further than a few flipped steps (1e-3).
 SAME_ARITHMETIC_ATOL = 2e-5
+STEP_FLIP_ATOL = 1e-3
+SAME_ARITHMETIC_SHARE = 0.9    # a flip in a request-level layer moves all its 16 scores
+
+
+def assert_same_arithmetic(got: np.ndarray, want: np.ndarray) -> None:
+    diff = np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))
+    assert got.shape == want.shape
+    assert (diff <= SAME_ARITHMETIC_ATOL).mean() >= SAME_ARITHMETIC_SHARE, np.sort(diff)[-10:]
+    assert diff.max() <= STEP_FLIP_ATOL, diff.max()
 
 
 def test_quantized_model_scores_like_the_sweep(result, tiny):
@@ -56,7 +68,7 @@ def test_quantized_model_scores_like_the_sweep(result, tiny):
     batch = tiny["holdout"][0][0]
     got = _predict(result.graphdef, result.params, batch)
     want = result.sweep.predict(plan, tiny["holdout"][:1])
-    np.testing.assert_allclose(got, want, rtol=0, atol=SAME_ARITHMETIC_ATOL)
+    assert_same_arithmetic(got, want)
 
 
 def test_forced_plan_scores_like_the_sweep(result, tiny):
@@ -69,7 +81,7 @@ def test_forced_plan_scores_like_the_sweep(result, tiny):
     for i in range(2):
         got = _predict(gd, params, tiny["holdout"][i][0])
         want = result.sweep.predict(FORCED, tiny["holdout"][i:i + 1])
-        np.testing.assert_allclose(got, want, rtol=0, atol=SAME_ARITHMETIC_ATOL)
+        assert_same_arithmetic(got, want)
         float_probs = result.sweep.predict({}, tiny["holdout"][i:i + 1])
         assert np.abs(got - float_probs).max() > 100 * SAME_ARITHMETIC_ATOL
 
@@ -119,7 +131,7 @@ def test_exported_quantized_artifact_scores_like_in_process(forced, tiny):
     b2 = jax.tree.map(lambda x: np.asarray(x)[:2], batch)
     got = load(forced["artifacts"]).tiers["small"].score(b2).probs
     want = _predict(forced["graphdef"], forced["params"], b2)
-    np.testing.assert_allclose(got, want, rtol=0, atol=SAME_ARITHMETIC_ATOL)
+    assert_same_arithmetic(got, want)
     float_probs = _predict(tiny["graphdef"], tiny["params"], b2)
     assert not np.array_equal(got, float_probs)             # quantization really applied
     np.testing.assert_allclose(got, float_probs, atol=0.05)  # ...and stays close
