@@ -49,10 +49,10 @@ def test_exact_matches_are_counted_and_padding_never_counts():
     keys = vocab[hist_ids][:, :, None, :]
     mask = np.arange(l)[None] < 8                 # the last two events are padding
     # read the fraction back through an identity stats layer, with no pooled values
-    m.stats.kernel.value = jax.numpy.eye(2, d)
-    m.stats.bias.value = jax.numpy.zeros(d)
-    m.value.kernel.value = jax.numpy.zeros((d, d))
-    m.value.bias.value = jax.numpy.zeros(d)
+    m.stats.kernel[...] = jax.numpy.eye(2, d)
+    m.stats.bias[...] = jax.numpy.zeros(d)
+    m.value.kernel[...] = jax.numpy.zeros((d, d))
+    m.value.bias[...] = jax.numpy.zeros(d)
     state = m.request_part(keys, r.normal(size=(1, l, d)), mask)
     out = np.asarray(m(state, vocab[None, :, None, :]))      # candidates = ids 0..4
     frac = out[0, :, 0]

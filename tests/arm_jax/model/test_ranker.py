@@ -103,8 +103,8 @@ def test_dropout_only_with_a_key(tiny_overrides):
 
 def _kill_head(params):
     """Every head unit's pre-activation at -1 +- 1e-3 for these inputs: all ReLU units off."""
-    params["head_in"]["kernel"].value = params["head_in"]["kernel"].value * 1e-4
-    params["head_in"]["bias"].value = params["head_in"]["bias"].value - 1.0
+    params["head_in"]["kernel"][...] = params["head_in"]["kernel"][...] * 1e-4
+    params["head_in"]["bias"][...] = params["head_in"]["bias"][...] - 1.0
     return params
 
 
