@@ -123,6 +123,9 @@ class TrainConfig:
     weight_decay: float = _f(1e-5, 0.0, 1.0)
     embedding_lr_scale: float = _f(1.0, 1e-3, 1e3, doc="learning-rate multiplier of tables")
     warmup_steps: int = _f(50, 0, 10**9)
+    ema_decay: float = _f(0.0, 0.0, 0.99999,
+                          doc="decay of an exponential moving average of the weights, which "
+                              "are then what is evaluated, checkpointed and exported (0: off)")
     seed: int = _f(0, 0, 2**31 - 1)
     train_requests: int = _f(20000, 1, 10**9, doc="synthetic training requests")
     eval_requests: int = _f(4000, 1, 10**9, doc="synthetic held-out requests")

@@ -117,12 +117,12 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
             losses.append(trainer.mean_loss())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if (i + 1) % check_every == 0 or i == steps - 1:
-            v = auc_on(val, trainer.params)
+            v = auc_on(val, trainer.eval_params)
             val_curve.append((i + 1, round(v, 5)))
             if v > best[0]:
-                best = (v, i + 1, jax.device_get(trainer.params))  # host copy: donated
+                best = (v, i + 1, jax.device_get(trainer.eval_params))  # host copy: donated
             bar.set_postfix(loss=f"{losses[-1]:.4f}", val_auc=f"{v:.4f}")
-    jax.block_until_ready(trainer.params)
+    jax.block_until_ready(trainer.eval_params)
     train_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()

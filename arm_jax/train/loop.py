@@ -80,7 +80,7 @@ def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
         if trainer.logs_at(i):
             losses.append(trainer.mean_loss())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    graphdef, params = trainer.graphdef, jax.block_until_ready(trainer.params)
+    graphdef, params = trainer.graphdef, jax.block_until_ready(trainer.eval_params)
     seconds = time.perf_counter() - t0
     metrics = evaluate_model(graphdef, params, tier, data, kind=kind)
     metrics.update(train_seconds=seconds, steps=steps, first_loss=losses[0], last_loss=losses[-1])

@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
@@ -81,6 +82,26 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) ->
         return optax.apply_updates(params, updates), opt_state, loss
 
     return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_ema_update(decay: float) -> Callable:
+    """(ema, params, step) -> ema moved toward params; the old ema is donated.
+
+    The rate warms up as min(decay, (1 + step) / (10 + step)) so early averages are not
+    dominated by the initial weights (the schedule of TF's ExponentialMovingAverage with
+    num_updates). Non-float leaves are taken from params as they are."""
+
+    def update(ema, params, step):
+        d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+        def one(e, p):
+            if not jnp.issubdtype(p.dtype, jnp.floating):
+                return p
+            return (d * e.astype(jnp.float32) + (1.0 - d) * p.astype(jnp.float32)).astype(e.dtype)
+
+        return jax.tree.map(one, ema, params)
+
+    return jax.jit(update, donate_argnums=0)
 
 
 def make_predict(graphdef: nnx.GraphDef, **kw: Any) -> Callable:

@@ -48,6 +48,7 @@ def test_overrides_apply_and_keep_types():
     ("model.dtype=float16", "model.dtype='float16': allowed values are float32, bfloat16"),
     ("model.activation=tanh", "model.activation='tanh': allowed values are relu, gelu, silu"),
     ("train.learning_rate=fast", "train.learning_rate='fast': expected a number"),
+    ("train.ema_decay=1", "train.ema_decay=1.0 is out of range: allowed 0.0..0.99999"),
     ("model.d_model", "override 'model.d_model' must look like key=value"),
     ("serving.batch_buckets=[4,1]", "serving.batch_buckets=[4, 1] must be a non-empty, strictly"),
     ("model.encoder_heads=3", "model.d_model=128 must be divisible by model.encoder_heads=3"),

@@ -43,3 +43,27 @@ def test_logs_at_every_log_every_steps_and_the_last(tiny_overrides):
     tier = load_tier("small", [*tiny_overrides, "train.log_every=4"])
     trainer = Trainer.create("logreg", tier, steps=10)
     assert [i for i in range(10) if trainer.logs_at(i)] == [0, 4, 8, 9]
+
+
+def test_ema_follows_the_weights_at_its_warmed_up_rate(tiny_overrides):
+    tier = load_tier("small", [*tiny_overrides, "train.ema_decay=0.9"])
+    trainer = Trainer.create("ranker", tier, steps=5)
+    batch = random_batch(tier.features, batch=2, candidates=3, history=8, seed=3)
+    labels = np.ones(batch.cand_mask.shape + (len(tier.features.tasks),), np.float32)
+    expected = jax.device_get(trainer.params)
+    for i in range(4):
+        trainer.step(i, batch, labels)
+        d = min(0.9, (1 + i) / (10 + i))      # 0.1, 0.18, 0.25, 0.31: warming up to 0.9
+        expected = jax.tree.map(lambda e, p: d * e + (1 - d) * p, expected,
+                                jax.device_get(trainer.params))
+    assert trainer.eval_params is trainer.ema_params
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 jax.device_get(trainer.ema_params), expected)
+    apart = jax.tree.map(lambda a, b: not np.allclose(a, b), jax.device_get(trainer.params),
+                         jax.device_get(trainer.ema_params))
+    assert any(jax.tree.leaves(apart))      # the average lags the weights
+
+
+def test_without_ema_the_weights_are_what_is_evaluated(tiny_overrides):
+    trainer = Trainer.create("logreg", load_tier("small", tiny_overrides), steps=5)
+    assert trainer.ema_params is None and trainer.eval_params is trainer.params
