@@ -3,6 +3,7 @@ the large tier (long history, target attention) beats the small one on long-hist
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 
@@ -79,3 +80,21 @@ def test_dropout_trains_differently_and_evaluates_deterministically(trained, tin
     assert not np.allclose(res.losses, plain.losses)
     again = evaluate_model(res.graphdef, res.params, dropped, data)
     assert again["overall"] == res.metrics["overall"]
+
+
+def test_ema_averages_what_is_saved_without_changing_training(trained, tiny_overrides,
+                                                              tmp_path):
+    """train.ema_decay leaves the optimisation alone (same losses from the same seed) and
+    replaces the evaluated and checkpointed weights by their moving average."""
+    _, data, _, _, _ = trained
+    base = [*tiny_overrides, *WORLD, "model.history_len=16"]
+    plain = train_model(load_tier("small", base), data, steps=20, progress=False)
+    ema_tier = load_tier("small", [*base, "train.ema_decay=0.9"])
+    ema = train_model(ema_tier, data, steps=20, out_dir=tmp_path / "ema", progress=False)
+    np.testing.assert_allclose(ema.losses, plain.losses, rtol=1e-6)
+    apart = jax.tree.map(lambda a, b: not np.allclose(a, b), jax.device_get(ema.params),
+                         jax.device_get(plain.params))
+    assert any(jax.tree.leaves(apart))
+    _, _, _, restored = load_checkpoint(tmp_path / "ema")
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored),
+                 jax.device_get(ema.params))
