@@ -85,21 +85,17 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) ->
 
 
 def make_ema_update(decay: float) -> Callable:
-    """(ema, params, step) -> ema moved toward params; the old ema is donated.
+    """(ema, params, step) -> ema moved toward params (optax's Polyak average); the old ema
+    is donated and keeps its dtype.
 
     The rate warms up as min(decay, (1 + step) / (10 + step)) so early averages are not
     dominated by the initial weights (the schedule of TF's ExponentialMovingAverage with
-    num_updates). Non-float leaves are taken from params as they are."""
+    num_updates)."""
 
     def update(ema, params, step):
         d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-
-        def one(e, p):
-            if not jnp.issubdtype(p.dtype, jnp.floating):
-                return p
-            return (d * e.astype(jnp.float32) + (1.0 - d) * p.astype(jnp.float32)).astype(e.dtype)
-
-        return jax.tree.map(one, ema, params)
+        moved = optax.incremental_update(params, ema, 1.0 - d)    # d * ema + (1 - d) * params
+        return jax.tree.map(lambda m, e: m.astype(e.dtype), moved, ema)
 
     return jax.jit(update, donate_argnums=0)
 

@@ -1,12 +1,15 @@
 """The split (request part + candidate part) form of a Wukong layer equals the plain form."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from arm_jax.model.wukong import WukongLayer
+from arm_jax.config import ModelConfig
+from arm_jax.model.wukong import ACTIVATIONS, WukongLayer
 
 
 @pytest.mark.parametrize("fm_tokens, lcb_tokens, activation",
@@ -29,3 +32,9 @@ def test_unknown_activation_is_refused_by_name():
     with pytest.raises(ValueError, match="activation='tanh': allowed values are relu, gelu, silu"):
         WukongLayer(4, 8, fm_tokens=2, lcb_tokens=2, fm_rank=2, mlp_hidden=4, use_bias=False,
                     activation="tanh", rngs=nnx.Rngs(0))
+
+
+def test_config_offers_exactly_the_activations_the_model_has():
+    """`model.activation`'s allowed values (config, no jax import) match `ACTIVATIONS`."""
+    field = {f.name: f for f in dataclasses.fields(ModelConfig)}["activation"]
+    assert field.metadata["choices"] == tuple(ACTIVATIONS)
