@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from arm_jax.bench.timing import machine_info, write_json
+from arm_jax.bootstrap import auc_bootstrap, compare_to, interval
 from arm_jax.config import TierConfig, load_tier
 from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.join import joined_batches
@@ -61,6 +62,7 @@ LARGE_WARMUP = 20    # of 450 steps (the tier's 50 was picked for a longer run)
 RANKER_OVERRIDES = ("model.age_bias_slope=0.5", "train.embedding_lr_scale=0.1",
                     "model.activation=gelu")
 EVAL_BATCH = 64
+BOOTSTRAP_SAMPLES = 1000   # redraws of the test requests for AUC intervals (arm_jax.bootstrap)
 
 
 def split_validation(train: Examples, frac: float = VAL_FRAC, cap: int = VAL_REQUESTS,
@@ -226,13 +228,20 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
                         store_url: str | None = None, overrides: Sequence[str] = (),
                         large_history: int = LARGE_HISTORY, large_batch: int = LARGE_BATCH,
                         num_threads: int | None = None, out_json: str | Path | None = None,
+                        bootstrap_samples: int = BOOTSTRAP_SAMPLES,
                         progress: bool = True) -> dict[str, Any]:
-    """Load MovieLens, fill the store, train and evaluate every model; print, JSON, PNG."""
+    """Load MovieLens, fill the store, train and evaluate every model; print, JSON, PNG.
+
+    Every row gets a 95% bootstrap interval of its test AUC, and the JSON `comparison`
+    the paired differences of the reference model (large, else the last one) to the others
+    (`bootstrap_samples` redraws of the test requests; 0 turns it off)."""
     unknown = [m for m in models if m not in {n for n, _, _ in MODELS}]
     if unknown:
         raise ValueError(f"models: unknown {unknown}; choose from "
                          f"{', '.join(n for n, _, _ in MODELS)}")
     steps_by = resolve_steps(models, steps)
+    if bootstrap_samples < 0:
+        raise ValueError(f"bootstrap_samples={bootstrap_samples}: must be >= 0 (0 turns it off)")
     spec = MovieLensSpec()
     t0 = time.perf_counter()
     data = load_movielens(data_dir, spec)
@@ -244,7 +253,7 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
     try:
         data.load_into(store)
         load_s = time.perf_counter() - t0
-        rows, trained = [], {}
+        rows, trained, test_probs = [], {}, {}
         for name, kind, _ in MODELS:
             if name not in models:
                 continue
@@ -253,6 +262,7 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
                 name, kind, tier, data, store, steps=steps_by[name],
                 num_threads=num_threads, progress=progress)
             rows.append(row)
+            test_probs[name] = probs[..., 0]
             if kind == "ranker":
                 trained[name] = (tier, probs, model)
         routing = (routing_table(data, store, trained, num_threads=num_threads)
@@ -266,10 +276,11 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
     if {"logreg", "small", "large"} <= set(by):
         target = {"large_beats_logreg_and_small": bool(by["large"] > max(by["logreg"],
                                                                           by["small"]))}
+    comparison = bootstrap_rows(rows, test_probs, data.test, bootstrap_samples)
     res = {"bench": "movielens", "data": data.stats, "spec": spec.__dict__,
            "store": store_url.split("://")[0], "load_seconds": round(load_s, 2),
            "ranker_overrides": [*RANKER_OVERRIDES, *overrides],
-           "models": rows, "target": target, "routing": routing, "machine": machine_info()}
+           "models": rows, "target": target, "comparison": comparison, "routing": routing, "machine": machine_info()}
     print(format_table(res))
     if routing is not None:
         from arm_jax.bench.routing import format_table as routing_format
@@ -291,18 +302,34 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
     return res
 
 
+def bootstrap_rows(rows: list[dict[str, Any]], probs: Mapping[str, np.ndarray],
+                   test: Examples, samples: int) -> dict[str, Any] | None:
+    """Add `auc_ci95` to every row; return the paired comparison of the reference model
+    (large if trained, else the last row) with every other model, or None when off."""
+    if samples <= 0 or not rows:
+        return None
+    draws = auc_bootstrap(test.labels[..., 0], probs, test.cand_mask, num_samples=samples)
+    for r in rows:
+        r["auc_ci95"] = list(interval(draws[r["name"]]))
+    ref = "large" if "large" in probs else rows[-1]["name"]
+    return {"reference": ref, "samples": samples, "level": 0.95,
+            "versus": compare_to(ref, draws, {r["name"]: r["auc"] for r in rows})}
+
+
 def format_table(res: dict[str, Any]) -> str:
     d = res["data"]
     lines = [f"MovieLens: {d['ratings']} ratings, {d['users']} users; requests train "
              f"{d['train_requests']} / test {d['test_requests']} (like rate "
              f"{d['like_rate']:.3f}); store {res['store']}",
-             f"{'model':<8} {'L':>5} {'steps':>9} {'auc':>7} {'logloss':>8} {'ne':>7} "
-             f"{'auc<=32':>8} {'auc>=256':>9} {'train s':>8}"]
+             f"{'model':<8} {'L':>5} {'steps':>9} {'auc':>7} {'auc 95% ci':>15} {'logloss':>8} "
+             f"{'ne':>7} {'auc<=32':>8} {'auc>=256':>9} {'train s':>8}"]
     for r in res["models"]:
         steps = f"{r['best_step']}/{r['steps']}"
+        ci = ("{:.4f}-{:.4f}".format(*r["auc_ci95"]) if "auc_ci95" in r else "")
         lines.append(f"{r['name']:<8} {r['history_len']:>5} {steps:>9} {r['auc']:>7.4f} "
-                     f"{r['logloss']:>8.4f} {r['ne']:>7.4f} {r['auc_short_history']:>8.4f} "
-                     f"{r['auc_long_history']:>9.4f} {r['train_seconds']:>8.1f}")
+                     f"{ci:>15} {r['logloss']:>8.4f} {r['ne']:>7.4f} "
+                     f"{r['auc_short_history']:>8.4f} {r['auc_long_history']:>9.4f} "
+                     f"{r['train_seconds']:>8.1f}")
     if res.get("models"):
         r = res["models"][0]
         lines.append("(steps = best validation step / trained steps)")
@@ -311,6 +338,14 @@ def format_table(res: dict[str, Any]) -> str:
                      f"{LONG_HISTORY})")
     if res.get("target") is not None:
         lines.append(f"target large > logreg and small on AUC: {res['target']}")
+    cmp = res.get("comparison")
+    if cmp:
+        lines.append(f"paired bootstrap over test requests ({cmp['samples']} redraws): "
+                     f"{cmp['reference']} minus")
+        for name, c in cmp["versus"].items():
+            lines.append(f"  {name:<8} {c['diff']:+.4f}  95% ci [{c['ci_low']:+.4f}, "
+                         f"{c['ci_high']:+.4f}]  {cmp['reference']} ahead in "
+                         f"{100 * c['p_better']:.0f}% of redraws")
     return "\n".join(lines)
 
 
@@ -326,7 +361,12 @@ def plot(res: dict[str, Any], png: Path) -> Path:
     w = 0.8 / max(len(rows), 1)
     for i, r in enumerate(rows):
         vals = [r[k] for k in keys]
-        ax.bar(np.arange(len(keys)) + i * w, vals, w, label=f"{r['name']} (L={r['history_len']})")
+        err = None
+        if "auc_ci95" in r:     # 95% bootstrap interval on the overall AUC only
+            lo, hi = r["auc_ci95"]
+            err = [[r["auc"] - lo, 0, 0], [hi - r["auc"], 0, 0]]
+        ax.bar(np.arange(len(keys)) + i * w, vals, w, yerr=err, capsize=3,
+               label=f"{r['name']} (L={r['history_len']})")
     ax.set_xticks(np.arange(len(keys)) + w * (len(rows) - 1) / 2)
     ax.set_xticklabels(["all test", f"<= {SHORT_HISTORY} past", f">= {LONG_HISTORY} past"])
     lo = min(min(r[k] for k in keys) for r in rows) if rows else 0.5

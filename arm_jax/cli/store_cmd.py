@@ -46,6 +46,9 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                    help="user-log store (default: LMDB in a temporary directory)")
     m.add_argument("--threads", type=int, default=None,
                    help="grain background join threads (default: CPUs - 1, 1..4)")
+    m.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="redraws of the test requests for 95%% AUC intervals and the paired "
+                        "large-minus-other differences (0: off)")
     m.add_argument("--out", default="bench-results/movielens.json")
     m.add_argument("overrides", nargs="*", metavar="key=value",
                    help="tier config overrides applied to every model")
@@ -85,6 +88,7 @@ def _movielens(args: argparse.Namespace) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     run_movielens_bench(args.data, steps=args.steps, models=models, store_url=args.store,
                         overrides=args.overrides, num_threads=args.threads, out_json=args.out,
-                        large_history=args.large_history, large_batch=args.large_batch)
+                        large_history=args.large_history, large_batch=args.large_batch,
+                        bootstrap_samples=args.bootstrap)
     print(f"wrote {args.out}")
     return 0

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arm_jax.bench.movielens import (RANKER_OVERRIDES, bench_tier, resolve_steps,
-                                     run_movielens_bench)
+from arm_jax.bench.movielens import (RANKER_OVERRIDES, bench_tier, bootstrap_rows,
+                                     resolve_steps, run_movielens_bench)
 from arm_jax.data.movielens import MovieLensSpec
+from arm_jax.metrics import auc
 
 # Model sizes only: the MovieLens loader sets the feature schema itself.
 TINY_MODEL = ("model.d_model=16", "model.encoder_heads=2", "model.target_heads=2",
@@ -51,6 +52,16 @@ def test_movielens_bench_rows_and_routing_table(tmp_path):
     assert {m["name"]: m["history_len"] for m in saved["models"]}["large"] == 48
     assert isinstance(saved["target"]["large_beats_logreg_and_small"], bool)
     assert saved["ranker_overrides"] == [*RANKER_OVERRIDES, *TINY_MODEL]
+    # a 95% bootstrap interval per model around its AUC, and large's paired differences
+    for m in saved["models"]:
+        lo, hi = m["auc_ci95"]
+        assert lo <= m["auc"] <= hi
+    cmp = saved["comparison"]
+    assert cmp["reference"] == "large" and set(cmp["versus"]) == {"logreg", "small"}
+    by_auc = {m["name"]: m["auc"] for m in saved["models"]}
+    for name, c in cmp["versus"].items():
+        assert c["diff"] == pytest.approx(by_auc["large"] - by_auc[name])
+        assert c["ci_low"] <= c["ci_high"] and 0.0 <= c["p_better"] <= 1.0
     # the same routing table as `bench routing`, over the tiers trained here
     routing = saved["routing"]
     names = [p["name"] for p in routing["policies"]]
@@ -75,6 +86,21 @@ def test_every_ranker_gets_the_movielens_settings_and_overrides_win():
     assert (large.model.history_len, small.model.history_len) == (64, 32)
     assert bench_tier("small", spec, ["model.age_bias_slope=0"]).model.age_bias_slope == 0.0
     assert bench_tier("logreg", spec).train.embedding_lr_scale == 1.0  # not a ranker
+
+
+def test_bootstrap_rows_compare_the_reference_with_every_other_model():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((50, 6, 1)) < 0.5).astype(np.float32)
+    test = type("Test", (), {"labels": labels, "cand_mask": np.ones((50, 6), bool)})()
+    probs = {"logreg": rng.random((50, 6)), "small": labels[..., 0] + rng.normal(0, 1, (50, 6))}
+    rows = [{"name": n, "auc": auc(labels[..., 0], p)} for n, p in probs.items()]
+    cmp = bootstrap_rows(rows, probs, test, 200)
+    assert cmp["reference"] == "small"           # no large: the last model
+    assert cmp["versus"]["logreg"]["p_better"] > 0.95 and cmp["versus"]["logreg"]["ci_low"] > 0
+    assert all(len(r["auc_ci95"]) == 2 for r in rows)
+    assert bootstrap_rows([dict(r) for r in rows], probs, test, 0) is None
+    with pytest.raises(ValueError, match="bootstrap_samples=-1"):
+        run_movielens_bench("/nonexistent", bootstrap_samples=-1)
 
 
 def test_steps_per_model_and_errors():
