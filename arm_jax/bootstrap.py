@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from arm_jax.metrics import within_request_pairs
+
 _CHUNK = 64  # redraws per vectorised block: [chunk, pairs] float64 weights
 
 
@@ -41,6 +43,17 @@ def _weighted_auc(y_sorted: np.ndarray, starts: np.ndarray, w_sorted: np.ndarray
         return np.where(denom > 0, u / denom, np.nan)
 
 
+def redraws(num_requests: int, num_samples: int, seed: int) -> np.ndarray:
+    """[num_samples, num_requests] int: how often each request is in each redraw (the same
+    for the same seed, so different statistics can share redraws)."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples={num_samples}: must be >= 1")
+    if num_requests < 1:
+        raise ValueError(f"labels: no requests to redraw (got {num_requests})")
+    return np.random.default_rng(seed).multinomial(
+        num_requests, np.full(num_requests, 1.0 / num_requests), size=num_samples)
+
+
 def auc_bootstrap(labels: Any, scores: Mapping[str, Any], mask: Any | None = None, *,
                   num_samples: int = 1000, seed: int = 0) -> dict[str, np.ndarray]:
     """AUC of every model on the same `num_samples` redraws of the requests.
@@ -49,8 +62,6 @@ def auc_bootstrap(labels: Any, scores: Mapping[str, Any], mask: Any | None = Non
     candidates (None: all). Returns {model: [num_samples] AUCs}; index i of every model
     is the same redraw, so differences between models are paired.
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples={num_samples}: must be >= 1")
     if not scores:
         raise ValueError("scores: need at least one model")
     y = np.asarray(labels, np.float64)
@@ -65,7 +76,7 @@ def auc_bootstrap(labels: Any, scores: Mapping[str, Any], mask: Any | None = Non
     r = y.shape[0]
     request_of_pair = np.broadcast_to(np.arange(r)[:, None], y.shape)[m]
     y_pairs = (y[m] > 0.5).astype(np.float64)
-    counts = np.random.default_rng(seed).multinomial(r, np.full(r, 1.0 / r), size=num_samples)
+    counts = redraws(r, num_samples, seed)
     out: dict[str, np.ndarray] = {}
     for name, s in scores.items():
         s_pairs = np.asarray(s, np.float64)[m]
@@ -80,6 +91,25 @@ def auc_bootstrap(labels: Any, scores: Mapping[str, Any], mask: Any | None = Non
             aucs[lo:lo + _CHUNK] = (_weighted_auc(y_sorted, starts, w) if starts.size
                                     else np.nan)
         out[name] = aucs
+    return out
+
+
+def within_request_auc_bootstrap(labels: Any, scores: Mapping[str, Any],
+                                 mask: Any | None = None, *, num_samples: int = 1000,
+                                 seed: int = 0) -> dict[str, np.ndarray]:
+    """`metrics.within_request_auc` of every model on the same redraws as `auc_bootstrap`
+    with the same seed: a redraw weights each request's pair counts by how often it is in."""
+    y = np.asarray(labels)
+    counts = redraws(y.shape[0] if y.ndim else 0, num_samples, seed).astype(np.float64)
+    out = {}
+    for name, s in scores.items():
+        try:
+            right, pairs = within_request_pairs(labels, s, mask)
+        except ValueError as e:
+            raise ValueError(f"scores[{name!r}]: {e}") from None
+        den = counts @ pairs
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[name] = np.where(den > 0, (counts @ right) / den, np.nan)
     return out
 
 
@@ -116,4 +146,4 @@ def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-__all__ = ["auc_bootstrap", "compare_to", "interval"]
+__all__ = ["auc_bootstrap", "within_request_auc_bootstrap", "redraws", "compare_to", "interval"]

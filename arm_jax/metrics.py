@@ -53,6 +53,35 @@ def auc(labels: Any, scores: Any, mask: Any | None = None) -> float:
     return float(u / (n_pos * n_neg))
 
 
+def within_request_pairs(labels: Any, scores: Any, mask: Any | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Per request: (correctly ordered (positive, negative) candidate pairs, ties counted half;
+    all such pairs). labels/scores [R, N], mask [R, N]. Both float64 [R]."""
+    y = np.asarray(labels, np.float64)
+    s = np.asarray(scores, np.float64)
+    if y.ndim != 2 or s.shape != y.shape:
+        raise ValueError(f"labels and scores: expected the same [requests, candidates] shape, "
+                         f"got {y.shape} and {s.shape}")
+    m = np.ones(y.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool),
+                                                                    y.shape)
+    pos, neg = m & (y > 0.5), m & (y <= 0.5)
+    pairs_rij = pos[:, :, None] & neg[:, None, :]
+    diff_rij = s[:, :, None] - s[:, None, :]
+    right = ((diff_rij > 0) + 0.5 * (diff_rij == 0)) * pairs_rij
+    return right.sum(axis=(1, 2)), pairs_rij.sum(axis=(1, 2)).astype(np.float64)
+
+
+def within_request_auc(labels: Any, scores: Any, mask: Any | None = None) -> float:
+    """AUC over (positive, negative) pairs of the *same* request: how well each request's
+    candidates are ordered, whatever the level of its scores (GAUC weighted by pairs).
+
+    The overall `auc` also compares candidates of different requests, so it rewards getting
+    each request's base rate right; this one does not. nan without any such pair."""
+    right, pairs = within_request_pairs(labels, scores, mask)
+    total = pairs.sum()
+    return float(right.sum() / total) if total > 0 else float("nan")
+
+
 def logloss(labels: Any, probs: Any, mask: Any | None = None) -> float:
     """Mean binary cross-entropy in nats, probabilities clipped to [1e-7, 1 - 1e-7]."""
     y, p = _select(labels, probs, mask)
@@ -96,4 +125,5 @@ def evaluate(labels: Any, probs: Any, mask: Any | None,
     return out
 
 
-__all__ = ["auc", "logloss", "normalized_entropy", "evaluate"]
+__all__ = ["auc", "within_request_auc", "within_request_pairs", "logloss", "normalized_entropy",
+           "evaluate"]

@@ -23,13 +23,14 @@ import numpy as np
 from tqdm import tqdm
 
 from arm_jax.bench.timing import machine_info, write_json
-from arm_jax.bootstrap import auc_bootstrap, compare_to, interval
+from arm_jax.bootstrap import (auc_bootstrap, compare_to, interval,
+                               within_request_auc_bootstrap)
 from arm_jax.config import TierConfig, load_tier
 from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.join import joined_batches
 from arm_jax.data.movielens import MovieLensData, MovieLensSpec, feature_overrides, load_movielens
 from arm_jax.data.synthetic import Examples
-from arm_jax.metrics import evaluate
+from arm_jax.metrics import evaluate, within_request_auc
 from arm_jax.store import UserLogStore, open_store
 from arm_jax.train.loop import LONG_HISTORY, SHORT_HISTORY, history_len_for
 from arm_jax.train.step import make_predict
@@ -137,7 +138,10 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
     row: dict[str, Any] = {"name": name, "kind": kind, "tier": tier.name,
                            "history_len": max_len, "batch_size": tc.batch_size, "steps": steps,
                            "best_step": best[1], "val_auc": best[0], "val_curve": val_curve,
-                           **evaluate(ex.labels, probs, ex.cand_mask, f.tasks)[task]}
+                           **evaluate(ex.labels, probs, ex.cand_mask, f.tasks)[task],
+                           "auc_within_request": within_request_auc(ex.labels[..., 0],
+                                                                    probs[..., 0],
+                                                                    ex.cand_mask)}
     for key, sel in (("short_history", full <= SHORT_HISTORY),
                      ("long_history", full >= LONG_HISTORY)):
         m = evaluate(ex.labels, probs, ex.cand_mask & sel[:, None], f.tasks)[task]
@@ -308,12 +312,17 @@ def bootstrap_rows(rows: list[dict[str, Any]], probs: Mapping[str, np.ndarray],
     (large if trained, else the last row) with every other model, or None when off."""
     if samples <= 0 or not rows:
         return None
-    draws = auc_bootstrap(test.labels[..., 0], probs, test.cand_mask, num_samples=samples)
+    args = (test.labels[..., 0], probs, test.cand_mask)
+    draws = auc_bootstrap(*args, num_samples=samples)
+    within = within_request_auc_bootstrap(*args, num_samples=samples)   # the same redraws
     for r in rows:
         r["auc_ci95"] = list(interval(draws[r["name"]]))
+        r["auc_within_request_ci95"] = list(interval(within[r["name"]]))
     ref = "large" if "large" in probs else rows[-1]["name"]
     return {"reference": ref, "samples": samples, "level": 0.95,
-            "versus": compare_to(ref, draws, {r["name"]: r["auc"] for r in rows})}
+            "versus": compare_to(ref, draws, {r["name"]: r["auc"] for r in rows}),
+            "versus_within_request": compare_to(
+                ref, within, {r["name"]: r["auc_within_request"] for r in rows})}
 
 
 def format_table(res: dict[str, Any]) -> str:
@@ -322,17 +331,18 @@ def format_table(res: dict[str, Any]) -> str:
              f"{d['train_requests']} / test {d['test_requests']} (like rate "
              f"{d['like_rate']:.3f}); store {res['store']}",
              f"{'model':<8} {'L':>5} {'steps':>9} {'auc':>7} {'auc 95% ci':>15} {'logloss':>8} "
-             f"{'ne':>7} {'auc<=32':>8} {'auc>=256':>9} {'train s':>8}"]
+             f"{'ne':>7} {'auc<=32':>8} {'auc>=256':>9} {'in-req':>7} {'train s':>8}"]
     for r in res["models"]:
         steps = f"{r['best_step']}/{r['steps']}"
         ci = ("{:.4f}-{:.4f}".format(*r["auc_ci95"]) if "auc_ci95" in r else "")
         lines.append(f"{r['name']:<8} {r['history_len']:>5} {steps:>9} {r['auc']:>7.4f} "
                      f"{ci:>15} {r['logloss']:>8.4f} {r['ne']:>7.4f} "
                      f"{r['auc_short_history']:>8.4f} {r['auc_long_history']:>9.4f} "
-                     f"{r['train_seconds']:>8.1f}")
+                     f"{r['auc_within_request']:>7.4f} {r['train_seconds']:>8.1f}")
     if res.get("models"):
         r = res["models"][0]
-        lines.append("(steps = best validation step / trained steps)")
+        lines.append("(steps = best validation step / trained steps; in-req = AUC over "
+                     "pairs of candidates of the same request)")
         lines.append(f"(short: {r['requests_short_history']} test requests with <= "
                      f"{SHORT_HISTORY} past ratings; long: {r['requests_long_history']} with >= "
                      f"{LONG_HISTORY})")
@@ -342,10 +352,11 @@ def format_table(res: dict[str, Any]) -> str:
     if cmp:
         lines.append(f"paired bootstrap over test requests ({cmp['samples']} redraws): "
                      f"{cmp['reference']} minus")
-        for name, c in cmp["versus"].items():
-            lines.append(f"  {name:<8} {c['diff']:+.4f}  95% ci [{c['ci_low']:+.4f}, "
-                         f"{c['ci_high']:+.4f}]  {cmp['reference']} ahead in "
-                         f"{100 * c['p_better']:.0f}% of redraws")
+        for metric, key in (("auc", "versus"), ("in-req", "versus_within_request")):
+            for name, c in cmp[key].items():
+                lines.append(f"  {metric:<6} {name:<8} {c['diff']:+.4f}  95% ci "
+                             f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]  "
+                             f"{cmp['reference']} ahead in {100 * c['p_better']:.0f}% of redraws")
     return "\n".join(lines)
 
 

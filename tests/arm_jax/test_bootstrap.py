@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arm_jax.bootstrap import auc_bootstrap, compare_to, interval
-from arm_jax.metrics import auc
+from arm_jax.bootstrap import auc_bootstrap, compare_to, interval, within_request_auc_bootstrap
+from arm_jax.metrics import auc, within_request_auc
 
 
 def _requests(seed: int, r: int = 120, n: int = 9):
@@ -29,6 +29,20 @@ def test_each_redraw_is_the_auc_of_the_redrawn_requests():
         for name, s in scores.items():
             assert samples[name][i] == pytest.approx(auc(labels[idx], s[idx], mask[idx]),
                                                      abs=1e-12)
+
+
+def test_within_request_redraws_are_the_same_redraws():
+    labels, mask, scores = _requests(4)
+    samples = within_request_auc_bootstrap(labels, scores, mask, num_samples=4, seed=9)
+    counts = np.random.default_rng(9).multinomial(len(labels), np.full(len(labels),
+                                                                       1 / len(labels)), size=4)
+    for i in range(4):
+        idx = np.repeat(np.arange(len(labels)), counts[i])
+        for name, s in scores.items():
+            assert samples[name][i] == pytest.approx(
+                within_request_auc(labels[idx], s[idx], mask[idx]), abs=1e-12)
+    with pytest.raises(ValueError, match=r"scores\['good'\]"):
+        within_request_auc_bootstrap(labels, {"good": scores["good"][:, :2]}, mask)
 
 
 def test_differences_are_paired_and_intervals_cover_the_estimate():

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from arm_jax.metrics import auc, evaluate, logloss, normalized_entropy
+from arm_jax.metrics import auc, evaluate, logloss, normalized_entropy, within_request_auc
 
 
 def _auc_pairs(y, s):
@@ -81,3 +81,28 @@ def test_evaluate_per_task_with_mask():
         assert res[name]["logloss"] == pytest.approx(logloss(y[..., t][m], p[..., t][m]))
     with pytest.raises(ValueError, match="tasks"):
         evaluate(y, p, m, ("click",))
+
+
+def test_within_request_auc_ignores_each_requests_score_level():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((40, 7)) < 0.5).astype(np.float32)
+    mask = rng.random((40, 7)) < 0.85
+    scores = np.round(labels + rng.normal(0, 1.0, labels.shape), 1)     # with ties
+    # reference: pooled pairwise count inside each request
+    right = pairs = 0.0
+    for r in range(40):
+        for i, j in itertools.product(range(7), range(7)):
+            if mask[r, i] and mask[r, j] and labels[r, i] > 0.5 and labels[r, j] <= 0.5:
+                pairs += 1
+                right += 1.0 if scores[r, i] > scores[r, j] else 0.5 * (scores[r, i] ==
+                                                                         scores[r, j])
+    got = within_request_auc(labels, scores, mask)
+    assert got == pytest.approx(right / pairs, abs=1e-12)
+    # shifting whole requests changes the pooled AUC, never the within-request one
+    shifted = scores + rng.normal(0, 5.0, (40, 1))
+    assert within_request_auc(labels, shifted, mask) == pytest.approx(got, abs=1e-12)
+    assert abs(auc(labels, shifted, mask) - auc(labels, scores, mask)) > 0.01
+    one_class = np.ones((3, 4), np.float32)
+    assert math.isnan(within_request_auc(one_class, rng.random((3, 4))))
+    with pytest.raises(ValueError, match="same \\[requests, candidates\\] shape"):
+        within_request_auc(labels, scores[:, :3])

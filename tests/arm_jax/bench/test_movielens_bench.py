@@ -11,7 +11,7 @@ import pytest
 from arm_jax.bench.movielens import (RANKER_OVERRIDES, bench_tier, bootstrap_rows,
                                      resolve_steps, run_movielens_bench)
 from arm_jax.data.movielens import MovieLensSpec
-from arm_jax.metrics import auc
+from arm_jax.metrics import auc, within_request_auc
 
 # Model sizes only: the MovieLens loader sets the feature schema itself.
 TINY_MODEL = ("model.d_model=16", "model.encoder_heads=2", "model.target_heads=2",
@@ -59,9 +59,11 @@ def test_movielens_bench_rows_and_routing_table(tmp_path):
     cmp = saved["comparison"]
     assert cmp["reference"] == "large" and set(cmp["versus"]) == {"logreg", "small"}
     by_auc = {m["name"]: m["auc"] for m in saved["models"]}
-    for name, c in cmp["versus"].items():
-        assert c["diff"] == pytest.approx(by_auc["large"] - by_auc[name])
-        assert c["ci_low"] <= c["ci_high"] and 0.0 <= c["p_better"] <= 1.0
+    by_within = {m["name"]: m["auc_within_request"] for m in saved["models"]}
+    for key, point in (("versus", by_auc), ("versus_within_request", by_within)):
+        for name, c in cmp[key].items():
+            assert c["diff"] == pytest.approx(point["large"] - point[name])
+            assert c["ci_low"] <= c["ci_high"] and 0.0 <= c["p_better"] <= 1.0
     # the same routing table as `bench routing`, over the tiers trained here
     routing = saved["routing"]
     names = [p["name"] for p in routing["policies"]]
@@ -93,11 +95,15 @@ def test_bootstrap_rows_compare_the_reference_with_every_other_model():
     labels = (rng.random((50, 6, 1)) < 0.5).astype(np.float32)
     test = type("Test", (), {"labels": labels, "cand_mask": np.ones((50, 6), bool)})()
     probs = {"logreg": rng.random((50, 6)), "small": labels[..., 0] + rng.normal(0, 1, (50, 6))}
-    rows = [{"name": n, "auc": auc(labels[..., 0], p)} for n, p in probs.items()]
+    rows = [{"name": n, "auc": auc(labels[..., 0], p),
+             "auc_within_request": within_request_auc(labels[..., 0], p)}
+            for n, p in probs.items()]
     cmp = bootstrap_rows(rows, probs, test, 200)
     assert cmp["reference"] == "small"           # no large: the last model
     assert cmp["versus"]["logreg"]["p_better"] > 0.95 and cmp["versus"]["logreg"]["ci_low"] > 0
-    assert all(len(r["auc_ci95"]) == 2 for r in rows)
+    assert all(len(r["auc_ci95"]) == 2 and len(r["auc_within_request_ci95"]) == 2
+               for r in rows)
+    assert cmp["versus_within_request"]["logreg"]["ci_low"] > 0
     assert bootstrap_rows([dict(r) for r in rows], probs, test, 0) is None
     with pytest.raises(ValueError, match="bootstrap_samples=-1"):
         run_movielens_bench("/nonexistent", bootstrap_samples=-1)
