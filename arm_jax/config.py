@@ -93,10 +93,6 @@ class ModelConfig:
         "relu", choices=("relu", "gelu", "silu"),
         doc="nonlinearity of the Wukong MLPs and the head (gelu/silu have no dead zone: a "
             "ReLU head whose units all stop firing stops learning for good)")
-    wide: bool = _f(
-        False, doc="a linear path from the request and candidate dense features straight to "
-                   "each task's logit, beside the deep stack (wide & deep): base rates such as "
-                   "a user's past like rate need not pass through the interaction stack")
     dropout: float = _f(0.0, 0.0, 0.9, doc="training-only dropout rate on the encoded history, "
                                            "the interaction stack's input tokens and the head "
                                            "(0: off; serving never drops)")

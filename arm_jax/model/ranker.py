@@ -45,7 +45,6 @@ class RequestState:
     hist_bias_blh: jax.Array | None   # target attention's per-key age bias (or None)
     first_layer: WukongRequestPart
     match: MatchState | None = None
-    wide_b1t: jax.Array | None = None   # the request's share of the wide logit term
 
 
 def target_attention(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
@@ -107,11 +106,6 @@ class Ranker(nnx.Module):
         self.head_in = nnx.Linear(tokens * d, model.head_hidden, **kw)
         self.head_out = nnx.Linear(model.head_hidden, len(features.tasks), dtype=dtype,
                                    param_dtype=pdtype, rngs=rngs)
-        if model.wide:   # zero-initialised: training starts from the deep model alone
-            wide = dict(use_bias=False, kernel_init=nnx.initializers.zeros_init(), **kw)
-            self.wide_req = nnx.Linear(features.req_dense_features, len(features.tasks), **wide)
-            self.wide_cand = nnx.Linear(features.cand_dense_features, len(features.tasks),
-                                        **wide)
 
     # ------------------------------------------------------------------ towers
     def _drop(self, x: jax.Array, key: jax.Array | None) -> jax.Array:
@@ -160,12 +154,9 @@ class Ranker(nnx.Module):
             keys_blfd = jnp.concatenate([item_bld[:, :, None].astype(self.dtype), side_blsd],
                                         axis=2)
             match = self.match.request_part(keys_blfd, seq_bld, mask_bl)
-        wide = (self.wide_req(normalize_dense(batch.req_dense))[:, None]
-                if self.cfg.wide else None)
         return RequestState(req_tokens_btd=req_btd, hist_k_blhk=k, hist_v_blhk=v,
                             hist_mask_bl=mask_bl, hist_bias_blh=bias,
-                            first_layer=self.wukong[0].request_part(req_btd), match=match,
-                            wide_b1t=wide)
+                            first_layer=self.wukong[0].request_part(req_btd), match=match)
 
     def score_candidates(self, state: RequestState, batch: RequestBatch, *,
                          dropout_key: jax.Array | None = None) -> jax.Array:
@@ -202,10 +193,7 @@ class Ranker(nnx.Module):
             x_bctd = layer(x_bctd)
         act = ACTIVATIONS[self.cfg.activation]
         hidden = self._drop(act(self.head_in(x_bctd.reshape(b, c, -1))), k_head)
-        logits = self.head_out(hidden)
-        if self.cfg.wide:
-            logits = logits + state.wide_b1t + self.wide_cand(normalize_dense(batch.cand_dense))
-        return logits.astype(jnp.float32)
+        return self.head_out(hidden).astype(jnp.float32)
 
     # ------------------------------------------------------------------ modes
     def __call__(self, batch: RequestBatch, *, mode: Mode = "shared",

@@ -130,31 +130,3 @@ def test_activation_decides_whether_a_dead_head_still_learns(tiny_overrides, act
                      jax.tree_util.tree_leaves_with_path(grads)
                      if "head_in" not in str(path) and "head_out" not in str(path))
     assert (below_head > 0) == learns, below_head
-
-
-def test_wide_path_adds_a_linear_term_of_the_dense_features(tiny_overrides):
-    """`model.wide`: logits = the deep model's + W_req . f(req_dense) + W_cand . f(cand_dense)
-    (f the signed log1p every dense input gets), in both modes; off, no parameters."""
-    from arm_jax.model.preprocess import normalize_dense
-
-    tier = load_tier("small", [*tiny_overrides, "model.wide=true"])
-    plain_tier = load_tier("small", tiny_overrides)
-    graphdef, params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(7)))
-    _, plain = nnx.split(Ranker(plain_tier.model, plain_tier.features, rngs=nnx.Rngs(7)))
-    assert "wide_req" not in plain and "wide_cand" not in plain
-    assert not np.asarray(params["wide_req"]["kernel"][...]).any()      # starts at zero
-    rng = np.random.default_rng(0)
-    w_req = rng.normal(size=params["wide_req"]["kernel"].shape).astype(np.float32)
-    w_cand = rng.normal(size=params["wide_cand"]["kernel"].shape).astype(np.float32)
-    params["wide_req"]["kernel"][...] = w_req
-    params["wide_cand"]["kernel"][...] = w_cand
-    batch = random_batch(tier.features, batch=3, candidates=5, history=8, seed=4,
-                         valid_candidates=4)
-    fwd = jax.jit(lambda p, b, mode: nnx.merge(graphdef, p)(b, mode=mode), static_argnums=2)
-    shared = np.asarray(fwd(params, batch, "shared"))
-    np.testing.assert_allclose(shared, np.asarray(fwd(params, batch, "per_pair")), **TOL)
-    deep = np.asarray(nnx.merge(nnx.split(Ranker(plain_tier.model, plain_tier.features,
-                                                 rngs=nnx.Rngs(7)))[0], plain)(batch))
-    linear = (np.asarray(normalize_dense(batch.req_dense)) @ w_req)[:, None] + \
-        np.asarray(normalize_dense(batch.cand_dense)) @ w_cand
-    np.testing.assert_allclose(shared, deep + linear, rtol=1e-5, atol=1e-4)
