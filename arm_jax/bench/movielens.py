@@ -367,19 +367,22 @@ def plot(res: dict[str, Any], png: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = res["models"]
-    keys = ("auc", "auc_short_history", "auc_long_history")
+    keys = ("auc", "auc_short_history", "auc_long_history", "auc_within_request")
     fig, ax = plt.subplots(figsize=(7, 4))
     w = 0.8 / max(len(rows), 1)
     for i, r in enumerate(rows):
         vals = [r[k] for k in keys]
         err = None
-        if "auc_ci95" in r:     # 95% bootstrap interval on the overall AUC only
+        if "auc_ci95" in r:     # 95% bootstrap intervals (overall and within-request AUC)
             lo, hi = r["auc_ci95"]
-            err = [[r["auc"] - lo, 0, 0], [hi - r["auc"], 0, 0]]
+            wlo, whi = r["auc_within_request_ci95"]
+            w_auc = r["auc_within_request"]
+            err = [[r["auc"] - lo, 0, 0, w_auc - wlo], [hi - r["auc"], 0, 0, whi - w_auc]]
         ax.bar(np.arange(len(keys)) + i * w, vals, w, yerr=err, capsize=3,
                label=f"{r['name']} (L={r['history_len']})")
     ax.set_xticks(np.arange(len(keys)) + w * (len(rows) - 1) / 2)
-    ax.set_xticklabels(["all test", f"<= {SHORT_HISTORY} past", f">= {LONG_HISTORY} past"])
+    ax.set_xticklabels(["all test", f"<= {SHORT_HISTORY} past", f">= {LONG_HISTORY} past",
+                        "within request"])
     lo = min(min(r[k] for k in keys) for r in rows) if rows else 0.5
     ax.set_ylim(max(0.5, lo - 0.03), None)
     ax.set_ylabel("test AUC (like = rating >= 4)")
