@@ -372,14 +372,13 @@ def plot(res: dict[str, Any], png: Path) -> Path:
     w = 0.8 / max(len(rows), 1)
     for i, r in enumerate(rows):
         vals = [r[k] for k in keys]
-        err = None
+        x = np.arange(len(keys)) + i * w
+        ax.bar(x, vals, w, label=f"{r['name']} (L={r['history_len']})")
         if "auc_ci95" in r:     # 95% bootstrap intervals (overall and within-request AUC)
-            lo, hi = r["auc_ci95"]
-            wlo, whi = r["auc_within_request_ci95"]
-            w_auc = r["auc_within_request"]
-            err = [[r["auc"] - lo, 0, 0, w_auc - wlo], [hi - r["auc"], 0, 0, whi - w_auc]]
-        ax.bar(np.arange(len(keys)) + i * w, vals, w, yerr=err, capsize=3,
-               label=f"{r['name']} (L={r['history_len']})")
+            for j, key in ((0, "auc"), (3, "auc_within_request")):
+                lo, hi = r[f"{key}_ci95"]
+                ax.errorbar(x[j], r[key], yerr=[[r[key] - lo], [hi - r[key]]], color="black",
+                            capsize=3)
     ax.set_xticks(np.arange(len(keys)) + w * (len(rows) - 1) / 2)
     ax.set_xticklabels(["all test", f"<= {SHORT_HISTORY} past", f">= {LONG_HISTORY} past",
                         "within request"])
