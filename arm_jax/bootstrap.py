@@ -8,8 +8,8 @@ difference A - B is then the spread that comes from which requests happened to b
 test set, with the models' shared difficulty cancelled out (paired).
 
 Each redraw is a multiset of requests, i.e. a weight per request (how often it was drawn);
-AUC with weights is the Mann-Whitney statistic with weighted counts, so every model's pairs
-are sorted once and each redraw costs O(pairs), vectorised over redraws.
+AUC with weights is the Mann-Whitney statistic with weighted counts, so every model's scored
+candidates are sorted once and each redraw costs O(candidates), vectorised over redraws.
 """
 
 from __future__ import annotations
