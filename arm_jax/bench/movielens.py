@@ -6,8 +6,10 @@ the fly, point in time, by the grain pipeline (arm_jax.data.join) for training a
 Each model trains with the project's train step (AdamW, arm_jax.train.step) on the training
 requests minus the latest 10% of training time, which is the validation slice: the parameters
 with the best validation AUC (checked 4 times) are kept, so every model is early-stopped by
-the same rule, never by the test set. They are scored on the later 20% of time: AUC, log loss, NE overall and for users with short (<= 32 past
-ratings) and long (>= 256) histories.
+the same rule, never by the test set. They are scored on the later 20% of time: AUC, log
+loss, NE overall and for users with short (<= 32 past ratings) and long (>= 256) histories,
+AUC within requests, and 95% intervals from a paired bootstrap over the test requests
+(arm_jax.bootstrap), which also gives the large tier's differences to the other models.
 """
 
 from __future__ import annotations
@@ -284,7 +286,8 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
     res = {"bench": "movielens", "data": data.stats, "spec": spec.__dict__,
            "store": store_url.split("://")[0], "load_seconds": round(load_s, 2),
            "ranker_overrides": [*RANKER_OVERRIDES, *overrides],
-           "models": rows, "target": target, "comparison": comparison, "routing": routing, "machine": machine_info()}
+           "models": rows, "target": target, "comparison": comparison, "routing": routing,
+           "machine": machine_info()}
     print(format_table(res))
     if routing is not None:
         from arm_jax.bench.routing import format_table as routing_format
@@ -308,8 +311,9 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
 
 def bootstrap_rows(rows: list[dict[str, Any]], probs: Mapping[str, np.ndarray],
                    test: Examples, samples: int) -> dict[str, Any] | None:
-    """Add `auc_ci95` to every row; return the paired comparison of the reference model
-    (large if trained, else the last row) with every other model, or None when off."""
+    """Add `auc_ci95` and `auc_within_request_ci95` to every row; return the paired
+    comparison of the reference model (large if trained, else the last row) with every
+    other model, for both AUCs on the same redraws, or None when off (samples 0)."""
     if samples <= 0 or not rows:
         return None
     args = (test.labels[..., 0], probs, test.cand_mask)
