@@ -122,22 +122,22 @@ def compare_to(reference: str, samples: Mapping[str, np.ndarray], point: Mapping
     differences, and `p_better` the share of redraws where the reference is ahead."""
     if reference not in samples:
         raise ValueError(f"reference={reference!r}: not among the models {sorted(samples)}")
-    tail = _tail(level)
+    _tail(level)
     out = {}
     for name, s in samples.items():
         if name == reference:
             continue
         d = samples[reference] - s
         d = d[np.isfinite(d)]
-        lo, hi = np.percentile(d, [tail, 100.0 - tail]) if d.size else (np.nan, np.nan)
-        out[name] = {"diff": float(point[reference] - point[name]), "ci_low": float(lo),
-                     "ci_high": float(hi),
+        lo, hi = interval(d, level)
+        out[name] = {"diff": float(point[reference] - point[name]), "ci_low": lo, "ci_high": hi,
                      "p_better": float((d > 0).mean()) if d.size else float("nan")}
     return out
 
 
 def interval(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Central percentile interval of one model's bootstrap AUCs."""
+    """Central percentile interval of bootstrap draws (nan ones left out; (nan, nan) if
+    none are finite): one model's AUCs, or paired differences."""
     tail = _tail(level)
     s = np.asarray(samples)[np.isfinite(samples)]
     if s.size == 0:

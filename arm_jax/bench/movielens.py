@@ -282,7 +282,8 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
     if {"logreg", "small", "large"} <= set(by):
         target = {"large_beats_logreg_and_small": bool(by["large"] > max(by["logreg"],
                                                                           by["small"]))}
-    comparison = bootstrap_rows(rows, test_probs, data.test, bootstrap_samples)
+    comparison = bootstrap_rows(rows, test_probs, data.test.labels[..., 0],
+                                data.test.cand_mask, bootstrap_samples)
     res = {"bench": "movielens", "data": data.stats, "spec": spec.__dict__,
            "store": store_url.split("://")[0], "load_seconds": round(load_s, 2),
            "ranker_overrides": [*RANKER_OVERRIDES, *overrides],
@@ -310,13 +311,14 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
 
 
 def bootstrap_rows(rows: list[dict[str, Any]], probs: Mapping[str, np.ndarray],
-                   test: Examples, samples: int) -> dict[str, Any] | None:
+                   labels: np.ndarray, mask: np.ndarray, samples: int) -> dict[str, Any] | None:
     """Add `auc_ci95` and `auc_within_request_ci95` to every row; return the paired
     comparison of the reference model (large if trained, else the last row) with every
-    other model, for both AUCs on the same redraws, or None when off (samples 0)."""
+    other model, for both AUCs on the same redraws, or None when off (samples 0).
+    probs {model: [R, N]}, labels [R, N] (the first task), mask [R, N]."""
     if samples <= 0 or not rows:
         return None
-    args = (test.labels[..., 0], probs, test.cand_mask)
+    args = (labels, probs, mask)
     draws = auc_bootstrap(*args, num_samples=samples)
     within = within_request_auc_bootstrap(*args, num_samples=samples)   # the same redraws
     for r in rows:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arm_jax.bootstrap import auc_bootstrap, compare_to, interval, within_request_auc_bootstrap
+from arm_jax.bootstrap import (auc_bootstrap, compare_to, interval, redraws,
+                               within_request_auc_bootstrap)
 from arm_jax.metrics import auc, within_request_auc
 
 
@@ -22,8 +23,7 @@ def _requests(seed: int, r: int = 120, n: int = 9):
 def test_each_redraw_is_the_auc_of_the_redrawn_requests():
     labels, mask, scores = _requests(0)
     samples = auc_bootstrap(labels, scores, mask, num_samples=5, seed=3)
-    counts = np.random.default_rng(3).multinomial(len(labels), np.full(len(labels),
-                                                                       1 / len(labels)), size=5)
+    counts = redraws(len(labels), 5, 3)
     for i in range(5):
         idx = np.repeat(np.arange(len(labels)), counts[i])      # the redraw, materialised
         for name, s in scores.items():
@@ -34,8 +34,7 @@ def test_each_redraw_is_the_auc_of_the_redrawn_requests():
 def test_within_request_redraws_are_the_same_redraws():
     labels, mask, scores = _requests(4)
     samples = within_request_auc_bootstrap(labels, scores, mask, num_samples=4, seed=9)
-    counts = np.random.default_rng(9).multinomial(len(labels), np.full(len(labels),
-                                                                       1 / len(labels)), size=4)
+    counts = redraws(len(labels), 4, 9)
     for i in range(4):
         idx = np.repeat(np.arange(len(labels)), counts[i])
         for name, s in scores.items():

@@ -93,18 +93,18 @@ def test_every_ranker_gets_the_movielens_settings_and_overrides_win():
 def test_bootstrap_rows_compare_the_reference_with_every_other_model():
     rng = np.random.default_rng(0)
     labels = (rng.random((50, 6, 1)) < 0.5).astype(np.float32)
-    test = type("Test", (), {"labels": labels, "cand_mask": np.ones((50, 6), bool)})()
+    mask = np.ones((50, 6), bool)
     probs = {"logreg": rng.random((50, 6)), "small": labels[..., 0] + rng.normal(0, 1, (50, 6))}
     rows = [{"name": n, "auc": auc(labels[..., 0], p),
              "auc_within_request": within_request_auc(labels[..., 0], p)}
             for n, p in probs.items()]
-    cmp = bootstrap_rows(rows, probs, test, 200)
+    cmp = bootstrap_rows(rows, probs, labels[..., 0], mask, 200)
     assert cmp["reference"] == "small"           # no large: the last model
     assert cmp["versus"]["logreg"]["p_better"] > 0.95 and cmp["versus"]["logreg"]["ci_low"] > 0
     assert all(len(r["auc_ci95"]) == 2 and len(r["auc_within_request_ci95"]) == 2
                for r in rows)
     assert cmp["versus_within_request"]["logreg"]["ci_low"] > 0
-    assert bootstrap_rows([dict(r) for r in rows], probs, test, 0) is None
+    assert bootstrap_rows([dict(r) for r in rows], probs, labels[..., 0], mask, 0) is None
     with pytest.raises(ValueError, match="bootstrap_samples=-1"):
         run_movielens_bench("/nonexistent", bootstrap_samples=-1)
 
