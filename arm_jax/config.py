@@ -126,6 +126,11 @@ class TrainConfig:
     ema_decay: float = _f(0.0, 0.0, 0.99999,
                           doc="decay of an exponential moving average of the weights, which "
                               "are then what is evaluated, checkpointed and exported (0: off)")
+    history_crop: float = _f(
+        0.0, 0.0, 1.0, doc="probability that a training request's history is cut to a "
+                           "uniformly drawn length in [0, its length], keeping the most "
+                           "recent events: a regulariser against leaning on the long tail "
+                           "of histories (0: off; evaluation and serving never crop)")
     seed: int = _f(0, 0, 2**31 - 1)
     train_requests: int = _f(20000, 1, 10**9, doc="synthetic training requests")
     eval_requests: int = _f(4000, 1, 10**9, doc="synthetic held-out requests")

@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 
 from arm_jax.batch import RequestBatch
+from arm_jax.train.augment import crop_histories
 from arm_jax.train.loss import masked_bce
 
 
@@ -60,18 +61,30 @@ def _forward(graphdef: nnx.GraphDef, params: Any, batch: RequestBatch, **kw: Any
     return nnx.merge(graphdef, params)(batch, **kw)
 
 
-def dropout_keys(rate: float, seed: int) -> Callable[[int], jax.Array | None]:
-    """step -> the train step's dropout key (None, i.e. deterministic, when rate is 0)."""
+def dropout_keys(rate: float, seed: int, history_crop: float = 0.0
+                 ) -> Callable[[int], jax.Array | None]:
+    """step -> the train step's random key (None, i.e. deterministic, when neither dropout
+    nor history cropping is on)."""
     base = jax.random.key(seed)
-    return lambda step: None if rate == 0.0 else jax.random.fold_in(base, step)
+    off = rate == 0.0 and history_crop == 0.0
+    return lambda step: None if off else jax.random.fold_in(base, step)
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> Callable:
-    """(params, opt_state, batch, labels[, dropout_key]) -> (params, opt_state, loss).
+def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
+                    history_crop: float = 0.0, ema_decay: float = 0.0) -> Callable:
+    """(params, opt_state, ema, batch, labels, step_index[, dropout_key])
+    -> (params, opt_state, ema, loss), one jitted dispatch per step.
 
-    With a `dropout_key` the model applies its `model.dropout` (see `dropout_keys`)."""
+    With a `dropout_key` the model applies its `model.dropout` (see `dropout_keys`) and,
+    when `history_crop` > 0, histories are cut at random first (`crop_histories`). With
+    `ema_decay` > 0, `ema` (a params-shaped tree) moves toward the updated params in the
+    same dispatch (`ema_update`); otherwise pass and get back None. params, opt_state and
+    ema are donated."""
 
-    def step(params, opt_state, batch, labels, dropout_key=None):
+    def step(params, opt_state, ema, batch, labels, step_index, dropout_key=None):
+        if dropout_key is not None and history_crop > 0.0:
+            crop_key, dropout_key = jax.random.split(dropout_key)
+            batch = crop_histories(batch, crop_key, history_crop)
         kw = {} if dropout_key is None else {"dropout_key": dropout_key}
 
         def loss_fn(p):
@@ -79,25 +92,23 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) ->
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+        params = optax.apply_updates(params, updates)
+        if ema_decay > 0.0:
+            ema = ema_update(ema, params, step_index, ema_decay)
+        return params, opt_state, ema, loss
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    return jax.jit(step, donate_argnums=(0, 1, 2))
 
 
-def make_ema_update(decay: float) -> Callable:
-    """(ema, params, step) -> ema moved toward params (optax's Polyak average); the old ema
-    is donated and keeps its dtype.
+def ema_update(ema: Any, params: Any, step: jax.Array | int, decay: float) -> Any:
+    """`ema` moved toward `params` (optax's Polyak average), keeping its dtype.
 
     The rate warms up as min(decay, (1 + step) / (10 + step)) so early averages are not
     dominated by the initial weights (the schedule of TF's ExponentialMovingAverage with
     num_updates)."""
-
-    def update(ema, params, step):
-        d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-        moved = optax.incremental_update(params, ema, 1.0 - d)    # d * ema + (1 - d) * params
-        return jax.tree.map(lambda m, e: m.astype(e.dtype), moved, ema)
-
-    return jax.jit(update, donate_argnums=0)
+    d = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    moved = optax.incremental_update(params, ema, 1.0 - d)    # d * ema + (1 - d) * params
+    return jax.tree.map(lambda m, e: m.astype(e.dtype), moved, ema)
 
 
 def make_predict(graphdef: nnx.GraphDef, **kw: Any) -> Callable:

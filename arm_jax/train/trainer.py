@@ -17,7 +17,7 @@ from flax import nnx
 from arm_jax.batch import RequestBatch
 from arm_jax.checkpoint import build_model
 from arm_jax.config import TierConfig
-from arm_jax.train.step import dropout_keys, make_ema_update, make_optimizer, make_train_step
+from arm_jax.train.step import dropout_keys, make_optimizer, make_train_step
 
 
 @dataclass
@@ -35,7 +35,6 @@ class Trainer:
     steps: int
     log_every: int
     ema_params: Any = None
-    ema_update: Callable | None = field(default=None, repr=False)
     _loss_sum: Any = field(default=0.0, repr=False)     # on device: no sync per step
     _loss_steps: int = field(default=0, repr=False)
 
@@ -48,13 +47,13 @@ class Trainer:
         tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay,
                             tc.embedding_lr_scale)
         rate = tier.model.dropout if kind == "ranker" else 0.0
-        ema_params, ema_update = None, None
+        crop = tc.history_crop if kind == "ranker" else 0.0
+        ema_params = None
         if tc.ema_decay > 0:    # its own buffers: params are donated to every step
             ema_params = jax.tree.map(jnp.copy, params)
-            ema_update = make_ema_update(tc.ema_decay)
-        return cls(graphdef, params, tx.init(params), make_train_step(graphdef, tx),
-                   dropout_keys(rate, tc.seed), steps, tc.log_every,
-                   ema_params=ema_params, ema_update=ema_update)
+        step = make_train_step(graphdef, tx, crop, tc.ema_decay)
+        return cls(graphdef, params, tx.init(params), step, dropout_keys(rate, tc.seed, crop),
+                   steps, tc.log_every, ema_params=ema_params)
 
     @property
     def eval_params(self) -> Any:
@@ -63,10 +62,9 @@ class Trainer:
 
     def step(self, i: int, batch: RequestBatch, labels: Any) -> jax.Array:
         """Train step `i` on one batch (params and optimiser state are donated); the loss."""
-        self.params, self.opt_state, loss = self.train_step(
-            self.params, self.opt_state, batch, labels, self.dropout_key(i))
-        if self.ema_update is not None:
-            self.ema_params = self.ema_update(self.ema_params, self.params, i)
+        self.params, self.opt_state, self.ema_params, loss = self.train_step(
+            self.params, self.opt_state, self.ema_params, batch, labels, i,
+            self.dropout_key(i))
         self._loss_sum = self._loss_sum + loss
         self._loss_steps += 1
         return loss

@@ -67,3 +67,23 @@ def test_ema_follows_the_weights_at_its_warmed_up_rate(tiny_overrides):
 def test_without_ema_the_weights_are_what_is_evaluated(tiny_overrides):
     trainer = Trainer.create("logreg", load_tier("small", tiny_overrides), steps=5)
     assert trainer.ema_params is None and trainer.eval_params is trainer.params
+
+
+def test_history_crop_changes_what_a_step_sees_only_when_on(tiny_overrides):
+    batch = random_batch(load_tier("small", tiny_overrides).features, batch=8, candidates=3,
+                         history=16, seed=5, full_history=True)
+    labels = np.ones(batch.cand_mask.shape + (2,), np.float32)
+    after = {}
+    for crop in (0.0, 1.0):
+        tier = load_tier("small", [*tiny_overrides, f"train.history_crop={crop}"])
+        trainer = Trainer.create("ranker", tier, steps=3)
+        assert (trainer.dropout_key(0) is None) == (crop == 0.0)
+        for i in range(2):            # step 0 is the warm-up's zero learning rate
+            trainer.step(i, batch, labels)
+        after[crop] = jax.device_get(trainer.params)
+    # same seed, same init, same batch: only the cropped histories can tell the two apart
+    differs = jax.tree.map(lambda a, b: not np.array_equal(a, b), after[0.0], after[1.0])
+    assert any(jax.tree.leaves(differs))
+    assert Trainer.create("logreg", load_tier("small", [*tiny_overrides,
+                                                        "train.history_crop=1.0"]),
+                          steps=3).dropout_key(0) is None
