@@ -70,6 +70,9 @@ class ModelConfig:
     encoder_heads: int = _f(4, 1, 64)
     encoder_mlp_ratio: int = _f(4, 1, 16)
     summary_tokens: int = _f(4, 0, 64)
+    summary_history: int = _f(
+        0, 0, 65536, doc="events the summary tokens pool over, most recent first (0: all L); "
+                         "target attention and history match still read all L")
     target_attention: bool = _f(True)
     share_item_embedding: bool = _f(
         True, doc="look the candidate's item id (its first sparse field) up in the history's "

@@ -141,7 +141,8 @@ class Ranker(nnx.Module):
         seq_bld = self._drop(seq_bld, k_seq)
         parts = [sparse_bfd, dense_b1d]
         if self.summary is not None:
-            parts.append(self.summary(seq_bld, mask_bl, age_bl))
+            s = self.cfg.summary_history or seq_bld.shape[1]     # newest first: a slice
+            parts.append(self.summary(seq_bld[:, :s], mask_bl[:, :s], age_bl[:, :s]))
         req_btd = self._drop(jnp.concatenate(parts, axis=1), k_req)
         k = v = bias = None
         if self.cfg.target_attention:

@@ -130,3 +130,22 @@ def test_activation_decides_whether_a_dead_head_still_learns(tiny_overrides, act
                      jax.tree_util.tree_leaves_with_path(grads)
                      if "head_in" not in str(path) and "head_out" not in str(path))
     assert (below_head > 0) == learns, below_head
+
+
+def test_summary_history_pools_only_the_most_recent_events(tiny_overrides):
+    # Only the summary tokens read the history here (no encoder mixing, no target
+    # attention, no history match), so events past summary_history cannot move a score.
+    tier = load_tier("small", [*tiny_overrides, "model.summary_history=3",
+                               "model.encoder_layers=0", "model.history_match=false"])
+    assert tier.model.history_len > 3 and not tier.model.target_attention
+    model = Ranker(tier.model, tier.features, rngs=nnx.Rngs(2))
+    batch = random_batch(tier.features, batch=3, candidates=4, history=tier.model.history_len,
+                         seed=8, full_history=True)
+    fwd = nnx.jit(lambda m, b: m(b))
+    base = np.asarray(fwd(model, batch))
+    older = batch.replace(hist_item=np.concatenate(
+        [batch.hist_item[:, :3], batch.hist_item[:, 3:] + 1], axis=1))
+    np.testing.assert_allclose(fwd(model, older), base, **TOL)
+    recent = batch.replace(hist_item=np.concatenate(
+        [batch.hist_item[:, :3] + 1, batch.hist_item[:, 3:]], axis=1))
+    assert not np.allclose(fwd(model, recent), base, **TOL)
