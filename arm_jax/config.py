@@ -105,6 +105,10 @@ class ModelConfig:
                           doc="target-attention implementation")
 
     def __post_init__(self) -> None:
+        if self.summary_history > self.history_len:
+            raise ConfigError(
+                f"model.summary_history={self.summary_history} must be <= "
+                f"model.history_len={self.history_len} (0: all of it)")
         if self.d_model % self.encoder_heads:
             raise ConfigError(
                 f"model.d_model={self.d_model} must be divisible by "

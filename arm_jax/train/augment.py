@@ -21,4 +21,5 @@ def crop_histories(batch: RequestBatch, key: jax.Array, prob: float) -> RequestB
     hist_len = batch.hist_len.astype(jnp.int32)
     apply_b = jax.random.bernoulli(k_apply, prob, hist_len.shape)
     cut_b = jax.random.randint(k_len, hist_len.shape, 0, hist_len + 1)
-    return batch.replace(hist_len=jnp.where(apply_b, cut_b, hist_len).astype(batch.hist_len.dtype))
+    cropped = jnp.where(apply_b, cut_b, hist_len).astype(batch.hist_len.dtype)
+    return batch.replace(hist_len=cropped)

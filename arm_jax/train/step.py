@@ -61,10 +61,10 @@ def _forward(graphdef: nnx.GraphDef, params: Any, batch: RequestBatch, **kw: Any
     return nnx.merge(graphdef, params)(batch, **kw)
 
 
-def dropout_keys(rate: float, seed: int, history_crop: float = 0.0
-                 ) -> Callable[[int], jax.Array | None]:
-    """step -> the train step's random key (None, i.e. deterministic, when neither dropout
-    nor history cropping is on)."""
+def step_keys(rate: float, seed: int, history_crop: float = 0.0
+              ) -> Callable[[int], jax.Array | None]:
+    """step -> the train step's random key for dropout and history cropping (None, i.e.
+    deterministic, when neither is on)."""
     base = jax.random.key(seed)
     off = rate == 0.0 and history_crop == 0.0
     return lambda step: None if off else jax.random.fold_in(base, step)
@@ -72,20 +72,20 @@ def dropout_keys(rate: float, seed: int, history_crop: float = 0.0
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     history_crop: float = 0.0, ema_decay: float = 0.0) -> Callable:
-    """(params, opt_state, ema, batch, labels, step_index[, dropout_key])
+    """(params, opt_state, ema, batch, labels, step_index[, key])
     -> (params, opt_state, ema, loss), one jitted dispatch per step.
 
-    With a `dropout_key` the model applies its `model.dropout` (see `dropout_keys`) and,
+    With a `key` (see `step_keys`) the model applies its `model.dropout` and,
     when `history_crop` > 0, histories are cut at random first (`crop_histories`). With
     `ema_decay` > 0, `ema` (a params-shaped tree) moves toward the updated params in the
     same dispatch (`ema_update`); otherwise pass and get back None. params, opt_state and
     ema are donated."""
 
-    def step(params, opt_state, ema, batch, labels, step_index, dropout_key=None):
-        if dropout_key is not None and history_crop > 0.0:
-            crop_key, dropout_key = jax.random.split(dropout_key)
+    def step(params, opt_state, ema, batch, labels, step_index, key=None):
+        if key is not None and history_crop > 0.0:
+            crop_key, key = jax.random.split(key)
             batch = crop_histories(batch, crop_key, history_crop)
-        kw = {} if dropout_key is None else {"dropout_key": dropout_key}
+        kw = {} if key is None else {"dropout_key": key}
 
         def loss_fn(p):
             return masked_bce(_forward(graphdef, p, batch, **kw), labels, batch.cand_mask)

@@ -2,7 +2,7 @@
 
 `arm-jax train` (synthetic data) and `bench movielens` (joined MovieLens batches) differ in
 their data and in what they evaluate; building the model, the optimiser, the donated train
-step and the per-step dropout keys is the same, and lives here once.
+step and the per-step random keys (dropout, history cropping) is the same, and lives here once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from flax import nnx
 from arm_jax.batch import RequestBatch
 from arm_jax.checkpoint import build_model
 from arm_jax.config import TierConfig
-from arm_jax.train.step import dropout_keys, make_optimizer, make_train_step
+from arm_jax.train.step import make_optimizer, make_train_step, step_keys
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Trainer:
     params: Any
     opt_state: Any
     train_step: Callable
-    dropout_key: Callable[[int], jax.Array | None]
+    step_key: Callable[[int], jax.Array | None]
     steps: int
     log_every: int
     ema_params: Any = None
@@ -41,7 +41,7 @@ class Trainer:
     @classmethod
     def create(cls, kind: str, tier: TierConfig, steps: int) -> "Trainer":
         """A fresh `kind` model ("ranker" | "logreg") seeded by `train.seed`, AdamW over
-        `steps` (warm-up, cosine, table learning-rate scale); dropout for rankers only."""
+        `steps` (warm-up, cosine, table learning-rate scale); dropout and history cropping for rankers only."""
         tc = tier.train
         graphdef, params = nnx.split(build_model(kind, tier, seed=tc.seed))
         tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay,
@@ -52,7 +52,7 @@ class Trainer:
         if tc.ema_decay > 0:    # its own buffers: params are donated to every step
             ema_params = jax.tree.map(jnp.copy, params)
         step = make_train_step(graphdef, tx, crop, tc.ema_decay)
-        return cls(graphdef, params, tx.init(params), step, dropout_keys(rate, tc.seed, crop),
+        return cls(graphdef, params, tx.init(params), step, step_keys(rate, tc.seed, crop),
                    steps, tc.log_every, ema_params=ema_params)
 
     @property
@@ -64,7 +64,7 @@ class Trainer:
         """Train step `i` on one batch (params and optimiser state are donated); the loss."""
         self.params, self.opt_state, self.ema_params, loss = self.train_step(
             self.params, self.opt_state, self.ema_params, batch, labels, i,
-            self.dropout_key(i))
+            self.step_key(i))
         self._loss_sum = self._loss_sum + loss
         self._loss_steps += 1
         return loss

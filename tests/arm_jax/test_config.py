@@ -56,6 +56,9 @@ def test_overrides_apply_and_keep_types():
      "distinct candidate field indices in [0, cand_sparse_fields=8)"),
     ("features.history_side_fields=[2,2]", "features.history_side_fields=[2, 2] must be "
      "distinct"),
+    ("model.summary_history=2048", "model.summary_history=2048 must be <= "
+     "model.history_len=1024"),
+    ("train.history_crop=1.5", "train.history_crop=1.5"),
 ])
 def test_bad_values_name_key_value_and_limit(override, message):
     with pytest.raises(ConfigError) as e:

@@ -13,7 +13,7 @@ def test_step_updates_params_and_dropout_is_for_rankers_only(tiny_overrides):
     tier = load_tier("small", [*tiny_overrides, "model.dropout=0.2"])
     ranker = Trainer.create("ranker", tier, steps=5)
     logreg = Trainer.create("logreg", tier, steps=5)
-    assert ranker.dropout_key(0) is not None and logreg.dropout_key(0) is None
+    assert ranker.step_key(0) is not None and logreg.step_key(0) is None
     batch = random_batch(tier.features, batch=2, candidates=3, history=8, seed=1)
     labels = np.ones(batch.cand_mask.shape + (len(tier.features.tasks),), np.float32)
     before = jax.device_get(ranker.params)
@@ -77,7 +77,7 @@ def test_history_crop_changes_what_a_step_sees_only_when_on(tiny_overrides):
     for crop in (0.0, 1.0):
         tier = load_tier("small", [*tiny_overrides, f"train.history_crop={crop}"])
         trainer = Trainer.create("ranker", tier, steps=3)
-        assert (trainer.dropout_key(0) is None) == (crop == 0.0)
+        assert (trainer.step_key(0) is None) == (crop == 0.0)
         for i in range(2):            # step 0 is the warm-up's zero learning rate
             trainer.step(i, batch, labels)
         after[crop] = jax.device_get(trainer.params)
@@ -86,4 +86,4 @@ def test_history_crop_changes_what_a_step_sees_only_when_on(tiny_overrides):
     assert any(jax.tree.leaves(differs))
     assert Trainer.create("logreg", load_tier("small", [*tiny_overrides,
                                                         "train.history_crop=1.0"]),
-                          steps=3).dropout_key(0) is None
+                          steps=3).step_key(0) is None
