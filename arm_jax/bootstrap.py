@@ -122,7 +122,7 @@ def compare_to(reference: str, samples: Mapping[str, np.ndarray], point: Mapping
     differences, and `p_better` the share of redraws where the reference is ahead."""
     if reference not in samples:
         raise ValueError(f"reference={reference!r}: not among the models {sorted(samples)}")
-    _tail(level)
+    _tail(level)    # refuse a bad level even when there is no other model to compare
     out = {}
     for name, s in samples.items():
         if name == reference:

@@ -61,7 +61,8 @@ class Trainer:
         return self.params if self.ema_params is None else self.ema_params
 
     def step(self, i: int, batch: RequestBatch, labels: Any) -> jax.Array:
-        """Train step `i` on one batch (params and optimiser state are donated); the loss."""
+        """Train step `i` on one batch, one dispatch (params, optimiser state and the moving
+        average are donated); the loss."""
         self.params, self.opt_state, self.ema_params, loss = self.train_step(
             self.params, self.opt_state, self.ema_params, batch, labels, i,
             self.step_key(i))
