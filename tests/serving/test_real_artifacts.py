@@ -141,24 +141,38 @@ def test_side_ids_from_the_catalogue_are_scored(server, artifacts, catalog):
     assert not np.allclose(want, _library_probs(artifacts["ckpts"]["large"], body), atol=1e-6)
 
 
+def _live_buffers() -> tuple[int, int]:
+    """(count, bytes) of the live jax arrays; the list is dropped before returning, or the
+    next call would count the arrays it keeps alive."""
+    import jax
+
+    arrays = jax.live_arrays()
+    return len(arrays), sum(a.nbytes for a in arrays)
+
+
 def test_hot_swap_real_weights_and_memory(server, artifacts):
+    """Swapping back and forth serves each version's scores and holds no old weights: after
+    every swap the process keeps the same live jax buffers (count and bytes) as after the
+    first, so a leak of even one old weight array fails, not only one that moves the RSS."""
     import psutil
 
     _wait(server)
     body = _body(artifacts["tiers"]["large"], 11)
-    rss = []
-    for i in range(20):
+    rss, live = [], []
+    for i in range(8):
         path = artifacts["swap_same"] if i % 2 == 0 else artifacts["ckpts"]["large"]
         r = httpx.post(server + "/admin/reload", json={"tier": "large", "path": str(path)},
                        headers=AUTH, timeout=120)
         assert r.status_code == 200, r.text
-        gc.collect()
-        rss.append(psutil.Process().memory_info().rss)
         if i in (0, 1):
             out = httpx.post(server + "/v1/rank", json=body, headers=AUTH, timeout=60).json()
             np.testing.assert_allclose(out["scores"], _library_probs(path, body), rtol=1e-4,
                                        atol=1e-5)
-    assert rss[-1] <= rss[0] * 1.10, [r / 1e6 for r in rss]
+        gc.collect()
+        rss.append(psutil.Process().memory_info().rss)
+        live.append(_live_buffers())
+    assert live[2:] == [live[2]] * len(live[2:]), live
+    assert rss[-1] <= rss[2] * 1.10, [r / 1e6 for r in rss]
     r = httpx.post(server + "/admin/reload",
                    json={"tier": "large", "path": str(artifacts["swap_wide"])},
                    headers=AUTH, timeout=120)
