@@ -152,8 +152,8 @@ def _live_buffers() -> tuple[int, int]:
 
 def test_hot_swap_real_weights_and_memory(server, artifacts):
     """Swapping back and forth serves each version's scores and holds no old weights: after
-    every swap the process keeps the same live jax buffers (count and bytes) as after the
-    first, so a leak of even one old weight array fails, not only one that moves the RSS."""
+    every swap the process keeps no more live jax buffers (count and bytes) than before it,
+    so a leak of even one old weight array fails, not only one that moves the RSS."""
     import psutil
 
     _wait(server)
@@ -171,7 +171,8 @@ def test_hot_swap_real_weights_and_memory(server, artifacts):
         gc.collect()
         rss.append(psutil.Process().memory_info().rss)
         live.append(_live_buffers())
-    assert live[2:] == [live[2]] * len(live[2:]), live
+    # From the third swap on (the first two also scored through the library) nothing grows.
+    assert all(n <= live[2][0] and nbytes <= live[2][1] for n, nbytes in live[3:]), live
     assert rss[-1] <= rss[2] * 1.10, [r / 1e6 for r in rss]
     r = httpx.post(server + "/admin/reload",
                    json={"tier": "large", "path": str(artifacts["swap_wide"])},
