@@ -32,7 +32,7 @@ from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.join import joined_batches
 from arm_jax.data.movielens import MovieLensData, MovieLensSpec, feature_overrides, load_movielens
 from arm_jax.data.synthetic import Examples
-from arm_jax.metrics import evaluate, within_request_auc
+from arm_jax.metrics import auc, evaluate, within_request_auc
 from arm_jax.store import UserLogStore, open_store
 from arm_jax.train.loop import LONG_HISTORY, SHORT_HISTORY, history_len_for
 from arm_jax.train.step import make_predict
@@ -65,6 +65,10 @@ LARGE_WARMUP = 20    # of 450 steps (the tier's 50 was picked for a longer run)
 RANKER_OVERRIDES = ("model.age_bias_slope=0.5", "train.embedding_lr_scale=0.1",
                     "model.activation=gelu")
 EVAL_BATCH = 64
+# Test requests by how many past ratings the user has (inclusive ranges; the first and last
+# are the short and long buckets): where along the history each model wins or loses.
+HISTORY_BUCKETS = ((0, SHORT_HISTORY), (SHORT_HISTORY + 1, 128), (129, LONG_HISTORY - 1),
+                   (LONG_HISTORY, None))
 BOOTSTRAP_SAMPLES = 1000   # redraws of the test requests for AUC intervals (arm_jax.bootstrap)
 
 
@@ -149,10 +153,30 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
         m = evaluate(ex.labels, probs, ex.cand_mask & sel[:, None], f.tasks)[task]
         row[f"auc_{key}"] = m["auc"]
         row[f"requests_{key}"] = int(sel.sum())
+    row["by_history"] = by_history(ex, probs, full)
     row.update(train_seconds=round(train_s, 2), eval_seconds=round(eval_s, 2),
                first_loss=losses[0], last_loss=losses[-1],
                fit_requests=len(fit), val_requests=len(val))
     return row, probs, (graphdef, best[2])
+
+
+def by_history(ex: Examples, probs: np.ndarray, full: np.ndarray) -> list[dict[str, Any]]:
+    """AUC, like rate and mean score of the test requests in each HISTORY_BUCKETS range of
+    past ratings (first task; None where a bucket is empty or, for AUC, one-class). The
+    like rate falls with the length of the past, so a model can order each bucket well and
+    still lose overall AUC by misplacing the buckets' levels."""
+    y, p = np.asarray(ex.labels)[..., 0], np.asarray(probs)[..., 0]
+    out = []
+    for lo, hi in HISTORY_BUCKETS:
+        sel = (full >= lo) & (full <= (np.inf if hi is None else hi))
+        mask = np.asarray(ex.cand_mask) & sel[:, None]
+        n = int(mask.sum())
+        a = auc(y, p, mask) if n else float("nan")
+        out.append({"past_min": lo, "past_max": hi, "requests": int(sel.sum()),
+                    "candidates": n, "auc": None if np.isnan(a) else a,
+                    "like_rate": float(y[mask].mean()) if n else None,
+                    "mean_score": float(p[mask].mean()) if n else None})
+    return out
 
 
 def predict(fwd: Any, params: Any, examples: Examples, store: UserLogStore, tier: TierConfig,
@@ -352,6 +376,7 @@ def format_table(res: dict[str, Any]) -> str:
         lines.append(f"(short: {r['requests_short_history']} test requests with <= "
                      f"{SHORT_HISTORY} past ratings; long: {r['requests_long_history']} with >= "
                      f"{LONG_HISTORY})")
+    lines.extend(format_by_history(res.get("models", [])))
     if res.get("target") is not None:
         lines.append(f"target large > logreg and small on AUC: {res['target']}")
     cmp = res.get("comparison")
@@ -364,6 +389,29 @@ def format_table(res: dict[str, Any]) -> str:
                              f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]  "
                              f"{cmp['reference']} ahead in {100 * c['p_better']:.0f}% of redraws")
     return "\n".join(lines)
+
+
+def format_by_history(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Per model, AUC and mean score against the like rate, by the user's past ratings."""
+    rows = [r for r in rows if r.get("by_history")]
+    if not rows:
+        return []
+    buckets = rows[0]["by_history"]
+    head = [f"{b['past_min']}-{b['past_max']}" if b["past_max"] is not None
+            else f">={b['past_min']}" for b in buckets]
+    lines = ["by past ratings  " + "".join(f"{h:>22}" for h in head),
+             f"{'requests':<16} " + "".join(f"{b['requests']:>22}" for b in buckets),
+             f"{'like rate':<16} " + "".join(f"{_fixed(b['like_rate'], 3):>22}"
+                                            for b in buckets)]
+    for r in rows:
+        cells = "".join(f"{_fixed(b['auc'], 4):>14} {_fixed(b['mean_score'], 3):>7}"
+                        for b in r["by_history"])
+        lines.append(f"{r['name'] + ' auc, score':<16} {cells}")
+    return lines
+
+
+def _fixed(x: float | None, digits: int) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def plot(res: dict[str, Any], png: Path) -> Path:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from arm_jax.bench.movielens import (RANKER_OVERRIDES, bench_tier, bootstrap_rows,
-                                     resolve_steps, run_movielens_bench)
+from arm_jax.bench.movielens import (HISTORY_BUCKETS, RANKER_OVERRIDES, bench_tier,
+                                     bootstrap_rows, by_history, format_by_history,
+                                     format_table, resolve_steps, run_movielens_bench)
 from arm_jax.data.movielens import MovieLensSpec
 from arm_jax.metrics import auc, within_request_auc
 
@@ -50,6 +52,17 @@ def test_movielens_bench_rows_and_routing_table(tmp_path):
     for m in saved["models"]:
         assert 0.0 <= m["auc"] <= 1.0 and m["steps"] == 3 and m["best_step"] >= 1
     assert {m["name"]: m["history_len"] for m in saved["models"]}["large"] == 48
+    # the history buckets cover every test request once; the first and last are the short
+    # and long columns; the like rate is the data's, the same for every model
+    for m in saved["models"]:
+        buckets = m["by_history"]
+        assert sum(b["requests"] for b in buckets) == saved["data"]["test_requests"]
+        for b, key in ((buckets[0], "short_history"), (buckets[-1], "long_history")):
+            assert b["requests"] == m[f"requests_{key}"]
+            if b["auc"] is not None:
+                assert b["auc"] == pytest.approx(m[f"auc_{key}"])
+    assert len({tuple(b["like_rate"] for b in m["by_history"]) for m in saved["models"]}) == 1
+    assert "by past ratings" in format_table(saved)
     assert isinstance(saved["target"]["large_beats_logreg_and_small"], bool)
     assert saved["ranker_overrides"] == [*RANKER_OVERRIDES, *TINY_MODEL]
     # a 95% bootstrap interval per model around its AUC, and large's paired differences
@@ -77,6 +90,26 @@ def test_movielens_bench_rows_and_routing_table(tmp_path):
         1 + 1e-6)
     assert Path(routing["png"]).stat().st_size > 1000
     assert Path(res["png"]).stat().st_size > 1000
+
+
+def test_by_history_splits_requests_by_past_ratings():
+    """Three requests of two candidates with 5, 40 and 300 past ratings: each lands in its
+    bucket with its own like rate, mean score and AUC; the empty bucket says None."""
+    labels = np.array([[1, 0], [1, 1], [0, 1]], np.float32)[..., None]
+    probs = np.array([[0.9, 0.2], [0.6, 0.4], [0.7, 0.3]], np.float32)[..., None]
+    mask = np.array([[True, True], [True, False], [True, True]])
+    ex = SimpleNamespace(labels=labels, cand_mask=mask)
+    got = by_history(ex, probs, np.array([5, 40, 300]))
+    assert [(b["past_min"], b["past_max"]) for b in got] == list(HISTORY_BUCKETS)
+    short, mid, empty, long = got
+    assert (short["requests"], short["candidates"], short["auc"]) == (1, 2, 1.0)
+    assert short["like_rate"] == 0.5 and short["mean_score"] == pytest.approx(0.55)
+    assert (mid["candidates"], mid["auc"], mid["like_rate"]) == (1, None, 1.0)  # one class
+    assert (empty["requests"], empty["auc"], empty["mean_score"]) == (0, None, None)
+    assert long["auc"] == 0.0 and long["mean_score"] == pytest.approx(0.5)
+    lines = format_by_history([{"name": "m", "by_history": got}])
+    assert lines[0].split()[-4:] == ["0-32", "33-128", "129-255", ">=256"]
+    assert lines[-1].split()[-2:] == ["0.0000", "0.500"] and "-" in lines[-1].split()
 
 
 def test_every_ranker_gets_the_movielens_settings_and_overrides_win():
