@@ -8,7 +8,8 @@ requests minus the latest 10% of training time, which is the validation slice: t
 with the best validation AUC (checked 4 times) are kept, so every model is early-stopped by
 the same rule, never by the test set. They are scored on the later 20% of time: AUC, log
 loss, NE overall and for users with short (<= 32 past ratings) and long (>= 256) histories,
-AUC within requests, and 95% intervals from a paired bootstrap over the test requests
+AUC, like rate and mean score in four buckets of past ratings (`by_history`), AUC within
+requests, and 95% intervals from a paired bootstrap over the test requests
 (arm_jax.bootstrap), which also gives the large tier's differences to the other models.
 """
 
