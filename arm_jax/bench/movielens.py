@@ -422,22 +422,29 @@ def plot(res: dict[str, Any], png: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = res["models"]
-    keys = ("auc", "auc_short_history", "auc_long_history", "auc_within_request")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    # all test, then the by-history buckets (0-32 ... >= 256 past ratings), then within request
+    buckets = rows[0].get("by_history", []) if rows else []
+    labels = ["all test", *(f"{b['past_min']}-{b['past_max']} past" if b["past_max"] is not None
+                            else f">= {b['past_min']} past" for b in buckets), "within request"]
+
+    def values(r: dict[str, Any]) -> list[float]:
+        per_bucket = [np.nan if b["auc"] is None else b["auc"] for b in r.get("by_history", [])]
+        return [r["auc"], *per_bucket, r["auc_within_request"]]
+
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     w = 0.8 / max(len(rows), 1)
     for i, r in enumerate(rows):
-        vals = [r[k] for k in keys]
-        x = np.arange(len(keys)) + i * w
+        vals = values(r)
+        x = np.arange(len(vals)) + i * w
         ax.bar(x, vals, w, label=f"{r['name']} (L={r['history_len']})")
         if "auc_ci95" in r:     # 95% bootstrap intervals (overall and within-request AUC)
-            for j, key in ((0, "auc"), (3, "auc_within_request")):
+            for j, key in ((0, "auc"), (len(vals) - 1, "auc_within_request")):
                 lo, hi = r[f"{key}_ci95"]
                 ax.errorbar(x[j], r[key], yerr=[[r[key] - lo], [hi - r[key]]], color="black",
                             capsize=3)
-    ax.set_xticks(np.arange(len(keys)) + w * (len(rows) - 1) / 2)
-    ax.set_xticklabels(["all test", f"<= {SHORT_HISTORY} past", f">= {LONG_HISTORY} past",
-                        "within request"])
-    lo = min(min(r[k] for k in keys) for r in rows) if rows else 0.5
+    ax.set_xticks(np.arange(len(labels)) + w * (len(rows) - 1) / 2)
+    ax.set_xticklabels(labels, fontsize=8)
+    lo = float(np.nanmin([v for r in rows for v in values(r)])) if rows else 0.5
     ax.set_ylim(max(0.5, lo - 0.03), None)
     ax.set_ylabel("test AUC (like = rating >= 4)")
     ax.set_title("MovieLens, temporal split 80/20")
