@@ -149,12 +149,11 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
                            "auc_within_request": within_request_auc(ex.labels[..., 0],
                                                                     probs[..., 0],
                                                                     ex.cand_mask)}
-    for key, sel in (("short_history", full <= SHORT_HISTORY),
-                     ("long_history", full >= LONG_HISTORY)):
-        m = evaluate(ex.labels, probs, ex.cand_mask & sel[:, None], f.tasks)[task]
-        row[f"auc_{key}"] = m["auc"]
-        row[f"requests_{key}"] = int(sel.sum())
-    row["by_history"] = by_history(ex, probs, full)
+    row["by_history"] = buckets = by_history(ex, probs, full)
+    # the first and last buckets are the short and long histories (nan AUC where undefined)
+    for key, b in (("short_history", buckets[0]), ("long_history", buckets[-1])):
+        row[f"auc_{key}"] = float("nan") if b["auc"] is None else b["auc"]
+        row[f"requests_{key}"] = b["requests"]
     row.update(train_seconds=round(train_s, 2), eval_seconds=round(eval_s, 2),
                first_loss=losses[0], last_loss=losses[-1],
                fit_requests=len(fit), val_requests=len(val))
@@ -167,10 +166,11 @@ def by_history(ex: Examples, probs: np.ndarray, full: np.ndarray) -> list[dict[s
     like rate falls with the length of the past, so a model can order each bucket well and
     still lose overall AUC by misplacing the buckets' levels."""
     y, p = np.asarray(ex.labels)[..., 0], np.asarray(probs)[..., 0]
+    cand_mask = np.asarray(ex.cand_mask)
     out = []
     for lo, hi in HISTORY_BUCKETS:
         sel = (full >= lo) & (full <= (np.inf if hi is None else hi))
-        mask = np.asarray(ex.cand_mask) & sel[:, None]
+        mask = cand_mask & sel[:, None]
         n = int(mask.sum())
         a = auc(y, p, mask) if n else float("nan")
         out.append({"past_min": lo, "past_max": hi, "requests": int(sel.sum()),

@@ -41,7 +41,8 @@ class Trainer:
     @classmethod
     def create(cls, kind: str, tier: TierConfig, steps: int) -> "Trainer":
         """A fresh `kind` model ("ranker" | "logreg") seeded by `train.seed`, AdamW over
-        `steps` (warm-up, cosine, table learning-rate scale); dropout and history cropping for rankers only."""
+        `steps` (warm-up, cosine, table learning-rate scale); dropout and history cropping
+        for rankers only."""
         tc = tier.train
         graphdef, params = nnx.split(build_model(kind, tier, seed=tc.seed))
         tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay,
