@@ -49,6 +49,10 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     m.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="redraws of the test requests for 95%% AUC intervals and the paired "
                         "large-minus-other differences (0: off)")
+    m.add_argument("--seeds", type=_seeds_arg, default=None, metavar="N,N,...",
+                   help="run the whole bench at each training seed (train.seed) and print "
+                        "the mean, spread and paired large-minus-other differences over "
+                        "seeds (~10 min per seed with the defaults)")
     m.add_argument("--out", default="bench-results/movielens.json")
     m.add_argument("overrides", nargs="*", metavar="key=value",
                    help="tier config overrides applied to every model")
@@ -70,6 +74,15 @@ def _steps_arg(text: str) -> int | dict[str, int]:
             f"{text!r}: expected a number or MODEL=N pairs such as large=600") from None
 
 
+def _seeds_arg(text: str) -> list[int]:
+    """`--seeds 0,1,2`."""
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a comma list of integer seeds such as 0,1,2") from None
+
+
 def _store(args: argparse.Namespace) -> int:
     from arm_jax.bench.store import run_store_bench
 
@@ -86,9 +99,14 @@ def _movielens(args: argparse.Namespace) -> int:
     from arm_jax.bench.movielens import run_movielens_bench
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    run_movielens_bench(args.data, steps=args.steps, models=models, store_url=args.store,
-                        overrides=args.overrides, num_threads=args.threads, out_json=args.out,
-                        large_history=args.large_history, large_batch=args.large_batch,
-                        bootstrap_samples=args.bootstrap)
+    kw = dict(steps=args.steps, models=models, store_url=args.store, overrides=args.overrides,
+              num_threads=args.threads, out_json=args.out, large_history=args.large_history,
+              large_batch=args.large_batch, bootstrap_samples=args.bootstrap)
+    if args.seeds is not None:
+        from arm_jax.bench.movielens_seeds import run_movielens_seeds
+
+        run_movielens_seeds(args.seeds, args.data, **kw)
+    else:
+        run_movielens_bench(args.data, **kw)
     print(f"wrote {args.out}")
     return 0

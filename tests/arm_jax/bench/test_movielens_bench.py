@@ -15,37 +15,13 @@ from arm_jax.bench.movielens import (HISTORY_BUCKETS, RANKER_OVERRIDES, bench_ti
 from arm_jax.data.movielens import MovieLensSpec
 from arm_jax.metrics import auc, within_request_auc
 
-# Model sizes only: the MovieLens loader sets the feature schema itself.
-TINY_MODEL = ("model.d_model=16", "model.encoder_heads=2", "model.target_heads=2",
-              "model.mlp_hidden=32", "model.head_hidden=16", "model.fm_tokens=4",
-              "model.lcb_tokens=4", "model.fm_rank=4", "model.summary_tokens=2",
-              "features.sparse_hash_size=97",
-              "features.item_hash_size=101", "train.batch_size=8", "train.warmup_steps=1")
-
-
-def _tiny_movielens(root: Path, users: int = 24, per_user: int = 40, movies: int = 30) -> Path:
-    rng = np.random.default_rng(0)
-    genres = ["Action", "Comedy", "Drama", "Horror", "Romance"]
-    lines = ["movieId,title,genres"]
-    for m in range(1, movies + 1):
-        g = "|".join(rng.choice(genres, rng.integers(1, 3), replace=False))
-        lines.append(f"{m},Movie {m} ({1980 + m % 30}),{g}")
-    (root / "movies.csv").write_text("\n".join(lines) + "\n")
-    rows = ["userId,movieId,rating,timestamp"]
-    for u in range(1, users + 1):
-        ts = np.sort(rng.integers(1_000_000, 1_000_000 + 365 * 86400, per_user))
-        for m, t in zip(rng.integers(1, movies + 1, per_user), ts):
-            rows.append(f"{u},{m},{rng.integers(1, 11) / 2},{t}")
-    (root / "ratings.csv").write_text("\n".join(rows) + "\n")
-    return root
-
 
 @pytest.mark.slow
-def test_movielens_bench_rows_and_routing_table(tmp_path):
-    data = _tiny_movielens(tmp_path)
+def test_movielens_bench_rows_and_routing_table(tmp_path, movielens_dir, movielens_tiny_model):
+    data = movielens_dir
     out = tmp_path / "ml.json"
     res = run_movielens_bench(data, steps={"logreg": 3, "small": 3, "large": 3},
-                              overrides=TINY_MODEL, large_history=48, num_threads=1,
+                              overrides=movielens_tiny_model, large_history=48, num_threads=1,
                               out_json=out, progress=False)
     saved = json.loads(out.read_text())
     assert [m["name"] for m in saved["models"]] == ["logreg", "small", "large"]
@@ -64,7 +40,7 @@ def test_movielens_bench_rows_and_routing_table(tmp_path):
     assert len({tuple(b["like_rate"] for b in m["by_history"]) for m in saved["models"]}) == 1
     assert "by past ratings" in format_table(saved)
     assert isinstance(saved["target"]["large_beats_logreg_and_small"], bool)
-    assert saved["ranker_overrides"] == [*RANKER_OVERRIDES, *TINY_MODEL]
+    assert saved["ranker_overrides"] == [*RANKER_OVERRIDES, *movielens_tiny_model]
     # a 95% bootstrap interval per model around its AUC, and large's paired differences
     for m in saved["models"]:
         lo, hi = m["auc_ci95"]
