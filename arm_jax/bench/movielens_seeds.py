@@ -116,7 +116,8 @@ def run_movielens_seeds(seeds: Sequence[int], data_dir: str | Path | None = None
                                         out_json=per_seed, progress=progress, **bench_kwargs))
     summary = seed_summary(seeds, runs)
     print(format_seed_summary(summary))
-    res = {"bench": "movielens-seeds", **summary, "ranker_overrides": runs[0]["ranker_overrides"],
+    shared = [o for o in runs[0]["ranker_overrides"] if not o.startswith("train.seed=")]
+    res = {"bench": "movielens-seeds", **summary, "ranker_overrides": shared,
            "runs": [] if out is None else [str(out.with_name(f"{out.stem}-seed{s}.json"))
                                            for s in seeds],
            "machine": machine_info()}

@@ -84,6 +84,7 @@ def test_seed_sweep_runs_the_bench_per_seed_and_writes_every_file(tmp_path, movi
     assert [p.name for p in map(Path, saved["runs"])] == ["ml-seed0.json", "ml-seed1.json"]
     for seed, run in zip((0, 1), per_seed):
         assert f"train.seed={seed}" in run["ranker_overrides"]
+    assert not any(o.startswith("train.seed") for o in saved["ranker_overrides"])
     # the summary is made of the per-seed runs' own AUCs
     for name in ("logreg", "small"):
         assert saved["models"][name]["auc"] == [
