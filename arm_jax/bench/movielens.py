@@ -368,7 +368,8 @@ def format_table(res: dict[str, Any]) -> str:
         ci = ("{:.4f}-{:.4f}".format(*r["auc_ci95"]) if "auc_ci95" in r else "")
         lines.append(f"{r['name']:<8} {r['history_len']:>5} {steps:>9} {r['auc']:>7.4f} "
                      f"{ci:>15} {r['logloss']:>8.4f} {r['ne']:>7.4f} "
-                     f"{r['auc_short_history']:>8.4f} {r['auc_long_history']:>9.4f} "
+                     f"{_fixed(r['auc_short_history'], 4):>8} "
+                     f"{_fixed(r['auc_long_history'], 4):>9} "
                      f"{r['auc_within_request']:>7.4f} {r['train_seconds']:>8.1f}")
     if res.get("models"):
         r = res["models"][0]
@@ -412,7 +413,8 @@ def format_by_history(rows: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def _fixed(x: float | None, digits: int) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
+    """`x` to `digits` places; "-" where undefined (None from JSON, or nan)."""
+    return "-" if x is None or np.isnan(x) else f"{x:.{digits}f}"
 
 
 def plot(res: dict[str, Any], png: Path) -> Path:

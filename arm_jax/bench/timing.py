@@ -73,9 +73,23 @@ def publish(result: dict[str, Any], out_json: str | Path | None,
 
 
 def write_json(path: str | Path | None, payload: dict[str, Any]) -> Path | None:
+    """Write `payload` as strict JSON: NaN and infinities (an AUC over one class, a t
+    statistic with no spread) become null, which every JSON parser reads."""
     if path is None:
         return None
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(payload, indent=2))
+    p.write_text(json.dumps(finite_or_null(payload), indent=2, allow_nan=False))
     return p
+
+
+def finite_or_null(x: Any) -> Any:
+    """`x` with every non-finite float (Python or numpy) inside dicts, lists and tuples
+    replaced by None."""
+    if isinstance(x, dict):
+        return {k: finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_null(v) for v in x]
+    if isinstance(x, (float, np.floating)) and not np.isfinite(x):
+        return None
+    return x
