@@ -108,18 +108,18 @@ def run_movielens_seeds(seeds: Sequence[int], data_dir: str | Path | None = None
     printed, written to `out_json` with a PNG, each seed's own results beside it."""
     seeds = check_seeds(seeds, overrides)
     out = None if out_json is None else Path(out_json)
+    per_seed = [None if out is None else out.with_name(f"{out.stem}-seed{s}.json")
+                for s in seeds]
     runs = []
-    for i, seed in enumerate(seeds):
+    for i, (seed, path) in enumerate(zip(seeds, per_seed)):
         print(f"== seed {seed} ({i + 1} of {len(seeds)}) ==", flush=True)
-        per_seed = None if out is None else out.with_name(f"{out.stem}-seed{seed}.json")
         runs.append(run_movielens_bench(data_dir, overrides=[*overrides, f"train.seed={seed}"],
-                                        out_json=per_seed, progress=progress, **bench_kwargs))
+                                        out_json=path, progress=progress, **bench_kwargs))
     summary = seed_summary(seeds, runs)
     print(format_seed_summary(summary))
     shared = [o for o in runs[0]["ranker_overrides"] if not o.startswith("train.seed=")]
     res = {"bench": "movielens-seeds", **summary, "ranker_overrides": shared,
-           "runs": [] if out is None else [str(out.with_name(f"{out.stem}-seed{s}.json"))
-                                           for s in seeds],
+           "runs": [str(p) for p in per_seed if p is not None],
            "machine": machine_info()}
     if out is not None:
         res["png"] = str(plot_seeds(summary, out.with_suffix(".png")))
