@@ -18,6 +18,7 @@ import numpy as np
 
 from arm_jax.bench.movielens import run_movielens_bench
 from arm_jax.bench.timing import machine_info, write_json
+from arm_jax.data.movielens import find_movielens
 
 LEVEL = 0.95
 
@@ -107,6 +108,7 @@ def run_movielens_seeds(seeds: Sequence[int], data_dir: str | Path | None = None
     """`run_movielens_bench` at each seed (its other arguments as given), then the summary:
     printed, written to `out_json` with a PNG, each seed's own results beside it."""
     seeds = check_seeds(seeds, overrides)
+    find_movielens(data_dir)      # absent data: its one-line message before any seed starts
     out = None if out_json is None else Path(out_json)
     per_seed = [None if out is None else out.with_name(f"{out.stem}-seed{s}.json")
                 for s in seeds]

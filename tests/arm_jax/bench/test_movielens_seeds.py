@@ -60,6 +60,14 @@ def test_bad_seed_sweeps_name_the_field(seeds, overrides, match):
         check_seeds(seeds, overrides)
 
 
+def test_absent_data_stops_the_sweep_before_any_seed(tmp_path, capsys):
+    from arm_jax.data.movielens import MovieLensMissing
+
+    with pytest.raises(MovieLensMissing, match="not found"):
+        run_movielens_seeds([0, 1], tmp_path / "absent", progress=False)
+    assert "seed" not in capsys.readouterr().out
+
+
 def test_cli_seeds_argument_error_is_one_line(capsys):
     from arm_jax.cli.main import main
 
