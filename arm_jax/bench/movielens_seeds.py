@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from arm_jax.bench.movielens import run_movielens_bench
+from arm_jax.bench.movielens import large_beats_others, run_movielens_bench
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.data.movielens import find_movielens
 
@@ -74,8 +74,8 @@ def seed_summary(seeds: Sequence[int], runs: Sequence[Mapping[str, Any]]) -> dic
     if all(t is not None for t in targets):
         met = [bool(t["large_beats_logreg_and_small"]) for t in targets]
         target = {"met_at_seeds": [s for s, m in zip(seeds, met) if m],
-                  "met_on_mean": bool(per_model["large"]["mean"] > max(
-                      per_model["logreg"]["mean"], per_model["small"]["mean"]))}
+                  "met_on_mean": large_beats_others(
+                      {n: m["mean"] for n, m in per_model.items()})}
     return {"seeds": list(seeds), "reference": ref, "level": LEVEL, "models": per_model,
             "versus": versus, "target": target}
 
