@@ -9,20 +9,26 @@
    saturated throughput.
 5. Overload: open-loop load at 2x the saturated throughput: admitted p99 vs the deadline,
    rejects (503) counted, 5xx other than 503 must be zero; degradations counted.
+
+JSON (`--out`) with a PNG beside it: the one-at-a-time latencies against the executable
+alone, and the admitted latencies at 2x load against the tier's deadline.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from arm_jax.bench.timing import machine_info, write_json
 
@@ -60,25 +66,61 @@ def _compute_ms(artifacts: str | Path, tier: str, candidates: int, history: int 
     return float(np.median(times)), info
 
 
+class ServerStartError(RuntimeError):
+    """The bench's `arm-jax serve` process exited, or was not ready in time."""
+
+
+def _wait_for_server(client: Any, proc: subprocess.Popen, log: Any, timeout: float) -> None:
+    """Until /readyz answers; a server that exits first raises with the end of its stderr."""
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        if proc.poll() is not None:
+            log.seek(0)
+            tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise ServerStartError(f"`arm-jax serve` exited with code {proc.returncode} before it "
+                               "was ready: " + " | ".join(tail))
+        if client.ready():
+            return
+        time.sleep(0.1)
+    raise ServerStartError(f"`arm-jax serve` not ready after {timeout:g} s")
+
+
 def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int = 256, *,
                     history: int | None = None, duration: float = 10.0, repeats: int = 20,
                     out_json: str | Path | None = None, startup_timeout: float = 300.0
                     ) -> dict[str, Any]:
+    """Measure the tier's executable alone, then a real server (latency, saturation, 2x
+    overload); print a summary, write JSON and a PNG beside it when `out_json` is given."""
+    for name, v, lo in (("candidates", candidates, 1), ("repeats", repeats, 1),
+                        ("history", 0 if history is None else history, 0)):
+        if v < lo:
+            raise ValueError(f"{name}={v}: must be >= {lo}")
+    if not duration > 0:
+        raise ValueError(f"duration={duration}: must be > 0 seconds")
+    if not Path(artifacts).is_dir():
+        raise ValueError(f"artifacts={str(artifacts)!r}: not a directory (run `arm-jax export`)")
     from serving.client import RankClient, random_request
     from serving.loadgen import format_report, run_load
 
     t_start = time.perf_counter()
+    print(f"{tier}: timing the executable alone ({repeats} repeats)", flush=True)
     compute_ms, tinfo = _compute_ms(artifacts, tier, candidates, history, repeats)
     history = history or tinfo["history_len"]
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "arm_jax.cli.main", "serve", str(artifacts), "--port",
            str(port), "--policy", f"fixed:{tier}", "--max-queue", "64"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=dict(os.environ))
+    # The server's own token (not whatever $ARM_JAX_TOKEN holds), so clients can always
+    # authenticate and the bench measures the auth check production pays.
+    token = secrets.token_urlsafe(16)
+    env = {**os.environ, "ARM_JAX_TOKEN": token}
+    env.pop("ARM_JAX_ADMIN_TOKEN", None)
+    log = tempfile.TemporaryFile()          # the server's stderr: shown if it fails to start
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
     try:
-        client = RankClient(url, timeout=60)
-        client.wait_ready(startup_timeout)
+        client = RankClient(url, token=token, timeout=60)
+        print(f"{tier}: starting `arm-jax serve` on {url}", flush=True)
+        _wait_for_server(client, proc, log, startup_timeout)
         feats = client.info()["features"]
         rng = np.random.default_rng(0)
         body = random_request(feats, candidates=candidates, history=history, rng=rng)
@@ -88,7 +130,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         for _ in range(3):
             client.rank(body)
         lat, server_total, server_compute = [], [], []
-        for _ in range(n_seq):
+        for _ in tqdm(range(n_seq), desc="one at a time", unit="req"):
             t0 = time.perf_counter()
             out = client.rank(body)
             lat.append((time.perf_counter() - t0) * 1e3)
@@ -102,20 +144,24 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         done = [0]
 
         def worker() -> None:
-            with RankClient(url, timeout=60) as c:
+            with RankClient(url, token=token, timeout=60) as c:
                 while time.perf_counter() < t_end:
                     r = c.rank_raw(body)
                     if r.status_code == 200:
                         done[0] += 1
 
+        print(f"saturation: {conc} in flight for {duration / 2:g} s", flush=True)
         t0 = time.perf_counter()
         with cf.ThreadPoolExecutor(conc) as pool:
             list(pool.map(lambda _: worker(), range(conc)))
         sat_rps = done[0] / (time.perf_counter() - t0)
 
         # Overload: open loop at twice the saturated rate.
+        print(f"overload: open loop at {max(1.0, 2 * sat_rps):.1f} req/s for {duration:g} s",
+              flush=True)
         over = run_load(url, rate=max(1.0, 2 * sat_rps), duration=duration,
-                        candidates=candidates, history=history, max_in_flight=1024)
+                        candidates=candidates, history=history, max_in_flight=1024,
+                        token=token)
         client.close()
     finally:
         proc.terminate()
@@ -124,6 +170,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+        log.close()
 
     p50 = float(np.percentile(lat, 50))
     deadline = tinfo["deadline_ms"]
@@ -133,6 +180,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
                    "history": history, "duration_s": duration, "deadline_ms": deadline,
                    "buckets": tinfo["buckets"]},
         "p50_ms": p50, "p99_ms": float(np.percentile(lat, 99)),
+        "latency_ms_samples": [round(x, 3) for x in lat],
         "server_p50_total_ms": float(np.median(server_total)),
         "server_p50_compute_ms": float(np.median(server_compute)),
         "throughput_rps": sat_rps, "compute_ms": compute_ms,
@@ -141,7 +189,9 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         "overload_2x": {
             "rate": over["rate"], "admitted": over["ok"], "rejected_503": over["rejected_503"],
             "errors_5xx": over["errors_5xx"], "transport_errors": over["transport_errors"],
-            "admitted_p99_ms": over["p99_ms"], "deadline_ms": deadline,
+            "admitted_p50_ms": over["p50_ms"], "admitted_p95_ms": over["p95_ms"],
+            "admitted_p99_ms": over["p99_ms"], "admitted_max_ms": over["max_ms"],
+            "deadline_ms": deadline,
             "admitted_p99_within_deadline": (over["p99_ms"] is not None
                                              and over["p99_ms"] <= deadline),
             "degraded": over["degraded"], "tier_mix": over["tier_mix"],
@@ -152,5 +202,43 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
           f"ms (x{p50 / compute_ms:.3f}), p99 {result['p99_ms']:.2f} ms, saturated "
           f"{sat_rps:.1f} req/s")
     print("2x overload: " + format_report(over))
-    write_json(out_json, result)
+    if out_json is not None:
+        write_json(out_json, result)
+        result["png"] = str(plot(result, Path(out_json).with_suffix(".png")))
     return result
+
+
+def plot(res: dict[str, Any], png: Path) -> Path:
+    """Left: one-at-a-time latencies vs the executable alone; right: admitted latency
+    percentiles at 2x load vs the deadline, with what was admitted and refused."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    c, o = res["config"], res["overload_2x"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    a1.hist(res["latency_ms_samples"], bins=30, color="tab:blue", alpha=0.8)
+    for x, label, style in ((res["compute_ms"], "executable alone", "k-"),
+                            (res["p50_ms"], "server p50", "g--"),
+                            (res["p99_ms"], "server p99", "r--")):
+        a1.axvline(x, color=style[0], linestyle=style[1:], label=f"{label} {x:.1f} ms")
+    a1.set_xlabel("ms per request (one at a time)")
+    a1.set_ylabel("requests")
+    a1.set_title(f"{c['tier']} @ {c['candidates']} candidates: overhead "
+                 f"x{res['overhead_ratio']:.3f}")
+    a1.legend(fontsize=8)
+    names = ("p50", "p95", "p99", "max")
+    vals = [o.get(f"admitted_{n}_ms") for n in names]
+    a2.bar(names, [0.0 if v is None else v for v in vals], color="tab:orange")
+    a2.axhline(o["deadline_ms"], color="r", linestyle="--",
+               label=f"deadline {o['deadline_ms']:g} ms")
+    a2.set_ylabel("admitted latency, ms")
+    a2.set_title(f"2x load ({o['rate']:.1f} req/s): {o['admitted']} admitted, "
+                 f"{o['rejected_503']} refused (503), {o['errors_5xx']} other 5xx", fontsize=9)
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png

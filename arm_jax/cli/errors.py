@@ -18,7 +18,8 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     extra: list[type[BaseException]] = []
     for mod, name in (("arm_jax.checkpoint", "CheckpointError"),
                       ("arm_jax.compile.artifacts", "ArtifactError"),
-                      ("arm_jax.store.base", "StoreError")):
+                      ("arm_jax.store.base", "StoreError"),
+                      ("arm_jax.bench.serve", "ServerStartError")):
         try:
             module = __import__(mod, fromlist=[name])
             extra.append(getattr(module, name))

@@ -201,3 +201,28 @@ def test_serving_with_artifacts_imports_no_model_code(artifacts):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_bench_serve_end_to_end(artifacts, tmp_path, monkeypatch, capsys):
+    """`bench serve` on the tiny artifacts: its own server, figures consistent with the
+    samples it kept, no 5xx but 503 under 2x load, JSON and PNG written. An operator's
+    $ARM_JAX_TOKEN must not lock the bench out of the server it starts."""
+    import json
+
+    from arm_jax.bench.serve import run_serve_bench
+
+    monkeypatch.setenv("ARM_JAX_TOKEN", "an-operator-token-the-bench-does-not-know")
+    out = tmp_path / "serve.json"
+    res = run_serve_bench(artifacts["dir"], tier="small", candidates=4, duration=1.0,
+                          repeats=3, out_json=out)
+    saved = json.loads(out.read_text())
+    assert (tmp_path / "serve.png").stat().st_size > 0
+    lat = saved["latency_ms_samples"]
+    assert len(lat) >= 10
+    assert saved["p50_ms"] == pytest.approx(float(np.percentile(lat, 50)), abs=1e-2)
+    assert saved["overhead_ratio"] == pytest.approx(saved["p50_ms"] / saved["compute_ms"])
+    o = saved["overload_2x"]
+    assert o["admitted"] > 0 and o["errors_5xx"] == 0
+    assert o["admitted_p50_ms"] <= o["admitted_p99_ms"] <= o["admitted_max_ms"]
+    assert saved["throughput_rps"] > 0 and res["png"].endswith("serve.png")
+    assert "2x overload" in capsys.readouterr().out
