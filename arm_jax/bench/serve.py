@@ -40,8 +40,9 @@ def _free_port() -> int:
 
 
 def _compute_ms(artifacts: str | Path, tier: str, candidates: int, history: int | None,
-                repeats: int) -> tuple[float, dict[str, Any]]:
-    """Median ms of the tier's executor alone on one request (history None: the tier's L)."""
+                repeats: int) -> tuple[list[float], dict[str, Any]]:
+    """Ms per call of the tier's executor alone on one request, `repeats` times (history
+    None: the tier's L), and the tier's serving settings."""
     from arm_jax.data.random_batch import random_batch
     from serving.executor import load_artifact_executors
 
@@ -63,7 +64,7 @@ def _compute_ms(artifacts: str | Path, tier: str, candidates: int, history: int 
     info = {"deadline_ms": e.config.serving.deadline_ms,
             "buckets": [list(b) for b in e.buckets],
             "history_len": e.config.model.history_len}
-    return float(np.median(times)), info
+    return times, info
 
 
 class ServerStartError(RuntimeError):
@@ -104,7 +105,8 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
 
     t_start = time.perf_counter()
     print(f"{tier}: timing the executable alone ({repeats} repeats)", flush=True)
-    compute_ms, tinfo = _compute_ms(artifacts, tier, candidates, history, repeats)
+    compute_samples, tinfo = _compute_ms(artifacts, tier, candidates, history, repeats)
+    compute_ms = float(np.median(compute_samples))
     history = history or tinfo["history_len"]
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -181,6 +183,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
                    "buckets": tinfo["buckets"]},
         "p50_ms": p50, "p99_ms": float(np.percentile(lat, 99)),
         "latency_ms_samples": [round(x, 3) for x in lat],
+        "compute_ms_samples": [round(x, 3) for x in compute_samples],
         "server_p50_total_ms": float(np.median(server_total)),
         "server_p50_compute_ms": float(np.median(server_compute)),
         "throughput_rps": sat_rps, "compute_ms": compute_ms,
@@ -201,6 +204,8 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
     print(f"{tier} @ {candidates} candidates: compute {compute_ms:.2f} ms, server p50 {p50:.2f} "
           f"ms (x{p50 / compute_ms:.3f}), p99 {result['p99_ms']:.2f} ms, saturated "
           f"{sat_rps:.1f} req/s")
+    print(f"  inside the server (p50): total {result['server_p50_total_ms']:.2f} ms, of which "
+          f"executable {result['server_p50_compute_ms']:.2f} ms")
     print("2x overload: " + format_report(over))
     if out_json is not None:
         write_json(out_json, result)
@@ -218,8 +223,13 @@ def plot(res: dict[str, Any], png: Path) -> Path:
 
     c, o = res["config"], res["overload_2x"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a1.hist(res["latency_ms_samples"], bins=30, color="tab:blue", alpha=0.8)
-    for x, label, style in ((res["compute_ms"], "executable alone", "k-"),
+    samples = res["latency_ms_samples"] + res.get("compute_ms_samples", [])
+    bins = np.linspace(min(samples), max(samples), 40)
+    a1.hist(res.get("compute_ms_samples", []), bins=bins, color="0.6", alpha=0.8,
+            label="executable alone")
+    a1.hist(res["latency_ms_samples"], bins=bins, color="tab:blue", alpha=0.7,
+            label="through the server")
+    for x, label, style in ((res["compute_ms"], "executable alone p50", "k-"),
                             (res["p50_ms"], "server p50", "g--"),
                             (res["p99_ms"], "server p99", "r--")):
         a1.axvline(x, color=style[0], linestyle=style[1:], label=f"{label} {x:.1f} ms")

@@ -220,6 +220,9 @@ def test_bench_serve_end_to_end(artifacts, tmp_path, monkeypatch, capsys):
     lat = saved["latency_ms_samples"]
     assert len(lat) >= 10
     assert saved["p50_ms"] == pytest.approx(float(np.percentile(lat, 50)), abs=1e-2)
+    assert len(saved["compute_ms_samples"]) == 3
+    assert saved["compute_ms"] == pytest.approx(float(np.median(saved["compute_ms_samples"])),
+                                                abs=1e-2)
     assert saved["overhead_ratio"] == pytest.approx(saved["p50_ms"] / saved["compute_ms"])
     o = saved["overload_2x"]
     assert o["admitted"] > 0 and o["errors_5xx"] == 0

@@ -57,6 +57,7 @@ def test_plot_draws_both_panels(tmp_path):
     res = {"config": {"tier": "large", "candidates": 256}, "compute_ms": 50.0,
            "p50_ms": 55.0, "p99_ms": 70.0, "overhead_ratio": 1.1,
            "latency_ms_samples": [52.0, 55.0, 54.0, 70.0, 56.0],
+           "compute_ms_samples": [49.0, 50.0, 51.0],
            "overload_2x": {"rate": 14.3, "admitted": 140, "rejected_503": 3, "errors_5xx": 0,
                            "admitted_p50_ms": 120.0, "admitted_p95_ms": 200.0,
                            "admitted_p99_ms": 240.0, "admitted_max_ms": None,
