@@ -159,9 +159,9 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         sat_rps = done[0] / (time.perf_counter() - t0)
 
         # Overload: open loop at twice the saturated rate.
-        print(f"overload: open loop at {max(1.0, 2 * sat_rps):.1f} req/s for {duration:g} s",
-              flush=True)
-        over = run_load(url, rate=max(1.0, 2 * sat_rps), duration=duration,
+        rate = max(1.0, 2 * sat_rps)
+        print(f"overload: open loop at {rate:.1f} req/s for {duration:g} s", flush=True)
+        over = run_load(url, rate=rate, duration=duration,
                         candidates=candidates, history=history, max_in_flight=1024,
                         token=token)
         client.close()
@@ -205,7 +205,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
           f"ms (x{p50 / compute_ms:.3f}), p99 {result['p99_ms']:.2f} ms, saturated "
           f"{sat_rps:.1f} req/s")
     print(f"  inside the server (p50): total {result['server_p50_total_ms']:.2f} ms, of which "
-          f"executable {result['server_p50_compute_ms']:.2f} ms")
+          f"compute (packing + executable) {result['server_p50_compute_ms']:.2f} ms")
     print("2x overload: " + format_report(over))
     if out_json is not None:
         write_json(out_json, result)
@@ -224,7 +224,8 @@ def plot(res: dict[str, Any], png: Path) -> Path:
     c, o = res["config"], res["overload_2x"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     samples = res["latency_ms_samples"] + res.get("compute_ms_samples", [])
-    bins = np.linspace(min(samples), max(samples), 40)
+    lo, hi = min(samples), max(samples)
+    bins = np.linspace(lo, max(hi, lo + 1.0), 40)
     a1.hist(res.get("compute_ms_samples", []), bins=bins, color="0.6", alpha=0.8,
             label="executable alone")
     a1.hist(res["latency_ms_samples"], bins=bins, color="tab:blue", alpha=0.7,
