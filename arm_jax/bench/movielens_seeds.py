@@ -89,8 +89,9 @@ def format_seed_summary(summary: Mapping[str, Any]) -> str:
         lines.append(f"{name:<8} " + "".join(f"{a:>9.4f}" for a in m["auc"])
                      + f"{m['mean']:>9.4f}{m['sd']:>8.4f}")
     pct = round(100 * summary["level"])
-    lines.append(f"{ref} minus   {'mean':>8} {'sd':>7} {'t':>6}  {pct}% t interval"
-                 f"{'ahead':>20}")
+    if summary["versus"]:                   # one model alone has nothing to be paired with
+        lines.append(f"{ref} minus   {'mean':>8} {'sd':>7} {'t':>6}  {pct}% t interval"
+                     f"{'ahead':>20}")
     for name, v in summary["versus"].items():
         lines.append(f"  {name:<10} {v['mean']:>+8.4f} {v['sd']:>7.4f} {v['t']:>6.2f}  "
                      f"[{v['ci_low']:+.4f}, {v['ci_high']:+.4f}]"
@@ -139,7 +140,10 @@ def plot_seeds(summary: Mapping[str, Any], png: Path) -> Path:
 
     seeds = summary["seeds"]
     x = np.arange(len(seeds))
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    paired = bool(summary["versus"])        # one model alone: the left panel only
+    fig, axes = plt.subplots(1, 2 if paired else 1, figsize=(10 if paired else 5.5, 4),
+                             squeeze=False)
+    left = axes[0, 0]
     for name, m in summary["models"].items():
         line, = left.plot(x, m["auc"], "o-", label=f"{name} (mean {m['mean']:.4f})")
         left.axhline(m["mean"], color=line.get_color(), linestyle=":", linewidth=1)
@@ -148,7 +152,19 @@ def plot_seeds(summary: Mapping[str, Any], png: Path) -> Path:
     left.set_ylabel("test AUC")
     left.set_title("Test AUC per training seed")
     left.legend(fontsize=8)
-    ref = summary["reference"]
+    if paired:
+        _plot_differences(axes[0, 1], summary)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+def _plot_differences(right: Any, summary: Mapping[str, Any]) -> None:
+    """The reference model's paired differences per seed, their mean and t interval."""
+    seeds, ref = summary["seeds"], summary["reference"]
+    x = np.arange(len(seeds))
     for i, (name, v) in enumerate(summary["versus"].items()):
         jitter = (i - (len(summary["versus"]) - 1) / 2) * 0.08
         right.plot(x + jitter, v["diffs"], "o", label=f"{ref} - {name}")
@@ -161,11 +177,6 @@ def plot_seeds(summary: Mapping[str, Any], png: Path) -> Path:
     right.set_ylabel("paired test AUC difference")
     right.set_title(f"{ref} minus each model, per seed")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
 
 
 __all__ = ["run_movielens_seeds", "seed_summary", "paired_difference", "check_seeds",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from arm_jax.bench.movielens_seeds import (check_seeds, format_seed_summary, paired_difference,
-                                           run_movielens_seeds, seed_summary)
+                                           plot_seeds, run_movielens_seeds, seed_summary)
 
 
 def _run(aucs: dict[str, float], within: float = 0.6, met: bool | None = None) -> dict:
@@ -47,6 +47,16 @@ def test_seed_summary_pairs_the_reference_with_every_other_model():
                                _run({"logreg": 0.6, "small": 0.8})])
     assert s2["reference"] == "small" and s2["target"] is None
     assert s2["versus"]["logreg"]["mean"] == pytest.approx(0.15)
+
+
+def test_one_model_sweep_prints_and_plots_without_differences(tmp_path, recwarn):
+    s = seed_summary([1, 2], [_run({"large": 0.80}), _run({"large": 0.79})])
+    assert s["versus"] == {}
+    text = format_seed_summary(s)
+    assert "0.7950" in text and "minus" not in text
+    png = plot_seeds(s, tmp_path / "one.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert not [w for w in recwarn if "legend" in str(w.message)]
 
 
 @pytest.mark.parametrize("seeds, overrides, match", [
