@@ -87,6 +87,9 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     v.add_argument("--candidates", type=int, default=256)
     v.add_argument("--history", type=int, default=None, help="events (default: tier's L)")
     v.add_argument("--duration", type=float, default=10.0, help="seconds per load phase")
+    v.add_argument("--batch-window-ms", type=float, default=None,
+                   help="the server's batching window (default: the server's, 2 ms); 0 runs "
+                        "a lone request at once")
     v.add_argument("--out", default="bench-results/serve.json")
     v.set_defaults(func=_bench_serve)
 
@@ -170,6 +173,7 @@ def _bench_serve(args: argparse.Namespace) -> int:
     from arm_jax.bench.serve import run_serve_bench
 
     run_serve_bench(args.artifacts, tier=args.tier, candidates=args.candidates,
-                    history=args.history, duration=args.duration, out_json=args.out)
+                    history=args.history, duration=args.duration,
+                    batch_window_ms=args.batch_window_ms, out_json=args.out)
     print(f"wrote {args.out}")
     return 0

@@ -214,9 +214,10 @@ def test_bench_serve_end_to_end(artifacts, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ARM_JAX_TOKEN", "an-operator-token-the-bench-does-not-know")
     out = tmp_path / "serve.json"
     res = run_serve_bench(artifacts["dir"], tier="small", candidates=4, duration=1.0,
-                          repeats=3, out_json=out)
+                          repeats=3, batch_window_ms=0.5, out_json=out)
     saved = json.loads(out.read_text())
     assert (tmp_path / "serve.png").stat().st_size > 0
+    assert saved["config"]["batch_window_ms"] == 0.5      # the server took the flag
     lat = saved["latency_ms_samples"]
     assert len(lat) >= 10
     assert saved["p50_ms"] == pytest.approx(float(np.percentile(lat, 50)), abs=1e-2)
@@ -224,6 +225,8 @@ def test_bench_serve_end_to_end(artifacts, tmp_path, monkeypatch, capsys):
     assert saved["compute_ms"] == pytest.approx(float(np.median(saved["compute_ms_samples"])),
                                                 abs=1e-2)
     assert saved["overhead_ratio"] == pytest.approx(saved["p50_ms"] / saved["compute_ms"])
+    assert saved["overhead_ratio_same_requests"] == pytest.approx(
+        saved["p50_ms"] / saved["server_p50_compute_ms"])
     o = saved["overload_2x"]
     assert o["admitted"] > 0 and o["errors_5xx"] == 0
     assert o["admitted_p50_ms"] <= o["admitted_p99_ms"] <= o["admitted_max_ms"]

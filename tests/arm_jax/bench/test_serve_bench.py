@@ -16,6 +16,7 @@ from arm_jax.cli.main import main
 @pytest.mark.parametrize("kwargs, field", [
     ({"candidates": 0}, "candidates=0"), ({"repeats": 0}, "repeats=0"),
     ({"history": -1}, "history=-1"), ({"duration": 0.0}, "duration=0.0"),
+    ({"batch_window_ms": -1.0}, "batch_window_ms=-1.0"),
 ])
 def test_bad_settings_name_the_field(tmp_path, kwargs, field):
     with pytest.raises(ValueError, match=field):
