@@ -53,7 +53,10 @@ def _compute_ms(artifacts: str | Path, tier: str, candidates: int, history: int 
         raise ValueError(f"--tier {tier!r}: artifacts hold {sorted(ex)}")
     e = ex[tier]
     e.warmup()
-    history = history or e.config.model.history_len
+    history = e.config.model.history_len if history is None else history
+    if history > e.config.features.max_history:    # the server would answer 413
+        raise ValueError(f"history={history}: exceeds the tier's features.max_history="
+                         f"{e.config.features.max_history}")
     batch = random_batch(e.config.features, batch=1, candidates=candidates, history=history,
                          full_history=True, seed=0)
     for _ in range(2):
@@ -113,7 +116,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
     print(f"{tier}: timing the executable alone ({repeats} repeats)", flush=True)
     compute_samples, tinfo = _compute_ms(artifacts, tier, candidates, history, repeats)
     compute_ms = float(np.median(compute_samples))
-    history = history or tinfo["history_len"]
+    history = tinfo["history_len"] if history is None else history
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "arm_jax.cli.main", "serve", str(artifacts), "--port",

@@ -232,3 +232,11 @@ def test_bench_serve_end_to_end(artifacts, tmp_path, monkeypatch, capsys):
     assert o["admitted_p50_ms"] <= o["admitted_p99_ms"] <= o["admitted_max_ms"]
     assert saved["throughput_rps"] > 0 and res["png"].endswith("serve.png")
     assert "2x overload" in capsys.readouterr().out
+
+
+def test_bench_serve_history_over_the_tier_limit_names_it(artifacts):
+    from arm_jax.bench.serve import run_serve_bench
+
+    with pytest.raises(ValueError, match=r"history=1000000: exceeds .*max_history="):
+        run_serve_bench(artifacts["dir"], tier="small", candidates=4, history=10**6,
+                        duration=1.0, repeats=1)
