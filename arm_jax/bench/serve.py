@@ -72,8 +72,18 @@ def _compute_ms(artifacts: str | Path, tier: str, candidates: int, history: int 
     return times, info
 
 
-class ServerStartError(RuntimeError):
-    """The bench's `arm-jax serve` process exited, or was not ready in time."""
+class ServeBenchError(RuntimeError):
+    """The server the bench started failed it: exited or not ready at start-up, or refused a
+    request sent alone (e.g. 503: the tier's deadline is shorter than its compute here)."""
+
+
+def _rank_alone(client: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """One request with nothing else in flight; a refusal is the bench's error, by status."""
+    r = client.rank_raw(body)
+    if r.status_code != 200:
+        raise ServeBenchError(f"the server refused a request sent alone: HTTP {r.status_code} "
+                              f"{r.text[:200]}")
+    return r.json()
 
 
 def _wait_for_server(client: Any, proc: subprocess.Popen, log: Any, timeout: float) -> None:
@@ -83,12 +93,12 @@ def _wait_for_server(client: Any, proc: subprocess.Popen, log: Any, timeout: flo
         if proc.poll() is not None:
             log.seek(0)
             tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
-            raise ServerStartError(f"`arm-jax serve` exited with code {proc.returncode} before it "
+            raise ServeBenchError(f"`arm-jax serve` exited with code {proc.returncode} before it "
                                "was ready: " + " | ".join(tail))
         if client.ready():
             return
         time.sleep(0.1)
-    raise ServerStartError(f"`arm-jax serve` not ready after {timeout:g} s")
+    raise ServeBenchError(f"`arm-jax serve` not ready after {timeout:g} s")
 
 
 def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int = 256, *,
@@ -141,11 +151,11 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         # Latency: one request at a time.
         n_seq = int(max(10, min(200, duration * 1e3 / max(compute_ms, 1.0) / 2)))
         for _ in range(3):
-            client.rank(body)
+            _rank_alone(client, body)
         lat, server_total, server_compute = [], [], []
         for _ in tqdm(range(n_seq), desc="one at a time", unit="req"):
             t0 = time.perf_counter()
-            out = client.rank(body)
+            out = _rank_alone(client, body)
             lat.append((time.perf_counter() - t0) * 1e3)
             server_total.append(out["timings"]["total_ms"])
             server_compute.append(out["timings"]["compute_ms"])

@@ -19,7 +19,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     for mod, name in (("arm_jax.checkpoint", "CheckpointError"),
                       ("arm_jax.compile.artifacts", "ArtifactError"),
                       ("arm_jax.store.base", "StoreError"),
-                      ("arm_jax.bench.serve", "ServerStartError")):
+                      ("arm_jax.bench.serve", "ServeBenchError")):
         try:
             module = __import__(mod, fromlist=[name])
             extra.append(getattr(module, name))

@@ -7,9 +7,11 @@ import subprocess
 import sys
 import tempfile
 
+import httpx
 import pytest
 
-from arm_jax.bench.serve import ServerStartError, _wait_for_server, plot, run_serve_bench
+from arm_jax.bench.serve import (ServeBenchError, _rank_alone, _wait_for_server, plot,
+                                 run_serve_bench)
 from arm_jax.cli.main import main
 
 
@@ -38,7 +40,7 @@ def test_a_server_that_exits_raises_with_its_stderr():
     script = "import sys; print('boom: no artifacts here', file=sys.stderr); sys.exit(3)"
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen([sys.executable, "-c", script], stderr=log)
-        with pytest.raises(ServerStartError, match="code 3.*boom: no artifacts here"):
+        with pytest.raises(ServeBenchError, match="code 3.*boom: no artifacts here"):
             _wait_for_server(_NeverReady(), proc, log, timeout=60)
 
 
@@ -47,7 +49,7 @@ def test_a_server_never_ready_times_out():
         proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
                                 stderr=log)
         try:
-            with pytest.raises(ServerStartError, match="not ready after 0.3 s"):
+            with pytest.raises(ServeBenchError, match="not ready after 0.3 s"):
                 _wait_for_server(_NeverReady(), proc, log, timeout=0.3)
         finally:
             proc.kill()
@@ -65,3 +67,13 @@ def test_plot_draws_both_panels(tmp_path):
                            "deadline_ms": 500.0}}
     png = plot(res, tmp_path / "sub" / "serve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+class _Refusing:
+    def rank_raw(self, body):
+        return httpx.Response(503, json={"detail": "deadline: 100 ms budget exhausted"})
+
+
+def test_a_refused_lone_request_is_the_benchs_error_with_its_status():
+    with pytest.raises(ServeBenchError, match="HTTP 503.*budget exhausted"):
+        _rank_alone(_Refusing(), {})
