@@ -93,8 +93,8 @@ def _wait_for_server(client: Any, proc: subprocess.Popen, log: Any, timeout: flo
         if proc.poll() is not None:
             log.seek(0)
             tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
-            raise ServeBenchError(f"`arm-jax serve` exited with code {proc.returncode} before it "
-                               "was ready: " + " | ".join(tail))
+            raise ServeBenchError(f"`arm-jax serve` exited with code {proc.returncode} "
+                                  "before it was ready: " + " | ".join(tail))
         if client.ready():
             return
         time.sleep(0.1)
