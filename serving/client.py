@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import msgpack
@@ -38,13 +38,18 @@ class RankClient:
         except httpx.HTTPError:
             return False
 
-    def wait_ready(self, timeout: float = 60.0, interval: float = 0.05) -> None:
+    def wait_ready(self, timeout: float = 60.0, interval: float = 0.05, *,
+                   alive: Callable[[], bool] | None = None) -> None:
+        """Poll /readyz until it answers 200: TimeoutError after `timeout` s, ConnectionError
+        as soon as `alive()` (e.g. "is the server process still running") is False."""
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
             if self.ready():
                 return
+            if alive is not None and not alive():
+                raise ConnectionError(f"{self.url}: the server stopped before it was ready")
             time.sleep(interval)
-        raise TimeoutError(f"{self.url} not ready after {timeout} s")
+        raise TimeoutError(f"{self.url} not ready after {timeout:g} s")
 
     def rank_raw(self, payload: dict[str, Any], *, use_msgpack: bool = False) -> httpx.Response:
         if use_msgpack:

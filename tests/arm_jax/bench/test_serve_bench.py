@@ -10,8 +10,8 @@ import tempfile
 import httpx
 import pytest
 
-from arm_jax.bench.serve import (ServeBenchError, _rank_alone, _wait_for_server, plot,
-                                 run_serve_bench)
+from arm_jax.bench.serve import (ServeBenchError, _free_port, _rank_alone, _wait_for_server,
+                                 plot, run_serve_bench)
 from arm_jax.cli.main import main
 
 
@@ -31,9 +31,11 @@ def test_missing_artifacts_is_one_cli_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "not a directory" in err and "artifacts=" in err
 
 
-class _NeverReady:
-    def ready(self) -> bool:
-        return False
+def _never_ready():
+    """A client of a port nothing listens on: /readyz never answers."""
+    from serving.client import RankClient
+
+    return RankClient(f"http://127.0.0.1:{_free_port()}", timeout=1.0)
 
 
 def test_a_server_that_exits_raises_with_its_stderr():
@@ -41,7 +43,7 @@ def test_a_server_that_exits_raises_with_its_stderr():
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen([sys.executable, "-c", script], stderr=log)
         with pytest.raises(ServeBenchError, match="code 3.*boom: no artifacts here"):
-            _wait_for_server(_NeverReady(), proc, log, timeout=60)
+            _wait_for_server(_never_ready(), proc, log, timeout=60)
 
 
 def test_a_server_never_ready_times_out():
@@ -50,7 +52,7 @@ def test_a_server_never_ready_times_out():
                                 stderr=log)
         try:
             with pytest.raises(ServeBenchError, match="not ready after 0.3 s"):
-                _wait_for_server(_NeverReady(), proc, log, timeout=0.3)
+                _wait_for_server(_never_ready(), proc, log, timeout=0.3)
         finally:
             proc.kill()
             proc.wait()
