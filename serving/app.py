@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import math
 import threading
@@ -30,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from arm_jax.data.catalog import CatalogError, ItemCatalog, empty_catalog
@@ -42,8 +42,8 @@ from serving.batcher import DeadlineExceeded, Pending, ShuttingDown
 from serving.executor import IncompatibleWeights, TierExecutor, WeightsNotFound
 from serving.metrics import ServerMetrics
 from serving.registry import RegistryError, TierRegistry
-from serving.schema import (FieldError, RankRequest, RankResponse, ReloadRequest, parse_model,
-                            to_batch)
+from serving.schema import (FieldError, RankRequest, RankResponse, ReloadRequest,
+                            parse_json_model, parse_model, to_batch)
 from serving.settings import ServerSettings
 
 log = logging.getLogger("serving.app")
@@ -99,19 +99,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode_body(body: bytes, content_type: str) -> tuple[Any, bool]:
-    """-> (object, is_msgpack). 415 on other content types, 400 on undecodable bodies."""
+def parse_body(cls: type[BaseModel], body: bytes, content_type: str) -> tuple[Any, bool]:
+    """-> (validated `cls`, is_msgpack). 415 on other content types, 400 on undecodable
+    bodies, 422 naming the field on invalid ones. JSON is validated straight from the bytes.
+    """
     ctype = content_type.split(";")[0].strip().lower()
     if ctype in JSON_TYPES:
-        try:
-            return json.loads(body), False
-        except (ValueError, RecursionError) as e:
-            raise FieldError("body", f"malformed JSON: {str(e)[:120]}", 400) from None
+        return parse_json_model(cls, body), False
     if ctype in MSGPACK_TYPES:
         try:
-            return msgpack.unpackb(body, raw=False, strict_map_key=True), True
+            obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
         except Exception as e:  # noqa: BLE001 - msgpack raises many types on garbage
             raise FieldError("body", f"malformed msgpack: {type(e).__name__}", 400) from None
+        return parse_model(cls, obj), True
     raise FieldError("content-type", f"{ctype or '(none)'} is not supported; use "
                                      "application/json or application/msgpack", 415)
 
@@ -283,8 +283,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         """Score every candidate for every task; top-K ranking; tier and timings."""
         t_start = time.monotonic()
         raw = await read_body(request, settings.max_body_bytes)
-        obj, as_msgpack = decode_body(raw, request.headers.get("content-type", ""))
-        req: RankRequest = parse_model(RankRequest, obj)
+        req, as_msgpack = parse_body(RankRequest, raw, request.headers.get("content-type", ""))
         if req.tier is not None and req.tier not in executors:
             raise FieldError("tier", f"unknown tier {req.tier!r}; tiers: {registry.order}")
         req, history_source, store_failure = await fetch_history(req)
@@ -362,8 +361,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             return _error(401, "authorization", "admin token required", reason="unauthorized",
                           headers={"WWW-Authenticate": "Bearer"})
         raw = await read_body(request, 64 * 1024)
-        obj, _ = decode_body(raw, request.headers.get("content-type", ""))
-        req: ReloadRequest = parse_model(ReloadRequest, obj)
+        req, _ = parse_body(ReloadRequest, raw, request.headers.get("content-type", ""))
         try:
             out = await asyncio.to_thread(registry.reload, req.tier, req.path)
         except RegistryError as e:

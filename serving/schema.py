@@ -105,17 +105,41 @@ def parse_model(cls: type[BaseModel], obj: Any) -> BaseModel:
     try:
         return cls.model_validate(obj)
     except ValidationError as e:
+        raise _field_error(e) from None
+
+
+def parse_json_model(cls: type[BaseModel], body: bytes) -> BaseModel:
+    """`parse_model` straight from JSON bytes (one pass, no intermediate dicts and lists).
+
+    Same answers as `json.loads` then `parse_model`: undecodable JSON is a 400 on "body",
+    anything but an object a 422 on "body", a bad field a 422 naming it. About twice as
+    fast for a request of a few hundred candidates, which the server pays on every request.
+    """
+    try:
+        return cls.model_validate_json(body)
+    except ValidationError as e:
         err = e.errors()[0]
-        loc = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
-                      for i, p in enumerate(err["loc"])) or "body"
-        got = repr(err.get("input"))
-        got = got if len(got) <= 60 else got[:57] + "..."
-        msg = err["msg"]
-        if err["type"] == "missing":
-            msg = "field required"
-        elif err["type"] != "extra_forbidden":
-            msg = f"{msg}, got {got}"
-        raise FieldError(loc, msg) from None
+        if err["type"] == "json_invalid":
+            raise FieldError("body", f"malformed JSON: {err['msg'][:120]}", 400) from None
+        if err["type"] == "model_type" and not err["loc"]:
+            got = type(err.get("input")).__name__
+            raise FieldError("body", f"expected an object, got {got}") from None
+        raise _field_error(e) from None
+
+
+def _field_error(e: ValidationError) -> FieldError:
+    """The first error of a pydantic validation as a FieldError with its index path."""
+    err = e.errors()[0]
+    loc = "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p))
+                  for i, p in enumerate(err["loc"])) or "body"
+    got = repr(err.get("input"))
+    got = got if len(got) <= 60 else got[:57] + "..."
+    msg = err["msg"]
+    if err["type"] == "missing":
+        msg = "field required"
+    elif err["type"] != "extra_forbidden":
+        msg = f"{msg}, got {got}"
+    return FieldError(loc, msg)
 
 
 def _hist_side(req: RankRequest, features: FeaturesConfig,

@@ -8,6 +8,7 @@ import httpx
 import msgpack
 import pytest
 
+from serving.schema import FieldError, RankRequest, parse_json_model, parse_model
 from serving.settings import ServerSettings
 
 MAX_BODY = 64 * 1024
@@ -35,6 +36,7 @@ JSON = {"Content-Type": "application/json"}
 CASES = [
     ("malformed_json", b'{"req_sparse": [1, 2,', 400, "body"),
     ("invalid_utf8", b'{"req_sparse": "\xff\xfe"}', 400, "body"),
+    ("deeply_nested", b'{"req_sparse": ' + b"[" * 20000, 400, "body"),
     ("not_an_object", b"[1, 2, 3]", 422, "body"),
     ("string_id", lambda p: _mutate(p, req_sparse=lambda q: ["a"] + q["req_sparse"][1:]),
      422, "req_sparse[0]"),
@@ -171,3 +173,34 @@ def test_right_token_is_served(token_server, payload):
     assert httpx.post(token_server + "/v1/rank", json=payload(), headers=h,
                       timeout=10).status_code == 200
     assert httpx.get(token_server + "/metrics", headers=h, timeout=10).status_code == 200
+
+
+def _parsed_via_dicts(body: bytes):
+    """The server's former path (json.loads, then pydantic on the dicts): the reference."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, RecursionError):
+        return 400, "body"
+    try:
+        return parse_model(RankRequest, obj)
+    except FieldError as e:
+        return e.status, e.field
+
+
+def _parsed_from_bytes(body: bytes):
+    try:
+        return parse_json_model(RankRequest, body)
+    except FieldError as e:
+        assert e.message
+        return e.status, e.field
+
+
+@pytest.mark.parametrize("case,make,status,field", CASES, ids=[c[0] for c in CASES])
+def test_json_parsed_from_bytes_answers_as_via_dicts(payload, case, make, status, field):
+    """The same model, or the same status and field, both ways, for every case above
+    (the wording may differ: pydantic says "array" for JSON where it says "list")."""
+    body = make(payload) if callable(make) else make
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    assert _parsed_from_bytes(content) == _parsed_via_dicts(content), case
+    good = json.dumps(payload(seed=3)).encode()
+    assert _parsed_from_bytes(good) == _parsed_via_dicts(good)
