@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from arm_jax.config import TierConfig, load_tier
 

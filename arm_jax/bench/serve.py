@@ -21,7 +21,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,12 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from arm_jax.bench.timing import machine_info, write_json
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from arm_jax.ports import free_port
 
 
 def _compute_ms(artifacts: str | Path, tier: str, candidates: int, history: int | None,
@@ -126,7 +120,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
     compute_samples, tinfo = _compute_ms(artifacts, tier, candidates, history, repeats)
     compute_ms = float(np.median(compute_samples))
     history = tinfo["history_len"] if history is None else history
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "arm_jax.cli.main", "serve", str(artifacts), "--port",
            str(port), "--policy", f"fixed:{tier}", "--max-queue", "64"]

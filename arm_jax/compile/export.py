@@ -29,7 +29,6 @@ from arm_jax.compile import weights as wt
 from arm_jax.compile.buckets import BATCH_FIELDS, Bucket, batch_signature, bucket_grid
 from arm_jax.compile.cache import ExecutableCache, cache_key, default_cache_dir
 from arm_jax.compile.errors import ArtifactError
-from arm_jax.config import TierConfig
 
 DEFAULT_TOP_K = 16
 # Pallas kernels lower to these custom calls; jax.export refuses them by default because

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from arm_jax.ports import free_port
 from arm_jax.store.base import StoreUnavailable
 
 
@@ -21,12 +22,6 @@ def find_redis_server() -> str | None:
     """Path of the redis-server binary, or None (install: `bash scripts/setup.sh --test`)."""
     return shutil.which("redis-server") or (
         "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
@@ -92,4 +87,4 @@ class RedisServer:
         self.stop()
 
 
-__all__ = ["RedisServer", "find_redis_server", "free_port"]
+__all__ = ["RedisServer", "find_redis_server"]

@@ -14,7 +14,7 @@ SMALL_BLOCKS = TopKBlocks(block_n=64)  # several blocks per row, ragged last blo
 
 def reference(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """numpy: descending, -0.0 below +0.0, ties by index, NaN never, (-inf, -1) fill."""
-    lead, n = x.shape[:-1], x.shape[-1]
+    lead = x.shape[:-1]
     vals = np.full(lead + (k,), -np.inf, np.float64)
     idx = np.full(lead + (k,), -1, np.int64)
     for r in np.ndindex(lead):

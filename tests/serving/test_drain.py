@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,19 +12,14 @@ import time
 import httpx
 import numpy as np
 
+from arm_jax.ports import free_port
 from serving.client import random_request
 
 TINY_BUCKETS = ("serving.batch_buckets=[1]", "serving.candidate_buckets=[8]")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_sigterm_drains_in_flight_requests(tiny_overrides, tmp_path):
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "arm_jax.cli.main", "serve", "--fake", "small",
            "--fake-delay-ms", "300", "--port", str(port), "--deadline-ms", "20000",

@@ -10,9 +10,10 @@ import tempfile
 import httpx
 import pytest
 
-from arm_jax.bench.serve import (ServeBenchError, _free_port, _rank_alone, _wait_for_server,
+from arm_jax.bench.serve import (ServeBenchError, _rank_alone, _wait_for_server,
                                  plot, run_serve_bench)
 from arm_jax.cli.main import main
+from arm_jax.ports import free_port
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -35,7 +36,7 @@ def _never_ready():
     """A client of a port nothing listens on: /readyz never answers."""
     from serving.client import RankClient
 
-    return RankClient(f"http://127.0.0.1:{_free_port()}", timeout=1.0)
+    return RankClient(f"http://127.0.0.1:{free_port()}", timeout=1.0)
 
 
 def test_a_server_that_exits_raises_with_its_stderr():

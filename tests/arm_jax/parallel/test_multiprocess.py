@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,13 +10,9 @@ import jax
 import numpy as np
 import pytest
 
+from arm_jax.ports import free_port
+
 HERE = Path(__file__).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -26,7 +21,7 @@ def test_two_processes_match_single_process(tmp_path, tiny_overrides):
     overrides = list(tiny_overrides) + ["features.sparse_hash_size=96",
                                         "features.item_hash_size=104", "model.wukong_layers=1",
                                         "model.target_attention=false"]
-    port, out = _free_port(), tmp_path / "mp.npz"
+    port, out = free_port(), tmp_path / "mp.npz"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
     procs = [subprocess.Popen([sys.executable, str(HERE / "mp_worker.py"), str(i), "2",

@@ -109,7 +109,7 @@ def test_open_store_dispatch(tmp_path, redis_url):
 
 
 def test_unreachable_redis_is_a_typed_error():
-    from arm_jax.store.redis_server import free_port
+    from arm_jax.ports import free_port
 
     s = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(StoreUnavailable, match="MGET"):
