@@ -130,7 +130,7 @@ def test_store_history_gets_the_catalogue_side_ids(serve, recording, payload, ca
      ["greater than or equal to 0"]),
     (lambda p: {**p, "hist_side": [[1, 2**31]] + p["hist_side"][1:]}, "hist_side[0][1]",
      [str(2**31 - 1)]),
-    (lambda p: {**p, "hist_side": [1] * 6}, "hist_side[0]", ["list"]),
+    (lambda p: {**p, "hist_side": [1] * 6}, "hist_side[0]", ["array"]),
 ], ids=["too_few_rows", "too_narrow", "too_wide", "negative", "over_int32", "flat"])
 def test_bad_hist_side_is_4xx_naming_it(serve, recording, payload, change, field, words):
     url = serve(recording)
