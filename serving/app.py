@@ -99,7 +99,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_body(cls: type[BaseModel], body: bytes, content_type: str) -> tuple[Any, bool]:
+def parse_body(cls: type[BaseModel], body: bytes,
+               content_type: str) -> tuple[BaseModel, bool]:
     """-> (validated `cls`, is_msgpack). 415 on other content types, 400 on undecodable
     bodies, 422 naming the field on invalid ones. JSON is validated straight from the bytes.
     """

@@ -111,7 +111,8 @@ def parse_model(cls: type[BaseModel], obj: Any) -> BaseModel:
 def parse_json_model(cls: type[BaseModel], body: bytes) -> BaseModel:
     """`parse_model` straight from JSON bytes (one pass, no intermediate dicts and lists).
 
-    Same answers as `json.loads` then `parse_model`: undecodable JSON is a 400 on "body",
+    The same status and field as `json.loads` then `parse_model` (pydantic's wording may
+    differ: "array" for "list"): undecodable JSON is a 400 on "body",
     anything but an object a 422 on "body", a bad field a 422 naming it. About twice as
     fast for a request of a few hundred candidates, which the server pays on every request.
     """
