@@ -21,3 +21,17 @@ TINY = (
 @pytest.fixture(scope="session")
 def tiny_overrides() -> tuple[str, ...]:
     return TINY
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A real redis-server on a free 127.0.0.1 port for the whole session (skipped, with
+    the command that installs it, when the binary is absent). Tests keep to their own key
+    prefixes, or clear what they write."""
+    from arm_jax.store.redis_server import RedisServer, find_redis_server
+
+    if find_redis_server() is None:
+        pytest.skip("redis-server binary not found: install it with "
+                    "`bash scripts/setup.sh --test` to run the Redis tests")
+    with RedisServer() as srv:
+        yield srv.url

@@ -9,8 +9,8 @@ from arm_jax.cli import bench_cmd, train_cmd
 from arm_jax.cli.errors import run_cli
 
 
-OPTIONAL_COMMANDS = ("compile_cmd", "serve_cmd", "kernels_cmd", "store_cmd", "embeddings_cmd",
-                     "quant_cmd", "demo_cmd")
+OPTIONAL_COMMANDS = ("compile_cmd", "serve_cmd", "kernels_cmd", "store_cmd", "log_store_cmd",
+                     "embeddings_cmd", "quant_cmd", "demo_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

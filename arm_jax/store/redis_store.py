@@ -114,6 +114,12 @@ class RedisStore(UserLogStore):
         values = self._call(lambda: self.client.mget(keys), "MGET")
         return [codec.decode(v, key=f"{self.url} {k}") for k, v in zip(keys, values)]
 
+    def num_users(self) -> int:
+        """Users with a stored log under this store's prefix (a SCAN: O(keys))."""
+        def run() -> int:
+            return sum(1 for _ in self.client.scan_iter(match=f"{self.prefix}*", count=1000))
+        return self._call(run, "SCAN")
+
     def memory_bytes(self) -> int:
         """Server-side bytes of this store's values (MEMORY USAGE summed over its keys)."""
         def run() -> int:

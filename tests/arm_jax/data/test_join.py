@@ -11,19 +11,9 @@ from arm_jax.config import load_tier
 from arm_jax.data.join import StoreHistory, joined_batches
 from arm_jax.data.synthetic import SyntheticSpec, SyntheticWorld
 from arm_jax.store.lmdb_store import LmdbStore
-from arm_jax.store.redis_server import RedisServer, find_redis_server
 from arm_jax.store.redis_store import RedisStore
 
 MARK = 2**31 - 1   # planted at and after every example's own time
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    if find_redis_server() is None:
-        pytest.skip("redis-server binary not found: install it with "
-                    "`bash scripts/setup.sh --test` to run the Redis join tests")
-    with RedisServer() as srv:
-        yield srv.url
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Both store backends behind one parametrized fixture; Redis is a real server on 127.0.0.1."""
+"""Both store backends behind one parametrized fixture; Redis is a real server on 127.0.0.1
+(the session's `redis_url`, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,7 @@ import uuid
 import pytest
 
 from arm_jax.store.lmdb_store import LmdbStore
-from arm_jax.store.redis_server import RedisServer, find_redis_server
 from arm_jax.store.redis_store import RedisStore
-
-
-@pytest.fixture(scope="session")
-def redis_url():
-    """A real redis-server on a free port for the whole session (skipped if not installed)."""
-    if find_redis_server() is None:
-        pytest.skip("redis-server binary not found: install it with "
-                    "`bash scripts/setup.sh --test` to run the Redis store tests")
-    with RedisServer() as srv:
-        yield srv.url
 
 
 @pytest.fixture(params=["lmdb", "redis"])

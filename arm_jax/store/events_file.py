@@ -1,0 +1,146 @@
+"""Event files for filling a user-log store: CSV or .npz with user_id, item, action, ts.
+
+An operator who serves with `--history-store` needs the logs in the store first; these
+read a whole file, check every row, and only then append (a bad row never leaves half a
+file in the store). CSV: a header naming the four columns (any order, other columns
+ignored), integers only. .npz: four 1-d integer arrays under the same names.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from arm_jax.store.base import InvalidEvents, StoreError, UserLogStore, check_events
+
+COLUMNS = ("user_id", "item", "action", "ts")
+
+
+def read_events_file(path: str | Path) -> dict[str, np.ndarray]:
+    """{user_id, item, action, ts} int64 arrays of equal length, checked like `append` input.
+
+    InvalidEvents names the file, the column and (for CSV) the line of the first bad value;
+    FileNotFoundError if the file is missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"events file {path}: not found")
+    if path.suffix == ".npz":
+        cols = _read_npz(path)
+    elif path.suffix in (".csv", ".txt"):
+        cols = _read_csv(path)
+    else:
+        raise InvalidEvents(f"events file {path}: expected .csv or .npz, got {path.suffix!r}")
+    user = cols["user_id"]
+    if user.size and user.min() < 0:
+        raise InvalidEvents(f"events file {path}: user_id must be >= 0, got {int(user.min())}")
+    try:
+        item, action, ts = check_events(cols["item"], cols["action"], cols["ts"])
+    except InvalidEvents as e:
+        raise InvalidEvents(f"events file {path}: {e}") from None
+    if user.size != ts.size:
+        raise InvalidEvents(f"events file {path}: user_id has {user.size} entries, ts {ts.size}")
+    return {"user_id": user, "item": item, "action": action, "ts": ts}
+
+
+def load_events(store: UserLogStore, events: dict[str, np.ndarray], *,
+                chunk_events: int = 1 << 20,
+                progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Append `read_events_file`'s arrays to `store` -> {events, users}.
+
+    Loading appends: loading the same events twice stores them twice. `progress(n)` is
+    called after each chunk of at most `chunk_events` events (a user's events may span two
+    chunks; reads sort by ts). A store failure mid-way raises with the events already written.
+    """
+    if chunk_events < 1:
+        raise ValueError(f"chunk_events={chunk_events}: must be >= 1")
+    n = int(events["ts"].size)
+    for lo in range(0, n, chunk_events):
+        hi = min(n, lo + chunk_events)
+        try:
+            store.append_many(events["user_id"][lo:hi], events["item"][lo:hi],
+                              events["action"][lo:hi], events["ts"][lo:hi])
+        except StoreError as e:
+            raise type(e)(f"{e} (after {lo} of {n} events were written)") from None
+        if progress is not None:
+            progress(hi - lo)
+    return {"events": n, "users": int(np.unique(events["user_id"]).size)}
+
+
+def load_events_file(store: UserLogStore, path: str | Path, **kwargs: object) -> dict[str, int]:
+    """Read and check the whole file, then append it (`load_events`) -> {events, users}."""
+    return load_events(store, read_events_file(path), **kwargs)  # type: ignore[arg-type]
+
+
+def write_events_csv(path: str | Path, user_id: object, item: object, action: object,
+                     ts: object) -> Path:
+    """Write flat event arrays as a CSV `read_events_file` reads (tests, exports)."""
+    path = Path(path)
+    arr = np.stack([np.asarray(a, np.int64) for a in (user_id, item, action, ts)], axis=1)
+    np.savetxt(path, arr, fmt="%d", delimiter=",", header=",".join(COLUMNS), comments="")
+    return path
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InvalidEvents(f"events file {path}: not a readable .npz ({e})") from None
+    with data:
+        missing = [c for c in COLUMNS if c not in data.files]
+        if missing:
+            raise InvalidEvents(f"events file {path}: missing arrays {missing}; "
+                                f"expected {list(COLUMNS)}")
+        out = {}
+        for c in COLUMNS:
+            a = data[c]
+            if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+                raise InvalidEvents(f"events file {path}: {c} must be a 1-d integer array, "
+                                    f"got {a.dtype} {a.shape}")
+            out[c] = a.astype(np.int64)
+    return out
+
+
+def _read_csv(path: Path) -> dict[str, np.ndarray]:
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), None)
+    if not header:
+        raise InvalidEvents(f"events file {path}: empty (expected a header {','.join(COLUMNS)})")
+    names = [h.strip() for h in header]
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        raise InvalidEvents(f"events file {path}: header lacks {missing}; has {names}")
+    usecols = [names.index(c) for c in COLUMNS]
+    try:
+        with warnings.catch_warnings():   # a header and no rows is an empty log, not news
+            warnings.simplefilter("ignore", UserWarning)
+            arr = np.loadtxt(path, dtype=np.int64, delimiter=",", skiprows=1,
+                             usecols=usecols, ndmin=2)
+    except ValueError:
+        raise InvalidEvents(f"events file {path}: {_first_bad_value(path, names, usecols)}"
+                            ) from None
+    return {c: np.ascontiguousarray(arr[:, i]) for i, c in enumerate(COLUMNS)}
+
+
+def _first_bad_value(path: Path, names: list[str], usecols: list[int]) -> str:
+    """Where numpy's fast parse failed, said by line and column name (a slow second pass)."""
+    with path.open(newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if line == 1 or not row:
+                continue
+            for i in usecols:
+                value = row[i].strip() if i < len(row) else None
+                try:
+                    int(value)  # type: ignore[arg-type]
+                except (TypeError, ValueError):
+                    got = "no value" if value is None else repr(value)
+                    return f"line {line}, {names[i]}: expected an integer, got {got}"
+    return "not integers"   # numpy and csv disagree on the format: say no more than that
+
+
+__all__ = ["COLUMNS", "read_events_file", "load_events", "load_events_file",
+           "write_events_csv"]

@@ -1,0 +1,82 @@
+"""`arm-jax store load|read|stats` on LMDB and on a real Redis server."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from arm_jax.cli.main import main
+from arm_jax.store.events_file import write_events_csv
+from arm_jax.store.redis_store import RedisStore
+
+
+@pytest.fixture
+def events_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 200
+    user = rng.integers(0, 9, n)
+    ts = rng.integers(1_600_000_000, 1_700_000_000, n)
+    item, action = rng.integers(0, 5000, n), rng.integers(0, 3, n)
+    return write_events_csv(tmp_path / "ev.csv", user, item, action, ts), (user, item, action, ts)
+
+
+def _read_json(capsys, *argv):
+    capsys.readouterr()
+    assert main(["store", "read", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _check_store(capsys, url, data, users_line):
+    user, item, action, ts = data
+    assert main(["store", "stats", url]) == 0
+    assert users_line in capsys.readouterr().out
+    got = _read_json(capsys, url, "--user", "4")
+    sel = np.flatnonzero(user == 4)
+    assert [e["ts"] for e in got["events"]] == sorted(ts[sel].tolist())
+    cut = int(np.sort(ts[sel])[3])
+    got = _read_json(capsys, url, "--user", "4", "--before", str(cut), "--max-len", "2")
+    assert [e["ts"] for e in got["events"]] == np.sort(ts[sel])[1:3].tolist()
+
+
+def test_load_read_stats_lmdb(tmp_path, capsys, events_csv):
+    path, data = events_csv
+    url = f"lmdb://{tmp_path / 'logs'}"
+    assert main(["store", "load", url, str(path)]) == 0
+    assert "loaded 200 events of 9 users" in capsys.readouterr().out
+    _check_store(capsys, url, data, "9 users")
+    assert main(["store", "read", url, "--user", "4"]) == 0        # the table form
+    out = capsys.readouterr().out
+    assert out.startswith(f"user 4: {int((data[0] == 4).sum())} events") and "UTC" in out
+
+
+def test_load_read_stats_redis(redis_url, capsys, events_csv):
+    path, data = events_csv
+    with RedisStore(redis_url) as s:           # the CLI's default prefix
+        s.clear()
+        try:
+            assert main(["store", "load", redis_url, str(path)]) == 0
+            _check_store(capsys, redis_url, data, "9 users")
+        finally:
+            s.clear()
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
+    missing = tmp_path / "none"
+    assert main(["store", "read", str(missing), "--user", "1"]) == 2
+    assert "no LMDB store here" in capsys.readouterr().err
+    assert not missing.exists()                # reading never creates a store
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,item,action,ts\n1,2,3,4\n1,2,x,5\n")
+    assert main(["store", "load", str(tmp_path / "logs"), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "line 3, action: expected an integer, got 'x'" in err
+    assert not (tmp_path / "logs").exists()    # the file is checked before the store opens
+    for argv, words in ((["--user", "-1"], "user_id"), (["--user", "1", "--max-len", "-1"],
+                                                         "--max-len=-1")):
+        good = tmp_path / "good.csv"
+        good.write_text("user_id,item,action,ts\n1,2,3,4\n")
+        assert main(["store", "load", str(tmp_path / "ok"), str(good)]) == 0
+        assert main(["store", "read", str(tmp_path / "ok"), *argv]) == 2
+        assert words in capsys.readouterr().err

@@ -1,0 +1,124 @@
+"""Event files into a store: every row checked before the first write, on both backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from arm_jax.store import InvalidEvents, StoreUnavailable
+from arm_jax.store.events_file import (load_events, load_events_file, read_events_file,
+                                       write_events_csv)
+
+
+def _events(n=300, users=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, users, n), rng.integers(0, 10**6, n), rng.integers(0, 4, n),
+            rng.integers(10**9, 2 * 10**9, n))
+
+
+def _assert_store_holds(store, user, item, action, ts):
+    for u in np.unique(user):
+        sel = user == u
+        order = np.lexsort((item[sel], ts[sel]))
+        ev = store.read(int(u))
+        assert ev.ts.tolist() == ts[sel][order].tolist()
+        assert sorted(zip(ev.ts.tolist(), ev.item.tolist(), ev.action.tolist())) == sorted(
+            zip(ts[sel].tolist(), item[sel].tolist(), action[sel].tolist()))
+
+
+def test_csv_loads_in_chunks_into_each_backend(store, tmp_path):
+    user, item, action, ts = _events()
+    path = write_events_csv(tmp_path / "ev.csv", user, item, action, ts)
+    seen = []
+    out = load_events_file(store, path, chunk_events=7, progress=seen.append)
+    assert out == {"events": 300, "users": len(np.unique(user))}
+    assert sum(seen) == 300 and max(seen) == 7          # 43 chunks, users split across them
+    _assert_store_holds(store, user, item, action, ts)
+
+
+def test_csv_columns_in_any_order_with_extras_and_blank_lines(tmp_path):
+    path = tmp_path / "ev.csv"
+    path.write_text("ts,note,item,user_id,action\n100,a,5,1,0\n\n200,b,6,2,3\n")
+    ev = read_events_file(path)
+    assert ev["user_id"].tolist() == [1, 2] and ev["item"].tolist() == [5, 6]
+    assert ev["action"].tolist() == [0, 3] and ev["ts"].tolist() == [100, 200]
+
+
+def test_npz_matches_csv(tmp_path):
+    user, item, action, ts = _events(n=50, seed=1)
+    np.savez(tmp_path / "ev.npz", user_id=user, item=item, action=action, ts=ts)
+    a = read_events_file(tmp_path / "ev.npz")
+    b = read_events_file(write_events_csv(tmp_path / "ev.csv", user, item, action, ts))
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+def test_header_only_is_an_empty_log(tmp_path):
+    path = tmp_path / "ev.csv"
+    path.write_text("user_id,item,action,ts\n")
+    assert all(v.size == 0 for v in read_events_file(path).values())
+
+
+BAD = [
+    ("user_id,item,action,ts\n1,2,3,4\n5,x,7,8\n", "line 3, item: expected an integer, got 'x'"),
+    ("user_id,item,action,ts\n1,2,3,4\n5,6,,8\n", "line 3, action: expected an integer, got ''"),
+    ("user_id,item,action,ts\n1,2,3,4\n5,6,7.5,8\n", "line 3, action"),
+    ("user_id,item,action,ts\n1,2,3,4\n5,6,7\n", "line 3, ts: expected an integer, got no value"),
+    ("user_id,item,ts\n1,2,3\n", "header lacks ['action']"),
+    ("", "empty"),
+    ("user_id,item,action,ts\n1,2,300,4\n", "action: must be in [0, 255]"),
+    ("user_id,item,action,ts\n1,-2,3,4\n", "item: ids must be in"),
+    ("user_id,item,action,ts\n-1,2,3,4\n", "user_id must be >= 0"),
+    ("user_id,item,action,ts\n1,2,3,-4\n", "ts: must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("text,words", BAD, ids=[w.split(":")[0][:24] for _, w in BAD])
+def test_bad_rows_are_named_and_nothing_is_written(store, tmp_path, text, words):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    good = "".join(text.splitlines(keepends=True)[:2]) if text.count("\n") > 2 else None
+    with pytest.raises(InvalidEvents, match=f"{path}") as e:
+        load_events_file(store, path)
+    assert words in str(e.value)
+    assert len(store.read(1)) == 0 and len(store.read(5)) == 0   # not even the good rows
+    if good is not None:     # the same file without its bad line loads
+        path.write_text(good)
+        assert load_events_file(store, path)["events"] == 1
+
+
+def test_bad_npz_and_missing_file(tmp_path):
+    np.savez(tmp_path / "a.npz", user_id=[1], item=[2], action=[3])
+    with pytest.raises(InvalidEvents, match=r"missing arrays \['ts'\]"):
+        read_events_file(tmp_path / "a.npz")
+    np.savez(tmp_path / "b.npz", user_id=[1], item=[2.5], action=[3], ts=[4])
+    with pytest.raises(InvalidEvents, match="item must be a 1-d integer array"):
+        read_events_file(tmp_path / "b.npz")
+    (tmp_path / "c.npz").write_bytes(b"not a zip")
+    with pytest.raises(InvalidEvents, match="not a readable .npz"):
+        read_events_file(tmp_path / "c.npz")
+    (tmp_path / "d.json").write_text("{}")
+    with pytest.raises(InvalidEvents, match="expected .csv or .npz"):
+        read_events_file(tmp_path / "d.json")
+    with pytest.raises(FileNotFoundError, match="nope.csv"):
+        read_events_file(tmp_path / "nope.csv")
+
+
+class _FailsOnSecondChunk:
+    def __init__(self):
+        self.calls = 0
+
+    def append_many(self, *arrays):
+        self.calls += 1
+        if self.calls == 2:
+            raise StoreUnavailable("redis://x: pipeline failed")
+        return 1
+
+
+def test_store_failure_mid_load_says_how_far_it_got():
+    user, item, action, ts = _events(n=20)
+    ev = {"user_id": user, "item": item, "action": action, "ts": ts}
+    with pytest.raises(StoreUnavailable, match="after 8 of 20 events were written"):
+        load_events(_FailsOnSecondChunk(), ev, chunk_events=8)
+    with pytest.raises(ValueError, match="chunk_events=0"):
+        load_events(_FailsOnSecondChunk(), ev, chunk_events=0)
