@@ -3,18 +3,18 @@
 An operator who serves with `--history-store` needs the logs in the store first; these
 read a whole file, check every row, and only then append (a bad row never leaves half a
 file in the store). CSV: a header naming the four columns (any order, other columns
-ignored), integers only. .npz: four 1-d integer arrays under the same names.
+ignored), integers only (`arm_jax.data.int_csv`). .npz: four 1-d integer arrays under
+the same names.
 """
 
 from __future__ import annotations
 
-import csv
-import warnings
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from arm_jax.data.int_csv import CsvError, read_int_csv
 from arm_jax.store.base import InvalidEvents, StoreError, UserLogStore, check_events
 
 COLUMNS = ("user_id", "item", "action", "ts")
@@ -106,40 +106,10 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_csv(path: Path) -> dict[str, np.ndarray]:
-    with path.open(newline="") as f:
-        header = next(csv.reader(f), None)
-    if not header:
-        raise InvalidEvents(f"events file {path}: empty (expected a header {','.join(COLUMNS)})")
-    names = [h.strip() for h in header]
-    missing = [c for c in COLUMNS if c not in names]
-    if missing:
-        raise InvalidEvents(f"events file {path}: header lacks {missing}; has {names}")
-    usecols = [names.index(c) for c in COLUMNS]
     try:
-        with warnings.catch_warnings():   # a header and no rows is an empty log, not news
-            warnings.simplefilter("ignore", UserWarning)
-            arr = np.loadtxt(path, dtype=np.int64, delimiter=",", skiprows=1,
-                             usecols=usecols, ndmin=2)
-    except ValueError:
-        raise InvalidEvents(f"events file {path}: {_first_bad_value(path, names, usecols)}"
-                            ) from None
-    return {c: np.ascontiguousarray(arr[:, i]) for i, c in enumerate(COLUMNS)}
-
-
-def _first_bad_value(path: Path, names: list[str], usecols: list[int]) -> str:
-    """Where numpy's fast parse failed, said by line and column name (a slow second pass)."""
-    with path.open(newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if line == 1 or not row:
-                continue
-            for i in usecols:
-                value = row[i].strip() if i < len(row) else None
-                try:
-                    int(value)  # type: ignore[arg-type]
-                except (TypeError, ValueError):
-                    got = "no value" if value is None else repr(value)
-                    return f"line {line}, {names[i]}: expected an integer, got {got}"
-    return "not integers"   # numpy and csv disagree on the format: say no more than that
+        return read_int_csv(path, COLUMNS)
+    except CsvError as e:
+        raise InvalidEvents(f"events file {path}: {e}") from None
 
 
 __all__ = ["COLUMNS", "read_events_file", "load_events", "load_events_file",
