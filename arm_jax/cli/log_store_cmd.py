@@ -1,7 +1,8 @@
-"""`arm-jax store load|read|stats`: fill and inspect a user-log store (LMDB or Redis).
+"""`arm-jax store load|read|stats|catalog`: fill and inspect a user-log store (LMDB or
+Redis), and build the item catalogue its histories are joined with.
 
-Logic lives in arm_jax/store (`load_events_file`, the backends' reads); this file parses
-arguments and prints.
+Logic lives in arm_jax/store (`load_events`, the backends' reads) and
+arm_jax/data/catalog.py (`catalog_from_csv`); this file parses arguments and prints.
 """
 
 from __future__ import annotations
@@ -35,9 +36,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     rd.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rd.set_defaults(func=_read)
 
+    ca = ssub.add_parser("catalog", help="build the item catalogue (`serve --catalog`) from "
+                                         "a CSV of items and their side ids")
+    ca.add_argument("items", help="CSV with a header: item, then one column of side ids per "
+                                  "field (e.g. item,advertiser,topic)")
+    ca.add_argument("--fields", type=_fields_arg, required=True, metavar="J,J,...",
+                    help="the tiers' features.history_side_fields: which candidate sparse "
+                         "fields the side columns are (in order)")
+    ca.add_argument("--columns", default=None, metavar="NAME,NAME,...",
+                    help="the side columns, in the order of --fields (default: every column "
+                         "but item, in file order)")
+    ca.add_argument("--out", required=True, help="catalogue file to write (.npz)")
+    ca.set_defaults(func=_catalog)
+
     sa = ssub.add_parser("stats", help="users stored and bytes used")
     sa.add_argument("url", help=URL_HELP)
     sa.set_defaults(func=_stats)
+
+
+def _fields_arg(text: str) -> list[int]:
+    """`--fields 1,2`."""
+    try:
+        return [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a comma list of field indices such as 1,2") from None
 
 
 def _open(url: str, *, write: bool):
@@ -95,4 +118,17 @@ def _stats(args: argparse.Namespace) -> int:
         size = store.disk_bytes() if hasattr(store, "disk_bytes") else store.memory_bytes()
     where = "on disk" if hasattr(store, "disk_bytes") else "in Redis memory"
     print(f"{args.url}: {users} users, {size / 1e6:.2f} MB {where}")
+    return 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from arm_jax.batch import UNKNOWN_SIDE
+    from arm_jax.data.catalog import catalog_from_csv
+
+    columns = None if args.columns is None else [c.strip() for c in args.columns.split(",")]
+    catalog = catalog_from_csv(args.items, args.fields, columns)
+    path = catalog.save(args.out)
+    known = int((catalog.side != UNKNOWN_SIDE).any(axis=1).sum())
+    print(f"wrote {path}: {catalog.num_items} item rows ({known} with known side ids), "
+          f"fields {list(catalog.fields)}")
     return 0

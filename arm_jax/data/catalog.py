@@ -81,9 +81,61 @@ class ItemCatalog:
             raise CatalogError(f"{path}: not a catalogue .npz ({type(e).__name__}: {e})") from None
 
 
+MAX_CATALOG_ITEMS = 1 << 27   # rows are dense by item id: 134M rows of int32 ids
+
+
+def catalog_from_csv(path: str | Path, fields: tuple[int, ...] | list[int],
+                     columns: tuple[str, ...] | list[str] | None = None, *,
+                     max_items: int = MAX_CATALOG_ITEMS) -> ItemCatalog:
+    """An item catalogue from a CSV with a header: `item`, then the side ids.
+
+    `columns` names the CSV columns holding the side ids of candidate fields `fields`, in
+    the same order (default: every column but `item`, in file order). Items the file does
+    not list get UNKNOWN_SIDE. Rows are dense by item id, so ids over `max_items` are
+    refused. CatalogError names a missing column, a non-integer value by line and column, a
+    repeated or negative item id, or a side id out of range.
+    """
+    from arm_jax.data.int_csv import CsvError, csv_header, read_int_csv
+
+    path = Path(path)
+    fields = tuple(int(f) for f in fields)
+    try:
+        if not path.is_file():
+            raise CsvError("no such file")
+        if columns is None:
+            columns = [c for c in csv_header(path) if c != "item"]
+        columns = list(columns)
+        if len(columns) != len(fields):
+            raise CsvError(f"{len(columns)} side columns {columns} for {len(fields)} fields "
+                           f"{list(fields)}: give one column per field (--columns)")
+        table = read_int_csv(path, ["item", *columns])
+    except CsvError as e:
+        raise CatalogError(f"item table {path}: {e}") from None
+    item = table["item"]
+    if item.size and item.min() < 0:
+        raise CatalogError(f"item table {path}: item ids must be >= 0, got {int(item.min())}")
+    uniq, counts = np.unique(item, return_counts=True)
+    if (counts > 1).any():
+        raise CatalogError(f"item table {path}: item {int(uniq[counts > 1][0])} is listed "
+                           f"{int(counts[counts > 1][0])} times")
+    num_items = int(item.max()) + 1 if item.size else 0
+    if num_items > max_items:
+        raise CatalogError(f"item table {path}: item id {num_items - 1} needs {num_items} rows, "
+                           f"over the limit of {max_items} (the catalogue is dense by item id: "
+                           "remap the ids first)")
+    side = np.full((num_items, len(fields)), UNKNOWN_SIDE, np.int64)
+    for j, c in enumerate(columns):
+        values = table[c]
+        if values.size and (values.min() < 0 or values.max() > UNKNOWN_SIDE):
+            raise CatalogError(f"item table {path}: {c} ids must be in [0, {UNKNOWN_SIDE}], "
+                               f"got {int(values.min())}..{int(values.max())}")
+        side[item, j] = values
+    return ItemCatalog(side, fields)
+
+
 def empty_catalog(fields: tuple[int, ...]) -> ItemCatalog:
     """A catalogue that knows no item: every event's side ids are UNKNOWN_SIDE."""
     return ItemCatalog(np.zeros((0, len(fields)), np.int32), tuple(fields))
 
 
-__all__ = ["ItemCatalog", "CatalogError", "empty_catalog"]
+__all__ = ["ItemCatalog", "CatalogError", "catalog_from_csv", "empty_catalog"]

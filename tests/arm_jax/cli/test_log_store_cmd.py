@@ -80,3 +80,17 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
         assert main(["store", "load", str(tmp_path / "ok"), str(good)]) == 0
         assert main(["store", "read", str(tmp_path / "ok"), *argv]) == 2
         assert words in capsys.readouterr().err
+
+
+def test_catalog_command_writes_what_serve_loads(tmp_path, capsys):
+    from arm_jax.data.catalog import ItemCatalog
+
+    items = tmp_path / "items.csv"
+    items.write_text("item,advertiser,topic\n2,7,3\n0,5,1\n")
+    out = tmp_path / "catalog.npz"
+    assert main(["store", "catalog", str(items), "--fields", "1,2", "--out", str(out)]) == 0
+    assert "3 item rows (2 with known side ids), fields [1, 2]" in capsys.readouterr().out
+    cat = ItemCatalog.load(out)
+    assert cat.fields == (1, 2) and cat.side[[0, 2]].tolist() == [[5, 1], [7, 3]]
+    assert main(["store", "catalog", str(items), "--fields", "1", "--out", str(out)]) == 2
+    assert "give one column per field" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import pytest
 
 from arm_jax.batch import UNKNOWN_SIDE
 from arm_jax.config import load_tier
-from arm_jax.data.catalog import CatalogError, ItemCatalog, empty_catalog
+from arm_jax.data.catalog import CatalogError, ItemCatalog, catalog_from_csv, empty_catalog
 from arm_jax.data.synthetic import SyntheticSpec, SyntheticWorld
 
 
@@ -55,3 +55,38 @@ def test_synthetic_catalogue_is_the_ads_advertiser_and_topic(tiny_overrides):
     with pytest.raises(ValueError, match=r"attributes only for candidate fields 0..3"):
         SyntheticWorld.generate(SyntheticSpec(num_users=5, num_items=300, num_advertisers=40,
                                               num_topics=8), bad.features).catalog()
+
+
+def test_catalog_from_csv_fills_listed_items_and_unknowns(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text("item,name,advertiser,topic\n3,x,7,2\n0,y,5,1\n\n1,z,5,1\n")
+    cat = catalog_from_csv(path, [1, 2], ["advertiser", "topic"])
+    assert cat.fields == (1, 2)
+    assert cat.side.tolist() == [[5, 1], [5, 1], [UNKNOWN_SIDE] * 2, [7, 2]]
+    swapped = catalog_from_csv(path, [2, 1], ["topic", "advertiser"])
+    assert swapped.lookup(np.array([3, 2, 99])).tolist() == [[2, 7], [UNKNOWN_SIDE] * 2,
+                                                            [UNKNOWN_SIDE] * 2]
+    path.write_text("advertiser,item,topic\n4,0,9\n")       # default: every column but item
+    assert catalog_from_csv(path, [1, 2]).side.tolist() == [[4, 9]]
+    path.write_text("item,advertiser,topic\n")
+    assert catalog_from_csv(path, [1, 2]).num_items == 0
+
+
+@pytest.mark.parametrize("text,columns,words", [
+    ("item,advertiser,topic\n0,5,1\n0,7,2\n", None, "item 0 is listed 2 times"),
+    ("item,advertiser,topic\n-1,5,1\n", None, "item ids must be >= 0"),
+    ("item,advertiser,topic\n0,5,-1\n", None, "topic ids must be in [0, 2147483647]"),
+    ("item,advertiser,topic\n0,5,1\n1,q,1\n", None, "line 3, advertiser: expected an integer"),
+    ("item,advertiser\n0,5\n", None, "1 side columns ['advertiser'] for 2 fields"),
+    ("item,advertiser,topic\n0,5,1\n", ["advertiser", "genre"], "header lacks ['genre']"),
+    ("item,advertiser,topic\n1000,5,1\n", None, "needs 1001 rows, over the limit of 1000"),
+    ("", None, "empty"),
+])
+def test_catalog_from_csv_names_what_is_wrong(tmp_path, text, columns, words):
+    path = tmp_path / "items.csv"
+    path.write_text(text)
+    with pytest.raises(CatalogError, match=str(path)) as e:
+        catalog_from_csv(path, [1, 2], columns, max_items=1000)
+    assert words in str(e.value)
+    with pytest.raises(CatalogError, match="no such file"):
+        catalog_from_csv(tmp_path / "nope.csv", [1, 2])
