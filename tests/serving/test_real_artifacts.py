@@ -240,3 +240,48 @@ def test_bench_serve_history_over_the_tier_limit_names_it(artifacts):
     with pytest.raises(ValueError, match=r"history=1000000: exceeds .*max_history="):
         run_serve_bench(artifacts["dir"], tier="small", candidates=4, history=10**6,
                         duration=1.0, repeats=1)
+
+
+def test_operator_fills_store_and_catalogue_from_files(artifacts, tmp_path):
+    """The operator's path: `arm-jax store load` (events CSV) and `arm-jax store catalog`
+    (items CSV), then a server with --history-store and --catalog scores a request that sends
+    only user_id and ts as the library scores the same history sent inline."""
+    from arm_jax.cli.main import main
+    from serving.app import create_app
+    from serving.executor import load_artifact_executors
+    from serving.server import ServerThread
+    from serving.settings import ServerSettings
+
+    t0 = 1_700_000_000
+    fields = artifacts["tiers"]["large"].features.history_side_fields
+    log = [(42, 11, 0, t0 - 600), (42, 12, 1, t0 - 500), (7, 99, 2, t0 - 450),
+           (42, 13, 2, t0 - 400), (42, 14, 3, t0 - 30), (42, 15, 1, t0 + 5)]   # last: future
+    events = tmp_path / "events.csv"
+    events.write_text("ts,user_id,item,action\n"
+                      + "".join(f"{t},{u},{i},{a}\n" for u, i, a, t in log))
+    side = {i: [(i * 7 + j) % 50 for j in range(len(fields))] for i in (11, 12, 13, 14, 99)}
+    items = tmp_path / "items.csv"
+    items.write_text(",".join(["item", *(f"f{j}" for j in fields)]) + "\n"
+                     + "".join(",".join(map(str, [i, *s])) + "\n" for i, s in side.items()))
+    store_url = f"lmdb://{tmp_path / 'logs'}"
+    assert main(["store", "load", store_url, str(events)]) == 0
+    assert main(["store", "catalog", str(items), "--fields", ",".join(map(str, fields)),
+                 "--out", str(tmp_path / "catalog.npz")]) == 0
+
+    settings = ServerSettings(token=TOKEN, policy="fixed:large", deadline_ms=30000,
+                              history_store=store_url, catalog=str(tmp_path / "catalog.npz"))
+    body = _body(artifacts["tiers"]["large"], 11, candidates=5, history=0)
+    bare = {k: v for k, v in body.items() if not k.startswith("hist_")}
+    with ServerThread(create_app(load_artifact_executors(artifacts["dir"]), settings)) as srv:
+        _wait(srv.url)
+        r = httpx.post(srv.url + "/v1/rank", json={**bare, "user_id": 42, "ts": t0},
+                       headers=AUTH, timeout=60)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["history_source"] == "store" and not out["degraded"] and out["tier"] == "large"
+    past = [e for e in log if e[0] == 42 and e[3] < t0][::-1]          # newest first
+    inline = {**bare, "hist_item": [e[1] for e in past], "hist_action": [e[2] for e in past],
+              "hist_gap": [float(t0 - e[3]) for e in past],
+              "hist_side": [side[e[1]] for e in past]}
+    want = _library_probs(artifacts["ckpts"]["large"], inline)
+    np.testing.assert_allclose(out["scores"], want, rtol=1e-4, atol=1e-5)
