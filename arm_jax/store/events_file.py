@@ -52,12 +52,16 @@ def load_events(store: UserLogStore, events: dict[str, np.ndarray], *,
                 progress: Callable[[int], None] | None = None) -> dict[str, int]:
     """Append `read_events_file`'s arrays to `store` -> {events, users}.
 
-    Loading appends: loading the same events twice stores them twice. `progress(n)` is
-    called after each chunk of at most `chunk_events` events (a user's events may span two
-    chunks; reads sort by ts). A store failure mid-way raises with the events already written.
+    Loading appends: loading the same events twice stores them twice. Events are sorted by
+    (user, ts) first, so each user's log is written in one append (two where a chunk
+    boundary falls inside it) rather than rewritten once per chunk it appears in.
+    `progress(n)` is called after each chunk of at most `chunk_events` events. A store
+    failure mid-way raises with the number of events already written.
     """
     if chunk_events < 1:
         raise ValueError(f"chunk_events={chunk_events}: must be >= 1")
+    order = np.lexsort((events["ts"], events["user_id"]))
+    events = {k: np.asarray(v)[order] for k, v in events.items()}
     n = int(events["ts"].size)
     for lo in range(0, n, chunk_events):
         hi = min(n, lo + chunk_events)
