@@ -64,14 +64,69 @@ def run_demo(out: str | Path = "runs/demo", *, tiers: Sequence[str] = ("small", 
     # the items' side ids (advertiser, topic): the server joins them into histories
     # that come without hist_side, e.g. those it reads from a user-log store
     catalog = world.catalog().save(out / "catalog.npz")
-    settings = ServerSettings(policy="rules", catalog=str(catalog))
+    # every user's log, once, in an embedded store: requests may send only user_id and ts
+    store_url = load_world_logs(world, out / "logs")
+    settings = ServerSettings(policy="rules", catalog=str(catalog), history_store=store_url)
     with ServerThread(create_app(load_artifact_executors(artifacts), settings), settings) as srv:
         print(f"serving on {srv.url} (docs: {srv.url}/docs)")
         records = replay_requests(srv.url, reference, requests, held_out=(world, examples))
+        check = compare_store_to_inline(srv.url, reference, (world, examples),
+                                        min(STORE_CHECK_REQUESTS, requests))
     rows = summarize(records)
     print(format_summary(rows))
-    print(f"serve these artifacts yourself: arm-jax serve {artifacts} --catalog {catalog}")
+    print(f"history from the store (requests with only user_id and ts): {check['requests']} "
+          f"requests, history_source=store in {check['from_store']}, max |score - inline| "
+          f"{check['max_abs_diff']:.2e}")
+    print(f"serve these artifacts yourself: arm-jax serve {artifacts} --catalog {catalog} "
+          f"--history-store {store_url}")
     return rows
+
+
+STORE_CHECK_REQUESTS = 20
+
+
+def load_world_logs(world: Any, path: Path) -> str:
+    """The synthetic world's user logs in a fresh LMDB store at `path` -> its URL."""
+    import shutil
+
+    from arm_jax.store import open_store
+
+    shutil.rmtree(path, ignore_errors=True)     # a rerun must not append the logs twice
+    url = f"lmdb://{path}"
+    with open_store(url) as store:
+        users = store.append_many(world.log_user, world.log_item, world.log_action,
+                                  world.log_ts)
+    print(f"user-log store: {int(world.log_ts.size)} events of {users} users -> {url}")
+    return url
+
+
+def compare_store_to_inline(url: str, tier: Any, held_out: tuple[Any, Any],
+                            num_requests: int) -> dict[str, Any]:
+    """Send requests with only user_id and ts (the server reads the history from its store),
+    then the same request with the history inline on the tier the first went to; the
+    scores must agree. -> {requests, from_store, max_abs_diff}."""
+    import numpy as np
+
+    from arm_jax.data.synthetic import iterate_batches
+    from arm_jax.demo import batch_to_payload
+    from serving.client import RankClient
+
+    world, examples = held_out
+    examples = examples.take(np.arange(min(num_requests, len(examples))))
+    diffs, from_store = [], 0
+    with RankClient(url) as client:
+        batches = iterate_batches(world, examples, 1, tier.features.max_history,
+                                  shuffle=False, seed=0, drop_remainder=False)
+        for i, (batch, _) in enumerate(batches):
+            inline = batch_to_payload(batch, 0)
+            bare = {k: v for k, v in inline.items() if not k.startswith("hist_")}
+            got = client.rank({**bare, "user_id": int(examples.user_id[i]),
+                               "ts": int(examples.ts[i])})
+            from_store += got["history_source"] == "store"
+            want = client.rank({**inline, "tier": got["tier"]})
+            diffs.append(float(np.max(np.abs(np.subtract(got["scores"], want["scores"])))))
+    return {"requests": len(diffs), "from_store": from_store,
+            "max_abs_diff": max(diffs, default=0.0)}
 
 
 def replay_requests(url: str, tier: Any, num_requests: int, token: str | None = None,

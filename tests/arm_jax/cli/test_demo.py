@@ -30,6 +30,12 @@ def test_demo_trains_exports_serves_and_scores(tiny_overrides, tmp_path):
     assert int(rows["all"][1]) == 12                   # every request answered
     assert sum(int(r[1]) for name, r in rows.items() if name != "all") == 12
     assert 0.0 <= float(rows["all"][5]) <= 1.0         # an AUC of served scores
+    # requests that send only user_id and ts get their history from the demo's LMDB store,
+    # and score as the same history sent inline
+    line = next(x for x in out.splitlines() if x.startswith("history from the store"))
+    assert "12 requests, history_source=store in 12," in line, line
+    assert float(line.rsplit(" ", 1)[1]) < 1e-5, line
+    assert f"--history-store lmdb://{tmp_path / 'logs'}" in out
 
 
 def test_demo_rejects_bad_arguments(capsys):
