@@ -2,9 +2,10 @@
 
 The demo trains every tier briefly on the bundled synthetic world, exports them as AOT
 artifacts, serves them on 127.0.0.1 and replays held-out synthetic requests through
-`POST /v1/rank`. This module holds the parts that belong to `arm_jax` (training, request
-payloads, the per-tier summary); the CLI entry point `arm_jax.cli.demo_cmd`, the one place
-allowed to import both `arm_jax` and `serving`, wires them to the server.
+`POST /v1/rank`. This module holds the parts that belong to `arm_jax` (training, the
+user-log store, request payloads, the per-tier summary); the CLI entry point
+`arm_jax.cli.demo_cmd`, the one place allowed to import both `arm_jax` and `serving`, wires
+them to the server.
 """
 
 from __future__ import annotations
@@ -61,6 +62,21 @@ def held_out_examples(tier: TierConfig, num_requests: int) -> tuple[Any, Any]:
 
     data = make_synthetic_data(tier)
     return data.world, data.test.take(np.arange(min(num_requests, len(data.test))))
+
+
+def load_world_logs(world: Any, path: Path) -> str:
+    """The synthetic world's user logs in a fresh LMDB store at `path` -> its URL."""
+    import shutil
+
+    from arm_jax.store import open_store
+
+    shutil.rmtree(path, ignore_errors=True)     # a rerun must not append the logs twice
+    url = f"lmdb://{path}"
+    with open_store(url) as store:
+        users = store.append_many(world.log_user, world.log_item, world.log_action,
+                                  world.log_ts)
+    print(f"user-log store: {int(world.log_ts.size)} events of {users} users -> {url}")
+    return url
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -47,8 +47,8 @@ def run_demo(out: str | Path = "runs/demo", *, tiers: Sequence[str] = ("small", 
     """Train -> export -> serve -> replay held-out requests; returns the per-tier summary."""
     from arm_jax.compile.export import export_tiers
     from arm_jax.config import load_tier
-    from arm_jax.demo import (DEMO_OVERRIDES, format_summary, held_out_examples, summarize,
-                              train_tiers)
+    from arm_jax.demo import (DEMO_OVERRIDES, format_summary, held_out_examples,
+                              load_world_logs, summarize, train_tiers)
     from serving.app import create_app
     from serving.executor import load_artifact_executors
     from serving.server import ServerThread
@@ -83,21 +83,6 @@ def run_demo(out: str | Path = "runs/demo", *, tiers: Sequence[str] = ("small", 
 
 
 STORE_CHECK_REQUESTS = 20
-
-
-def load_world_logs(world: Any, path: Path) -> str:
-    """The synthetic world's user logs in a fresh LMDB store at `path` -> its URL."""
-    import shutil
-
-    from arm_jax.store import open_store
-
-    shutil.rmtree(path, ignore_errors=True)     # a rerun must not append the logs twice
-    url = f"lmdb://{path}"
-    with open_store(url) as store:
-        users = store.append_many(world.log_user, world.log_item, world.log_action,
-                                  world.log_ts)
-    print(f"user-log store: {int(world.log_ts.size)} events of {users} users -> {url}")
-    return url
 
 
 def compare_store_to_inline(url: str, tier: Any, held_out: tuple[Any, Any],
