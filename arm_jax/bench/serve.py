@@ -38,7 +38,7 @@ from arm_jax.ports import free_port
 def _compute_ms(artifacts: str | Path, tier: str, candidates: int, history: int | None,
                 repeats: int) -> tuple[list[float], dict[str, Any]]:
     """Ms per call of the tier's executor alone on one request, `repeats` times (history
-    None: the tier's L), and the tier's serving settings."""
+    None: the tier's L), and the tier's serving settings with the history used."""
     from arm_jax.data.random_batch import random_batch
     from serving.executor import load_artifact_executors
 
@@ -61,8 +61,7 @@ def _compute_ms(artifacts: str | Path, tier: str, candidates: int, history: int 
         np.asarray(e.score(batch).probs)
         times.append((time.perf_counter() - t0) * 1e3)
     info = {"deadline_ms": e.config.serving.deadline_ms,
-            "buckets": [list(b) for b in e.buckets],
-            "history_len": e.config.model.history_len}
+            "buckets": [list(b) for b in e.buckets], "history": history}
     return times, info
 
 
@@ -119,7 +118,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
     print(f"{tier}: timing the executable alone ({repeats} repeats)", flush=True)
     compute_samples, tinfo = _compute_ms(artifacts, tier, candidates, history, repeats)
     compute_ms = float(np.median(compute_samples))
-    history = tinfo["history_len"] if history is None else history
+    history = tinfo["history"]                      # resolved: None -> the tier's L
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "arm_jax.cli.main", "serve", str(artifacts), "--port",

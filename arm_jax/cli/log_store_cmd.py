@@ -64,11 +64,9 @@ def _fields_arg(text: str) -> list[int]:
 
 
 def _open(url: str, *, write: bool):
-    """The store at `url`; LMDB read-only unless writing (reading never creates a store)."""
+    """The store at `url`; read-only unless writing (reading never creates a store)."""
     from arm_jax.store import open_store
 
-    if url.startswith(("redis://", "rediss://", "unix://")):
-        return open_store(url)
     return open_store(url, readonly=not write)
 
 
@@ -115,8 +113,9 @@ def _read(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     with _open(args.url, write=False) as store:
         users = store.num_users()
-        size = store.disk_bytes() if hasattr(store, "disk_bytes") else store.memory_bytes()
-    where = "on disk" if hasattr(store, "disk_bytes") else "in Redis memory"
+        on_disk = hasattr(store, "disk_bytes")       # LMDB; Redis reports memory
+        size = store.disk_bytes() if on_disk else store.memory_bytes()
+    where = "on disk" if on_disk else "in Redis memory"
     print(f"{args.url}: {users} users, {size / 1e6:.2f} MB {where}")
     return 0
 

@@ -10,8 +10,12 @@ from arm_jax.store.base import (CorruptValue, Events, InvalidEvents, StoreError,
                                 StoreUnavailable, UserLogStore)
 
 
-def open_store(url: str, **kwargs: object) -> UserLogStore:
-    """A store from a URL: `redis://...` -> RedisStore; `lmdb://PATH` or PATH -> LmdbStore."""
+def open_store(url: str, *, readonly: bool = False, **kwargs: object) -> UserLogStore:
+    """A store from a URL: `redis://...` -> RedisStore; `lmdb://PATH` or PATH -> LmdbStore.
+
+    `readonly` opens LMDB without creating a store where there is none (StoreUnavailable
+    instead); a Redis connection creates nothing by reading, so it ignores the flag.
+    """
     if url.startswith(("redis://", "rediss://", "unix://")):
         from arm_jax.store.redis_store import RedisStore
 
@@ -21,7 +25,7 @@ def open_store(url: str, **kwargs: object) -> UserLogStore:
     path = url[len("lmdb://"):] if url.startswith("lmdb://") else url
     if not path:
         raise StoreUnavailable(f"store URL {url!r} names no path")
-    return LmdbStore(path, **kwargs)  # type: ignore[arg-type]
+    return LmdbStore(path, readonly=readonly, **kwargs)  # type: ignore[arg-type]
 
 
 __all__ = ["open_store", "UserLogStore", "Events", "StoreError", "StoreUnavailable",

@@ -72,7 +72,8 @@ def load_events(store: UserLogStore, events: dict[str, np.ndarray], *,
             raise type(e)(f"{e} (after {lo} of {n} events were written)") from None
         if progress is not None:
             progress(hi - lo)
-    return {"events": n, "users": int(np.unique(events["user_id"]).size)}
+    users = events["user_id"]                       # sorted: count the runs
+    return {"events": n, "users": int(np.count_nonzero(np.diff(users)) + 1) if n else 0}
 
 
 def load_events_file(store: UserLogStore, path: str | Path, **kwargs: object) -> dict[str, int]:
