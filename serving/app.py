@@ -163,7 +163,9 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             if state["store"] is None:
                 from arm_jax.store import open_store
 
-                state["store"] = open_store(settings.history_store)
+                # read-only: a server never writes logs, and a mistyped path must not
+                # become a new empty store (each request degrades until one exists)
+                state["store"] = open_store(settings.history_store, readonly=True)
         return fetch_request_history(state["store"], user_id, ts, fetch_len,
                                      feats.num_action_types, side_ids)
 

@@ -25,6 +25,7 @@ class ServerSettings:
     drain_timeout_s      on SIGTERM, in-flight requests get this long to finish
     history_store        user-log store URL (lmdb://PATH or redis://HOST:PORT/DB): requests
                          with a user_id and no inline history get theirs fetched from it
+                         (opened read-only, on first use)
     history_timeout_ms   budget of that fetch; past it (or on any store error) the request
                          is served history-free on the cheapest tier, flagged as degraded
     catalog              item catalogue (.npz from `ItemCatalog.save`), loaded at start-up:

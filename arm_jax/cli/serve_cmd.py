@@ -113,6 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
         from arm_jax.data.catalog import ItemCatalog
 
         catalog = ItemCatalog.load(args.catalog)
+    if args.history_store:
+        _check_history_store(args.history_store)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         print(f"arm-jax: warning: binding {args.host} without --token", file=sys.stderr)
     if args.fake:
@@ -134,6 +136,33 @@ def _serve(args: argparse.Namespace) -> int:
           f"(policy {settings.policy}{side}; /docs for the API)", file=sys.stderr, flush=True)
     serve_forever(app, settings)
     return 0
+
+
+def _check_history_store(url: str) -> None:
+    """Stop on a store that is not there (a mistyped LMDB path); only warn on an unreachable
+    Redis, an outage the server serves through (degraded) until it comes back."""
+    from arm_jax.store import open_store
+    from arm_jax.store.base import StoreUnavailable
+    from arm_jax.store.redis_store import RedisStore
+
+    try:
+        store = open_store(url, readonly=True)
+    except StoreUnavailable as e:
+        raise StoreUnavailable(f"--history-store: {e}; fill one with `arm-jax store load "
+                               f"{url} EVENTS.csv`") from None
+    try:
+        if isinstance(store, RedisStore):
+            store.ping()
+            what = "reachable"
+        else:
+            what = f"{store.num_users()} users"
+    except StoreUnavailable as e:
+        print(f"arm-jax: warning: --history-store: {e}; requests sending only user_id are "
+              "served history-free on the cheapest tier until it answers", file=sys.stderr)
+        return
+    finally:
+        store.close()
+    print(f"arm-jax: history store {url}: {what}", file=sys.stderr)
 
 
 def _loadgen(args: argparse.Namespace) -> int:

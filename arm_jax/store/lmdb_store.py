@@ -16,8 +16,8 @@ from typing import Sequence
 import lmdb
 
 from arm_jax.store import codec
-from arm_jax.store.base import (Events, StoreUnavailable, UserLogStore, check_user,
-                                group_by_user)
+from arm_jax.store.base import (Events, StoreError, StoreUnavailable, UserLogStore,
+                                check_user, group_by_user)
 
 DEFAULT_MAP_SIZE = 64 << 30   # address space, not disk: the file grows as data arrives
 
@@ -31,7 +31,12 @@ def user_key(user_id: int) -> bytes:
 
 
 class LmdbStore(UserLogStore):
-    """User logs in the LMDB environment at `path` (a directory, created unless readonly)."""
+    """User logs in the LMDB environment at `path` (a directory, created unless readonly).
+
+    A `readonly` store never creates anything and refuses writes (StoreError). Stores on
+    the same path in one process share one environment (LMDB allows no more): a read-only
+    store may share a writer's, but a writer cannot open a path a read-only store holds.
+    """
 
     def __init__(self, path: str | os.PathLike, *, readonly: bool = False,
                  map_size: int = DEFAULT_MAP_SIZE, max_readers: int = 512) -> None:
@@ -56,6 +61,10 @@ class LmdbStore(UserLogStore):
             key = (os.path.realpath(self.path), os.getpid())
             with _ENVS_LOCK:
                 entry = _ENVS.get(key)
+                if entry is not None and entry[2] and not self.readonly:
+                    raise StoreUnavailable(
+                        f"{self.url}: already open read-only in this process; close the "
+                        "read-only store before opening it for writing")
                 if entry is None:
                     try:
                         env = lmdb.open(str(self.path), map_size=self.map_size,
@@ -65,7 +74,7 @@ class LmdbStore(UserLogStore):
                     except lmdb.Error as e:
                         raise StoreUnavailable(
                             f"{self.url}: cannot open LMDB store: {e}") from None
-                    entry = _ENVS[key] = [env, 0]
+                    entry = _ENVS[key] = [env, 0, self.readonly]
                 entry[1] += 1
             self._env, self._pid, self._key = entry[0], key[1], key
             return self._env
@@ -99,17 +108,22 @@ class LmdbStore(UserLogStore):
 
     # ------------------------------------------------------------ writes
 
+    def _write_txn(self) -> lmdb.Transaction:
+        if self.readonly:
+            raise StoreError(f"{self.url}: opened read-only; cannot write")
+        return self.env.begin(write=True)
+
     def append(self, user_id: int, item: object, action: object, ts: object) -> None:
         chunk = codec.encode(item, action, ts)
         if not chunk:
             return
         key = user_key(check_user(user_id))
-        with self.env.begin(write=True) as txn:
+        with self._write_txn() as txn:
             txn.put(key, bytes(txn.get(key) or b"") + chunk)
 
     def append_many(self, user_id: object, item: object, action: object, ts: object) -> int:
         groups = group_by_user(user_id, item, action, ts)
-        with self.env.begin(write=True) as txn:
+        with self._write_txn() as txn:
             for u, it, ac, t in groups:
                 key = user_key(u)
                 txn.put(key, bytes(txn.get(key) or b"") + codec.encode(it, ac, t))
@@ -117,7 +131,7 @@ class LmdbStore(UserLogStore):
 
     def put_raw(self, user_id: int, value: bytes) -> None:
         """Overwrite a user's stored bytes verbatim (tests, repair tools)."""
-        with self.env.begin(write=True) as txn:
+        with self._write_txn() as txn:
             txn.put(user_key(check_user(user_id)), value)
 
     # ------------------------------------------------------------ reads

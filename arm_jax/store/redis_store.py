@@ -107,6 +107,10 @@ class RedisStore(UserLogStore):
 
     # ------------------------------------------------------------ reads
 
+    def ping(self) -> None:
+        """StoreUnavailable unless the server answers (one round trip)."""
+        self._call(lambda: self.client.ping(), "PING")
+
     def read_many(self, user_ids: Sequence[int]) -> list[Events]:
         if len(user_ids) == 0:
             return []

@@ -73,6 +73,22 @@ def test_corrupt_value_degrades(serve, fakes, payload, lmdb_logs):
     assert out["tier"] == "small" and out["history_source"] == "none"
 
 
+def test_missing_lmdb_store_degrades_and_is_not_created(serve, fakes, payload, tmp_path):
+    path = tmp_path / "mistyped"
+    url = serve(fakes, ServerSettings(deadline_ms=BUDGET_MS, history_store=f"lmdb://{path}"))
+    body = {**_strip_history(payload(seed=4)), "user_id": 7, "ts": T0, "tier": "large"}
+    r = httpx.post(url + "/v1/rank", json=body)
+    assert r.status_code == 200
+    out = r.json()
+    assert out["degraded_reason"] == "store_unavailable" and out["tier"] == "small"
+    assert not path.exists()                       # read-only: no empty store made up
+    s = LmdbStore(path, map_size=1 << 24)          # once the store exists, it is used
+    s.append(7, [100, 101], [0, 1], [T0 - 20, T0 - 10])
+    s.close()
+    out = httpx.post(url + "/v1/rank", json=body).json()
+    assert out["history_source"] == "store" and out["degraded"] is False
+
+
 def test_no_store_configured(serve, fakes, payload):
     url = serve(fakes, ServerSettings(deadline_ms=BUDGET_MS))
     r = httpx.post(url + "/v1/rank", json={**_strip_history(payload()), "user_id": 3})

@@ -1,4 +1,5 @@
-"""`arm-jax serve --catalog`: loaded at start-up; a bad file is one line and a non-zero exit."""
+"""`arm-jax serve --catalog / --history-store`: checked at start-up; a bad file or a missing
+store is one line and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -47,3 +48,44 @@ def test_catalog_is_loaded_into_the_app(tiny_overrides, tmp_path, capsys, monkey
     assert app.state.catalog.num_items == 5 and app.state.catalog.fields == (1, 2)
     assert served["settings"].catalog == str(path)
     assert "catalogue of 5 items" in capsys.readouterr().err
+
+
+def _serve_with_store(monkeypatch, tiny_overrides, url) -> tuple[int, dict]:
+    import serving.server
+
+    served: dict = {}
+    monkeypatch.setattr(serving.server, "serve_forever",
+                        lambda app, settings: served.update(app=app, settings=settings))
+    rc = main(["serve", "--fake", "small", "--history-store", url, *tiny_overrides])
+    return rc, served
+
+
+def test_missing_lmdb_history_store_is_a_one_line_error(tiny_overrides, tmp_path, capsys,
+                                                        monkeypatch):
+    path = tmp_path / "mistyped"
+    rc, served = _serve_with_store(monkeypatch, tiny_overrides, f"lmdb://{path}")
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not served and not path.exists()
+    assert err.startswith("arm-jax: error: --history-store: ") and str(path) in err, err
+    assert "arm-jax store load" in err and "\n" not in err
+
+
+def test_history_store_is_checked_and_served(tiny_overrides, tmp_path, capsys, monkeypatch):
+    from arm_jax.store.lmdb_store import LmdbStore
+
+    with LmdbStore(tmp_path / "logs", map_size=1 << 24) as s:
+        s.append_many([1, 1, 2], [5, 6, 7], [0, 0, 1], [10, 20, 30])
+    rc, served = _serve_with_store(monkeypatch, tiny_overrides, f"lmdb://{tmp_path / 'logs'}")
+    assert rc == 0 and served["settings"].history_store == f"lmdb://{tmp_path / 'logs'}"
+    err = capsys.readouterr().err
+    assert f"history store lmdb://{tmp_path / 'logs'}: 2 users" in err, err
+
+
+def test_unreachable_redis_history_store_only_warns(tiny_overrides, capsys, monkeypatch):
+    from arm_jax.ports import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    rc, served = _serve_with_store(monkeypatch, tiny_overrides, url)
+    err = capsys.readouterr().err
+    assert rc == 0 and served["settings"].history_store == url   # an outage: serve degraded
+    assert "arm-jax: warning: --history-store: " in err and "PING" in err, err

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from arm_jax.store import CorruptValue, StoreUnavailable, open_store
+from arm_jax.store import CorruptValue, StoreError, StoreUnavailable, open_store
 from arm_jax.store.lmdb_store import LmdbStore
 from arm_jax.store.redis_store import RedisStore
 
@@ -119,6 +119,39 @@ def test_unreachable_redis_is_a_typed_error():
 def test_missing_readonly_lmdb_is_unavailable(tmp_path):
     with pytest.raises(StoreUnavailable, match="data.mdb"):
         LmdbStore(tmp_path / "nope", readonly=True)
+
+
+def test_readonly_lmdb_reads_and_refuses_writes(tmp_path):
+    writer = LmdbStore(tmp_path / "ro", map_size=1 << 24)
+    writer.append(1, [5, 6], [0, 1], [10, 20])
+    writer.close()
+    reader = LmdbStore(tmp_path / "ro", readonly=True)
+    assert reader.read(1).item.tolist() == [5, 6]
+    for write in (lambda: reader.append(1, [7], [0], [30]),
+                  lambda: reader.append_many([1], [7], [0], [30]),
+                  lambda: reader.put_raw(1, b"x")):
+        with pytest.raises(StoreError, match="read-only"):
+            write()
+    assert reader.read(1).item.tolist() == [5, 6]
+    # one environment per path and process: a writer cannot take over the read-only one
+    with pytest.raises(StoreUnavailable, match="already open read-only"):
+        LmdbStore(tmp_path / "ro")
+    reader.close()
+    LmdbStore(tmp_path / "ro").close()             # once it is closed, it can
+
+
+def test_readonly_lmdb_shares_an_open_writer(tmp_path):
+    writer = LmdbStore(tmp_path / "rw", map_size=1 << 24)
+    writer.append(2, [1], [0], [10])
+    reader = LmdbStore(tmp_path / "rw", readonly=True)
+    writer.append(2, [2], [1], [20])               # the reader sees appends made after it opened
+    assert reader.read(2).item.tolist() == [1, 2]
+    with pytest.raises(StoreError, match="read-only"):   # and still refuses to write
+        reader.append(2, [3], [0], [30])
+    reader.close()
+    writer.append(2, [3], [0], [30])               # closing the reader left the writer open
+    assert writer.read(2).item.tolist() == [1, 2, 3]
+    writer.close()
 
 
 def test_store_survives_pickling(tmp_path):
