@@ -138,6 +138,14 @@ class TrainConfig:
                            "uniformly drawn length in [0, its length], keeping the most "
                            "recent events: a regulariser against leaning on the long tail "
                            "of histories (0: off; evaluation and serving never crop)")
+    masked_actions: float = _f(
+        0.0, 0.0, 0.9, doc="share of history events a training step shows without their "
+                           "action, which the encoder must then predict (a self-supervised "
+                           "label per event, BERT's masked tokens applied to actions); the "
+                           "ranking loss sees the same view (0: off; evaluation and serving "
+                           "always see every action)")
+    masked_action_weight: float = _f(1.0, 0.0, 100.0,
+                                     doc="weight of that task's cross-entropy in the loss")
     seed: int = _f(0, 0, 2**31 - 1)
     train_requests: int = _f(20000, 1, 10**9, doc="synthetic training requests")
     eval_requests: int = _f(4000, 1, 10**9, doc="synthetic held-out requests")

@@ -47,6 +47,15 @@ class RequestState:
     match: MatchState | None = None
 
 
+@flax.struct.dataclass
+class MaskedActions:
+    """The masked-action task of one training batch: predictions, targets, which events."""
+
+    logits_bla: jax.Array     # float32 [b, l, action types], every event
+    actions_bl: jax.Array     # the true actions
+    hidden_bl: jax.Array      # bool: events whose action was hidden (the ones scored)
+
+
 def target_attention(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
                      mask_bl: jax.Array, bias_blh: jax.Array | None = None,
                      impl: str = "auto") -> jax.Array:
@@ -119,7 +128,12 @@ class Ranker(nnx.Module):
     def encode_request(self, batch: RequestBatch, *,
                        dropout_key: jax.Array | None = None) -> RequestState:
         """Request-level work, once per request. `dropout_key` only when training."""
-        batch = batch.truncate_history(self.cfg.history_len)
+        return self._encode(batch.truncate_history(self.cfg.history_len), dropout_key)[0]
+
+    def _encode(self, batch: RequestBatch, dropout_key: jax.Array | None,
+                hide_action_bl: jax.Array | None = None) -> tuple[RequestState, jax.Array]:
+        """-> (request state, encoded history [b, l, d] before dropout) of a batch whose
+        history is already truncated to the tier's L."""
         b = batch.num_requests
         d = self.cfg.d_model
         if batch.hist_side.shape[-1] != len(self.side_fields):
@@ -136,7 +150,9 @@ class Ranker(nnx.Module):
         age_bl = age_bucket(batch.hist_gap, self.features.time_buckets)
         seq_bld, mask_bl = self.encoder(batch.hist_item, batch.hist_action, batch.hist_gap,
                                         batch.hist_len, extra_bld=side_blsd.sum(axis=2),
-                                        item_bld=item_bld, age_bucket_bl=age_bl)
+                                        item_bld=item_bld, age_bucket_bl=age_bl,
+                                        hide_action_bl=hide_action_bl)
+        encoded_bld = seq_bld
         k_seq, k_req = (None, None) if dropout_key is None else jax.random.split(dropout_key)
         seq_bld = self._drop(seq_bld, k_seq)
         parts = [sparse_bfd, dense_b1d]
@@ -155,9 +171,10 @@ class Ranker(nnx.Module):
             keys_blfd = jnp.concatenate([item_bld[:, :, None].astype(self.dtype), side_blsd],
                                         axis=2)
             match = self.match.request_part(keys_blfd, seq_bld, mask_bl)
-        return RequestState(req_tokens_btd=req_btd, hist_k_blhk=k, hist_v_blhk=v,
-                            hist_mask_bl=mask_bl, hist_bias_blh=bias,
-                            first_layer=self.wukong[0].request_part(req_btd), match=match)
+        state = RequestState(req_tokens_btd=req_btd, hist_k_blhk=k, hist_v_blhk=v,
+                             hist_mask_bl=mask_bl, hist_bias_blh=bias,
+                             first_layer=self.wukong[0].request_part(req_btd), match=match)
+        return state, encoded_bld
 
     def score_candidates(self, state: RequestState, batch: RequestBatch, *,
                          dropout_key: jax.Array | None = None) -> jax.Array:
@@ -216,6 +233,24 @@ class Ranker(nnx.Module):
             raise ValueError("dropout_key: dropout is applied in 'shared' mode only (the "
                              "training mode); per_pair is an inference baseline")
         return self._per_pair(batch, pair_chunk)
+
+    def masked_action_forward(self, batch: RequestBatch, mask_key: jax.Array, rate: float, *,
+                              dropout_key: jax.Array | None = None
+                              ) -> tuple[jax.Array, MaskedActions]:
+        """Training with the masked-action task: each history event's action is hidden with
+        probability `rate` (the same view feeds the ranking logits) and predicted back from
+        the encoded history, a label per event instead of per candidate.
+
+        -> (logits [b, c, tasks], MaskedActions for `masked_action_ce`)."""
+        batch = batch.truncate_history(self.cfg.history_len)
+        l = batch.hist_item.shape[1]
+        valid_bl = jnp.arange(l)[None, :] < batch.hist_len[:, None]
+        hide_bl = jax.random.bernoulli(mask_key, rate, valid_bl.shape) & valid_bl
+        k_req, k_cand = (None, None) if dropout_key is None else jax.random.split(dropout_key)
+        state, encoded_bld = self._encode(batch, k_req, hide_action_bl=hide_bl)
+        logits = self.score_candidates(state, batch, dropout_key=k_cand)
+        return logits, MaskedActions(self.encoder.action_logits(encoded_bld),
+                                     batch.hist_action, hide_bl)
 
     def _per_pair(self, batch: RequestBatch, pair_chunk: int | None) -> jax.Array:
         b, c = batch.cand_sparse.shape[:2]

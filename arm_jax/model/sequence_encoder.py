@@ -46,12 +46,15 @@ class SequenceEncoder(nnx.Module):
                  hist_gap_bl: jax.Array, hist_len_b: jax.Array,
                  extra_bld: jax.Array | None = None,
                  item_bld: jax.Array | None = None,
-                 age_bucket_bl: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                 age_bucket_bl: jax.Array | None = None,
+                 hide_action_bl: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
         """-> (encoded history [b, l, d], validity mask [b, l]); l = min(batch L, tier L).
 
         `extra_bld` is added to each event's embedding (the item's side-field embeddings);
         `item_bld` is `self.items` of the events and `age_bucket_bl` their
-        `age_bucket(hist_gap_bl)`, when the caller already computed them.
+        `age_bucket(hist_gap_bl)`, when the caller already computed them. Events where
+        `hide_action_bl` is True enter without their action (training's masked-action
+        task, `action_logits`).
         """
         l = hist_item_bl.shape[1]
         mask_bl = jnp.arange(l)[None, :] < hist_len_b[:, None]
@@ -61,11 +64,21 @@ class SequenceEncoder(nnx.Module):
             item_bld = item_bld + extra_bld
         age_bl = (age_bucket(hist_gap_bl, self.time_buckets) if age_bucket_bl is None
                   else age_bucket_bl)
+        action_bld = self.actions(hist_action_bl)
+        if hide_action_bl is not None:
+            action_bld = jnp.where(hide_action_bl[..., None], 0.0, action_bld)
         x_bld = (item_bld
-                 + self.actions(hist_action_bl)
+                 + action_bld
                  + self.ages(age_bl)
                  + self.positions[...][:l]).astype(self.dtype)
         for block in self.blocks:
             x_bld = block(x_bld, mask_bl, age_bl)
         x_bld = self.norm(x_bld)
         return x_bld * mask_bl[..., None].astype(x_bld.dtype), mask_bl
+
+    def action_logits(self, seq_bld: jax.Array) -> jax.Array:
+        """Each encoded event's logits over action types [b, l, A], scored against the
+        action embeddings themselves (tied, as BERT ties its output to its input table):
+        the masked-action task adds no parameters, so exports are unchanged."""
+        return jnp.einsum("bld,ad->bla", seq_bld.astype(jnp.float32),
+                          self.actions.embedding[...].astype(jnp.float32))

@@ -17,7 +17,7 @@ from flax import nnx
 
 from arm_jax.batch import RequestBatch
 from arm_jax.train.augment import crop_histories
-from arm_jax.train.loss import masked_bce
+from arm_jax.train.loss import masked_action_ce, masked_bce
 
 
 EMBEDDING_LEAVES = ("table", "embedding")   # HashedEmbedding.table, nnx.Embed.embedding
@@ -61,22 +61,27 @@ def _forward(graphdef: nnx.GraphDef, params: Any, batch: RequestBatch, **kw: Any
     return nnx.merge(graphdef, params)(batch, **kw)
 
 
-def step_keys(rate: float, seed: int, history_crop: float = 0.0
+def step_keys(rate: float, seed: int, history_crop: float = 0.0, masked_actions: float = 0.0
               ) -> Callable[[int], jax.Array | None]:
-    """step -> the train step's random key for dropout and history cropping (None, i.e.
-    deterministic, when neither is on)."""
+    """step -> the train step's random key for dropout, history cropping and action
+    masking (None, i.e. deterministic, when none is on)."""
     base = jax.random.key(seed)
-    off = rate == 0.0 and history_crop == 0.0
+    off = rate == 0.0 and history_crop == 0.0 and masked_actions == 0.0
     return lambda step: None if off else jax.random.fold_in(base, step)
 
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
-                    history_crop: float = 0.0, ema_decay: float = 0.0) -> Callable:
+                    history_crop: float = 0.0, ema_decay: float = 0.0,
+                    masked_actions: float = 0.0, masked_action_weight: float = 1.0
+                    ) -> Callable:
     """(params, opt_state, ema, batch, labels, step_index[, key])
     -> (params, opt_state, ema, loss), one jitted dispatch per step.
 
-    With a `key` (see `step_keys`) the model applies its `model.dropout` and,
-    when `history_crop` > 0, histories are cut at random first (`crop_histories`). With
+    With a `key` (see `step_keys`) the model applies its `model.dropout`;
+    when `history_crop` > 0, histories are cut at random first (`crop_histories`); when
+    `masked_actions` > 0, that share of history events enter without their action and the
+    loss adds `masked_action_weight` x the cross-entropy of predicting it back
+    (`Ranker.masked_action_forward`; the returned loss is the sum). With
     `ema_decay` > 0, `ema` (a params-shaped tree) moves toward the updated params in the
     same dispatch (`ema_update`); otherwise pass and get back None. params, opt_state and
     ema are donated."""
@@ -85,10 +90,19 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
         if key is not None and history_crop > 0.0:
             crop_key, key = jax.random.split(key)
             batch = crop_histories(batch, crop_key, history_crop)
-        kw = {} if key is None else {"dropout_key": key}
+        if key is not None and masked_actions > 0.0:
+            mask_key, key = jax.random.split(key)
 
-        def loss_fn(p):
-            return masked_bce(_forward(graphdef, p, batch, **kw), labels, batch.cand_mask)
+            def loss_fn(p):
+                logits, aux = nnx.merge(graphdef, p).masked_action_forward(
+                    batch, mask_key, masked_actions, dropout_key=key)
+                return (masked_bce(logits, labels, batch.cand_mask) + masked_action_weight
+                        * masked_action_ce(aux.logits_bla, aux.actions_bl, aux.hidden_bl))
+        else:
+            kw = {} if key is None else {"dropout_key": key}
+
+            def loss_fn(p):
+                return masked_bce(_forward(graphdef, p, batch, **kw), labels, batch.cand_mask)
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)

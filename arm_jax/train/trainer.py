@@ -41,20 +41,23 @@ class Trainer:
     @classmethod
     def create(cls, kind: str, tier: TierConfig, steps: int) -> "Trainer":
         """A fresh `kind` model ("ranker" | "logreg") seeded by `train.seed`, AdamW over
-        `steps` (warm-up, cosine, table learning-rate scale); dropout and history cropping
-        for rankers only."""
+        `steps` (warm-up, cosine, table learning-rate scale); dropout, history cropping and
+        the masked-action task for rankers only."""
         tc = tier.train
         graphdef, params = nnx.split(build_model(kind, tier, seed=tc.seed))
         tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay,
                             tc.embedding_lr_scale)
         rate = tier.model.dropout if kind == "ranker" else 0.0
         crop = tc.history_crop if kind == "ranker" else 0.0
+        masked = tc.masked_actions if kind == "ranker" else 0.0
         ema_params = None
         if tc.ema_decay > 0:    # its own buffers: params are donated to every step
             ema_params = jax.tree.map(jnp.copy, params)
-        step = make_train_step(graphdef, tx, crop, tc.ema_decay)
-        return cls(graphdef, params, tx.init(params), step, step_keys(rate, tc.seed, crop),
-                   steps, tc.log_every, ema_params=ema_params)
+        step = make_train_step(graphdef, tx, crop, tc.ema_decay, masked,
+                               tc.masked_action_weight)
+        return cls(graphdef, params, tx.init(params), step,
+                   step_keys(rate, tc.seed, crop, masked), steps, tc.log_every,
+                   ema_params=ema_params)
 
     @property
     def eval_params(self) -> Any:

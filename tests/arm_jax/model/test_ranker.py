@@ -149,3 +149,40 @@ def test_summary_history_pools_only_the_most_recent_events(tiny_overrides):
     recent = batch.replace(hist_item=np.concatenate(
         [batch.hist_item[:, :3] + 1, batch.hist_item[:, 3:]], axis=1))
     assert not np.allclose(fwd(model, recent), base, **TOL)
+
+
+def test_masked_action_forward_hides_only_what_it_scores(tiny_overrides):
+    tier = load_tier("large", tiny_overrides)
+    graphdef, params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(3)))
+    num_actions, tier_len = tier.features.num_action_types, tier.model.history_len
+    # ragged histories longer than the tier's L: the task sees the truncated view
+    batch = random_batch(tier.features, batch=4, candidates=5, history=tier_len + 4, seed=8)
+    maf = jax.jit(lambda p, b, key, rate:
+                  nnx.merge(graphdef, p).masked_action_forward(b, key, rate))
+    key = jax.random.key(0)
+    logits, aux = maf(params, batch, key, 0.5)
+    hidden = np.asarray(aux.hidden_bl)
+    l = hidden.shape[1]
+    valid = np.arange(l)[None, :] < np.minimum(np.asarray(batch.hist_len), l)[:, None]
+    assert l == tier_len and aux.logits_bla.shape == (4, l, num_actions)
+    assert hidden.sum() >= 3 and not (hidden & ~valid).any()   # only real events are hidden
+    np.testing.assert_array_equal(aux.actions_bl, np.asarray(batch.hist_action)[:, :l])
+
+    # The hidden events' actions reach no output: changing all of them changes nothing...
+    act = np.asarray(batch.hist_action).copy()
+    act[:, :l] = np.where(hidden, (act[:, :l] + 1) % num_actions, act[:, :l])
+    logits_h, aux_h = maf(params, batch.replace(hist_action=act), key, 0.5)
+    np.testing.assert_array_equal(aux_h.hidden_bl, hidden)
+    np.testing.assert_allclose(logits_h, logits, **TOL)
+    np.testing.assert_allclose(aux_h.logits_bla, aux.logits_bla, **TOL)
+    # ... while changing one visible action changes that request's predictions
+    b0, i0 = np.argwhere(valid & ~hidden)[0]
+    act = np.asarray(batch.hist_action).copy()
+    act[b0, i0] = (act[b0, i0] + 1) % num_actions
+    _, aux_v = maf(params, batch.replace(hist_action=act), key, 0.5)
+    assert not np.allclose(aux_v.logits_bla[b0], aux.logits_bla[b0], **TOL)
+
+    # Nothing hidden: the ranking logits are the model's own
+    logits_0, aux_0 = maf(params, batch, key, 0.0)
+    assert not np.asarray(aux_0.hidden_bl).any()
+    np.testing.assert_allclose(logits_0, nnx.merge(graphdef, params)(batch), **TOL)

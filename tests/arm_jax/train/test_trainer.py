@@ -87,3 +87,29 @@ def test_history_crop_changes_what_a_step_sees_only_when_on(tiny_overrides):
     assert Trainer.create("logreg", load_tier("small", [*tiny_overrides,
                                                         "train.history_crop=1.0"]),
                           steps=3).step_key(0) is None
+
+
+def test_masked_actions_add_their_weighted_task_to_the_loss(tiny_overrides):
+    from flax import nnx
+
+    from arm_jax.train.loss import masked_action_ce, masked_bce
+
+    batch = random_batch(load_tier("small", tiny_overrides).features, batch=4, candidates=3,
+                         history=16, seed=6, full_history=True)
+    labels = np.ones(batch.cand_mask.shape + (2,), np.float32)
+    tier = load_tier("small", [*tiny_overrides, "train.masked_actions=0.5",
+                               "train.masked_action_weight=2.0"])
+    trainer = Trainer.create("ranker", tier, steps=3)
+    key = trainer.step_key(0)
+    assert key is not None
+    # the step's loss is computed before its update: rebuild it from the same keys
+    mask_key, dropout_key = jax.random.split(key)
+    logits, aux = nnx.merge(trainer.graphdef, trainer.params).masked_action_forward(
+        batch, mask_key, 0.5, dropout_key=dropout_key)
+    ce = float(masked_action_ce(aux.logits_bla, aux.actions_bl, aux.hidden_bl))
+    expected = float(masked_bce(logits, labels, batch.cand_mask)) + 2.0 * ce
+    assert ce > 0.5 and float(trainer.step(0, batch, labels)) == pytest.approx(expected,
+                                                                               rel=1e-5)
+    assert Trainer.create("logreg", tier, steps=3).step_key(0) is None   # rankers only
+    off = Trainer.create("ranker", load_tier("small", tiny_overrides), steps=3)
+    assert off.step_key(0) is None
