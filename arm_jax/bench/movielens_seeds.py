@@ -3,7 +3,8 @@
 One run's paired bootstrap redraws the test requests, not the training: across training
 seeds the large-minus-small difference moves by more than that interval. This runs the
 whole bench once per seed (`train.seed=N`, which also redraws the validation split) and
-summarises, per model, the mean and spread of its test AUC and, per other model, the paired
+summarises, per model, the mean and spread of its test AUC (and its validation AUC per seed,
+what settings are chosen on) and, per other model, the paired
 difference of the reference model (large when trained) over seeds: mean, standard deviation,
 a 95% t interval and at how many seeds the reference is ahead. Each seed's own JSON and PNG
 are written beside the summary (`<out>-seed<N>.json`).
@@ -65,7 +66,10 @@ def seed_summary(seeds: Sequence[int], runs: Sequence[Mapping[str, Any]]) -> dic
         per_model[name] = {"auc": aucs.tolist(), "mean": float(aucs.mean()),
                            "sd": float(aucs.std(ddof=1)),
                            "auc_within_request": within.tolist(),
-                           "mean_within_request": float(within.mean())}
+                           "mean_within_request": float(within.mean()),
+                           # each seed draws its own validation split: compare per seed
+                           "val_auc": ([float(r["val_auc"]) for r in rows]
+                                       if all("val_auc" in r for r in rows) else None)}
     ref = "large" if "large" in per_model else names[-1]
     versus = {n: paired_difference(np.array(per_model[ref]["auc"]) - np.array(m["auc"]))
               for n, m in per_model.items() if n != ref}
@@ -88,6 +92,11 @@ def format_seed_summary(summary: Mapping[str, Any]) -> str:
     for name, m in summary["models"].items():
         lines.append(f"{name:<8} " + "".join(f"{a:>9.4f}" for a in m["auc"])
                      + f"{m['mean']:>9.4f}{m['sd']:>8.4f}")
+    vals = {n: m["val_auc"] for n, m in summary["models"].items() if m.get("val_auc")}
+    if vals:        # what settings are chosen on (never test): per seed, each its own split
+        lines.append("validation AUC (best checkpoint; each seed draws its own split)")
+        lines.extend(f"{name:<8} " + "".join(f"{a:>9.5f}" for a in v)
+                     for name, v in vals.items())
     pct = round(100 * summary["level"])
     if summary["versus"]:                   # one model alone has nothing to be paired with
         lines.append(f"{ref} minus   {'mean':>8} {'sd':>7} {'t':>6}  {pct}% t interval"

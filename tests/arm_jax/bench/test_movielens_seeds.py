@@ -12,8 +12,10 @@ from arm_jax.bench.movielens_seeds import (check_seeds, format_seed_summary, pai
                                            plot_seeds, run_movielens_seeds, seed_summary)
 
 
-def _run(aucs: dict[str, float], within: float = 0.6, met: bool | None = None) -> dict:
-    rows = [{"name": n, "auc": a, "auc_within_request": within} for n, a in aucs.items()]
+def _run(aucs: dict[str, float], within: float = 0.6, met: bool | None = None,
+         val: float | None = None) -> dict:
+    rows = [{"name": n, "auc": a, "auc_within_request": within,
+             **({} if val is None else {"val_auc": val + a / 100})} for n, a in aucs.items()]
     target = None if met is None else {"large_beats_logreg_and_small": met}
     return {"models": rows, "target": target}
 
@@ -47,6 +49,17 @@ def test_seed_summary_pairs_the_reference_with_every_other_model():
                                _run({"logreg": 0.6, "small": 0.8})])
     assert s2["reference"] == "small" and s2["target"] is None
     assert s2["versus"]["logreg"]["mean"] == pytest.approx(0.15)
+    assert s["models"]["large"]["val_auc"] is None and "validation" not in text
+
+
+def test_seed_summary_prints_validation_auc_per_seed():
+    s = seed_summary([1, 2], [_run({"small": 0.80, "large": 0.81}, val=0.7),
+                              _run({"small": 0.79, "large": 0.80}, val=0.6)])
+    assert s["models"]["large"]["val_auc"] == pytest.approx([0.7081, 0.6080])
+    text = format_seed_summary(s).splitlines()
+    at = text.index("validation AUC (best checkpoint; each seed draws its own split)")
+    assert text[at + 1].split() == ["small", "0.70800", "0.60790"]
+    assert text[at + 2].split() == ["large", "0.70810", "0.60800"]
 
 
 def test_one_model_sweep_prints_and_plots_without_differences(tmp_path, recwarn):
