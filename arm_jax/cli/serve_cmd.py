@@ -157,8 +157,9 @@ def _check_history_store(url: str) -> None:
         else:
             what = f"{store.num_users()} users"
     except StoreUnavailable as e:
-        print(f"arm-jax: warning: --history-store: {e}; requests sending only user_id are "
-              "served history-free on the cheapest tier until it answers", file=sys.stderr)
+        print(f"arm-jax: warning: --history-store: {str(e).rstrip('.')}; requests sending "
+              "only user_id are served history-free on the cheapest tier until it answers",
+              file=sys.stderr)
         return
     finally:
         store.close()
