@@ -45,8 +45,10 @@ from serving.registry import RegistryError, TierRegistry
 from serving.schema import (FieldError, RankRequest, RankResponse, ReloadRequest,
                             parse_json_model, parse_model, to_batch)
 from serving.settings import ServerSettings
+from serving.throttled_log import ThrottledWarning
 
 log = logging.getLogger("serving.app")
+STORE_WARN_EVERY_S = 10.0
 JSON_TYPES = ("application/json",)
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 GRACE_S = 1.0   # beyond the deadline, how long a handler waits for a running batch
@@ -157,6 +159,8 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                                            for n in registry.order))
 
     open_lock = threading.Lock()
+    # an outage fails every request: one log line per interval, the metric counts them all
+    fetch_failures = ThrottledWarning(log, STORE_WARN_EVERY_S)
 
     def store_read(user_id: int, ts: int) -> dict[str, Any]:
         with open_lock:
@@ -189,8 +193,8 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                 reason = "store_unavailable"
             except Exception as e:  # noqa: BLE001 - a store problem must never become a 5xx
                 reason = "store_corrupt" if isinstance(e, CorruptValue) else "store_unavailable"
-                log.warning("history fetch failed for user %s: %s: %s", req.user_id,
-                            type(e).__name__, e)
+                fetch_failures.warn("history fetch failed for user %s: %s: %s", req.user_id,
+                                    type(e).__name__, e)
         metrics.store_fallbacks.labels(reason).inc()
         return req, "none", reason
 

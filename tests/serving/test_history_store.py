@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import numpy as np
 import pytest
@@ -98,7 +100,7 @@ def test_no_store_configured(serve, fakes, payload):
 
 @pytest.mark.skipif(find_redis_server() is None,
                     reason="redis-server binary not found: `bash scripts/setup.sh --test`")
-def test_redis_outage_falls_back_to_cheapest_tier(serve, fakes, payload):
+def test_redis_outage_falls_back_to_cheapest_tier(serve, fakes, payload, caplog):
     srv = RedisServer().start()
     try:
         RedisStore(srv.url).append(5, [1, 2, 3], [0, 1, 2], [T0 - 30, T0 - 20, T0 - 10])
@@ -108,7 +110,10 @@ def test_redis_outage_falls_back_to_cheapest_tier(serve, fakes, payload):
         assert ok["history_source"] == "store" and ok["tier"] == "large" and not ok["degraded"]
     finally:
         srv.stop()                                   # the outage
-    outs = [httpx.post(url + "/v1/rank", json=body, timeout=10) for _ in range(3)]
+    with caplog.at_level(logging.WARNING, logger="serving.app"):
+        outs = [httpx.post(url + "/v1/rank", json=body, timeout=10) for _ in range(3)]
+    # one log line for the outage, not one per request (the metric below counts them all)
+    assert sum("history fetch failed" in r.getMessage() for r in caplog.records) == 1
     assert all(r.status_code == 200 for r in outs)
     for r in outs:
         out = r.json()
