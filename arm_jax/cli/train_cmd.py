@@ -18,6 +18,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baselines", action="store_true",
                    help="also train logistic regression and the small tier and compare")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="also save the whole training state every N steps under "
+                        "OUT/train_state, so an interrupted run can --resume (default: off)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run saved under OUT/train_state (same tier, steps and "
+                        "overrides) from its newest verified state; ends bit-identical to an "
+                        "uninterrupted run")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. model.d_model=64 train.batch_size=16")
     p.set_defaults(func=_train)
@@ -34,6 +41,8 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.checkpoint_every < 0:
+        raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     tier = load_tier(args.tier, args.overrides)
     from arm_jax.train.loop import make_synthetic_data, train_model
 
@@ -48,7 +57,8 @@ def _train(args: argparse.Namespace) -> int:
     rows = []
     for kind, t, d in runs:
         res = train_model(t, data, kind=kind, steps=args.steps, out_dir=d,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress,
+                          checkpoint_every=args.checkpoint_every, resume=args.resume)
         rows.append(_row(f"{kind}:{t.name}" if kind == "ranker" else "logistic-regression",
                          res.metrics, d))
     print(_table(rows, data))

@@ -462,17 +462,18 @@ def _make_truth(rng: np.random.Generator, spec: SyntheticSpec, f: FeaturesConfig
 
 
 def iterate_batches(world: SyntheticWorld, examples: Examples, batch_size: int, max_len: int,
-                    *, shuffle: bool, seed: int, drop_remainder: bool
+                    *, shuffle: bool, seed: int, drop_remainder: bool, first_batch: int = 0
                     ) -> Iterator[tuple[RequestBatch, np.ndarray]]:
     """Yield (validated RequestBatch, labels float32 [B, N, T]), joining histories per batch.
 
-    The last short batch is yielded unless `drop_remainder`.
+    The last short batch is yielded unless `drop_remainder`. `first_batch` skips that many
+    batches of the same order without joining them (a resumed run picks up mid-epoch).
     """
     n = len(examples)
     order = np.random.default_rng((seed, 3)).permutation(n) if shuffle else np.arange(n)
     f = world.features
     expected = expected_widths(f)
-    for lo in range(0, n, batch_size):
+    for lo in range(first_batch * batch_size, n, batch_size):
         idx = order[lo:lo + batch_size]
         if drop_remainder and idx.size < batch_size:
             break

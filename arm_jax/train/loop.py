@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from arm_jax.checkpoint import save_checkpoint
 from arm_jax.config import TierConfig
 from arm_jax.data.synthetic import Examples, SyntheticSpec, SyntheticWorld, iterate_batches
 from arm_jax.metrics import evaluate
+from arm_jax.train.resume import TrainStateCheckpoints, run_identity
 from arm_jax.train.step import make_predict
 from arm_jax.train.trainer import Trainer
 
@@ -59,31 +61,64 @@ def history_len_for(kind: str, tier: TierConfig) -> int:
 
 def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
                 steps: int | None = None, out_dir: str | Path | None = None,
-                progress: bool = True) -> TrainResult:
-    """Train with AdamW on the synthetic world, evaluate on held-out requests, checkpoint."""
+                progress: bool = True, checkpoint_every: int = 0,
+                resume: bool = False) -> TrainResult:
+    """Train with AdamW on the synthetic world, evaluate on held-out requests, checkpoint.
+
+    With `out_dir`, `checkpoint_every` > 0 also saves the whole training state every that
+    many steps (`arm_jax.train.resume`), and `resume` continues from the newest saved state
+    of the same run instead of starting over: the weights it ends with are bit-identical
+    to an uninterrupted run's."""
     tc = tier.train
     steps = steps or tc.steps
     trainer = Trainer.create(kind, tier, steps)
     max_len = history_len_for(kind, tier)
+    per_epoch = len(data.train) // tc.batch_size
+    if per_epoch == 0:
+        raise ValueError(f"train.batch_size={tc.batch_size}: more than the "
+                         f"{len(data.train)} training requests")
+    state = None
+    if out_dir is not None:
+        state = TrainStateCheckpoints(out_dir, run_identity(kind, tier, steps), checkpoint_every)
+    elif resume or checkpoint_every:
+        raise ValueError("checkpoint_every / resume: need an output directory")
 
-    def batches():
-        for epoch in itertools.count():
+    def batches(done: int):
+        for epoch in itertools.count(done // per_epoch):
+            first = done % per_epoch if epoch == done // per_epoch else 0
             yield from iterate_batches(data.world, data.train, tc.batch_size, max_len,
-                                       shuffle=True, seed=tc.seed + epoch, drop_remainder=True)
+                                       shuffle=True, seed=tc.seed + epoch, drop_remainder=True,
+                                       first_batch=first)
 
     losses: list[float] = []
+    done = 0
+    if resume:
+        done, losses, refused = state.restore(trainer)
+        for r in refused:
+            print(f"arm-jax: skipped a damaged training state: {r}", file=sys.stderr)
+        print(f"arm-jax: resuming {kind}:{tier.name} after step {done} of {steps}",
+              file=sys.stderr)
+    elif state is not None:
+        state.start_fresh()
     t0 = time.perf_counter()
-    bar = tqdm(itertools.islice(batches(), steps), total=steps, disable=not progress,
-               desc=f"train {kind}:{tier.name}", unit="step")
-    for i, (batch, labels) in enumerate(bar):
-        trainer.step(i, batch, labels)
-        if trainer.logs_at(i):
-            losses.append(trainer.mean_loss())
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    bar = tqdm(itertools.islice(batches(done), steps - done), total=steps, initial=done,
+               disable=not progress, desc=f"train {kind}:{tier.name}", unit="step")
+    try:
+        for i, (batch, labels) in enumerate(bar, start=done):
+            trainer.step(i, batch, labels)
+            if trainer.logs_at(i):
+                losses.append(trainer.mean_loss())
+                bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if state is not None and state.due(i + 1, steps):
+                state.save(i + 1, trainer, losses)
+    finally:
+        if state is not None:
+            state.close()         # an interrupted run still commits its last save
     graphdef, params = trainer.graphdef, jax.block_until_ready(trainer.eval_params)
     seconds = time.perf_counter() - t0
     metrics = evaluate_model(graphdef, params, tier, data, kind=kind)
-    metrics.update(train_seconds=seconds, steps=steps, first_loss=losses[0], last_loss=losses[-1])
+    metrics.update(train_seconds=seconds, steps=steps, first_loss=losses[0], last_loss=losses[-1],
+                   resumed_at_step=done if resume else None)
     if out_dir is not None:
         save_checkpoint(out_dir, kind=kind, tier=tier, params=params, metrics=metrics)
     return TrainResult(kind, tier, graphdef, params, losses, metrics, seconds)

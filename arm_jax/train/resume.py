@@ -1,0 +1,129 @@
+"""Periodic checkpoints of a run's whole training state, so an interrupted `arm-jax train`
+continues where it stopped (`--resume`) and ends with bit-identical weights.
+
+Layout, under the run's output directory:
+  train_state/run.json            what the run is: model kind, steps, the tier config
+  train_state/steps/<n>, digests/ params (+ the moving average) and optimiser state after
+                                  n steps (`ShardedCheckpointer`: async, sha256-verified)
+  train_state/losses/<n>.json     the logged loss windows up to step n
+
+Everything else a step depends on is a function of the step index (the data order of
+each epoch, the dropout / cropping / masking keys), so restoring these and skipping the
+first n batches replays the rest of the run exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from arm_jax.checkpoint import CheckpointError
+from arm_jax.config import TierConfig
+from arm_jax.train.trainer import Trainer
+
+STATE_DIR = "train_state"
+
+
+class ResumeError(CheckpointError):
+    """No training state to resume, or it belongs to a different run."""
+
+
+def run_identity(kind: str, tier: TierConfig, steps: int) -> dict[str, Any]:
+    """What must match for a saved state to continue this run."""
+    return {"kind": kind, "steps": steps, "tier": tier.to_dict()}
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+            if d is not None:
+                return d
+        return None
+    return None if a == b else f"{path.removeprefix('tier.')}: saved {a!r}, now {b!r}"
+
+
+def _abstract(tree: Any) -> Any:
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+                        tree)
+
+
+class TrainStateCheckpoints:
+    """Save a run's training state every `every` steps; restore the newest verified one."""
+
+    def __init__(self, out_dir: str | Path, identity: dict[str, Any], every: int) -> None:
+        if every < 0:
+            raise ValueError(f"checkpoint_every: must be >= 0, got {every}")
+        self.dir = Path(out_dir).resolve() / STATE_DIR
+        self.identity = identity
+        self.every = every
+        self._ckpt = None
+
+    @property
+    def checkpointer(self):
+        if self._ckpt is None:
+            from arm_jax.parallel.checkpoint import ShardedCheckpointer
+
+            self._ckpt = ShardedCheckpointer(self.dir, max_to_keep=2)
+        return self._ckpt
+
+    def start_fresh(self) -> bool:
+        """A new run replaces the state of an earlier one in the same directory (as its final
+        checkpoint will); True if there was one."""
+        existed = self.dir.exists()
+        if existed:
+            shutil.rmtree(self.dir)
+        if self.every:
+            self.dir.mkdir(parents=True)
+            (self.dir / "run.json").write_text(json.dumps(self.identity, indent=1))
+        return existed
+
+    def due(self, done: int, steps: int) -> bool:
+        """Whether to save after `done` steps (never after the last: the model is saved then)."""
+        return self.every > 0 and done % self.every == 0 and done < steps
+
+    def save(self, done: int, trainer: Trainer, losses: list[float]) -> None:
+        """Start saving the state after `done` steps; returns once arrays are off the device."""
+        tree = {"params": trainer.params}
+        if trainer.ema_params is not None:
+            tree["ema"] = trainer.ema_params
+        (self.dir / "losses").mkdir(exist_ok=True)
+        (self.dir / "losses" / f"{done}.json").write_text(json.dumps(losses))
+        self.checkpointer.save(done, tree, trainer.opt_state)
+
+    def restore(self, trainer: Trainer) -> tuple[int, list[float], list[str]]:
+        """Load the newest verified state into `trainer` -> (steps done, loss log, refusals of
+        newer, damaged states). ResumeError when there is none or it is another run's."""
+        run_json = self.dir / "run.json"
+        if not run_json.exists():
+            raise ResumeError(f"--resume: no training state under {self.dir} (a run saves "
+                              "one with --checkpoint-every N)")
+        saved = json.loads(run_json.read_text())
+        diff = _first_difference(saved, self.identity)
+        if diff is not None:
+            raise ResumeError(f"--resume: {self.dir} holds another run's state ({diff})")
+        if not (self.dir / "steps").is_dir() or not self.checkpointer.steps():
+            raise ResumeError(f"--resume: {self.dir} has no saved step yet")
+        tree = {"params": trainer.params}
+        if trainer.ema_params is not None:
+            tree["ema"] = trainer.ema_params
+        done, tree, opt_state, refused = self.checkpointer.restore_latest(
+            _abstract(tree), _abstract(trainer.opt_state))
+        trainer.params, trainer.opt_state = tree["params"], opt_state
+        if "ema" in tree:
+            trainer.ema_params = tree["ema"]
+        losses = json.loads((self.dir / "losses" / f"{done}.json").read_text())
+        return done, losses, refused
+
+    def close(self) -> None:
+        """Wait for the last save (its digest is the commit marker)."""
+        if self._ckpt is not None:
+            self._ckpt.close()
+            self._ckpt = None
+
+
+__all__ = ["TrainStateCheckpoints", "ResumeError", "run_identity", "STATE_DIR"]

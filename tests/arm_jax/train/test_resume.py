@@ -1,0 +1,83 @@
+"""An interrupted training run resumes from its saved state and ends bit-identical."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from arm_jax.config import load_tier
+from arm_jax.train import loop
+from arm_jax.train.resume import (STATE_DIR, ResumeError, TrainStateCheckpoints,
+                                   run_identity)
+from arm_jax.train.trainer import Trainer
+
+# 24 training requests in batches of 8: 3 steps an epoch, so the resumed part starts
+# mid-epoch and crosses epochs. Dropout, the masked-action task and the moving average
+# make every step depend on its random key and on more state than the weights.
+SMALL_RUN = ("train.train_requests=24", "train.batch_size=8", "train.eval_requests=16",
+             "train.num_users=40", "train.candidates=4", "train.log_every=2",
+             "model.dropout=0.1", "train.masked_actions=0.2", "train.ema_decay=0.9")
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def run_setup(tiny_overrides):
+    tier = load_tier("small", [*tiny_overrides, *SMALL_RUN])
+    return tier, loop.make_synthetic_data(tier)
+
+
+def _leaves(params):
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(params))]
+
+
+def test_interrupted_run_resumes_bit_exactly(run_setup, tmp_path, monkeypatch):
+    tier, data = run_setup
+    straight = loop.train_model(tier, data, steps=STEPS, out_dir=tmp_path / "straight",
+                                progress=False)
+
+    real_step = Trainer.step
+
+    def crash_at_6(self, i, batch, labels):
+        if i == 6:
+            raise KeyboardInterrupt
+        return real_step(self, i, batch, labels)
+
+    monkeypatch.setattr(Trainer, "step", crash_at_6)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train_model(tier, data, steps=STEPS, out_dir=tmp_path / "run", progress=False,
+                         checkpoint_every=3)
+    monkeypatch.setattr(Trainer, "step", real_step)
+    state = tmp_path / "run" / STATE_DIR
+    assert sorted(p.name for p in (state / "steps").iterdir()) == ["3", "6"]
+
+    resumed = loop.train_model(tier, data, steps=STEPS, out_dir=tmp_path / "run",
+                               progress=False, checkpoint_every=3, resume=True)
+    assert resumed.metrics["resumed_at_step"] == 6
+    assert straight.metrics["resumed_at_step"] is None
+    a, b = _leaves(straight.params), _leaves(resumed.params)    # the moving averages
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert resumed.losses[:3] == straight.losses[:3]           # windows logged before step 6
+    assert resumed.metrics["overall"] == straight.metrics["overall"]
+
+
+def test_resume_refuses_what_it_cannot_continue(run_setup, tmp_path, tiny_overrides):
+    tier, data = run_setup
+    with pytest.raises(ResumeError, match="no training state under .*--checkpoint-every"):
+        loop.train_model(tier, data, steps=STEPS, out_dir=tmp_path / "none", progress=False,
+                         resume=True)
+    with pytest.raises(ValueError, match="need an output directory"):
+        loop.train_model(tier, data, steps=4, progress=False, resume=True)
+    # the checks run before anything is restored: no trainer needed to reach them
+    TrainStateCheckpoints(tmp_path, run_identity("ranker", tier, 4), every=2).start_fresh()
+    with pytest.raises(ResumeError, match="has no saved step yet"):
+        TrainStateCheckpoints(tmp_path, run_identity("ranker", tier, 4), every=2).restore(None)
+    other = load_tier("small", [*tiny_overrides, *SMALL_RUN, "train.learning_rate=0.01"])
+    for identity, words in [
+            (run_identity("ranker", other, 4), r"train.learning_rate: saved [0-9.]+, now 0.01"),
+            (run_identity("ranker", tier, 6), r"steps: saved 4, now 6"),
+            (run_identity("logreg", tier, 4), r"kind: saved 'ranker', now 'logreg'")]:
+        with pytest.raises(ResumeError, match=rf"holds another run's state \({words}\)"):
+            TrainStateCheckpoints(tmp_path, identity, every=2).restore(None)
+    with pytest.raises(ValueError, match="checkpoint_every: must be >= 0"):
+        TrainStateCheckpoints(tmp_path, run_identity("ranker", tier, 4), every=-1)
