@@ -1,4 +1,5 @@
-"""`arm-jax train --checkpoint-every / --resume`: bad use is one line and a non-zero exit."""
+"""`arm-jax train`: bad use (of --checkpoint-every / --resume, a batch larger than the data)
+is one line and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ SMALL_DATA = ("train.train_requests=16", "train.eval_requests=8", "train.num_use
               "train.batch_size=8")
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--resume"], "--resume: no training state under"),
-    (["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0, got -1"),
+@pytest.mark.parametrize("flags, extra, words", [
+    (["--resume"], [], "--resume: no training state under"),
+    (["--checkpoint-every", "-1"], [], "--checkpoint-every must be >= 0, got -1"),
+    # more than one epoch in a batch used to loop forever waiting for a first batch
+    ([], ["train.batch_size=32"], "train.batch_size=32: more than the 16 training requests"),
 ])
-def test_bad_resume_use_is_one_line(tiny_overrides, tmp_path, capsys, flags, words):
+def test_bad_train_use_is_one_line(tiny_overrides, tmp_path, capsys, flags, extra, words):
     out = tmp_path / "run"
     rc = main(["train", "--tier", "small", "--out", str(out), "--no-progress", *flags,
-               *tiny_overrides, *SMALL_DATA])
+               *tiny_overrides, *SMALL_DATA, *extra])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("arm-jax: error: ") and words in err, err
     assert "\n" not in err and not (out / "params").exists()
