@@ -14,7 +14,7 @@ SMALL_DATA = ("train.train_requests=16", "train.eval_requests=8", "train.num_use
 @pytest.mark.parametrize("flags, extra, words", [
     (["--resume"], [], "--resume: no training state under"),
     (["--checkpoint-every", "-1"], [], "--checkpoint-every must be >= 0, got -1"),
-    # more than one epoch in a batch used to loop forever waiting for a first batch
+    # a batch larger than the training set used to wait forever for its first batch
     ([], ["train.batch_size=32"], "train.batch_size=32: more than the 16 training requests"),
 ])
 def test_bad_train_use_is_one_line(tiny_overrides, tmp_path, capsys, flags, extra, words):
