@@ -45,6 +45,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     tier = load_tier(args.tier, args.overrides)
     from arm_jax.train.loop import make_synthetic_data, train_model
+    from arm_jax.train.resume import STATE_DIR
 
     out = Path(args.out or f"runs/{tier.name}")
     data = make_synthetic_data(tier)
@@ -55,10 +56,12 @@ def _train(args: argparse.Namespace) -> int:
             small = load_tier("small", [o for o in args.overrides if o.startswith(("train.", "features."))])
             runs.append(("ranker", small, out.parent / f"{out.name}-small"))
     rows = []
-    for kind, t, d in runs:
+    for i, (kind, t, d) in enumerate(runs):
+        # --resume is for the main run; a baseline the interruption never reached starts
+        resume = args.resume and (i == 0 or (d / STATE_DIR / "run.json").exists())
         res = train_model(t, data, kind=kind, steps=args.steps, out_dir=d,
                           progress=not args.no_progress,
-                          checkpoint_every=args.checkpoint_every, resume=args.resume)
+                          checkpoint_every=args.checkpoint_every, resume=resume)
         rows.append(_row(f"{kind}:{t.name}" if kind == "ranker" else "logistic-regression",
                          res.metrics, d))
     print(_table(rows, data))

@@ -24,3 +24,16 @@ def test_bad_train_use_is_one_line(tiny_overrides, tmp_path, capsys, flags, extr
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("arm-jax: error: ") and words in err, err
     assert "\n" not in err and not (out / "params").exists()
+
+
+def test_resume_with_baselines_starts_the_ones_never_reached(tiny_overrides, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["train", "--tier", "small", "--out", str(out), "--no-progress", "--steps", "2",
+              "--checkpoint-every", "1"]
+    assert main([*common, *tiny_overrides, *SMALL_DATA]) == 0      # saved after step 1
+    capsys.readouterr()
+    assert main([*common, "--baselines", "--resume", *tiny_overrides, *SMALL_DATA]) == 0
+    err = capsys.readouterr().err
+    assert "resuming ranker:small after step 1 of 2" in err, err
+    assert "resuming logreg" not in err                             # it had no state: fresh
+    assert (tmp_path / "run-logreg" / "params").is_dir()
