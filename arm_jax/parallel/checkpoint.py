@@ -81,6 +81,14 @@ class ShardedCheckpointer:
         """Block until the pending save is on disk and its digest written."""
         self._finalize()
 
+    def poll(self) -> bool:
+        """Commit the pending save (write its digest) if orbax has finished writing it,
+        without blocking; True once nothing is pending. A training loop calls this every
+        step so that a crash (no `close`) loses at most the save still being written."""
+        if self._pending is not None and not self.manager.is_saving_in_progress():
+            self._finalize()
+        return self._pending is None
+
     def close(self) -> None:
         self._finalize()
         self.manager.close()

@@ -109,8 +109,11 @@ def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
             if trainer.logs_at(i):
                 losses.append(trainer.mean_loss())
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
-            if state is not None and state.due(i + 1, steps):
-                state.save(i + 1, trainer, losses)
+            if state is not None:
+                if state.due(i + 1, steps):
+                    state.save(i + 1, trainer, losses)
+                else:
+                    state.poll()
     finally:
         if state is not None:
             state.close()         # an interrupted run still commits its last save

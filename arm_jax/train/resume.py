@@ -119,6 +119,12 @@ class TrainStateCheckpoints:
         losses = json.loads((self.dir / "losses" / f"{done}.json").read_text())
         return done, losses, refused
 
+    def poll(self) -> None:
+        """Commit a finished background save now (cheap; call every step), so a crash
+        that skips `close` still leaves the newest completed state restorable."""
+        if self._ckpt is not None:
+            self._ckpt.poll()
+
     def close(self) -> None:
         """Wait for the last save (its digest is the commit marker)."""
         if self._ckpt is not None:
