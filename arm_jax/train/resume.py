@@ -47,6 +47,14 @@ def _first_difference(a: Any, b: Any, path: str = "") -> str | None:
     return None if a == b else f"{path.removeprefix('tier.')}: saved {a!r}, now {b!r}"
 
 
+def _state_tree(trainer: Trainer) -> dict[str, Any]:
+    """The weights a checkpoint holds: the params and, when on, their moving average."""
+    tree = {"params": trainer.params}
+    if trainer.ema_params is not None:
+        tree["ema"] = trainer.ema_params
+    return tree
+
+
 def _abstract(tree: Any) -> Any:
     return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
                         tree)
@@ -88,12 +96,9 @@ class TrainStateCheckpoints:
 
     def save(self, done: int, trainer: Trainer, losses: list[float]) -> None:
         """Start saving the state after `done` steps; returns once arrays are off the device."""
-        tree = {"params": trainer.params}
-        if trainer.ema_params is not None:
-            tree["ema"] = trainer.ema_params
         (self.dir / "losses").mkdir(exist_ok=True)
         (self.dir / "losses" / f"{done}.json").write_text(json.dumps(losses))
-        self.checkpointer.save(done, tree, trainer.opt_state)
+        self.checkpointer.save(done, _state_tree(trainer), trainer.opt_state)
 
     def restore(self, trainer: Trainer) -> tuple[int, list[float], list[str]]:
         """Load the newest verified state into `trainer` -> (steps done, loss log, refusals of
@@ -108,11 +113,8 @@ class TrainStateCheckpoints:
             raise ResumeError(f"--resume: {self.dir} holds another run's state ({diff})")
         if not (self.dir / "steps").is_dir() or not self.checkpointer.steps():
             raise ResumeError(f"--resume: {self.dir} has no saved step yet")
-        tree = {"params": trainer.params}
-        if trainer.ema_params is not None:
-            tree["ema"] = trainer.ema_params
         done, tree, opt_state, refused = self.checkpointer.restore_latest(
-            _abstract(tree), _abstract(trainer.opt_state))
+            _abstract(_state_tree(trainer)), _abstract(trainer.opt_state))
         trainer.params, trainer.opt_state = tree["params"], opt_state
         if "ema" in tree:
             trainer.ema_params = tree["ema"]
