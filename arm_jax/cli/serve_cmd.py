@@ -11,6 +11,10 @@ import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from arm_jax.store.base import UserLogStore
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -113,8 +117,7 @@ def _serve(args: argparse.Namespace) -> int:
         from arm_jax.data.catalog import ItemCatalog
 
         catalog = ItemCatalog.load(args.catalog)
-    if args.history_store:
-        _check_history_store(args.history_store)
+    store = _open_history_store(args.history_store) if args.history_store else None
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
         print(f"arm-jax: warning: binding {args.host} without --token", file=sys.stderr)
     if args.fake:
@@ -130,17 +133,22 @@ def _serve(args: argparse.Namespace) -> int:
     from serving.app import create_app
     from serving.server import serve_forever
 
-    app = create_app(executors, settings, catalog=catalog)
+    app = create_app(executors, settings, catalog=catalog, history_store=store)
     side = f"; catalogue of {catalog.num_items} items" if catalog is not None else ""
     print(f"arm-jax: serving {', '.join(executors)} on http://{args.host}:{args.port} "
           f"(policy {settings.policy}{side}; /docs for the API)", file=sys.stderr, flush=True)
-    serve_forever(app, settings)
+    try:
+        serve_forever(app, settings)
+    finally:
+        if store is not None:
+            store.close()
     return 0
 
 
-def _check_history_store(url: str) -> None:
-    """Stop on a store that is not there (a mistyped LMDB path); only warn on an unreachable
-    Redis, an outage the server serves through (degraded) until it comes back."""
+def _open_history_store(url: str) -> UserLogStore:
+    """The store the server reads, opened read-only and checked once here: stop on a store
+    that is not there (a mistyped LMDB path); only warn on an unreachable Redis, an outage
+    the server serves through (degraded) until it comes back."""
     from arm_jax.store import open_store
     from arm_jax.store.base import StoreUnavailable
     from arm_jax.store.redis_store import RedisStore
@@ -160,10 +168,9 @@ def _check_history_store(url: str) -> None:
         print(f"arm-jax: warning: --history-store: {str(e).rstrip('.')}; requests sending "
               "only user_id are served history-free on the cheapest tier until it answers",
               file=sys.stderr)
-        return
-    finally:
-        store.close()
+        return store
     print(f"arm-jax: history store {url}: {what}", file=sys.stderr)
+    return store
 
 
 def _loadgen(args: argparse.Namespace) -> int:

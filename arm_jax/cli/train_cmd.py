@@ -45,7 +45,7 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     tier = load_tier(args.tier, args.overrides)
     from arm_jax.train.loop import make_synthetic_data, train_model
-    from arm_jax.train.resume import STATE_DIR
+    from arm_jax.train.resume import has_saved_state
 
     out = Path(args.out or f"runs/{tier.name}")
     data = make_synthetic_data(tier)
@@ -58,7 +58,7 @@ def _train(args: argparse.Namespace) -> int:
     rows = []
     for i, (kind, t, d) in enumerate(runs):
         # --resume is for the main run; a baseline the interruption never reached starts
-        resume = args.resume and (i == 0 or (d / STATE_DIR / "run.json").exists())
+        resume = args.resume and (i == 0 or has_saved_state(d))
         res = train_model(t, data, kind=kind, steps=args.steps, out_dir=d,
                           progress=not args.no_progress,
                           checkpoint_every=args.checkpoint_every, resume=resume)

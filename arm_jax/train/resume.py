@@ -32,6 +32,11 @@ class ResumeError(CheckpointError):
     """No training state to resume, or it belongs to a different run."""
 
 
+def has_saved_state(out_dir: str | Path) -> bool:
+    """Whether a run saved its training state under `out_dir` (what --resume reads)."""
+    return (Path(out_dir) / STATE_DIR / "run.json").exists()
+
+
 def run_identity(kind: str, tier: TierConfig, steps: int) -> dict[str, Any]:
     """What must match for a saved state to continue this run."""
     return {"kind": kind, "steps": steps, "tier": tier.to_dict()}
@@ -104,7 +109,7 @@ class TrainStateCheckpoints:
         """Load the newest verified state into `trainer` -> (steps done, loss log, refusals of
         newer, damaged states). ResumeError when there is none or it is another run's."""
         run_json = self.dir / "run.json"
-        if not run_json.exists():
+        if not has_saved_state(self.dir.parent):
             raise ResumeError(f"--resume: no training state under {self.dir} (a run saves "
                               "one with --checkpoint-every N)")
         saved = json.loads(run_json.read_text())
@@ -134,4 +139,5 @@ class TrainStateCheckpoints:
             self._ckpt = None
 
 
-__all__ = ["TrainStateCheckpoints", "ResumeError", "run_identity", "STATE_DIR"]
+__all__ = ["TrainStateCheckpoints", "ResumeError", "run_identity", "has_saved_state",
+           "STATE_DIR"]
