@@ -113,9 +113,7 @@ def _read(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     with _open(args.url, write=False) as store:
         users = store.num_users()
-        on_disk = hasattr(store, "disk_bytes")       # LMDB; Redis reports memory
-        size = store.disk_bytes() if on_disk else store.memory_bytes()
-    where = "on disk" if on_disk else "in Redis memory"
+        size, where = store.size()
     print(f"{args.url}: {users} users, {size / 1e6:.2f} MB {where}")
     return 0
 

@@ -151,7 +151,6 @@ def _open_history_store(url: str) -> UserLogStore:
     the server serves through (degraded) until it comes back."""
     from arm_jax.store import open_store
     from arm_jax.store.base import StoreUnavailable
-    from arm_jax.store.redis_store import RedisStore
 
     try:
         store = open_store(url, readonly=True)
@@ -159,11 +158,7 @@ def _open_history_store(url: str) -> UserLogStore:
         raise StoreUnavailable(f"--history-store: {e}; fill one with `arm-jax store load "
                                f"{url} EVENTS.csv`") from None
     try:
-        if isinstance(store, RedisStore):
-            store.ping()
-            what = "reachable"
-        else:
-            what = f"{store.num_users()} users"
+        what = store.check()
     except StoreUnavailable as e:
         print(f"arm-jax: warning: --history-store: {str(e).rstrip('.')}; requests sending "
               "only user_id are served history-free on the cheapest tier until it answers",

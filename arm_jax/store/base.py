@@ -114,6 +114,19 @@ class UserLogStore(abc.ABC):
     def close(self) -> None:
         """Release connections / file handles (idempotent)."""
 
+    @abc.abstractmethod
+    def num_users(self) -> int:
+        """Users with a stored log."""
+
+    @abc.abstractmethod
+    def size(self) -> tuple[int, str]:
+        """(bytes the store occupies, where: "on disk" / "in Redis memory")."""
+
+    def check(self) -> str:
+        """Raise StoreUnavailable unless the store answers; else a few words on it (what a
+        server prints at start-up). Backends override this when counting users is slow."""
+        return f"{self.num_users()} users"
+
     def read(self, user_id: int) -> Events:
         """All of one user's events, oldest first."""
         return self.read_many([user_id])[0]

@@ -152,5 +152,8 @@ class LmdbStore(UserLogStore):
         st = (self.path / "data.mdb").stat()
         return int(min(st.st_size, st.st_blocks * 512))
 
+    def size(self) -> tuple[int, str]:
+        return self.disk_bytes(), "on disk"
+
 
 __all__ = ["LmdbStore", "user_key"]

@@ -111,6 +111,11 @@ class RedisStore(UserLogStore):
         """StoreUnavailable unless the server answers (one round trip)."""
         self._call(lambda: self.client.ping(), "PING")
 
+    def check(self) -> str:
+        """One PING (counting users would SCAN every key)."""
+        self.ping()
+        return "reachable"
+
     def read_many(self, user_ids: Sequence[int]) -> list[Events]:
         if len(user_ids) == 0:
             return []
@@ -132,6 +137,9 @@ class RedisStore(UserLogStore):
                 total += int(self.client.memory_usage(k) or 0)
             return total
         return self._call(run, "MEMORY USAGE")
+
+    def size(self) -> tuple[int, str]:
+        return self.memory_bytes(), "in Redis memory"
 
 
 __all__ = ["RedisStore"]

@@ -41,6 +41,15 @@ def test_batch_reads_match_single_reads(store):
         assert ev.ts.tolist() == store.read_before(u, t, max_len=5).ts.tolist()
 
 
+def test_users_size_and_check(store):
+    assert store.num_users() == 0
+    store.append_many([1, 1, 2, 9], [5, 6, 7, 8], [0, 1, 0, 1], [10, 20, 30, 40])
+    assert store.num_users() == 3
+    size, where = store.size()
+    assert size > 0 and where == ("on disk" if isinstance(store, LmdbStore) else "in Redis memory")
+    assert store.check() == ("3 users" if isinstance(store, LmdbStore) else "reachable")
+
+
 def test_corrupt_and_truncated_values_raise(store):
     store.append(1, [5, 6, 7], [0, 1, 2], [10, 20, 30])
     good = bytes(codec_value(store, 1))
