@@ -224,11 +224,7 @@ class Ranker(nnx.Module):
         if mode not in ("shared", "per_pair"):
             raise ValueError(f"mode must be 'shared' or 'per_pair', got {mode!r}")
         if mode == "shared":
-            if dropout_key is None:
-                return self.score_candidates(self.encode_request(batch), batch)
-            k_req, k_cand = jax.random.split(dropout_key)
-            return self.score_candidates(self.encode_request(batch, dropout_key=k_req), batch,
-                                         dropout_key=k_cand)
+            return self._shared(batch.truncate_history(self.cfg.history_len), dropout_key)[0]
         if dropout_key is not None:
             raise ValueError("dropout_key: dropout is applied in 'shared' mode only (the "
                              "training mode); per_pair is an inference baseline")
@@ -246,11 +242,17 @@ class Ranker(nnx.Module):
         l = batch.hist_item.shape[1]
         valid_bl = jnp.arange(l)[None, :] < batch.hist_len[:, None]
         hide_bl = jax.random.bernoulli(mask_key, rate, valid_bl.shape) & valid_bl
-        k_req, k_cand = (None, None) if dropout_key is None else jax.random.split(dropout_key)
-        state, encoded_bld = self._encode(batch, k_req, hide_action_bl=hide_bl)
-        logits = self.score_candidates(state, batch, dropout_key=k_cand)
+        logits, encoded_bld = self._shared(batch, dropout_key, hide_action_bl=hide_bl)
         return logits, MaskedActions(self.encoder.action_logits(encoded_bld),
                                      batch.hist_action, hide_bl)
+
+    def _shared(self, batch: RequestBatch, dropout_key: jax.Array | None,
+                hide_action_bl: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """Shared mode on a batch already truncated to L -> (logits, encoded history); the
+        dropout key splits between the request half and the candidate half."""
+        k_req, k_cand = (None, None) if dropout_key is None else jax.random.split(dropout_key)
+        state, encoded_bld = self._encode(batch, k_req, hide_action_bl)
+        return self.score_candidates(state, batch, dropout_key=k_cand), encoded_bld
 
     def _per_pair(self, batch: RequestBatch, pair_chunk: int | None) -> jax.Array:
         b, c = batch.cand_sparse.shape[:2]
