@@ -119,8 +119,12 @@ class ShardedCheckpointer:
         return self.root / "steps" / str(step)
 
     def steps(self) -> list[int]:
-        """Steps orbax committed (verified or not), oldest first."""
-        self.manager.reload()
+        """Steps orbax committed (verified or not), oldest first, and the one being saved.
+        Re-reads the directory only when no save is in flight: a reload during an async
+        save loses orbax's record of it, so old steps are never deleted (max_to_keep) and
+        the digests of the kept ones are dropped."""
+        if self._pending is None:
+            self.manager.reload()
         return sorted(self.manager.all_steps())
 
     def verify(self, step: int) -> None:

@@ -104,6 +104,14 @@ class TrainStateCheckpoints:
         (self.dir / "losses").mkdir(exist_ok=True)
         (self.dir / "losses" / f"{done}.json").write_text(json.dumps(losses))
         self.checkpointer.save(done, _state_tree(trainer), trainer.opt_state)
+        self._prune_losses(keep={done})
+
+    def _prune_losses(self, keep: set[int] = frozenset()) -> None:
+        """Drop the loss logs of steps orbax no longer keeps (max_to_keep=2)."""
+        live = {str(s) for s in set(self.checkpointer.steps()) | set(keep)}
+        for f in (self.dir / "losses").glob("*.json"):
+            if f.stem not in live:
+                f.unlink()
 
     def restore(self, trainer: Trainer) -> tuple[int, list[float], list[str]]:
         """Load the newest verified state into `trainer` -> (steps done, loss log, refusals of
@@ -135,6 +143,9 @@ class TrainStateCheckpoints:
     def close(self) -> None:
         """Wait for the last save (its digest is the commit marker)."""
         if self._ckpt is not None:
+            self._ckpt.wait()
+            if (self.dir / "losses").is_dir():
+                self._prune_losses()
             self._ckpt.close()
             self._ckpt = None
 

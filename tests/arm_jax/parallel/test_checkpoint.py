@@ -170,3 +170,15 @@ def test_poll_commits_a_finished_save_without_blocking(tmp_path):
     restored, _ = ShardedCheckpointer(tmp_path).restore(3, abstract_with(abstract, psh))
     assert all(np.array_equal(a, b) for a, b in zip(_host(restored), _host(params)))
     ck.close()
+
+
+def test_listing_steps_during_a_save_keeps_max_to_keep_and_digests(tmp_path):
+    """steps() while a save is in flight (the training loop lists them to prune its own
+    files) must not make orbax forget that save: old steps still go, digests stay."""
+    ck = ShardedCheckpointer(tmp_path, max_to_keep=2)
+    for step in (3, 6, 9):
+        ck.save(step, {"w": jnp.full(4, float(step))})
+        assert step in ck.steps()
+    ck.close()
+    assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["6", "9"]
+    assert sorted(p.name for p in (tmp_path / "digests").iterdir()) == ["6.json", "9.json"]

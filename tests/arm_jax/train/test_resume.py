@@ -11,13 +11,14 @@ from arm_jax.train import loop
 from arm_jax.train.resume import (STATE_DIR, ResumeError, TrainStateCheckpoints,
                                    run_identity)
 
-# 24 training requests in batches of 8: 3 steps an epoch, so the resumed part starts
-# mid-epoch and crosses epochs. Dropout, the masked-action task and the moving average
-# make every step depend on its random key and on more state than the weights.
-SMALL_RUN = ("train.train_requests=24", "train.batch_size=8", "train.eval_requests=16",
+# 40 training requests in batches of 8: 5 steps an epoch; saves after steps 3, 6 and 9 of
+# 11 (two kept), so the resumed part starts at epoch 1's last batch and crosses into
+# epoch 2. Dropout, the masked-action task and the moving average make every step depend
+# on its random key and on more state than the weights.
+SMALL_RUN = ("train.train_requests=40", "train.batch_size=8", "train.eval_requests=16",
              "train.num_users=40", "train.candidates=4", "train.log_every=2",
              "model.dropout=0.1", "train.masked_actions=0.2", "train.ema_decay=0.9")
-STEPS = 8
+STEPS = 11
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +32,9 @@ def _leaves(params):
 
 
 def test_resumed_run_ends_bit_identical(run_setup, tmp_path):
-    """A finished run keeps its last two states (after steps 3 and 6 of 8); resuming it
-    replays steps 6 and 7 from the state after step 6, mid-epoch, and must land on exactly
-    the weights the run itself ended with. (Two trainings, not three: an interrupted run
+    """A finished run keeps its last two states (after steps 6 and 9 of 11; the one after
+    step 3 and its loss log are pruned); resuming it replays steps 9 and 10 from the state
+    after step 9, mid-epoch, and must land on exactly the weights the run itself ended with. (Two trainings, not three: an interrupted run
     leaves the same state; a kill is the README's SIGKILL run, and committing saves
     without close() is test_checkpoint.py's poll test.)"""
     tier, data = run_setup
@@ -41,16 +42,17 @@ def test_resumed_run_ends_bit_identical(run_setup, tmp_path):
     straight = loop.train_model(tier, data, steps=STEPS, out_dir=out, progress=False,
                                 checkpoint_every=3)
     state = out / STATE_DIR
-    assert sorted(p.name for p in (state / "steps").iterdir()) == ["3", "6"]
-    assert sorted(p.name for p in (state / "digests").iterdir()) == ["3.json", "6.json"]
+    assert sorted(p.name for p in (state / "steps").iterdir()) == ["6", "9"]
+    for kept in ("digests", "losses"):
+        assert sorted(p.name for p in (state / kept).iterdir()) == ["6.json", "9.json"]
 
     resumed = loop.train_model(tier, data, steps=STEPS, out_dir=out, progress=False,
                                checkpoint_every=3, resume=True)
-    assert resumed.metrics["resumed_at_step"] == 6
+    assert resumed.metrics["resumed_at_step"] == 9
     assert straight.metrics["resumed_at_step"] is None
     a, b = _leaves(straight.params), _leaves(resumed.params)    # the moving averages
     assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert resumed.losses[:3] == straight.losses[:3]           # windows logged before step 6
+    assert len(straight.losses) == 6 and resumed.losses == straight.losses   # 5 + a last short window
     assert resumed.metrics["overall"] == straight.metrics["overall"]
 
 
