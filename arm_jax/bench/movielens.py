@@ -15,6 +15,7 @@ requests, and 95% intervals from a paired bootstrap over the test requests
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tempfile
 import time
@@ -74,27 +75,52 @@ BOOTSTRAP_SAMPLES = 1000   # redraws of the test requests for AUC intervals (arm
 
 
 def split_validation(train: Examples, frac: float = VAL_FRAC, cap: int = VAL_REQUESTS,
-                     seed: int = 0) -> tuple[Examples, Examples]:
-    """(fit, val): val = up to `cap` requests drawn from the latest `frac` of training time;
-    fit = every earlier request (temporal, like the test split)."""
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, val) request indices into `train`: val = up to `cap` requests drawn from the
+    latest `frac` of training time; fit = every earlier request (temporal, like the test
+    split)."""
     cut = np.quantile(train.ts, 1.0 - frac)
     late = np.flatnonzero(train.ts >= cut)
     rng = np.random.default_rng(seed)
     val_idx = np.sort(rng.choice(late, min(cap, late.size), replace=False))
-    return train.take(np.flatnonzero(train.ts < cut)), train.take(val_idx)
+    return np.flatnonzero(train.ts < cut), val_idx
+
+
+def check_distill_weight(weight: float) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"distill={weight}: must be in [0, 1] (the teacher's share of the "
+                         f"training targets; 0 turns it off)")
+
+
+def distillation_labels(labels: np.ndarray, teacher_probs: np.ndarray, cand_mask: np.ndarray,
+                        weight: float) -> np.ndarray:
+    """Soft training targets (1 - weight) x labels + weight x the teacher's probabilities
+    (knowledge distillation; binary cross-entropy takes them as they are); padded slots 0."""
+    check_distill_weight(weight)
+    if teacher_probs.shape != labels.shape:
+        raise ValueError(f"teacher probabilities {teacher_probs.shape} do not match the "
+                         f"labels {labels.shape}")
+    mixed = (1.0 - weight) * labels + weight * teacher_probs
+    return np.where(cand_mask[..., None], mixed, 0.0).astype(labels.dtype)
 
 
 def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensData,
                        store: UserLogStore, *, steps: int, num_threads: int | None = None,
-                       progress: bool = True) -> tuple[dict[str, Any], np.ndarray, Any]:
+                       progress: bool = True, train_labels: np.ndarray | None = None
+                       ) -> tuple[dict[str, Any], np.ndarray, Any]:
     """Train one model on the earlier training requests (histories joined from `store`),
     keep the parameters with the best validation AUC (checked VAL_CHECKS times, on the
-    latest training requests), and evaluate those on the test requests.
+    latest training requests), and evaluate those on the test requests. `train_labels`
+    ([R, N, T] over `data.train`, e.g. `distillation_labels`) replaces the labels it
+    trains on; validation and test always score against the data's own.
 
     Returns (table row, test probabilities [R, N, T], (graphdef, best params))."""
     tc, f = tier.train, tier.features
     max_len = history_len_for(kind, tier)
-    fit, val = split_validation(data.train, seed=tc.seed)
+    fit_idx, val_idx = split_validation(data.train, seed=tc.seed)
+    targets = data.train if train_labels is None else dataclasses.replace(data.train,
+                                                                          labels=train_labels)
+    fit, val = targets.take(fit_idx), data.train.take(val_idx)
     if len(fit) < tc.batch_size or len(val) == 0:
         raise ValueError(f"train.batch_size={tc.batch_size}: the training split has {len(fit)} "
                          f"requests before validation and {len(val)} for it; need at least "
@@ -259,17 +285,23 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
                         store_url: str | None = None, overrides: Sequence[str] = (),
                         large_history: int = LARGE_HISTORY, large_batch: int = LARGE_BATCH,
                         num_threads: int | None = None, out_json: str | Path | None = None,
-                        bootstrap_samples: int = BOOTSTRAP_SAMPLES,
+                        bootstrap_samples: int = BOOTSTRAP_SAMPLES, distill: float = 0.0,
                         progress: bool = True) -> dict[str, Any]:
     """Load MovieLens, fill the store, train and evaluate every model; print, JSON, PNG.
 
     Every row gets a 95% bootstrap interval of its test AUC, and the JSON `comparison`
     the paired differences of the reference model (large, else the last one) to the others
-    (`bootstrap_samples` redraws of the test requests; 0 turns it off)."""
+    (`bootstrap_samples` redraws of the test requests; 0 turns it off). `distill` > 0
+    trains large on `distillation_labels` with the small tier of the same run (trained
+    before it) as the teacher."""
     unknown = [m for m in models if m not in {n for n, _, _ in MODELS}]
     if unknown:
         raise ValueError(f"models: unknown {unknown}; choose from "
                          f"{', '.join(n for n, _, _ in MODELS)}")
+    check_distill_weight(distill)
+    if distill > 0.0 and not {"small", "large"} <= set(models):
+        raise ValueError(f"distill={distill}: the large tier learns from the small tier "
+                         f"trained in the same run; --models must include small and large")
     steps_by = resolve_steps(models, steps)
     if bootstrap_samples < 0:
         raise ValueError(f"bootstrap_samples={bootstrap_samples}: must be >= 0 (0 turns it off)")
@@ -289,9 +321,19 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
             if name not in models:
                 continue
             tier = bench_tier(name, spec, overrides, large_history, large_batch)
+            soft = None
+            if name == "large" and distill > 0.0:
+                t_tier, _, (t_graphdef, t_params) = trained["small"]
+                teacher = predict(make_predict(t_graphdef), t_params, data.train, store,
+                                  t_tier, history_len_for("ranker", t_tier), num_threads,
+                                  progress, "small on train (teacher)", data.catalog)
+                soft = distillation_labels(data.train.labels, teacher, data.train.cand_mask,
+                                           distill)
             row, probs, model = train_and_evaluate(
                 name, kind, tier, data, store, steps=steps_by[name],
-                num_threads=num_threads, progress=progress)
+                num_threads=num_threads, progress=progress, train_labels=soft)
+            if soft is not None:
+                row.update(distilled_from="small", distill_weight=distill)
             rows.append(row)
             test_probs[name] = probs[..., 0]
             if kind == "ranker":
@@ -308,7 +350,7 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
                                 data.test.cand_mask, bootstrap_samples)
     res = {"bench": "movielens", "data": data.stats, "spec": spec.__dict__,
            "store": store_url.split("://")[0], "load_seconds": round(load_s, 2),
-           "ranker_overrides": [*RANKER_OVERRIDES, *overrides],
+           "ranker_overrides": [*RANKER_OVERRIDES, *overrides], "distill": distill,
            "models": rows, "target": target, "comparison": comparison, "routing": routing,
            "machine": machine_info()}
     print(format_table(res))
@@ -383,6 +425,10 @@ def format_table(res: dict[str, Any]) -> str:
         lines.append(f"(short: {r['requests_short_history']} test requests with <= "
                      f"{SHORT_HISTORY} past ratings; long: {r['requests_long_history']} with >= "
                      f"{LONG_HISTORY})")
+    for r in res.get("models", []):
+        if r.get("distilled_from"):
+            lines.append(f"({r['name']} trained on {1 - r['distill_weight']:g} x labels + "
+                         f"{r['distill_weight']:g} x {r['distilled_from']}'s predictions)")
     lines.extend(format_by_history(res.get("models", [])))
     if res.get("target") is not None:
         lines.append(f"target large > logreg and small on AUC: {res['target']}")

@@ -131,6 +131,7 @@ def run_movielens_seeds(seeds: Sequence[int], data_dir: str | Path | None = None
     print(format_seed_summary(summary))
     shared = [o for o in runs[0]["ranker_overrides"] if not o.startswith("train.seed=")]
     res = {"bench": "movielens-seeds", **summary, "ranker_overrides": shared,
+           "distill": runs[0].get("distill", 0.0),
            "runs": [str(p) for p in per_seed if p is not None],
            "machine": machine_info()}
     if out is not None:

@@ -49,6 +49,10 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     m.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="redraws of the test requests for 95%% AUC intervals and the paired "
                         "large-minus-other differences (0: off)")
+    m.add_argument("--distill", type=float, default=0.0, metavar="W",
+                   help="train large on (1-W) x labels + W x the predictions of the small "
+                        "tier trained before it in the same run (knowledge distillation; "
+                        "needs --models with small and large; default 0: off)")
     m.add_argument("--seeds", type=_seeds_arg, default=None, metavar="N,N,...",
                    help="run the whole bench at each training seed (train.seed) and print "
                         "the mean, spread and paired large-minus-other differences over "
@@ -101,7 +105,8 @@ def _movielens(args: argparse.Namespace) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     kw = dict(steps=args.steps, models=models, store_url=args.store, overrides=args.overrides,
               num_threads=args.threads, out_json=args.out, large_history=args.large_history,
-              large_batch=args.large_batch, bootstrap_samples=args.bootstrap)
+              large_batch=args.large_batch, bootstrap_samples=args.bootstrap,
+              distill=args.distill)
     if args.seeds is not None:
         from arm_jax.bench.movielens_seeds import run_movielens_seeds
 

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from arm_jax.bench.movielens import (HISTORY_BUCKETS, RANKER_OVERRIDES, bench_tier,
-                                     bootstrap_rows, by_history, format_by_history,
-                                     format_table, resolve_steps, run_movielens_bench)
-from arm_jax.data.movielens import MovieLensSpec
+                                     bootstrap_rows, by_history, distillation_labels,
+                                     format_by_history, format_table, resolve_steps,
+                                     run_movielens_bench, train_and_evaluate)
+from arm_jax.data.movielens import MovieLensSpec, load_movielens
+from arm_jax.store.lmdb_store import LmdbStore
 from arm_jax.metrics import auc, within_request_auc
 
 
@@ -22,9 +24,13 @@ def test_movielens_bench_rows_and_routing_table(tmp_path, movielens_dir, moviele
     out = tmp_path / "ml.json"
     res = run_movielens_bench(data, steps={"logreg": 3, "small": 3, "large": 3},
                               overrides=movielens_tiny_model, large_history=48, num_threads=1,
-                              out_json=out, progress=False)
+                              out_json=out, progress=False, distill=0.5)
     saved = json.loads(out.read_text())
     assert [m["name"] for m in saved["models"]] == ["logreg", "small", "large"]
+    # large learned from small's predictions on the training requests (the option's path)
+    assert saved["distill"] == 0.5
+    assert [m.get("distilled_from") for m in saved["models"]] == [None, None, "small"]
+    assert "(large trained on 0.5 x labels + 0.5 x small's predictions)" in format_table(saved)
     for m in saved["models"]:
         assert 0.0 <= m["auc"] <= 1.0 and m["steps"] == 3 and m["best_step"] >= 1
     assert {m["name"]: m["history_len"] for m in saved["models"]}["large"] == 48
@@ -116,6 +122,44 @@ def test_bootstrap_rows_compare_the_reference_with_every_other_model():
     assert bootstrap_rows([dict(r) for r in rows], probs, labels[..., 0], mask, 0) is None
     with pytest.raises(ValueError, match="bootstrap_samples=-1"):
         run_movielens_bench("/nonexistent", bootstrap_samples=-1)
+
+
+def test_distillation_labels_mix_labels_and_teacher():
+    labels = np.array([[[1.0], [0.0], [0.0]]], np.float32)
+    teacher = np.array([[[0.6], [0.2], [0.9]]], np.float32)
+    mask = np.array([[True, True, False]])
+    got = distillation_labels(labels, teacher, mask, 0.25)
+    np.testing.assert_allclose(got[..., 0], [[0.75 + 0.15, 0.05, 0.0]], rtol=1e-6)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(distillation_labels(labels, teacher, mask, 0.0)[0, :2],
+                                  labels[0, :2])
+    with pytest.raises(ValueError, match=r"distill=1.5: must be in \[0, 1\]"):
+        distillation_labels(labels, teacher, mask, 1.5)
+    with pytest.raises(ValueError, match="do not match"):
+        distillation_labels(labels, teacher[:, :2], mask, 0.5)
+    with pytest.raises(ValueError, match="distill=-0.1"):
+        run_movielens_bench("/nonexistent", distill=-0.1)
+    with pytest.raises(ValueError, match="--models must include small and large"):
+        run_movielens_bench("/nonexistent", models=("logreg", "large"), distill=0.5)
+
+
+def test_training_targets_replace_labels_for_training_only(tmp_path, movielens_dir,
+                                                          movielens_tiny_model):
+    """Trained on all-ones targets, logistic regression scores every test candidate higher
+    than trained on the data's labels; validation still scores against the real labels
+    (all-ones validation labels would leave its AUC undefined)."""
+    data = load_movielens(movielens_dir, MovieLensSpec())
+    tier = bench_tier("logreg", MovieLensSpec(), [*movielens_tiny_model, "train.learning_rate=0.1"])
+    with LmdbStore(tmp_path / "logs") as store:
+        data.load_into(store)
+        runs = {name: train_and_evaluate("logreg", "logreg", tier, data, store, steps=20,
+                                         num_threads=1, progress=False, train_labels=labels)
+                for name, labels in (("data", None),
+                                     ("ones", np.ones_like(data.train.labels)))}
+    mask = data.test.cand_mask
+    mean = {k: float(probs[..., 0][mask].mean()) for k, (_, probs, _) in runs.items()}
+    assert mean["ones"] > mean["data"] + 0.05
+    assert 0.0 <= runs["ones"][0]["val_auc"] <= 1.0
 
 
 def test_steps_per_model_and_errors():
