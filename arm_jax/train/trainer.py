@@ -7,6 +7,7 @@ step and the per-step random keys (dropout, history cropping) is the same, and l
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,6 +19,8 @@ from arm_jax.batch import RequestBatch
 from arm_jax.checkpoint import build_model
 from arm_jax.config import TierConfig
 from arm_jax.train.step import make_optimizer, make_train_step, step_keys
+
+MAX_STEPS_IN_FLIGHT = 2
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Trainer:
     ema_params: Any = None
     _loss_sum: Any = field(default=0.0, repr=False)     # on device: no sync per step
     _loss_steps: int = field(default=0, repr=False)
+    _in_flight: collections.deque = field(default_factory=collections.deque, repr=False)
 
     @classmethod
     def create(cls, kind: str, tier: TierConfig, steps: int) -> "Trainer":
@@ -66,12 +70,21 @@ class Trainer:
 
     def step(self, i: int, batch: RequestBatch, labels: Any) -> jax.Array:
         """Train step `i` on one batch, one dispatch (params, optimiser state and the moving
-        average are donated); the loss."""
+        average are donated); the loss.
+
+        Returns once at most MAX_STEPS_IN_FLIGHT steps are dispatched and unfinished: the
+        next batch is still prepared while one computes, but a progress bar counts steps
+        done, not steps queued (unbounded, jax queued ~16 steps ahead here, so a bar raced
+        ahead and then stalled at every loss read), and queued batches do not pile up in
+        memory."""
         self.params, self.opt_state, self.ema_params, loss = self.train_step(
             self.params, self.opt_state, self.ema_params, batch, labels, i,
             self.step_key(i))
         self._loss_sum = self._loss_sum + loss
         self._loss_steps += 1
+        self._in_flight.append(loss)
+        while len(self._in_flight) > MAX_STEPS_IN_FLIGHT:
+            self._in_flight.popleft().block_until_ready()
         return loss
 
     def logs_at(self, i: int) -> bool:

@@ -6,7 +6,7 @@ import pytest
 
 from arm_jax.config import load_tier
 from arm_jax.data.random_batch import random_batch
-from arm_jax.train.trainer import Trainer
+from arm_jax.train.trainer import MAX_STEPS_IN_FLIGHT, Trainer
 
 
 def test_step_updates_params_and_dropout_is_for_rankers_only(tiny_overrides):
@@ -37,6 +37,28 @@ def test_mean_loss_averages_the_steps_since_the_last_call(tiny_overrides):
     second = [float(trainer.step(i, batch, labels)) for i in range(3, 5)]
     assert second != first[:2]   # the window restarted: only these two steps count
     assert trainer.mean_loss() == pytest.approx(np.mean(second), rel=1e-6)
+
+
+def test_step_returns_with_at_most_two_steps_unfinished():
+    """A progress bar counts finished steps: `step` waits for the loss of the step two
+    before it (jax would otherwise queue ~16 steps ahead), each loss waited for once."""
+    waited = []
+
+    class Loss(float):
+        def block_until_ready(self):
+            waited.append(int(self))
+            return self
+
+    def fake_step(params, opt_state, ema, batch, labels, i, key):
+        return params, opt_state, ema, Loss(i)
+
+    trainer = Trainer(graphdef=None, params=0, opt_state=0, train_step=fake_step,
+                      step_key=lambda i: None, steps=10, log_every=5)
+    assert MAX_STEPS_IN_FLIGHT == 2
+    for i in range(6):
+        trainer.step(i, None, None)
+        assert waited == list(range(max(0, i - 1)))
+    assert trainer.mean_loss() == pytest.approx(np.mean(range(6)))
 
 
 def test_logs_at_every_log_every_steps_and_the_last(tiny_overrides):
