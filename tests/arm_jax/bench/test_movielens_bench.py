@@ -14,8 +14,8 @@ from arm_jax.bench.movielens import (HISTORY_BUCKETS, RANKER_OVERRIDES, bench_ti
                                      format_by_history, format_table, resolve_steps,
                                      run_movielens_bench, train_and_evaluate)
 from arm_jax.data.movielens import MovieLensSpec, load_movielens
-from arm_jax.store.lmdb_store import LmdbStore
 from arm_jax.metrics import auc, within_request_auc
+from arm_jax.store.lmdb_store import LmdbStore
 
 
 @pytest.mark.slow

@@ -34,9 +34,10 @@ def _leaves(params):
 def test_resumed_run_ends_bit_identical(run_setup, tmp_path):
     """A finished run keeps its last two states (after steps 6 and 9 of 11; the one after
     step 3 and its loss log are pruned); resuming it replays steps 9 and 10 from the state
-    after step 9, mid-epoch, and must land on exactly the weights the run itself ended with. (Two trainings, not three: an interrupted run
-    leaves the same state; a kill is the README's SIGKILL run, and committing saves
-    without close() is test_checkpoint.py's poll test.)"""
+    after step 9, mid-epoch, and must land on exactly the weights the run itself ended
+    with. (Two trainings, not three: an interrupted run leaves the same state; a kill is
+    the README's SIGKILL run, and committing saves without close() is test_checkpoint.py's
+    poll test.)"""
     tier, data = run_setup
     out = tmp_path / "run"
     straight = loop.train_model(tier, data, steps=STEPS, out_dir=out, progress=False,
@@ -52,7 +53,8 @@ def test_resumed_run_ends_bit_identical(run_setup, tmp_path):
     assert straight.metrics["resumed_at_step"] is None
     a, b = _leaves(straight.params), _leaves(resumed.params)    # the moving averages
     assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert len(straight.losses) == 6 and resumed.losses == straight.losses   # 5 + a last short window
+    # the loss log: a window every 2 steps and the last, short one; restored, then extended
+    assert len(straight.losses) == 6 and resumed.losses == straight.losses
     assert resumed.metrics["overall"] == straight.metrics["overall"]
 
 
