@@ -11,8 +11,8 @@ import pytest
 
 from arm_jax.bench.movielens import (HISTORY_BUCKETS, RANKER_OVERRIDES, bench_tier,
                                      bootstrap_rows, by_history, distillation_labels,
-                                     format_by_history, format_table, resolve_steps,
-                                     run_movielens_bench, train_and_evaluate)
+                                     resolve_steps, run_movielens_bench, train_and_evaluate)
+from arm_jax.bench.movielens_report import format_by_history, format_table
 from arm_jax.data.movielens import MovieLensSpec, load_movielens
 from arm_jax.metrics import auc, within_request_auc
 from arm_jax.store.lmdb_store import LmdbStore
