@@ -104,11 +104,12 @@ class TrainStateCheckpoints:
         (self.dir / "losses").mkdir(exist_ok=True)
         (self.dir / "losses" / f"{done}.json").write_text(json.dumps(losses))
         self.checkpointer.save(done, _state_tree(trainer), trainer.opt_state)
-        self._prune_losses(keep={done})
+        self._prune_losses()
 
-    def _prune_losses(self, keep: set[int] = frozenset()) -> None:
-        """Drop the loss logs of steps orbax no longer keeps (max_to_keep=2)."""
-        live = {str(s) for s in set(self.checkpointer.steps()) | set(keep)}
+    def _prune_losses(self) -> None:
+        """Drop the loss logs of steps orbax no longer keeps (max_to_keep=2); `steps()`
+        lists the save in flight too."""
+        live = {str(s) for s in self.checkpointer.steps()}
         for f in (self.dir / "losses").glob("*.json"):
             if f.stem not in live:
                 f.unlink()
