@@ -18,6 +18,10 @@ from arm_jax.ports import free_port
 from arm_jax.store.base import StoreUnavailable
 
 
+class _PortTaken(Exception):
+    """redis-server exited because its port was bound meanwhile."""
+
+
 def find_redis_server() -> str | None:
     """Path of the redis-server binary, or None (install: `bash scripts/setup.sh --test`)."""
     return shutil.which("redis-server") or (
@@ -34,6 +38,7 @@ class RedisServer:
             raise StoreUnavailable("redis-server not found (install it: "
                                    "`bash scripts/setup.sh --test` or apt-get install redis-server)")
         self.port = port or free_port()
+        self._port_attempts = 1 if port else 3
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
@@ -43,16 +48,36 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
+        """Start and wait for PING. A free port can be taken by another process between
+        `free_port()` and the bind (parallel test workers): then, unless the port was given,
+        retry on a fresh one."""
+        for attempt in range(self._port_attempts):
+            try:
+                return self._start_once()
+            except _PortTaken:
+                if attempt + 1 == self._port_attempts:
+                    raise StoreUnavailable(f"redis-server could not bind a free port in "
+                                           f"{self._port_attempts} attempts") from None
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> "RedisServer":
         self._tmp = tempfile.TemporaryDirectory(prefix="armjax-redis-")
+        log = Path(self._tmp.name) / "redis.log"
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", self._tmp.name,
-                "--protected-mode", "yes", "--loglevel", "warning"]
+                "--protected-mode", "yes", "--loglevel", "warning", "--logfile", str(log)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = (self.proc.stderr.read() if self.proc.stderr else b"").decode()[-300:]
-                raise StoreUnavailable(f"redis-server exited with {self.proc.returncode}: {err}")
+                err = (self.proc.stderr.read() if self.proc.stderr else b"").decode()
+                err = ((log.read_text(errors="replace") if log.exists() else "") + err)[-300:]
+                code = self.proc.returncode
+                self.stop()
+                if "in use" in err and self._port_attempts > 1:
+                    raise _PortTaken(err)
+                raise StoreUnavailable(f"redis-server exited with {code}: {err}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
