@@ -118,31 +118,35 @@ def _serve(args: argparse.Namespace) -> int:
 
         catalog = ItemCatalog.load(args.catalog)
     store = _open_history_store(args.history_store) if args.history_store else None
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
-        print(f"arm-jax: warning: binding {args.host} without --token", file=sys.stderr)
-    if args.fake:
-        from arm_jax.config import load_tier
-        from serving.executor import FakeExecutor
+    try:   # the store is closed also when a tier fails to load
+        if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
+            print(f"arm-jax: warning: binding {args.host} without --token", file=sys.stderr)
+        executors = _load_executors(args)
+        from serving.app import create_app
+        from serving.server import serve_forever
 
-        executors = {n: FakeExecutor(load_tier(n, args.overrides), delay_ms=args.fake_delay_ms)
-                     for n in args.fake.split(",") if n}
-    else:
-        from serving.executor import load_artifact_executors
-
-        executors = load_artifact_executors(args.artifacts)
-    from serving.app import create_app
-    from serving.server import serve_forever
-
-    app = create_app(executors, settings, catalog=catalog, history_store=store)
-    side = f"; catalogue of {catalog.num_items} items" if catalog is not None else ""
-    print(f"arm-jax: serving {', '.join(executors)} on http://{args.host}:{args.port} "
-          f"(policy {settings.policy}{side}; /docs for the API)", file=sys.stderr, flush=True)
-    try:
+        app = create_app(executors, settings, catalog=catalog, history_store=store)
+        side = f"; catalogue of {catalog.num_items} items" if catalog is not None else ""
+        print(f"arm-jax: serving {', '.join(executors)} on http://{args.host}:{args.port} "
+              f"(policy {settings.policy}{side}; /docs for the API)", file=sys.stderr, flush=True)
         serve_forever(app, settings)
     finally:
         if store is not None:
             store.close()
     return 0
+
+
+def _load_executors(args: argparse.Namespace) -> dict:
+    """The tiers to serve: AOT artifacts, or `--fake` executors (no model code)."""
+    if args.fake:
+        from arm_jax.config import load_tier
+        from serving.executor import FakeExecutor
+
+        return {n: FakeExecutor(load_tier(n, args.overrides), delay_ms=args.fake_delay_ms)
+                for n in args.fake.split(",") if n}
+    from serving.executor import load_artifact_executors
+
+    return load_artifact_executors(args.artifacts)
 
 
 def _open_history_store(url: str) -> UserLogStore:

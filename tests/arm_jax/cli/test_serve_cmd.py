@@ -89,3 +89,20 @@ def test_unreachable_redis_history_store_only_warns(tiny_overrides, capsys, monk
     err = capsys.readouterr().err
     assert rc == 0 and served["settings"].history_store == url   # an outage: serve degraded
     assert "arm-jax: warning: --history-store: " in err and "PING" in err, err
+
+
+def test_store_is_closed_when_the_tiers_fail_to_load(tmp_path, capsys, monkeypatch):
+    import arm_jax.cli.serve_cmd as serve_cmd
+    from arm_jax.store.lmdb_store import LmdbStore
+
+    with LmdbStore(tmp_path / "logs", map_size=1 << 24) as s:
+        s.append_many([1], [5], [0], [10])
+    opened = []
+    real_open = serve_cmd._open_history_store
+    monkeypatch.setattr(serve_cmd, "_open_history_store",
+                        lambda url: opened.append(real_open(url)) or opened[-1])
+    rc = main(["serve", str(tmp_path / "no-artifacts"), "--history-store",
+               f"lmdb://{tmp_path / 'logs'}"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc != 0 and err.startswith("arm-jax: error: ") and "no-artifacts" in err, err
+    assert len(opened) == 1 and opened[0]._env is None      # closed, not left to the exit
