@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
+import asyncio
 import time
 
 import httpx
@@ -19,23 +19,27 @@ def _slow_fakes(tiny_tiers):
             for i, (n, t) in enumerate(tiny_tiers.items())}
 
 
+async def _burst(url: str, bodies: list[dict]) -> list[tuple[httpx.Response, float]]:
+    """POST every body at once from one pooled client; (response, client-side ms) each."""
+    limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=len(bodies))
+    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+        async def post(body: dict) -> tuple[httpx.Response, float]:
+            t0 = time.monotonic()
+            r = await client.post(url, json=body)
+            return r, (time.monotonic() - t0) * 1e3
+
+        return await asyncio.gather(*(post(b) for b in bodies))
+
+
 def test_overload_degrades_then_sheds(serve, tiny_tiers, payload):
     url = serve(_slow_fakes(tiny_tiers),
                 ServerSettings(policy="fixed:large", deadline_ms=DEADLINE_MS, max_queue=8,
                                batch_window_ms=2.0))
     bodies = [payload(seed=i) for i in range(80)]
 
-    # One pooled client for the burst: building 80 clients (each loads the CA bundle) would
-    # burn client CPU in this process, which hosts the server too, and time that, not it.
-    limits = httpx.Limits(max_connections=len(bodies), max_keepalive_connections=len(bodies))
-    with httpx.Client(timeout=10, limits=limits) as client:
-        def post(body):
-            t0 = time.monotonic()
-            r = client.post(url + "/v1/rank", json=body)
-            return r, (time.monotonic() - t0) * 1e3
-
-        with cf.ThreadPoolExecutor(len(bodies)) as pool:
-            results = list(pool.map(post, bodies))
+    # The burst comes from one asyncio client thread: the server shares this process, and 80
+    # client threads contending for the GIL (or building 80 clients) would time the harness.
+    results = asyncio.run(_burst(url + "/v1/rank", bodies))
     codes = [r.status_code for r, _ in results]
     assert set(codes) <= {200, 503}, codes
     ok = [r.json() for r, _ in results if r.status_code == 200]
@@ -47,8 +51,12 @@ def test_overload_degrades_then_sheds(serve, tiny_tiers, payload):
     for r in shed:
         assert int(r.headers["retry-after"]) >= 1
         assert r.json()["error"]["reason"] in ("overload", "queue_full", "deadline")
-    # Admitted requests finish near their budget (estimates are estimates: 50% slack).
-    assert max(o["timings"]["total_ms"] for o in ok) <= DEADLINE_MS * 1.5
+    # Admitted requests are started only if they can finish near their budget (estimates are
+    # estimates: 50% slack). Judged on the batcher's own clock, queue wait + compute: the
+    # handler's total_ms also holds this process's event-loop scheduling, which CPU
+    # starvation by a parallel test worker can stretch past anything the server controls.
+    assert max(o["timings"]["queue_ms"] + o["timings"]["compute_ms"] for o in ok) <= (
+        DEADLINE_MS * 1.5), [o["timings"] for o in ok]
     # Nobody hung: every client call came back well within deadline + grace.
     assert max(ms for _, ms in results) < DEADLINE_MS + 3000
     text = httpx.get(url + "/metrics", timeout=10).text
