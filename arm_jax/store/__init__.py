@@ -9,6 +9,8 @@ from __future__ import annotations
 from arm_jax.store.base import (CorruptValue, Events, InvalidEvents, StoreError,
                                 StoreUnavailable, UserLogStore)
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
 
 def open_store(url: str, *, readonly: bool = False, **kwargs: object) -> UserLogStore:
     """A store from a URL: `redis://...` -> RedisStore; `lmdb://PATH` or PATH -> LmdbStore.
@@ -16,10 +18,14 @@ def open_store(url: str, *, readonly: bool = False, **kwargs: object) -> UserLog
     `readonly` opens LMDB without creating a store where there is none (StoreUnavailable
     instead); a Redis connection creates nothing by reading, so it ignores the flag.
     """
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(_REDIS_SCHEMES):
         from arm_jax.store.redis_store import RedisStore
 
         return RedisStore(url, **kwargs)  # type: ignore[arg-type]
+    scheme = url.partition("://")[0] if "://" in url else None
+    if scheme is not None and scheme != "lmdb":   # a typo must not become a directory
+        raise StoreUnavailable(f"store URL {url!r}: unknown scheme {scheme!r}; use lmdb://PATH, "
+                               f"a plain path, or {', '.join(s + '...' for s in _REDIS_SCHEMES)}")
     from arm_jax.store.lmdb_store import LmdbStore
 
     path = url[len("lmdb://"):] if url.startswith("lmdb://") else url

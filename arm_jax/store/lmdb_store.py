@@ -67,11 +67,13 @@ class LmdbStore(UserLogStore):
                         "read-only store before opening it for writing")
                 if entry is None:
                     try:
+                        if not self.readonly:   # a new store may be nested: mkdir -p
+                            self.path.parent.mkdir(parents=True, exist_ok=True)
                         env = lmdb.open(str(self.path), map_size=self.map_size,
                                         readonly=self.readonly, max_readers=self.max_readers,
                                         subdir=True, create=not self.readonly, lock=True,
                                         max_spare_txns=8)
-                    except lmdb.Error as e:
+                    except (lmdb.Error, OSError) as e:
                         raise StoreUnavailable(
                             f"{self.url}: cannot open LMDB store: {e}") from None
                     entry = _ENVS[key] = [env, 0, self.readonly]

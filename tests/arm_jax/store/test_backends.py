@@ -117,6 +117,15 @@ def test_open_store_dispatch(tmp_path, redis_url):
     assert isinstance(open_store(redis_url), RedisStore)
 
 
+@pytest.mark.parametrize("url", ["foo://x", "lmbd:///data/logs"])
+def test_open_store_names_an_unknown_scheme_and_creates_nothing(tmp_path, monkeypatch, url):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreUnavailable, match="unknown scheme") as e:
+        open_store(url)
+    assert url in str(e.value)
+    assert not any(tmp_path.iterdir())
+
+
 def test_unreachable_redis_is_a_typed_error():
     from arm_jax.ports import free_port
 
@@ -128,6 +137,16 @@ def test_unreachable_redis_is_a_typed_error():
 def test_missing_readonly_lmdb_is_unavailable(tmp_path):
     with pytest.raises(StoreUnavailable, match="data.mdb"):
         LmdbStore(tmp_path / "nope", readonly=True)
+
+
+def test_new_lmdb_store_creates_its_parents_and_an_impossible_path_is_typed(tmp_path):
+    with LmdbStore(tmp_path / "a" / "b" / "logs", map_size=1 << 24) as s:
+        s.append(1, [5], [0], [10])
+    assert (tmp_path / "a" / "b" / "logs" / "data.mdb").exists()
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StoreUnavailable, match="cannot open LMDB store") as e:
+        LmdbStore(tmp_path / "file" / "logs")
+    assert str(tmp_path / "file" / "logs") in str(e.value)
 
 
 def test_readonly_lmdb_reads_and_refuses_writes(tmp_path):
