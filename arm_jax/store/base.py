@@ -55,10 +55,12 @@ class Events:
 
 
 def check_events(item: object, action: object, ts: object) -> tuple[np.ndarray, ...]:
-    """Validate append input once: equal 1-d lengths, ids in [0, 2^31), action in [0, 255]."""
+    """Validate append input once: equal 1-d lengths, ids in [0, 2^31), action in [0, 255].
+    Scalars are one event (`store.append(42, item, action, ts)`)."""
     arrays = []
     for name, value in (("item", item), ("action", action), ("ts", ts)):
         arr = np.asarray(value)
+        arr = arr.reshape(1) if arr.ndim == 0 else arr
         if arr.ndim != 1:
             raise InvalidEvents(f"{name}: expected a 1-d array, got shape {arr.shape}")
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
@@ -100,7 +102,7 @@ class UserLogStore(abc.ABC):
 
     @abc.abstractmethod
     def append(self, user_id: int, item: object, action: object, ts: object) -> None:
-        """Append events for one user."""
+        """Append events for one user: equal-length arrays, or scalars for one event."""
 
     @abc.abstractmethod
     def append_many(self, user_id: object, item: object, action: object, ts: object) -> int:

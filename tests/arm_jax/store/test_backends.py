@@ -15,8 +15,8 @@ from arm_jax.store.redis_store import RedisStore
 
 def test_append_and_read_before(store):
     store.append(7, [10, 11, 12], [0, 1, 2], [100, 200, 300])
-    store.append(7, [13], [3], [250])              # out of order: reads sort by time
-    ev = store.read(7)
+    store.append(7, 13, 3, 250)                    # one event as scalars; out of order:
+    ev = store.read(7)                             # reads sort by time
     assert ev.ts.tolist() == [100, 200, 250, 300] and ev.item.tolist() == [10, 11, 13, 12]
     cut = store.read_before(7, 250)                # strictly before
     assert cut.ts.tolist() == [100, 200] and cut.action.tolist() == [0, 1]

@@ -66,6 +66,8 @@ def test_damage_is_detected(damage):
     ([1], [0], [-5], "ts"),
     ([1.5], [0], [1], "integers"),
     ([1, 2], [0, 0], [0, 2**33], "span"),
+    ([[1, 2]], [0, 0], [1, 2], "item: expected a 1-d array"),
+    (1, [0, 0], [1, 2], "lengths differ"),
 ])
 def test_bad_events_rejected(item, action, ts, msg):
     with pytest.raises(InvalidEvents, match=msg):
