@@ -141,11 +141,11 @@ def joined_batches(examples: Examples, store: UserLogStore, features: FeaturesCo
                    prefetch: int = 8, progress: bool = False, desc: str = "join",
                    catalog: ItemCatalog | None = None) -> Iterator[Any]:
     """Iterate `joined_dataset` with a tqdm progress bar (when `progress`)."""
-    n = len(examples)
-    total = n // batch_size if drop_remainder else -(-n // batch_size)
     ds = joined_dataset(examples, store, features, batch_size=batch_size, max_len=max_len,
                         shuffle=shuffle, seed=seed, drop_remainder=drop_remainder,
                         num_threads=num_threads, prefetch=prefetch, catalog=catalog)
+    n = len(examples)   # after joined_dataset has checked batch_size
+    total = n // batch_size if drop_remainder else -(-n // batch_size)
     yield from tqdm(ds, total=total, disable=not progress, desc=desc, unit="batch")
 
 

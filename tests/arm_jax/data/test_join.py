@@ -100,6 +100,9 @@ def test_shuffle_and_drop_remainder(world, tmp_path):
     assert not np.array_equal(users, ex.req_sparse[: len(users)])   # shuffled
     with pytest.raises(ValueError, match="max_history"):
         list(joined_batches(ex, s, tier.features, batch_size=8, max_len=65))
+    for bad in ({"batch_size": 0, "max_len": 4}, {"batch_size": 8, "max_len": 0}):
+        with pytest.raises(ValueError, match=r"batch_size=\d+ and max_len=\d+ must be >= 1"):
+            list(joined_batches(ex, s, tier.features, **bad))
     s.close()
 
 
