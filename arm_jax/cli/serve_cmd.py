@@ -154,10 +154,12 @@ def _open_history_store(url: str) -> UserLogStore:
     that is not there (a mistyped LMDB path); only warn on an unreachable Redis, an outage
     the server serves through (degraded) until it comes back."""
     from arm_jax.store import open_store
-    from arm_jax.store.base import StoreUnavailable
+    from arm_jax.store.base import InvalidStoreUrl, StoreUnavailable
 
     try:
         store = open_store(url, readonly=True)
+    except InvalidStoreUrl as e:
+        raise InvalidStoreUrl(f"--history-store: {e}") from None
     except StoreUnavailable as e:
         raise StoreUnavailable(f"--history-store: {e}; fill one with `arm-jax store load "
                                f"{url} EVENTS.csv`") from None

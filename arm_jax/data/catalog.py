@@ -63,7 +63,9 @@ class ItemCatalog:
                                f"features.history_side_fields is {list(fields)}")
 
     def save(self, path: str | Path) -> Path:
+        """Write the catalogue as .npz (parent directories created); returns the file written."""
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, side=self.side, fields=np.asarray(self.fields, np.int32))
         return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from arm_jax.store.base import (CorruptValue, Events, InvalidEvents, StoreError,
-                                StoreUnavailable, UserLogStore)
+from arm_jax.store.base import (CorruptValue, Events, InvalidEvents, InvalidStoreUrl,
+                                StoreError, StoreUnavailable, UserLogStore)
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -24,15 +24,15 @@ def open_store(url: str, *, readonly: bool = False, **kwargs: object) -> UserLog
         return RedisStore(url, **kwargs)  # type: ignore[arg-type]
     scheme = url.partition("://")[0] if "://" in url else None
     if scheme is not None and scheme != "lmdb":   # a typo must not become a directory
-        raise StoreUnavailable(f"store URL {url!r}: unknown scheme {scheme!r}; use lmdb://PATH, "
-                               f"a plain path, or {', '.join(s + '...' for s in _REDIS_SCHEMES)}")
+        raise InvalidStoreUrl(f"store URL {url!r}: unknown scheme {scheme!r}; use lmdb://PATH, "
+                              f"a plain path, or {', '.join(s + '...' for s in _REDIS_SCHEMES)}")
     from arm_jax.store.lmdb_store import LmdbStore
 
     path = url[len("lmdb://"):] if url.startswith("lmdb://") else url
     if not path:
-        raise StoreUnavailable(f"store URL {url!r} names no path")
+        raise InvalidStoreUrl(f"store URL {url!r} names no path")
     return LmdbStore(path, readonly=readonly, **kwargs)  # type: ignore[arg-type]
 
 
 __all__ = ["open_store", "UserLogStore", "Events", "StoreError", "StoreUnavailable",
-           "CorruptValue", "InvalidEvents"]
+           "CorruptValue", "InvalidEvents", "InvalidStoreUrl"]

@@ -24,6 +24,10 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached or opened (server down, timeout, missing directory)."""
 
 
+class InvalidStoreUrl(StoreUnavailable, ValueError):
+    """The store URL itself is wrong (unknown scheme, no path): no store is ever behind it."""
+
+
 class CorruptValue(StoreError):
     """A stored value fails its integrity checks (bad magic/version, truncated, crc mismatch)."""
 

@@ -87,7 +87,7 @@ def test_catalog_command_writes_what_serve_loads(tmp_path, capsys):
 
     items = tmp_path / "items.csv"
     items.write_text("item,advertiser,topic\n2,7,3\n0,5,1\n")
-    out = tmp_path / "catalog.npz"
+    out = tmp_path / "new" / "dir" / "catalog.npz"       # parents are created
     assert main(["store", "catalog", str(items), "--fields", "1,2", "--out", str(out)]) == 0
     assert "3 item rows (2 with known side ids), fields [1, 2]" in capsys.readouterr().out
     cat = ItemCatalog.load(out)

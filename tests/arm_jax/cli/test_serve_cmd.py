@@ -106,3 +106,11 @@ def test_store_is_closed_when_the_tiers_fail_to_load(tmp_path, capsys, monkeypat
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc != 0 and err.startswith("arm-jax: error: ") and "no-artifacts" in err, err
     assert len(opened) == 1 and opened[0]._env is None      # closed, not left to the exit
+
+
+def test_a_history_store_url_with_an_unknown_scheme_is_one_line_without_a_load_hint(capsys):
+    rc = main(["serve", "--fake", "small", "--history-store", "lmbd:///data/logs"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1, err
+    assert err[0].startswith("arm-jax: error: --history-store: store URL 'lmbd:///data/logs': "
+                             "unknown scheme 'lmbd'") and "store load" not in err[0], err

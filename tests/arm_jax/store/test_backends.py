@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from arm_jax.store import CorruptValue, StoreError, StoreUnavailable, open_store
+from arm_jax.store import (CorruptValue, InvalidStoreUrl, StoreError, StoreUnavailable,
+                           open_store)
 from arm_jax.store.lmdb_store import LmdbStore
 from arm_jax.store.redis_store import RedisStore
 
@@ -120,7 +121,7 @@ def test_open_store_dispatch(tmp_path, redis_url):
 @pytest.mark.parametrize("url", ["foo://x", "lmbd:///data/logs"])
 def test_open_store_names_an_unknown_scheme_and_creates_nothing(tmp_path, monkeypatch, url):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(StoreUnavailable, match="unknown scheme") as e:
+    with pytest.raises(InvalidStoreUrl, match="unknown scheme") as e:
         open_store(url)
     assert url in str(e.value)
     assert not any(tmp_path.iterdir())
