@@ -37,9 +37,26 @@ from arm_jax.bench.timing import machine_info, write_json
 _CHILD_ENV = "ARM_JAX_BENCH_EMBEDDINGS_CHILD"
 
 
+def check_sizes(devices: int, rows: int, lookups: int) -> None:
+    """Raise ValueError naming the field unless the sizes shard evenly.
+
+    The layouts put the table's rows over `model` = devices (and devices / 2 on the
+    headline data=2 mesh) and the all-to-all splits the ids over every device.
+    """
+    if devices < 2 or devices % 2:
+        raise ValueError(f"devices={devices}: must be an even number >= 2 (the headline "
+                         f"mesh is data=2 x model=devices/2)")
+    for name, v in (("rows", rows), ("lookups", lookups)):
+        if v % devices:
+            raise ValueError(f"{name}={v}: must be a multiple of devices={devices} (rows are "
+                             f"sharded over the devices, ids split over them); try "
+                             f"{name}={max(devices, v // devices * devices)}")
+
+
 def run_in_subprocess(*, devices: int, rows: int, dim: int, lookups: int, repeats: int,
                       out_json: str) -> int:
     """Re-run this benchmark in a child process that has `devices` host devices."""
+    check_sizes(devices, rows, lookups)
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split()
              if not f.startswith("--xla_force_host_platform_device_count")]
@@ -164,7 +181,8 @@ def _checkpoint_figures(devices: int) -> dict[str, Any]:
     from jax.sharding import NamedSharding, PartitionSpec as P
 
     mesh = make_mesh(1, devices)
-    table = jax.device_put(np.random.default_rng(0).normal(size=(1 << 20, 32)).astype(np.float32),
+    rows = (1 << 20) // devices * devices
+    table = jax.device_put(np.random.default_rng(0).normal(size=(rows, 32)).astype(np.float32),
                            NamedSharding(mesh, P("model", None)))
     with tempfile.TemporaryDirectory() as d:
         ck = ShardedCheckpointer(d)
@@ -181,6 +199,7 @@ def _checkpoint_figures(devices: int) -> dict[str, Any]:
 def run_embeddings_bench(devices: int = 8, rows: int = 1 << 18, dim: int = 64,
                          lookups: int = 1 << 16, repeats: int = 20,
                          out_json: str | Path | None = None) -> dict[str, Any]:
+    check_sizes(devices, rows, lookups)
     if jax.device_count() < devices:
         raise ValueError(f"bench embeddings needs {devices} devices, this process has "
                          f"{jax.device_count()} (run it through `arm-jax bench embeddings`)")
