@@ -21,6 +21,35 @@ import numpy as np
 from serving.client import random_request
 
 
+class LoadgenError(RuntimeError):
+    """The server cannot be reached or refuses the load generator's first request."""
+
+
+def _server_features(url: str, token: str | None, timeout: float) -> dict[str, Any]:
+    """GET /v1/info: the feature sizes random requests are drawn from."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        info = httpx.get(url + "/v1/info", headers=headers, timeout=timeout)
+    except httpx.InvalidURL as e:
+        raise LoadgenError(f"url={url!r}: not a valid URL ({e})") from e
+    except httpx.UnsupportedProtocol as e:
+        raise LoadgenError(f"url={url!r}: expected an http:// or https:// URL") from e
+    except httpx.HTTPError as e:
+        raise LoadgenError(f"url={url!r}: cannot reach the server "
+                           f"({type(e).__name__}: {e}); is `arm-jax serve` running?") from e
+    if info.status_code in (401, 403):
+        raise LoadgenError(f"url={url!r}: GET /v1/info answered {info.status_code}: pass the "
+                           f"server's --token (or set ARM_JAX_TOKEN)")
+    if info.status_code != 200:
+        raise LoadgenError(f"url={url!r}: GET /v1/info answered {info.status_code}, "
+                           f"expected 200 from an arm-jax server")
+    try:
+        return info.json()["features"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise LoadgenError(f"url={url!r}: GET /v1/info did not return an arm-jax "
+                           f"server's features ({type(e).__name__})") from e
+
+
 def _pct(xs: list[float], q: float) -> float | None:
     return float(np.percentile(xs, q)) if xs else None
 
@@ -109,10 +138,12 @@ def run_load(url: str, *, rate: float, duration: float, candidates: int = 64,
     """Open-loop load against a running server; returns the report dict."""
     if rate <= 0 or duration <= 0:
         raise ValueError(f"rate and duration must be > 0, got rate={rate}, duration={duration}")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    info = httpx.get(url.rstrip("/") + "/v1/info", headers=headers, timeout=timeout)
-    info.raise_for_status()
-    features = info.json()["features"]
+    for name, v, lo in (("candidates", candidates, 1), ("history", history, 0),
+                        ("max_in_flight", max_in_flight, 1)):
+        if v < lo:
+            raise ValueError(f"{name}={v}: must be >= {lo}")
+    url = url.rstrip("/")
+    features = _server_features(url, token, timeout)
     rng = np.random.default_rng(seed)
     reqs = [random_request(features, candidates=candidates, history=history, rng=rng,
                            **(extra or {})) for _ in range(pool)]
@@ -121,7 +152,7 @@ def run_load(url: str, *, rate: float, duration: float, candidates: int = 64,
     else:
         import json
         payloads, ctype = [json.dumps(r).encode() for r in reqs], "application/json"
-    report = asyncio.run(_run(url.rstrip("/"), rate, duration, payloads, ctype, token,
+    report = asyncio.run(_run(url, rate, duration, payloads, ctype, token,
                               max_in_flight, timeout, drain_s))
     report.update(candidates=candidates, history=history)
     return report

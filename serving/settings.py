@@ -6,6 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 
 
+# uvicorn's log levels, most severe first.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
 class SettingsError(ValueError):
     """A server setting is out of range."""
 
@@ -65,6 +69,8 @@ class ServerSettings:
         if not (self.policy in ("rules",) or self.policy.startswith(("fixed:", "learned:"))):
             raise SettingsError(
                 f"policy={self.policy!r}: allowed 'rules', 'fixed:<tier>', 'learned:<file>'")
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"log_level={self.log_level!r}: allowed {', '.join(LOG_LEVELS)}")
         if self.token is not None and len(self.token) < 8:
             raise SettingsError("token: must be at least 8 characters")
 

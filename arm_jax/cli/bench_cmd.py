@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def parse_ints(text: str) -> tuple[int, ...]:
-    try:
-        vals = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'")
-    if not vals or min(vals) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got '{text}'")
-    return vals
+from arm_jax.cli.argtypes import positive_int, positive_ints
 
 
 def register(sub: argparse._SubParsersAction, plugins: list = ()) -> None:
@@ -21,9 +13,9 @@ def register(sub: argparse._SubParsersAction, plugins: list = ()) -> None:
 
     s = bsub.add_parser("sharing", help="shared (request-oriented) vs per-pair latency, FLOPs, MFU")
     s.add_argument("--tier", default="large")
-    s.add_argument("--candidates", type=parse_ints, default=(16, 64, 256, 1024))
-    s.add_argument("--repeats", type=int, default=7)
-    s.add_argument("--pair-chunk", type=int, default=32,
+    s.add_argument("--candidates", type=positive_ints, default=(16, 64, 256, 1024))
+    s.add_argument("--repeats", type=positive_int, default=7)
+    s.add_argument("--pair-chunk", type=positive_int, default=32,
                    help="pairs per step of the per-pair mode (bounds its memory)")
     s.add_argument("--out", default="bench-results/sharing.json")
     s.add_argument("overrides", nargs="*", metavar="key=value")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from arm_jax.cli.argtypes import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="platforms for the portable jax.export modules (default: cpu,cuda)")
     e.add_argument("--batch-buckets", default=None, help="override, e.g. 1,4,16")
     e.add_argument("--candidate-buckets", default=None, help="override, e.g. 16,64,256")
-    e.add_argument("--top-k", type=int, default=16, help="candidates ranked in-graph")
+    e.add_argument("--top-k", type=positive_int, default=16, help="candidates ranked in-graph")
     e.add_argument("--cache-dir", default=None,
                    help="executable cache (default: $ARM_JAX_COMPILATION_CACHE or "
                         "~/.cache/arm-jax/executables)")
@@ -54,7 +56,7 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     c.add_argument("--tiers", default="small,medium,large")
     c.add_argument("--batch-buckets", default=None, help="override the configured buckets")
     c.add_argument("--candidate-buckets", default=None, help="override the configured buckets")
-    c.add_argument("--repeats", type=int, default=1, help="subprocess runs per side (median)")
+    c.add_argument("--repeats", type=positive_int, default=1, help="subprocess runs per side (median)")
     c.add_argument("--workdir", default="bench-results/coldstart-work",
                    help="checkpoints and artifacts are written here")
     c.add_argument("--out", default="bench-results/coldstart.json")

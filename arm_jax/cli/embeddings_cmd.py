@@ -10,15 +10,7 @@ import argparse
 import json
 import sys
 
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
-    return v
+from arm_jax.cli.argtypes import non_negative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,13 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "per feature), then choose each table's rows to minimise the summed "
                     "collision rate of its frequent ids within --budget-params.")
     p.add_argument("--data", required=True, help="'synthetic' or path/to/ids.npz")
-    p.add_argument("--budget-params", type=_positive_int, required=True,
+    p.add_argument("--budget-params", type=positive_int, required=True,
                    help="total embedding parameters (rows x dim) to spend")
     p.add_argument("--tier", default="small", help="tier giving features and dim (default small)")
-    p.add_argument("--dim", type=_positive_int, default=None, help="width (default: tier d_model)")
-    p.add_argument("--min-count", type=_positive_int, default=2,
+    p.add_argument("--dim", type=positive_int, default=None, help="width (default: tier d_model)")
+    p.add_argument("--min-count", type=positive_int, default=2,
                    help="ids seen fewer times are tail: they may share rows (default 2)")
-    p.add_argument("--row-multiple", type=_positive_int, default=8,
+    p.add_argument("--row-multiple", type=positive_int, default=8,
                    help="round rows to a multiple (the mesh's model axis; default 8)")
     p.add_argument("--group", action="append", default=[], metavar="F1,F2,...",
                    help="features sharing one unified table (repeatable); written to --out")
@@ -52,18 +44,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "training; parameters and activations for a serving bucket) on a "
                     "data x model mesh, on paper. Exit 0 if everything fits, 1 otherwise.")
     m.add_argument("--tier", required=True)
-    m.add_argument("--devices", type=_positive_int, required=True)
+    m.add_argument("--devices", type=positive_int, required=True)
     m.add_argument("--device-memory", required=True, help="bytes per device, e.g. 80GiB")
-    m.add_argument("--data-parallel", type=_positive_int, default=1,
+    m.add_argument("--data-parallel", type=positive_int, default=1,
                    help="size of the 'data' mesh axis (model axis = devices / this)")
     m.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                    help="parameter and compute dtype (default: the tier's)")
-    m.add_argument("--batch", type=_positive_int, default=None,
+    m.add_argument("--batch", type=positive_int, default=None,
                    help="serving bucket requests (default: largest batch bucket)")
-    m.add_argument("--candidates", type=_positive_int, default=None,
+    m.add_argument("--candidates", type=positive_int, default=None,
                    help="serving bucket candidates (default: largest candidate bucket)")
     m.add_argument("--mode", choices=("both", "serve", "train"), default="both")
-    m.add_argument("--min-shard-bytes", type=int, default=None,
+    m.add_argument("--min-shard-bytes", type=non_negative_int, default=None,
                    help="parameters smaller than this stay replicated (default 1 MiB)")
     m.add_argument("--json", action="store_true")
     m.add_argument("overrides", nargs="*", metavar="key=value")
@@ -73,11 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def register_bench(bsub: argparse._SubParsersAction) -> None:
     b = bsub.add_parser("embeddings", help="sharded vs single-device lookups, planner vs XLA, "
                                            "pruning savings (runs on 8 host devices)")
-    b.add_argument("--devices", type=_positive_int, default=8)
-    b.add_argument("--rows", type=_positive_int, default=1 << 18, help="table rows")
-    b.add_argument("--dim", type=_positive_int, default=64)
-    b.add_argument("--lookups", type=_positive_int, default=1 << 16, help="ids per call")
-    b.add_argument("--repeats", type=_positive_int, default=20)
+    b.add_argument("--devices", type=positive_int, default=8)
+    b.add_argument("--rows", type=positive_int, default=1 << 18, help="table rows")
+    b.add_argument("--dim", type=positive_int, default=64)
+    b.add_argument("--lookups", type=positive_int, default=1 << 16, help="ids per call")
+    b.add_argument("--repeats", type=positive_int, default=20)
     b.add_argument("--out", default="bench-results/embeddings.json")
     b.set_defaults(func=_bench)
 

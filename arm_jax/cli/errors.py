@@ -19,7 +19,8 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     for mod, name in (("arm_jax.checkpoint", "CheckpointError"),
                       ("arm_jax.compile.artifacts", "ArtifactError"),
                       ("arm_jax.store.base", "StoreError"),
-                      ("arm_jax.bench.serve", "ServeBenchError")):
+                      ("arm_jax.bench.serve", "ServeBenchError"),
+                      ("serving.loadgen", "LoadgenError")):
         try:
             module = __import__(mod, fromlist=[name])
             extra.append(getattr(module, name))

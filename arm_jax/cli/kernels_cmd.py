@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from arm_jax.cli.bench_cmd import parse_ints
+from arm_jax.cli.argtypes import positive_int, positive_ints
 
 
 def register_bench(bsub: argparse._SubParsersAction) -> None:
@@ -15,9 +15,9 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                         help="O(N) top-K: dispatched vs radix select vs lax.top_k vs argsort",
                         description="Median ms per method at every (N, k), log-log slopes of "
                                     "time against N, and the targets at the largest N.")
-    t.add_argument("--n", type=parse_ints, default=(4096, 65536, 1048576), help="row lengths")
-    t.add_argument("--k", type=parse_ints, default=(16, 256))
-    t.add_argument("--repeats", type=int, default=15, help="timed rounds (round-robin)")
+    t.add_argument("--n", type=positive_ints, default=(4096, 65536, 1048576), help="row lengths")
+    t.add_argument("--k", type=positive_ints, default=(16, 256))
+    t.add_argument("--repeats", type=positive_int, default=15, help="timed rounds (round-robin)")
     t.add_argument("--out", default="bench-results/topk.json")
     t.set_defaults(func=_topk)
 
@@ -26,12 +26,12 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                         description="Bytes (XLA cost analysis; the kernel's cost estimate) and "
                                     "time of target attention with the request's K/V broadcast "
                                     "to every candidate vs read once per request.")
-    b.add_argument("--candidates", type=parse_ints, default=(64, 256, 1024))
-    b.add_argument("--batch", type=int, default=1, help="requests")
-    b.add_argument("--d-model", type=int, default=128)
-    b.add_argument("--history", type=int, default=1024, help="L")
-    b.add_argument("--heads", type=int, default=4)
-    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--candidates", type=positive_ints, default=(64, 256, 1024))
+    b.add_argument("--batch", type=positive_int, default=1, help="requests")
+    b.add_argument("--d-model", type=positive_int, default=128)
+    b.add_argument("--history", type=positive_int, default=1024, help="L")
+    b.add_argument("--heads", type=positive_int, default=4)
+    b.add_argument("--repeats", type=positive_int, default=7)
     b.add_argument("--out", default="bench-results/broadcast.json")
     b.set_defaults(func=_broadcast)
 

@@ -13,6 +13,10 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from arm_jax.cli.argtypes import (fractions, non_negative_float, non_negative_int,
+                                   positive_float, positive_int)
+from serving.settings import LOG_LEVELS
+
 if TYPE_CHECKING:
     from arm_jax.store.base import UserLogStore
 
@@ -41,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--fake", default=None, metavar="TIERS",
                    help="serve deterministic fake executors for these config tiers "
                         "(e.g. small,medium,large) instead of artifacts: a demo / test mode")
-    s.add_argument("--fake-delay-ms", type=float, default=0.0)
+    s.add_argument("--fake-delay-ms", type=non_negative_float, default=0.0)
     s.add_argument("--history-store", default=None, metavar="URL",
                    help="user-log store for requests sending user_id instead of hist_* "
                         "(lmdb://PATH or redis://HOST:PORT/DB); outages degrade, never 5xx")
@@ -50,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="item catalogue (ItemCatalog.save): side ids (e.g. advertiser, topic) "
                         "of history items sent without hist_side or read from the store; "
                         "without it they are unknown and scores are worse")
-    s.add_argument("--log-level", default="warning")
+    s.add_argument("--log-level", default="warning", type=str.lower, choices=LOG_LEVELS)
     s.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides for --fake tiers")
     s.set_defaults(func=_serve)
@@ -60,13 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(open loop) and report p50/p95/p99, throughput, tier mix "
                                    "and errors.")
     g.add_argument("--url", default="http://127.0.0.1:8000")
-    g.add_argument("--rate", type=float, required=True, help="requests per second")
-    g.add_argument("--duration", type=float, required=True, help="seconds (bounded)")
-    g.add_argument("--candidates", type=int, default=64)
-    g.add_argument("--history", type=int, default=64)
+    g.add_argument("--rate", type=positive_float, required=True, help="requests per second")
+    g.add_argument("--duration", type=positive_float, required=True, help="seconds (bounded)")
+    g.add_argument("--candidates", type=positive_int, default=64)
+    g.add_argument("--history", type=non_negative_int, default=64)
     g.add_argument("--msgpack", action="store_true", help="send application/msgpack bodies")
     g.add_argument("--token", default=os.environ.get("ARM_JAX_TOKEN"))
-    g.add_argument("--max-in-flight", type=int, default=512)
+    g.add_argument("--max-in-flight", type=positive_int, default=512)
     g.add_argument("--out", default=None, help="also write the report as JSON")
     g.set_defaults(func=_loadgen)
 
@@ -77,21 +81,21 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                    help="directory holding small/, medium/, large/ checkpoints (arm-jax train)")
     r.add_argument("--artifacts", default=None,
                    help="artifact directory: take tier FLOPs from its manifests")
-    r.add_argument("--budgets", default="0.2,0.3,0.5,0.7",
+    r.add_argument("--budgets", type=fractions, default=(0.2, 0.3, 0.5, 0.7),
                    help="learned-policy budgets, fractions of always-large FLOPs")
-    r.add_argument("--candidates", type=int, default=None,
+    r.add_argument("--candidates", type=positive_int, default=None,
                    help="candidates per request for the FLOPs figure (default: the data's)")
-    r.add_argument("--max-requests", type=int, default=None, help="cap held-out requests")
+    r.add_argument("--max-requests", type=positive_int, default=None, help="cap held-out requests")
     r.add_argument("--out", default="bench-results/routing.json")
     r.set_defaults(func=_bench_routing)
 
     v = bsub.add_parser("serve", help="server latency vs the executable alone; 2x overload")
     v.add_argument("artifacts", help="artifact directory from `arm-jax export`")
     v.add_argument("--tier", default="large")
-    v.add_argument("--candidates", type=int, default=256)
-    v.add_argument("--history", type=int, default=None, help="events (default: tier's L)")
-    v.add_argument("--duration", type=float, default=10.0, help="seconds per load phase")
-    v.add_argument("--batch-window-ms", type=float, default=None,
+    v.add_argument("--candidates", type=positive_int, default=256)
+    v.add_argument("--history", type=non_negative_int, default=None, help="events (default: tier's L)")
+    v.add_argument("--duration", type=positive_float, default=10.0, help="seconds per load phase")
+    v.add_argument("--batch-window-ms", type=non_negative_float, default=None,
                    help="the server's batching window (default: the server's, 2 ms); 0 runs "
                         "a lone request at once")
     v.add_argument("--out", default="bench-results/serve.json")
@@ -194,8 +198,7 @@ def _loadgen(args: argparse.Namespace) -> int:
 def _bench_routing(args: argparse.Namespace) -> int:
     from arm_jax.bench.routing import run_routing_bench
 
-    budgets = tuple(float(b) for b in args.budgets.split(",") if b.strip())
-    res = run_routing_bench(args.checkpoints, artifacts=args.artifacts, budgets=budgets,
+    res = run_routing_bench(args.checkpoints, artifacts=args.artifacts, budgets=args.budgets,
                             candidates=args.candidates, max_requests=args.max_requests,
                             out_json=args.out)
     print(json.dumps(res.get("target", {}), indent=2))

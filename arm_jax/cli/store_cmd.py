@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 
+from arm_jax.cli.argtypes import positive_float, positive_int
+
 
 def register_bench(bsub: argparse._SubParsersAction) -> None:
     s = bsub.add_parser("store", help="storage ratio (one log copy per user vs histories "
                                       "materialized per example) and join throughput")
     s.add_argument("--users", type=int, default=1000)
-    s.add_argument("--history-median", type=float, default=1500.0,
+    s.add_argument("--history-median", type=positive_float, default=1500.0,
                    help="median events per user log")
     s.add_argument("--requests-per-user", type=int, default=50)
     s.add_argument("--candidates", type=int, default=16)
@@ -21,7 +23,7 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     s.add_argument("--join-examples", type=int, default=4000,
                    help="examples joined for the throughput figure")
     s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument("--threads", type=int, default=None,
+    s.add_argument("--threads", type=positive_int, default=None,
                    help="grain background join threads (default: CPUs - 1, 1..4)")
     s.add_argument("--redis", default=None, metavar="URL",
                    help="existing Redis (default: start a throwaway redis-server)")
@@ -39,12 +41,12 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     m.add_argument("--models", default="logreg,small,large",
                    help="comma list of logreg, small, medium, large; with small and large a "
                         "routing table over the trained tiers is printed too")
-    m.add_argument("--large-history", type=int, default=512,
+    m.add_argument("--large-history", type=positive_int, default=512,
                    help="L of the large tier here (its config says 1024; 512 fits ~15 min)")
-    m.add_argument("--large-batch", type=int, default=16, help="requests per large-tier step")
+    m.add_argument("--large-batch", type=positive_int, default=16, help="requests per large-tier step")
     m.add_argument("--store", default=None, metavar="URL",
                    help="user-log store (default: LMDB in a temporary directory)")
-    m.add_argument("--threads", type=int, default=None,
+    m.add_argument("--threads", type=positive_int, default=None,
                    help="grain background join threads (default: CPUs - 1, 1..4)")
     m.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="redraws of the test requests for 95%% AUC intervals and the paired "

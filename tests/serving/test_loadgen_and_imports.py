@@ -6,8 +6,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from serving.executor import FakeExecutor
-from serving.loadgen import format_report, run_load
+from serving.loadgen import LoadgenError, format_report, run_load
 from serving.settings import ServerSettings
 
 
@@ -49,3 +51,31 @@ def test_serving_never_imports_model_or_training_code(tiny_overrides):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_an_unreachable_or_wrong_url_is_one_typed_error():
+    import socket
+
+    with socket.socket() as s:            # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(LoadgenError, match=f"127.0.0.1:{port}'.*cannot reach"):
+        run_load(f"http://127.0.0.1:{port}", rate=5, duration=1.0, timeout=2.0)
+    with pytest.raises(LoadgenError, match="expected an http:// or https:// URL"):
+        run_load("localhost-8000", rate=5, duration=1.0)
+
+
+def test_a_server_wanting_a_token_is_named(serve, tiny_tiers):
+    url = serve({n: FakeExecutor(t) for n, t in tiny_tiers.items()},
+                ServerSettings(token="s3cret-token"), headers={"Authorization":
+                                                               "Bearer s3cret-token"})
+    with pytest.raises(LoadgenError, match="answered 401: pass the server's --token"):
+        run_load(url, rate=5, duration=1.0)
+
+
+@pytest.mark.parametrize("field, kw", [("candidates", {"candidates": 0}),
+                                       ("history", {"history": -1}),
+                                       ("max_in_flight", {"max_in_flight": 0})])
+def test_bad_sizes_are_refused_before_any_request(field, kw):
+    with pytest.raises(ValueError, match=f"{field}="):
+        run_load("http://127.0.0.1:9", rate=5, duration=1.0, **kw)

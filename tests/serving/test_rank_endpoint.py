@@ -143,3 +143,10 @@ def test_bad_policy_refused_at_startup(fakes, bad):
 
     with pytest.raises((RegistryError, SettingsError)):
         create_app(fakes, ServerSettings(policy=bad))
+
+
+def test_an_unknown_log_level_is_refused_by_name():
+    from serving.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="log_level='loud': allowed critical, error"):
+        ServerSettings(log_level="loud")

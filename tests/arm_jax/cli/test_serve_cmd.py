@@ -114,3 +114,11 @@ def test_a_history_store_url_with_an_unknown_scheme_is_one_line_without_a_load_h
     assert rc != 0 and len(err) == 1, err
     assert err[0].startswith("arm-jax: error: --history-store: store URL 'lmbd:///data/logs': "
                              "unknown scheme 'lmbd'") and "store load" not in err[0], err
+
+
+def test_loadgen_without_a_server_is_one_line(capsys):
+    rc = main(["loadgen", "--url", "localhost:8000", "--rate", "5", "--duration", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip() == ("arm-jax: error: url='localhost:8000': expected an http:// or "
+                           "https:// URL")
