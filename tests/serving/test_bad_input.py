@@ -204,3 +204,50 @@ def test_json_parsed_from_bytes_answers_as_via_dicts(payload, case, make, status
     assert _parsed_from_bytes(content) == _parsed_via_dicts(content), case
     good = json.dumps(payload(seed=3)).encode()
     assert _parsed_from_bytes(good) == _parsed_via_dicts(good)
+
+
+_ODD_VALUES = [None, "x", -1, 0, 2**63, -(2**63), 1e308, [], [[]], {}, [1.5], ["a"], [None],
+               True, [2**40], [-5], [[1, 2], [3]]]
+
+
+def _paths(obj, path=()):
+    """Every key path into a payload (first element of each list), for mutation."""
+    if path:
+        yield path
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, path + (k,))
+    elif isinstance(obj, list) and obj:
+        yield from _paths(obj[0], path + (0,))
+
+
+def test_random_mutations_are_never_5xx_and_always_name_a_field(server, payload):
+    """Seeded fuzz: 1-2 values anywhere in a good body replaced by odd ones (or dropped)."""
+    import copy
+    import random
+
+    rng = random.Random(0)
+    good = payload()
+    paths = list(_paths(good))
+    statuses = set()
+    with httpx.Client(base_url=server, timeout=10) as client:
+        for _ in range(200):
+            body = copy.deepcopy(good)
+            for _ in range(rng.randint(1, 2)):
+                *parent, last = rng.choice(paths)
+                target = body
+                for k in parent:
+                    target = target[k] if isinstance(target, (dict, list)) and (
+                        k in target if isinstance(target, dict) else k < len(target)) else None
+                if isinstance(target, dict) and rng.random() < 0.1:
+                    target.pop(last, None)
+                elif isinstance(target, dict) or (isinstance(target, list) and last < len(target)):
+                    target[last] = rng.choice(_ODD_VALUES)
+            r = client.post("/v1/rank", content=json.dumps(body).encode(), headers=JSON)
+            statuses.add(r.status_code)
+            assert r.status_code < 500, (body, r.text)
+            if r.status_code >= 400:
+                err = r.json()["error"]
+                assert err["field"] and err["message"], r.text
+        assert client.post("/v1/rank", json=good).status_code == 200
+    assert statuses & {422, 413}, statuses    # the mutations did reach the validation
