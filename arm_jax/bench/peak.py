@@ -9,7 +9,7 @@ from arm_jax.bench.timing import median_ms
 
 
 def matmul_peak_gflops(sizes: tuple[int, ...] = (512, 1024, 2048), repeats: int = 5,
-                       dtype=jnp.float32) -> float:
+                       dtype: jnp.dtype = jnp.float32) -> float:
     """Best median GFLOP/s over square matmuls of the given sizes."""
     best = 0.0
     key = jax.random.key(0)

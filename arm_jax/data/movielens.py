@@ -30,11 +30,15 @@ import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.synthetic import Examples
+
+if TYPE_CHECKING:
+    from arm_jax.store.base import UserLogStore
 
 DEFAULT_DIR = Path("../shared/data/movielens-latest-small")
 NUM_ACTIONS = 5
@@ -91,7 +95,7 @@ class MovieLensData:
     catalog: ItemCatalog       # movie id -> genre slots and year // 5 (fields 1..g+1)
     stats: dict = field(default_factory=dict)
 
-    def load_into(self, store) -> int:
+    def load_into(self, store: "UserLogStore") -> int:
         """Append every rating to `store` (one chunk per user); returns users written."""
         return store.append_many(self.log_user, self.log_item, self.log_action, self.log_ts)
 

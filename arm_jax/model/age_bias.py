@@ -29,6 +29,6 @@ class AgeBias(nnx.Module):
 
 
 def age_biases(time_buckets: int, num_heads: int, slope: float, *,
-               param_dtype=jnp.float32) -> AgeBias | None:
+               param_dtype: jnp.dtype = jnp.float32) -> AgeBias | None:
     """An AgeBias when `slope` > 0, else None (the model then has no such parameters)."""
     return AgeBias(time_buckets, num_heads, slope, param_dtype=param_dtype) if slope > 0 else None

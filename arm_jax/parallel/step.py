@@ -8,7 +8,7 @@ table, optimizer moments like their parameters, batches split over 'data'.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import optax
@@ -86,7 +86,8 @@ class ShardedModel:
 
     @classmethod
     def build(cls, make_model: Callable[[], nnx.Module], mesh: Mesh,
-              rules=DEFAULT_RULES, min_shard_bytes: int = MIN_SHARD_BYTES) -> "ShardedModel":
+              rules: Mapping[str, str | None] = DEFAULT_RULES,
+              min_shard_bytes: int = MIN_SHARD_BYTES) -> "ShardedModel":
         """Shapes only (`nnx.eval_shape`): nothing is allocated here."""
         graphdef, abstract = nnx.split(nnx.eval_shape(make_model))
         return cls(mesh, graphdef, abstract, param_shardings(abstract, mesh, rules,

@@ -63,7 +63,8 @@ class FixedPolicy:
     def __init__(self, tier: str):
         self.tier = tier
 
-    def choose(self, batch: RequestBatch, context=None) -> list[str]:
+    def choose(self, batch: RequestBatch, context: Sequence[dict[str, Any]] | None = None
+               ) -> list[str]:
         return [self.tier] * batch.num_requests
 
 
@@ -83,7 +84,8 @@ class RulesPolicy:
         self.premium_intents = set(premium_intents)
         self.cheap_intents = set(cheap_intents)
 
-    def choose(self, batch: RequestBatch, context=None) -> list[str]:
+    def choose(self, batch: RequestBatch, context: Sequence[dict[str, Any]] | None = None
+               ) -> list[str]:
         hist = np.asarray(batch.hist_len)
         out = []
         for i, h in enumerate(hist):
@@ -219,7 +221,8 @@ class LearnedPolicy:
             self.threshold = float(np.quantile(preds, 1.0 - p, method="higher"))
         return p
 
-    def choose(self, batch: RequestBatch, context=None) -> list[str]:
+    def choose(self, batch: RequestBatch, context: Sequence[dict[str, Any]] | None = None
+               ) -> list[str]:
         gain = self.predict_gain(request_features(batch, self.num_action_types))
         return [self.large.name if g > self.threshold else self.small.name for g in gain]
 
@@ -278,7 +281,8 @@ class LoadAwarePolicy:
         self.limit = limit
         self.last_degraded: list[bool] = []
 
-    def choose(self, batch: RequestBatch, context=None) -> list[str]:
+    def choose(self, batch: RequestBatch, context: Sequence[dict[str, Any]] | None = None
+               ) -> list[str]:
         wanted = self.base.choose(batch, context)
         out, degraded = [], []
         for i, tier in enumerate(wanted):

@@ -17,13 +17,16 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 
 from arm_jax.checkpoint import CheckpointError
 from arm_jax.config import TierConfig
 from arm_jax.train.trainer import Trainer
+
+if TYPE_CHECKING:
+    from arm_jax.parallel.checkpoint import ShardedCheckpointer
 
 STATE_DIR = "train_state"
 
@@ -77,7 +80,7 @@ class TrainStateCheckpoints:
         self._ckpt = None
 
     @property
-    def checkpointer(self):
+    def checkpointer(self) -> "ShardedCheckpointer":
         if self._ckpt is None:
             from arm_jax.parallel.checkpoint import ShardedCheckpointer
 
