@@ -58,6 +58,7 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
 
 
 def read_config(directory: str | Path) -> tuple[str, TierConfig]:
+    """(tier name, TierConfig) saved beside a checkpoint; CheckpointError if absent or bad."""
     d = Path(directory)
     cfg_path = d / "config.json"
     if not cfg_path.exists():
@@ -108,5 +109,6 @@ def _check_stored_shapes(ckptr: Any, path: Path, abstract_params: Any) -> None:
 
 
 def read_metrics(directory: str | Path) -> dict[str, Any] | None:
+    """The held-out metrics training wrote beside a checkpoint, or None."""
     p = Path(directory) / "metrics.json"
     return json.loads(p.read_text()) if p.exists() else None

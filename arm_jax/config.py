@@ -221,6 +221,7 @@ def default_config_dir() -> Path:
 
 
 def tier_names(config_dir: Path | None = None) -> list[str]:
+    """Names of the bundled (or `config_dir`'s) tier configs, sorted."""
     d = (config_dir or default_config_dir()) / "tiers"
     return sorted(p.stem for p in d.glob("*.yaml"))
 
@@ -249,6 +250,7 @@ def load_tier(name_or_path: str, overrides: list[str] | tuple[str, ...] = (),
 
 def load_features(overrides: list[str] | tuple[str, ...] = (),
                   config_dir: Path | None = None) -> FeaturesConfig:
+    """features.yaml with `key=value` overrides (the `features.` prefix is optional)."""
     cdir = config_dir or default_config_dir()
     raw = _read_yaml(cdir / "features.yaml")
     for item in overrides:

@@ -47,6 +47,7 @@ def flatten(tree: Any) -> dict[str, Any]:
 
 
 def spec_of(flat: dict[str, Any]) -> Spec:
+    """{path: {shape, dtype}} of flat weights: what a swap must match."""
     return {k: {"shape": [int(s) for s in v.shape], "dtype": str(np.dtype(v.dtype))}
             for k, v in sorted(flat.items())}
 

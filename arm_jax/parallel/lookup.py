@@ -61,6 +61,7 @@ def table_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def ids_sharding(mesh: Mesh) -> NamedSharding:
+    """Lookup ids split over 'data'."""
     return NamedSharding(mesh, P(DATA))
 
 

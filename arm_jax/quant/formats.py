@@ -41,6 +41,7 @@ class QuantizedWeight(NamedTuple):
 
 
 def check_format(fmt: str) -> str:
+    """`fmt` if it is a known quantization format, else ValueError listing them."""
     if fmt not in FORMATS:
         raise ValueError(f"quantization format {fmt!r} is not one of {', '.join(FORMATS)}")
     return fmt
@@ -67,6 +68,7 @@ def quantize_weight(w_io: jax.Array, fmt: str) -> QuantizedWeight:
 
 
 def dequantize_weight(q: QuantizedWeight) -> jax.Array:
+    """The float32 weight a QuantizedWeight stands for (values x scale)."""
     return q.values.astype(jnp.float32) * q.scale
 
 

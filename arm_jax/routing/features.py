@@ -14,6 +14,7 @@ from arm_jax.batch import RequestBatch
 
 
 def feature_names(num_action_types: int) -> list[str]:
+    """Column names of `request_features`, in order."""
     return (["hist_len", "log_hist_len"]
             + [f"action_{a}_count" for a in range(num_action_types)]
             + ["log_newest_gap", "log_mean_gap", "dense_mean", "dense_std", "dense_absmax",
