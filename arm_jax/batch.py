@@ -103,6 +103,24 @@ def expected_widths(features: Any) -> dict[str, int]:
             "history_len": f.max_history, "candidates": f.max_candidates}
 
 
+def check_feature_widths(batch: RequestBatch, features: Any) -> None:
+    """Raise BatchError unless the batch's feature widths are the FeaturesConfig's.
+
+    Reads static shapes only, so it costs nothing under jit; a batch built for another
+    schema otherwise fails deep inside the model with an unnamed shape error.
+    """
+    want = {"req_sparse": ("req_sparse_fields", features.req_sparse_fields, 2),
+            "req_dense": ("req_dense_features", features.req_dense_features, 2),
+            "cand_sparse": ("cand_sparse_fields", features.cand_sparse_fields, 3),
+            "cand_dense": ("cand_dense_features", features.cand_dense_features, 3),
+            "hist_side": ("history_side_fields", len(features.history_side_fields), 3)}
+    for name, (key, width, rank) in want.items():
+        shape = tuple(getattr(batch, name).shape)
+        if len(shape) != rank or shape[-1] != width:
+            raise BatchError(f"{name}: shape {shape}, expected rank {rank} with last "
+                             f"dimension {key}={width} (features config)")
+
+
 def make_batch(
     *,
     req_sparse: Any,

@@ -56,7 +56,8 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     c.add_argument("--tiers", default="small,medium,large")
     c.add_argument("--batch-buckets", default=None, help="override the configured buckets")
     c.add_argument("--candidate-buckets", default=None, help="override the configured buckets")
-    c.add_argument("--repeats", type=positive_int, default=1, help="subprocess runs per side (median)")
+    c.add_argument("--repeats", type=positive_int, default=1,
+                   help="subprocess runs per side (median)")
     c.add_argument("--workdir", default="bench-results/coldstart-work",
                    help="checkpoints and artifacts are written here")
     c.add_argument("--out", default="bench-results/coldstart.json")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from arm_jax.cli.argtypes import non_negative_float, positive_int, positive_ints
+from arm_jax.cli.argtypes import positive_ints
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,12 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--checkpoint", required=True,
                    help="a ranker checkpoint, or a directory of per-tier checkpoints")
     q.add_argument("--tier", required=True, help="the tier to quantize (its config name)")
-    q.add_argument("--budget-auc", type=non_negative_float, default=0.001,
+    q.add_argument("--budget-auc", type=float, default=0.001,
                    help="largest allowed held-out AUC drop (default 0.001)")
     q.add_argument("--out", required=True, help="output directory (checkpoint/, artifacts/)")
-    q.add_argument("--calib-requests", type=positive_int, default=128)
-    q.add_argument("--holdout-requests", type=positive_int, default=256)
-    q.add_argument("--candidates", type=positive_int, default=None,
+    q.add_argument("--calib-requests", type=int, default=128)
+    q.add_argument("--holdout-requests", type=int, default=256)
+    q.add_argument("--candidates", type=int, default=None,
                    help="serving candidates the layers are timed at (default: largest bucket)")
     q.add_argument("--sweep-all", action="store_true",
                    help="measure sensitivity of formats that do not gain speed too")
@@ -40,14 +40,14 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                     "selectively, and compares latency and quality of every variant.")
     b.add_argument("--tier", default="large")
     b.add_argument("--checkpoint", default=None, help="use a trained checkpoint instead")
-    b.add_argument("--steps", type=positive_int, default=60,
+    b.add_argument("--steps", type=int, default=60,
                    help="training steps when no checkpoint (large: ~6 s each here)")
     b.add_argument("--candidates", type=positive_ints, default=(256, 1024))
-    b.add_argument("--calib-requests", type=positive_int, default=128)
-    b.add_argument("--holdout-requests", type=positive_int, default=256)
-    b.add_argument("--test-requests", type=positive_int, default=512)
-    b.add_argument("--budget-auc", type=non_negative_float, default=0.001)
-    b.add_argument("--repeats", type=positive_int, default=7)
+    b.add_argument("--calib-requests", type=int, default=128)
+    b.add_argument("--holdout-requests", type=int, default=256)
+    b.add_argument("--test-requests", type=int, default=512)
+    b.add_argument("--budget-auc", type=float, default=0.001)
+    b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--sweep-all", action="store_true",
                    help="also measure sensitivity of formats that do not gain speed here")
     b.add_argument("--out", default="bench-results/precision.json")

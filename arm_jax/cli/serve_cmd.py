@@ -93,7 +93,8 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     v.add_argument("artifacts", help="artifact directory from `arm-jax export`")
     v.add_argument("--tier", default="large")
     v.add_argument("--candidates", type=positive_int, default=256)
-    v.add_argument("--history", type=non_negative_int, default=None, help="events (default: tier's L)")
+    v.add_argument("--history", type=non_negative_int, default=None,
+                   help="events (default: tier's L)")
     v.add_argument("--duration", type=positive_float, default=10.0, help="seconds per load phase")
     v.add_argument("--batch-window-ms", type=non_negative_float, default=None,
                    help="the server's batching window (default: the server's, 2 ms); 0 runs "

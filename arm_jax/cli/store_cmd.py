@@ -43,7 +43,8 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                         "routing table over the trained tiers is printed too")
     m.add_argument("--large-history", type=positive_int, default=512,
                    help="L of the large tier here (its config says 1024; 512 fits ~15 min)")
-    m.add_argument("--large-batch", type=positive_int, default=16, help="requests per large-tier step")
+    m.add_argument("--large-batch", type=positive_int, default=16,
+                   help="requests per large-tier step")
     m.add_argument("--store", default=None, metavar="URL",
                    help="user-log store (default: LMDB in a temporary directory)")
     m.add_argument("--threads", type=positive_int, default=None,

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from arm_jax.batch import RequestBatch
+from arm_jax.batch import RequestBatch, check_feature_widths
 from arm_jax.config import FeaturesConfig, ModelConfig
 from arm_jax.model.age_bias import age_biases
 from arm_jax.model.attention import SummaryPooling, key_bias, masked_softmax_attention
@@ -223,6 +223,7 @@ class Ranker(nnx.Module):
         model is deterministic, as in evaluation, export and serving."""
         if mode not in ("shared", "per_pair"):
             raise ValueError(f"mode must be 'shared' or 'per_pair', got {mode!r}")
+        check_feature_widths(batch, self.features)
         if mode == "shared":
             return self._shared(batch.truncate_history(self.cfg.history_len), dropout_key)[0]
         if dropout_key is not None:
@@ -238,6 +239,7 @@ class Ranker(nnx.Module):
         the encoded history, a label per event instead of per candidate.
 
         -> (logits [b, c, tasks], MaskedActions for `masked_action_ce`)."""
+        check_feature_widths(batch, self.features)
         batch = batch.truncate_history(self.cfg.history_len)
         l = batch.hist_item.shape[1]
         valid_bl = jnp.arange(l)[None, :] < batch.hist_len[:, None]

@@ -84,6 +84,20 @@ def test_unknown_mode_is_refused(model_and_batch):
         model(batch, mode="pairs")
 
 
+@pytest.mark.parametrize("field, width_key", [("req_dense", "req_dense_features"),
+                                              ("cand_sparse", "cand_sparse_fields"),
+                                              ("hist_side", "history_side_fields")])
+def test_a_batch_of_another_schema_is_a_named_batch_error(model_and_batch, field, width_key):
+    from arm_jax.batch import BatchError
+
+    tier, params, batch, fwd = model_and_batch
+    arr = np.asarray(getattr(batch, field))
+    wrong = batch.replace(**{field: np.concatenate([arr, arr[..., :1]], axis=-1)})
+    for mode in ("shared", "per_pair"):
+        with pytest.raises(BatchError, match=f"{field}: shape .* {width_key}="):
+            fwd(params, wrong, mode)
+
+
 def test_dropout_only_with_a_key(tiny_overrides):
     """model.dropout changes training forwards (per key) but never a keyless forward."""
     tier = load_tier("small", [*tiny_overrides, "model.dropout=0.3"])
