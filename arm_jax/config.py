@@ -1,4 +1,5 @@
-"""Frozen, validated configs loaded from `configs/*.yaml` with `key=value` overrides.
+"""Frozen, validated configs loaded from `arm_jax/configs/*.yaml` (the repository's `configs`
+link) with `key=value` overrides.
 
 Every field declares its type and, where it matters, its allowed range. Loading
 checks unknown keys, types and ranges once and produces read-only dataclasses;
@@ -215,9 +216,10 @@ class TierConfig:
 # ---------------------------------------------------------------- loading
 
 def default_config_dir() -> Path:
-    """`$ARM_JAX_CONFIG_DIR`, else the repository's `configs/` beside the package."""
+    """`$ARM_JAX_CONFIG_DIR`, else the configs shipped inside the package (`arm_jax/configs`,
+    also reached through the repository's top-level `configs` link)."""
     env = os.environ.get("ARM_JAX_CONFIG_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+    return Path(env) if env else Path(__file__).resolve().parent / "configs"
 
 
 def tier_names(config_dir: Path | None = None) -> list[str]:
