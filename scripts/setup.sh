@@ -9,11 +9,16 @@ extras=""
 if [[ "${1:-}" == "--test" ]]; then
   extras="[test]"
   if ! command -v redis-server >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == "0" ]]; then
+    as_root=""
+    if [[ "$(id -u)" != "0" ]] && command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      as_root="sudo -n"       # a developer box with passwordless sudo
+    fi
+    if command -v apt-get >/dev/null 2>&1 && { [[ "$(id -u)" == "0" ]] || [[ -n "$as_root" ]]; }; then
       echo "setup: installing redis-server (Debian package) for the store tests"
-      apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+      $as_root apt-get update -qq >/dev/null && \
+        $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
     else
-      echo "setup: redis-server not found and cannot apt-get install it; Redis tests will be skipped" >&2
+      echo "setup: redis-server not found and cannot apt-get install it (needs apt-get and root or passwordless sudo); Redis tests will be skipped" >&2
     fi
   fi
 fi
