@@ -15,7 +15,7 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
-from serving.settings import ServerSettings
+from serving.settings import ServerSettings, SettingsError
 
 
 def uvicorn_config(app: FastAPI, settings: ServerSettings) -> uvicorn.Config:
@@ -25,18 +25,43 @@ def uvicorn_config(app: FastAPI, settings: ServerSettings) -> uvicorn.Config:
                           lifespan="on", limit_max_requests=None, backlog=2048)
 
 
-def serve_forever(app: FastAPI, settings: ServerSettings) -> None:
-    """Blocking; returns after SIGTERM/SIGINT and a graceful drain.
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port), not yet listening (uvicorn listens on it).
+
+    Binding here, before any tier loads, turns a taken port into one named error instead of
+    a "serving on ..." line followed by uvicorn's exit; port 0 picks a free port.
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as e:
+        raise SettingsError(f"host={host!r}: cannot be resolved ({e.strerror})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise SettingsError(f"port={port}: cannot listen on {host}:{port} "
+                            f"({e.strerror}); pick another --port or --host") from None
+    return sock
+
+
+def serve_forever(app: FastAPI, settings: ServerSettings,
+                  sock: socket.socket | None = None) -> None:
+    """Blocking; returns after SIGTERM/SIGINT and a graceful drain. `sock`: from
+    `bind_socket` (default: bound here to settings.host / settings.port).
 
     uvicorn re-raises the captured signal once it has drained; with the default SIGTERM
     disposition that would kill the process (exit -15) after a clean shutdown, so a
     handler that does nothing is installed first: a drained SIGTERM exits 0.
     """
+    sock = sock or bind_socket(settings.host, settings.port)
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        uvicorn.Server(uvicorn_config(app, settings)).run()
+        uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sock.close()
 
 
 class ServerThread:
@@ -44,9 +69,7 @@ class ServerThread:
 
     def __init__(self, app: FastAPI, settings: ServerSettings | None = None, host: str = "127.0.0.1"):
         settings = settings or ServerSettings()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock = bind_socket(host, 0)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         self.server = uvicorn.Server(uvicorn_config(app, settings.replace(host=host, port=self.port)))

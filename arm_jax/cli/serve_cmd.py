@@ -122,20 +122,27 @@ def _serve(args: argparse.Namespace) -> int:
         from arm_jax.data.catalog import ItemCatalog
 
         catalog = ItemCatalog.load(args.catalog)
+    from serving.server import bind_socket, serve_forever
+
     store = _open_history_store(args.history_store) if args.history_store else None
-    try:   # the store is closed also when a tier fails to load
+    sock = None
+    try:   # the store and the socket are closed also when a tier fails to load
+        sock = bind_socket(args.host, args.port)   # a taken port fails before any tier loads
         if args.host not in ("127.0.0.1", "localhost", "::1") and not args.token:
             print(f"arm-jax: warning: binding {args.host} without --token", file=sys.stderr)
         executors = _load_executors(args)
         from serving.app import create_app
-        from serving.server import serve_forever
 
         app = create_app(executors, settings, catalog=catalog, history_store=store)
         side = f"; catalogue of {catalog.num_items} items" if catalog is not None else ""
-        print(f"arm-jax: serving {', '.join(executors)} on http://{args.host}:{args.port} "
-              f"(policy {settings.policy}{side}; /docs for the API)", file=sys.stderr, flush=True)
-        serve_forever(app, settings)
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        port = sock.getsockname()[1]
+        print(f"arm-jax: serving {', '.join(executors)} on http://{host}:{port} (policy "
+              f"{settings.policy}{side}; /docs for the API)", file=sys.stderr, flush=True)
+        serve_forever(app, settings, sock)
     finally:
+        if sock is not None:
+            sock.close()
         if store is not None:
             store.close()
     return 0

@@ -11,7 +11,8 @@ from arm_jax.data.catalog import ItemCatalog
 
 
 def _serve(tiny_overrides, catalog_path) -> list[str]:
-    return ["serve", "--fake", "small", "--catalog", str(catalog_path), *tiny_overrides]
+    return ["serve", "--fake", "small", "--port", "0", "--catalog", str(catalog_path),
+            *tiny_overrides]
 
 
 @pytest.mark.parametrize("kind,words", [
@@ -24,7 +25,7 @@ def test_bad_catalog_is_a_one_line_error(tiny_overrides, tmp_path, capsys, monke
     import serving.server
 
     monkeypatch.setattr(serving.server, "serve_forever",
-                        lambda app, settings: pytest.fail("served despite a bad catalogue"))
+                        lambda app, settings, sock: pytest.fail("served despite a bad catalogue"))
     path = tmp_path / "catalog.npz"
     if kind == "garbage":
         path.write_bytes(b"not a zip file")
@@ -41,7 +42,7 @@ def test_catalog_is_loaded_into_the_app(tiny_overrides, tmp_path, capsys, monkey
 
     served = {}
     monkeypatch.setattr(serving.server, "serve_forever",
-                        lambda app, settings: served.update(app=app, settings=settings))
+                        lambda app, settings, sock: served.update(app=app, settings=settings))
     path = ItemCatalog(np.arange(10).reshape(5, 2), (1, 2)).save(tmp_path / "catalog.npz")
     assert main(_serve(tiny_overrides, path)) == 0
     app = served["app"]
@@ -55,8 +56,9 @@ def _serve_with_store(monkeypatch, tiny_overrides, url) -> tuple[int, dict]:
 
     served: dict = {}
     monkeypatch.setattr(serving.server, "serve_forever",
-                        lambda app, settings: served.update(app=app, settings=settings))
-    rc = main(["serve", "--fake", "small", "--history-store", url, *tiny_overrides])
+                        lambda app, settings, sock: served.update(app=app, settings=settings))
+    rc = main(["serve", "--fake", "small", "--port", "0", "--history-store", url,
+               *tiny_overrides])
     return rc, served
 
 
@@ -101,7 +103,7 @@ def test_store_is_closed_when_the_tiers_fail_to_load(tmp_path, capsys, monkeypat
     real_open = serve_cmd._open_history_store
     monkeypatch.setattr(serve_cmd, "_open_history_store",
                         lambda url: opened.append(real_open(url)) or opened[-1])
-    rc = main(["serve", str(tmp_path / "no-artifacts"), "--history-store",
+    rc = main(["serve", str(tmp_path / "no-artifacts"), "--port", "0", "--history-store",
                f"lmdb://{tmp_path / 'logs'}"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc != 0 and err.startswith("arm-jax: error: ") and "no-artifacts" in err, err
@@ -122,3 +124,32 @@ def test_loadgen_without_a_server_is_one_line(capsys):
     assert rc == 2
     assert err.strip() == ("arm-jax: error: url='localhost:8000': expected an http:// or "
                            "https:// URL")
+
+
+def test_a_taken_port_is_one_line_before_any_tier_loads(tiny_overrides, capsys, monkeypatch):
+    import socket
+
+    import arm_jax.cli.serve_cmd as serve_cmd
+
+    monkeypatch.setattr(serve_cmd, "_load_executors",
+                        lambda args: pytest.fail("loaded tiers despite a taken port"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rc = main(["serve", "--fake", "small", "--port", str(port), *tiny_overrides])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith(f"arm-jax: error: port={port}: cannot listen on "
+                                          f"127.0.0.1:{port} (Address already in use)"), err
+    assert not any("serving" in line for line in err), err
+
+
+def test_port_zero_serves_on_a_free_port_and_says_which(tiny_overrides, capsys, monkeypatch):
+    import serving.server
+
+    served: dict = {}
+    monkeypatch.setattr(serving.server, "serve_forever",
+                        lambda app, settings, sock: served.update(port=sock.getsockname()[1]))
+    assert main(["serve", "--fake", "small", "--port", "0", *tiny_overrides]) == 0
+    assert served["port"] > 0
+    assert f"on http://127.0.0.1:{served['port']} " in capsys.readouterr().err
