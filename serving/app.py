@@ -142,9 +142,6 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             catalog.check_fields(feats.history_side_fields)
         except CatalogError as e:
             raise CatalogError(f"{settings.catalog or 'catalog'}: {e}") from None
-    elif feats.history_side_fields:
-        log.warning("no item catalogue: histories sent without hist_side get unknown side "
-                    "ids (scores are worse); pass --catalog PATH.npz")
     side_ids = catalog or empty_catalog(feats.history_side_fields)   # what lookups use
     costs = [TierCost(n, _per_request_flops(executors[n]), executors[n].config.model.history_len)
              for n in registry.order]
@@ -152,6 +149,9 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         base_policy = load_policy(settings.policy, costs, num_action_types=feats.num_action_types)
     except RoutingError as e:
         raise RegistryError(str(e)) from None
+    if catalog is None and feats.history_side_fields:   # warned once the setup is known good
+        log.warning("no item catalogue: histories sent without hist_side get unknown side "
+                    "ids (scores are worse); pass --catalog PATH.npz")
     for name, bt in registry.batchers.items():
         metrics.bind_tier(name, lambda bt=bt: bt.depth, lambda bt=bt: bt.busy.ratio())
     state: dict[str, Any] = {"warm_error": None, "store": history_store}

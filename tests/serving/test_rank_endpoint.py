@@ -137,12 +137,14 @@ def test_info_lists_tiers_cheapest_first(serve, fakes):
 
 
 @pytest.mark.parametrize("bad", ["tcp", "fixed:huge"])
-def test_bad_policy_refused_at_startup(fakes, bad):
+def test_bad_policy_refused_at_startup(fakes, bad, caplog):
     from serving.registry import RegistryError
     from serving.settings import SettingsError
 
     with pytest.raises((RegistryError, SettingsError)):
         create_app(fakes, ServerSettings(policy=bad))
+    # no advice about a catalogue ahead of the error that stops start-up
+    assert "no item catalogue" not in caplog.text
 
 
 def test_an_unknown_log_level_is_refused_by_name():
