@@ -31,14 +31,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
     Binding here, before any tier loads, turns a taken port into one named error instead of
     a "serving on ..." line followed by uvicorn's exit; port 0 picks a free port.
     """
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-    except socket.gaierror as e:
-        raise SettingsError(f"host={host!r}: cannot be resolved ({e.strerror})") from None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET   # as uvicorn decides
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+    except socket.gaierror as e:
+        sock.close()
+        raise SettingsError(f"host={host!r}: cannot be resolved ({e.strerror})") from None
     except OSError as e:
         sock.close()
         raise SettingsError(f"port={port}: cannot listen on {host}:{port} "
