@@ -10,6 +10,40 @@ import msgpack
 import numpy as np
 
 
+class RankError(httpx.HTTPStatusError):
+    """The server answered with an error status.
+
+    Carries what the server's error body says: `status`, `field` (the request field it
+    names), `detail` (its message), `reason` (e.g. "invalid", "overloaded"), and
+    `retry_after` (seconds, from the Retry-After header of a 503). Still an
+    `httpx.HTTPStatusError`, so existing handlers keep working.
+    """
+
+    def __init__(self, response: httpx.Response):
+        err: dict[str, Any] = {}
+        try:
+            body = response.json()
+            if isinstance(body, dict) and isinstance(body.get("error"), dict):
+                err = body["error"]
+        except ValueError:
+            pass
+        self.status = response.status_code
+        self.field: str | None = err.get("field")
+        self.detail: str | None = err.get("message")
+        self.reason: str | None = err.get("reason")
+        retry = response.headers.get("retry-after", "")
+        self.retry_after: float | None = float(retry) if retry.isdigit() else None
+        said = f"{self.field}: {self.detail}" if self.field else response.reason_phrase
+        super().__init__(f"{self.status} from {response.request.url}: {said}",
+                         request=response.request, response=response)
+
+
+def _ok(response: httpx.Response) -> httpx.Response:
+    if not response.is_success:
+        raise RankError(response)
+    return response
+
+
 class RankClient:
     """Synchronous client. `token` goes into every request as a bearer token."""
 
@@ -28,9 +62,8 @@ class RankClient:
         self.close()
 
     def info(self) -> dict[str, Any]:
-        r = self.http.get("/v1/info")
-        r.raise_for_status()
-        return r.json()
+        """GET /v1/info: tiers, buckets, the request schema. RankError on an error status."""
+        return _ok(self.http.get("/v1/info")).json()
 
     def ready(self) -> bool:
         try:
@@ -58,8 +91,9 @@ class RankClient:
         return self.http.post("/v1/rank", json=payload)
 
     def rank(self, payload: dict[str, Any], *, use_msgpack: bool = False) -> dict[str, Any]:
-        r = self.rank_raw(payload, use_msgpack=use_msgpack)
-        r.raise_for_status()
+        """POST /v1/rank -> the response body; RankError naming the field on a 4xx, with
+        `retry_after` on a 503 (overload)."""
+        r = _ok(self.rank_raw(payload, use_msgpack=use_msgpack))
         return msgpack.unpackb(r.content) if use_msgpack else r.json()
 
     def reload(self, tier: str, path: str, *, admin_token: str | None = None) -> httpx.Response:

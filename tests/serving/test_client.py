@@ -1,0 +1,40 @@
+"""RankClient turns an error status into RankError carrying what the server said."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from serving.app import create_app
+from serving.client import RankClient, RankError
+from serving.executor import FakeExecutor
+from serving.server import ServerThread
+from serving.settings import ServerSettings
+
+
+def test_a_bad_request_is_a_rank_error_naming_the_field(serve, fakes, payload):
+    with RankClient(serve(fakes)) as client:
+        assert client.rank(payload())["tier"]
+        with pytest.raises(RankError) as e:
+            client.rank({**payload(), "bogus": 1})
+    err = e.value
+    assert isinstance(err, httpx.HTTPStatusError)          # old handlers keep working
+    assert (err.status, err.field, err.reason) == (422, "bogus", "invalid")
+    assert err.detail and "422" in str(err) and "bogus: " + err.detail in str(err)
+    assert err.retry_after is None
+
+
+def test_a_wrong_token_is_named(serve, fakes):
+    url = serve(fakes, ServerSettings(token="s3cret-token"),
+                headers={"Authorization": "Bearer s3cret-token"})
+    with RankClient(url, token="not-the-token") as client, pytest.raises(RankError) as e:
+        client.info()
+    assert (e.value.status, e.value.field) == (401, "authorization")
+
+
+def test_a_warming_server_is_503_with_retry_after(tiny_tiers, payload):
+    slow = {n: FakeExecutor(t, warmup_delay_s=30.0) for n, t in tiny_tiers.items()}
+    with ServerThread(create_app(slow)) as srv, RankClient(srv.url) as client:
+        with pytest.raises(RankError) as e:
+            client.rank(payload())
+    assert (e.value.status, e.value.reason, e.value.retry_after) == (503, "not_ready", 1.0)
