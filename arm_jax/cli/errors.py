@@ -20,7 +20,8 @@ def expected_errors() -> tuple[type[BaseException], ...]:
                       ("arm_jax.compile.artifacts", "ArtifactError"),
                       ("arm_jax.store.base", "StoreError"),
                       ("arm_jax.bench.serve", "ServeBenchError"),
-                      ("serving.loadgen", "LoadgenError")):
+                      ("serving.loadgen", "LoadgenError"),
+                      ("serving.client", "RankError")):
         try:
             module = __import__(mod, fromlist=[name])
             extra.append(getattr(module, name))
