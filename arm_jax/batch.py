@@ -109,13 +109,11 @@ def check_feature_widths(batch: RequestBatch, features: Any) -> None:
     Reads static shapes only, so it costs nothing under jit; a batch built for another
     schema otherwise fails deep inside the model with an unnamed shape error.
     """
-    want = {"req_sparse": ("req_sparse_fields", features.req_sparse_fields, 2),
-            "req_dense": ("req_dense_features", features.req_dense_features, 2),
-            "cand_sparse": ("cand_sparse_fields", features.cand_sparse_fields, 3),
-            "cand_dense": ("cand_dense_features", features.cand_dense_features, 3),
-            "hist_side": ("history_side_fields", len(features.history_side_fields), 3)}
-    for name, (key, width, rank) in want.items():
-        shape = tuple(getattr(batch, name).shape)
+    widths = expected_widths(features)
+    for name, key in (("req_sparse", "req_sparse_fields"), ("req_dense", "req_dense_features"),
+                      ("cand_sparse", "cand_sparse_fields"),
+                      ("cand_dense", "cand_dense_features"), ("hist_side", "history_side_fields")):
+        shape, rank, width = tuple(getattr(batch, name).shape), _RANKS[name], widths[key]
         if len(shape) != rank or shape[-1] != width:
             raise BatchError(f"{name}: shape {shape}, expected rank {rank} with last "
                              f"dimension {key}={width} (features config)")

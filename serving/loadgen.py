@@ -18,7 +18,7 @@ import httpx
 import msgpack
 import numpy as np
 
-from serving.client import random_request
+from serving.client import RankClient, RankError, random_request
 
 
 class LoadgenError(RuntimeError):
@@ -26,10 +26,14 @@ class LoadgenError(RuntimeError):
 
 
 def _server_features(url: str, token: str | None, timeout: float) -> dict[str, Any]:
-    """GET /v1/info: the feature sizes random requests are drawn from."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    """GET /v1/info (RankClient.info): the feature sizes random requests are drawn from."""
     try:
-        info = httpx.get(url + "/v1/info", headers=headers, timeout=timeout)
+        with RankClient(url, token=token, timeout=timeout) as client:
+            return client.info()["features"]
+    except RankError as e:
+        hint = (": pass the server's --token (or set ARM_JAX_TOKEN)" if e.status in (401, 403)
+                else ", expected 200 from an arm-jax server")
+        raise LoadgenError(f"url={url!r}: GET /v1/info answered {e.status}{hint}") from e
     except httpx.InvalidURL as e:
         raise LoadgenError(f"url={url!r}: not a valid URL ({e})") from e
     except httpx.UnsupportedProtocol as e:
@@ -37,14 +41,6 @@ def _server_features(url: str, token: str | None, timeout: float) -> dict[str, A
     except httpx.HTTPError as e:
         raise LoadgenError(f"url={url!r}: cannot reach the server "
                            f"({type(e).__name__}: {e}); is `arm-jax serve` running?") from e
-    if info.status_code in (401, 403):
-        raise LoadgenError(f"url={url!r}: GET /v1/info answered {info.status_code}: pass the "
-                           f"server's --token (or set ARM_JAX_TOKEN)")
-    if info.status_code != 200:
-        raise LoadgenError(f"url={url!r}: GET /v1/info answered {info.status_code}, "
-                           f"expected 200 from an arm-jax server")
-    try:
-        return info.json()["features"]
     except (ValueError, KeyError, TypeError) as e:
         raise LoadgenError(f"url={url!r}: GET /v1/info did not return an arm-jax "
                            f"server's features ({type(e).__name__})") from e

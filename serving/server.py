@@ -49,19 +49,21 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def serve_forever(app: FastAPI, settings: ServerSettings,
                   sock: socket.socket | None = None) -> None:
     """Blocking; returns after SIGTERM/SIGINT and a graceful drain. `sock`: from
-    `bind_socket` (default: bound here to settings.host / settings.port).
+    `bind_socket`, closed by its caller (default: bound, and closed, here).
 
     uvicorn re-raises the captured signal once it has drained; with the default SIGTERM
     disposition that would kill the process (exit -15) after a clean shutdown, so a
     handler that does nothing is installed first: a drained SIGTERM exits 0.
     """
-    sock = sock or bind_socket(settings.host, settings.port)
+    own = sock is None
+    sock = bind_socket(settings.host, settings.port) if own else sock
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
-        sock.close()
+        if own:
+            sock.close()
 
 
 class ServerThread:

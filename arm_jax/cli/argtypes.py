@@ -8,48 +8,28 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any, Callable
 
 
-def _number(text: str, kind: type, what: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'") from None
-    if not math.isfinite(v) or (kind is int and v != int(v)):
-        raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'")
-    return v
+def _bounded(kind: type, what: str, ok: Callable[[float], bool]) -> Callable[[str], Any]:
+    """An argparse type: `text` parsed as a finite `kind` ('1e3' is an int) satisfying `ok`."""
+    def parse(text: str) -> Any:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v) or (kind is int and v != int(v)) or not ok(v):
+            raise argparse.ArgumentTypeError(f"expected {what}, got '{text}'")
+        return kind(v)
+
+    parse.__doc__ = f"{what[0].upper()}{what[1:]} (finite)."
+    return parse
 
 
-def positive_int(text: str) -> int:
-    """An integer >= 1 ('1e3' is accepted)."""
-    v = _number(text, int, "a positive integer")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'")
-    return int(v)
-
-
-def non_negative_int(text: str) -> int:
-    """An integer >= 0."""
-    v = _number(text, int, "an integer >= 0")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got '{text}'")
-    return int(v)
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0."""
-    v = _number(text, float, "a number > 0")
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got '{text}'")
-    return v
-
-
-def non_negative_float(text: str) -> float:
-    """A finite number >= 0."""
-    v = _number(text, float, "a number >= 0")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got '{text}'")
-    return v
+positive_int = _bounded(int, "a positive integer", lambda v: v >= 1)
+non_negative_int = _bounded(int, "an integer >= 0", lambda v: v >= 0)
+positive_float = _bounded(float, "a number > 0", lambda v: v > 0)
+non_negative_float = _bounded(float, "a number >= 0", lambda v: v >= 0)
 
 
 def positive_ints(text: str) -> tuple[int, ...]:
