@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from arm_jax import __version__, stack_versions
 from arm_jax.data.catalog import CatalogError, ItemCatalog, empty_catalog
 from arm_jax.routing.policies import (FixedPolicy, LoadAwarePolicy, RoutingError, TierCost,
                                       load_policy)
@@ -133,6 +134,8 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
     """
     settings = settings or ServerSettings()
     metrics = ServerMetrics()
+    versions = stack_versions()
+    metrics.build.info({name.replace("-", "_"): v or "none" for name, v in versions.items()})
     registry = TierRegistry(executors, settings, on_batch=metrics.on_batch)
     feats = registry.features
     if catalog is None and settings.catalog is not None:
@@ -218,7 +221,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         if history_store is None and state["store"] is not None:   # opened from the URL
             state["store"].close()
 
-    app = FastAPI(title="arm-jax ranker", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="arm-jax ranker", version=__version__, lifespan=lifespan,
                   description="Request-oriented ads ranking over AOT-compiled tiers.")
     app.state.registry = registry
     app.state.metrics = metrics
@@ -279,6 +282,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                        "compute_ms": registry.models[n].snapshot()}
                       for i, n in enumerate(registry.order)],
             "ready": registry.ready,
+            "versions": versions,
         }
 
     @app.post("/v1/rank", response_model=RankResponse,

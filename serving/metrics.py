@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 _LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .075, .1, .15, .2, .3, .5, .75, 1.0,
                     1.5, 2.5, 5.0, 10.0)
@@ -45,6 +45,8 @@ class ServerMetrics:
                                        registry=r)
         self.ready = Gauge("armjax_ready", "1 once every executor is loaded and warmed",
                            registry=r)
+        self.build = Info("armjax_build", "versions of arm-jax and its numeric stack "
+                          "(labels of armjax_build_info, value 1)", registry=r)
 
     def bind_tier(self, tier: str, depth: Callable[[], float], busy: Callable[[], float]) -> None:
         """Gauges read live from the batcher at scrape time."""

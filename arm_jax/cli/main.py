@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 
+from arm_jax import stack_versions
 from arm_jax.cli import bench_cmd, train_cmd
 from arm_jax.cli.errors import run_cli
 
@@ -17,6 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arm-jax",
         description="Request-oriented ads ranking in JAX: train, export, serve, benchmark.")
+    parser.add_argument("--version", action=_PrintVersion,
+                        help="print the versions of arm-jax and its numeric stack, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     optional = _optional_commands()
     train_cmd.register(sub)
@@ -25,6 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
         if hasattr(module, "register"):
             module.register(sub)
     return parser
+
+
+def version_line() -> str:
+    """`arm-jax 0.1.0 (jax 0.7.1, jaxlib 0.7.1, ..., python 3.12.3)`: what a bug report needs."""
+    versions = stack_versions()
+    own = versions.pop("arm-jax")
+    libs = ", ".join(f"{name} {v or 'not installed'}" for name, v in versions.items())
+    return f"arm-jax {own} ({libs}, python {platform.python_version()})"
+
+
+class _PrintVersion(argparse.Action):
+    """Like argparse's `version` action, without re-wrapping the line at the terminal width."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        print(version_line())
+        parser.exit()
 
 
 def _optional_commands() -> list:

@@ -6,10 +6,12 @@ import concurrent.futures as cf
 import re
 
 import httpx
+import jax
 import msgpack
 import numpy as np
 import pytest
 
+import arm_jax
 from serving.app import create_app
 from serving.executor import FakeExecutor
 from serving.server import ServerThread
@@ -118,6 +120,8 @@ def test_metrics_present_and_counting(serve, fakes, payload):
         assert re.search(rf'^{name}\S*{{tier="(small|medium|large)"', text, re.M), name
     busy = _metric(text, "armjax_executor_busy_ratio", tier="large")
     assert 0.0 <= busy <= 1.0
+    assert _metric(text, "armjax_build_info", arm_jax=arm_jax.__version__,
+                   jax=jax.__version__) == 1
 
 
 def test_openapi_docs(serve, fakes):
@@ -134,6 +138,8 @@ def test_info_lists_tiers_cheapest_first(serve, fakes):
     info = httpx.get(serve(fakes) + "/v1/info", timeout=10).json()
     assert [t["name"] for t in info["tiers"]] == ["small", "medium", "large"]
     assert info["limits"]["max_candidates"] == 32
+    assert info["versions"]["arm-jax"] == arm_jax.__version__
+    assert info["versions"]["jax"] == jax.__version__
 
 
 @pytest.mark.parametrize("bad", ["tcp", "fixed:huge"])
