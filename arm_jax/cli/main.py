@@ -12,7 +12,7 @@ from arm_jax.cli.errors import run_cli
 
 
 OPTIONAL_COMMANDS = ("compile_cmd", "serve_cmd", "kernels_cmd", "store_cmd", "log_store_cmd",
-                     "embeddings_cmd", "quant_cmd", "demo_cmd")
+                     "embeddings_cmd", "quant_cmd", "data_cmd", "demo_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,10 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a tier on the bundled synthetic data",
-                       description="Train a tier on bundled synthetic data, evaluate on held-out "
+    p = sub.add_parser("train", help="train a tier on the bundled synthetic data or your own",
+                       description="Train a tier on the bundled synthetic data (or on examples "
+                                   "files joined with a user-log store), evaluate on held-out "
                                    "requests and write an orbax checkpoint.")
     p.add_argument("--tier", default="small", help="tier name in configs/tiers (default: small)")
     p.add_argument("--steps", type=int, default=None, help="optimisation steps (default: config)")
@@ -27,13 +30,62 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "uninterrupted run")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. model.d_model=64 train.batch_size=16")
+    _add_data_options(p, eval_only=False)
     p.set_defaults(func=_train)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint on held-out synthetic data",
+    e = sub.add_parser("eval", help="evaluate a checkpoint on held-out data",
                        description="Evaluate a checkpoint on the held-out synthetic requests "
-                                   "defined by its own config.")
+                                   "defined by its own config, or on an examples file joined "
+                                   "with a user-log store.")
     e.add_argument("--checkpoint", required=True, help="checkpoint directory from `train`")
+    _add_data_options(e, eval_only=True)
     e.set_defaults(func=_eval)
+
+
+def _add_data_options(p: argparse.ArgumentParser, *, eval_only: bool) -> None:
+    g = p.add_argument_group(
+        "your own data", "examples files (.npz, see `arm-jax data check`) hold no histories: "
+        "each request is joined with its user's events before its timestamp from the store")
+    g.add_argument("--examples", default=None, metavar="FILE.npz",
+                   help="requests to evaluate" if eval_only else
+                   "training requests (without --eval-examples the latest 10%% by time are "
+                   "held out)")
+    if not eval_only:
+        g.add_argument("--eval-examples", default=None, metavar="FILE.npz",
+                       help="held-out requests to evaluate on")
+    g.add_argument("--history-store", default=None, metavar="URL",
+                   help="user-log store with the users' events: lmdb:///path or "
+                        "redis://host:port/db (fill it with `arm-jax store load`)")
+    g.add_argument("--catalog", default=None, metavar="FILE.npz",
+                   help="item catalogue giving history events their side ids "
+                        "(`arm-jax store catalog`); without it they are unknown")
+
+
+def _check_data_options(args: argparse.Namespace, *, eval_only: bool) -> None:
+    """Options of the own-data group go together: before any checkpoint or file is read."""
+    given = [f"--{k.replace('_', '-')}" for k in ("eval_examples", "history_store", "catalog")
+             if getattr(args, k, None) is not None]
+    if args.examples is None and given:
+        raise ValueError(f"{', '.join(given)}: only with --examples (the requests to "
+                         f"{'evaluate' if eval_only else 'train on'})")
+    if args.examples is not None and args.history_store is None:
+        raise ValueError("--examples: needs --history-store (examples files hold no "
+                         "histories; the store has them)")
+
+
+def _data(args: argparse.Namespace, tier: Any, *, eval_only: bool) -> Any:
+    """The synthetic data of the tier, or the files the options name (checked first)."""
+    if args.examples is None:
+        from arm_jax.train.loop import make_synthetic_data
+
+        return make_synthetic_data(tier)
+    from arm_jax.train import file_data
+
+    if eval_only:
+        return file_data.make_eval_data(tier.features, args.examples, args.history_store,
+                                        catalog=args.catalog)
+    return file_data.make_file_data(tier.features, args.examples, args.history_store,
+                                    eval_examples=args.eval_examples, catalog=args.catalog)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -43,12 +95,27 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.checkpoint_every < 0:
         raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    _check_data_options(args, eval_only=False)
     tier = load_tier(args.tier, args.overrides)
-    from arm_jax.train.loop import make_synthetic_data, train_model
+    from arm_jax.train.file_data import close_file_data
+
+    data = _data(args, tier, eval_only=False)
+    try:
+        rows = _train_runs(args, tier, data, Path(args.out or f"runs/{tier.name}"))
+    finally:
+        close_file_data(data)
+    print(_table(rows, data, tier.features.tasks[0]))
+    return 0
+
+
+def _train_runs(args: argparse.Namespace, tier: Any, data: Any,
+                out: Path) -> list[dict[str, Any]]:
+    """The tier, and with --baselines logistic regression and small, on the same data."""
+    from arm_jax.config import load_tier
+    from arm_jax.train.loop import train_model
     from arm_jax.train.resume import has_saved_state
 
-    out = Path(args.out or f"runs/{tier.name}")
-    data = make_synthetic_data(tier)
+    task = tier.features.tasks[0]
     runs = [("ranker", tier, out)]
     if args.baselines:
         runs.append(("logreg", tier, out.parent / f"{out.name}-logreg"))
@@ -63,43 +130,51 @@ def _train(args: argparse.Namespace) -> int:
                           progress=not args.no_progress,
                           checkpoint_every=args.checkpoint_every, resume=resume)
         rows.append(_row(f"{kind}:{t.name}" if kind == "ranker" else "logistic-regression",
-                         res.metrics, d))
-    print(_table(rows, data))
-    return 0
+                         res.metrics, d, task))
+    return rows
 
 
-def _row(name: str, m: dict[str, Any], path: Path) -> dict[str, Any]:
-    o, s, lg = m["overall"]["click"], m["short_history"]["click"], m["long_history"]["click"]
+def _row(name: str, m: dict[str, Any], path: Path, task: str) -> dict[str, Any]:
+    o, s, lg = m["overall"][task], m["short_history"][task], m["long_history"][task]
     return {"model": name, "auc": o["auc"], "logloss": o["logloss"], "ne": o["ne"],
             "auc_short": s["auc"], "auc_long": lg["auc"], "loss": m["last_loss"],
             "seconds": m["train_seconds"], "checkpoint": str(path)}
 
 
-def _table(rows: list[dict[str, Any]], data: Any) -> str:
+def _table(rows: list[dict[str, Any]], data: Any, task: str) -> str:
+    """One row per model on the first task; the oracle row when the data knows its truth."""
     from arm_jax.data.synthetic import oracle_metrics
 
-    oracle = oracle_metrics(data.test)
-    click = oracle["click"] if "click" in oracle else oracle
-    lines = [f"{'model (click task, held-out)':<30} {'AUC':>7} {'logloss':>8} {'NE':>7} "
+    head = f"model ({task} task, held-out)"
+    lines = [f"{head:<30} {'AUC':>7} {'logloss':>8} {'NE':>7} "
              f"{'AUC short':>10} {'AUC long':>9} {'train s':>8}"]
     for r in rows:
         lines.append(f"{r['model']:<30} {r['auc']:>7.4f} {r['logloss']:>8.4f} {r['ne']:>7.4f} "
                      f"{r['auc_short']:>10.4f} {r['auc_long']:>9.4f} {r['seconds']:>8.1f}")
-    lines.append(f"{'oracle (true probability)':<30} {click['auc']:>7.4f} "
-                 f"{click['logloss']:>8.4f} {click['ne']:>7.4f}")
+    if not np.isnan(data.test.true_prob).all():     # synthetic data: the ceiling
+        o = oracle_metrics(data.test)[task]
+        lines.append(f"{'oracle (true probability)':<30} {o['auc']:>7.4f} "
+                     f"{o['logloss']:>8.4f} {o['ne']:>7.4f}")
     lines.append("checkpoints: " + ", ".join(r["checkpoint"] for r in rows))
     return "\n".join(lines)
 
 
 def _eval(args: argparse.Namespace) -> int:
     from arm_jax.checkpoint import load_checkpoint
-    from arm_jax.train.loop import evaluate_model, make_synthetic_data
+    from arm_jax.train.file_data import close_file_data
+    from arm_jax.train.loop import evaluate_model
 
+    _check_data_options(args, eval_only=True)
     kind, tier, graphdef, params = load_checkpoint(args.checkpoint)
-    data = make_synthetic_data(tier)
-    metrics = evaluate_model(graphdef, params, tier, data, kind=kind)
+    data = _data(args, tier, eval_only=True)
+    try:
+        metrics = evaluate_model(graphdef, params, tier, data, kind=kind)
+    finally:
+        close_file_data(data)
     print(json.dumps(metrics, indent=2))
+    task = tier.features.tasks[0]
     row = _row(f"{kind}:{tier.name}", {**metrics, "last_loss": float("nan"),
-                                        "train_seconds": float("nan")}, Path(args.checkpoint))
-    print(_table([row], data))
+                                        "train_seconds": float("nan")}, Path(args.checkpoint),
+               task)
+    print(_table([row], data, task))
     return 0

@@ -116,19 +116,23 @@ class _JoinBatch:
 def joined_dataset(examples: Examples, store: UserLogStore, features: FeaturesConfig, *,
                    batch_size: int, max_len: int, shuffle: bool = False, seed: int = 0,
                    drop_remainder: bool = False, num_threads: int | None = None,
-                   prefetch: int = 8, catalog: ItemCatalog | None = None) -> grain.IterDataset:
+                   prefetch: int = 8, catalog: ItemCatalog | None = None,
+                   first_batch: int = 0) -> grain.IterDataset:
     """A grain IterDataset of joined (RequestBatch, labels) batches, joined in `num_threads`
     background threads (None: `join_threads()`) with `prefetch` batches buffered.
-    Order is deterministic.
+    Order is deterministic (the order of `iterate_batches` for the same seed); it starts
+    at batch `first_batch` without joining the ones before (a resumed run).
     `catalog` gives history events their side ids (None: unknown, UNKNOWN_SIDE)."""
     if batch_size < 1 or max_len < 1:
         raise ValueError(f"batch_size={batch_size} and max_len={max_len} must be >= 1")
+    if first_batch < 0:
+        raise ValueError(f"first_batch={first_batch}: must be >= 0")
     if max_len > features.max_history:
         raise ValueError(f"max_len={max_len} exceeds features.max_history={features.max_history}")
     n = len(examples)
     order = np.random.default_rng((seed, 3)).permutation(n) if shuffle else np.arange(n)
     num_batches = n // batch_size if drop_remainder else -(-n // batch_size)
-    ds = grain.MapDataset.range(num_batches).map(
+    ds = grain.MapDataset.range(min(first_batch, num_batches), num_batches).map(
         _JoinBatch(examples, order, batch_size, store, features, max_len,
                    catalog or empty_catalog(features.history_side_fields)))
     return ds.to_iter_dataset(grain.ReadOptions(num_threads=join_threads(num_threads),

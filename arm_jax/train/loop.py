@@ -1,4 +1,5 @@
-"""Training and evaluation of one tier (or the logistic-regression baseline) on synthetic data."""
+"""Training and evaluation of one tier (or the logistic-regression baseline): on the bundled
+synthetic data, or on examples files joined with a user-log store (`arm_jax.train.file_data`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from arm_jax.checkpoint import save_checkpoint
 from arm_jax.config import TierConfig
+from arm_jax.data.join import StoreHistory, joined_dataset
 from arm_jax.data.synthetic import Examples, SyntheticSpec, SyntheticWorld, iterate_batches
 from arm_jax.metrics import evaluate
 from arm_jax.train.resume import TrainStateCheckpoints, run_identity
@@ -38,20 +40,28 @@ class TrainResult:
 
 
 @dataclasses.dataclass(frozen=True)
-class SyntheticData:
-    world: SyntheticWorld
+class TrainingData:
+    """Train and held-out requests, and where their histories come from.
+
+    `world` joins a history (`join_history(user_id, ts, max_len)`, `.features`): the
+    synthetic world itself, or a `StoreHistory` over a user-log store, whose training joins
+    then run in grain background threads. `identity` names the data for `--resume`
+    (None: the tier's synthetic data, which the tier config already pins)."""
+
+    world: SyntheticWorld | StoreHistory
     train: Examples
     test: Examples
+    identity: dict[str, Any] | None = None
 
 
-def make_synthetic_data(tier: TierConfig) -> SyntheticData:
+def make_synthetic_data(tier: TierConfig) -> TrainingData:
     """The bundled synthetic world and its train / held-out requests (same seed, same data)."""
     tc = tier.train
     world = SyntheticWorld.generate(SyntheticSpec(num_users=tc.num_users, seed=tc.seed),
                                     tier.features)
     train = world.sample_examples(tc.train_requests, tc.candidates, seed=tc.seed + 1)
     test = world.sample_examples(tc.eval_requests, tc.candidates, seed=tc.seed + 2)
-    return SyntheticData(world, train, test)
+    return TrainingData(world, train, test)
 
 
 def history_len_for(kind: str, tier: TierConfig) -> int:
@@ -59,11 +69,11 @@ def history_len_for(kind: str, tier: TierConfig) -> int:
     return tier.features.max_history if kind == "logreg" else tier.model.history_len
 
 
-def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
+def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
                 steps: int | None = None, out_dir: str | Path | None = None,
                 progress: bool = True, checkpoint_every: int = 0,
                 resume: bool = False) -> TrainResult:
-    """Train with AdamW on the synthetic world, evaluate on held-out requests, checkpoint.
+    """Train with AdamW on `data`, evaluate on its held-out requests, checkpoint.
 
     With `out_dir`, `checkpoint_every` > 0 also saves the whole training state every that
     many steps (`arm_jax.train.resume`), and `resume` continues from the newest saved state
@@ -79,16 +89,25 @@ def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
                          f"{len(data.train)} training requests")
     state = None
     if out_dir is not None:
-        state = TrainStateCheckpoints(out_dir, run_identity(kind, tier, steps), checkpoint_every)
+        state = TrainStateCheckpoints(out_dir, run_identity(kind, tier, steps, data.identity),
+                                      checkpoint_every)
     elif resume or checkpoint_every:
         raise ValueError("checkpoint_every / resume: need an output directory")
 
     def batches(done: int):
         for epoch in itertools.count(done // per_epoch):
             first = done % per_epoch if epoch == done // per_epoch else 0
-            yield from iterate_batches(data.world, data.train, tc.batch_size, max_len,
-                                       shuffle=True, seed=tc.seed + epoch, drop_remainder=True,
-                                       first_batch=first)
+            if isinstance(data.world, StoreHistory):     # store reads overlap the steps
+                w = data.world
+                yield from joined_dataset(data.train, w.store, w.features,
+                                          batch_size=tc.batch_size, max_len=max_len,
+                                          shuffle=True, seed=tc.seed + epoch,
+                                          drop_remainder=True, catalog=w.catalog,
+                                          first_batch=first)
+            else:
+                yield from iterate_batches(data.world, data.train, tc.batch_size, max_len,
+                                           shuffle=True, seed=tc.seed + epoch,
+                                           drop_remainder=True, first_batch=first)
 
     losses: list[float] = []
     done = 0
@@ -127,7 +146,7 @@ def train_model(tier: TierConfig, data: SyntheticData, *, kind: str = "ranker",
     return TrainResult(kind, tier, graphdef, params, losses, metrics, seconds)
 
 
-def predict_examples(graphdef: nnx.GraphDef, params: Any, data: SyntheticData,
+def predict_examples(graphdef: nnx.GraphDef, params: Any, data: TrainingData,
                      examples: Examples, max_len: int, batch_size: int = 64) -> np.ndarray:
     """Probabilities [R, N, tasks] for every held-out request (last batch padded, not recompiled)."""
     predict = make_predict(graphdef)
@@ -143,7 +162,7 @@ def predict_examples(graphdef: nnx.GraphDef, params: Any, data: SyntheticData,
     return np.concatenate(out)[:n]
 
 
-def evaluate_model(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, data: SyntheticData,
+def evaluate_model(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, data: TrainingData,
                    *, kind: str = "ranker") -> dict[str, Any]:
     """AUC / log loss / NE per task on held-out data, overall and by history length."""
     ex = data.test

@@ -40,9 +40,14 @@ def has_saved_state(out_dir: str | Path) -> bool:
     return (Path(out_dir) / STATE_DIR / "run.json").exists()
 
 
-def run_identity(kind: str, tier: TierConfig, steps: int) -> dict[str, Any]:
-    """What must match for a saved state to continue this run."""
-    return {"kind": kind, "steps": steps, "tier": tier.to_dict()}
+def run_identity(kind: str, tier: TierConfig, steps: int,
+                 data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What must match for a saved state to continue this run: the model, the steps and,
+    for data that is not the tier's own synthetic data, what names the data."""
+    identity = {"kind": kind, "steps": steps, "tier": tier.to_dict()}
+    if data is not None:
+        identity["data"] = data
+    return identity
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str | None:

@@ -1,0 +1,64 @@
+"""`arm-jax data synthetic|check` and `arm-jax train|eval --examples`: the README's path
+from files to a checkpoint, and its bad uses as one line and exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from arm_jax.cli.main import main
+
+DATA = ("train.train_requests=40", "train.eval_requests=16", "train.num_users=30",
+        "train.batch_size=8", "train.candidates=4")
+
+
+@pytest.fixture(scope="module")
+def files(tiny_overrides, tmp_path_factory):
+    root = tmp_path_factory.mktemp("data-cmd")
+    assert main(["data", "synthetic", "--out", str(root / "data"), "--tier", "small",
+                 *tiny_overrides, *DATA]) == 0
+    url = f"lmdb://{root / 'logs'}"
+    assert main(["store", "load", url, str(root / "data" / "events.npz")]) == 0
+    return root, url
+
+
+def test_synthetic_files_check_train_and_evaluate(files, tiny_overrides, capsys):
+    root, url = files
+    data = root / "data"
+    capsys.readouterr()
+    assert main(["data", "check", str(data / "train.npz"), *tiny_overrides]) == 0
+    assert "ok for tier small: 40 requests of up to 4 candidates" in capsys.readouterr().out
+    out = root / "run"
+    assert main(["train", "--tier", "small", "--steps", "2", "--out", str(out),
+                 "--no-progress", "--examples", str(data / "train.npz"), "--history-store",
+                 url, "--catalog", str(data / "catalog.npz"), *tiny_overrides, *DATA]) == 0
+    table = capsys.readouterr().out
+    assert "ranker:small" in table and (out / "params").is_dir()
+    assert main(["eval", "--checkpoint", str(out), "--examples", str(data / "test.npz"),
+                 "--history-store", url, "--catalog", str(data / "catalog.npz")]) == 0
+    assert "ranker:small" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--examples", "{data}/train.npz"], "--examples: needs --history-store"),
+    (["train", "--catalog", "{data}/catalog.npz"], "--catalog: only with --examples"),
+    (["eval", "--checkpoint", "{root}/none", "--history-store", "{url}"],
+     "--history-store: only with --examples"),
+    (["train", "--examples", "{data}/events.npz", "--history-store", "{url}"],
+     "events.npz: missing arrays"),
+    (["train", "--examples", "{data}/train.npz", "--history-store", "lmdb://{root}/nothing"],
+     "no LMDB store"),
+    (["train", "--examples", "{data}/train.npz", "--history-store", "{url}", "--catalog",
+      "{data}/train.npz"], "not a catalogue"),
+    (["data", "check", "{data}/train.npz"], "req_sparse"),    # the default (full) widths
+])
+def test_bad_uses_are_one_line(files, tiny_overrides, capsys, argv, words):
+    root, url = files
+    argv = [a.format(root=root, data=root / "data", url=url) for a in argv]
+    extra = [] if argv[0] == "data" or argv[0] == "eval" else [*tiny_overrides, *DATA]
+    if argv[0] == "train":
+        argv = [*argv, "--out", str(root / "bad-run"), "--no-progress"]
+    capsys.readouterr()
+    rc = main([*argv, *extra])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("arm-jax: error: ") and words in err, err
+    assert "\n" not in err and not (root / "bad-run").exists()

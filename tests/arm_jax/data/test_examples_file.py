@@ -1,0 +1,114 @@
+"""Examples files: a round trip keeps every array; a bad file is refused naming file and field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from arm_jax.config import load_tier
+from arm_jax.data.examples_file import (ExamplesFileError, holdout_latest, load_examples,
+                                        save_examples)
+from arm_jax.data.synthetic import SyntheticSpec, SyntheticWorld
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_overrides):
+    tier = load_tier("small", tiny_overrides)
+    world = SyntheticWorld.generate(SyntheticSpec(num_users=30, seed=3), tier.features)
+    return tier.features, world.sample_examples(24, 5, seed=4)
+
+
+def _arrays(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_round_trip_keeps_every_array(setup, tmp_path):
+    features, ex = setup
+    back = load_examples(save_examples(ex, tmp_path / "sub" / "ex.npz"), features)
+    for name in ("user_id", "ts", "req_sparse", "req_dense", "cand_sparse", "cand_dense",
+                 "cand_mask", "labels", "true_prob"):
+        a, b = getattr(ex, name), getattr(back, name)
+        assert np.array_equal(a, b), name
+    assert back.tasks == ex.tasks
+
+
+def test_a_file_without_truth_loads_with_nan_true_prob(setup, tmp_path):
+    features, ex = setup
+    path = save_examples(ex, tmp_path / "ex.npz")
+    arrays = _arrays(path)
+    del arrays["true_prob"], arrays["tasks"], arrays["format_version"]
+    np.savez(path, **arrays)                 # what a user's own export holds
+    back = load_examples(path, features)
+    assert np.isnan(back.true_prob).all() and np.array_equal(back.labels, ex.labels)
+
+
+def _edit(key, fn):
+    def apply(a):
+        a[key] = fn(a[key])
+    return apply
+
+
+def _drop(key):
+    def apply(a):
+        del a[key]
+    return apply
+
+
+BAD = [
+    (_drop("labels"), "missing arrays ['labels']"),
+    (_edit("req_dense", lambda x: x[:, :-1]), "req_dense"),
+    (_edit("cand_sparse", lambda x: x[..., :-1]), "cand_sparse"),
+    (_edit("user_id", lambda x: x - 100), "user_id: must be >= 0"),
+    (_edit("ts", lambda x: x.astype(np.float64)), "ts: expected integers"),
+    (_edit("ts", lambda x: x[:-1]), "ts: expected shape"),
+    (_edit("labels", lambda x: x * 3), "labels: must be in [0, 1]"),
+    (_edit("labels", lambda x: x[..., :1]), "labels: expected shape"),
+    (_edit("cand_dense", lambda x: np.where(x > 0, np.inf, x)), "cand_dense: values must be finite"),
+    (_edit("cand_mask", lambda x: x.astype(np.int32) * 2), "cand_mask"),
+    (_edit("tasks", lambda x: np.asarray(["like"])), "tasks:"),
+    (_edit("format_version", lambda x: np.int64(9)), "format_version=9"),
+    (lambda a: a.update({k: v[:0] for k, v in a.items() if v.ndim and k != "tasks"}),
+     "no requests"),
+]
+
+
+@pytest.mark.parametrize("spoil,needle", BAD, ids=[n for _, n in BAD])
+def test_a_bad_file_names_the_file_and_the_field(setup, tmp_path, spoil, needle):
+    features, ex = setup
+    path = save_examples(ex, tmp_path / "ex.npz")
+    arrays = _arrays(path)
+    spoil(arrays)
+    np.savez(path, **arrays)
+    with pytest.raises(ExamplesFileError) as e:
+        load_examples(path, features)
+    assert str(e.value).startswith(str(path)) and needle in str(e.value)
+
+
+def test_too_many_candidates_for_the_config(setup, tiny_overrides, tmp_path):
+    _, ex = setup
+    path = save_examples(ex, tmp_path / "ex.npz")       # 5 candidate slots
+    narrow = load_tier("small", [*tiny_overrides, "features.max_candidates=4"]).features
+    with pytest.raises(ExamplesFileError, match="5 candidates exceed the limit 4"):
+        load_examples(path, narrow)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip"])
+def test_not_an_npz(setup, tmp_path, content):
+    features, _ = setup
+    path = tmp_path / "ex.npz"
+    path.write_bytes(content)
+    with pytest.raises(ExamplesFileError, match="not a readable .npz"):
+        load_examples(path, features)
+    with pytest.raises(ExamplesFileError, match="no such examples file"):
+        load_examples(tmp_path / "missing.npz", features)
+
+
+def test_holdout_keeps_the_latest_requests_for_evaluation(setup):
+    _, ex = setup
+    train, test = holdout_latest(ex, 0.25)
+    assert len(test) == 6 and len(train) == 18
+    assert train.ts.max() <= test.ts.min()
+    assert sorted(np.concatenate([train.ts, test.ts]).tolist()) == sorted(ex.ts.tolist())
+    with pytest.raises(ExamplesFileError, match="too few"):
+        holdout_latest(ex.take(np.arange(3)), 0.1)

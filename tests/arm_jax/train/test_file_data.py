@@ -1,0 +1,86 @@
+"""Training on examples files joined with a store is training on the in-memory world.
+
+The synthetic world written out as files (`write_synthetic_files`), its logs loaded into a
+store: the grain-joined training run must end on bit-identical weights, and evaluation on
+either backend must give identical metrics; a resumed run refuses other data.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from arm_jax.checkpoint import build_model
+from arm_jax.config import load_tier
+from arm_jax.data.synthetic_files import write_synthetic_files
+from arm_jax.store import open_store
+from arm_jax.store.events_file import load_events_file
+from arm_jax.train import loop
+from arm_jax.train.file_data import close_file_data, make_eval_data, make_file_data
+from arm_jax.train.resume import ResumeError
+
+RUN = ("train.train_requests=40", "train.batch_size=8", "train.eval_requests=16",
+       "train.num_users=40", "train.candidates=4", "train.log_every=2")
+STEPS = 7    # crosses an epoch (5 batches each): the second epoch's order comes from its seed
+
+
+@pytest.fixture(scope="module")
+def files(tiny_overrides, tmp_path_factory):
+    tier = load_tier("small", [*tiny_overrides, *RUN])
+    data = loop.make_synthetic_data(tier)
+    root = tmp_path_factory.mktemp("files")
+    paths = write_synthetic_files(data.world, data.train, data.test, root / "data")
+    url = f"lmdb://{root / 'logs'}"
+    store = open_store(url)
+    load_events_file(store, paths["events"])
+    store.close()
+    return tier, data, paths, url
+
+
+def _leaves(params):
+    return [np.asarray(x) for x in jax.tree.leaves(jax.device_get(params))]
+
+
+def test_training_from_files_and_a_store_is_bit_identical(files, tmp_path):
+    """... and its saved training state resumes only on the same data."""
+    tier, synthetic, paths, url = files
+    fd = make_file_data(tier.features, paths["train"], url, eval_examples=paths["test"],
+                        catalog=paths["catalog"])
+    held_out = make_file_data(tier.features, paths["train"], url)    # latest 10% held out
+    out = tmp_path / "run"
+    try:
+        a = loop.train_model(tier, synthetic, steps=STEPS, progress=False)
+        b = loop.train_model(tier, fd, steps=STEPS, progress=False, out_dir=out,
+                             checkpoint_every=STEPS)
+        with pytest.raises(ResumeError, match=r"another run.s state \(data\.catalog: saved \{"):
+            loop.train_model(tier, held_out, steps=STEPS, out_dir=out, progress=False,
+                             checkpoint_every=STEPS, resume=True)
+    finally:
+        close_file_data(fd)
+        close_file_data(held_out)
+    la, lb = _leaves(a.params), _leaves(b.params)
+    assert len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
+    assert a.losses == b.losses
+    assert a.metrics["overall"] == b.metrics["overall"]
+    assert a.metrics["long_history"] == b.metrics["long_history"]
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "redis"])
+def test_evaluation_from_a_store_matches_the_world(files, backend, request):
+    tier, synthetic, paths, url = files
+    if backend == "redis":       # a database of its own: the default key prefix is used
+        url = request.getfixturevalue("redis_url").rsplit("/", 1)[0] + "/7"
+        store = open_store(url)
+        store.clear()
+        load_events_file(store, paths["events"])
+        store.close()
+    graphdef, params = nnx.split(build_model("ranker", tier, seed=0))
+    want = loop.evaluate_model(graphdef, params, tier, synthetic)
+    ed = make_eval_data(tier.features, paths["test"], url, catalog=paths["catalog"])
+    try:
+        got = loop.evaluate_model(graphdef, params, tier, ed)
+    finally:
+        close_file_data(ed)
+    assert got == want
