@@ -100,6 +100,8 @@ class ArtifactExecutor:
             self._tier.swap_weights(d)
         except ArtifactError as e:
             raise IncompatibleWeights(str(e)) from None
+        except OSError as e:                 # unreadable files: the old weights keep serving
+            raise WeightsNotFound(f"path: {d}: cannot be read ({e})") from None
         self._version += 1
         return {"version": self._version}
 

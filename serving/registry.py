@@ -25,7 +25,7 @@ from arm_jax.batch import RequestBatch
 from arm_jax.config import FeaturesConfig
 from serving.admission import Admission, ComputeModel
 from serving.batcher import MicroBatcher
-from serving.executor import TierExecutor
+from serving.executor import TierExecutor, WeightsNotFound
 from serving.settings import ServerSettings
 
 log = logging.getLogger("serving.registry")
@@ -104,6 +104,12 @@ class TierRegistry:
     def reload(self, tier: str, path: str | Path) -> dict[str, Any]:
         if tier not in self.executors:
             raise RegistryError(f"tier: unknown tier {tier!r}; tiers: {self.order}")
+        try:
+            exists = Path(path).exists()
+        except (OSError, ValueError) as e:   # a component over NAME_MAX, a NUL byte
+            raise WeightsNotFound(f"path: cannot be used as a directory ({e})") from None
+        if not exists:
+            raise WeightsNotFound(f"path: {path} does not exist")
         with self._swap_locks[tier]:
             t0 = time.monotonic()
             info = self.executors[tier].swap_weights(path) or {}

@@ -99,6 +99,10 @@ def test_incompatible_weights_refused_old_keep_serving(swap_server, payload, tin
     r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(tmp_path / "nope")},
                    headers=h)
     assert r.status_code == 404 and r.json()["error"]["field"] == "path"
+    for unusable in ("x" * 300, "a\u0000b"):    # over NAME_MAX; a NUL byte: 404, not 500
+        r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": unusable},
+                       headers=h)
+        assert r.status_code == 404 and r.json()["error"]["field"] == "path", r.text
     r = httpx.post(url + "/admin/reload", json={"tier": "huge", "path": str(good)}, headers=h)
     assert r.status_code == 422 and r.json()["error"]["field"] == "tier"
     r = httpx.post(url + "/admin/reload", json={"tier": "small"}, headers=h)
