@@ -74,7 +74,10 @@ class ShardedCheckpointer:
         items = {"params": ocp.args.StandardSave(params)}
         if opt_state is not None:
             items["opt_state"] = ocp.args.StandardSave(opt_state)
-        self.manager.save(step, args=ocp.args.Composite(**items))
+        if not self.manager.save(step, args=ocp.args.Composite(**items)):
+            raise CheckpointError(
+                f"checkpoint {self.root}: step {step} was not saved (orbax saves only steps "
+                f"after its newest, {self.manager.latest_step()}; `discard` newer ones first)")
         self._pending = step
 
     def wait(self) -> None:
@@ -113,6 +116,13 @@ class ShardedCheckpointer:
             for d in self.digests.glob("*.json"):
                 if d.stem not in live:
                     d.unlink()
+
+    def discard(self, step: int) -> None:
+        """Delete `step` and its digest (a damaged step a resumed run will save again)."""
+        self._finalize()
+        if step in self.manager.all_steps():
+            self.manager.delete(step)
+        (self.digests / f"{step}.json").unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ verify
     def _step_dir(self, step: int) -> Path:

@@ -5,7 +5,9 @@ Layout, under the run's output directory:
   train_state/run.json            what the run is: model kind, steps, the tier config
   train_state/steps/<n>, digests/ params (+ the moving average) and optimiser state after
                                   n steps (`ShardedCheckpointer`: async, sha256-verified)
-  train_state/losses/<n>.json     the logged loss windows up to step n
+  train_state/losses/<n>.json     the logged loss windows up to step n, and the sum and
+                                  count of the window still open (so the resumed run logs
+                                  the same means)
 
 Everything else a step depends on is a function of the step index (the data order of
 each epoch, the dropout / cropping / masking keys), so restoring these and skipping the
@@ -36,8 +38,10 @@ class ResumeError(CheckpointError):
 
 
 def has_saved_state(out_dir: str | Path) -> bool:
-    """Whether a run saved its training state under `out_dir` (what --resume reads)."""
-    return (Path(out_dir) / STATE_DIR / "run.json").exists()
+    """Whether a run committed a training state under `out_dir` that --resume can read (a
+    run interrupted before its first save has written only run.json)."""
+    state = Path(out_dir) / STATE_DIR
+    return (state / "run.json").exists() and any((state / "digests").glob("*.json"))
 
 
 def run_identity(kind: str, tier: TierConfig, steps: int,
@@ -110,7 +114,9 @@ class TrainStateCheckpoints:
     def save(self, done: int, trainer: Trainer, losses: list[float]) -> None:
         """Start saving the state after `done` steps; returns once arrays are off the device."""
         (self.dir / "losses").mkdir(exist_ok=True)
-        (self.dir / "losses" / f"{done}.json").write_text(json.dumps(losses))
+        open_sum, open_steps = trainer.loss_window()    # a window the save cuts in two
+        (self.dir / "losses" / f"{done}.json").write_text(json.dumps(
+            {"windows": losses, "open_sum": open_sum, "open_steps": open_steps}))
         self.checkpointer.save(done, _state_tree(trainer), trainer.opt_state)
         self._prune_losses()
 
@@ -126,7 +132,7 @@ class TrainStateCheckpoints:
         """Load the newest verified state into `trainer` -> (steps done, loss log, refusals of
         newer, damaged states). ResumeError when there is none or it is another run's."""
         run_json = self.dir / "run.json"
-        if not has_saved_state(self.dir.parent):
+        if not run_json.exists():
             raise ResumeError(f"--resume: no training state under {self.dir} (a run saves "
                               "one with --checkpoint-every N)")
         saved = json.loads(run_json.read_text())
@@ -137,11 +143,16 @@ class TrainStateCheckpoints:
             raise ResumeError(f"--resume: {self.dir} has no saved step yet")
         done, tree, opt_state, refused = self.checkpointer.restore_latest(
             _abstract(_state_tree(trainer)), _abstract(trainer.opt_state))
+        for newer in [s for s in self.checkpointer.steps() if s > done]:
+            self.checkpointer.discard(newer)    # refused: this run saves those steps again
         trainer.params, trainer.opt_state = tree["params"], opt_state
         if "ema" in tree:
             trainer.ema_params = tree["ema"]
-        losses = json.loads((self.dir / "losses" / f"{done}.json").read_text())
-        return done, losses, refused
+        log = json.loads((self.dir / "losses" / f"{done}.json").read_text())
+        if isinstance(log, list):               # written before the open window was kept
+            log = {"windows": log, "open_sum": 0.0, "open_steps": 0}
+        trainer.restore_loss_window(log["open_sum"], log["open_steps"])
+        return done, log["windows"], refused
 
     def poll(self) -> None:
         """Commit a finished background save now (cheap; call every step), so a crash

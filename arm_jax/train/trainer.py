@@ -87,6 +87,15 @@ class Trainer:
             self._in_flight.popleft().block_until_ready()
         return loss
 
+    def loss_window(self) -> tuple[float, int]:
+        """(sum, steps) of the losses since the last `mean_loss`: what a checkpoint keeps so
+        that a resumed run logs the window it cut in two exactly (one device sync)."""
+        return float(self._loss_sum), self._loss_steps
+
+    def restore_loss_window(self, loss_sum: float, steps: int) -> None:
+        """Continue a window `loss_window` saved (float32 sums round-trip exactly)."""
+        self._loss_sum, self._loss_steps = loss_sum, steps
+
     def logs_at(self, i: int) -> bool:
         """Whether the loops log after step `i`: every `train.log_every` steps and the last."""
         return i % self.log_every == 0 or i == self.steps - 1

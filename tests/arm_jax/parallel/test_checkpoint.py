@@ -182,3 +182,25 @@ def test_listing_steps_during_a_save_keeps_max_to_keep_and_digests(tmp_path):
     ck.close()
     assert sorted(p.name for p in (tmp_path / "steps").iterdir()) == ["6", "9"]
     assert sorted(p.name for p in (tmp_path / "digests").iterdir()) == ["6.json", "9.json"]
+
+
+def test_a_step_orbax_will_not_save_is_an_error_and_discard_frees_it(tmp_path):
+    """orbax skips a save at or below its newest step and returns False; taking that for a
+    save once wrote a fresh digest over the old (possibly damaged) files."""
+    from arm_jax.checkpoint import CheckpointError
+
+    ck = ShardedCheckpointer(tmp_path)
+    ck.save(1, {"w": jnp.full(4, 1.0)})
+    ck.save(2, {"w": jnp.full(4, 2.0)})
+    ck.wait()
+    digest = (tmp_path / "digests" / "2.json").read_text()
+    with pytest.raises(CheckpointError, match="step 2 was not saved"):
+        ck.save(2, {"w": jnp.full(4, 7.0)})
+    assert (tmp_path / "digests" / "2.json").read_text() == digest
+    ck.discard(2)
+    assert ck.steps() == [1] and not (tmp_path / "digests" / "2.json").exists()
+    ck.save(2, {"w": jnp.full(4, 7.0)})
+    ck.close()
+    restored, _ = ShardedCheckpointer(tmp_path).restore(
+        2, {"w": jax.ShapeDtypeStruct((4,), jnp.float32)})
+    assert np.array_equal(np.asarray(restored["w"]), np.full(4, 7.0, np.float32))

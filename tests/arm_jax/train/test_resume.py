@@ -9,14 +9,15 @@ import pytest
 from arm_jax.config import load_tier
 from arm_jax.train import loop
 from arm_jax.train.resume import (STATE_DIR, ResumeError, TrainStateCheckpoints,
-                                   run_identity)
+                                   has_saved_state, run_identity)
 
 # 40 training requests in batches of 8: 5 steps an epoch; saves after steps 3, 6 and 9 of
 # 11 (two kept), so the resumed part starts at epoch 1's last batch and crosses into
 # epoch 2. Dropout, the masked-action task and the moving average make every step depend
-# on its random key and on more state than the weights.
+# on its random key and on more state than the weights. Losses are logged after steps 1,
+# 4, 7, 10 and 11, so every save cuts a logging window in two.
 SMALL_RUN = ("train.train_requests=40", "train.batch_size=8", "train.eval_requests=16",
-             "train.num_users=40", "train.candidates=4", "train.log_every=2",
+             "train.num_users=40", "train.candidates=4", "train.log_every=3",
              "model.dropout=0.1", "train.masked_actions=0.2", "train.ema_decay=0.9")
 STEPS = 11
 
@@ -53,9 +54,26 @@ def test_resumed_run_ends_bit_identical(run_setup, tmp_path):
     assert straight.metrics["resumed_at_step"] is None
     a, b = _leaves(straight.params), _leaves(resumed.params)    # the moving averages
     assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
-    # the loss log: a window every 2 steps and the last, short one; restored, then extended
-    assert len(straight.losses) == 6 and resumed.losses == straight.losses
+    # the loss log: a window every 3 steps and the last, short one; the window the save
+    # cut (steps 8-9 before it, 10 after) is restored with its partial sum, then extended
+    assert len(straight.losses) == 5 and resumed.losses == straight.losses
     assert resumed.metrics["overall"] == straight.metrics["overall"]
+
+    # The newest state damaged: refused, the run resumes from the one before, saves the
+    # refused step again (verified, not the damaged files blessed) and still ends the same.
+    victim = max((p for p in (state / "steps" / "9").rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    again = loop.train_model(tier, data, steps=STEPS, out_dir=out, progress=False,
+                             checkpoint_every=3, resume=True)
+    assert again.metrics["resumed_at_step"] == 6
+    c = _leaves(again.params)
+    assert all(np.array_equal(x, y) for x, y in zip(a, c)) and again.losses == straight.losses
+    checkpoints = TrainStateCheckpoints(out, run_identity("ranker", tier, STEPS), every=3)
+    checkpoints.checkpointer.verify(9)
+    checkpoints.close()
 
 
 def test_resume_refuses_what_it_cannot_continue(run_setup, tmp_path, tiny_overrides):
@@ -67,6 +85,7 @@ def test_resume_refuses_what_it_cannot_continue(run_setup, tmp_path, tiny_overri
         loop.train_model(tier, data, steps=4, progress=False, resume=True)
     # the checks run before anything is restored: no trainer needed to reach them
     TrainStateCheckpoints(tmp_path, run_identity("ranker", tier, 4), every=2).start_fresh()
+    assert not has_saved_state(tmp_path)     # run.json alone: a baseline would start fresh
     with pytest.raises(ResumeError, match="has no saved step yet"):
         TrainStateCheckpoints(tmp_path, run_identity("ranker", tier, 4), every=2).restore(None)
     other = load_tier("small", [*tiny_overrides, *SMALL_RUN, "train.learning_rate=0.01"])
