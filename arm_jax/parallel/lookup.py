@@ -10,7 +10,9 @@
   result is exact either way.
 
 Exactness: every output row is one table row copied from its owner; the masked paths
-add zeros from the other shards (x + 0 == x).
+add zeros from the other shards (x + 0 == x). Ids outside [0, V) give a zero row on every
+path (`jnp.take` alone would wrap -1 to the last row and give NaN past the end; callers
+hash ids into range first, as the model does).
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ from arm_jax.parallel.mesh import DATA, MODEL, mesh_shape
 
 
 def lookup(table_vd: jax.Array, rows: jax.Array) -> jax.Array:
-    """table[rows] as one gather; under jit with a row-sharded table XLA partitions it."""
-    return jnp.take(table_vd, rows, axis=0)
+    """table[rows] as one gather (zero rows for ids outside [0, V)); under jit with a
+    row-sharded table XLA partitions it."""
+    v = table_vd.shape[0]
+    valid = (rows >= 0) & (rows < v)
+    got = jnp.take(table_vd, jnp.where(valid, rows, 0), axis=0)
+    return jnp.where(valid[..., None], got, jnp.zeros_like(got))
 
 
 def shard_map_lookup(table_vd: jax.Array, rows_n: jax.Array, mesh: Mesh) -> jax.Array:
@@ -109,9 +115,12 @@ def all_to_all_lookup(table_vd: jax.Array, rows_n: jax.Array, mesh: Mesh,
     @partial(jax.shard_map, mesh=mesh, in_specs=(P(MODEL, None), P((DATA, MODEL))),
              out_specs=P((DATA, MODEL), None))
     def run(table_local, ids):
+        valid = (ids >= 0) & (ids < v)        # out of range: routed as row 0, zeroed after
+        ids = jnp.where(valid, ids, 0)
         out, overflow = routed(table_local, ids)
         any_overflow = jax.lax.psum(overflow.astype(jnp.int32), (DATA, MODEL)) > 0
-        return jax.lax.cond(any_overflow, masked, lambda t, i: out, table_local, ids)
+        got = jax.lax.cond(any_overflow, masked, lambda t, i: out, table_local, ids)
+        return jnp.where(valid[:, None], got, jnp.zeros_like(got))
 
     return run(table_vd, rows_n)
 

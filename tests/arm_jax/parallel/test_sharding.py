@@ -53,7 +53,10 @@ def test_sharded_lookups_equal_single_device_exactly(data, model):
     r = np.random.default_rng(data)
     table = r.normal(size=(4096, 24)).astype(np.float32)
     rows = r.integers(0, 4096, size=(1000,)).astype(np.int32)
-    want = np.asarray(lookup(jnp.asarray(table), jnp.asarray(rows)))
+    rows[::97], rows[5::97], rows[7::97] = -1, 4096, 99999    # out of range: zero rows
+    valid = (rows >= 0) & (rows < 4096)
+    want = np.where(valid[:, None], table[np.where(valid, rows, 0)], 0.0)
+    assert np.array_equal(np.asarray(lookup(jnp.asarray(table), jnp.asarray(rows))), want)
     t = jax.device_put(table, table_sharding(mesh))
     i = jax.device_put(rows, ids_sharding(mesh))
     assert len(t.addressable_shards) == 8
@@ -66,7 +69,7 @@ def test_sharded_lookups_equal_single_device_exactly(data, model):
     ids_all = jax.device_put(rows[:992], all_devices_sharding(mesh))
     assert np.array_equal(np.asarray(a2a(t, ids_all)), want[:992])
     # skewed ids (every id owned by shard 0) overflow the buckets: the exact fallback runs
-    skew = (rows[:992] % 7).astype(np.int32)
+    skew = (np.abs(rows[:992]) % 7).astype(np.int32)
     got_skew = a2a(t, jax.device_put(skew, all_devices_sharding(mesh)))
     assert np.array_equal(np.asarray(got_skew), table[skew])
 
