@@ -138,8 +138,8 @@ def parse_bytes(text: str) -> int:
         val = float(num) * mult
     except ValueError:
         raise PlanError(f"device memory '{text}' is not a size (e.g. 80GiB, 16e9)") from None
-    if not math.isfinite(val) or val <= 0:
-        raise PlanError(f"device memory '{text}' must be positive")
+    if not math.isfinite(val) or val < 1:     # 0.5 (bytes) would plan for 0 B
+        raise PlanError(f"device memory '{text}' must be at least 1 byte")
     return int(val)
 
 

@@ -16,6 +16,9 @@ def test_parse_bytes():
     assert parse_bytes("80GiB") == 80 * 2**30 and parse_bytes("1.5e9") == 1_500_000_000
     with pytest.raises(PlanError, match="not a size"):
         parse_bytes("lots")
+    for tiny in ("0", "0.5", "-2GiB", "nan"):
+        with pytest.raises(PlanError, match="at least 1 byte"):
+            parse_bytes(tiny)
 
 
 def test_trillion_parameters_plan_on_paper():
