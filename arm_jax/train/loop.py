@@ -109,20 +109,11 @@ def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
                                            shuffle=True, seed=tc.seed + epoch,
                                            drop_remainder=True, first_batch=first)
 
-    losses: list[float] = []
-    done = 0
-    if resume:
-        done, losses, refused = state.restore(trainer)
-        for r in refused:
-            print(f"arm-jax: skipped a damaged training state: {r}", file=sys.stderr)
-        print(f"arm-jax: resuming {kind}:{tier.name} after step {done} of {steps}",
-              file=sys.stderr)
-    elif state is not None:
-        state.start_fresh()
-    t0 = time.perf_counter()
-    bar = tqdm(itertools.islice(batches(done), steps - done), total=steps, initial=done,
-               disable=not progress, desc=f"train {kind}:{tier.name}", unit="step")
-    try:
+    try:                          # a failed restore closes the checkpointer too
+        done, losses = _begin(state, trainer, resume, f"{kind}:{tier.name}", steps)
+        t0 = time.perf_counter()
+        bar = tqdm(itertools.islice(batches(done), steps - done), total=steps, initial=done,
+                   disable=not progress, desc=f"train {kind}:{tier.name}", unit="step")
         for i, (batch, labels) in enumerate(bar, start=done):
             trainer.step(i, batch, labels)
             if trainer.logs_at(i):
@@ -144,6 +135,20 @@ def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
     if out_dir is not None:
         save_checkpoint(out_dir, kind=kind, tier=tier, params=params, metrics=metrics)
     return TrainResult(kind, tier, graphdef, params, losses, metrics, seconds)
+
+
+def _begin(state: TrainStateCheckpoints | None, trainer: Trainer, resume: bool, name: str,
+           steps: int) -> tuple[int, list[float]]:
+    """(steps done, loss log): restored from the newest saved state, or a fresh start."""
+    if not resume:
+        if state is not None:
+            state.start_fresh()
+        return 0, []
+    done, losses, refused = state.restore(trainer)
+    for r in refused:
+        print(f"arm-jax: skipped a damaged training state: {r}", file=sys.stderr)
+    print(f"arm-jax: resuming {name} after step {done} of {steps}", file=sys.stderr)
+    return done, losses
 
 
 def predict_examples(graphdef: nnx.GraphDef, params: Any, data: TrainingData,
