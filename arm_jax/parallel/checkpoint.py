@@ -105,8 +105,8 @@ class ShardedCheckpointer:
     def _finalize(self) -> None:
         if self._pending is None:
             return
-        self.manager.wait_until_finished()
         step, self._pending = self._pending, None
+        self.manager.wait_until_finished()   # a failed write raises once; it gets no digest
         if self._primary:
             payload = {"step": step, "files": _digest_files(self._step_dir(step))}
             tmp = self.digests / f"{step}.json.tmp"
