@@ -105,9 +105,18 @@ def _read(args: argparse.Namespace) -> int:
     if rows:
         print(f"{'time (UTC)':<20} {'ts':>11} {'item':>11} {'action':>6}")
         for r in rows:
-            when = dt.datetime.fromtimestamp(r["ts"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            when = _utc(r["ts"])
             print(f"{when:<20} {r['ts']:>11} {r['item']:>11} {r['action']:>6}")
     return 0
+
+
+def _utc(ts: int) -> str:
+    """ts as a UTC time, or "(out of range)": a store filled before ts were bounded to
+    [0, 2^32) may hold milliseconds, which must not stop the table half-way."""
+    try:
+        return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):
+        return "(out of range)"
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """Integer tables from CSV files with a header: fast numpy parse, exact error locations.
 
-Event logs and item catalogues arrive as CSV. numpy parses them in C; when it fails, a
-second pass with the csv module finds the first bad value so the error names its line and
-column instead of numpy's row index.
+Event logs and item catalogues arrive as CSV. numpy parses them in C; when it fails (quoted
+fields, or a bad value), a second pass with the csv module parses the file or finds the
+first bad value, so the error names its line and column instead of numpy's row index.
 """
 
 from __future__ import annotations
@@ -14,13 +14,18 @@ from pathlib import Path
 import numpy as np
 
 
+ENCODING = "utf-8-sig"      # utf-8, minus the byte order mark spreadsheets write
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+
+
 class CsvError(ValueError):
     """The file is not a CSV of integers with the required header columns."""
 
 
 def csv_header(path: str | Path) -> list[str]:
-    """The header's column names, stripped (CsvError if the file is empty)."""
-    with Path(path).open(newline="") as f:
+    """The header's column names, stripped (CsvError if the file is empty). A UTF-8 byte
+    order mark (spreadsheet exports) is not part of the first name."""
+    with Path(path).open(newline="", encoding=ENCODING) as f:
         header = next(csv.reader(f), None)
     if not header:
         raise CsvError("empty (expected a header line naming the columns)")
@@ -30,8 +35,8 @@ def csv_header(path: str | Path) -> list[str]:
 def read_int_csv(path: str | Path, columns: list[str] | tuple[str, ...]
                  ) -> dict[str, np.ndarray]:
     """{name: int64 [rows]} for `columns` (any order in the file, other columns ignored;
-    blank lines skipped). CsvError names a missing column, or the line and column of the
-    first value that is not an integer."""
+    blank lines skipped; quoted fields allowed). CsvError names a missing column, or the
+    line and column of the first value that is not an integer or is out of the int64 range."""
     path = Path(path)
     names = csv_header(path)
     missing = [c for c in columns if c not in names]
@@ -42,26 +47,38 @@ def read_int_csv(path: str | Path, columns: list[str] | tuple[str, ...]
         with warnings.catch_warnings():   # a header and no rows is an empty table, not news
             warnings.simplefilter("ignore", UserWarning)
             arr = np.loadtxt(path, dtype=np.int64, delimiter=",", skiprows=1,
-                             usecols=usecols, ndmin=2)
-    except ValueError:
-        raise CsvError(_first_bad_value(path, names, usecols)) from None
+                             usecols=usecols, ndmin=2, encoding=ENCODING)
+    except ValueError:    # quotes (a comma inside an ignored column), or a bad value
+        arr = _read_slow(path, names, usecols)
     return {c: np.ascontiguousarray(arr[:, i]) for i, c in enumerate(columns)}
 
 
-def _first_bad_value(path: Path, names: list[str], usecols: list[int]) -> str:
-    """Where numpy's fast parse failed, said by line and column name (a slow second pass)."""
-    with path.open(newline="") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if line == 1 or not row:
+def _read_slow(path: Path, names: list[str], usecols: list[int]) -> np.ndarray:
+    """int64 [rows, len(usecols)] by the csv module (quoted fields); CsvError names the line
+    and column of the first bad value. Runs only when numpy's fast parse fails."""
+    rows: list[list[int]] = []
+    with path.open(newline="", encoding=ENCODING) as f:
+        reader = csv.reader(f)
+        next(reader, None)
+        for row in reader:
+            if not row or not any(v.strip() for v in row):
                 continue
-            for i in usecols:
-                value = row[i].strip() if i < len(row) else None
-                try:
-                    int(value)  # type: ignore[arg-type]
-                except (TypeError, ValueError):
-                    got = "no value" if value is None else repr(value)
-                    return f"line {line}, {names[i]}: expected an integer, got {got}"
-    return "not integers"   # numpy and csv disagree on the format: say no more than that
+            rows.append([_int_value(row, i, names[i], reader.line_num) for i in usecols])
+    return np.array(rows, np.int64).reshape(len(rows), len(usecols))
+
+
+def _int_value(row: list[str], i: int, name: str, line: int) -> int:
+    """row[i] as an int64, or CsvError naming the line, the column and what is wrong."""
+    value = row[i].strip() if i < len(row) else None
+    try:
+        v = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        got = "no value" if value is None else repr(value)
+        raise CsvError(f"line {line}, {name}: expected an integer, got {got}") from None
+    if not INT64_MIN <= v <= INT64_MAX:
+        raise CsvError(f"line {line}, {name}: {v} is out of the int64 range "
+                       f"[-2^63, 2^63 - 1]")
+    return v
 
 
 __all__ = ["CsvError", "csv_header", "read_int_csv"]

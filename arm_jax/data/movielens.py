@@ -52,6 +52,10 @@ class MovieLensMissing(FileNotFoundError):
     """The MovieLens directory (ratings.csv, movies.csv) is not there."""
 
 
+class MovieLensFormatError(ValueError):
+    """ratings.csv or movies.csv is there but not in the expected format or ranges."""
+
+
 @dataclass(frozen=True)
 class MovieLensSpec:
     """How ratings become requests (see module docstring)."""
@@ -122,7 +126,7 @@ def _read_movies(path: Path, genre_fields: int) -> dict[int, tuple[int, tuple[in
     """movieId -> (year or 0, genre ids + 1 in GENRES order, at most genre_fields)."""
     index = {g: i + 1 for i, g in enumerate(GENRES)}
     out = {}
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:   # a BOM is not in "movieId"
         for row in csv.DictReader(f):
             years = re.findall(r"\((\d{4})\)", row["title"])
             g = sorted(index[x] for x in row["genres"].split("|") if x in index)
@@ -130,15 +134,36 @@ def _read_movies(path: Path, genre_fields: int) -> dict[int, tuple[int, tuple[in
     return out
 
 
+# Features key ratings by group * 2^32 + ts in int64: ids below 2^31, ts in [0, 2^32) seconds.
+_RATING_LIMITS = ((0, "userId", 2**31), (1, "movieId", 2**31), (3, "timestamp", 2**32))
+
+
 def _read_ratings(path: Path) -> tuple[np.ndarray, ...]:
     try:
         raw = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
     except ValueError as e:
-        raise ValueError(f"{path}: expected userId,movieId,rating,timestamp rows ({e})") from None
+        raise MovieLensFormatError(
+            f"{path}: expected userId,movieId,rating,timestamp rows ({e})") from None
     if raw.shape[1] != 4 or raw.shape[0] == 0:
-        raise ValueError(f"{path}: expected 4 columns and at least one row, got {raw.shape}")
+        raise MovieLensFormatError(
+            f"{path}: expected 4 columns and at least one row, got {raw.shape}")
+    for col, name, limit in _RATING_LIMITS:
+        _check_int_column(path, name, raw[:, col], limit)
     return (raw[:, 0].astype(np.int64), raw[:, 1].astype(np.int64), raw[:, 2],
             raw[:, 3].astype(np.int64))
+
+
+def _check_int_column(path: Path, name: str, values: np.ndarray, limit: int) -> None:
+    """MovieLensFormatError naming the file, column and first bad row unless every value is
+    an integer in [0, limit): a larger one (a timestamp in milliseconds) would shift one
+    user's keys into the next user's and leak ratings across users."""
+    bad = (values < 0) | (values >= limit) | (values != np.floor(values))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        hint = " (unix seconds expected, not milliseconds)" if name == "timestamp" else ""
+        raise MovieLensFormatError(
+            f"{path}: {name} must be an integer in [0, {limit}){hint}, got {values[i]:.17g} "
+            f"on data row {i + 1}")
 
 
 def _prior_stats(group: np.ndarray, ts: np.ndarray, rating: np.ndarray,
@@ -239,5 +264,5 @@ def _catalog(movies: dict[int, tuple[int, tuple[int, ...]]], genre_fields: int) 
     return ItemCatalog(side, tuple(range(1, 2 + genre_fields)))
 
 
-__all__ = ["MovieLensSpec", "MovieLensData", "MovieLensMissing", "load_movielens",
-           "find_movielens", "feature_overrides", "DEFAULT_DIR", "GENRES"]
+__all__ = ["MovieLensSpec", "MovieLensData", "MovieLensMissing", "MovieLensFormatError",
+           "load_movielens", "find_movielens", "feature_overrides", "DEFAULT_DIR", "GENRES"]

@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 
 INT32_MAX = 2**31 - 1
+TS_LIMIT = 2**32          # ts are unix seconds in [0, 2^32): up to the year 2106
+USER_LIMIT = 2**63        # user ids are non-negative int64
 
 
 class StoreError(RuntimeError):
@@ -53,14 +55,17 @@ class Events:
 
     def before(self, ts: int, max_len: int | None = None) -> "Events":
         """Events with ts strictly before `ts`, keeping the `max_len` most recent."""
+        if max_len is not None and max_len < 0:
+            raise ValueError(f"max_len={max_len}: must be >= 0 (or None: no limit)")
         end = int(np.searchsorted(self.ts, ts, side="left"))
         start = 0 if max_len is None else max(0, end - max_len)
         return Events(self.item[start:end], self.action[start:end], self.ts[start:end])
 
 
 def check_events(item: object, action: object, ts: object) -> tuple[np.ndarray, ...]:
-    """Validate append input once: equal 1-d lengths, ids in [0, 2^31), action in [0, 255].
-    Scalars are one event (`store.append(42, item, action, ts)`)."""
+    """Validate append input once: equal 1-d lengths, ids in [0, 2^31), action in [0, 255],
+    ts in [0, 2^32) unix seconds (what the codec stores; milliseconds are refused here, not
+    half-way through a load). Scalars are one event (`store.append(42, item, action, ts)`)."""
     arrays = []
     for name, value in (("item", item), ("action", action), ("ts", ts)):
         arr = np.asarray(value)
@@ -69,18 +74,31 @@ def check_events(item: object, action: object, ts: object) -> tuple[np.ndarray, 
             raise InvalidEvents(f"{name}: expected a 1-d array, got shape {arr.shape}")
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
             raise InvalidEvents(f"{name}: expected integers, got dtype {arr.dtype}")
-        arrays.append(arr.astype(np.int64))
+        arrays.append(arr)
     it, ac, t = arrays
     if not (it.size == ac.size == t.size):
         raise InvalidEvents(f"item/action/ts lengths differ: {it.size}, {ac.size}, {t.size}")
-    if it.size and (it.min() < 0 or it.max() > INT32_MAX):
-        raise InvalidEvents(f"item: ids must be in [0, {INT32_MAX}], got "
-                            f"{int(it.min())}..{int(it.max())}")
-    if ac.size and (ac.min() < 0 or ac.max() > 255):
-        raise InvalidEvents(f"action: must be in [0, 255], got {int(ac.min())}..{int(ac.max())}")
-    if t.size and t.min() < 0:
-        raise InvalidEvents(f"ts: must be >= 0 seconds, got {int(t.min())}")
-    return it, ac, t
+    if not t.size:
+        return tuple(a.astype(np.int64) for a in arrays)
+    # ranges on the input dtype (python ints): a uint64 never wraps before it is checked
+    (it_lo, it_hi), (ac_lo, ac_hi), (t_lo, t_hi) = ((int(a.min()), int(a.max())) for a in arrays)
+    if it_lo < 0 or it_hi > INT32_MAX:
+        raise InvalidEvents(f"item: ids must be in [0, {INT32_MAX}], got {it_lo}..{it_hi}")
+    if ac_lo < 0 or ac_hi > 255:
+        raise InvalidEvents(f"action: must be in [0, 255], got {ac_lo}..{ac_hi}")
+    if t_lo < 0 or t_hi >= TS_LIMIT:
+        raise InvalidEvents(_ts_message(t_lo if t_lo < 0 else t_hi))
+    return tuple(a.astype(np.int64) for a in arrays)
+
+
+def _ts_message(bad: int) -> str:
+    """Why `bad` is no ts, with a hint when it looks like milli- or microseconds."""
+    msg = f"ts={bad}: must be in [0, 2^32 = {TS_LIMIT}): unix seconds expected"
+    if TS_LIMIT <= bad < TS_LIMIT * 1000:
+        msg += " (milliseconds?)"
+    elif TS_LIMIT * 1000 <= bad < TS_LIMIT * 1_000_000:
+        msg += " (microseconds?)"
+    return msg
 
 
 def check_user(user_id: object) -> int:
@@ -89,9 +107,25 @@ def check_user(user_id: object) -> int:
         u = int(user_id)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         raise InvalidEvents(f"user_id: expected an integer, got {user_id!r}") from None
-    if u < 0 or u >= 2**63:
+    if u < 0 or u >= USER_LIMIT:
         raise InvalidEvents(f"user_id: must be in [0, 2^63), got {u}")
     return u
+
+
+def check_user_ids(user_id: object) -> np.ndarray:
+    """A 1-d array of user ids as int64, each in [0, 2^63) (InvalidEvents otherwise: a
+    uint64 id >= 2^63 would otherwise wrap to a negative key)."""
+    u = np.asarray(user_id)
+    if u.ndim != 1:
+        raise InvalidEvents(f"user_id: expected a 1-d array, got shape {u.shape}")
+    if not u.size:
+        return u.astype(np.int64)
+    if not np.issubdtype(u.dtype, np.integer):
+        raise InvalidEvents(f"user_id: expected integers, got dtype {u.dtype}")
+    lo, hi = int(u.min()), int(u.max())
+    if lo < 0 or hi >= USER_LIMIT:
+        raise InvalidEvents(f"user_id: must be in [0, 2^63), got {lo}..{hi}")
+    return u.astype(np.int64)
 
 
 class UserLogStore(abc.ABC):
@@ -160,14 +194,10 @@ class UserLogStore(abc.ABC):
 def group_by_user(user_id: object, item: object, action: object, ts: object
                   ) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Flat event arrays -> [(user, item, action, ts)] with each user's events sorted by ts."""
-    u = np.asarray(user_id)
-    if u.ndim != 1:
-        raise InvalidEvents(f"user_id: expected a 1-d array, got shape {u.shape}")
+    u = check_user_ids(user_id)
     it, ac, t = check_events(item, action, ts)
     if u.size != t.size:
         raise InvalidEvents(f"user_id has {u.size} entries, events {t.size}")
-    if u.size and (not np.issubdtype(u.dtype, np.integer) or u.min() < 0):
-        raise InvalidEvents("user_id: expected non-negative integers")
     order = np.lexsort((t, u))
     u, it, ac, t = u[order], it[order], ac[order], t[order]
     starts = np.flatnonzero(np.r_[True, u[1:] != u[:-1]]) if u.size else np.zeros(0, int)
@@ -176,4 +206,5 @@ def group_by_user(user_id: object, item: object, action: object, ts: object
 
 
 __all__ = ["StoreError", "StoreUnavailable", "CorruptValue", "InvalidEvents", "Events",
-           "UserLogStore", "check_events", "check_user", "group_by_user"]
+           "UserLogStore", "check_events", "check_user", "check_user_ids", "group_by_user",
+           "TS_LIMIT"]

@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 
 from arm_jax.data.int_csv import CsvError, read_int_csv
-from arm_jax.store.base import InvalidEvents, StoreError, UserLogStore, check_events
+from arm_jax.store.base import (InvalidEvents, StoreError, UserLogStore, check_events,
+                                check_user_ids)
 
 COLUMNS = ("user_id", "item", "action", "ts")
 
@@ -35,10 +36,8 @@ def read_events_file(path: str | Path) -> dict[str, np.ndarray]:
         cols = _read_csv(path)
     else:
         raise InvalidEvents(f"events file {path}: expected .csv or .npz, got {path.suffix!r}")
-    user = cols["user_id"]
-    if user.size and user.min() < 0:
-        raise InvalidEvents(f"events file {path}: user_id must be >= 0, got {int(user.min())}")
-    try:
+    try:   # the same checks as append: a file that passes here cannot fail half-way in
+        user = check_user_ids(cols["user_id"])
         item, action, ts = check_events(cols["item"], cols["action"], cols["ts"])
     except InvalidEvents as e:
         raise InvalidEvents(f"events file {path}: {e}") from None
@@ -106,7 +105,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
                 raise InvalidEvents(f"events file {path}: {c} must be a 1-d integer array, "
                                     f"got {a.dtype} {a.shape}")
-            out[c] = a.astype(np.int64)
+            out[c] = a     # cast to int64 by the checks, after the range checks
     return out
 
 

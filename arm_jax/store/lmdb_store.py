@@ -142,8 +142,8 @@ class LmdbStore(UserLogStore):
         out = []
         with self.env.begin(buffers=True) as txn:
             for u in user_ids:
-                value = txn.get(user_key(u))
-                out.append(codec.decode(value, key=f"{self.url} user {int(u)}"))
+                u = check_user(u)     # as append does: -1 is an error, never "no events"
+                out.append(codec.decode(txn.get(user_key(u)), key=f"{self.url} user {u}"))
         return out
 
     def num_users(self) -> int:

@@ -15,13 +15,37 @@ from urllib.parse import urlparse
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
 
 from arm_jax.store import codec
-from arm_jax.store.base import (Events, StoreError, StoreUnavailable, UserLogStore, check_user,
-                                group_by_user)
+from arm_jax.store.base import (Events, InvalidStoreUrl, StoreError, StoreUnavailable,
+                                UserLogStore, check_user, group_by_user)
 
 _PIPELINE_CHUNK = 2000   # commands per pipeline round trip in bulk loads
+
+
+def _check_url(url: str) -> None:
+    """InvalidStoreUrl naming `url` unless it parses: scheme, an integer port, an integer db
+    (redis-py would raise a bare ValueError for the port, and use db 0 for `/abc`)."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss", "unix"):
+        raise InvalidStoreUrl(f"{url}: not a redis://, rediss:// or unix:// URL")
+    if parsed.scheme == "unix":
+        return
+    try:
+        _ = parsed.port     # parsed on access: ValueError when it is no port
+    except ValueError:
+        raise InvalidStoreUrl(f"store URL {url!r}: the port must be an integer in "
+                              "[0, 65535]") from None
+    db = parsed.path.strip("/")
+    if db and not db.isdigit():
+        raise InvalidStoreUrl(f"store URL {url!r}: the database after the port must be an "
+                              f"integer such as /0, got {db!r}")
+    try:
+        parse_url(url)      # query arguments (?db=x, ?socket_timeout=y)
+    except ValueError as e:
+        raise InvalidStoreUrl(f"store URL {url!r}: {e}") from None
 
 
 class RedisStore(UserLogStore):
@@ -29,9 +53,7 @@ class RedisStore(UserLogStore):
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "armjax:log:",
                  timeout_s: float = 0.5, connect_timeout_s: float = 0.25) -> None:
-        parsed = urlparse(url)
-        if parsed.scheme not in ("redis", "rediss", "unix"):
-            raise StoreUnavailable(f"{url}: not a redis:// URL")
+        _check_url(url)
         self.url = url
         self.prefix = prefix
         self.timeout_s = timeout_s
@@ -119,7 +141,7 @@ class RedisStore(UserLogStore):
     def read_many(self, user_ids: Sequence[int]) -> list[Events]:
         if len(user_ids) == 0:
             return []
-        keys = [self.key(u) for u in user_ids]
+        keys = [self.key(check_user(u)) for u in user_ids]
         values = self._call(lambda: self.client.mget(keys), "MGET")
         return [codec.decode(v, key=f"{self.url} {k}") for k, v in zip(keys, values)]
 

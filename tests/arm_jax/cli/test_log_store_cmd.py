@@ -82,6 +82,23 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
         assert words in capsys.readouterr().err
 
 
+def test_load_refuses_millisecond_timestamps_before_opening_the_store(tmp_path, capsys):
+    bad = tmp_path / "ms.csv"
+    bad.write_text("user_id,item,action,ts\n1,2,3,1700000000\n2,2,3,1700000000000\n")
+    assert main(["store", "load", str(tmp_path / "logs"), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ts=1700000000000" in err and "(milliseconds?)" in err
+    assert not (tmp_path / "logs").exists()
+
+
+def test_read_table_survives_a_time_out_of_range():
+    """A store filled before ts were bounded may hold milliseconds: the table still prints."""
+    from arm_jax.cli.log_store_cmd import _utc
+
+    assert _utc(0) == "1970-01-01 00:00:00"
+    assert _utc(1_700_000_000_000) == _utc(2**62) == "(out of range)"
+
+
 def test_catalog_command_writes_what_serve_loads(tmp_path, capsys):
     from arm_jax.data.catalog import ItemCatalog
 

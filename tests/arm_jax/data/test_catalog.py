@@ -72,7 +72,18 @@ def test_catalog_from_csv_fills_listed_items_and_unknowns(tmp_path):
     assert catalog_from_csv(path, [1, 2]).num_items == 0
 
 
+def test_catalog_from_csv_reads_quoted_titles_and_a_byte_order_mark(tmp_path):
+    """A movies-like table (a quoted title with a comma) from a spreadsheet (BOM)."""
+    path = tmp_path / "items.csv"
+    path.write_text('\ufeffitem,title,topic\n1,"American President, The (1995)",3\n'
+                    "2,Heat (1995),4\n", encoding="utf-8")
+    cat = catalog_from_csv(path, [1], ["topic"])
+    assert cat.side.tolist() == [[UNKNOWN_SIDE], [3], [4]]
+
+
 @pytest.mark.parametrize("text,columns,words", [
+    ("item,advertiser,topic\n0,5,1\n99999999999999999999,5,1\n", None,
+     "line 3, item: 99999999999999999999 is out of the int64 range"),
     ("item,advertiser,topic\n0,5,1\n0,7,2\n", None, "item 0 is listed 2 times"),
     ("item,advertiser,topic\n-1,5,1\n", None, "item ids must be >= 0"),
     ("item,advertiser,topic\n0,5,-1\n", None, "topic ids must be in [0, 2147483647]"),

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arm_jax.data.movielens import (DEFAULT_DIR, MovieLensMissing, MovieLensSpec,
-                                    feature_overrides, find_movielens, load_movielens)
+from arm_jax.data.movielens import (DEFAULT_DIR, MovieLensFormatError, MovieLensMissing,
+                                    MovieLensSpec, feature_overrides, find_movielens,
+                                    load_movielens)
 
 REAL = Path(__file__).resolve().parents[3] / DEFAULT_DIR
 
@@ -61,6 +62,33 @@ def test_missing_directory_is_a_clear_error(tmp_path):
         find_movielens(tmp_path / "nope")
     with pytest.raises(ValueError, match="train_frac"):
         MovieLensSpec(train_frac=1.5)
+
+
+@pytest.mark.parametrize("row,words", [
+    ((1, 1, 4.0, 1_000_000_000_000), "timestamp must be an integer in [0, 4294967296) (unix "
+                                     "seconds expected, not milliseconds), got 1000000000000"),
+    ((1, 1, 4.0, -5), "timestamp must be an integer in [0, 4294967296)"),
+    ((2**31, 1, 4.0, 100), "userId must be an integer in [0, 2147483648), got 2147483648"),
+    ((1, -1, 4.0, 100), "movieId must be an integer in [0, 2147483648)"),
+])
+def test_ratings_out_of_range_are_refused(tmp_path, row, words):
+    """Features key ratings by id * 2^32 + ts: a millisecond timestamp used to spill one
+    user's ratings into the next user's counts silently."""
+    d = _write(tmp_path, [(1, 2, 3.0, 50), (2, 2, 4.0, 60), row])
+    with pytest.raises(MovieLensFormatError) as e:
+        load_movielens(d)
+    assert str(d / "ratings.csv") in str(e.value) and words in str(e.value)
+    assert "data row 3" in str(e.value)
+    assert isinstance(e.value, ValueError)
+
+
+def test_movies_csv_with_a_byte_order_mark_loads(tmp_path):
+    d = _write(tmp_path, [(1, 1, 4.0, 100), (1, 2, 3.0, 5000)])
+    text = (d / "movies.csv").read_text()
+    (d / "movies.csv").write_text("\ufeff" + text, encoding="utf-8")
+    data = load_movielens(d)
+    assert data.stats["ratings"] == 2 and data.catalog.num_items == 4
+    assert data.catalog.lookup(np.array([2]))[0, -1] == 1995 // 5
 
 
 def test_feature_overrides_load(tmp_path):

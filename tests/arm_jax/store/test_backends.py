@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from arm_jax.store import (CorruptValue, InvalidStoreUrl, StoreError, StoreUnavailable,
-                           open_store)
+from arm_jax.store import (CorruptValue, InvalidEvents, InvalidStoreUrl, StoreError,
+                           StoreUnavailable, open_store)
+from arm_jax.store.base import TS_LIMIT
 from arm_jax.store.lmdb_store import LmdbStore
 from arm_jax.store.redis_store import RedisStore
 
@@ -108,6 +109,63 @@ def test_concurrent_readers_see_whole_appends(store):
     for t in threads:
         t.join(timeout=60)
     assert not errors, errors[0]
+
+
+@pytest.mark.parametrize("call", [
+    lambda s: s.read(-1),
+    lambda s: s.read(2**64),
+    lambda s: s.read_many_before([1, -1], [200, 200], 4),
+    lambda s: s.append_many(np.array([2**63], np.uint64), [1], [1], [1]),
+    lambda s: s.append(2**63, [1], [1], [1]),
+], ids=["read-1", "read2^64", "read_many_before-1", "append_many_uint64", "append2^63"])
+def test_user_ids_out_of_range_are_refused_alike(store, call):
+    """Both backends check user ids on every read and append path (LMDB raised
+    OverflowError, Redis returned no events; a uint64 2^63 was stored)."""
+    store.append(1, [5], [1], [100])
+    with pytest.raises(InvalidEvents, match=r"user_id: must be in \[0, 2\^63\)"):
+        call(store)
+    assert store.num_users() == 1
+
+
+def test_read_before_refuses_a_negative_max_len(store):
+    store.append(1, [5, 6], [1, 1], [100, 200])
+    with pytest.raises(ValueError, match="max_len=-1"):
+        store.read_before(1, 300, max_len=-1)
+    with pytest.raises(ValueError, match="max_len=-2"):
+        store.read_many_before([1], [300], max_len=-2)
+    assert len(store.read_before(1, 300, max_len=0)) == 0
+
+
+@pytest.mark.parametrize("bad,words", [
+    (1_700_000_000_000, "ts=1700000000000: must be in [0, 2^32 = 4294967296): unix seconds "
+                        "expected (milliseconds?)"),
+    (1_700_000_000_000_000, "(microseconds?)"),
+    (2**32, "ts=4294967296: must be in [0, 2^32"),
+    (-1, "ts=-1: must be in"),
+])
+def test_ts_outside_uint32_seconds_is_refused_before_any_write(store, bad, words):
+    """ts must be unix seconds in [0, 2^32); one bad ts in a bulk append writes nothing."""
+    with pytest.raises(InvalidEvents) as e:
+        store.append(1, [5, 6], [1, 1], [1_700_000_000, bad])
+    assert words in str(e.value)
+    with pytest.raises(InvalidEvents, match="ts="):
+        store.append_many([1, 2, 3], [5, 6, 7], [1, 1, 1], [1_700_000_000, 100, bad])
+    assert store.num_users() == 0
+    store.append(1, 5, 1, TS_LIMIT - 1)             # the last second that fits
+    assert store.read(1).ts.tolist() == [TS_LIMIT - 1]
+
+
+@pytest.mark.parametrize("url,words", [
+    ("redis://127.0.0.1:notaport/0", "port must be an integer"),
+    ("redis://127.0.0.1:99999/0", "port must be an integer"),
+    ("redis://127.0.0.1:6379/abc", "database after the port must be an integer"),
+    ("rediss://127.0.0.1:6379/0?db=x", "Invalid value for 'db'"),
+])
+def test_malformed_redis_url_is_invalid_store_url(url, words):
+    """Never a bare ValueError from redis-py, never a silent db 0 for `/abc`."""
+    with pytest.raises(InvalidStoreUrl, match=words) as e:
+        open_store(url, readonly=True).check()
+    assert url in str(e.value) and isinstance(e.value, StoreUnavailable)
 
 
 def test_open_store_dispatch(tmp_path, redis_url):

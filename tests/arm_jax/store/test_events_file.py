@@ -68,8 +68,13 @@ BAD = [
     ("", "empty"),
     ("user_id,item,action,ts\n1,2,300,4\n", "action: must be in [0, 255]"),
     ("user_id,item,action,ts\n1,-2,3,4\n", "item: ids must be in"),
-    ("user_id,item,action,ts\n-1,2,3,4\n", "user_id must be >= 0"),
-    ("user_id,item,action,ts\n1,2,3,-4\n", "ts: must be >= 0"),
+    ("user_id,item,action,ts\n-1,2,3,4\n", "user_id: must be in [0, 2^63), got -1"),
+    ("user_id,item,action,ts\n1,2,3,-4\n", "ts=-4: must be in [0, 2^32"),
+    ("user_id,item,action,ts\n1,2,3,4\n5,6,1,1700000000000\n",
+     "ts=1700000000000: must be in [0, 2^32 = 4294967296): unix seconds expected "
+     "(milliseconds?)"),
+    ("user_id,item,action,ts\n1,2,3,4\n99999999999999999999,6,1,8\n",
+     "line 3, user_id: 99999999999999999999 is out of the int64 range"),
 ]
 
 
@@ -85,6 +90,45 @@ def test_bad_rows_are_named_and_nothing_is_written(store, tmp_path, text, words)
     if good is not None:     # the same file without its bad line loads
         path.write_text(good)
         assert load_events_file(store, path)["events"] == 1
+
+
+def test_one_millisecond_row_after_many_users_writes_nothing(store, tmp_path):
+    """The whole file is checked before the first write: a ms ts in the last row used to
+    pass the file check and fail in the codec after earlier chunks / Redis pipelines (2000
+    users each) were written."""
+    n = 2101
+    user = np.r_[np.arange(n), n - 1]
+    ts = np.r_[np.full(n, 1_700_000_000), 1_700_000_000_000]
+    path = write_events_csv(tmp_path / "ev.csv", user, np.ones(n + 1, int),
+                            np.ones(n + 1, int), ts)
+    with pytest.raises(InvalidEvents, match=r"ts=1700000000000: .*\(milliseconds\?\)"):
+        load_events_file(store, path, chunk_events=1000)
+    assert store.num_users() == 0
+
+
+def test_npz_uint64_ids_are_checked_before_the_cast(tmp_path):
+    np.savez(tmp_path / "u.npz", user_id=np.array([2**63], np.uint64), item=[1], action=[1],
+             ts=[5])
+    with pytest.raises(InvalidEvents, match=r"user_id: must be in \[0, 2\^63\), got 9223"):
+        read_events_file(tmp_path / "u.npz")
+    np.savez(tmp_path / "t.npz", user_id=[1], item=[1], action=[1],
+             ts=np.array([2**64 - 1], np.uint64))
+    with pytest.raises(InvalidEvents, match="ts=18446744073709551615"):
+        read_events_file(tmp_path / "t.npz")
+
+
+@pytest.mark.parametrize("text", [
+    'user_id,note,item,action,ts\n1,"hello, world",5,1,100\n',     # comma in an ignored column
+    'user_id,item,action,ts\n"1","5","1","100"\n',                  # quoted integers
+    '\ufeffuser_id,item,action,ts\n1,5,1,100\n',                    # UTF-8 byte order mark
+    '\ufeffuser_id,note,item,action,ts\r\n1,"a ""b"", c",5,1,100\r\n\r\n',
+], ids=["quoted-comma", "quoted-ints", "bom", "bom-quotes-crlf"])
+def test_csv_quotes_and_byte_order_mark(tmp_path, text):
+    path = tmp_path / "ev.csv"
+    path.write_text(text, encoding="utf-8", newline="")
+    ev = read_events_file(path)
+    assert {k: v.tolist() for k, v in ev.items()} == {
+        "user_id": [1], "item": [5], "action": [1], "ts": [100]}
 
 
 def test_bad_npz_and_missing_file(tmp_path):
