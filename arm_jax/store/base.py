@@ -133,7 +133,9 @@ class UserLogStore(abc.ABC):
 
     Appends are atomic per call (readers never see half an append); events may be
     appended in any time order (reads sort by ts). Implementations are safe for many
-    reader threads while one writer appends, and reopen themselves after a fork.
+    reader threads while one writer appends, and reopen themselves when unpickled in
+    another process (LMDB: not in a forked child whose parent holds the store open; see
+    lmdb_store.py).
     """
 
     url: str

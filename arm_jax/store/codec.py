@@ -63,9 +63,10 @@ def decode(value: bytes | memoryview | None, *, key: str = "value") -> Events:
     if not value:
         return Events.empty()
     buf = memoryview(value)
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    raw = np.frombuffer(buf, np.uint8)
+    ts_parts, item_parts, action_parts, bases, counts = [], [], [], [], []
     pos, total = 0, len(buf)
-    while pos < total:
+    while pos < total:      # headers and crcs per chunk; the arrays are gathered once below
         if total - pos < HEADER_BYTES:
             raise CorruptValue(f"{key}: truncated chunk header at byte {pos} "
                                f"({total - pos} of {HEADER_BYTES} bytes)")
@@ -82,24 +83,41 @@ def decode(value: bytes | memoryview | None, *, key: str = "value") -> Events:
         if end > total:
             raise CorruptValue(f"{key}: truncated chunk at byte {pos}: header says {n} events "
                                f"({end - start} bytes), {total - start} present")
-        payload = buf[start:end]
-        if zlib.crc32(payload, zlib.crc32(buf[pos:pos + _HEAD.size])) != crc:
+        if zlib.crc32(buf[start:end], zlib.crc32(buf[pos:pos + _HEAD.size])) != crc:
             raise CorruptValue(f"{key}: crc32 mismatch in chunk at byte {pos} ({n} events)")
-        raw = np.frombuffer(payload, np.uint8)
-        t = np.frombuffer(raw[: 4 * n].tobytes(), "<u4").astype(np.int64) + base
-        it = np.frombuffer(raw[4 * n: 8 * n].tobytes(), "<u4").astype(np.int32)
-        ac = raw[8 * n:].astype(np.int32)
-        parts.append((it, ac, t))
+        ts_parts.append(raw[start:start + 4 * n])
+        item_parts.append(raw[start + 4 * n:start + 8 * n])
+        action_parts.append(raw[start + 8 * n:end])
+        bases.append(base)
+        counts.append(n)
         pos = end
-    if len(parts) == 1:
-        it, ac, t = parts[0]
-    else:
-        it, ac, t = (np.concatenate(p) for p in zip(*parts))
-        if t.size > 1 and np.any(t[1:] < t[:-1]):   # appends arrived out of time order
-            order = np.argsort(t, kind="stable")
-            it, ac, t = it[order], ac[order], t[order]
+    # one concatenate per field (contiguous, so the uint32 views are aligned copies)
+    t = np.concatenate(ts_parts).view("<u4").astype(np.int64)
+    t += np.repeat(np.asarray(bases, np.int64), counts)
+    it = np.concatenate(item_parts).view("<u4").astype(np.int32)
+    ac = np.concatenate(action_parts).astype(np.int32)
+    if len(counts) > 1 and t.size > 1 and np.any(t[1:] < t[:-1]):   # out-of-order appends
+        order = np.argsort(t, kind="stable")
+        it, ac, t = it[order], ac[order], t[order]
     return Events(item=it, action=ac, ts=t)
 
 
-__all__ = ["encode", "decode", "encoded_size", "MAGIC", "VERSION", "HEADER_BYTES",
+def merge(value: bytes | memoryview | None, item: object, action: object, ts: object,
+          *, key: str = "value") -> bytes:
+    """`value` with the events appended, re-encoded as ONE chunk (time-ordered).
+
+    What a read-modify-write backend (LMDB) stores instead of adding a chunk per append:
+    reads then decode one chunk however the log was written (one event per append made
+    a 5,000-event log 5,000 chunks and its read ~60x slower). A damaged `value` raises
+    CorruptValue here rather than having events appended to it.
+    """
+    it, ac, t = check_events(item, action, ts)
+    if not value:
+        return encode(it, ac, t)
+    old = decode(value, key=key)
+    return encode(np.concatenate([old.item, it]), np.concatenate([old.action, ac]),
+                  np.concatenate([old.ts, t]))
+
+
+__all__ = ["encode", "decode", "merge", "encoded_size", "MAGIC", "VERSION", "HEADER_BYTES",
            "BYTES_PER_EVENT"]

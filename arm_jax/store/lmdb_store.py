@@ -1,9 +1,14 @@
 """Embedded user-log store on LMDB: the default (no server), one file per store directory.
 
 Keys are 8-byte big-endian user ids; values are `codec` chunks. An append is one write
-transaction (read the value, add a chunk, put it back), so readers, which run in their own
-MVCC read transactions, always see whole appends and never block the writer. The
-environment is reopened after a fork (grain / multiprocessing workers).
+transaction (read the value, merge the new events into it as one chunk, put it back), so
+readers, which run in their own MVCC read transactions, always see whole appends, never
+block the writer, and decode one chunk per user however the log was written.
+
+Processes: a pickled store reopens itself in the process that unpickles it (spawned
+workers). A forked child cannot reopen an environment its parent holds open: py-lmdb
+refuses, and closing the inherited one would drop the parent's readers from LMDB's lock
+table; open stores after the fork, or use spawned workers.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from pathlib import Path
 from typing import Sequence
 
 import lmdb
+import numpy as np
 
 from arm_jax.store import codec
 from arm_jax.store.base import (Events, StoreError, StoreUnavailable, UserLogStore,
-                                check_user, group_by_user)
+                                check_events, check_user, group_by_user)
 
 DEFAULT_MAP_SIZE = 64 << 30   # address space, not disk: the file grows as data arrives
 
@@ -116,20 +122,26 @@ class LmdbStore(UserLogStore):
         return self.env.begin(write=True)
 
     def append(self, user_id: int, item: object, action: object, ts: object) -> None:
-        chunk = codec.encode(item, action, ts)
-        if not chunk:
+        it, ac, t = check_events(item, action, ts)
+        if not t.size:
             return
-        key = user_key(check_user(user_id))
+        u = check_user(user_id)
         with self._write_txn() as txn:
-            txn.put(key, bytes(txn.get(key) or b"") + chunk)
+            self._merge(txn, u, it, ac, t)
 
     def append_many(self, user_id: object, item: object, action: object, ts: object) -> int:
         groups = group_by_user(user_id, item, action, ts)
         with self._write_txn() as txn:
             for u, it, ac, t in groups:
-                key = user_key(u)
-                txn.put(key, bytes(txn.get(key) or b"") + codec.encode(it, ac, t))
+                self._merge(txn, u, it, ac, t)
         return len(groups)
+
+    def _merge(self, txn: lmdb.Transaction, user: int, item: np.ndarray, action: np.ndarray,
+               ts: np.ndarray) -> None:
+        """Rewrite the user's value as one chunk holding the old and the new events."""
+        key = user_key(user)
+        txn.put(key, codec.merge(txn.get(key), item, action, ts,
+                                 key=f"{self.url} user {user}"))
 
     def put_raw(self, user_id: int, value: bytes) -> None:
         """Overwrite a user's stored bytes verbatim (tests, repair tools)."""

@@ -248,3 +248,20 @@ def test_store_survives_pickling(tmp_path):
     s.append(1, [1], [0], [5])
     t = pickle.loads(pickle.dumps(s))
     assert t.read(1).item.tolist() == [1]
+
+
+def test_single_event_appends_read_back_alike(store):
+    """One event per append (a live logger): both backends read the same log; LMDB keeps
+    it one chunk (a read decodes one header, not one per append)."""
+    rng = np.random.default_rng(5)
+    ts = rng.integers(1_600_000_000, 1_600_100_000, 200)
+    for i, t in enumerate(ts):
+        store.append(4, i, i % 4, int(t))
+    ev = store.read(4)
+    order = np.argsort(ts, kind="stable")
+    assert ev.ts.tolist() == ts[order].tolist() and ev.item.tolist() == order.tolist()
+    raw = bytes(codec_value(store, 4))
+    chunks = 1 if isinstance(store, LmdbStore) else 200
+    from arm_jax.store import codec
+
+    assert len(raw) == 200 * codec.BYTES_PER_EVENT + chunks * codec.HEADER_BYTES

@@ -33,6 +33,25 @@ def test_concatenated_chunks_merge_in_time_order():
     assert sorted(ev.item.tolist()) == sorted([*a[0].tolist(), *b[0].tolist()])
 
 
+def test_many_chunks_decode_like_one_and_merge_makes_one():
+    """A log written one event per append (Redis APPEND) decodes to the same events as the
+    one chunk `merge` writes (LMDB), out-of-order appends included."""
+    item, action, ts = _events(300, 3)
+    chunks = b"".join(codec.encode(item[i], action[i], ts[i]) for i in range(300))
+    merged = None
+    for i in range(300):
+        merged = codec.merge(merged, item[i], action[i], ts[i])
+    assert len(merged) == codec.encoded_size(300)          # one chunk
+    a, b = codec.decode(chunks), codec.decode(merged)
+    order = np.argsort(ts, kind="stable")
+    for got in (a, b):
+        np.testing.assert_array_equal(got.ts, ts[order])
+        np.testing.assert_array_equal(got.item, item[order])
+        np.testing.assert_array_equal(got.action, action[order])
+    with pytest.raises(CorruptValue, match="user 5"):      # nothing appended to damage
+        codec.merge(merged[:-3], 1, 1, 1, key="user 5")
+
+
 @pytest.mark.parametrize("damage", ["truncate_payload", "truncate_header", "flip_payload",
                                     "flip_count", "bad_magic", "bad_version", "trailing"])
 def test_damage_is_detected(damage):
