@@ -80,8 +80,12 @@ class LmdbStore(UserLogStore):
                                         subdir=True, create=not self.readonly, lock=True,
                                         max_spare_txns=8)
                     except (lmdb.Error, OSError) as e:
+                        forked = any(k[0] == key[0] and k[1] != key[1] for k in _ENVS)
+                        hint = ("; it was open in the parent when this process forked: "
+                                "open the store after the fork, or use spawned workers"
+                                if forked else "")
                         raise StoreUnavailable(
-                            f"{self.url}: cannot open LMDB store: {e}") from None
+                            f"{self.url}: cannot open LMDB store: {e}{hint}") from None
                     entry = _ENVS[key] = [env, 0, self.readonly]
                 entry[1] += 1
             self._env, self._pid, self._key = entry[0], key[1], key

@@ -265,3 +265,28 @@ def test_single_event_appends_read_back_alike(store):
     from arm_jax.store import codec
 
     assert len(raw) == 200 * codec.BYTES_PER_EVENT + chunks * codec.HEADER_BYTES
+
+
+def _open_in_child(path, queue):
+    try:
+        LmdbStore(path).read(1)
+        queue.put("opened")
+    except StoreUnavailable as e:
+        queue.put(str(e))
+
+
+def test_a_forked_child_is_told_to_open_the_store_after_the_fork(tmp_path):
+    """py-lmdb refuses an environment the parent holds open; the error says what to do."""
+    import multiprocessing as mp
+
+    parent = LmdbStore(tmp_path / "logs")
+    parent.append(1, 2, 0, 10)
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_open_in_child, args=(str(tmp_path / "logs"), queue))
+    child.start()
+    child.join(60)
+    got = queue.get(timeout=10)
+    assert "open the store after the fork, or use spawned workers" in got, got
+    assert parent.read(1).item.tolist() == [2]          # the parent's store is unharmed
+    parent.close()
