@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +31,21 @@ DEFAULT_MAP_SIZE = 64 << 30   # address space, not disk: the file grows as data 
 # LMDB allows one Environment per file per process: stores on the same path share it.
 _ENVS: dict[tuple[str, int], list] = {}    # (realpath, pid) -> [env, refcount]
 _ENVS_LOCK = threading.Lock()
+
+
+def _release(key: tuple[str, int]) -> None:
+    """Drop one store's share of the environment under `key`; close it with the last.
+    Never in a forked child: closing an inherited environment would drop the parent's
+    readers from LMDB's lock table."""
+    if key[1] != os.getpid():
+        return
+    with _ENVS_LOCK:
+        entry = _ENVS.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                entry[0].close()
+                del _ENVS[key]
 
 
 def user_key(user_id: int) -> bytes:
@@ -52,6 +68,7 @@ class LmdbStore(UserLogStore):
         self.max_readers = max_readers
         self.url = f"lmdb://{self.path}"
         self._env: lmdb.Environment | None = None
+        self._release: weakref.finalize | None = None
         self._pid = -1
         self._lock = threading.Lock()
         self._open()
@@ -89,6 +106,10 @@ class LmdbStore(UserLogStore):
                     entry = _ENVS[key] = [env, 0, self.readonly]
                 entry[1] += 1
             self._env, self._pid, self._key = entry[0], key[1], key
+            # a store dropped without close() releases its share when collected: otherwise
+            # the environment stays open for good, and a store recreated at the same path
+            # after the directory was deleted would reuse it (reading deleted data)
+            self._release = weakref.finalize(self, _release, key)
             return self._env
 
     @property
@@ -100,15 +121,9 @@ class LmdbStore(UserLogStore):
 
     def close(self) -> None:
         with self._lock:
-            if self._env is not None and self._pid == os.getpid():
-                with _ENVS_LOCK:
-                    entry = _ENVS.get(self._key)
-                    if entry is not None:
-                        entry[1] -= 1
-                        if entry[1] <= 0:
-                            entry[0].close()
-                            del _ENVS[self._key]
-            self._env = None
+            if self._env is not None and self._release is not None:
+                self._release()          # once: a finalizer runs at most one time
+            self._env, self._release = None, None
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "readonly": self.readonly, "map_size": self.map_size,

@@ -290,3 +290,22 @@ def test_a_forked_child_is_told_to_open_the_store_after_the_fork(tmp_path):
     assert "open the store after the fork, or use spawned workers" in got, got
     assert parent.read(1).item.tolist() == [2]          # the parent's store is unharmed
     parent.close()
+
+
+def test_a_dropped_lmdb_store_releases_its_environment(tmp_path):
+    """Dropped without close(), its directory deleted, a store made again at the path must
+    be a new, empty store (it reused the old environment, reading deleted data)."""
+    import gc
+    import shutil
+
+    path = tmp_path / "logs"
+    store = LmdbStore(path)
+    store.append(1, 111, 0, 100)
+    del store
+    gc.collect()
+    shutil.rmtree(path)
+    again = LmdbStore(path)
+    assert len(again.read(1)) == 0 and again.num_users() == 0
+    again.append(2, 222, 0, 100)
+    again.close()
+    assert (path / "data.mdb").exists() and LmdbStore(path, readonly=True).num_users() == 1
