@@ -15,7 +15,9 @@ read-modify-write are both just "add a chunk"). Chunk layout, little-endian:
 
 9 bytes per event plus 18 per chunk. A wrong magic or version, a chunk running past the
 end of the value (truncation), or a crc mismatch raises `CorruptValue`: a damaged value
-is never silently decoded.
+is never silently decoded. One limit of per-chunk framing: a value cut exactly between two
+chunks is a valid shorter value (Redis, one chunk per APPEND, could lose its latest appends
+that way unnoticed; LMDB values are one chunk, so a cut there is always detected).
 """
 
 from __future__ import annotations
