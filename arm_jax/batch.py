@@ -94,21 +94,29 @@ _RANKS = {
 
 
 def expected_widths(features: Any) -> dict[str, int]:
-    """make_batch's `expected` for a FeaturesConfig: every width and limit it pins."""
+    """make_batch's `expected` for a FeaturesConfig: every width and limit it pins
+    (including num_action_types: an action past the table reads NaN in the model)."""
     f = features
     return {"req_sparse_fields": f.req_sparse_fields, "req_dense_features": f.req_dense_features,
             "cand_sparse_fields": f.cand_sparse_fields,
             "cand_dense_features": f.cand_dense_features,
             "history_side_fields": len(f.history_side_fields),
-            "history_len": f.max_history, "candidates": f.max_candidates}
+            "history_len": f.max_history, "candidates": f.max_candidates,
+            "num_action_types": f.num_action_types}
 
 
 def check_feature_widths(batch: RequestBatch, features: Any) -> None:
-    """Raise BatchError unless the batch's feature widths are the FeaturesConfig's.
+    """Raise BatchError unless the batch's feature widths are the FeaturesConfig's and its
+    candidate and history axes are not empty (make_batch pads an empty history).
 
     Reads static shapes only, so it costs nothing under jit; a batch built for another
     schema otherwise fails deep inside the model with an unnamed shape error.
     """
+    if batch.cand_sparse.ndim == 3 and batch.cand_sparse.shape[1] == 0:
+        raise BatchError("cand_sparse: a request needs at least 1 candidate, got 0")
+    if batch.hist_item.ndim == 2 and batch.hist_item.shape[1] == 0:
+        raise BatchError("hist_item: history axis of length 0; give at least one (masked) "
+                         "event with hist_len 0, as make_batch does")
     widths = expected_widths(features)
     for name, key in (("req_sparse", "req_sparse_fields"), ("req_dense", "req_dense_features"),
                       ("cand_sparse", "cand_sparse_fields"),
@@ -117,6 +125,38 @@ def check_feature_widths(batch: RequestBatch, features: Any) -> None:
         if len(shape) != rank or shape[-1] != width:
             raise BatchError(f"{name}: shape {shape}, expected rank {rank} with last "
                              f"dimension {key}={width} (features config)")
+
+
+def _as_array(name: str, value: Any) -> np.ndarray:
+    """np.asarray, with a ragged nested list named as a BatchError (numpy's own error names
+    no field)."""
+    try:
+        return np.asarray(value)
+    except ValueError as e:
+        raise BatchError(
+            f"{name}: not a rectangular array (rows of different lengths?): pad every "
+            "request's history and candidates to one length, set hist_len to each request's "
+            f"real event count and cand_mask False on padded candidates ({e})") from None
+
+
+def _pad_empty_history(arrays: dict[str, np.ndarray]) -> None:
+    """A history axis of length 0 (every request cold-start) becomes one masked event:
+    the model reduces over that axis, and hist_len 0 already means "no history"."""
+    b = arrays["hist_item"].shape[0]
+    for name in ("hist_item", "hist_action", "hist_gap"):
+        arrays[name] = np.zeros((b, 1), arrays[name].dtype)
+    arrays["hist_side"] = np.full((b, 1, arrays["hist_side"].shape[2]), UNKNOWN_SIDE, np.int32)
+
+
+def _check_actions(actions_bl: np.ndarray, hist_len_b: np.ndarray, num_action_types: int) -> None:
+    """Actions of valid events (index < hist_len) must be < num_action_types; padded events
+    are never read, so their values do not matter."""
+    valid = np.arange(actions_bl.shape[1])[None, :] < hist_len_b[:, None]
+    if valid.any():
+        top = int(actions_bl[valid].max())
+        if top >= num_action_types:
+            raise BatchError(
+                f"hist_action: must be < num_action_types={num_action_types}, got {top}")
 
 
 def make_batch(
@@ -138,9 +178,11 @@ def make_batch(
 
     `expected` may pin widths: keys among req_sparse_fields, req_dense_features,
     cand_sparse_fields, cand_dense_features, history_side_fields, history_len (max),
-    candidates (max). `hist_side` None means every event's side ids are unknown
-    (UNKNOWN_SIDE), with `expected["history_side_fields"]` columns (0 if not pinned).
-    Raises BatchError naming the field, the offending value and the limit.
+    candidates (max), num_action_types (used when the argument is None). `hist_side` None
+    means every event's side ids are unknown (UNKNOWN_SIDE), with
+    `expected["history_side_fields"]` columns (0 if not pinned). A history axis of length 0
+    becomes one masked event (hist_len 0). Raises BatchError naming the field, the
+    offending value and the limit.
     """
     raw = dict(
         req_sparse=req_sparse, req_dense=req_dense, hist_item=hist_item,
@@ -148,13 +190,13 @@ def make_batch(
         cand_sparse=cand_sparse, cand_dense=cand_dense,
     )
     if hist_side is None:
-        hist_item_arr = np.asarray(hist_item)
+        hist_item_arr = _as_array("hist_item", hist_item)
         width = (expected or {}).get("history_side_fields", 0)
         hist_side = np.full(hist_item_arr.shape + (width,), UNKNOWN_SIDE, np.int32)
     raw["hist_side"] = hist_side
     arrays: dict[str, np.ndarray] = {}
     for name, value in raw.items():
-        arr = np.asarray(value)
+        arr = _as_array(name, value)
         if arr.ndim != _RANKS[name]:
             raise BatchError(f"{name}: expected rank {_RANKS[name]}, got shape {arr.shape}")
         if name in _INT_FIELDS:
@@ -179,6 +221,9 @@ def make_batch(
     b = arrays["req_sparse"].shape[0]
     l = arrays["hist_item"].shape[1]
     c = arrays["cand_sparse"].shape[1]
+    if c == 0:
+        raise BatchError("cand_sparse: a request needs at least 1 candidate, got 0 "
+                         "(pad with a candidate whose cand_mask is False)")
     want = {
         "req_dense": (b, None), "hist_item": (b, l), "hist_action": (b, l),
         "hist_gap": (b, l), "hist_len": (b,), "hist_side": (b, l, None), "cand_sparse": (b, c, None),
@@ -193,7 +238,7 @@ def make_batch(
     if cand_mask is None:
         mask = np.ones((b, c), dtype=bool)
     else:
-        mask = np.asarray(cand_mask)
+        mask = _as_array("cand_mask", cand_mask)
         if mask.shape != (b, c):
             raise BatchError(f"cand_mask: expected shape {(b, c)}, got {mask.shape}")
         if mask.dtype != bool:
@@ -206,11 +251,10 @@ def make_batch(
         raise BatchError(f"hist_len: must be <= history length {l}, got {int(hist_len_arr.max())}")
     if arrays["hist_gap"].size and arrays["hist_gap"].min() < 0:
         raise BatchError(f"hist_gap: must be >= 0 seconds, got {float(arrays['hist_gap'].min())}")
-    if num_action_types is not None and arrays["hist_action"].size:
-        top = int(arrays["hist_action"].max())
-        if top >= num_action_types:
-            raise BatchError(
-                f"hist_action: must be < num_action_types={num_action_types}, got {top}")
+    if num_action_types is None:
+        num_action_types = (expected or {}).get("num_action_types")
+    if num_action_types is not None:
+        _check_actions(arrays["hist_action"], hist_len_arr, num_action_types)
 
     if expected:
         checks = {
@@ -228,6 +272,8 @@ def make_batch(
         if "candidates" in expected and c > expected["candidates"]:
             raise BatchError(f"cand_sparse: {c} candidates exceed the limit {expected['candidates']}")
 
+    if l == 0:
+        _pad_empty_history(arrays)
     return RequestBatch(cand_mask=mask, **arrays)
 
 

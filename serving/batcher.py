@@ -231,7 +231,7 @@ class MicroBatcher:
         if self.on_batch is not None:
             self.on_batch(bucket, len(group), compute_ms)
         for i, p in enumerate(group):
-            keep = top_i[i] < p.n
+            keep = (top_i[i] >= 0) & (top_i[i] < p.n)     # -1: a slot no candidate fills
             _resolve(p, Scored(
                 probs=probs[i, :p.n], top_indices=top_i[i][keep], top_scores=top_s[i][keep],
                 bucket=bucket, queue_ms=(t0 - p.enqueued) * 1e3, compute_ms=compute_ms,

@@ -12,6 +12,7 @@ it compiles the `jax.export` modules at load time, still never per request.)
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,8 +33,8 @@ __all__ = ["ArtifactError", "BucketError", "Artifacts", "LoadedTier", "ScoreResu
 @dataclasses.dataclass(frozen=True)
 class ScoreResult:
     """probs [b, c, T]; top_indices / top_scores [b, K] (K = min(top_k, N) over the padded
-    bucket, padded slots at -inf); bucket = (B, N) actually run. Same fields as
-    serving.executor.ScoreResult."""
+    bucket; a slot no real candidate fills holds index -1 and score -inf, after the real
+    ones); bucket = (B, N) actually run. Same fields as serving.executor.ScoreResult."""
 
     probs: np.ndarray
     top_indices: np.ndarray
@@ -73,8 +74,8 @@ class LoadedTier:
         inputs = self._check(pad_batch(batch, bucket, self.history_len), bucket)
         weights = self._weights            # read once: a batch never mixes two versions
         probs, top_i, top_s = self._executables[bucket](weights, inputs)
-        return ScoreResult(np.asarray(probs)[:b, :c], np.asarray(top_i)[:b],
-                           np.asarray(top_s)[:b], bucket)
+        top_i, top_s = unfilled_slots(np.asarray(top_i)[:b], np.asarray(top_s)[:b], c)
+        return ScoreResult(np.asarray(probs)[:b, :c], top_i, top_s, bucket)
 
     def _check(self, inputs: dict[str, np.ndarray], bucket: Bucket) -> dict[str, np.ndarray]:
         """Shapes must match the compiled signature (a wrong feature width is named here,
@@ -99,10 +100,14 @@ class LoadedTier:
     def swap_weights(self, directory: str | Path) -> None:
         """Swap in weights of the same signature (a training checkpoint or an orbax tree).
 
-        Shapes and dtypes are checked before anything is allocated; on any error the old
-        weights keep serving. The swap is one reference assignment; the old buffers are
-        freed once the last in-flight batch that read them returns.
+        A training checkpoint's config.json must match the tier's `model` and `features`
+        (same shapes can still mean another activation or head split, which the
+        executables cannot change); shapes and dtypes are checked before anything is
+        allocated. On any error the old weights keep serving. The swap is one reference
+        assignment; the old buffers are freed once the last in-flight batch that read
+        them returns.
         """
+        check_trained_config(directory, self.config)
         new = wt.restore(directory, self.manifest["weights"]["params"], self._device)
         jax.block_until_ready(list(new.values()))
         with self._swap_lock:
@@ -114,6 +119,55 @@ class LoadedTier:
         if e is None:
             raise BucketError(f"bucket {tuple(bucket)} not compiled; have {self.buckets}")
         return float(e["cost"]["flops"])
+
+
+def unfilled_slots(top_i: np.ndarray, top_s: np.ndarray, c: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Top-K slots that hold no real candidate (score -inf or NaN, or an index past the
+    caller's `c` candidates) -> index -1, score -inf: the package's top-K rule. Executables
+    exported before that rule returned the padded candidates' own indices."""
+    bad = ~np.isfinite(top_s) | (top_i < 0) | (top_i >= c)
+    return np.where(bad, -1, top_i).astype(np.int32), np.where(bad, -np.inf, top_s
+                                                                ).astype(top_s.dtype)
+
+
+# Config fields that change neither the parameters nor what the compiled function computes
+# with them: a checkpoint may differ from the artifact in these.
+_RELOAD_IGNORED = frozenset({"model.dropout", "model.kernel_impl"})
+
+
+def _config_beside(directory: str | Path) -> Path | None:
+    """config.json of a training checkpoint `directory` (or of the checkpoint whose params/
+    `directory` is); None for a bare orbax tree."""
+    d = Path(directory)
+    for cand in (d / "config.json", d.parent / "config.json" if d.name == "params" else None):
+        if cand is not None and cand.is_file():
+            return cand
+    return None
+
+
+def check_trained_config(directory: str | Path, compiled: TierConfig) -> None:
+    """ArtifactError naming the first `model` / `features` field where the checkpoint's
+    config.json differs from the config the executables were compiled with (weights of
+    equal shapes can still be trained for another activation, head split or hashing)."""
+    path = _config_beside(directory)
+    if path is None:
+        return
+    try:
+        raw = json.loads(path.read_text())
+        kind, trained = raw["kind"], tier_from_dict(raw["tier"])
+    except (OSError, ValueError, KeyError, TypeError) as e:  # ConfigError is a ValueError
+        raise ArtifactError(f"{path}: unreadable checkpoint config ({e})") from None
+    if kind != "ranker":
+        raise ArtifactError(f"{path}: checkpoint kind {kind!r}, the artifact serves a 'ranker'")
+    want, got = compiled.to_dict(), trained.to_dict()
+    for section in ("model", "features"):
+        for key, value in want[section].items():
+            name = f"{section}.{key}"
+            if name not in _RELOAD_IGNORED and got[section].get(key) != value:
+                raise ArtifactError(
+                    f"{path}: {name}: artifact compiled with {value!r}, checkpoint trained "
+                    f"with {got[section].get(key)!r}")
 
 
 @dataclasses.dataclass

@@ -44,7 +44,8 @@ def scoring_function(graphdef: Any, params: Any, top_k: int) -> tuple[Callable, 
     flat weights). `batch` is a dict of the RequestBatch fields.
 
     The model is exactly `arm_jax.train.step.make_predict`; top-K ranks the first task's
-    probability with padded candidates at -inf, K = min(top_k, N).
+    probability, K = min(top_k, N). As in `pallas_kernels.topk`, a slot no real candidate
+    fills (padded or masked candidates, NaN scores) holds index -1 and score -inf.
     """
     from arm_jax.batch import RequestBatch
     from arm_jax.train.step import make_predict
@@ -58,8 +59,10 @@ def scoring_function(graphdef: Any, params: Any, top_k: int) -> tuple[Callable, 
         p = jax.tree_util.tree_unflatten(treedef, [weights[k] for k in paths])
         rb = RequestBatch(**{f: batch[f] for f in BATCH_FIELDS})
         probs_bct = predict(p, rb)
-        key_bc = jnp.where(rb.cand_mask, probs_bct[..., 0], -jnp.inf)
+        p_bc = probs_bct[..., 0]
+        key_bc = jnp.where(rb.cand_mask & ~jnp.isnan(p_bc), p_bc, -jnp.inf)
         top_scores, top_idx = jax.lax.top_k(key_bc, min(top_k, key_bc.shape[1]))
+        top_idx = jnp.where(jnp.isneginf(top_scores), -1, top_idx)
         return probs_bct, top_idx.astype(jnp.int32), top_scores
 
     return score, flat

@@ -40,8 +40,9 @@ def masked_softmax_attention(q_bqhk: jax.Array, k_blhk: jax.Array, v_blhk: jax.A
     s_bhql = jnp.where(mask_bl[:, None, None, :], s_bhql, _NEG)
     e_bhql = jnp.exp(s_bhql - s_bhql.max(axis=-1, keepdims=True))
     o_bhqk = jnp.einsum("bhql,bhlk->bhqk", e_bhql, v_bhlk) / e_bhql.sum(-1)[..., None]
-    any_valid_b = mask_bl.any(axis=-1).astype(o_bhqk.dtype)
-    return jnp.swapaxes(o_bhqk, 1, 2) * any_valid_b[:, None, None, None]
+    any_valid_b = mask_bl.any(axis=-1)
+    return jnp.where(any_valid_b[:, None, None, None], jnp.swapaxes(o_bhqk, 1, 2), 0
+                     ).astype(o_bhqk.dtype)
 
 
 class SelfAttentionBlock(nnx.Module):

@@ -62,8 +62,9 @@ class HistoryMatch(nnx.Module):
                      mask_bl: jax.Array) -> MatchState:
         """Once per request: event keys [b, l, f, d] (raw embeddings), encoded events [b, l, d]."""
         m = mask_bl.astype(self.dtype)
-        keys = _unit(keys_blfd.astype(self.dtype)) * m[:, :, None, None]
-        values = self.value(encoded_bld) * m[:, :, None]
+        # select, not multiply: a non-finite padded event must not survive as 0 * NaN
+        keys = jnp.where(mask_bl[:, :, None, None], _unit(keys_blfd.astype(self.dtype)), 0)
+        values = jnp.where(mask_bl[:, :, None], self.value(encoded_bld), 0)
         # field-major keys: one [c, d] x [d, l] matmul per (request, field)
         return MatchState(jnp.swapaxes(keys, 1, 2), values, m, jnp.maximum(m.sum(-1), 1.0))
 

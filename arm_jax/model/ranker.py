@@ -223,6 +223,9 @@ class Ranker(nnx.Module):
         model is deterministic, as in evaluation, export and serving."""
         if mode not in ("shared", "per_pair"):
             raise ValueError(f"mode must be 'shared' or 'per_pair', got {mode!r}")
+        if pair_chunk is not None and pair_chunk < 1:
+            raise ValueError(f"pair_chunk: must be >= 1 pairs per step (or None: all at "
+                             f"once), got {pair_chunk}")
         check_feature_widths(batch, self.features)
         if mode == "shared":
             return self._shared(batch.truncate_history(self.cfg.history_len), dropout_key)[0]

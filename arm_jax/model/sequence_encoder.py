@@ -64,7 +64,9 @@ class SequenceEncoder(nnx.Module):
             item_bld = item_bld + extra_bld
         age_bl = (age_bucket(hist_gap_bl, self.time_buckets) if age_bucket_bl is None
                   else age_bucket_bl)
-        action_bld = self.actions(hist_action_bl)
+        # A padded event's action is never read, but nnx.Embed returns NaN for an id past
+        # the table and NaN survives any later masking by multiplication: look up row 0.
+        action_bld = self.actions(jnp.where(mask_bl, hist_action_bl, 0))
         if hide_action_bl is not None:
             action_bld = jnp.where(hide_action_bl[..., None], 0.0, action_bld)
         x_bld = (item_bld
@@ -74,7 +76,7 @@ class SequenceEncoder(nnx.Module):
         for block in self.blocks:
             x_bld = block(x_bld, mask_bl, age_bl)
         x_bld = self.norm(x_bld)
-        return x_bld * mask_bl[..., None].astype(x_bld.dtype), mask_bl
+        return jnp.where(mask_bl[..., None], x_bld, 0).astype(x_bld.dtype), mask_bl
 
     def action_logits(self, seq_bld: jax.Array) -> jax.Array:
         """Each encoded event's logits over action types [b, l, A], scored against the

@@ -82,3 +82,56 @@ def test_hist_side_defaults_to_unknown_and_is_checked():
         make_batch(**_fields(), hist_side=np.zeros((2, 5, 2), np.int64))
     with pytest.raises(BatchError, match=r"hist_side: ids must be >= 0, got -1"):
         make_batch(**_fields(), hist_side=-np.ones((2, 4, 2), np.int64))
+
+
+def test_expected_widths_pins_actions_of_valid_events_only():
+    from types import SimpleNamespace
+
+    from arm_jax.batch import expected_widths
+
+    f = SimpleNamespace(req_sparse_fields=2, req_dense_features=3, cand_sparse_fields=2,
+                        cand_dense_features=1, history_side_fields=(), max_history=8,
+                        max_candidates=8, num_action_types=4)
+    expected = expected_widths(f)
+    assert expected["num_action_types"] == 4
+    fields = _fields()                        # hist_len [4, 1]
+    fields["hist_action"] = np.zeros((2, 4), np.int64)
+    fields["hist_action"][1, 3] = 9           # padded event: never read, accepted
+    assert make_batch(**fields, expected=expected).hist_action[1, 3] == 9
+    fields["hist_action"][1, 0] = 4           # valid event: out of the action table
+    with pytest.raises(BatchError, match=r"hist_action: must be < num_action_types=4, got 4"):
+        make_batch(**fields, expected=expected)
+
+
+def test_an_empty_history_axis_becomes_one_masked_event():
+    fields = _fields(l=0)
+    fields["hist_len"] = np.zeros(2, np.int64)
+    batch = make_batch(**fields, expected={"history_side_fields": 2})
+    assert batch.hist_item.shape == (2, 1) and batch.hist_side.shape == (2, 1, 2)
+    assert (batch.hist_len == 0).all() and (batch.hist_side == UNKNOWN_SIDE).all()
+    fields["hist_len"] = np.array([1, 0])
+    with pytest.raises(BatchError, match=r"hist_len: must be <= history length 0, got 1"):
+        make_batch(**fields)
+
+
+def test_zero_candidates_are_refused():
+    with pytest.raises(BatchError, match=r"cand_sparse: a request needs at least 1 candidate"):
+        make_batch(**_fields(c=0))
+
+
+def test_ragged_lists_name_the_field_and_the_fix():
+    fields = dict(req_sparse=[[1, 2], [3, 4]], req_dense=[[0.0] * 3] * 2,
+                  hist_item=[[1, 2, 3], [4]], hist_action=[[0, 1, 0], [1]],
+                  hist_gap=[[1.0, 2.0, 3.0], [5.0]], hist_len=[3, 1],
+                  cand_sparse=[[[1, 2]]] * 2, cand_dense=[[[0.0]]] * 2)
+    with pytest.raises(BatchError, match=r"^hist_item: not a rectangular array.*set hist_len"):
+        make_batch(**fields)
+    fields.update(hist_item=[[1, 2, 3], [4, 0, 0]], hist_action=[[0, 1, 0], [1, 0, 0]])
+    with pytest.raises(BatchError, match=r"^hist_gap: not a rectangular array"):
+        make_batch(**fields)
+    fields.update(hist_gap=[[1.0, 2.0, 3.0], [5.0, 0.0, 0.0]])
+    with pytest.raises(BatchError, match=r"^hist_side: not a rectangular array"):
+        make_batch(**fields, hist_side=[[[1]] * 3, [[1]]])
+    with pytest.raises(BatchError, match=r"^cand_mask: not a rectangular array"):
+        make_batch(**fields, cand_mask=[[True], []])
+    assert make_batch(**fields).hist_item.shape == (2, 3)

@@ -4,6 +4,7 @@ code imported, padding never changes valid scores, weights swap, manifest costs.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -62,12 +63,13 @@ def test_fresh_process_scores_identical_to_library_for_every_bucket(exported, tm
                              seed=seed, valid_candidates=N - 1)
         want = _library(exported["ckpt"], batch)
         np.testing.assert_array_equal(got[f"p{B}_{N}"], want)
-        # top-K: first task, padded slot last at -inf, K = min(top_k, N)
+        # top-K: first task, K = min(top_k, N), the masked slot last: index -1 at -inf
         key = np.where(np.asarray(batch.cand_mask), want[..., 0], -np.inf)
         order = np.argsort(-key, axis=1, kind="stable")[:, :min(top_k, N)]
-        np.testing.assert_array_equal(got[f"i{B}_{N}"], order)
-        np.testing.assert_array_equal(got[f"s{B}_{N}"], np.take_along_axis(key, order, 1))
-        assert np.isneginf(got[f"s{B}_{N}"][:, -1]).all()
+        scores = np.take_along_axis(key, order, 1)
+        np.testing.assert_array_equal(got[f"i{B}_{N}"], np.where(np.isneginf(scores), -1, order))
+        np.testing.assert_array_equal(got[f"s{B}_{N}"], scores)
+        assert np.isneginf(got[f"s{B}_{N}"][:, -1]).all() and (got[f"i{B}_{N}"][:, -1] == -1).all()
 
 
 def test_no_compilation_after_load_in_process(exported):
@@ -97,6 +99,7 @@ def test_padding_never_changes_valid_scores(exported):
     r = tier.score(base)
     assert r.bucket == (1, 4) and r.probs.shape == (1, 3, len(f.tasks))
     assert set(r.top_indices[0, :3]) == {0, 1, 2} and np.isneginf(r.top_scores[0, 3])
+    assert r.top_indices[0, 3] == -1          # the bucket's padded slot is no candidate
     # the same request inside a bigger batch, among masked garbage candidates
     big = random_batch(f, batch=2, candidates=7, history=6, seed=6)
     fields = {k: np.array(getattr(big, k)) for k in
@@ -117,7 +120,7 @@ def test_padding_never_changes_valid_scores(exported):
     fields["cand_dense"][1, 3:] *= -3.0
     np.testing.assert_array_equal(tier.score(big.replace(**fields)).probs[1, :3],
                                   tier.score(same).probs[1, :3])
-    assert (r2.top_indices[1, :3] < 3).all()
+    assert (r2.top_indices[1, :3] < 3).all() and (r2.top_indices[1, 3:] == -1).all()
 
 
 def test_over_largest_bucket_is_refused(exported):
@@ -183,8 +186,12 @@ def test_weights_are_arguments_and_swap(exported, checkpoint_like):
     assert not np.allclose(before, after)
     np.testing.assert_array_equal(after, _library(new, batch))
     wide = checkpoint_like(1, "wide", d_model=32)
-    with pytest.raises(ArtifactError, match="compiled for"):
+    with pytest.raises(ArtifactError, match="model.d_model: artifact compiled with 16, "
+                                            "checkpoint trained with 32"):
         tier.swap_weights(wide)
+    bare = shutil.copytree(wide / "params", exported["root"] / "more" / "wide-bare")
+    with pytest.raises(ArtifactError, match="compiled for"):   # no config.json: shapes
+        tier.swap_weights(bare)
     np.testing.assert_array_equal(tier.score(batch).probs, after)  # old weights keep serving
     with pytest.raises(ArtifactError, match="not a weights checkpoint"):
         tier.swap_weights(exported["root"])
@@ -251,3 +258,63 @@ def test_export_ignores_a_warm_jax_persistent_cache(exported, tmp_path):
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        timeout=300)
     assert r.returncode == 0 and "OK" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name, model, message", [
+    ("gelu", {"activation": "gelu"},
+     "model.activation: artifact compiled with 'relu', checkpoint trained with 'gelu'"),
+    ("heads4", {"target_heads": 4},
+     "model.target_heads: artifact compiled with 2, checkpoint trained with 4"),
+], ids=["activation", "target_heads"])
+def test_swap_refuses_a_checkpoint_trained_with_another_config(exported, checkpoint_like,
+                                                                name, model, message):
+    """Same weight shapes, another function: the executables keep their compiled activation
+    and head split, so such weights would serve wrong scores silently."""
+    import re
+
+    tier = load(exported["dir"]).tiers["small"]
+    batch = random_batch(tier.config.features, batch=1, candidates=4, history=6, seed=9)
+    before = tier.score(batch).probs
+    other = checkpoint_like(5, name, **model)
+    for path in (other, other / "params"):       # the checkpoint, or its params/ beside it
+        with pytest.raises(ArtifactError, match=re.escape(message)):
+            tier.swap_weights(path)
+    np.testing.assert_array_equal(tier.score(batch).probs, before)
+
+
+def test_swap_accepts_a_checkpoint_differing_only_in_training_fields(exported, checkpoint_like):
+    tier = load(exported["dir"]).tiers["small"]
+    batch = random_batch(tier.config.features, batch=1, candidates=4, history=6, seed=9)
+    new = checkpoint_like(8, "dropout", dropout=0.2, kernel_impl="xla")
+    tier.swap_weights(new)
+    np.testing.assert_array_equal(tier.score(batch).probs, _library(new, batch))
+
+
+def test_unfilled_top_k_slots_hold_minus_one(exported):
+    """The package's top-K rule: a slot no real candidate fills is index -1, score -inf."""
+    from arm_jax.compile.artifacts import unfilled_slots
+
+    tier = load(exported["dir"]).tiers["small"]
+    batch = random_batch(tier.config.features, batch=1, candidates=3, history=6, seed=2,
+                         valid_candidates=2)
+    r = tier.score(batch)
+    assert r.bucket == (1, 4)
+    assert sorted(r.top_indices[0, :2]) == [0, 1] and (r.top_indices[0, 2:] == -1).all()
+    assert np.isneginf(r.top_scores[0, 2:]).all() and np.isfinite(r.top_scores[0, :2]).all()
+    # executables exported before the rule return the padded candidates' indices
+    i, s = unfilled_slots(np.array([[2, 0, 3, 1]], np.int32),
+                          np.array([[0.9, 0.5, np.nan, -np.inf]], np.float32), 3)
+    assert i.tolist() == [[2, 0, -1, -1]] and np.isneginf(s[0, 2:]).all()
+
+
+def test_out_of_range_action_on_a_padded_event_is_ignored(exported):
+    tier = load(exported["dir"]).tiers["small"]
+    f = tier.config.features
+    batch = random_batch(f, batch=2, candidates=3, history=6, seed=3)
+    padded = np.arange(6)[None, :] >= np.asarray(batch.hist_len)[:, None]
+    assert padded.any()
+    bad = batch.replace(hist_action=np.where(padded, f.num_action_types, batch.hist_action)
+                        .astype(np.int32))
+    got = tier.score(bad)
+    assert np.isfinite(got.probs).all()
+    np.testing.assert_array_equal(got.probs, tier.score(batch).probs)

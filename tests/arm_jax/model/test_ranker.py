@@ -200,3 +200,56 @@ def test_masked_action_forward_hides_only_what_it_scores(tiny_overrides):
     logits_0, aux_0 = maf(params, batch, key, 0.0)
     assert not np.asarray(aux_0.hidden_bl).any()
     np.testing.assert_allclose(logits_0, nnx.merge(graphdef, params)(batch), **TOL)
+
+
+def test_out_of_range_action_on_a_padded_event_changes_nothing(model_and_batch):
+    """A padded event (index >= hist_len) is never read: an action id past the table there
+    used to read NaN from the embedding and turn every score of the request NaN (0 * NaN)."""
+    tier, params, batch, fwd = model_and_batch
+    L = tier.model.history_len
+    padded = np.arange(batch.history_len)[None, :] >= np.asarray(batch.hist_len)[:, None]
+    assert padded[:, :L].any()
+    bad = batch.replace(hist_action=np.where(
+        padded, tier.features.num_action_types + 5, batch.hist_action).astype(np.int32))
+    for mode in ("shared", "per_pair"):
+        got = np.asarray(fwd(params, bad, mode))
+        assert np.isfinite(got).all(), mode
+        np.testing.assert_array_equal(got, np.asarray(fwd(params, batch, mode)))
+
+
+def test_an_empty_history_axis_scores_like_hist_len_zero(model_and_batch):
+    """make_batch pads a (b, 0) history (cold-start users) to one masked event."""
+    from arm_jax.batch import BatchError, make_batch
+
+    tier, params, batch, fwd = model_and_batch
+    b = batch.num_requests
+    cold = batch.replace(hist_len=np.zeros(b, np.int32))
+    fields = {k: np.asarray(getattr(cold, k)) for k in
+              ("req_sparse", "req_dense", "cand_sparse", "cand_dense", "cand_mask", "hist_len")}
+    empty = make_batch(**fields, hist_item=np.zeros((b, 0), np.int64),
+                       hist_action=np.zeros((b, 0), np.int64), hist_gap=np.zeros((b, 0)),
+                       hist_side=np.zeros((b, 0, len(tier.features.history_side_fields)),
+                                          np.int64))
+    assert empty.hist_item.shape == (b, 1) and (empty.hist_len == 0).all()
+    for mode in ("shared", "per_pair"):
+        np.testing.assert_allclose(fwd(params, empty, mode), fwd(params, cold, mode), **TOL)
+    raw = cold.replace(hist_item=cold.hist_item[:, :0], hist_action=cold.hist_action[:, :0],
+                       hist_gap=cold.hist_gap[:, :0], hist_side=cold.hist_side[:, :0])
+    with pytest.raises(BatchError, match="hist_item: history axis of length 0"):
+        fwd(params, raw, "shared")
+
+
+def test_zero_candidates_and_bad_pair_chunk_are_named(model_and_batch):
+    from arm_jax.batch import BatchError
+
+    tier, params, batch, _ = model_and_batch
+    model = nnx.merge(nnx.graphdef(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0))),
+                      params)
+    none = batch.replace(cand_sparse=batch.cand_sparse[:, :0], cand_dense=batch.cand_dense[:, :0],
+                         cand_mask=batch.cand_mask[:, :0])
+    for mode in ("shared", "per_pair"):
+        with pytest.raises(BatchError, match="cand_sparse: a request needs at least 1 candidate"):
+            model(none, mode=mode)
+    for chunk in (0, -1):
+        with pytest.raises(ValueError, match=f"pair_chunk: must be >= 1 .*got {chunk}"):
+            model(batch, mode="per_pair", pair_chunk=chunk)
