@@ -65,10 +65,31 @@ def decode(value: bytes | memoryview | None, *, key: str = "value") -> Events:
     if not value:
         return Events.empty()
     buf = memoryview(value)
+    chunks = _chunks(buf, key)
+    if len(chunks) == 1:          # LMDB values, and any log written in one append
+        start, n, base = chunks[0]
+        t = np.frombuffer(buf, "<u4", n, start).astype(np.int64) + base
+        it = np.frombuffer(buf, "<u4", n, start + 4 * n).astype(np.int32)
+        ac = np.frombuffer(buf, np.uint8, n, start + 8 * n).astype(np.int32)
+        return Events(item=it, action=ac, ts=t)
+    # many chunks (Redis, one per APPEND): one gather per field instead of one per chunk
     raw = np.frombuffer(buf, np.uint8)
-    ts_parts, item_parts, action_parts, bases, counts = [], [], [], [], []
+    t = np.concatenate([raw[s:s + 4 * n] for s, n, _ in chunks]).view("<u4").astype(np.int64)
+    t += np.repeat(np.asarray([b for _, _, b in chunks], np.int64), [n for _, n, _ in chunks])
+    it = np.concatenate([raw[s + 4 * n:s + 8 * n] for s, n, _ in chunks]).view("<u4")
+    it = it.astype(np.int32)
+    ac = np.concatenate([raw[s + 8 * n:s + 9 * n] for s, n, _ in chunks]).astype(np.int32)
+    if t.size > 1 and np.any(t[1:] < t[:-1]):   # appends arrived out of time order
+        order = np.argsort(t, kind="stable")
+        it, ac, t = it[order], ac[order], t[order]
+    return Events(item=it, action=ac, ts=t)
+
+
+def _chunks(buf: memoryview, key: str) -> list[tuple[int, int, int]]:
+    """(payload start, events, base_ts) of every chunk, each header and crc checked."""
+    out = []
     pos, total = 0, len(buf)
-    while pos < total:      # headers and crcs per chunk; the arrays are gathered once below
+    while pos < total:
         if total - pos < HEADER_BYTES:
             raise CorruptValue(f"{key}: truncated chunk header at byte {pos} "
                                f"({total - pos} of {HEADER_BYTES} bytes)")
@@ -87,21 +108,9 @@ def decode(value: bytes | memoryview | None, *, key: str = "value") -> Events:
                                f"({end - start} bytes), {total - start} present")
         if zlib.crc32(buf[start:end], zlib.crc32(buf[pos:pos + _HEAD.size])) != crc:
             raise CorruptValue(f"{key}: crc32 mismatch in chunk at byte {pos} ({n} events)")
-        ts_parts.append(raw[start:start + 4 * n])
-        item_parts.append(raw[start + 4 * n:start + 8 * n])
-        action_parts.append(raw[start + 8 * n:end])
-        bases.append(base)
-        counts.append(n)
+        out.append((start, n, base))
         pos = end
-    # one concatenate per field (contiguous, so the uint32 views are aligned copies)
-    t = np.concatenate(ts_parts).view("<u4").astype(np.int64)
-    t += np.repeat(np.asarray(bases, np.int64), counts)
-    it = np.concatenate(item_parts).view("<u4").astype(np.int32)
-    ac = np.concatenate(action_parts).astype(np.int32)
-    if len(counts) > 1 and t.size > 1 and np.any(t[1:] < t[:-1]):   # out-of-order appends
-        order = np.argsort(t, kind="stable")
-        it, ac, t = it[order], ac[order], t[order]
-    return Events(item=it, action=ac, ts=t)
+    return out
 
 
 def merge(value: bytes | memoryview | None, item: object, action: object, ts: object,
