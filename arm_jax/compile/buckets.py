@@ -44,10 +44,12 @@ def select_bucket(buckets: Sequence[Bucket], b: int, n: int) -> Bucket:
         return bs[i], ns[j]          # the usual case: a full B x N grid
     fits = [(bb, nn) for bb, nn in have if bb >= b and nn >= n]  # a ragged bucket list
     if not fits:
-        raise BucketError(
-            f"batch of {b} requests x {n} candidates exceeds the largest compiled bucket "
-            f"(batch <= {bs[-1] if bs else 0}, candidates <= {ns[-1] if ns else 0}); "
-            "split the request")
+        if len(have) == len(bs) * len(ns):     # a full grid: the per-axis maxima say it
+            limits = f"batch <= {bs[-1] if bs else 0}, candidates <= {ns[-1] if ns else 0}"
+        else:                                   # ragged: each axis fits, but no one bucket
+            limits = "buckets " + ", ".join(f"{bb}x{nn}" for bb, nn in sorted(have))
+        raise BucketError(f"batch of {b} requests x {n} candidates exceeds the largest "
+                          f"compiled bucket ({limits}); split the request")
     return min(fits, key=lambda x: (x[0] * x[1], x[1]))
 
 

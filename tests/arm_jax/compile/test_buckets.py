@@ -37,7 +37,7 @@ def test_ragged_bucket_list_takes_cheapest_fit():
     ragged = [(1, 1024), (8, 64)]
     assert select_bucket(ragged, 2, 10) == (8, 64)
     assert select_bucket(ragged, 1, 100) == (1, 1024)
-    with pytest.raises(BucketError):
+    with pytest.raises(BucketError, match=r"\(buckets 1x1024, 8x64\)"):   # names them
         select_bucket(ragged, 2, 100)
 
 
