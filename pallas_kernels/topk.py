@@ -156,6 +156,8 @@ def topk(x: jax.Array, k: int, *, impl: str = "auto", interpret: bool | None = N
         return topk_pallas(x, k, blocks=blocks, interpret=default_interpret(interpret))
     gpu = functools.partial(topk_pallas, k=k, blocks=blocks, interpret=False)
     xla = functools.partial(topk_xla, k=k, check_nan=check_nan)
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == jnp.int32):
+        return xla(x)      # the kernel orders floats and int32 only: auto works everywhere
     return on_platform((x,), gpu=gpu, default=xla)
 
 

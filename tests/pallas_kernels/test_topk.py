@@ -115,3 +115,16 @@ def test_pallas_kernel_lowers_and_exports_for_cuda():
     exp = export.export(auto, platforms=["cuda"], disabled_checks=[
         export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(spec)
     assert exp.platforms == ("cuda",) and exp.out_avals[1].shape == (4, 256)
+
+
+def test_auto_takes_xla_for_dtypes_the_kernel_cannot_order_on_every_platform():
+    """int16 on CUDA: the kernel would raise KernelError; auto lowers lax.top_k instead, as
+    it does on CPU, so the same call works on both."""
+    spec = jax.ShapeDtypeStruct((2, 300), jnp.int16)
+    auto = jax.jit(lambda a: topk(a, 4))
+    hlo = auto.trace(spec).lower(lowering_platforms=("cuda",)).as_text()
+    assert "triton" not in hlo
+    x = np.random.default_rng(3).integers(-1000, 1000, (2, 300)).astype(np.int16)
+    vals, idx = auto(x)
+    want_v, want_i = jax.lax.top_k(jnp.asarray(x), 4)
+    assert np.array_equal(vals, want_v) and np.array_equal(idx, want_i)
