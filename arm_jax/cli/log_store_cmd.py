@@ -1,4 +1,4 @@
-"""`arm-jax store load|read|stats|catalog`: fill and inspect a user-log store (LMDB or
+"""`arm-jax store load|read|stats|compact|catalog`: fill and inspect a user-log store (LMDB or
 Redis), and build the item catalogue its histories are joined with.
 
 Logic lives in arm_jax/store (`load_events`, the backends' reads) and
@@ -48,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "but item, in file order)")
     ca.add_argument("--out", required=True, help="catalogue file to write (.npz)")
     ca.set_defaults(func=_catalog)
+
+    co = ssub.add_parser("compact", help="rewrite each user's log as one chunk (Redis logs "
+                                         "appended one event at a time read slower)")
+    co.add_argument("url", help=URL_HELP)
+    co.set_defaults(func=_compact)
 
     sa = ssub.add_parser("stats", help="users stored and bytes used")
     sa.add_argument("url", help=URL_HELP)
@@ -117,6 +122,17 @@ def _utc(ts: int) -> str:
         return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     except (ValueError, OverflowError, OSError):
         return "(out of range)"
+
+
+def _compact(args: argparse.Namespace) -> int:
+    with _open(args.url, write=False):
+        pass                                   # a missing LMDB store is an error, not created
+    t0 = time.perf_counter()
+    with _open(args.url, write=True) as store:
+        done = store.compact()
+    print(f"{args.url}: rewrote {done} users' logs as one chunk in "
+          f"{time.perf_counter() - t0:.1f} s")
+    return 0
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -169,6 +169,11 @@ class UserLogStore(abc.ABC):
         server prints at start-up). Backends override this when counting users is slow."""
         return f"{self.num_users()} users"
 
+    @abc.abstractmethod
+    def compact(self) -> int:
+        """Rewrite every multi-chunk value as one chunk (a read decodes every chunk, one per
+        append); returns how many values were rewritten."""
+
     def read(self, user_id: int) -> Events:
         """All of one user's events, oldest first."""
         return self.read_many([user_id])[0]

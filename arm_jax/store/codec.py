@@ -113,6 +113,11 @@ def _chunks(buf: memoryview, key: str) -> list[tuple[int, int, int]]:
     return out
 
 
+def num_chunks(value: bytes | memoryview | None, *, key: str = "value") -> int:
+    """Chunks in a stored value (each header and crc checked); 0 for None / b""."""
+    return len(_chunks(memoryview(value), key)) if value else 0
+
+
 def merge(value: bytes | memoryview | None, item: object, action: object, ts: object,
           *, key: str = "value") -> bytes:
     """`value` with the events appended, re-encoded as ONE chunk (time-ordered).
@@ -130,5 +135,5 @@ def merge(value: bytes | memoryview | None, item: object, action: object, ts: ob
                   np.concatenate([old.ts, t]))
 
 
-__all__ = ["encode", "decode", "merge", "encoded_size", "MAGIC", "VERSION", "HEADER_BYTES",
+__all__ = ["encode", "decode", "merge", "num_chunks", "encoded_size", "MAGIC", "VERSION", "HEADER_BYTES",
            "BYTES_PER_EVENT"]

@@ -177,6 +177,19 @@ class LmdbStore(UserLogStore):
                 out.append(codec.decode(txn.get(user_key(u)), key=f"{self.url} user {u}"))
         return out
 
+    def compact(self) -> int:
+        """Rewrite multi-chunk values (written before appends merged) as one chunk, in one
+        write transaction; returns how many."""
+        done = 0
+        with self._write_txn() as txn:
+            for key, value in list(txn.cursor()):
+                name = f"{self.url} user {int.from_bytes(key, 'big')}"
+                if codec.num_chunks(value, key=name) > 1:
+                    ev = codec.decode(value, key=name)
+                    txn.put(key, codec.encode(ev.item, ev.action, ev.ts))
+                    done += 1
+        return done
+
     def num_users(self) -> int:
         return int(self.env.stat()["entries"])
 

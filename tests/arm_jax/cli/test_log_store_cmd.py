@@ -62,6 +62,22 @@ def test_load_read_stats_redis(redis_url, capsys, events_csv):
             s.clear()
 
 
+def test_compact_rewrites_redis_logs_and_never_creates_a_store(redis_url, tmp_path, capsys):
+    with RedisStore(redis_url) as s:           # the CLI's default prefix
+        s.clear()
+        try:
+            for ts in (30, 10, 20):
+                s.append(7, ts, 0, ts)           # three APPENDs: three chunks
+            assert main(["store", "compact", redis_url]) == 0
+            assert "rewrote 1 users' logs as one chunk" in capsys.readouterr().out
+            assert s.read(7).ts.tolist() == [10, 20, 30]
+        finally:
+            s.clear()
+    missing = tmp_path / "none"
+    assert main(["store", "compact", f"lmdb://{missing}"]) == 2
+    assert "no LMDB store here" in capsys.readouterr().err and not missing.exists()
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     missing = tmp_path / "none"
     assert main(["store", "read", str(missing), "--user", "1"]) == 2
