@@ -23,6 +23,7 @@ from arm_jax.store.base import (Events, InvalidStoreUrl, StoreError, StoreUnavai
                                 UserLogStore, check_user, group_by_user)
 
 _PIPELINE_CHUNK = 2000   # commands per pipeline round trip in bulk loads
+_COMPACT_TRIES = 8       # optimistic rewrites of one key before compact moves on
 
 
 def _check_url(url: str) -> None:
@@ -132,7 +133,7 @@ class RedisStore(UserLogStore):
     def _compact_key(self, key: bytes) -> int:
         name = f"{self.url} {key.decode(errors='replace')}"
         with self.client.pipeline() as pipe:
-            while True:
+            for _ in range(_COMPACT_TRIES):   # a key appended to nonstop is left for later
                 try:
                     pipe.watch(key)
                     value = pipe.get(key)
@@ -146,6 +147,7 @@ class RedisStore(UserLogStore):
                     return 1
                 except redis.WatchError:      # an append came in between: read it again
                     continue
+        return 0
 
     def put_raw(self, user_id: int, value: bytes) -> None:
         """Overwrite a user's stored bytes verbatim (tests, repair tools)."""
