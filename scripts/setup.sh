@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install arm-jax (CPU JAX) and what its tests need. Idempotent; safe to re-run.
 #   bash scripts/setup.sh          # the package (editable) and its runtime dependencies
-#   bash scripts/setup.sh --test   # also pytest, pytest-xdist and redis-server (for the Redis store tests)
+#   bash scripts/setup.sh --test   # also pytest, pytest-xdist, pyarrow and redis-server (for the Redis store tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -18,13 +18,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "examples, an events file and a catalogue")
     sy.add_argument("--out", required=True, help="directory to write into (created)")
     sy.add_argument("--tier", default="small", help="whose train.* settings size the data")
+    sy.add_argument("--format", default="npz", choices=("npz", "parquet"), dest="fmt",
+                    help="file format of the examples and events files (parquet needs "
+                         "pyarrow: pip install 'arm-jax[parquet]')")
     sy.add_argument("overrides", nargs="*", metavar="key=value",
                     help="config overrides, e.g. train.train_requests=2000")
     sy.set_defaults(func=_synthetic)
 
     ch = dsub.add_parser("check", help="check an examples file against a tier's features "
                                        "config (what `train --examples` checks first)")
-    ch.add_argument("file", help="examples file (.npz)")
+    ch.add_argument("file", help="examples file (.npz or .parquet)")
     ch.add_argument("--tier", default="small", help="tier whose features config to check "
                                                     "against")
     ch.add_argument("overrides", nargs="*", metavar="key=value",
@@ -39,7 +42,7 @@ def _synthetic(args: argparse.Namespace) -> int:
 
     tier = load_tier(args.tier, args.overrides)
     data = make_synthetic_data(tier)
-    paths = write_synthetic_files(data.world, data.train, data.test, args.out)
+    paths = write_synthetic_files(data.world, data.train, data.test, args.out, args.fmt)
     print(f"{len(data.train)} training and {len(data.test)} held-out requests, "
           f"{data.world.log_ts.size} events, {data.world.catalog().num_items} items:")
     for name, path in paths.items():

@@ -19,6 +19,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     for mod, name in (("arm_jax.checkpoint", "CheckpointError"),
                       ("arm_jax.compile.artifacts", "ArtifactError"),
                       ("arm_jax.store.base", "StoreError"),
+                      ("arm_jax.data.arrow", "PyarrowMissing"),
                       ("arm_jax.bench.serve", "ServeBenchError"),
                       ("serving.loadgen", "LoadgenError"),
                       ("serving.client", "RankError")):

@@ -19,11 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     st = sub.add_parser("store", help="fill and inspect a user-log store (LMDB or Redis)")
     ssub = st.add_subparsers(dest="store_action", metavar="ACTION", required=True)
 
-    ld = ssub.add_parser("load", help="append the events of a CSV or .npz file (creates an "
+    ld = ssub.add_parser("load", help="append the events of a CSV, .npz or .parquet file (creates an "
                                       "LMDB store if there is none)")
     ld.add_argument("url", help=URL_HELP)
     ld.add_argument("file", help="CSV with a header naming user_id,item,action,ts (integers; "
-                                 "ts in unix seconds), or .npz with those four arrays")
+                                 "ts in unix seconds), or .npz / .parquet with those four "
+                                 "arrays / columns")
     ld.set_defaults(func=_load)
 
     rd = ssub.add_parser("read", help="one user's events, oldest first")

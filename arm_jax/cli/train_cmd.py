@@ -44,14 +44,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _add_data_options(p: argparse.ArgumentParser, *, eval_only: bool) -> None:
     g = p.add_argument_group(
-        "your own data", "examples files (.npz, see `arm-jax data check`) hold no histories: "
+        "your own data", "examples files (.npz or .parquet, see `arm-jax data check`) hold no histories: "
         "each request is joined with its user's events before its timestamp from the store")
-    g.add_argument("--examples", default=None, metavar="FILE.npz",
+    g.add_argument("--examples", default=None, metavar="FILE",
                    help="requests to evaluate" if eval_only else
                    "training requests (without --eval-examples the latest 10%% by time are "
                    "held out)")
     if not eval_only:
-        g.add_argument("--eval-examples", default=None, metavar="FILE.npz",
+        g.add_argument("--eval-examples", default=None, metavar="FILE",
                        help="held-out requests to evaluate on")
     g.add_argument("--history-store", default=None, metavar="URL",
                    help="user-log store with the users' events: lmdb:///path or "

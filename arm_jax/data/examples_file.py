@@ -1,4 +1,4 @@
-"""Training examples on disk: one `.npz` per split, without histories (the store has them).
+"""Training examples on disk: one `.npz` or `.parquet` per split, without histories.
 
 An examples file holds what a logged request knows at its time, and its labels; the
 user's history is joined from a user-log store at read time (`arm_jax.data.join`), so the
@@ -9,6 +9,10 @@ T tasks (the names of `Examples`):
     req_dense [R, e_r] float, cand_sparse [R, N, f_c] int, cand_dense [R, N, e_c] float,
     cand_mask [R, N] bool (or 0/1), labels [R, N, T] in [0, 1];
     optional: tasks [T] str (checked against the config's tasks), true_prob [R, N, T].
+
+The same arrays as Parquet (one row per request, candidates as nested lists, a varying
+number per request allowed): `arm_jax.data.examples_parquet`; needs pyarrow
+(`arm-jax[parquet]`). Both formats go through the same checks.
 
 `load_examples` checks a file against a tier's FeaturesConfig before any training starts
 and raises ExamplesFileError naming the file, the array and the limit.
@@ -22,9 +26,11 @@ import numpy as np
 
 from arm_jax.batch import BatchError, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
+from arm_jax.data.examples_parquet import read_examples_parquet, write_examples_parquet
 from arm_jax.data.synthetic import Examples
 
 FORMAT_VERSION = 1
+SUFFIXES = (".npz", ".parquet")
 REQUIRED = ("user_id", "ts", "req_sparse", "req_dense", "cand_sparse", "cand_dense",
             "cand_mask", "labels")
 
@@ -34,33 +40,57 @@ class ExamplesFileError(ValueError):
 
 
 def save_examples(examples: Examples, path: str | Path) -> Path:
-    """Write `examples` as an uncompressed .npz (parent directories created); the path."""
+    """Write `examples` as an uncompressed .npz or a .parquet (by the suffix; parent
+    directories created); the path. Both read back bit for bit."""
     path = Path(path)
-    if path.suffix != ".npz":
-        raise ExamplesFileError(f"{path}: an examples file must end in .npz")
+    if path.suffix not in SUFFIXES:
+        raise ExamplesFileError(f"{path}: an examples file must end in .npz or .parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {name: getattr(examples, name) for name in REQUIRED}
     if not np.isnan(examples.true_prob).all():
         arrays["true_prob"] = examples.true_prob
+    if path.suffix == ".parquet":
+        write_examples_parquet(arrays, tuple(examples.tasks), FORMAT_VERSION, path)
+        return path
     np.savez(path, format_version=np.int64(FORMAT_VERSION), tasks=np.asarray(examples.tasks),
              **arrays)
     return path
 
 
 def load_examples(path: str | Path, features: FeaturesConfig) -> Examples:
-    """Read and check an examples file against `features` (widths, limits, value ranges)."""
+    """Read and check an examples file (.npz or .parquet) against `features` (widths,
+    limits, value ranges)."""
     path = Path(path)
     if not path.is_file():
         raise ExamplesFileError(f"{path}: no such examples file")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # noqa: BLE001 - zip, pickle and format errors alike
-        raise ExamplesFileError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
+    if path.suffix not in SUFFIXES:
+        raise ExamplesFileError(f"{path}: expected a .npz or .parquet examples file, got "
+                                f"{path.suffix or 'no suffix'}")
+    if path.suffix == ".parquet":
+        arrays = _read_parquet(path)
+    else:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as e:  # noqa: BLE001 - zip, pickle and format errors alike
+            raise ExamplesFileError(f"{path}: not a readable .npz ({type(e).__name__}: "
+                                    f"{e})") from e
     try:
         return _examples_from_arrays(arrays, features)
     except (ExamplesFileError, BatchError) as e:
         raise ExamplesFileError(f"{path}: {e}") from None
+
+
+def _read_parquet(path: Path) -> dict[str, np.ndarray]:
+    try:
+        return read_examples_parquet(path)
+    except ImportError as e:
+        raise ExamplesFileError(f"{path}: {e}") from None
+    except ValueError as e:         # missing columns, nulls, ragged widths (ArrowInvalid too)
+        raise ExamplesFileError(f"{path}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - pyarrow's errors for a file that is not Parquet
+        raise ExamplesFileError(f"{path}: not a readable .parquet ({type(e).__name__}: "
+                                f"{e})") from e
 
 
 def _examples_from_arrays(a: dict[str, np.ndarray], f: FeaturesConfig) -> Examples:
@@ -144,5 +174,5 @@ def holdout_latest(examples: Examples, frac: float) -> tuple[Examples, Examples]
     return examples.take(np.sort(order[:-k])), examples.take(np.sort(order[-k:]))
 
 
-__all__ = ["ExamplesFileError", "FORMAT_VERSION", "save_examples", "load_examples",
+__all__ = ["ExamplesFileError", "FORMAT_VERSION", "SUFFIXES", "save_examples", "load_examples",
            "holdout_latest"]

@@ -4,6 +4,8 @@
     events.npz            every user's log, for `arm-jax store load` (user_id, item, action, ts)
     catalog.npz           the items' side ids, for `--catalog`
 
+With `fmt="parquet"` the examples and events files are .parquet instead (same contents).
+
 Training on these through a store reproduces `arm-jax train` on the in-memory world
 bit for bit (tests/arm_jax/train/test_file_data.py), so they double as a worked example of
 the format and as a check of a user's own pipeline.
@@ -15,22 +17,33 @@ from pathlib import Path
 
 import numpy as np
 
+from arm_jax.data.arrow import require_pyarrow
 from arm_jax.data.examples_file import save_examples
 from arm_jax.data.synthetic import Examples, SyntheticWorld
 
 
+FORMATS = ("npz", "parquet")
+
+
 def write_synthetic_files(world: SyntheticWorld, train: Examples, test: Examples,
-                          out_dir: str | Path) -> dict[str, Path]:
+                          out_dir: str | Path, fmt: str = "npz") -> dict[str, Path]:
     """Write the four files into `out_dir` (created); {name: path}."""
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt={fmt!r}: must be one of {list(FORMATS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    events = out / "events.npz"
-    np.savez(events, user_id=world.log_user, item=world.log_item, action=world.log_action,
-             ts=world.log_ts)
-    return {"train": save_examples(train, out / "train.npz"),
-            "test": save_examples(test, out / "test.npz"),
+    events = out / f"events.{fmt}"
+    logs = {"user_id": world.log_user, "item": world.log_item, "action": world.log_action,
+            "ts": world.log_ts}
+    if fmt == "parquet":
+        pa, pq = require_pyarrow()
+        pq.write_table(pa.table(logs), events)
+    else:
+        np.savez(events, **logs)
+    return {"train": save_examples(train, out / f"train.{fmt}"),
+            "test": save_examples(test, out / f"test.{fmt}"),
             "events": events,
             "catalog": world.catalog().save(out / "catalog.npz")}
 
 
-__all__ = ["write_synthetic_files"]
+__all__ = ["FORMATS", "write_synthetic_files"]

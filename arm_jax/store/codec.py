@@ -135,5 +135,5 @@ def merge(value: bytes | memoryview | None, item: object, action: object, ts: ob
                   np.concatenate([old.ts, t]))
 
 
-__all__ = ["encode", "decode", "merge", "num_chunks", "encoded_size", "MAGIC", "VERSION", "HEADER_BYTES",
-           "BYTES_PER_EVENT"]
+__all__ = ["encode", "decode", "merge", "num_chunks", "encoded_size", "MAGIC", "VERSION",
+           "HEADER_BYTES", "BYTES_PER_EVENT"]

@@ -1,10 +1,12 @@
-"""Event files for filling a user-log store: CSV or .npz with user_id, item, action, ts.
+"""Event files for filling a user-log store: CSV, .npz or .parquet with user_id, item,
+action, ts.
 
 An operator who serves with `--history-store` needs the logs in the store first; these
 read a whole file, check every row, and only then append (a bad row never leaves half a
 file in the store). CSV: a header naming the four columns (any order, other columns
 ignored), integers only (`arm_jax.data.int_csv`). .npz: four 1-d integer arrays under
-the same names.
+the same names. .parquet: four integer columns under those names (others ignored; needs
+pyarrow, `arm-jax[parquet]`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from arm_jax.data.arrow import flat_column, read_table
 from arm_jax.data.int_csv import CsvError, read_int_csv
 from arm_jax.store.base import (InvalidEvents, StoreError, UserLogStore, check_events,
                                 check_user_ids)
@@ -34,8 +37,11 @@ def read_events_file(path: str | Path) -> dict[str, np.ndarray]:
         cols = _read_npz(path)
     elif path.suffix in (".csv", ".txt"):
         cols = _read_csv(path)
+    elif path.suffix == ".parquet":
+        cols = _read_parquet(path)
     else:
-        raise InvalidEvents(f"events file {path}: expected .csv or .npz, got {path.suffix!r}")
+        raise InvalidEvents(f"events file {path}: expected .csv, .npz or .parquet, got "
+                            f"{path.suffix!r}")
     try:   # the same checks as append: a file that passes here cannot fail half-way in
         user = check_user_ids(cols["user_id"])
         item, action, ts = check_events(cols["item"], cols["action"], cols["ts"])
@@ -106,6 +112,24 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
                 raise InvalidEvents(f"events file {path}: {c} must be a 1-d integer array, "
                                     f"got {a.dtype} {a.shape}")
             out[c] = a     # cast to int64 by the checks, after the range checks
+    return out
+
+
+def _read_parquet(path: Path) -> dict[str, np.ndarray]:
+    try:
+        table = read_table(path)
+        missing = [c for c in COLUMNS if c not in table.column_names]
+        if missing:
+            raise InvalidEvents(f"missing columns {missing}; expected {list(COLUMNS)}")
+        out = {c: flat_column(table, c) for c in COLUMNS}
+    except ImportError as e:
+        raise InvalidEvents(f"events file {path}: {e}") from None
+    except ValueError as e:         # ArrowInvalid (not Parquet) is a ValueError too
+        raise InvalidEvents(f"events file {path}: {e}") from None
+    for c, a in out.items():
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            raise InvalidEvents(f"events file {path}: {c} must be an integer column, got "
+                                f"{a.dtype}")
     return out
 
 

@@ -35,8 +35,8 @@ class RedisServer:
                  start_timeout_s: float = 10.0) -> None:
         self.binary = binary or find_redis_server()
         if self.binary is None:
-            raise StoreUnavailable("redis-server not found (install it: "
-                                   "`bash scripts/setup.sh --test` or apt-get install redis-server)")
+            raise StoreUnavailable("redis-server not found (install it: `bash "
+                                   "scripts/setup.sh --test` or apt-get install redis-server)")
         self.port = port or free_port()
         self._port_attempts = 1 if port else 3
         self.start_timeout_s = start_timeout_s

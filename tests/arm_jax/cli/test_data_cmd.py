@@ -62,3 +62,26 @@ def test_bad_uses_are_one_line(files, tiny_overrides, capsys, argv, words):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("arm-jax: error: ") and words in err, err
     assert "\n" not in err and not (root / "bad-run").exists()
+
+
+def test_parquet_files_evaluate_like_the_npz_ones(files, tiny_overrides, tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    root, url = files
+    pq_data = tmp_path / "pq"
+    assert main(["data", "synthetic", "--out", str(pq_data), "--format", "parquet",
+                 "--tier", "small", *tiny_overrides, *DATA]) == 0
+    pq_url = f"lmdb://{tmp_path / 'logs'}"
+    assert main(["store", "load", pq_url, str(pq_data / "events.parquet")]) == 0
+    assert main(["data", "check", str(pq_data / "train.parquet"), *tiny_overrides]) == 0
+    out = root / "pq-run"
+    assert main(["train", "--tier", "small", "--steps", "1", "--out", str(out),
+                 "--no-progress", "--examples", str(root / "data" / "train.npz"),
+                 "--history-store", url, *tiny_overrides, *DATA]) == 0
+    capsys.readouterr()
+    tables = []
+    for test_file, store in ((root / "data" / "test.npz", url),
+                             (pq_data / "test.parquet", pq_url)):
+        assert main(["eval", "--checkpoint", str(out), "--examples", str(test_file),
+                     "--history-store", store]) == 0
+        tables.append([ln for ln in capsys.readouterr().out.splitlines() if "ranker" in ln])
+    assert tables[0] and tables[0] == tables[1]

@@ -103,7 +103,8 @@ def test_concurrent_readers_see_whole_appends(store):
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=writer)]
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    threads.append(threading.Thread(target=writer))
     for t in threads:
         t.start()
     for t in threads:

@@ -53,6 +53,35 @@ def test_npz_matches_csv(tmp_path):
         assert np.array_equal(a[k], b[k]), k
 
 
+def test_parquet_matches_npz_and_bad_parquet_is_named(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    user, item, action, ts = _events(n=50, seed=2)
+    np.savez(tmp_path / "ev.npz", user_id=user, item=item, action=action, ts=ts)
+    pq.write_table(pa.table({"ts": ts, "note": [str(i) for i in range(50)], "user_id": user,
+                             "item": item, "action": action.astype(np.int8)}),
+                   tmp_path / "ev.parquet")          # any column order, extras, narrow ints
+    a, b = read_events_file(tmp_path / "ev.parquet"), read_events_file(tmp_path / "ev.npz")
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+    pq.write_table(pa.table({"user_id": user, "item": item, "action": action}),
+                   tmp_path / "no_ts.parquet")
+    with pytest.raises(InvalidEvents, match=r"no_ts.parquet: missing columns \['ts'\]"):
+        read_events_file(tmp_path / "no_ts.parquet")
+    pq.write_table(pa.table({"user_id": user, "item": item.astype(float), "action": action,
+                             "ts": ts}), tmp_path / "float.parquet")
+    with pytest.raises(InvalidEvents, match="item must be an integer column"):
+        read_events_file(tmp_path / "float.parquet")
+    pq.write_table(pa.table({"user_id": pa.array([1, None]), "item": [1, 2], "action": [0, 1],
+                             "ts": [5, 6]}), tmp_path / "null.parquet")
+    with pytest.raises(InvalidEvents, match="user_id: 1 null values .* at row 1"):
+        read_events_file(tmp_path / "null.parquet")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(InvalidEvents, match="junk.parquet"):
+        read_events_file(tmp_path / "junk.parquet")
+
+
 def test_header_only_is_an_empty_log(tmp_path):
     path = tmp_path / "ev.csv"
     path.write_text("user_id,item,action,ts\n")
@@ -142,7 +171,7 @@ def test_bad_npz_and_missing_file(tmp_path):
     with pytest.raises(InvalidEvents, match="not a readable .npz"):
         read_events_file(tmp_path / "c.npz")
     (tmp_path / "d.json").write_text("{}")
-    with pytest.raises(InvalidEvents, match="expected .csv or .npz"):
+    with pytest.raises(InvalidEvents, match="expected .csv, .npz or .parquet"):
         read_events_file(tmp_path / "d.json")
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         read_events_file(tmp_path / "nope.csv")

@@ -1,0 +1,139 @@
+"""Parquet reading helpers shared by the examples and events files (pyarrow, an extra).
+
+pyarrow is imported only when a `.parquet` file is read or written, so `.npz` users need
+not install it; without it the error says which extra to install.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+INSTALL_HINT = "pip install 'arm-jax[parquet]' (or pyarrow)"
+
+
+class PyarrowMissing(ImportError):
+    """A Parquet file was asked for and pyarrow is not installed."""
+
+
+def require_pyarrow() -> tuple[Any, Any]:
+    """(pyarrow, pyarrow.parquet), or PyarrowMissing saying how to install them."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as e:
+        raise PyarrowMissing(f"Parquet files need pyarrow: {INSTALL_HINT}") from e
+    return pa, pq
+
+
+class ArrowColumnError(ValueError):
+    """A Parquet column that cannot become the array it must be (nulls, ragged widths)."""
+
+
+def read_table(path: Path, columns: list[str] | None = None) -> Any:
+    """The whole Parquet file as one pyarrow Table (OSError / ArrowInvalid propagate)."""
+    _, pq = require_pyarrow()
+    return pq.read_table(path, columns=columns)
+
+
+def flat_column(table: Any, name: str) -> np.ndarray:
+    """A scalar column as a 1-d numpy array; nulls refused."""
+    col = table.column(name).combine_chunks()
+    if col.null_count:
+        first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise ArrowColumnError(f"{name}: {col.null_count} null values (none allowed; the "
+                               f"first at row {first})")
+    if _is_list(col.type):
+        raise ArrowColumnError(f"{name}: expected one value per row, got a {col.type} column")
+    return col.to_numpy(zero_copy_only=False)
+
+
+def list_column(table: Any, name: str) -> np.ndarray:
+    """A list<x> column whose lists all have one length w -> [rows, w] array."""
+    col = table.column(name).combine_chunks()
+    if not _is_list(col.type):
+        raise ArrowColumnError(f"{name}: expected a list column, got {col.type}")
+    values, lengths = _unnest(col, name)
+    return _rectangle(values, lengths, name, lambda i: f"row {i}")
+
+
+def ragged_list_column(table: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A list<x> column of varying lengths -> ([rows, max_len] zero-padded, lengths)."""
+    col = table.column(name).combine_chunks()
+    if not _is_list(col.type):
+        raise ArrowColumnError(f"{name}: expected a list column (one value per candidate), "
+                               f"got {col.type}")
+    values, lengths = _unnest(col, name)
+    return _pad(values, lengths), lengths
+
+
+def nested_list_column(table: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A list<list<x>> column: a varying number of inner lists per row, each of one
+    length w -> ([rows, max_inner, w] zero-padded, inner lists per row)."""
+    col = table.column(name).combine_chunks()
+    if not (_is_list(col.type) and _is_list(col.type.value_type)):
+        raise ArrowColumnError(f"{name}: expected a list of lists (one list per candidate), "
+                               f"got {col.type}")
+    inner, outer_len = _unnest(col, name)
+    values, inner_len = _unnest(inner, name)
+    starts = np.cumsum(outer_len) - outer_len
+
+    def where(i: int) -> str:               # flat candidate index -> its row and position
+        row = int(np.searchsorted(starts, i, side="right") - 1)
+        return f"row {row}, candidate {i - int(starts[row])}"
+
+    rows = _rectangle(values, inner_len, name, where)       # [total candidates, w]
+    return _pad(rows, outer_len), outer_len
+
+
+def _is_list(t: Any) -> bool:
+    pa, _ = require_pyarrow()
+    return bool(pa.types.is_list(t) or pa.types.is_large_list(t)
+                or pa.types.is_fixed_size_list(t))
+
+
+def _unnest(col: Any, name: str) -> tuple[Any, np.ndarray]:
+    """(child values, length of each list) of a list array; nulls refused at this level."""
+    import pyarrow.compute as pc
+
+    if col.null_count:
+        first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise ArrowColumnError(f"{name}: {col.null_count} null lists (none allowed; the "
+                               f"first at index {first})")
+    lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = col.flatten()
+    if values.null_count and not _is_list(values.type):
+        raise ArrowColumnError(f"{name}: {values.null_count} null values (none allowed)")
+    if not _is_list(values.type):
+        values = values.to_numpy(zero_copy_only=False)
+    return values, lengths
+
+
+def _rectangle(values: np.ndarray, lengths: np.ndarray, name: str,
+               where: Callable[[int], str]) -> np.ndarray:
+    """Flat values of lists that must share one length -> [lists, width]."""
+    if lengths.size == 0:
+        return np.asarray(values).reshape(0, 0)
+    width = int(lengths[0])
+    bad = np.flatnonzero(lengths != width)
+    if bad.size:
+        raise ArrowColumnError(f"{name}: every list must hold {width} values (as the first "
+                               f"does); {where(int(bad[0]))} holds {int(lengths[bad[0]])}")
+    return np.asarray(values).reshape(lengths.size, width)
+
+
+def _pad(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Consecutive groups of `counts[i]` rows -> [len(counts), max(counts), ...] zero-padded."""
+    n = int(counts.max()) if counts.size else 0
+    out = np.zeros((counts.size, n) + rows.shape[1:], rows.dtype)
+    group = np.repeat(np.arange(counts.size), counts)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if counts.size else counts
+    out[group, np.arange(group.size) - np.repeat(starts, counts)] = rows
+    return out
+
+
+__all__ = ["INSTALL_HINT", "ArrowColumnError", "PyarrowMissing", "require_pyarrow",
+           "read_table", "flat_column", "list_column", "ragged_list_column",
+           "nested_list_column"]

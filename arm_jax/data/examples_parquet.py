@@ -1,0 +1,107 @@
+"""Examples files as Parquet: one row per request, candidates as nested lists.
+
+The layout (column: Arrow type), what a warehouse export naturally produces:
+
+    user_id: int64            ts: int64 (unix seconds)
+    req_sparse: list<int>     req_dense: list<float>           (one value per feature)
+    cand_sparse: list<list<int>>   cand_dense: list<list<float>>   (one list per candidate)
+    labels: list<list<float>>      (per candidate, one value per task, in [0, 1])
+    cand_mask: list<bool>          optional: which listed candidates are real
+    true_prob: list<list<float>>   optional (synthetic data's oracle)
+
+Requests may list different numbers of candidates; they are padded to the longest and
+the padding is masked. Without `cand_mask` every listed candidate is real. The task names
+and format version travel in the file's schema metadata (`arm_jax.tasks`,
+`arm_jax.format_version`). `read_examples_parquet` returns the arrays `.npz` files hold,
+so both formats go through the same checks (`arm_jax.data.examples_file`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from arm_jax.data.arrow import (flat_column, list_column, nested_list_column,
+                                ragged_list_column, read_table, require_pyarrow)
+
+_META_TASKS = b"arm_jax.tasks"
+_META_VERSION = b"arm_jax.format_version"
+_PER_CANDIDATE = ("cand_sparse", "cand_dense", "labels")
+
+
+def write_examples_parquet(arrays: dict[str, np.ndarray], tasks: tuple[str, ...],
+                           format_version: int, path: Path) -> None:
+    """Write examples arrays (the names above, [R, N, ...] padded) as one Parquet file.
+
+    Every candidate slot is written, with `cand_mask`, so reading gives the arrays back
+    bit for bit.
+    """
+    pa, pq = require_pyarrow()
+    columns = {"user_id": pa.array(arrays["user_id"]), "ts": pa.array(arrays["ts"])}
+    for name in ("req_sparse", "req_dense"):
+        a = arrays[name]
+        columns[name] = pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[1])
+    r, n = arrays["cand_mask"].shape
+    outer = pa.array(np.arange(0, r * n + 1, n, dtype=np.int32))
+    columns["cand_mask"] = pa.ListArray.from_arrays(outer,
+                                                    pa.array(arrays["cand_mask"].reshape(-1)))
+    for name in _PER_CANDIDATE + ("true_prob",):
+        if name not in arrays:
+            continue
+        a = arrays[name]
+        inner = pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[2])
+        columns[name] = pa.ListArray.from_arrays(outer, inner)
+    table = pa.table(columns).replace_schema_metadata({
+        _META_TASKS: json.dumps(list(tasks)).encode(),
+        _META_VERSION: str(format_version).encode()})
+    pq.write_table(table, path)
+
+
+def read_examples_parquet(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a Parquet examples file, padded to [R, N, ...] with `cand_mask`.
+
+    Structural problems (missing columns, nulls, a candidate with the wrong number of
+    features, per-candidate columns that disagree on a request's candidate count) raise
+    ValueError naming the column; value checks are the caller's (`load_examples`).
+    """
+    table = read_table(path)
+    names = set(table.column_names)
+    missing = [c for c in ("user_id", "ts", "req_sparse", "req_dense") + _PER_CANDIDATE
+               if c not in names]
+    if missing:
+        raise ValueError(f"missing columns {missing} (has {sorted(names)})")
+    out: dict[str, np.ndarray] = {"user_id": flat_column(table, "user_id"),
+                                  "ts": flat_column(table, "ts"),
+                                  "req_sparse": list_column(table, "req_sparse"),
+                                  "req_dense": list_column(table, "req_dense")}
+    counts = None
+    for name in _PER_CANDIDATE + (("true_prob",) if "true_prob" in names else ()):
+        out[name], per_row = nested_list_column(table, name)
+        if counts is None:
+            counts = per_row
+        elif not np.array_equal(per_row, counts):
+            row = int(np.flatnonzero(per_row != counts)[0])
+            raise ValueError(f"{name}: request {row} lists {int(per_row[row])} candidates, "
+                             f"cand_sparse lists {int(counts[row])}")
+    assert counts is not None
+    listed = np.arange(out["cand_sparse"].shape[1])[None, :] < counts[:, None]
+    if "cand_mask" in names:
+        mask, per_row = ragged_list_column(table, "cand_mask")
+        if not np.array_equal(per_row, counts):
+            row = int(np.flatnonzero(per_row != counts)[0])
+            raise ValueError(f"cand_mask: request {row} has {int(per_row[row])} entries for "
+                             f"{int(counts[row])} candidates")
+        out["cand_mask"] = np.where(listed, mask, np.zeros((), mask.dtype))
+    else:
+        out["cand_mask"] = listed
+    meta = table.schema.metadata or {}
+    if _META_TASKS in meta:
+        out["tasks"] = np.asarray(json.loads(meta[_META_TASKS].decode()))
+    if _META_VERSION in meta:
+        out["format_version"] = np.int64(int(meta[_META_VERSION].decode()))
+    return out
+
+
+__all__ = ["write_examples_parquet", "read_examples_parquet"]
