@@ -19,12 +19,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     st = sub.add_parser("store", help="fill and inspect a user-log store (LMDB or Redis)")
     ssub = st.add_subparsers(dest="store_action", metavar="ACTION", required=True)
 
-    ld = ssub.add_parser("load", help="append the events of a CSV, .npz or .parquet file (creates an "
-                                      "LMDB store if there is none)")
+    ld = ssub.add_parser("load", help="append the events of a CSV, .npz or .parquet file "
+                                      "(creates an LMDB store if there is none); events "
+                                      "already loaded are skipped")
     ld.add_argument("url", help=URL_HELP)
     ld.add_argument("file", help="CSV with a header naming user_id,item,action,ts (integers; "
                                  "ts in unix seconds), or .npz / .parquet with those four "
                                  "arrays / columns")
+    ld.add_argument("--again", action="store_true",
+                    help="append even events this store has loaded before (by default a "
+                         "second load of the same events, or a re-run after a failure, "
+                         "skips what is already stored)")
     ld.set_defaults(func=_load)
 
     rd = ssub.add_parser("read", help="one user's events, oldest first")
@@ -69,11 +74,15 @@ def _fields_arg(text: str) -> list[int]:
             f"{text!r}: expected a comma list of field indices such as 1,2") from None
 
 
+WRITE_TIMEOUT_S = 30.0   # bulk writes (load, compact) to Redis: not the serving path's 0.5 s
+
+
 def _open(url: str, *, write: bool):
     """The store at `url`; read-only unless writing (reading never creates a store)."""
-    from arm_jax.store import open_store
+    from arm_jax.store import is_redis_url, open_store
 
-    return open_store(url, readonly=not write)
+    kwargs = {"timeout_s": WRITE_TIMEOUT_S} if write and is_redis_url(url) else {}
+    return open_store(url, readonly=not write, **kwargs)
 
 
 def _load(args: argparse.Namespace) -> int:
@@ -85,9 +94,11 @@ def _load(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with _open(args.url, write=True) as store, \
             tqdm(total=int(events["ts"].size), unit="event", desc="load", unit_scale=True) as bar:
-        out = load_events(store, events, progress=bar.update)
+        out = load_events(store, events, once=not args.again, progress=bar.update)
+    skipped = (f" ({out['skipped']} of them were already stored and were skipped; --again "
+               "appends them anyway)" if out["skipped"] else "")
     print(f"loaded {out['events']} events of {out['users']} users into {args.url} "
-          f"in {time.perf_counter() - t0:.1f} s")
+          f"in {time.perf_counter() - t0:.1f} s{skipped}")
     return 0
 
 

@@ -44,8 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _add_data_options(p: argparse.ArgumentParser, *, eval_only: bool) -> None:
     g = p.add_argument_group(
-        "your own data", "examples files (.npz or .parquet, see `arm-jax data check`) hold no histories: "
-        "each request is joined with its user's events before its timestamp from the store")
+        "your own data", "examples files (.npz or .parquet, see `arm-jax data check`) hold no "
+        "histories: each request is joined with its user's events before its timestamp from "
+        "the store")
     g.add_argument("--examples", default=None, metavar="FILE",
                    help="requests to evaluate" if eval_only else
                    "training requests (without --eval-examples the latest 10%% by time are "

@@ -12,13 +12,18 @@ from arm_jax.store.base import (CorruptValue, Events, InvalidEvents, InvalidStor
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
+def is_redis_url(url: str) -> bool:
+    """Whether `open_store(url)` opens a RedisStore."""
+    return url.startswith(_REDIS_SCHEMES)
+
+
 def open_store(url: str, *, readonly: bool = False, **kwargs: object) -> UserLogStore:
     """A store from a URL: `redis://...` -> RedisStore; `lmdb://PATH` or PATH -> LmdbStore.
 
     `readonly` opens LMDB without creating a store where there is none (StoreUnavailable
     instead); a Redis connection creates nothing by reading, so it ignores the flag.
     """
-    if url.startswith(_REDIS_SCHEMES):
+    if is_redis_url(url):
         from arm_jax.store.redis_store import RedisStore
 
         return RedisStore(url, **kwargs)  # type: ignore[arg-type]
@@ -34,5 +39,5 @@ def open_store(url: str, *, readonly: bool = False, **kwargs: object) -> UserLog
     return LmdbStore(path, readonly=readonly, **kwargs)  # type: ignore[arg-type]
 
 
-__all__ = ["open_store", "UserLogStore", "Events", "StoreError", "StoreUnavailable",
+__all__ = ["open_store", "is_redis_url", "UserLogStore", "Events", "StoreError", "StoreUnavailable",
            "CorruptValue", "InvalidEvents", "InvalidStoreUrl"]

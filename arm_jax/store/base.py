@@ -149,6 +149,18 @@ class UserLogStore(abc.ABC):
         """Bulk-append flat event arrays (any user order); returns the number of users written."""
 
     @abc.abstractmethod
+    def append_batch(self, batch_id: str, user_id: object, item: object, action: object,
+                     ts: object) -> bool:
+        """`append_many` at most once per `batch_id`, all or nothing: True if written now,
+        False if a batch with this id was applied before (nothing is written). The id is
+        recorded in the same transaction as the events, so a retry after a timeout, a
+        crash or a second run of the same load can never store the events twice."""
+
+    @abc.abstractmethod
+    def batch_applied(self, batch_id: str) -> bool:
+        """Whether `append_batch` has applied a batch with this id."""
+
+    @abc.abstractmethod
     def read_many(self, user_ids: Sequence[int]) -> list[Events]:
         """Every stored event of each user (oldest first); unknown users give empty Events."""
 
@@ -198,6 +210,21 @@ class UserLogStore(abc.ABC):
         self.close()
 
 
+BATCH_ID_LIMIT = 200
+
+
+def check_batch_id(batch_id: object) -> str:
+    """A batch id: 1..200 printable ASCII characters, no spaces (InvalidEvents otherwise)."""
+    if not isinstance(batch_id, str) or not batch_id:
+        raise InvalidEvents(f"batch_id: expected a non-empty string, got {batch_id!r}")
+    if len(batch_id) > BATCH_ID_LIMIT:
+        raise InvalidEvents(f"batch_id: at most {BATCH_ID_LIMIT} characters, got "
+                            f"{len(batch_id)}")
+    if not all(33 <= ord(c) < 127 for c in batch_id):
+        raise InvalidEvents(f"batch_id: printable ASCII without spaces only, got {batch_id!r}")
+    return batch_id
+
+
 def group_by_user(user_id: object, item: object, action: object, ts: object
                   ) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Flat event arrays -> [(user, item, action, ts)] with each user's events sorted by ts."""
@@ -214,4 +241,5 @@ def group_by_user(user_id: object, item: object, action: object, ts: object
 
 __all__ = ["StoreError", "StoreUnavailable", "CorruptValue", "InvalidEvents", "Events",
            "UserLogStore", "check_events", "check_user", "check_user_ids", "group_by_user",
+           "check_batch_id", "BATCH_ID_LIMIT",
            "TS_LIMIT"]

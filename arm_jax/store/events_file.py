@@ -11,6 +11,7 @@ pyarrow, `arm-jax[parquet]`).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable
 
@@ -53,36 +54,60 @@ def read_events_file(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def load_events(store: UserLogStore, events: dict[str, np.ndarray], *,
-                chunk_events: int = 1 << 20,
+                chunk_events: int = 1 << 20, once: bool = True,
                 progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Append `read_events_file`'s arrays to `store` -> {events, users}.
+    """Append `read_events_file`'s arrays to `store` -> {events, users, skipped}.
 
-    Loading appends: loading the same events twice stores them twice. Events are sorted by
-    (user, ts) first, so each user's log is written in one append (two where a chunk
-    boundary falls inside it) rather than rewritten once per chunk it appears in.
-    `progress(n)` is called after each chunk of at most `chunk_events` events. A store
-    failure mid-way raises with the number of events already written.
+    Events are sorted by (user, ts, item, action) first, so each user's log is written in
+    one append (two where a chunk boundary falls inside it) rather than rewritten once per
+    chunk it appears in. With `once` (the default) each chunk is an `append_batch` whose id
+    is a digest of all the events and the chunk's range: loading the same events again
+    (from any file format, in any row order) skips every chunk already in the store, and a
+    load that failed half-way resumes where it stopped. `skipped` counts the events of
+    those chunks. The same `chunk_events` must be used for the ranges to match. With
+    `once=False` every call appends (twice stores twice). `progress(n)` is called after
+    each chunk of at most `chunk_events` events. A store failure mid-way raises with the
+    number of events already written (with `once`, simply run the load again).
     """
     if chunk_events < 1:
         raise ValueError(f"chunk_events={chunk_events}: must be >= 1")
-    order = np.lexsort((events["ts"], events["user_id"]))
-    events = {k: np.asarray(v)[order] for k, v in events.items()}
+    order = np.lexsort((events["action"], events["item"], events["ts"], events["user_id"]))
+    events = {k: np.ascontiguousarray(np.asarray(v, np.int64)[order])
+              for k, v in events.items()}
     n = int(events["ts"].size)
+    digest = _digest(events) if once else ""
+    skipped = 0
     for lo in range(0, n, chunk_events):
         hi = min(n, lo + chunk_events)
+        part = [events[c][lo:hi] for c in COLUMNS]
         try:
-            store.append_many(events["user_id"][lo:hi], events["item"][lo:hi],
-                              events["action"][lo:hi], events["ts"][lo:hi])
+            if once:
+                skipped += 0 if store.append_batch(f"events-{digest}-{lo}-{hi}", *part) \
+                    else hi - lo
+            else:
+                store.append_many(*part)
         except StoreError as e:
-            raise type(e)(f"{e} (after {lo} of {n} events were written)") from None
+            again = ("; run the load again: the chunks already stored are skipped" if once
+                     else "")
+            raise type(e)(f"{e} (after {lo} of {n} events were written{again})") from None
         if progress is not None:
             progress(hi - lo)
     users = events["user_id"]                       # sorted: count the runs
-    return {"events": n, "users": int(np.count_nonzero(np.diff(users)) + 1) if n else 0}
+    return {"events": n, "users": int(np.count_nonzero(np.diff(users)) + 1) if n else 0,
+            "skipped": skipped}
+
+
+def _digest(events: dict[str, np.ndarray]) -> str:
+    """sha256 (40 hex digits) of the sorted event arrays: the content, not the file."""
+    h = hashlib.sha256(str(events["ts"].size).encode())
+    for c in COLUMNS:
+        h.update(events[c].tobytes())
+    return h.hexdigest()[:40]
 
 
 def load_events_file(store: UserLogStore, path: str | Path, **kwargs: object) -> dict[str, int]:
-    """Read and check the whole file, then append it (`load_events`) -> {events, users}."""
+    """Read and check the whole file, then append it (`load_events`) -> {events, users,
+    skipped}."""
     return load_events(store, read_events_file(path), **kwargs)  # type: ignore[arg-type]
 
 

@@ -1,6 +1,8 @@
 """Embedded user-log store on LMDB: the default (no server), one file per store directory.
 
-Keys are 8-byte big-endian user ids; values are `codec` chunks. An append is one write
+Keys are 8-byte big-endian user ids (< 2^63, so the first byte is < 0x80); values are
+`codec` chunks. `append_batch` records its batch ids under keys starting with 0xFF, after
+every user. An append is one write
 transaction (read the value, merge the new events into it as one chunk, put it back), so
 readers, which run in their own MVCC read transactions, always see whole appends, never
 block the writer, and decode one chunk per user however the log was written.
@@ -24,7 +26,7 @@ import numpy as np
 
 from arm_jax.store import codec
 from arm_jax.store.base import (Events, StoreError, StoreUnavailable, UserLogStore,
-                                check_events, check_user, group_by_user)
+                                check_batch_id, check_events, check_user, group_by_user)
 
 DEFAULT_MAP_SIZE = 64 << 30   # address space, not disk: the file grows as data arrives
 
@@ -48,8 +50,15 @@ def _release(key: tuple[str, int]) -> None:
                 del _ENVS[key]
 
 
+_BATCH = b"\xffbatch:"      # sorts after every user key
+
+
 def user_key(user_id: int) -> bytes:
     return int(user_id).to_bytes(8, "big")
+
+
+def _batch_key(batch_id: str) -> bytes:
+    return _BATCH + check_batch_id(batch_id).encode()
 
 
 class LmdbStore(UserLogStore):
@@ -155,6 +164,22 @@ class LmdbStore(UserLogStore):
                 self._merge(txn, u, it, ac, t)
         return len(groups)
 
+    def append_batch(self, batch_id: str, user_id: object, item: object, action: object,
+                     ts: object) -> bool:
+        key = _batch_key(batch_id)
+        with self._write_txn() as txn:            # one transaction: events and id together
+            if txn.get(key) is not None:
+                return False
+            groups = group_by_user(user_id, item, action, ts)
+            for u, it, ac, t in groups:
+                self._merge(txn, u, it, ac, t)
+            txn.put(key, str(sum(g[3].size for g in groups)).encode())
+        return True
+
+    def batch_applied(self, batch_id: str) -> bool:
+        with self.env.begin() as txn:
+            return txn.get(_batch_key(batch_id)) is not None
+
     def _merge(self, txn: lmdb.Transaction, user: int, item: np.ndarray, action: np.ndarray,
                ts: np.ndarray) -> None:
         """Rewrite the user's value as one chunk holding the old and the new events."""
@@ -183,6 +208,8 @@ class LmdbStore(UserLogStore):
         done = 0
         with self._write_txn() as txn:
             for key, value in list(txn.cursor()):
+                if key.startswith(_BATCH):
+                    break                      # batch ids sort after every user
                 name = f"{self.url} user {int.from_bytes(key, 'big')}"
                 if codec.num_chunks(value, key=name) > 1:
                     ev = codec.decode(value, key=name)
@@ -191,7 +218,10 @@ class LmdbStore(UserLogStore):
         return done
 
     def num_users(self) -> int:
-        return int(self.env.stat()["entries"])
+        with self.env.begin() as txn:
+            cur = txn.cursor()
+            batches = sum(1 for _ in cur.iternext(values=False)) if cur.set_range(_BATCH) else 0
+            return int(txn.stat()["entries"]) - batches
 
     def disk_bytes(self) -> int:
         """Bytes the store occupies on disk (allocated blocks of data.mdb)."""

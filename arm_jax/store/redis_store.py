@@ -4,6 +4,8 @@ Each user's value is a Redis string of `codec` chunks; an append is one `APPEND`
 the server), so readers always see whole chunks; batch reads are one `MGET`. Connection
 failures and timeouts become `StoreUnavailable` quickly (short timeouts, one retry), so a
 server can fall back instead of hanging. Connections are reopened after a fork.
+`append_batch` records its batch ids under `<prefix>batch:<id>`, in the same MULTI as the
+events; scans over users skip those keys.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from redis.retry import Retry
 
 from arm_jax.store import codec
 from arm_jax.store.base import (Events, InvalidStoreUrl, StoreError, StoreUnavailable,
-                                UserLogStore, check_user, group_by_user)
+                                UserLogStore, check_batch_id, check_user, group_by_user)
 
 _PIPELINE_CHUNK = 2000   # commands per pipeline round trip in bulk loads
 _COMPACT_TRIES = 8       # optimistic rewrites of one key before compact moves on
@@ -117,6 +119,49 @@ class RedisStore(UserLogStore):
             self._call(send, "pipelined APPEND")
         return len(groups)
 
+    def append_batch(self, batch_id: str, user_id: object, item: object, action: object,
+                     ts: object) -> bool:
+        """One MULTI holds the APPENDs and the batch id; WATCHing the id first means two
+        loaders racing on one batch write it once (the loser sees the id and stops)."""
+        marker = self.batch_key(batch_id)
+        if self.batch_applied(batch_id):         # the common re-run: no grouping, no encoding
+            return False
+        groups = group_by_user(user_id, item, action, ts)
+        chunks = [(self.key(u), codec.encode(it, ac, t)) for u, it, ac, t in groups]
+        events = sum(g[3].size for g in groups)
+
+        def run() -> bool:
+            with self.client.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(marker)
+                        if pipe.exists(marker):
+                            pipe.unwatch()
+                            return False
+                        pipe.multi()
+                        for key, chunk in chunks:
+                            pipe.append(key, chunk)
+                        pipe.set(marker, str(events))
+                        pipe.execute()
+                        return True
+                    except redis.WatchError:   # another loader wrote the id: look again
+                        continue
+        return self._call(run, "MULTI (batch append)")
+
+    def batch_applied(self, batch_id: str) -> bool:
+        marker = self.batch_key(batch_id)
+        return bool(self._call(lambda: self.client.exists(marker), "EXISTS"))
+
+    def batch_key(self, batch_id: str) -> str:
+        return f"{self.prefix}batch:{check_batch_id(batch_id)}"
+
+    def _user_keys(self):
+        """Every user key under the prefix (SCAN), skipping batch ids."""
+        n = len(self.prefix)
+        for key in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
+            if key[n:].isdigit():
+                yield key
+
     def compact(self) -> int:
         """Rewrite every value of more than one chunk (one per APPEND) as one chunk.
 
@@ -125,7 +170,7 @@ class RedisStore(UserLogStore):
         while writers keep appending. A damaged value raises CorruptValue, untouched."""
         def run() -> int:
             done = 0
-            for key in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
+            for key in self._user_keys():
                 done += self._compact_key(key)
             return done
         return self._call(run, "compact")
@@ -154,7 +199,7 @@ class RedisStore(UserLogStore):
         self._call(lambda: self.client.set(self.key(check_user(user_id)), value), "SET")
 
     def clear(self) -> int:
-        """Delete every key under this store's prefix; returns how many."""
+        """Delete every key under this store's prefix (batch ids too); returns how many."""
         def run() -> int:
             keys = list(self.client.scan_iter(match=f"{self.prefix}*", count=1000))
             return sum(self.client.delete(*keys[i:i + 1000]) for i in range(0, len(keys), 1000))
@@ -181,14 +226,14 @@ class RedisStore(UserLogStore):
     def num_users(self) -> int:
         """Users with a stored log under this store's prefix (a SCAN: O(keys))."""
         def run() -> int:
-            return sum(1 for _ in self.client.scan_iter(match=f"{self.prefix}*", count=1000))
+            return sum(1 for _ in self._user_keys())
         return self._call(run, "SCAN")
 
     def memory_bytes(self) -> int:
         """Server-side bytes of this store's values (MEMORY USAGE summed over its keys)."""
         def run() -> int:
             total = 0
-            for k in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
+            for k in self._user_keys():
                 total += int(self.client.memory_usage(k) or 0)
             return total
         return self._call(run, "MEMORY USAGE")

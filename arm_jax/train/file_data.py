@@ -1,4 +1,5 @@
-"""Training data from files: examples (.npz / .parquet) joined with a user-log store, as in production.
+"""Training data from files: examples (.npz / .parquet) joined with a user-log store, as in
+production.
 
 `arm-jax train --examples train.npz --history-store lmdb:///logs --catalog catalog.npz`
 trains on your own logged requests: the examples hold no histories; each is joined, point

@@ -1,4 +1,5 @@
-"""`arm-jax store load|read|stats` on LMDB and on a real Redis server."""
+"""`arm-jax store load|read|stats` on LMDB and on a real Redis server; a second load of
+the same events skips them unless --again."""
 
 from __future__ import annotations
 
@@ -49,6 +50,12 @@ def test_load_read_stats_lmdb(tmp_path, capsys, events_csv):
     assert main(["store", "read", url, "--user", "4"]) == 0        # the table form
     out = capsys.readouterr().out
     assert out.startswith(f"user 4: {int((data[0] == 4).sum())} events") and "UTC" in out
+    assert main(["store", "load", url, str(path)]) == 0          # the same file again
+    assert "(200 of them were already stored and were skipped" in capsys.readouterr().out
+    _check_store(capsys, url, data, "9 users")
+    assert main(["store", "load", url, str(path), "--again"]) == 0
+    assert "skipped" not in capsys.readouterr().out
+    assert len(_read_json(capsys, url, "--user", "4")["events"]) == 2 * int((data[0] == 4).sum())
 
 
 def test_load_read_stats_redis(redis_url, capsys, events_csv):

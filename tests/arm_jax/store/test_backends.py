@@ -360,3 +360,55 @@ def test_redis_compact_keeps_an_append_that_lands_mid_rewrite(redis_url, monkeyp
     store.clear()
     store.close()
     other.close()
+
+
+def test_append_batch_applies_once_and_hides_its_ids(store):
+    """A batch id is recorded with its events: the same id again writes nothing, and the
+    ids are neither users (num_users, size) nor logs to compact."""
+    assert not store.batch_applied("b-1")
+    assert store.append_batch("b-1", [3, 4, 3], [7, 8, 9], [0, 1, 2], [30, 40, 10]) is True
+    assert store.append_batch("b-1", [3, 4, 3], [7, 8, 9], [0, 1, 2], [30, 40, 10]) is False
+    assert store.append_batch("b-2", [4], [5], [0], [50]) is True
+    assert store.batch_applied("b-1") and store.batch_applied("b-2")
+    assert store.read(3).ts.tolist() == [10, 30] and store.read(4).ts.tolist() == [40, 50]
+    assert store.num_users() == 2 and store.compact() == (1 if isinstance(store, RedisStore)
+                                                          else 0)
+    assert store.read(4).item.tolist() == [8, 5]
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("", "non-empty"), ("a b", "without spaces"), ("x" * 201, "at most 200"),
+    (7, "expected a non-empty string")])
+def test_bad_batch_ids_are_refused_before_any_write(store, bad, words):
+    with pytest.raises(InvalidEvents, match=f"batch_id: .*{words}"):
+        store.append_batch(bad, [1], [2], [0], [10])
+    assert store.num_users() == 0
+
+
+def test_bad_events_in_a_batch_write_nothing_and_record_no_id(store):
+    with pytest.raises(InvalidEvents, match="ts="):
+        store.append_batch("b", [1, 2], [2, 3], [0, 0], [10, 2**40])
+    assert not store.batch_applied("b") and store.num_users() == 0
+
+
+def test_redis_loaders_racing_on_one_batch_write_it_once(redis_url):
+    """Four clients append the same batch at once: WATCH on the id lets one through."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    stores = [RedisStore(redis_url, prefix=prefix, timeout_s=10.0) for _ in range(4)]
+    users = np.repeat(np.arange(50), 20)
+    ts = np.tile(np.arange(20), 50) + 100
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda s=s: results.append(
+        s.append_batch("same", users, users, users % 4, ts))) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, False, False, True]
+    assert all(len(stores[0].read(u)) == 20 for u in range(50))
+    stores[0].clear()
+    assert not stores[0].batch_applied("same")       # clear removes the ids with the logs
+    for s in stores:
+        s.close()

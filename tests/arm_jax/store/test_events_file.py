@@ -31,7 +31,7 @@ def test_csv_loads_in_chunks_into_each_backend(store, tmp_path):
     path = write_events_csv(tmp_path / "ev.csv", user, item, action, ts)
     seen = []
     out = load_events_file(store, path, chunk_events=7, progress=seen.append)
-    assert out == {"events": 300, "users": len(np.unique(user))}
+    assert out == {"events": 300, "users": len(np.unique(user)), "skipped": 0}
     assert sum(seen) == 300 and max(seen) == 7          # 43 chunks, users split across them
     _assert_store_holds(store, user, item, action, ts)
 
@@ -177,21 +177,43 @@ def test_bad_npz_and_missing_file(tmp_path):
         read_events_file(tmp_path / "nope.csv")
 
 
-class _FailsOnSecondChunk:
-    def __init__(self):
-        self.calls = 0
+class _TimesOutAfterSecondChunk:
+    """A store whose second batch is applied on the server but answered by a timeout:
+    the at-least-once case a retry must not turn into duplicates."""
 
-    def append_many(self, *arrays):
+    def __init__(self, store):
+        self.store, self.calls = store, 0
+
+    def append_batch(self, *args):
         self.calls += 1
+        applied = self.store.append_batch(*args)
         if self.calls == 2:
-            raise StoreUnavailable("redis://x: pipeline failed")
-        return 1
+            raise StoreUnavailable("redis://x: EXEC timed out")
+        return applied
 
 
-def test_store_failure_mid_load_says_how_far_it_got():
+def test_a_load_that_failed_after_writing_resumes_without_duplicates(store):
     user, item, action, ts = _events(n=20)
     ev = {"user_id": user, "item": item, "action": action, "ts": ts}
-    with pytest.raises(StoreUnavailable, match="after 8 of 20 events were written"):
-        load_events(_FailsOnSecondChunk(), ev, chunk_events=8)
+    with pytest.raises(StoreUnavailable, match="after 8 of 20 events were written; run the "
+                                               "load again"):
+        load_events(_TimesOutAfterSecondChunk(store), ev, chunk_events=8)
+    out = load_events(store, ev, chunk_events=8)
+    assert out == {"events": 20, "users": len(np.unique(user)), "skipped": 16}
+    _assert_store_holds(store, user, item, action, ts)
     with pytest.raises(ValueError, match="chunk_events=0"):
-        load_events(_FailsOnSecondChunk(), ev, chunk_events=0)
+        load_events(store, ev, chunk_events=0)
+
+
+def test_the_same_events_again_in_any_format_or_order_are_skipped(store, tmp_path):
+    user, item, action, ts = _events(n=60, seed=3)
+    csv = write_events_csv(tmp_path / "ev.csv", user, item, action, ts)
+    assert load_events_file(store, csv, chunk_events=25)["skipped"] == 0
+    perm = np.random.default_rng(0).permutation(60)
+    np.savez(tmp_path / "ev.npz", user_id=user[perm], item=item[perm], action=action[perm],
+             ts=ts[perm])
+    assert load_events_file(store, tmp_path / "ev.npz", chunk_events=25)["skipped"] == 60
+    _assert_store_holds(store, user, item, action, ts)
+    assert load_events_file(store, csv, chunk_events=25, once=False)["skipped"] == 0
+    double = [np.concatenate([a, a]) for a in (user, item, action, ts)]
+    _assert_store_holds(store, *double)                  # once=False appends regardless
