@@ -6,10 +6,21 @@ failures and timeouts become `StoreUnavailable` quickly (short timeouts, one ret
 server can fall back instead of hanging. Connections are reopened after a fork.
 `append_batch` records its batch ids under `<prefix>batch:<id>`, in the same MULTI as the
 events; scans over users skip those keys.
+
+Compaction on the write path: every APPEND also counts, in the same round trip, the
+chunks added to that user's value since it was last one chunk (a field of the hash
+`<prefix>appends`); a writer that takes a count to `compact_every` (default 32) rewrites
+the value as one chunk (optimistically, as `compact` does). Event-at-a-time writers then
+leave about `compact_every` chunks per value at most, so a read decodes a bounded number
+of chunks; the price is one read and one write of the whole value per `compact_every`
+appends. The rewrite is best-effort: the APPEND has already succeeded, so a failure there
+is logged, never raised (a caller retrying the append would store it twice).
+`compact_every=None` turns it off (`compact()` then does it on demand).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Sequence
@@ -26,6 +37,9 @@ from arm_jax.store.base import (Events, InvalidStoreUrl, StoreError, StoreUnavai
 
 _PIPELINE_CHUNK = 2000   # commands per pipeline round trip in bulk loads
 _COMPACT_TRIES = 8       # optimistic rewrites of one key before compact moves on
+COMPACT_EVERY = 32       # chunks appended to one value before the writer rewrites it as one
+
+log = logging.getLogger(__name__)
 
 
 def _check_url(url: str) -> None:
@@ -55,10 +69,15 @@ class RedisStore(UserLogStore):
     """User logs under `<prefix><user id>` keys of the Redis at `url` (redis://host:port/db)."""
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "armjax:log:",
-                 timeout_s: float = 0.5, connect_timeout_s: float = 0.25) -> None:
+                 timeout_s: float = 0.5, connect_timeout_s: float = 0.25,
+                 compact_every: int | None = COMPACT_EVERY) -> None:
         _check_url(url)
+        if compact_every is not None and compact_every < 2:
+            raise ValueError(f"compact_every={compact_every}: must be >= 2 (or None: never "
+                             "compact on the write path)")
         self.url = url
         self.prefix = prefix
+        self.compact_every = compact_every
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._client: redis.Redis | None = None
@@ -84,7 +103,8 @@ class RedisStore(UserLogStore):
 
     def __getstate__(self) -> dict:
         return {"url": self.url, "prefix": self.prefix, "timeout_s": self.timeout_s,
-                "connect_timeout_s": self.connect_timeout_s}
+                "connect_timeout_s": self.connect_timeout_s,
+                "compact_every": self.compact_every}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state.pop("url"), **state)
@@ -105,19 +125,44 @@ class RedisStore(UserLogStore):
     def append(self, user_id: int, item: object, action: object, ts: object) -> None:
         chunk = codec.encode(item, action, ts)
         if chunk:
-            key = self.key(check_user(user_id))
-            self._call(lambda: self.client.append(key, chunk), "APPEND")
+            self._append_chunks([(check_user(user_id), chunk)], "APPEND")
 
     def append_many(self, user_id: object, item: object, action: object, ts: object) -> int:
         groups = group_by_user(user_id, item, action, ts)
         for lo in range(0, len(groups), _PIPELINE_CHUNK):
-            def send(part=groups[lo:lo + _PIPELINE_CHUNK]):
-                pipe = self.client.pipeline(transaction=False)
-                for u, it, ac, t in part:
-                    pipe.append(self.key(u), codec.encode(it, ac, t))
-                pipe.execute()
-            self._call(send, "pipelined APPEND")
+            self._append_chunks([(u, codec.encode(it, ac, t))
+                                 for u, it, ac, t in groups[lo:lo + _PIPELINE_CHUNK]],
+                                "pipelined APPEND")
         return len(groups)
+
+    def _append_chunks(self, chunks: list[tuple[int, bytes]], what: str) -> None:
+        """One round trip: APPEND each chunk and count it; then rewrite the values whose
+        count reached `compact_every` (best-effort, after the appends succeeded)."""
+        def send() -> list:
+            pipe = self.client.pipeline(transaction=False)
+            for u, chunk in chunks:
+                pipe.append(self.key(u), chunk)
+                if self.compact_every is not None:
+                    pipe.hincrby(self.counts_key, str(u), 1)
+            return pipe.execute()
+        replies = self._call(send, what)
+        if self.compact_every is not None:
+            self._compact_counted([u for (u, _), n in zip(chunks, replies[1::2])
+                                   if n >= self.compact_every])
+
+    def _compact_counted(self, users: list[int]) -> None:
+        for u in users:
+            try:
+                self._call(lambda u=u: self._compact_key(self.key(u).encode(),
+                                                         reset_count=True), "compact")
+            except StoreError as e:           # CorruptValue, outage: the append stands
+                log.warning("%s: compacting user %d after its append failed: %s", self.url,
+                            u, e)
+
+    @property
+    def counts_key(self) -> str:
+        """The hash counting, per user, chunks appended since the value was one chunk."""
+        return f"{self.prefix}appends"
 
     def append_batch(self, batch_id: str, user_id: object, item: object, action: object,
                      ts: object) -> bool:
@@ -141,8 +186,15 @@ class RedisStore(UserLogStore):
                         pipe.multi()
                         for key, chunk in chunks:
                             pipe.append(key, chunk)
+                        if self.compact_every is not None:
+                            for u, *_ in groups:
+                                pipe.hincrby(self.counts_key, str(u), 1)
                         pipe.set(marker, str(events))
-                        pipe.execute()
+                        replies = pipe.execute()
+                        if self.compact_every is not None:
+                            counts = replies[len(chunks):2 * len(chunks)]
+                            self._compact_counted([g[0] for g, n in zip(groups, counts)
+                                                   if n >= self.compact_every])
                         return True
                     except redis.WatchError:   # another loader wrote the id: look again
                         continue
@@ -175,8 +227,12 @@ class RedisStore(UserLogStore):
             return done
         return self._call(run, "compact")
 
-    def _compact_key(self, key: bytes) -> int:
+    def _compact_key(self, key: bytes, *, reset_count: bool = False) -> int:
+        """Rewrite one value as one chunk (WATCH/MULTI; its append count reset with it).
+        `reset_count` also resets the count of a value found already compact (the write
+        path: a stale count would otherwise send every later append here)."""
         name = f"{self.url} {key.decode(errors='replace')}"
+        user = key.decode(errors="replace")[len(self.prefix):]
         with self.client.pipeline() as pipe:
             for _ in range(_COMPACT_TRIES):   # a key appended to nonstop is left for later
                 try:
@@ -184,10 +240,13 @@ class RedisStore(UserLogStore):
                     value = pipe.get(key)
                     if codec.num_chunks(value, key=name) <= 1:
                         pipe.unwatch()
+                        if reset_count:
+                            self.client.hdel(self.counts_key, user)
                         return 0
                     ev = codec.decode(value, key=name)
                     pipe.multi()
                     pipe.set(key, codec.encode(ev.item, ev.action, ev.ts))
+                    pipe.hdel(self.counts_key, user)   # appends landing later count anew
                     pipe.execute()
                     return 1
                 except redis.WatchError:      # an append came in between: read it again
@@ -230,10 +289,11 @@ class RedisStore(UserLogStore):
         return self._call(run, "SCAN")
 
     def memory_bytes(self) -> int:
-        """Server-side bytes of this store's values (MEMORY USAGE summed over its keys)."""
+        """Server-side bytes of this store (MEMORY USAGE summed over its keys: the users'
+        values, and the few bookkeeping keys of batch ids and append counts)."""
         def run() -> int:
             total = 0
-            for k in self._user_keys():
+            for k in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
                 total += int(self.client.memory_usage(k) or 0)
             return total
         return self._call(run, "MEMORY USAGE")
