@@ -1,5 +1,6 @@
-"""`arm-jax store load|read|stats|compact|catalog`: fill and inspect a user-log store (LMDB or
-Redis), and build the item catalogue its histories are joined with.
+"""`arm-jax store load|read|stats|compact|export|delete|catalog`: fill, inspect and maintain
+a user-log store (LMDB or Redis), and build the item catalogue its histories are joined
+with.
 
 Logic lives in arm_jax/store (`load_events`, the backends' reads) and
 arm_jax/data/catalog.py (`catalog_from_csv`); this file parses arguments and prints.
@@ -59,6 +60,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                          "appended one event at a time read slower)")
     co.add_argument("url", help=URL_HELP)
     co.set_defaults(func=_compact)
+
+    ex = ssub.add_parser("export", help="write every user's log as an events file (a "
+                                        "backup, or to move between LMDB and Redis)")
+    ex.add_argument("url", help=URL_HELP)
+    ex.add_argument("file", help="events file to write: .csv, .npz or .parquet (what "
+                                 "`store load` reads)")
+    ex.set_defaults(func=_export)
+
+    de = ssub.add_parser("delete", help="remove users' logs (e.g. a deletion request)")
+    de.add_argument("url", help=URL_HELP)
+    de.add_argument("--user", type=int, action="append", required=True, dest="users",
+                    metavar="ID", help="user id (repeat for several)")
+    de.set_defaults(func=_delete)
 
     sa = ssub.add_parser("stats", help="users stored and bytes used")
     sa.add_argument("url", help=URL_HELP)
@@ -144,6 +158,33 @@ def _compact(args: argparse.Namespace) -> int:
         done = store.compact()
     print(f"{args.url}: rewrote {done} users' logs as one chunk in "
           f"{time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from arm_jax.store.events_file import export_events
+
+    t0 = time.perf_counter()
+    with _open(args.url, write=False) as store, \
+            tqdm(unit="user", desc="export", unit_scale=True) as bar:
+        out = export_events(store, args.file, progress=bar.update)
+    print(f"exported {out['events']} events of {out['users']} users from {args.url} to "
+          f"{args.file} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from arm_jax.store.base import check_user
+
+    users = list(dict.fromkeys(check_user(u) for u in args.users))   # checked before opening
+    with _open(args.url, write=False):
+        pass                                   # a missing LMDB store is an error, not created
+    with _open(args.url, write=True) as store:
+        gone = store.delete(users)
+    print(f"{args.url}: deleted the logs of {gone} of {len(users)} users "
+          f"({len(users) - gone} had none)")
     return 0
 
 

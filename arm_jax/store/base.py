@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -163,6 +163,14 @@ class UserLogStore(abc.ABC):
     @abc.abstractmethod
     def read_many(self, user_ids: Sequence[int]) -> list[Events]:
         """Every stored event of each user (oldest first); unknown users give empty Events."""
+
+    @abc.abstractmethod
+    def user_ids(self) -> Iterator[int]:
+        """Every user with a stored log, once each (LMDB: ascending; Redis: SCAN order)."""
+
+    @abc.abstractmethod
+    def delete(self, user_ids: Sequence[int]) -> int:
+        """Remove these users' logs (a deletion request); returns how many existed."""
 
     @abc.abstractmethod
     def close(self) -> None:

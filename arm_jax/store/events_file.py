@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from arm_jax.data.arrow import flat_column, read_table
+from arm_jax.data.arrow import flat_column, read_table, require_pyarrow
 from arm_jax.data.int_csv import CsvError, read_int_csv
 from arm_jax.store.base import (InvalidEvents, StoreError, UserLogStore, check_events,
                                 check_user_ids)
@@ -111,6 +111,44 @@ def load_events_file(store: UserLogStore, path: str | Path, **kwargs: object) ->
     return load_events(store, read_events_file(path), **kwargs)  # type: ignore[arg-type]
 
 
+def export_events(store: UserLogStore, path: str | Path, *, users_per_read: int = 1000,
+                  progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Write every user's log as an events file `store load` reads (.csv, .npz or
+    .parquet, by the suffix) -> {events, users}: a backup, or a move between backends.
+
+    Users are read `users_per_read` at a time (one batch read each) and the file is written
+    once, at the end: the whole log is held in memory (32 bytes per event). `progress(n)`
+    is called with the number of users read.
+    """
+    path = Path(path)
+    if path.suffix not in (".csv", ".npz", ".parquet"):
+        raise InvalidEvents(f"events file {path}: expected .csv, .npz or .parquet, got "
+                            f"{path.suffix!r}")
+    if users_per_read < 1:
+        raise ValueError(f"users_per_read={users_per_read}: must be >= 1")
+    users = list(store.user_ids())
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
+    for lo in range(0, len(users), users_per_read):
+        batch = users[lo:lo + users_per_read]
+        for u, ev in zip(batch, store.read_many(batch)):
+            parts["user_id"].append(np.full(len(ev), u, np.int64))
+            parts["item"].append(ev.item.astype(np.int64))
+            parts["action"].append(ev.action.astype(np.int64))
+            parts["ts"].append(ev.ts.astype(np.int64))
+        if progress is not None:
+            progress(len(batch))
+    cols = {c: np.concatenate(v) if v else np.zeros(0, np.int64) for c, v in parts.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".csv":
+        write_events_csv(path, *(cols[c] for c in COLUMNS))
+    elif path.suffix == ".npz":
+        np.savez(path, **cols)
+    else:
+        pa, pq = require_pyarrow()
+        pq.write_table(pa.table(cols), path)
+    return {"events": int(cols["ts"].size), "users": len(users)}
+
+
 def write_events_csv(path: str | Path, user_id: object, item: object, action: object,
                      ts: object) -> Path:
     """Write flat event arrays as a CSV `read_events_file` reads (tests, exports)."""
@@ -165,5 +203,5 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
         raise InvalidEvents(f"events file {path}: {e}") from None
 
 
-__all__ = ["COLUMNS", "read_events_file", "load_events", "load_events_file",
+__all__ = ["COLUMNS", "read_events_file", "load_events", "load_events_file", "export_events",
            "write_events_csv"]

@@ -19,7 +19,7 @@ import os
 import threading
 import weakref
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import lmdb
 import numpy as np
@@ -201,6 +201,19 @@ class LmdbStore(UserLogStore):
                 u = check_user(u)     # as append does: -1 is an error, never "no events"
                 out.append(codec.decode(txn.get(user_key(u)), key=f"{self.url} user {u}"))
         return out
+
+    def user_ids(self) -> Iterator[int]:
+        """Ascending; one read transaction (a snapshot) for the whole walk."""
+        with self.env.begin() as txn:
+            for key in txn.cursor().iternext(values=False):
+                if key.startswith(_BATCH):
+                    return                     # batch ids sort after every user
+                yield int.from_bytes(key, "big")
+
+    def delete(self, user_ids: Sequence[int]) -> int:
+        keys = [user_key(u) for u in dict.fromkeys(check_user(u) for u in user_ids)]
+        with self._write_txn() as txn:
+            return sum(bool(txn.delete(k)) for k in keys)
 
     def compact(self) -> int:
         """Rewrite multi-chunk values (written before appends merged) as one chunk, in one

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Sequence
+from typing import Iterator, Sequence
 from urllib.parse import urlparse
 
 import redis
@@ -208,11 +208,31 @@ class RedisStore(UserLogStore):
         return f"{self.prefix}batch:{check_batch_id(batch_id)}"
 
     def _user_keys(self):
-        """Every user key under the prefix (SCAN), skipping batch ids."""
-        n = len(self.prefix)
+        """Every user key under the prefix, once (SCAN may repeat a key), skipping the
+        batch ids and the append counts."""
+        n, seen = len(self.prefix), set()
         for key in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
-            if key[n:].isdigit():
+            if key[n:].isdigit() and key not in seen:
+                seen.add(key)
                 yield key
+
+    def user_ids(self) -> Iterator[int]:
+        """SCAN order; users appended during the walk may or may not be listed."""
+        n = len(self.prefix)
+        keys = self._call(lambda: list(self._user_keys()), "SCAN")
+        return iter([int(k[n:]) for k in keys])
+
+    def delete(self, user_ids: Sequence[int]) -> int:
+        users = list(dict.fromkeys(check_user(u) for u in user_ids))   # checked, then written
+        if not users:
+            return 0
+
+        def run() -> int:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(*[self.key(u) for u in users])
+            pipe.hdel(self.counts_key, *[str(u) for u in users])
+            return int(pipe.execute()[0])
+        return self._call(run, "DEL")
 
     def compact(self) -> int:
         """Rewrite every value of more than one chunk (one per APPEND) as one chunk.

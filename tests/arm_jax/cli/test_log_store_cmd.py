@@ -85,6 +85,36 @@ def test_compact_rewrites_redis_logs_and_never_creates_a_store(redis_url, tmp_pa
     assert "no LMDB store here" in capsys.readouterr().err and not missing.exists()
 
 
+def test_export_delete_and_reload_into_redis(redis_url, tmp_path, capsys, events_csv):
+    path, data = events_csv
+    user = data[0]
+    lmdb = f"lmdb://{tmp_path / 'logs'}"
+    assert main(["store", "load", lmdb, str(path)]) == 0
+    out = tmp_path / "backup.npz"
+    capsys.readouterr()
+    assert main(["store", "export", lmdb, str(out)]) == 0
+    assert f"exported 200 events of 9 users from {lmdb} to {out}" in capsys.readouterr().out
+    assert main(["store", "delete", lmdb, "--user", "4", "--user", "4", "--user", "99"]) == 0
+    assert "deleted the logs of 1 of 2 users (1 had none)" in capsys.readouterr().out
+    assert _read_json(capsys, lmdb, "--user", "4")["events"] == []
+    with RedisStore(redis_url) as s:           # the CLI's default prefix
+        s.clear()
+        try:
+            assert main(["store", "load", redis_url, str(out)]) == 0
+            _check_store(capsys, redis_url, data, "9 users")
+            assert main(["store", "delete", redis_url, "--user", "-3"]) == 2
+            assert "user_id: must be in [0, 2^63)" in capsys.readouterr().err
+            assert s.num_users() == 9
+        finally:
+            s.clear()
+    assert int((user == 4).sum()) > 0
+    missing = tmp_path / "none"
+    for argv in (["export", f"lmdb://{missing}", str(tmp_path / "x.npz")],
+                 ["delete", f"lmdb://{missing}", "--user", "1"]):
+        assert main(["store", *argv]) == 2
+        assert "no LMDB store here" in capsys.readouterr().err and not missing.exists()
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     missing = tmp_path / "none"
     assert main(["store", "read", str(missing), "--user", "1"]) == 2

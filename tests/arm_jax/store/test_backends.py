@@ -449,3 +449,18 @@ def test_redis_write_path_compaction_counts_every_kind_of_append(redis_url, capl
     for s in (store, off):
         s.clear()
         s.close()
+
+
+def test_user_ids_and_delete(store):
+    """user_ids lists users only (not batch ids or append counts); delete removes logs,
+    counts only those that existed, and checks every id before writing."""
+    store.append_many([5, 2, 9, 2], [1, 2, 3, 4], [0, 0, 0, 0], [10, 20, 30, 40])
+    store.append_batch("b", [7], [1], [0], [50])
+    assert sorted(store.user_ids()) == [2, 5, 7, 9]
+    with pytest.raises(InvalidEvents, match="user_id"):
+        store.delete([2, -1])
+    assert sorted(store.user_ids()) == [2, 5, 7, 9]              # nothing deleted
+    assert store.delete([2, 2, 9, 11]) == 2 and store.delete([]) == 0
+    assert sorted(store.user_ids()) == [5, 7] and store.num_users() == 2
+    assert len(store.read(2)) == 0 and store.read(5).item.tolist() == [1]
+    assert store.batch_applied("b")

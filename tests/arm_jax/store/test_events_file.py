@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from arm_jax.store import InvalidEvents, StoreUnavailable
-from arm_jax.store.events_file import (load_events, load_events_file, read_events_file,
-                                       write_events_csv)
+from arm_jax.store.events_file import (export_events, load_events, load_events_file,
+                                       read_events_file, write_events_csv)
 
 
 def _events(n=300, users=12, seed=0):
@@ -217,3 +217,39 @@ def test_the_same_events_again_in_any_format_or_order_are_skipped(store, tmp_pat
     assert load_events_file(store, csv, chunk_events=25, once=False)["skipped"] == 0
     double = [np.concatenate([a, a]) for a in (user, item, action, ts)]
     _assert_store_holds(store, *double)                  # once=False appends regardless
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz", ".parquet"])
+def test_export_then_load_moves_a_store_between_backends(tmp_path, redis_url, suffix):
+    """LMDB -> file -> Redis: the same logs; the exported file reads like any events file."""
+    import uuid
+
+    from arm_jax.store.lmdb_store import LmdbStore
+    from arm_jax.store.redis_store import RedisStore
+
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    user, item, action, ts = _events(n=120, users=9, seed=4)
+    with LmdbStore(tmp_path / "logs") as src:
+        load_events(src, {"user_id": user, "item": item, "action": action, "ts": ts})
+        seen = []
+        out = export_events(src, tmp_path / f"out{suffix}", users_per_read=4,
+                            progress=seen.append)
+    assert out == {"events": 120, "users": len(np.unique(user))} and sum(seen) == out["users"]
+    dst = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    try:
+        assert load_events_file(dst, tmp_path / f"out{suffix}")["events"] == 120
+        _assert_store_holds(dst, user, item, action, ts)
+    finally:
+        dst.clear()
+        dst.close()
+
+
+def test_export_of_an_empty_store_and_a_bad_suffix(tmp_path):
+    from arm_jax.store.lmdb_store import LmdbStore
+
+    with LmdbStore(tmp_path / "logs") as s:
+        assert export_events(s, tmp_path / "e.npz") == {"events": 0, "users": 0}
+        with pytest.raises(InvalidEvents, match="expected .csv, .npz or .parquet"):
+            export_events(s, tmp_path / "e.json")
+    assert all(v.size == 0 for v in read_events_file(tmp_path / "e.npz").values())
