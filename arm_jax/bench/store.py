@@ -17,6 +17,13 @@ Storage (bytes on disk):
 `storage_ratio_without_side` leaves side ids and catalogue out of both (the figure before
 histories carried side ids).
 
+Both layouts as Parquet too (when pyarrow is installed), what a pipeline that compresses
+its training files would compare: the store layout's examples as the `.parquet` examples
+file `save_examples` writes (the store and catalogue as above, uncompressed), against one
+Parquet file of the examples with each one's joined history as list columns (item,
+action, gap, side ids: what the model reads), both with pyarrow's default compression.
+`storage_ratio_parquet` = that file / (examples.parquet + store + catalogue).
+
 Join throughput: examples per second through the grain join pipeline (batched reads,
 background threads) for LMDB and for a real Redis server (a throwaway `redis-server` on
 127.0.0.1 unless `redis_url` is given; skipped with a note when the binary is absent).
@@ -46,6 +53,46 @@ def _examples_bytes(ex: Any, path: Path) -> int:
              req_dense=ex.req_dense, cand_sparse=ex.cand_sparse, cand_dense=ex.cand_dense,
              cand_mask=ex.cand_mask, labels=ex.labels)
     return path.stat().st_size
+
+
+def _parquet_bytes(ex: Any, world: Any, history_len: int, tmp: Path) -> dict[str, int]:
+    """Bytes of examples.parquet, and of the examples with their histories materialized as
+    list columns (written 4,096 requests per row group)."""
+    from arm_jax.data.arrow import require_pyarrow
+    from arm_jax.data.examples_file import FORMAT_VERSION
+    from arm_jax.data.examples_parquet import examples_table
+
+    pa, pq = require_pyarrow()
+    names = ("user_id", "ts", "req_sparse", "req_dense", "cand_sparse", "cand_dense",
+             "cand_mask", "labels")
+    plain = tmp / "examples.parquet"
+    pq.write_table(examples_table({k: getattr(ex, k) for k in names}, tuple(ex.tasks),
+                                  FORMAT_VERSION), plain)
+    joined = tmp / "examples_with_history.parquet"
+    writer = None
+    try:
+        for lo in range(0, len(ex), 4096):
+            part = ex.take(np.arange(lo, min(lo + 4096, len(ex))))
+            table = examples_table({k: getattr(part, k) for k in names}, tuple(ex.tasks),
+                                   FORMAT_VERSION)
+            h = world.join_history(part.user_id, part.ts, history_len)
+            valid = np.arange(history_len)[None, :] < h["hist_len"][:, None]
+            offsets = pa.array(np.r_[0, np.cumsum(h["hist_len"])].astype(np.int32))
+            for col in ("hist_item", "hist_action", "hist_gap"):
+                table = table.append_column(
+                    col, pa.ListArray.from_arrays(offsets, pa.array(h[col][valid])))
+            side = h["hist_side"][valid]
+            table = table.append_column("hist_side", pa.ListArray.from_arrays(
+                offsets, pa.FixedSizeListArray.from_arrays(pa.array(side.reshape(-1)),
+                                                           side.shape[1])))
+            if writer is None:
+                writer = pq.ParquetWriter(joined, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+    return {"examples_parquet": plain.stat().st_size,
+            "materialized_parquet": joined.stat().st_size}
 
 
 def _throughput(ex: Any, store: Any, features: Any, L: int, batch_size: int,
@@ -109,6 +156,14 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
         res["storage_ratio"] = (ex_bytes + ragged) / layout
         res["storage_ratio_padded"] = (ex_bytes + padded) / layout
         res["storage_ratio_without_side"] = (ex_bytes + ragged0) / (ex_bytes + store_bytes)
+        try:
+            pqb = _parquet_bytes(ex, world, history_len, Path(tmp))
+        except ImportError as e:
+            res["parquet_note"] = f"not measured: {e}"
+        else:
+            res["bytes"].update(pqb)
+            res["storage_ratio_parquet"] = pqb["materialized_parquet"] / (
+                pqb["examples_parquet"] + store_bytes + catalog_bytes)
         sub = ex.take(np.arange(min(join_examples, len(ex))))
         tput: dict[str, float | None] = {}
         tput["lmdb"] = _throughput(sub, lmdb_store, f, history_len, batch_size, num_threads,
@@ -168,8 +223,16 @@ def format_table(res: dict[str, Any]) -> str:
         f"storage_ratio (ragged) = {res['storage_ratio']:.2f}   "
         f"(padded) = {res['storage_ratio_padded']:.2f}   "
         f"(without side ids) = {res['storage_ratio_without_side']:.2f}",
-        f"{'join backend':<22} {'examples/s':>12}",
     ]
+    if "storage_ratio_parquet" in res:
+        lines += [f"{'examples (no history), .parquet':<34} {b['examples_parquet'] / mb:>11.1f}",
+                  f"{'examples + history, .parquet':<34} "
+                  f"{b['materialized_parquet'] / mb:>11.1f}",
+                  f"storage_ratio_parquet (both compressed Parquet, store as above) = "
+                  f"{res['storage_ratio_parquet']:.2f}"]
+    else:
+        lines.append(f"Parquet layouts {res.get('parquet_note', 'not measured')}")
+    lines.append(f"{'join backend':<22} {'examples/s':>12}")
     for k, v in t.items():
         lines.append(f"{k:<22} {'n/a' if v is None else f'{v:12.0f}':>12}")
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,14 @@ def write_examples_parquet(arrays: dict[str, np.ndarray], tasks: tuple[str, ...]
     Every candidate slot is written, with `cand_mask`, so reading gives the arrays back
     bit for bit.
     """
-    pa, pq = require_pyarrow()
+    _, pq = require_pyarrow()
+    pq.write_table(examples_table(arrays, tasks, format_version), path)
+
+
+def examples_table(arrays: dict[str, np.ndarray], tasks: tuple[str, ...],
+                   format_version: int) -> Any:
+    """The pyarrow Table `write_examples_parquet` writes (callers may add columns)."""
+    pa, _ = require_pyarrow()
     columns = {"user_id": pa.array(arrays["user_id"]), "ts": pa.array(arrays["ts"])}
     for name in ("req_sparse", "req_dense"):
         a = arrays[name]
@@ -53,10 +61,9 @@ def write_examples_parquet(arrays: dict[str, np.ndarray], tasks: tuple[str, ...]
         a = arrays[name]
         inner = pa.FixedSizeListArray.from_arrays(pa.array(a.reshape(-1)), a.shape[2])
         columns[name] = pa.ListArray.from_arrays(outer, inner)
-    table = pa.table(columns).replace_schema_metadata({
+    return pa.table(columns).replace_schema_metadata({
         _META_TASKS: json.dumps(list(tasks)).encode(),
         _META_VERSION: str(format_version).encode()})
-    pq.write_table(table, path)
 
 
 def read_examples_parquet(path: Path) -> dict[str, np.ndarray]:
@@ -104,4 +111,4 @@ def read_examples_parquet(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-__all__ = ["write_examples_parquet", "read_examples_parquet"]
+__all__ = ["write_examples_parquet", "read_examples_parquet", "examples_table"]

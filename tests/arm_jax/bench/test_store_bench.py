@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from arm_jax.bench.store import run_store_bench
 from arm_jax.cli.main import main
 from arm_jax.store import codec
@@ -31,6 +33,35 @@ def test_store_bench_tiny(tmp_path, capsys):
     assert saved["join_examples_per_s"]["lmdb"] > 0
     assert "storage_ratio" in capsys.readouterr().out
     assert res["config"]["mean_joined_events"] <= 16
+    if "storage_ratio_parquet" in saved:
+        assert abs(saved["storage_ratio_parquet"] - b["materialized_parquet"]
+                   / (b["examples_parquet"] + b["store_lmdb"] + b["catalog"])) < 1e-9
+
+
+def test_the_parquet_baseline_holds_every_joined_history(tmp_path):
+    """The materialized Parquet file the ratio divides is the real thing: its history
+    columns read back as the world's point-in-time join, request by request."""
+    pytest.importorskip("pyarrow")
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from arm_jax.bench.store import _parquet_bytes
+    from arm_jax.config import load_tier
+    from arm_jax.data.synthetic import SyntheticSpec, SyntheticWorld
+
+    f = load_tier("large", ["features.max_history=16"]).features
+    world = SyntheticWorld.generate(SyntheticSpec(num_users=9, history_median=20.0), f)
+    ex = world.sample_examples(4100, 3, seed=2)           # two row groups
+    sizes = _parquet_bytes(ex, world, 16, tmp_path)
+    assert sizes["materialized_parquet"] > sizes["examples_parquet"] > 0
+    table = pq.read_table(tmp_path / "examples_with_history.parquet")
+    h = world.join_history(ex.user_id, ex.ts, 16)
+    for r in (0, 1, 4097, 4099):
+        n = int(h["hist_len"][r])
+        for col in ("hist_item", "hist_action", "hist_gap"):
+            assert table.column(col)[r].as_py() == h[col][r, :n].tolist(), (col, r)
+        assert table.column("hist_side")[r].as_py() == h["hist_side"][r, :n].tolist()
+    assert np.array_equal(table.column("user_id").to_numpy(), ex.user_id)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
