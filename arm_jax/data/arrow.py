@@ -50,6 +50,21 @@ def flat_column(table: Any, name: str) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False)
 
 
+def seconds_column(table: Any, name: str) -> np.ndarray:
+    """A time column as int64 unix seconds: integers as they are, Arrow timestamps (any
+    unit or time zone) converted, sub-second parts dropped; nulls refused."""
+    pa, _ = require_pyarrow()
+    col = table.column(name)
+    if pa.types.is_timestamp(col.type):
+        if col.null_count:
+            return flat_column(table, name)              # raises, naming the first null
+        unit = pa.timestamp("s", tz=col.type.tz)
+        return col.cast(unit, safe=False).cast(pa.int64()).to_numpy().astype(np.int64)
+    if pa.types.is_date(col.type) or pa.types.is_time(col.type):
+        raise ArrowColumnError(f"{name}: expected unix seconds or a timestamp, got {col.type}")
+    return flat_column(table, name)
+
+
 def list_column(table: Any, name: str) -> np.ndarray:
     """A list<x> column whose lists all have one length w -> [rows, w] array."""
     col = table.column(name).combine_chunks()
@@ -135,5 +150,5 @@ def _pad(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 __all__ = ["INSTALL_HINT", "ArrowColumnError", "PyarrowMissing", "require_pyarrow",
-           "read_table", "flat_column", "list_column", "ragged_list_column",
+           "read_table", "flat_column", "seconds_column", "list_column", "ragged_list_column",
            "nested_list_column"]

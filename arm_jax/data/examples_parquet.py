@@ -2,7 +2,7 @@
 
 The layout (column: Arrow type), what a warehouse export naturally produces:
 
-    user_id: int64            ts: int64 (unix seconds)
+    user_id: int64            ts: int64 (unix seconds) or a timestamp (any unit, zone)
     req_sparse: list<int>     req_dense: list<float>           (one value per feature)
     cand_sparse: list<list<int>>   cand_dense: list<list<float>>   (one list per candidate)
     labels: list<list<float>>      (per candidate, one value per task, in [0, 1])
@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from arm_jax.data.arrow import (flat_column, list_column, nested_list_column,
-                                ragged_list_column, read_table, require_pyarrow)
+                                ragged_list_column, read_table, require_pyarrow,
+                                seconds_column)
 
 _META_TASKS = b"arm_jax.tasks"
 _META_VERSION = b"arm_jax.format_version"
@@ -80,7 +81,7 @@ def read_examples_parquet(path: Path) -> dict[str, np.ndarray]:
     if missing:
         raise ValueError(f"missing columns {missing} (has {sorted(names)})")
     out: dict[str, np.ndarray] = {"user_id": flat_column(table, "user_id"),
-                                  "ts": flat_column(table, "ts"),
+                                  "ts": seconds_column(table, "ts"),
                                   "req_sparse": list_column(table, "req_sparse"),
                                   "req_dense": list_column(table, "req_dense")}
     counts = None

@@ -5,8 +5,8 @@ An operator who serves with `--history-store` needs the logs in the store first;
 read a whole file, check every row, and only then append (a bad row never leaves half a
 file in the store). CSV: a header naming the four columns (any order, other columns
 ignored), integers only (`arm_jax.data.int_csv`). .npz: four 1-d integer arrays under
-the same names. .parquet: four integer columns under those names (others ignored; needs
-pyarrow, `arm-jax[parquet]`).
+the same names. .parquet: four integer columns under those names (others ignored; `ts`
+may also be a timestamp; needs pyarrow, `arm-jax[parquet]`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from arm_jax.data.arrow import flat_column, read_table, require_pyarrow
+from arm_jax.data.arrow import flat_column, read_table, require_pyarrow, seconds_column
 from arm_jax.data.int_csv import CsvError, read_int_csv
 from arm_jax.store.base import (InvalidEvents, StoreError, UserLogStore, check_events,
                                 check_user_ids)
@@ -184,7 +184,8 @@ def _read_parquet(path: Path) -> dict[str, np.ndarray]:
         missing = [c for c in COLUMNS if c not in table.column_names]
         if missing:
             raise InvalidEvents(f"missing columns {missing}; expected {list(COLUMNS)}")
-        out = {c: flat_column(table, c) for c in COLUMNS}
+        out = {c: seconds_column(table, c) if c == "ts" else flat_column(table, c)
+               for c in COLUMNS}
     except ImportError as e:
         raise InvalidEvents(f"events file {path}: {e}") from None
     except ValueError as e:         # ArrowInvalid (not Parquet) is a ValueError too

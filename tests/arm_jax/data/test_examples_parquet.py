@@ -4,6 +4,7 @@ structural problems named by column and row."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import sys
 
 import numpy as np
@@ -65,6 +66,22 @@ def test_ragged_candidate_lists_are_padded_and_masked(setup, tmp_path):
         np.testing.assert_allclose(ex.cand_dense[r, :k], row["cand_dense"], rtol=1e-6)
         assert not ex.cand_sparse[r, k:].any() and not ex.labels[r, k:].any()
     assert np.isnan(ex.true_prob).all() and ex.tasks == tuple(features.tasks)
+
+
+def test_a_timestamp_column_is_read_as_unix_seconds(setup, tmp_path):
+    features, _ = setup
+    rows = _rows(features, [2, 1])
+    table = pa.Table.from_pylist(rows)
+    ms = pa.array([r["ts"] * 1000 + 999 for r in rows], pa.timestamp("ms", tz="UTC"))
+    table = table.set_column(table.column_names.index("ts"), "ts", ms)
+    pq.write_table(table, tmp_path / "own.parquet")
+    ex = load_examples(tmp_path / "own.parquet", features)
+    assert ex.ts.tolist() == [r["ts"] for r in rows]           # sub-second part dropped
+    dates = pa.array([dt.date(2024, 1, 1)] * 2)
+    pq.write_table(table.set_column(table.column_names.index("ts"), "ts", dates),
+                   tmp_path / "dates.parquet")
+    with pytest.raises(ExamplesFileError, match="ts: expected unix seconds or a timestamp"):
+        load_examples(tmp_path / "dates.parquet", features)
 
 
 def test_an_explicit_mask_hides_listed_candidates(setup, tmp_path):

@@ -77,6 +77,10 @@ def test_parquet_matches_npz_and_bad_parquet_is_named(tmp_path):
                              "ts": [5, 6]}), tmp_path / "null.parquet")
     with pytest.raises(InvalidEvents, match="user_id: 1 null values .* at row 1"):
         read_events_file(tmp_path / "null.parquet")
+    stamps = pa.array(ts * 1_000_000, pa.timestamp("us"))       # a warehouse's time column
+    pq.write_table(pa.table({"user_id": user, "item": item, "action": action, "ts": stamps}),
+                   tmp_path / "stamps.parquet")
+    assert read_events_file(tmp_path / "stamps.parquet")["ts"].tolist() == b["ts"].tolist()
     (tmp_path / "junk.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(InvalidEvents, match="junk.parquet"):
         read_events_file(tmp_path / "junk.parquet")
