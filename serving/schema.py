@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from arm_jax.batch import UNKNOWN_SIDE, BatchError, RequestBatch, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
 from arm_jax.data.catalog import ItemCatalog, empty_catalog
+from arm_jax.store.base import TS_LIMIT
 
 INT32_MAX = 2**31 - 1
 Id = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
@@ -51,8 +52,9 @@ class RankRequest(BaseModel):
     user_id: Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)] | None = Field(
         None, description="fetch this user's history from the server's store when no "
                           "hist_* fields are given")
-    ts: Annotated[int, Field(strict=True, ge=0, le=2**62)] | None = Field(
-        None, description="request time in unix seconds for the history cut (default: now)")
+    ts: Annotated[int, Field(strict=True, ge=0, le=TS_LIMIT)] | None = Field(
+        None, description="request time in unix seconds (not milliseconds) for the history "
+                          "cut (default: now)")
     hist_item: list[Id] = Field(default_factory=list, description="item ids, newest first")
     hist_action: list[Id] = Field(default_factory=list, description="action type per event")
     hist_gap: list[Gap] = Field(default_factory=list, description="seconds before the request")

@@ -117,15 +117,17 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _read(args: argparse.Namespace) -> int:
-    from arm_jax.store.base import check_user
+    from arm_jax.store.base import TS_LIMIT, check_cut_ts, check_user
 
     user = check_user(args.user)
+    if args.before is not None:
+        check_cut_ts(args.before, "--before")
     if args.max_len is not None and args.max_len < 0:
         raise ValueError(f"--max-len={args.max_len}: must be >= 0")
     with _open(args.url, write=False) as store:
         ev = store.read(user)
     if args.before is not None or args.max_len is not None:
-        ev = ev.before(args.before if args.before is not None else 2**62, args.max_len)
+        ev = ev.before(args.before if args.before is not None else TS_LIMIT, args.max_len)
     rows = [{"ts": int(t), "item": int(i), "action": int(a)}
             for t, i, a in zip(ev.ts, ev.item, ev.action)]
     if args.json:

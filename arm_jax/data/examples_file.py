@@ -28,6 +28,7 @@ from arm_jax.batch import BatchError, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
 from arm_jax.data.examples_parquet import read_examples_parquet, write_examples_parquet
 from arm_jax.data.synthetic import Examples
+from arm_jax.store.base import InvalidEvents, check_cut_ts
 
 FORMAT_VERSION = 1
 SUFFIXES = (".npz", ".parquet")
@@ -107,6 +108,11 @@ def _examples_from_arrays(a: dict[str, np.ndarray], f: FeaturesConfig) -> Exampl
                                 f"the config's features.tasks={list(tasks)}")
     user_id = _ids("user_id", a["user_id"], np.int64)
     ts = _ids("ts", a["ts"], np.int64)
+    if ts.size:
+        try:        # the unit of the store's events: a millisecond ts would join the future
+            check_cut_ts(int(ts.max()))
+        except InvalidEvents as e:
+            raise ExamplesFileError(str(e)) from None
     r = user_id.shape[0]
     if r == 0:
         raise ExamplesFileError("user_id: the file holds no requests")

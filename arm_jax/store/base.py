@@ -54,9 +54,14 @@ class Events:
         return cls(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int64))
 
     def before(self, ts: int, max_len: int | None = None) -> "Events":
-        """Events with ts strictly before `ts`, keeping the `max_len` most recent."""
+        """Events with ts strictly before `ts`, keeping the `max_len` most recent.
+
+        `ts` must be unix seconds in [0, 2^32] like the stored ones (InvalidEvents
+        otherwise): a cut in milliseconds would let every later event through.
+        """
         if max_len is not None and max_len < 0:
             raise ValueError(f"max_len={max_len}: must be >= 0 (or None: no limit)")
+        check_cut_ts(ts)
         end = int(np.searchsorted(self.ts, ts, side="left"))
         start = 0 if max_len is None else max(0, end - max_len)
         return Events(self.item[start:end], self.action[start:end], self.ts[start:end])
@@ -91,14 +96,27 @@ def check_events(item: object, action: object, ts: object) -> tuple[np.ndarray, 
     return tuple(a.astype(np.int64) for a in arrays)
 
 
-def _ts_message(bad: int) -> str:
+def _ts_message(bad: int, name: str = "ts", upper: str = ")") -> str:
     """Why `bad` is no ts, with a hint when it looks like milli- or microseconds."""
-    msg = f"ts={bad}: must be in [0, 2^32 = {TS_LIMIT}): unix seconds expected"
-    if TS_LIMIT <= bad < TS_LIMIT * 1000:
+    msg = f"{name}={bad}: must be in [0, 2^32 = {TS_LIMIT}{upper}: unix seconds expected"
+    if TS_LIMIT < bad < TS_LIMIT * 1000:
         msg += " (milliseconds?)"
     elif TS_LIMIT * 1000 <= bad < TS_LIMIT * 1_000_000:
         msg += " (microseconds?)"
     return msg
+
+
+def check_cut_ts(ts: object, name: str = "ts") -> int:
+    """A point-in-time cut as int unix seconds in [0, 2^32] (TS_LIMIT itself: "all events").
+
+    The check that keeps a millisecond request time from joining events after it."""
+    try:
+        t = int(ts)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        raise InvalidEvents(f"{name}: expected an integer, got {ts!r}") from None
+    if t < 0 or t > TS_LIMIT:
+        raise InvalidEvents(_ts_message(t, name=name, upper="]"))
+    return t
 
 
 def check_user(user_id: object) -> int:
@@ -249,5 +267,5 @@ def group_by_user(user_id: object, item: object, action: object, ts: object
 
 __all__ = ["StoreError", "StoreUnavailable", "CorruptValue", "InvalidEvents", "Events",
            "UserLogStore", "check_events", "check_user", "check_user_ids", "group_by_user",
-           "check_batch_id", "BATCH_ID_LIMIT",
+           "check_batch_id", "check_cut_ts", "BATCH_ID_LIMIT",
            "TS_LIMIT"]

@@ -85,6 +85,7 @@ CASES = [
     ("unknown_field", lambda p: _mutate(p, bogus=1), 422, "bogus"),
     ("unknown_tier", lambda p: _mutate(p, tier="huge"), 422, "tier"),
     ("deadline_zero", lambda p: _mutate(p, deadline_ms=0), 422, "deadline_ms"),
+    ("ts_in_milliseconds", lambda p: _mutate(p, ts=1_700_000_000_000), 422, "ts"),
     ("oversized_body", lambda p: _mutate(p, request_id="x" * 100, bogus="y" * (MAX_BODY + 10)),
      413, "body"),
 ]

@@ -127,7 +127,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert err.count("\n") == 1 and "line 3, action: expected an integer, got 'x'" in err
     assert not (tmp_path / "logs").exists()    # the file is checked before the store opens
     for argv, words in ((["--user", "-1"], "user_id"), (["--user", "1", "--max-len", "-1"],
-                                                         "--max-len=-1")):
+                                                         "--max-len=-1"),
+                        (["--user", "1", "--before", "1700000000000"], "(milliseconds?)")):
         good = tmp_path / "good.csv"
         good.write_text("user_id,item,action,ts\n1,2,3,4\n")
         assert main(["store", "load", str(tmp_path / "ok"), str(good)]) == 0

@@ -62,6 +62,7 @@ BAD = [
     (_edit("user_id", lambda x: x - 100), "user_id: must be >= 0"),
     (_edit("ts", lambda x: x.astype(np.float64)), "ts: expected integers"),
     (_edit("ts", lambda x: x[:-1]), "ts: expected shape"),
+    (_edit("ts", lambda x: x * 1000), "unix seconds expected (milliseconds?)"),
     (_edit("labels", lambda x: x * 3), "labels: must be in [0, 1]"),
     (_edit("labels", lambda x: x[..., :1]), "labels: expected shape"),
     (_edit("cand_dense", lambda x: np.where(x > 0, np.inf, x)),

@@ -137,6 +137,19 @@ def test_read_before_refuses_a_negative_max_len(store):
     assert len(store.read_before(1, 300, max_len=0)) == 0
 
 
+def test_a_cut_in_milliseconds_is_refused_not_read_as_the_future(store):
+    """A request time in ms is later than every stored second: refusing it is what keeps
+    a training join from reading events after the request."""
+    store.append(1, [5, 6], [1, 1], [100, 2**32 - 1])
+    for read in (lambda t: store.read_before(1, t), lambda t: store.read_many_before([1], [t])):
+        with pytest.raises(InvalidEvents, match=r"ts=1700000000000: must be in \[0, 2\^32 = "
+                                                r"4294967296\]: .*\(milliseconds\?\)"):
+            read(1_700_000_000_000)
+        with pytest.raises(InvalidEvents, match="ts=-1"):
+            read(-1)
+    assert store.read_before(1, 2**32).ts.tolist() == [100, 2**32 - 1]    # the last second
+
+
 @pytest.mark.parametrize("bad,words", [
     (1_700_000_000_000, "ts=1700000000000: must be in [0, 2^32 = 4294967296): unix seconds "
                         "expected (milliseconds?)"),
