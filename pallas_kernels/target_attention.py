@@ -211,6 +211,10 @@ def target_attention(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
         raise KernelError(f"mask_bl {mask_bl.shape}: expected {k_blhk.shape[:2]}")
     if bias_blh is not None and bias_blh.shape != k_blhk.shape[:3]:
         raise KernelError(f"bias_blh {bias_blh.shape}: expected {k_blhk.shape[:3]}")
+    if q_bchk.size == 0 or k_blhk.shape[1] == 0:
+        # Nothing to compute (the kernel's grid would be empty), or no history at all: no
+        # request has a valid event, so every output is zero, as for an all-False mask.
+        return jnp.zeros(q_bchk.shape, jnp.result_type(q_bchk, k_blhk, v_blhk))
     if impl == "xla":
         return target_attention_reference(q_bchk, k_blhk, v_blhk, mask_bl, bias_blh)
     interp = default_interpret(interpret) if impl == "pallas" else False

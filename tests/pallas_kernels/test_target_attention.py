@@ -137,3 +137,14 @@ def test_kernel_lowers_and_exports_for_cuda_at_large_tier_shapes():
     grad_b = jax.jit(jax.grad(lambda *a: (f(*a) ** 2).sum(), argnums=(0, 1, 2, 4)))
     assert "__gpu$xla.gpu.triton" in grad_b.trace(q, kv, kv, m, bias).lower(
         lowering_platforms=("cuda",)).as_text()
+
+
+def test_empty_operands_give_zeros_on_every_impl():
+    """No candidates, no requests, no heads or no history (L = 0: no valid event): zeros."""
+    q, k, v, mask = inputs(11, b=2, c=3, l=4, h=2, dk=8)
+    for qq, kk, mm in ((q[:, :0], k, mask), (q[:0], k[:0], mask[:0]),
+                       (q[:, :, :0], k[:, :, :0], mask), (q, k[:, :0], mask[:, :0])):
+        for impl in ("xla", "pallas", "auto"):
+            out = target_attention(qq, kk, kk, mm, impl=impl)
+            assert out.shape == qq.shape and out.dtype == qq.dtype, impl
+            assert float(jnp.abs(out).max(initial=0.0)) == 0.0
