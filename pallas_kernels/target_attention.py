@@ -139,10 +139,11 @@ def target_attention_kernel(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Ar
     bias = (jnp.zeros((b, h, l), jnp.float32) if bias_blh is None
             else jnp.transpose(bias_blh.astype(jnp.float32), (0, 2, 1)))
     bias = _pad_axis(bias, 2, lp)
+    out_dtype = jnp.result_type(q_bchk, k_blhk, v_blhk)  # the reference's promoted dtype
     kernel = functools.partial(_kernel, scale=dk ** -0.5, block_l=bl, n_l=lp // bl)
     out = pl.pallas_call(
         kernel,
-        out_shape=jax.ShapeDtypeStruct((b, cp, h, dkp), q_bchk.dtype),
+        out_shape=jax.ShapeDtypeStruct((b, cp, h, dkp), out_dtype),
         grid=(b, h, cp // bc),
         in_specs=[
             pl.BlockSpec((None, bc, None, dkp), lambda bi, hi, ci: (bi, ci, hi, 0)),

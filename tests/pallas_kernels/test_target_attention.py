@@ -148,3 +148,16 @@ def test_empty_operands_give_zeros_on_every_impl():
             out = target_attention(qq, kk, kk, mm, impl=impl)
             assert out.shape == qq.shape and out.dtype == qq.dtype, impl
             assert float(jnp.abs(out).max(initial=0.0)) == 0.0
+
+
+def test_mixed_dtypes_give_the_reference_dtype_on_every_impl():
+    """bf16 queries over f32 history: the kernel returns the reference's promoted dtype, so
+    "auto" (both branches of one platform switch) jits instead of raising TypeError."""
+    q, k, v, mask = inputs(12, b=2, c=5, l=6, h=2, dk=8)
+    qb = q.astype(jnp.bfloat16)
+    ref = target_attention(qb, k, v, mask, impl="xla")
+    assert ref.dtype == jnp.float32
+    for impl in ("pallas", "auto"):
+        out = jax.jit(lambda *a: target_attention(*a, impl=impl))(qb, k, v, mask)
+        assert out.dtype == ref.dtype, impl
+        np.testing.assert_allclose(out, ref, rtol=2e-2, atol=2e-2)  # ref scales q in bf16
