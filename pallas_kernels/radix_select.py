@@ -20,6 +20,7 @@ minimum for integer inputs), after all real selections.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
@@ -123,9 +124,9 @@ def rowwise(fn: Callable[[jax.Array, int], tuple[jax.Array, jax.Array]], x: jax.
     """Apply a [b, n] -> ([b, m], [b, m]) top-k to the last axis of any-rank x, pad to k."""
     check_k(x, k)
     lead, n = x.shape[:-1], x.shape[-1]
-    x_bn = x.reshape((-1, n))
+    x_bn = x.reshape((math.prod(lead), n))  # not (-1, n): reshape cannot infer -1 when n = 0
     m = min(k, n)
-    if m == 0:
+    if m == 0 or x_bn.shape[0] == 0:  # nothing to select, or no rows (an empty kernel grid)
         vals = jnp.zeros((x_bn.shape[0], 0), x.dtype)
         idx = jnp.zeros((x_bn.shape[0], 0), jnp.int32)
     else:

@@ -139,10 +139,11 @@ def target_attention_kernel(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Ar
     bias = (jnp.zeros((b, h, l), jnp.float32) if bias_blh is None
             else jnp.transpose(bias_blh.astype(jnp.float32), (0, 2, 1)))
     bias = _pad_axis(bias, 2, lp)
+    out_dtype = jnp.result_type(q_bchk, k_blhk, v_blhk)  # the reference's promoted dtype
     kernel = functools.partial(_kernel, scale=dk ** -0.5, block_l=bl, n_l=lp // bl)
     out = pl.pallas_call(
         kernel,
-        out_shape=jax.ShapeDtypeStruct((b, cp, h, dkp), q_bchk.dtype),
+        out_shape=jax.ShapeDtypeStruct((b, cp, h, dkp), out_dtype),
         grid=(b, h, cp // bc),
         in_specs=[
             pl.BlockSpec((None, bc, None, dkp), lambda bi, hi, ci: (bi, ci, hi, 0)),
@@ -211,6 +212,10 @@ def target_attention(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
         raise KernelError(f"mask_bl {mask_bl.shape}: expected {k_blhk.shape[:2]}")
     if bias_blh is not None and bias_blh.shape != k_blhk.shape[:3]:
         raise KernelError(f"bias_blh {bias_blh.shape}: expected {k_blhk.shape[:3]}")
+    if q_bchk.size == 0 or k_blhk.shape[1] == 0:
+        # Nothing to compute (the kernel's grid would be empty), or no history at all: no
+        # request has a valid event, so every output is zero, as for an all-False mask.
+        return jnp.zeros(q_bchk.shape, jnp.result_type(q_bchk, k_blhk, v_blhk))
     if impl == "xla":
         return target_attention_reference(q_bchk, k_blhk, v_blhk, mask_bl, bias_blh)
     interp = default_interpret(interpret) if impl == "pallas" else False

@@ -137,3 +137,27 @@ def test_kernel_lowers_and_exports_for_cuda_at_large_tier_shapes():
     grad_b = jax.jit(jax.grad(lambda *a: (f(*a) ** 2).sum(), argnums=(0, 1, 2, 4)))
     assert "__gpu$xla.gpu.triton" in grad_b.trace(q, kv, kv, m, bias).lower(
         lowering_platforms=("cuda",)).as_text()
+
+
+def test_empty_operands_give_zeros_on_every_impl():
+    """No candidates, no requests, no heads or no history (L = 0: no valid event): zeros."""
+    q, k, v, mask = inputs(11, b=2, c=3, l=4, h=2, dk=8)
+    for qq, kk, mm in ((q[:, :0], k, mask), (q[:0], k[:0], mask[:0]),
+                       (q[:, :, :0], k[:, :, :0], mask), (q, k[:, :0], mask[:, :0])):
+        for impl in ("xla", "pallas", "auto"):
+            out = target_attention(qq, kk, kk, mm, impl=impl)
+            assert out.shape == qq.shape and out.dtype == qq.dtype, impl
+            assert float(jnp.abs(out).max(initial=0.0)) == 0.0
+
+
+def test_mixed_dtypes_give_the_reference_dtype_on_every_impl():
+    """bf16 queries over f32 history: the kernel returns the reference's promoted dtype, so
+    "auto" (both branches of one platform switch) jits instead of raising TypeError."""
+    q, k, v, mask = inputs(12, b=2, c=5, l=6, h=2, dk=8)
+    qb = q.astype(jnp.bfloat16)
+    ref = target_attention(qb, k, v, mask, impl="xla")
+    assert ref.dtype == jnp.float32
+    for impl in ("pallas", "auto"):
+        out = jax.jit(lambda *a: target_attention(*a, impl=impl))(qb, k, v, mask)
+        assert out.dtype == ref.dtype, impl
+        np.testing.assert_allclose(out, ref, rtol=2e-2, atol=2e-2)  # ref scales q in bf16

@@ -128,3 +128,13 @@ def test_auto_takes_xla_for_dtypes_the_kernel_cannot_order_on_every_platform():
     vals, idx = auto(x)
     want_v, want_i = jax.lax.top_k(jnp.asarray(x), 4)
     assert np.array_equal(vals, want_v) and np.array_equal(idx, want_i)
+
+
+def test_empty_rows_and_empty_batch():
+    """N = 0 (every slot unfillable) and zero rows: every impl answers, none crashes."""
+    for impl in ("xla", "radix", "pallas", "auto"):
+        vals, idx = topk(np.zeros((2, 0), np.float32), 3, impl=impl)
+        np.testing.assert_array_equal(np.asarray(idx), np.full((2, 3), -1))
+        np.testing.assert_array_equal(np.asarray(vals), np.full((2, 3), -np.inf))
+        vals, idx = topk(np.zeros((0, 5), np.float32), 3, impl=impl)
+        assert vals.shape == idx.shape == (0, 3) and idx.dtype == jnp.int32
