@@ -112,7 +112,7 @@ def check_cut_ts(ts: object, name: str = "ts") -> int:
     The check that keeps a millisecond request time from joining events after it."""
     try:
         t = int(ts)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):      # OverflowError: float infinity
         raise InvalidEvents(f"{name}: expected an integer, got {ts!r}") from None
     if t < 0 or t > TS_LIMIT:
         raise InvalidEvents(_ts_message(t, name=name, upper="]"))
