@@ -150,6 +150,23 @@ def test_npz_uint64_ids_are_checked_before_the_cast(tmp_path):
         read_events_file(tmp_path / "t.npz")
 
 
+def test_a_duration_ts_is_named_not_a_type_error(tmp_path):
+    """numpy counts timedelta64 as an integer dtype; its min() is no int."""
+    np.savez(tmp_path / "d.npz", user_id=[1], item=[1], action=[1],
+             ts=np.array([1_700_000_000], "timedelta64[s]"))
+    with pytest.raises(InvalidEvents, match="ts: expected integers, got dtype timedelta64"):
+        read_events_file(tmp_path / "d.npz")
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"user_id": [1], "item": [1], "action": [1],
+                             "ts": pa.array([1_700_000_000], pa.duration("s"))}),
+                   tmp_path / "d.parquet")
+    with pytest.raises(InvalidEvents, match="d.parquet: ts: expected integers, got dtype "
+                                            "timedelta64"):
+        read_events_file(tmp_path / "d.parquet")
+
+
 @pytest.mark.parametrize("text", [
     'user_id,note,item,action,ts\n1,"hello, world",5,1,100\n',     # comma in an ignored column
     'user_id,item,action,ts\n"1","5","1","100"\n',                  # quoted integers
