@@ -33,8 +33,13 @@ class ArrowColumnError(ValueError):
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> Any:
-    """The whole Parquet file as one pyarrow Table (OSError / ArrowInvalid propagate)."""
+    """The Parquet file as one pyarrow Table (OSError / ArrowInvalid propagate); with
+    `columns`, only those of them the file has (the caller names the missing ones): the
+    other columns of a wide warehouse export are never read into memory."""
     _, pq = require_pyarrow()
+    if columns is not None:
+        names = set(pq.read_schema(path).names)
+        columns = [c for c in columns if c in names]
     return pq.read_table(path, columns=columns)
 
 

@@ -74,12 +74,14 @@ def read_examples_parquet(path: Path) -> dict[str, np.ndarray]:
     features, per-candidate columns that disagree on a request's candidate count) raise
     ValueError naming the column; value checks are the caller's (`load_examples`).
     """
-    table = read_table(path)
+    table = read_table(path, ["user_id", "ts", "req_sparse", "req_dense", "cand_mask",
+                              *_PER_CANDIDATE, "true_prob"])
     names = set(table.column_names)
     missing = [c for c in ("user_id", "ts", "req_sparse", "req_dense") + _PER_CANDIDATE
                if c not in names]
-    if missing:
-        raise ValueError(f"missing columns {missing} (has {sorted(names)})")
+    if missing:                 # name all the file's columns (a misspelt one is among them)
+        _, pq = require_pyarrow()
+        raise ValueError(f"missing columns {missing} (has {sorted(pq.read_schema(path).names)})")
     out: dict[str, np.ndarray] = {"user_id": flat_column(table, "user_id"),
                                   "ts": seconds_column(table, "ts"),
                                   "req_sparse": list_column(table, "req_sparse"),

@@ -181,7 +181,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def _read_parquet(path: Path) -> dict[str, np.ndarray]:
     try:
-        table = read_table(path)
+        table = read_table(path, list(COLUMNS))
         missing = [c for c in COLUMNS if c not in table.column_names]
         if missing:
             raise InvalidEvents(f"missing columns {missing}; expected {list(COLUMNS)}")
