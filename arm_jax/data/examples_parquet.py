@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from arm_jax.data.arrow import (flat_column, list_column, nested_list_column,
+from arm_jax.data.arrow import (flat_column, list_column, list_lengths, nested_list_column,
                                 ragged_list_column, read_table, require_pyarrow,
                                 seconds_column)
 
@@ -67,12 +67,15 @@ def examples_table(arrays: dict[str, np.ndarray], tasks: tuple[str, ...],
         _META_VERSION: str(format_version).encode()})
 
 
-def read_examples_parquet(path: Path) -> dict[str, np.ndarray]:
+def read_examples_parquet(path: Path, max_candidates: int | None = None
+                          ) -> dict[str, np.ndarray]:
     """The arrays of a Parquet examples file, padded to [R, N, ...] with `cand_mask`.
 
     Structural problems (missing columns, nulls, a candidate with the wrong number of
     features, per-candidate columns that disagree on a request's candidate count) raise
     ValueError naming the column; value checks are the caller's (`load_examples`).
+    `max_candidates` refuses a request listing more candidates before anything is padded
+    to its length (one such row would otherwise pad every request to it: [R, N, ...]).
     """
     table = read_table(path, ["user_id", "ts", "req_sparse", "req_dense", "cand_mask",
                               *_PER_CANDIDATE, "true_prob"])
@@ -86,6 +89,13 @@ def read_examples_parquet(path: Path) -> dict[str, np.ndarray]:
                                   "ts": seconds_column(table, "ts"),
                                   "req_sparse": list_column(table, "req_sparse"),
                                   "req_dense": list_column(table, "req_dense")}
+    if max_candidates is not None:
+        for name in _PER_CANDIDATE + ("true_prob", "cand_mask"):
+            per_row = list_lengths(table, name) if name in names else None
+            if per_row is not None and per_row.size and int(per_row.max()) > max_candidates:
+                row = int(np.argmax(per_row > max_candidates))
+                raise ValueError(f"{name}: {int(per_row[row])} candidates exceed the limit "
+                                 f"{max_candidates} (request {row})")
     counts = None
     for name in _PER_CANDIDATE + (("true_prob",) if "true_prob" in names else ()):
         out[name], per_row = nested_list_column(table, name)
