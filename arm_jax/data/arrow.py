@@ -33,8 +33,13 @@ class ArrowColumnError(ValueError):
 
 
 def read_table(path: Path, columns: list[str] | None = None) -> Any:
-    """The whole Parquet file as one pyarrow Table (OSError / ArrowInvalid propagate)."""
+    """The Parquet file as one pyarrow Table (OSError / ArrowInvalid propagate); with
+    `columns`, only those of them the file has (the caller names the missing ones): the
+    other columns of a wide warehouse export are never read into memory."""
     _, pq = require_pyarrow()
+    if columns is not None:
+        names = set(pq.read_schema(path).names)
+        columns = [c for c in columns if c in names]
     return pq.read_table(path, columns=columns)
 
 
@@ -103,6 +108,17 @@ def nested_list_column(table: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     return _pad(rows, outer_len), outer_len
 
 
+def list_lengths(table: Any, name: str) -> np.ndarray | None:
+    """The length of each row's list in a list column (a null list counts 0), None when the
+    column is no list (the readers above name that)."""
+    import pyarrow.compute as pc
+
+    col = table.column(name)
+    if not _is_list(col.type):
+        return None
+    return pc.list_value_length(col).fill_null(0).to_numpy().astype(np.int64)
+
+
 def _is_list(t: Any) -> bool:
     pa, _ = require_pyarrow()
     return bool(pa.types.is_list(t) or pa.types.is_large_list(t)
@@ -151,4 +167,4 @@ def _pad(rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 __all__ = ["INSTALL_HINT", "ArrowColumnError", "PyarrowMissing", "require_pyarrow",
            "read_table", "flat_column", "seconds_column", "list_column", "ragged_list_column",
-           "nested_list_column"]
+           "nested_list_column", "list_lengths"]

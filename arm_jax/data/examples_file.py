@@ -68,7 +68,7 @@ def load_examples(path: str | Path, features: FeaturesConfig) -> Examples:
         raise ExamplesFileError(f"{path}: expected a .npz or .parquet examples file, got "
                                 f"{path.suffix or 'no suffix'}")
     if path.suffix == ".parquet":
-        arrays = _read_parquet(path)
+        arrays = _read_parquet(path, features.max_candidates)
     else:
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -82,9 +82,9 @@ def load_examples(path: str | Path, features: FeaturesConfig) -> Examples:
         raise ExamplesFileError(f"{path}: {e}") from None
 
 
-def _read_parquet(path: Path) -> dict[str, np.ndarray]:
+def _read_parquet(path: Path, max_candidates: int) -> dict[str, np.ndarray]:
     try:
-        return read_examples_parquet(path)
+        return read_examples_parquet(path, max_candidates)
     except ImportError as e:
         raise ExamplesFileError(f"{path}: {e}") from None
     except ValueError as e:         # missing columns, nulls, ragged widths (ArrowInvalid too)

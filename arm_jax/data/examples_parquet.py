@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from arm_jax.data.arrow import (flat_column, list_column, nested_list_column,
+from arm_jax.data.arrow import (flat_column, list_column, list_lengths, nested_list_column,
                                 ragged_list_column, read_table, require_pyarrow,
                                 seconds_column)
 
@@ -67,23 +67,35 @@ def examples_table(arrays: dict[str, np.ndarray], tasks: tuple[str, ...],
         _META_VERSION: str(format_version).encode()})
 
 
-def read_examples_parquet(path: Path) -> dict[str, np.ndarray]:
+def read_examples_parquet(path: Path, max_candidates: int | None = None
+                          ) -> dict[str, np.ndarray]:
     """The arrays of a Parquet examples file, padded to [R, N, ...] with `cand_mask`.
 
     Structural problems (missing columns, nulls, a candidate with the wrong number of
     features, per-candidate columns that disagree on a request's candidate count) raise
     ValueError naming the column; value checks are the caller's (`load_examples`).
+    `max_candidates` refuses a request listing more candidates before anything is padded
+    to its length (one such row would otherwise pad every request to it: [R, N, ...]).
     """
-    table = read_table(path)
+    table = read_table(path, ["user_id", "ts", "req_sparse", "req_dense", "cand_mask",
+                              *_PER_CANDIDATE, "true_prob"])
     names = set(table.column_names)
     missing = [c for c in ("user_id", "ts", "req_sparse", "req_dense") + _PER_CANDIDATE
                if c not in names]
-    if missing:
-        raise ValueError(f"missing columns {missing} (has {sorted(names)})")
+    if missing:                 # name all the file's columns (a misspelt one is among them)
+        _, pq = require_pyarrow()
+        raise ValueError(f"missing columns {missing} (has {sorted(pq.read_schema(path).names)})")
     out: dict[str, np.ndarray] = {"user_id": flat_column(table, "user_id"),
                                   "ts": seconds_column(table, "ts"),
                                   "req_sparse": list_column(table, "req_sparse"),
                                   "req_dense": list_column(table, "req_dense")}
+    if max_candidates is not None:
+        for name in _PER_CANDIDATE + ("true_prob", "cand_mask"):
+            per_row = list_lengths(table, name) if name in names else None
+            if per_row is not None and per_row.size and int(per_row.max()) > max_candidates:
+                row = int(np.argmax(per_row > max_candidates))
+                raise ValueError(f"{name}: {int(per_row[row])} candidates exceed the limit "
+                                 f"{max_candidates} (request {row})")
     counts = None
     for name in _PER_CANDIDATE + (("true_prob",) if "true_prob" in names else ()):
         out[name], per_row = nested_list_column(table, name)

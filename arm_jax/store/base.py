@@ -67,6 +67,12 @@ class Events:
         return Events(self.item[start:end], self.action[start:end], self.ts[start:end])
 
 
+def _is_integer(dtype: np.dtype) -> bool:
+    """Signed or unsigned integers; not timedelta64, which numpy counts as an integer
+    (a Parquet duration column, an .npz of timedeltas) but whose min() int() cannot take."""
+    return dtype.kind in "iu"
+
+
 def check_events(item: object, action: object, ts: object) -> tuple[np.ndarray, ...]:
     """Validate append input once: equal 1-d lengths, ids in [0, 2^31), action in [0, 255],
     ts in [0, 2^32) unix seconds (what the codec stores; milliseconds are refused here, not
@@ -77,7 +83,7 @@ def check_events(item: object, action: object, ts: object) -> tuple[np.ndarray, 
         arr = arr.reshape(1) if arr.ndim == 0 else arr
         if arr.ndim != 1:
             raise InvalidEvents(f"{name}: expected a 1-d array, got shape {arr.shape}")
-        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if arr.size and not _is_integer(arr.dtype):
             raise InvalidEvents(f"{name}: expected integers, got dtype {arr.dtype}")
         arrays.append(arr)
     it, ac, t = arrays
@@ -112,7 +118,7 @@ def check_cut_ts(ts: object, name: str = "ts") -> int:
     The check that keeps a millisecond request time from joining events after it."""
     try:
         t = int(ts)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):      # OverflowError: float infinity
         raise InvalidEvents(f"{name}: expected an integer, got {ts!r}") from None
     if t < 0 or t > TS_LIMIT:
         raise InvalidEvents(_ts_message(t, name=name, upper="]"))
@@ -138,7 +144,7 @@ def check_user_ids(user_id: object) -> np.ndarray:
         raise InvalidEvents(f"user_id: expected a 1-d array, got shape {u.shape}")
     if not u.size:
         return u.astype(np.int64)
-    if not np.issubdtype(u.dtype, np.integer):
+    if not _is_integer(u.dtype):
         raise InvalidEvents(f"user_id: expected integers, got dtype {u.dtype}")
     lo, hi = int(u.min()), int(u.max())
     if lo < 0 or hi >= USER_LIMIT:

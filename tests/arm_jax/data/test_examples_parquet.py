@@ -167,3 +167,31 @@ def test_without_pyarrow_the_error_says_what_to_install(setup, tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     with pytest.raises(ExamplesFileError, match=r"need pyarrow: pip install 'arm-jax\[parquet\]'"):
         load_examples(path, features)
+
+
+def test_columns_the_file_format_does_not_name_are_never_read(setup, tmp_path, monkeypatch):
+    features, _ = setup
+    table = pa.Table.from_pylist(_rows(features, [2, 1]))
+    pq.write_table(table.append_column("payload", pa.array(["x" * 1000] * 2)),
+                   tmp_path / "wide.parquet")
+    read, real = [], pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: read.append(real(*a, **k)) or read[-1])
+    assert len(load_examples(tmp_path / "wide.parquet", features)) == 2
+    assert [sorted(t.column_names) for t in read] == [sorted(table.column_names)]
+    pq.write_table(pa.table({"userid": [1], "ts": [5]}), tmp_path / "typo.parquet")
+    with pytest.raises(ExamplesFileError, match=r"missing columns \['user_id', .*\(has \['ts', "
+                                                r"'userid'\]\)"):
+        load_examples(tmp_path / "typo.parquet", features)
+
+
+def test_too_many_candidates_is_refused_by_row_before_padding(setup, tmp_path):
+    """One such row used to pad every request to its length first: a 200k-request file
+    with one 2,000-candidate row took 9.7 GB and ended in a MemoryError reported as
+    'not a readable .parquet'."""
+    features, _ = setup
+    limit = features.max_candidates
+    pq.write_table(pa.Table.from_pylist(_rows(features, [2, limit + 1, 1])),
+                   tmp_path / "many.parquet")
+    with pytest.raises(ExamplesFileError, match=rf"cand_sparse: {limit + 1} candidates exceed "
+                                                rf"the limit {limit} \(request 1\)"):
+        load_examples(tmp_path / "many.parquet", features)

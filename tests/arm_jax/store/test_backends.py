@@ -150,6 +150,13 @@ def test_a_cut_in_milliseconds_is_refused_not_read_as_the_future(store):
     assert store.read_before(1, 2**32).ts.tolist() == [100, 2**32 - 1]    # the last second
 
 
+def test_an_infinite_cut_is_a_typed_error_not_an_overflow(store):
+    store.append(1, [5], [1], [100])
+    for cut in (float("inf"), float("-inf")):
+        with pytest.raises(InvalidEvents, match="ts: expected an integer, got -?inf"):
+            store.read_before(1, cut)
+
+
 @pytest.mark.parametrize("bad,words", [
     (1_700_000_000_000, "ts=1700000000000: must be in [0, 2^32 = 4294967296): unix seconds "
                         "expected (milliseconds?)"),
