@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from typing import Iterator, Sequence
 from urllib.parse import urlparse
@@ -108,6 +109,11 @@ class RedisStore(UserLogStore):
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state.pop("url"), **state)
+
+    @property
+    def _pattern(self) -> str:
+        """SCAN pattern of every key under the prefix (glob characters in it escaped)."""
+        return re.sub(r"([\\*?\[\]])", r"\\\1", self.prefix) + "*"
 
     def key(self, user_id: int) -> str:
         return f"{self.prefix}{int(user_id)}"
@@ -211,7 +217,7 @@ class RedisStore(UserLogStore):
         """Every user key under the prefix, once (SCAN may repeat a key), skipping the
         batch ids and the append counts."""
         n, seen = len(self.prefix), set()
-        for key in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
+        for key in self.client.scan_iter(match=self._pattern, count=1000):
             if key[n:].isdigit() and key not in seen:
                 seen.add(key)
                 yield key
@@ -280,7 +286,7 @@ class RedisStore(UserLogStore):
     def clear(self) -> int:
         """Delete every key under this store's prefix (batch ids too); returns how many."""
         def run() -> int:
-            keys = list(self.client.scan_iter(match=f"{self.prefix}*", count=1000))
+            keys = list(self.client.scan_iter(match=self._pattern, count=1000))
             return sum(self.client.delete(*keys[i:i + 1000]) for i in range(0, len(keys), 1000))
         return self._call(run, "clear")
 
@@ -310,10 +316,12 @@ class RedisStore(UserLogStore):
 
     def memory_bytes(self) -> int:
         """Server-side bytes of this store (MEMORY USAGE summed over its keys: the users'
-        values, and the few bookkeeping keys of batch ids and append counts)."""
+        values, the batch ids, and the append-count hash, which holds a field per user
+        appended to since its last rewrite: after one bulk load of ~5 events per user it
+        was a quarter of the total)."""
         def run() -> int:
             total = 0
-            for k in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
+            for k in self.client.scan_iter(match=self._pattern, count=1000):
                 total += int(self.client.memory_usage(k) or 0)
             return total
         return self._call(run, "MEMORY USAGE")

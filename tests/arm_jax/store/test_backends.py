@@ -484,3 +484,14 @@ def test_user_ids_and_delete(store):
     assert sorted(store.user_ids()) == [5, 7] and store.num_users() == 2
     assert len(store.read(2)) == 0 and store.read(5).item.tolist() == [1]
     assert store.batch_applied("b")
+
+
+def test_redis_prefix_with_glob_characters_lists_its_users(redis_url):
+    """SCAN's pattern is a glob: the prefix is escaped, or `logs[eu]:` lists nobody."""
+    import uuid
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:6]}[eu]*?:")
+    store.append_many([5, 6], [1, 2], [0, 0], [10, 20])
+    assert sorted(store.user_ids()) == [5, 6] and store.num_users() == 2
+    assert store.clear() >= 2 and store.num_users() == 0
+    store.close()
