@@ -160,8 +160,7 @@ class LmdbStore(UserLogStore):
     def append_many(self, user_id: object, item: object, action: object, ts: object) -> int:
         groups = group_by_user(user_id, item, action, ts)
         with self._write_txn() as txn:
-            for u, it, ac, t in groups:
-                self._merge(txn, u, it, ac, t)
+            self._merge_groups(txn, groups)
         return len(groups)
 
     def append_batch(self, batch_id: str, user_id: object, item: object, action: object,
@@ -171,14 +170,17 @@ class LmdbStore(UserLogStore):
             if txn.get(key) is not None:
                 return False
             groups = group_by_user(user_id, item, action, ts)
-            for u, it, ac, t in groups:
-                self._merge(txn, u, it, ac, t)
+            self._merge_groups(txn, groups)
             txn.put(key, str(sum(g[3].size for g in groups)).encode())
         return True
 
     def batch_applied(self, batch_id: str) -> bool:
         with self.env.begin() as txn:
             return txn.get(_batch_key(batch_id)) is not None
+
+    def _merge_groups(self, txn: lmdb.Transaction, groups: list) -> None:
+        for u, it, ac, t in groups:
+            self._merge(txn, u, it, ac, t)
 
     def _merge(self, txn: lmdb.Transaction, user: int, item: np.ndarray, action: np.ndarray,
                ts: np.ndarray) -> None:

@@ -146,14 +146,23 @@ class RedisStore(UserLogStore):
         count reached `compact_every` (best-effort, after the appends succeeded)."""
         def send() -> list:
             pipe = self.client.pipeline(transaction=False)
-            for u, chunk in chunks:
-                pipe.append(self.key(u), chunk)
-                if self.compact_every is not None:
-                    pipe.hincrby(self.counts_key, str(u), 1)
+            self._queue_appends(pipe, chunks)
             return pipe.execute()
-        replies = self._call(send, what)
+        self._compact_due(chunks, self._call(send, what))
+
+    def _queue_appends(self, pipe: redis.client.Pipeline,
+                       chunks: list[tuple[int, bytes]]) -> None:
+        """APPEND each (user, chunk), each followed by its HINCRBY when counting."""
+        for u, chunk in chunks:
+            pipe.append(self.key(u), chunk)
+            if self.compact_every is not None:
+                pipe.hincrby(self.counts_key, str(u), 1)
+
+    def _compact_due(self, chunks: list[tuple[int, bytes]], replies: list) -> None:
+        """Compact the users whose count (the reply after their APPEND) reached the limit."""
         if self.compact_every is not None:
-            self._compact_counted([u for (u, _), n in zip(chunks, replies[1::2])
+            counts = replies[1:2 * len(chunks):2]
+            self._compact_counted([u for (u, _), n in zip(chunks, counts)
                                    if n >= self.compact_every])
 
     def _compact_counted(self, users: list[int]) -> None:
@@ -178,33 +187,29 @@ class RedisStore(UserLogStore):
         if self.batch_applied(batch_id):         # the common re-run: no grouping, no encoding
             return False
         groups = group_by_user(user_id, item, action, ts)
-        chunks = [(self.key(u), codec.encode(it, ac, t)) for u, it, ac, t in groups]
+        chunks = [(u, codec.encode(it, ac, t)) for u, it, ac, t in groups]
         events = sum(g[3].size for g in groups)
 
-        def run() -> bool:
+        def run() -> list | None:
+            """The MULTI's replies, or None when the id was already there."""
             with self.client.pipeline() as pipe:
                 while True:
                     try:
                         pipe.watch(marker)
                         if pipe.exists(marker):
                             pipe.unwatch()
-                            return False
+                            return None
                         pipe.multi()
-                        for key, chunk in chunks:
-                            pipe.append(key, chunk)
-                        if self.compact_every is not None:
-                            for u, *_ in groups:
-                                pipe.hincrby(self.counts_key, str(u), 1)
+                        self._queue_appends(pipe, chunks)
                         pipe.set(marker, str(events))
-                        replies = pipe.execute()
-                        if self.compact_every is not None:
-                            counts = replies[len(chunks):2 * len(chunks)]
-                            self._compact_counted([g[0] for g, n in zip(groups, counts)
-                                                   if n >= self.compact_every])
-                        return True
+                        return pipe.execute()
                     except redis.WatchError:   # another loader wrote the id: look again
                         continue
-        return self._call(run, "MULTI (batch append)")
+        replies = self._call(run, "MULTI (batch append)")
+        if replies is None:
+            return False
+        self._compact_due(chunks, replies)
+        return True
 
     def batch_applied(self, batch_id: str) -> bool:
         marker = self.batch_key(batch_id)
