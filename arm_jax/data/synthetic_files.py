@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
-from arm_jax.data.arrow import require_pyarrow
 from arm_jax.data.examples_file import save_examples
 from arm_jax.data.synthetic import Examples, SyntheticWorld
+from arm_jax.store.events_file import write_events_file
 
 
 FORMATS = ("npz", "parquet")
@@ -32,14 +31,9 @@ def write_synthetic_files(world: SyntheticWorld, train: Examples, test: Examples
         raise ValueError(f"fmt={fmt!r}: must be one of {list(FORMATS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    events = out / f"events.{fmt}"
-    logs = {"user_id": world.log_user, "item": world.log_item, "action": world.log_action,
-            "ts": world.log_ts}
-    if fmt == "parquet":
-        pa, pq = require_pyarrow()
-        pq.write_table(pa.table(logs), events)
-    else:
-        np.savez(events, **logs)
+    events = write_events_file(out / f"events.{fmt}", {
+        "user_id": world.log_user, "item": world.log_item, "action": world.log_action,
+        "ts": world.log_ts})
     return {"train": save_examples(train, out / f"train.{fmt}"),
             "test": save_examples(test, out / f"test.{fmt}"),
             "events": events,

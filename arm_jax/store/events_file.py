@@ -121,9 +121,7 @@ def export_events(store: UserLogStore, path: str | Path, *, users_per_read: int 
     is called with the number of users read.
     """
     path = Path(path)
-    if path.suffix not in (".csv", ".npz", ".parquet"):
-        raise InvalidEvents(f"events file {path}: expected .csv, .npz or .parquet, got "
-                            f"{path.suffix!r}")
+    _check_writable_suffix(path)
     if users_per_read < 1:
         raise ValueError(f"users_per_read={users_per_read}: must be >= 1")
     users = list(store.user_ids())
@@ -139,15 +137,24 @@ def export_events(store: UserLogStore, path: str | Path, *, users_per_read: int 
         if progress is not None:
             progress(len(batch))
     cols = {c: np.concatenate(v) if v else np.zeros(0, np.int64) for c, v in parts.items()}
+    write_events_file(path, cols)
+    return {"events": int(cols["ts"].size), "users": len(users)}
+
+
+def write_events_file(path: str | Path, cols: dict[str, np.ndarray]) -> Path:
+    """Write {user_id, item, action, ts} arrays as the events file `read_events_file`
+    reads, in the format of the suffix (.csv, .npz or .parquet; parents created)."""
+    path = Path(path)
+    _check_writable_suffix(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".csv":
         write_events_csv(path, *(cols[c] for c in COLUMNS))
     elif path.suffix == ".npz":
-        np.savez(path, **cols)
+        np.savez(path, **{c: cols[c] for c in COLUMNS})
     else:
         pa, pq = require_pyarrow()
-        pq.write_table(pa.table(cols), path)
-    return {"events": int(cols["ts"].size), "users": len(users)}
+        pq.write_table(pa.table({c: cols[c] for c in COLUMNS}), path)
+    return path
 
 
 def write_events_csv(path: str | Path, user_id: object, item: object, action: object,
@@ -179,6 +186,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _check_writable_suffix(path: Path) -> None:
+    if path.suffix not in (".csv", ".npz", ".parquet"):
+        raise InvalidEvents(f"events file {path}: expected .csv, .npz or .parquet, got "
+                            f"{path.suffix!r}")
+
+
 def _read_parquet(path: Path) -> dict[str, np.ndarray]:
     try:
         table = read_table(path, list(COLUMNS))
@@ -206,4 +219,4 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
 
 
 __all__ = ["COLUMNS", "read_events_file", "load_events", "load_events_file", "export_events",
-           "write_events_csv"]
+           "write_events_file", "write_events_csv"]
