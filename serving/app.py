@@ -3,7 +3,8 @@
 `create_app(executors, settings)` builds everything from executors (real AOT tiers or
 fakes); nothing here imports model or training code. Request path:
 
-    body (size-limited) -> JSON | msgpack -> schema.RankRequest -> RequestBatch (b=1)
+    body (size-limited) -> JSON | msgpack (schema.RankRequest) | Arrow IPC (arrow_wire)
+    -> schema.RankArrays -> RequestBatch (b=1)
     -> policy (request features only) -> load-aware step-down -> admission
     -> tier's micro-batcher -> executor (worker thread) -> response
 
@@ -43,8 +44,10 @@ from serving.batcher import DeadlineExceeded, Pending, ShuttingDown
 from serving.executor import IncompatibleWeights, TierExecutor, WeightsNotFound
 from serving.metrics import ServerMetrics
 from serving.registry import RegistryError, TierRegistry
-from serving.schema import (FieldError, RankRequest, RankResponse, ReloadRequest,
-                            parse_json_model, parse_model, to_batch)
+from serving.arrow_wire import ARROW_STREAM, arrow_available, decode_request, encode_response
+from serving.schema import (FieldError, RankArrays, RankOptions, RankRequest, RankResponse,
+                            ReloadRequest, pack_batch, parse_json_model, parse_model,
+                            request_arrays)
 from serving.settings import ServerSettings
 from serving.throttled_log import ThrottledWarning
 
@@ -52,6 +55,10 @@ log = logging.getLogger("serving.app")
 STORE_WARN_EVERY_S = 10.0
 JSON_TYPES = ("application/json",)
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+ARROW_TYPES = (ARROW_STREAM,)
+WIRE_TYPES = {"json": JSON_TYPES, "msgpack": MSGPACK_TYPES, "arrow": ARROW_TYPES}
+MEDIA_TYPE = {"json": "application/json", "msgpack": "application/msgpack",
+              "arrow": ARROW_STREAM}
 GRACE_S = 1.0   # beyond the deadline, how long a handler waits for a running batch
 
 
@@ -102,12 +109,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
 def parse_body(cls: type[BaseModel], body: bytes,
                content_type: str) -> tuple[BaseModel, bool]:
     """-> (validated `cls`, is_msgpack). 415 on other content types, 400 on undecodable
     bodies, 422 naming the field on invalid ones. JSON is validated straight from the bytes.
     """
-    ctype = content_type.split(";")[0].strip().lower()
+    ctype = _media_type(content_type)
     if ctype in JSON_TYPES:
         return parse_json_model(cls, body), False
     if ctype in MSGPACK_TYPES:
@@ -118,6 +129,35 @@ def parse_body(cls: type[BaseModel], body: bytes,
         return parse_model(cls, obj), True
     raise FieldError("content-type", f"{ctype or '(none)'} is not supported; use "
                                      "application/json or application/msgpack", 415)
+
+
+def parse_rank_body(body: bytes, content_type: str, features: Any,
+                    max_candidates: int) -> tuple[RankOptions, RankArrays, str]:
+    """A /v1/rank body -> (scalar fields, feature arrays, wire format: "json", "msgpack" or
+    "arrow"). The same statuses and field paths whatever the format."""
+    if _media_type(content_type) in ARROW_TYPES:
+        return (*decode_request(body, features, max_candidates), "arrow")
+    try:
+        req, is_msgpack = parse_body(RankRequest, body, content_type)
+    except FieldError as e:
+        if e.status == 415:
+            raise FieldError("content-type", f"{e.message.partition(';')[0]}; use "
+                             f"application/json, application/msgpack or {ARROW_STREAM}",
+                             415) from None
+        raise
+    return req, request_arrays(req, features, max_candidates), (
+        "msgpack" if is_msgpack else "json")
+
+
+def response_wire(accept: str, request_wire: str, *, arrow: bool = True) -> str:
+    """The format to answer in: the first of ours the Accept header names (Arrow only when
+    `arrow`: pyarrow is installed), else the request's own."""
+    for item in accept.split(","):
+        ctype = _media_type(item)
+        for wire, types in WIRE_TYPES.items():
+            if ctype in types and (arrow or wire != "arrow"):
+                return wire
+    return request_wire
 
 
 def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | None = None,
@@ -158,6 +198,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
     for name, bt in registry.batchers.items():
         metrics.bind_tier(name, lambda bt=bt: bt.depth, lambda bt=bt: bt.busy.ratio())
     state: dict[str, Any] = {"warm_error": None, "store": history_store}
+    can_arrow = arrow_available()     # Arrow IPC answers need pyarrow (an extra)
     fetch_len = min(feats.max_history, max(executors[n].config.model.history_len
                                            for n in registry.order))
 
@@ -176,12 +217,12 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         return fetch_request_history(state["store"], user_id, ts, fetch_len,
                                      feats.num_action_types, side_ids)
 
-    async def fetch_history(req: RankRequest) -> tuple[RankRequest, str, str | None]:
-        """-> (request with history, history source, store failure reason or None).
+    async def fetch_history(req: RankOptions, arrays: RankArrays
+                            ) -> tuple[RankArrays, str, str | None]:
+        """-> (arrays with history, history source, store failure reason or None).
         One store read per request; any failure degrades, never raises."""
-        if (req.hist_item or req.hist_action or req.hist_gap or req.hist_side
-                or req.user_id is None):
-            return req, ("inline" if req.hist_item else "none"), None
+        if arrays.has_inline_history or req.user_id is None:
+            return arrays, ("inline" if arrays.hist_item.size else "none"), None
         if state["store"] is None and not settings.history_store:
             reason = "store_not_configured"
         else:
@@ -191,7 +232,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                 hist = await asyncio.wait_for(asyncio.to_thread(store_read, req.user_id, ts),
                                               settings.history_timeout_ms / 1e3)
                 metrics.history_fetch.observe(time.monotonic() - t0)
-                return req.model_copy(update=hist), "store", None
+                return arrays.with_history(hist), "store", None
             except asyncio.TimeoutError:
                 reason = "store_unavailable"
             except Exception as e:  # noqa: BLE001 - a store problem must never become a 5xx
@@ -199,7 +240,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                 fetch_failures.warn("history fetch failed for user %s: %s: %s", req.user_id,
                                     type(e).__name__, e)
         metrics.store_fallbacks.labels(reason).inc()
-        return req, "none", reason
+        return arrays, "none", reason
 
     def warm() -> None:
         try:
@@ -288,17 +329,21 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
     @app.post("/v1/rank", response_model=RankResponse,
               responses={400: {}, 401: {}, 413: {}, 415: {}, 422: {}, 503: {}},
               openapi_extra={"requestBody": {"required": True, "content": {
-                  t: {"schema": {"$ref": "#/components/schemas/RankRequest"}}
-                  for t in ("application/json", "application/msgpack")}}})
+                  **{t: {"schema": {"$ref": "#/components/schemas/RankRequest"}}
+                     for t in ("application/json", "application/msgpack")},
+                  ARROW_STREAM: {"schema": {"type": "string", "format": "binary",
+                                            "description": "one row, RankRequest's fields "
+                                                           "as columns"}}}}})
     async def rank(request: Request):
         """Score every candidate for every task; top-K ranking; tier and timings."""
         t_start = time.monotonic()
         raw = await read_body(request, settings.max_body_bytes)
-        req, as_msgpack = parse_body(RankRequest, raw, request.headers.get("content-type", ""))
+        req, arrays, wire = parse_rank_body(raw, request.headers.get("content-type", ""),
+                                            feats, registry.max_candidates)
         if req.tier is not None and req.tier not in executors:
             raise FieldError("tier", f"unknown tier {req.tier!r}; tiers: {registry.order}")
-        req, history_source, store_failure = await fetch_history(req)
-        batch = to_batch(req, feats, registry.max_candidates, side_ids)
+        arrays, history_source, store_failure = await fetch_history(req, arrays)
+        batch = pack_batch(arrays, feats, registry.max_candidates, side_ids)
         if not registry.ready:
             metrics.rejects.labels("not_ready").inc()
             return _error(503, "server", state["warm_error"] or "warming up", reason="not_ready",
@@ -356,7 +401,10 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                         "compute_ms": round(scored.compute_ms, 3),
                         "total_ms": round(total_ms, 3)},
         }
-        if as_msgpack or "msgpack" in request.headers.get("accept", ""):
+        wire = response_wire(request.headers.get("accept", ""), wire, arrow=can_arrow)
+        if wire == "arrow":
+            return Response(encode_response(body, scored.probs), media_type=ARROW_STREAM)
+        if wire == "msgpack":
             return Response(msgpack.packb(body), media_type="application/msgpack")
         return JSONResponse(body)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Callable
 
@@ -84,22 +85,54 @@ class RankClient:
             time.sleep(interval)
         raise TimeoutError(f"{self.url} not ready after {timeout:g} s")
 
-    def rank_raw(self, payload: dict[str, Any], *, use_msgpack: bool = False) -> httpx.Response:
-        if use_msgpack:
-            return self.http.post("/v1/rank", content=msgpack.packb(payload),
-                                  headers={"Content-Type": "application/msgpack"})
-        return self.http.post("/v1/rank", json=payload)
+    def rank_raw(self, payload: dict[str, Any], *, use_msgpack: bool = False,
+                 wire: str | None = None) -> httpx.Response:
+        """POST /v1/rank with the body encoded as `wire` ("json", "msgpack" or "arrow": an
+        Arrow IPC stream of one row, which needs pyarrow); the answer comes back in the same
+        format. `use_msgpack=True` is `wire="msgpack"`."""
+        wire = wire or ("msgpack" if use_msgpack else "json")
+        content, ctype = encode_payload(payload, wire)
+        return self.http.post("/v1/rank", content=content, headers={"Content-Type": ctype})
 
-    def rank(self, payload: dict[str, Any], *, use_msgpack: bool = False) -> dict[str, Any]:
-        """POST /v1/rank -> the response body; RankError naming the field on a 4xx, with
-        `retry_after` on a 503 (overload)."""
-        r = _ok(self.rank_raw(payload, use_msgpack=use_msgpack))
-        return msgpack.unpackb(r.content) if use_msgpack else r.json()
+    def rank(self, payload: dict[str, Any], *, use_msgpack: bool = False,
+             wire: str | None = None) -> dict[str, Any]:
+        """POST /v1/rank -> the response body as a dict, whatever the wire format;
+        RankError naming the field on a 4xx, with `retry_after` on a 503 (overload)."""
+        r = _ok(self.rank_raw(payload, use_msgpack=use_msgpack, wire=wire))
+        return decode_answer(r)
 
     def reload(self, tier: str, path: str, *, admin_token: str | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
         return self.http.post("/admin/reload", json={"tier": tier, "path": str(path)},
                               headers=headers)
+
+
+WIRES = ("json", "msgpack", "arrow")
+
+
+def encode_payload(payload: dict[str, Any], wire: str) -> tuple[bytes, str]:
+    """-> (body bytes, Content-Type) of a /v1/rank payload in wire format `wire`."""
+    if wire == "json":
+        return json.dumps(payload).encode(), "application/json"
+    if wire == "msgpack":
+        return msgpack.packb(payload), "application/msgpack"
+    if wire == "arrow":
+        from serving.arrow_wire import ARROW_STREAM, encode_request
+
+        return encode_request(payload), ARROW_STREAM
+    raise ValueError(f"wire={wire!r}: expected one of {', '.join(WIRES)}")
+
+
+def decode_answer(response: httpx.Response) -> dict[str, Any]:
+    """A /v1/rank answer as a dict, by its Content-Type (JSON, msgpack or Arrow)."""
+    ctype = response.headers.get("content-type", "")
+    if ctype.startswith("application/msgpack"):
+        return msgpack.unpackb(response.content)
+    if ctype.startswith("application/vnd.apache.arrow.stream"):
+        from serving.arrow_wire import decode_response
+
+        return decode_response(response.content)
+    return response.json()
 
 
 def random_request(features: dict[str, Any], *, candidates: int, history: int,

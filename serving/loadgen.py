@@ -15,10 +15,9 @@ import time
 from typing import Any
 
 import httpx
-import msgpack
 import numpy as np
 
-from serving.client import RankClient, RankError, random_request
+from serving.client import RankClient, RankError, decode_answer, encode_payload, random_request
 
 
 class LoadgenError(RuntimeError):
@@ -72,8 +71,7 @@ async def _run(url: str, rate: float, duration: float, payloads: list[bytes], ct
                 ms = (time.perf_counter() - t0) * 1e3
                 data = None
                 if r.status_code == 200:
-                    data = (msgpack.unpackb(r.content) if ctype.endswith("msgpack")
-                            else r.json())
+                    data = decode_answer(r)
                 results.append((r.status_code, ms, data))
             except httpx.HTTPError as e:
                 transport_errors[type(e).__name__] += 1
@@ -128,10 +126,12 @@ async def _run(url: str, rate: float, duration: float, payloads: list[bytes], ct
 
 def run_load(url: str, *, rate: float, duration: float, candidates: int = 64,
              history: int = 64, token: str | None = None, use_msgpack: bool = False,
+             wire: str | None = None,
              max_in_flight: int = 512, timeout: float = 30.0, drain_s: float = 30.0,
              seed: int = 0, pool: int = 32, extra: dict[str, Any] | None = None
              ) -> dict[str, Any]:
-    """Open-loop load against a running server; returns the report dict."""
+    """Open-loop load against a running server; returns the report dict. Bodies are sent
+    as `wire` ("json", "msgpack" or "arrow"; `use_msgpack=True` is "msgpack")."""
     if rate <= 0 or duration <= 0:
         raise ValueError(f"rate and duration must be > 0, got rate={rate}, duration={duration}")
     for name, v, lo in (("candidates", candidates, 1), ("history", history, 0),
@@ -143,11 +143,8 @@ def run_load(url: str, *, rate: float, duration: float, candidates: int = 64,
     rng = np.random.default_rng(seed)
     reqs = [random_request(features, candidates=candidates, history=history, rng=rng,
                            **(extra or {})) for _ in range(pool)]
-    if use_msgpack:
-        payloads, ctype = [msgpack.packb(r) for r in reqs], "application/msgpack"
-    else:
-        import json
-        payloads, ctype = [json.dumps(r).encode() for r in reqs], "application/json"
+    encoded = [encode_payload(r, wire or ("msgpack" if use_msgpack else "json")) for r in reqs]
+    payloads, ctype = [body for body, _ in encoded], encoded[0][1]
     report = asyncio.run(_run(url, rate, duration, payloads, ctype, token,
                               max_in_flight, timeout, drain_s))
     report.update(candidates=candidates, history=history)

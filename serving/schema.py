@@ -8,6 +8,7 @@ field (with its index path) and the limit, answered as 4xx by the app.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 import numpy as np
@@ -42,19 +43,29 @@ class Context(BaseModel):
     value: Real | None = Field(None, description="declared value of the request (e.g. bid)")
 
 
-class RankRequest(BaseModel):
-    """One ranking request: a person, their history (newest first) and N candidates."""
+class RankOptions(BaseModel):
+    """A request's scalar fields: who and when, and how to serve it. The Arrow IPC wire
+    format validates these with pydantic and the feature columns as whole arrays."""
 
     model_config = ConfigDict(extra="forbid")
     request_id: str | None = Field(None, max_length=128)
-    req_sparse: list[Id] = Field(..., description="request sparse ids [req_sparse_fields]")
-    req_dense: list[Real] = Field(..., description="request dense features [req_dense_features]")
     user_id: Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)] | None = Field(
         None, description="fetch this user's history from the server's store when no "
                           "hist_* fields are given")
     ts: Annotated[int, Field(strict=True, ge=0, le=TS_LIMIT)] | None = Field(
         None, description="request time in unix seconds (not milliseconds) for the history "
                           "cut (default: now)")
+    deadline_ms: Annotated[float, Field(strict=True, ge=1, le=60000)] | None = None
+    top_k: Annotated[int, Field(strict=True, ge=1, le=65536)] | None = None
+    tier: str | None = Field(None, max_length=64, description="force a tier (still load-aware)")
+    context: Context | None = None
+
+
+class RankRequest(RankOptions):
+    """One ranking request: a person, their history (newest first) and N candidates."""
+
+    req_sparse: list[Id] = Field(..., description="request sparse ids [req_sparse_fields]")
+    req_dense: list[Real] = Field(..., description="request dense features [req_dense_features]")
     hist_item: list[Id] = Field(default_factory=list, description="item ids, newest first")
     hist_action: list[Id] = Field(default_factory=list, description="action type per event")
     hist_gap: list[Gap] = Field(default_factory=list, description="seconds before the request")
@@ -64,10 +75,6 @@ class RankRequest(BaseModel):
                           "the server's item catalogue fills them (unknown without one)")
     cand_sparse: list[list[Id]] = Field(..., description="[N][cand_sparse_fields] ids")
     cand_dense: list[list[Real]] = Field(..., description="[N][cand_dense_features]")
-    deadline_ms: Annotated[float, Field(strict=True, ge=1, le=60000)] | None = None
-    top_k: Annotated[int, Field(strict=True, ge=1, le=65536)] | None = None
-    tier: str | None = Field(None, max_length=64, description="force a tier (still load-aware)")
-    context: Context | None = None
 
 
 class Timings(BaseModel):
@@ -145,79 +152,117 @@ def _field_error(e: ValidationError) -> FieldError:
     return FieldError(loc, msg)
 
 
-def _hist_side(req: RankRequest, features: FeaturesConfig,
-               catalog: ItemCatalog | None) -> np.ndarray:
-    """hist_side [1, L, s]: the request's rows (checked), else the catalogue's, else unknown."""
-    L, s = len(req.hist_item), len(features.history_side_fields)
-    if req.hist_side is None:
-        catalog = catalog or empty_catalog(features.history_side_fields)
-        return catalog.lookup(np.asarray(req.hist_item, np.int64).reshape(1, L))
-    if len(req.hist_side) != L:
-        raise FieldError("hist_side", f"expected {L} rows (one per hist_item event), "
-                                      f"got {len(req.hist_side)}")
-    for i, row in enumerate(req.hist_side):
-        if len(row) != s:
-            raise FieldError(f"hist_side[{i}]", f"expected {s} values (history_side_fields="
-                                                f"{list(features.history_side_fields)}), "
-                                                f"got {len(row)}")
-    return np.asarray(req.hist_side, np.int64).reshape(1, L, s)
+@dataclasses.dataclass(frozen=True)
+class RankArrays:
+    """A request's feature fields as arrays (ids int64, reals float64), every nested list
+    already rectangular and every value in range; `pack_batch` checks them against the
+    schema. hist_side None: the server's item catalogue fills it."""
+
+    req_sparse: np.ndarray     # [req_sparse_fields]
+    req_dense: np.ndarray      # [req_dense_features]
+    hist_item: np.ndarray      # [L], newest first
+    hist_action: np.ndarray    # [L]
+    hist_gap: np.ndarray       # [L] seconds before the request
+    hist_side: np.ndarray | None   # [L, history_side_fields]
+    cand_sparse: np.ndarray    # [N, cand_sparse_fields]
+    cand_dense: np.ndarray     # [N, cand_dense_features]
+
+    @property
+    def has_inline_history(self) -> bool:
+        """Did the request send any hist_* field (then the store is not read)?"""
+        return bool(self.hist_item.size or self.hist_action.size or self.hist_gap.size
+                    or (self.hist_side is not None and self.hist_side.size))
+
+    def with_history(self, hist: dict[str, np.ndarray]) -> "RankArrays":
+        """These arrays with the history `fetch_request_history` read from a store."""
+        return dataclasses.replace(self, **{k: hist[k] for k in (
+            "hist_item", "hist_action", "hist_gap", "hist_side")})
 
 
-def to_batch(req: RankRequest, features: FeaturesConfig, max_candidates: int,
-             catalog: ItemCatalog | None = None) -> RequestBatch:
-    """Check widths and limits, then pack a one-request RequestBatch.
+def _rows(name: str, rows: list[list[Any]], want: int, key: str, dtype: Any) -> np.ndarray:
+    """A JSON list of rows -> [len(rows), want] array; the first row of another width is
+    named with its index."""
+    for i, row in enumerate(rows):
+        if len(row) != want:
+            raise FieldError(f"{name}[{i}]", f"expected {want} values ({key}), got {len(row)}")
+    return np.asarray(rows, dtype).reshape(len(rows), want)
 
-    A request without hist_side gets its events' side ids from `catalog` (UNKNOWN_SIDE
-    for every event when there is none).
-    """
+
+def request_arrays(req: RankRequest, features: FeaturesConfig,
+                   max_candidates: int) -> RankArrays:
+    """The feature lists of a validated JSON / msgpack request as RankArrays (its nested
+    lists checked row by row against the schema's widths)."""
     f = features
-    widths = (("req_sparse", req.req_sparse, f.req_sparse_fields, "req_sparse_fields"),
-              ("req_dense", req.req_dense, f.req_dense_features, "req_dense_features"))
-    for name, vals, want, key in widths:
-        if len(vals) != want:
-            raise FieldError(name, f"expected {want} values ({key}), got {len(vals)}")
     n = len(req.cand_sparse)
+    if n > max_candidates:      # before walking the rows of an oversized request
+        raise FieldError("cand_sparse", f"{n} candidates exceed the limit {max_candidates}", 413)
+    hist_side = None
+    if req.hist_side is not None:
+        s = len(f.history_side_fields)
+        hist_side = _rows("hist_side", req.hist_side, s,
+                          f"history_side_fields={list(f.history_side_fields)}", np.int64)
+    return RankArrays(
+        req_sparse=np.asarray(req.req_sparse, np.int64),
+        req_dense=np.asarray(req.req_dense, np.float64),
+        hist_item=np.asarray(req.hist_item, np.int64),
+        hist_action=np.asarray(req.hist_action, np.int64),
+        hist_gap=np.asarray(req.hist_gap, np.float64),
+        hist_side=hist_side,
+        cand_sparse=_rows("cand_sparse", req.cand_sparse, f.cand_sparse_fields,
+                          "cand_sparse_fields", np.int64),
+        cand_dense=_rows("cand_dense", req.cand_dense, f.cand_dense_features,
+                         "cand_dense_features", np.float64))
+
+
+def pack_batch(a: RankArrays, features: FeaturesConfig, max_candidates: int,
+               catalog: ItemCatalog | None = None) -> RequestBatch:
+    """Check the arrays' sizes against the schema and limits, then pack a one-request
+    RequestBatch. Events without hist_side get their side ids from `catalog`
+    (UNKNOWN_SIDE for every event when there is none)."""
+    f = features
+    for name, arr, want, key in (
+            ("req_sparse", a.req_sparse, f.req_sparse_fields, "req_sparse_fields"),
+            ("req_dense", a.req_dense, f.req_dense_features, "req_dense_features")):
+        if arr.size != want:
+            raise FieldError(name, f"expected {want} values ({key}), got {arr.size}")
+    n = len(a.cand_sparse)
     if n == 0:
         raise FieldError("cand_sparse", "need at least 1 candidate")
     if n > max_candidates:
         raise FieldError("cand_sparse", f"{n} candidates exceed the limit {max_candidates}", 413)
-    if len(req.cand_dense) != n:
+    if len(a.cand_dense) != n:
         raise FieldError("cand_dense", f"expected {n} rows (one per candidate), "
-                                       f"got {len(req.cand_dense)}")
-    for name, rows, want, key in (
-            ("cand_sparse", req.cand_sparse, f.cand_sparse_fields, "cand_sparse_fields"),
-            ("cand_dense", req.cand_dense, f.cand_dense_features, "cand_dense_features")):
-        for i, row in enumerate(rows):
-            if len(row) != want:
-                raise FieldError(f"{name}[{i}]", f"expected {want} values ({key}), got {len(row)}")
-    L = len(req.hist_item)
+                                       f"got {len(a.cand_dense)}")
+    L = len(a.hist_item)
     if L > f.max_history:
         raise FieldError("hist_item", f"{L} events exceed the limit max_history={f.max_history}",
                          413)
     for name in ("hist_action", "hist_gap"):
-        if len(getattr(req, name)) != L:
+        if len(getattr(a, name)) != L:
             raise FieldError(name, f"expected {L} values (one per hist_item event), "
-                                   f"got {len(getattr(req, name))}")
-    hist_side = _hist_side(req, f, catalog)
+                                   f"got {len(getattr(a, name))}")
+    if a.hist_side is None:
+        hist_side = (catalog or empty_catalog(f.history_side_fields)).lookup(
+            a.hist_item.reshape(1, L))
+    elif len(a.hist_side) != L:
+        raise FieldError("hist_side", f"expected {L} rows (one per hist_item event), "
+                                      f"got {len(a.hist_side)}")
+    else:
+        hist_side = a.hist_side[None]
     f32 = float(np.finfo(np.float32).max)
-    for name, vals in (("req_dense", req.req_dense), ("hist_gap", req.hist_gap),
-                       ("cand_dense", req.cand_dense)):
-        arr = np.abs(np.asarray(vals, np.float64))
+    for name, vals in (("req_dense", a.req_dense), ("hist_gap", a.hist_gap),
+                       ("cand_dense", a.cand_dense)):
+        arr = np.abs(vals)
         if arr.size and arr.max() > f32:
             where = np.unravel_index(int(arr.argmax()), arr.shape)
             raise FieldError(name, f"value at {list(map(int, where))} overflows float32 "
                                    f"(limit {f32:.4g})")
     try:
         return make_batch(
-            req_sparse=np.asarray([req.req_sparse], np.int64),
-            req_dense=np.asarray([req.req_dense], np.float64),
-            hist_item=np.asarray([req.hist_item], np.int64).reshape(1, L),
-            hist_action=np.asarray([req.hist_action], np.int64).reshape(1, L),
-            hist_gap=np.asarray([req.hist_gap], np.float64).reshape(1, L),
-            hist_len=np.asarray([L], np.int64),
-            hist_side=hist_side,
-            cand_sparse=np.asarray([req.cand_sparse], np.int64),
-            cand_dense=np.asarray([req.cand_dense], np.float64),
+            req_sparse=a.req_sparse.reshape(1, -1), req_dense=a.req_dense.reshape(1, -1),
+            hist_item=a.hist_item.reshape(1, L), hist_action=a.hist_action.reshape(1, L),
+            hist_gap=a.hist_gap.reshape(1, L), hist_len=np.asarray([L], np.int64),
+            hist_side=hist_side, cand_sparse=a.cand_sparse[None], cand_dense=a.cand_dense[None],
             num_action_types=f.num_action_types,
             expected={**expected_widths(f), "candidates": max_candidates},
         )
@@ -225,3 +270,11 @@ def to_batch(req: RankRequest, features: FeaturesConfig, max_candidates: int,
         text = str(e)
         field, _, msg = text.partition(": ")
         raise FieldError(field or "body", msg or text) from None
+
+
+def to_batch(req: RankRequest, features: FeaturesConfig, max_candidates: int,
+             catalog: ItemCatalog | None = None) -> RequestBatch:
+    """A validated JSON / msgpack request as a one-request RequestBatch (`request_arrays`
+    then `pack_batch`)."""
+    return pack_batch(request_arrays(req, features, max_candidates), features,
+                      max_candidates, catalog)

@@ -68,7 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--duration", type=positive_float, required=True, help="seconds (bounded)")
     g.add_argument("--candidates", type=positive_int, default=64)
     g.add_argument("--history", type=non_negative_int, default=64)
-    g.add_argument("--msgpack", action="store_true", help="send application/msgpack bodies")
+    g.add_argument("--wire", choices=("json", "msgpack", "arrow"), default="json",
+                   help="body format: JSON, msgpack or an Arrow IPC stream (needs pyarrow)")
+    g.add_argument("--msgpack", action="store_true", help="the same as --wire msgpack")
     g.add_argument("--token", default=os.environ.get("ARM_JAX_TOKEN"))
     g.add_argument("--max-in-flight", type=positive_int, default=512)
     g.add_argument("--out", default=None, help="also write the report as JSON")
@@ -193,7 +195,8 @@ def _loadgen(args: argparse.Namespace) -> int:
         raise ValueError(f"--duration={args.duration}: at most 3600 seconds")
     report = run_load(args.url, rate=args.rate, duration=args.duration,
                       candidates=args.candidates, history=args.history, token=args.token,
-                      use_msgpack=args.msgpack, max_in_flight=args.max_in_flight)
+                      wire="msgpack" if args.msgpack else args.wire,
+                      max_in_flight=args.max_in_flight)
     print(format_report(report))
     if args.out:
         from arm_jax.bench.timing import write_json

@@ -25,6 +25,14 @@ def test_open_loop_load_report(serve, tiny_tiers):
     assert "p99" in format_report(rep)
 
 
+def test_load_in_arrow_bodies(serve, tiny_tiers):
+    pytest.importorskip("pyarrow")
+    url = serve({n: FakeExecutor(t) for n, t in tiny_tiers.items()})
+    rep = run_load(url, rate=40, duration=0.5, candidates=6, history=5, wire="arrow")
+    assert rep["sent"] == 20 and rep["ok"] == 20 and rep["errors_4xx"] == 0
+    assert rep["server_p50_total_ms"] > 0 and abs(sum(rep["tier_mix"].values()) - 1.0) < 1e-9
+
+
 def test_serving_never_imports_model_or_training_code(tiny_overrides):
     script = textwrap.dedent(f"""
         import sys, httpx, numpy as np

@@ -128,7 +128,8 @@ def test_openapi_docs(serve, fakes):
     url = serve(fakes)
     spec = httpx.get(url + "/openapi.json", timeout=10).json()
     body = spec["paths"]["/v1/rank"]["post"]["requestBody"]["content"]
-    assert set(body) == {"application/json", "application/msgpack"}
+    assert set(body) == {"application/json", "application/msgpack",
+                         "application/vnd.apache.arrow.stream"}
     assert "cand_sparse" in spec["components"]["schemas"]["RankRequest"]["properties"]
     assert "Context" in spec["components"]["schemas"]
     assert httpx.get(url + "/docs", timeout=10).status_code == 200

@@ -1,0 +1,279 @@
+"""Arrow IPC bodies for /v1/rank (`application/vnd.apache.arrow.stream`).
+
+A request is an Arrow IPC stream holding one row whose columns are the JSON body's fields,
+with the same names and nesting (`cand_sparse` a list of lists, or of fixed-size lists;
+`context` a struct), the layout of a row of an examples Parquet file. Columns may be
+absent or null where the JSON field is optional. Feature columns reach the batch as whole
+arrays: their types, widths and values are checked vectorized and refused with the same
+status and field path (`cand_dense[3][1]`) as JSON, never element by element in Python,
+so a request of thousands of candidates costs little to decode. The scalar columns go
+through the same pydantic model as JSON (`RankOptions`).
+
+The response is a one-row stream with the JSON response's fields (`scores` as float32).
+pyarrow is an optional dependency (`arm-jax[arrow]`); a server without it answers 415.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from arm_jax.config import FeaturesConfig
+from arm_jax.data.arrow import PyarrowMissing
+from serving.schema import (INT32_MAX, FieldError, RankArrays, RankOptions, RankRequest,
+                            parse_model)
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+INSTALL_HINT = "pip install 'arm-jax[arrow]' (or pyarrow)"
+
+ID_COLUMNS = ("req_sparse", "hist_item", "hist_action")        # flat lists of ids
+REAL_COLUMNS = ("req_dense", "hist_gap")                       # flat lists of reals
+OPTION_COLUMNS = tuple(RankOptions.model_fields)
+REQUIRED_COLUMNS = ("req_sparse", "req_dense", "cand_sparse", "cand_dense")
+
+
+class ArrowUnavailable(PyarrowMissing):
+    """pyarrow is not installed: Arrow bodies cannot be read or written here."""
+
+
+def _pa() -> Any:
+    try:
+        import pyarrow as pa
+        import pyarrow.ipc  # noqa: F401 - registers pa.ipc
+    except ImportError as e:
+        raise ArrowUnavailable(f"Arrow IPC bodies need pyarrow: {INSTALL_HINT}") from e
+    return pa
+
+
+def arrow_available() -> bool:
+    try:
+        _pa()
+    except ArrowUnavailable:
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------- client side
+
+def _list_array(pa: Any, values: Any, dtype: Any) -> Any:
+    arr = np.asarray(values, dtype)
+    return pa.array([arr], type=pa.list_(pa.from_numpy_dtype(arr.dtype)))
+
+
+def _rows_array(pa: Any, rows: Any, dtype: Any) -> Any:
+    """[n, w] values -> one row of list<fixed_size_list<w>>."""
+    arr = np.asarray(rows, dtype)
+    arr = arr.reshape(len(arr), -1) if arr.size else arr.reshape(len(arr), 0)
+    inner = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])
+    return pa.ListArray.from_arrays(pa.array([0, len(arr)], pa.int32()), inner)
+
+
+def encode_request(payload: Mapping[str, Any]) -> bytes:
+    """A /v1/rank payload (the JSON body's dict; lists or numpy arrays) as an Arrow IPC
+    stream of one row. Ids are sent as int64, reals as float64; None fields are left out."""
+    pa = _pa()
+    cols: dict[str, Any] = {}
+    for name, value in payload.items():
+        if value is None:
+            continue
+        if name in ID_COLUMNS:
+            cols[name] = _list_array(pa, value, np.int64)
+        elif name in REAL_COLUMNS:
+            cols[name] = _list_array(pa, value, np.float64)
+        elif name in ("cand_sparse", "hist_side"):
+            cols[name] = _rows_array(pa, value, np.int64)
+        elif name == "cand_dense":
+            cols[name] = _rows_array(pa, value, np.float64)
+        else:     # scalars and the context struct, typed by pyarrow as JSON would be
+            cols[name] = pa.array([value])
+    return _stream(pa, pa.table(cols))
+
+
+def _stream(pa: Any, table: Any) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def decode_response(data: bytes) -> dict[str, Any]:
+    """An Arrow /v1/rank response -> the same dict the JSON response decodes to."""
+    pa = _pa()
+    rows = pa.ipc.open_stream(data).read_all().to_pylist()
+    if len(rows) != 1:
+        raise ValueError(f"expected a one-row Arrow response, got {len(rows)} rows")
+    return rows[0]
+
+
+# ---------------------------------------------------------------------------- server side
+
+def encode_response(body: Mapping[str, Any], probs: np.ndarray) -> bytes:
+    """The response fields of `body` (JSON's) as a one-row Arrow stream; `scores` are the
+    float32 probabilities [N, tasks] themselves, not JSON's rounded float64."""
+    pa = _pa()
+    probs = np.asarray(probs, np.float32)
+    scores = pa.ListArray.from_arrays(
+        pa.array([0, len(probs)], pa.int32()),
+        pa.FixedSizeListArray.from_arrays(pa.array(probs.reshape(-1)), probs.shape[1]))
+    timings = pa.StructArray.from_arrays(
+        [pa.array([float(body["timings"][k])]) for k in ("queue_ms", "compute_ms", "total_ms")],
+        ["queue_ms", "compute_ms", "total_ms"])
+    s, i32, f32 = pa.string(), pa.int32(), pa.float32()
+    table = pa.table({
+        "request_id": pa.array([body["request_id"]], s),
+        "tier": pa.array([body["tier"]], s),
+        "preferred_tier": pa.array([body["preferred_tier"]], s),
+        "degraded": pa.array([body["degraded"]], pa.bool_()),
+        "degraded_reason": pa.array([body["degraded_reason"]], s),
+        "history_source": pa.array([body["history_source"]], s),
+        "tasks": pa.array([body["tasks"]], pa.list_(s)),
+        "scores": scores,
+        "ranking": pa.array([body["ranking"]], pa.list_(i32)),
+        "top_scores": pa.array([body["top_scores"]], pa.list_(f32)),
+        "bucket": pa.array([body["bucket"]], pa.list_(i32)),
+        "batch_size": pa.array([body["batch_size"]], i32),
+        "timings": timings,
+    })
+    return _stream(pa, table)
+
+
+def _is_list(pa: Any, t: Any) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _list_values(pa: Any, col: Any, name: str) -> Any:
+    """The values of the one row's list in column `col` (a list array of one row)."""
+    if not _is_list(pa, col.type):
+        raise FieldError(name, f"expected a list column, got {col.type}")
+    return col.flatten()
+
+
+def _numbers(pa: Any, values: Any, loc: Any, *, ids: bool, nonneg: bool = False) -> np.ndarray:
+    """Arrow values -> int64 ids in [0, INT32_MAX] or finite float64 reals (>= 0 when
+    `nonneg`); `loc(k)` names the k-th flat value in an error."""
+    t = values.type
+    if not len(values):           # an empty list of any type (pyarrow infers list<null>)
+        return np.zeros(0, np.int64 if ids else np.float64)
+    if values.null_count:
+        k = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        raise FieldError(loc(k), "null values are not allowed")
+    if ids and not pa.types.is_integer(t):
+        raise FieldError(loc(None), f"expected integer ids, got {t} values")
+    if not ids and not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        raise FieldError(loc(None), f"expected numbers, got {t} values")
+    arr = values.to_numpy(zero_copy_only=False)
+    if ids:
+        bad = (arr < 0) | (arr > INT32_MAX)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise FieldError(loc(k), f"must be in [0, {INT32_MAX}], got {arr[k]}")
+        return arr.astype(np.int64)
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr) | ((arr < 0) if nonneg else False)
+    if np.any(bad):
+        k = int(np.flatnonzero(bad)[0])
+        want = "a finite number >= 0" if nonneg else "a finite number"
+        raise FieldError(loc(k), f"must be {want}, got {arr[k]}")
+    return arr
+
+
+def _flat(pa: Any, table: Any, name: str, *, ids: bool, nonneg: bool = False) -> np.ndarray:
+    values = _list_values(pa, table.column(name).combine_chunks(), name)
+    return _numbers(pa, values, lambda k: name if k is None else f"{name}[{k}]",
+                    ids=ids, nonneg=nonneg)
+
+
+def _nested(pa: Any, table: Any, name: str, width: int, key: str, *, ids: bool,
+            max_rows: int | None = None) -> np.ndarray:
+    """A list<list<x>> column's one row -> [rows, width]; a row of another width is named."""
+    rows = _list_values(pa, table.column(name).combine_chunks(), name)
+    if max_rows is not None and len(rows) > max_rows:
+        raise FieldError(name, f"{len(rows)} candidates exceed the limit {max_rows}", 413)
+    if not _is_list(pa, rows.type):
+        raise FieldError(name, f"expected a list of lists, got a list of {rows.type}")
+    if rows.null_count:
+        i = int(np.flatnonzero(rows.is_null().to_numpy(zero_copy_only=False))[0])
+        raise FieldError(f"{name}[{i}]", "null rows are not allowed")
+    if pa.types.is_fixed_size_list(rows.type):
+        lengths = np.full(len(rows), rows.type.list_size)
+    else:
+        lengths = np.diff(rows.offsets.to_numpy(zero_copy_only=False))
+    wrong = np.flatnonzero(lengths != width)
+    if wrong.size:
+        i = int(wrong[0])
+        raise FieldError(f"{name}[{i}]", f"expected {width} values ({key}), got {lengths[i]}")
+    values = _numbers(pa, rows.flatten(),
+                      lambda k: name if k is None else f"{name}[{k // width}][{k % width}]",
+                      ids=ids)
+    return values.reshape(len(rows), width)
+
+
+def _options(pa: Any, table: Any) -> RankOptions:
+    """The scalar columns through pydantic, as JSON's fields are (a null is an absent field)."""
+    fields = {}
+    for name in OPTION_COLUMNS:
+        if name in table.column_names:
+            value = table.column(name)[0].as_py()
+            if value is not None:
+                fields[name] = value
+    return parse_model(RankOptions, fields)
+
+
+def decode_request(body: bytes, features: FeaturesConfig,
+                   max_candidates: int) -> tuple[RankOptions, RankArrays]:
+    """An Arrow /v1/rank body -> (scalar fields, feature arrays) for `pack_batch`.
+
+    FieldError: 400 on an unreadable stream, 422 naming the column (and index) on a wrong
+    type, width, null or value, 413 past `max_candidates`; 415 without pyarrow.
+    """
+    try:
+        pa = _pa()
+    except ArrowUnavailable as e:
+        raise FieldError("content-type", f"{ARROW_STREAM} is not supported by this server: "
+                                         f"{e}", 415) from None
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise FieldError("body", f"malformed Arrow IPC stream: {type(e).__name__}: "
+                                 f"{str(e)[:120]}", 400) from None
+    if table.num_rows != 1:
+        raise FieldError("body", f"expected one row (one request), got {table.num_rows}")
+    known = set(RankRequest.model_fields)
+    for name in table.column_names:
+        if name not in known:
+            raise FieldError(name, "Extra inputs are not permitted")
+    for name in REQUIRED_COLUMNS:
+        if name not in table.column_names:
+            raise FieldError(name, "field required")
+        if table.column(name).null_count:
+            raise FieldError(name, "must not be null")
+    options = _options(pa, table)
+    f = features
+
+    def optional_flat(name: str, **kw: Any) -> np.ndarray:
+        if name not in table.column_names or table.column(name).null_count:
+            return np.zeros(0, np.float64 if name == "hist_gap" else np.int64)
+        return _flat(pa, table, name, **kw)
+
+    hist_side = None
+    if "hist_side" in table.column_names and not table.column("hist_side").null_count:
+        hist_side = _nested(pa, table, "hist_side", len(f.history_side_fields),
+                            f"history_side_fields={list(f.history_side_fields)}", ids=True)
+    cand_sparse = _nested(pa, table, "cand_sparse", f.cand_sparse_fields, "cand_sparse_fields",
+                          ids=True, max_rows=max_candidates)
+    arrays = RankArrays(
+        req_sparse=_flat(pa, table, "req_sparse", ids=True),
+        req_dense=_flat(pa, table, "req_dense", ids=False),
+        hist_item=optional_flat("hist_item", ids=True),
+        hist_action=optional_flat("hist_action", ids=True),
+        hist_gap=optional_flat("hist_gap", ids=False, nonneg=True),
+        hist_side=hist_side,
+        cand_sparse=cand_sparse,
+        cand_dense=_nested(pa, table, "cand_dense", f.cand_dense_features,
+                           "cand_dense_features", ids=False))
+    return options, arrays
+
+
+__all__ = ["ARROW_STREAM", "ArrowUnavailable", "arrow_available", "decode_request",
+           "decode_response", "encode_request", "encode_response"]

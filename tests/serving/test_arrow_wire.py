@@ -1,0 +1,269 @@
+"""Arrow IPC bodies for /v1/rank: the same arrays, scores, statuses and field paths as JSON."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+
+from serving import arrow_wire  # noqa: E402
+from serving.app import parse_rank_body, response_wire  # noqa: E402
+from serving.arrow_wire import (ARROW_STREAM, ArrowUnavailable, decode_request,  # noqa: E402
+                                encode_request)
+from serving.client import RankClient, RankError, random_request  # noqa: E402
+from serving.schema import FieldError, RankRequest, parse_model, request_arrays  # noqa: E402
+from serving.settings import ServerSettings  # noqa: E402
+
+ARROW = {"Content-Type": ARROW_STREAM}
+MAX_CANDIDATES = 32
+
+
+def _stream(table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _table(p: dict) -> "pa.Table":
+    return pa.ipc.open_stream(encode_request(p)).read_all()
+
+
+def _with(p: dict, **cols) -> bytes:
+    """payload p as an Arrow body with some columns replaced (pa arrays) or dropped (None)."""
+    t = _table(p)
+    for name, col in cols.items():
+        if name in t.column_names:
+            t = t.drop_columns([name])
+        if col is not None:
+            t = t.append_column(name, col)
+    return _stream(t)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_arrow_decodes_to_the_json_path_arrays(tiny_tiers, seed):
+    f = tiny_tiers["small"].features
+    rng = np.random.default_rng(seed)
+    n, L = int(rng.integers(1, MAX_CANDIDATES + 1)), int(rng.integers(0, 40))
+    p = random_request(f.__dict__, candidates=n, history=L, rng=rng,
+                       user_id=int(rng.integers(0, 2**40)), top_k=3, request_id=f"r{seed}",
+                       context={"intent": "browse", "value": 1.5})
+    if seed % 2:
+        p.pop("hist_side")     # absent: the catalogue fills it
+    j_opts = parse_model(RankRequest, json.loads(json.dumps(p)))
+    j_arrays = request_arrays(j_opts, f, MAX_CANDIDATES)
+    a_opts, a_arrays = decode_request(encode_request(p), f, MAX_CANDIDATES)
+    for name in ("request_id", "user_id", "top_k", "context", "ts", "deadline_ms", "tier"):
+        assert getattr(a_opts, name) == getattr(j_opts, name), name
+    for name in ("req_sparse", "req_dense", "hist_item", "hist_action", "hist_gap",
+                 "cand_sparse", "cand_dense"):
+        a, j = getattr(a_arrays, name), getattr(j_arrays, name)
+        assert a.dtype == j.dtype and a.shape == j.shape, name
+        np.testing.assert_array_equal(a, j, err_msg=name)
+    if seed % 2:
+        assert a_arrays.hist_side is None and j_arrays.hist_side is None
+    else:
+        np.testing.assert_array_equal(a_arrays.hist_side, j_arrays.hist_side)
+    assert a_arrays.has_inline_history == j_arrays.has_inline_history == (L > 0)
+
+
+def test_other_arrow_layouts_decode_the_same(tiny_tiers, payload):
+    """Clients may send list<list<x>> (not fixed-size), int32 ids, float32 reals."""
+    f = tiny_tiers["small"].features
+    p = payload(candidates=4, history=3)
+    want = decode_request(encode_request(p), f, MAX_CANDIDATES)[1]
+    t = pa.table({
+        "req_sparse": pa.array([p["req_sparse"]], pa.list_(pa.int32())),
+        "req_dense": pa.array([p["req_dense"]], pa.list_(pa.float32())),
+        "hist_item": pa.array([p["hist_item"]], pa.large_list(pa.uint32())),
+        "hist_action": pa.array([p["hist_action"]], pa.list_(pa.int8())),
+        "hist_gap": pa.array([p["hist_gap"]], pa.list_(pa.float64())),
+        "hist_side": pa.array([p["hist_side"]], pa.list_(pa.list_(pa.int64()))),
+        "cand_sparse": pa.array([p["cand_sparse"]], pa.list_(pa.list_(pa.int64()))),
+        "cand_dense": pa.array([p["cand_dense"]], pa.list_(pa.list_(pa.float64()))),
+    })
+    got = decode_request(_stream(t), f, MAX_CANDIDATES)[1]
+    for name in ("req_sparse", "hist_item", "hist_action", "hist_gap", "hist_side",
+                 "cand_sparse", "cand_dense"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    np.testing.assert_allclose(got.req_dense, want.req_dense, rtol=1e-6)
+    # an empty history typed list<null> (what pa.array([[]]) infers) is an empty history
+    bare = _with(p, hist_item=pa.array([[]]), hist_action=None, hist_gap=None, hist_side=None)
+    assert not decode_request(bare, f, MAX_CANDIDATES)[1].has_inline_history
+
+
+def test_arrow_request_scores_like_json(serve, fakes, payload):
+    url = serve(fakes)
+    p = payload(candidates=9, history=5, top_k=4, request_id="a1")
+    j = httpx.post(url + "/v1/rank", json=p, timeout=10).json()
+    r = httpx.post(url + "/v1/rank", content=encode_request(p), headers=ARROW, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == ARROW_STREAM
+    a = arrow_wire.decode_response(r.content)
+    assert set(a) == set(j)
+    np.testing.assert_allclose(a["scores"], j["scores"], rtol=1e-6, atol=1e-7)
+    for k in ("ranking", "tier", "preferred_tier", "request_id", "tasks", "bucket",
+              "degraded", "history_source"):
+        assert a[k] == j[k], k
+    np.testing.assert_allclose(a["top_scores"], j["top_scores"], rtol=1e-6)
+    # Accept picks the answer's format; without one the answer mirrors the request
+    r = httpx.post(url + "/v1/rank", content=encode_request(p),
+                   headers={**ARROW, "Accept": "application/json"}, timeout=10)
+    assert r.headers["content-type"] == "application/json" and r.json()["ranking"] == j["ranking"]
+    r = httpx.post(url + "/v1/rank", json=p, headers={"Accept": ARROW_STREAM}, timeout=10)
+    assert r.headers["content-type"] == ARROW_STREAM
+    # the client speaks every wire format and answers the same dict
+    with RankClient(url) as c:
+        for wire in ("json", "msgpack", "arrow"):
+            out = c.rank(p, wire=wire)
+            assert out["ranking"] == j["ranking"], wire
+            np.testing.assert_allclose(out["scores"], j["scores"], rtol=1e-6, atol=1e-7)
+
+
+def test_arrow_user_id_only_reads_the_history_path(serve, fakes, payload):
+    url = serve(fakes)     # no store configured: history-free on the cheapest tier, flagged
+    p = payload(candidates=3, history=0, user_id=7, ts=1_700_000_000)
+    for k in ("hist_item", "hist_action", "hist_gap", "hist_side"):
+        p.pop(k, None)
+    a = arrow_wire.decode_response(httpx.post(url + "/v1/rank", content=encode_request(p),
+                                              headers=ARROW, timeout=10).content)
+    assert a["degraded"] and a["degraded_reason"] == "store_not_configured"
+    assert a["history_source"] == "none" and a["tier"] == "small"
+
+
+def _cand(p, key, fix):
+    rows = [list(r) for r in p[key]]
+    fix(rows)
+    return pa.array([rows])
+
+
+# (case id, body: payload -> bytes, status, field the error must name exactly)
+CASES = [
+    ("not_arrow", lambda p: b"\x00\x01garbage", 400, "body"),
+    ("json_labelled_arrow", lambda p: json.dumps(p).encode(), 400, "body"),
+    ("two_rows", lambda p: _stream(pa.concat_tables([_table(p), _table(p)])), 422, "body"),
+    ("unknown_column", lambda p: _with(p, bogus=pa.array([1])), 422, "bogus"),
+    ("missing_candidates", lambda p: _with(p, cand_sparse=None), 422, "cand_sparse"),
+    ("null_req_dense", lambda p: _with(p, req_dense=pa.array([None], pa.list_(pa.float64()))),
+     422, "req_dense"),
+    ("float_ids", lambda p: _with(p, req_sparse=pa.array([[1.0] * len(p["req_sparse"])])),
+     422, "req_sparse"),
+    ("bool_ids", lambda p: _with(p, hist_action=pa.array([[True] * len(p["hist_action"])])),
+     422, "hist_action"),
+    ("string_dense", lambda p: _with(p, req_dense=pa.array([["x"] * len(p["req_dense"])])),
+     422, "req_dense"),
+    ("scalar_not_list", lambda p: _with(p, req_sparse=pa.array([5])), 422, "req_sparse"),
+    ("flat_candidates", lambda p: _with(p, cand_sparse=pa.array([[1, 2, 3]])),
+     422, "cand_sparse"),
+    ("null_id", lambda p: _with(p, hist_item=pa.array([[3, None] + p["hist_item"][2:]])),
+     422, "hist_item[1]"),
+    ("negative_cand_id", lambda p: _with(p, cand_sparse=_cand(
+        p, "cand_sparse", lambda r: r[2].__setitem__(1, -5))), 422, "cand_sparse[2][1]"),
+    ("id_over_int32", lambda p: _with(p, req_sparse=pa.array(
+        [[2**31] + p["req_sparse"][1:]], pa.list_(pa.uint64()))), 422, "req_sparse[0]"),
+    ("nan_dense", lambda p: _with(p, cand_dense=_cand(
+        p, "cand_dense", lambda r: r[1].__setitem__(0, float("nan")))), 422, "cand_dense[1][0]"),
+    ("inf_dense", lambda p: _with(p, req_dense=pa.array(
+        [[float("inf")] + p["req_dense"][1:]])), 422, "req_dense[0]"),
+    ("float32_overflow", lambda p: _with(p, req_dense=pa.array(
+        [[1e39] + p["req_dense"][1:]])), 422, "req_dense"),
+    ("negative_gap", lambda p: _with(p, hist_gap=pa.array([[1.0, -1.0] + p["hist_gap"][2:]])),
+     422, "hist_gap[1]"),
+    ("ragged_row", lambda p: _with(p, cand_sparse=_cand(p, "cand_sparse", lambda r: r[3].pop())),
+     422, "cand_sparse[3]"),
+    ("null_row", lambda p: _with(p, cand_dense=_cand(
+        p, "cand_dense", lambda r: r.__setitem__(1, None))), 422, "cand_dense[1]"),
+    ("dense_rows_mismatch", lambda p: _with(p, cand_dense=pa.array([p["cand_dense"][:-1]])),
+     422, "cand_dense"),
+    ("hist_side_wrong_width", lambda p: _with(p, hist_side=_cand(
+        p, "hist_side", lambda r: r[0].append(1))), 422, "hist_side[0]"),
+    ("history_lengths_mismatch", lambda p: _with(p, hist_action=pa.array(
+        [p["hist_action"][:-1]])), 422, "hist_action"),
+    ("action_out_of_range", lambda p: _with(p, hist_action=pa.array(
+        [[99] + p["hist_action"][1:]])), 422, "hist_action"),
+    ("too_many_candidates", lambda p: encode_request(
+        {**p, "cand_sparse": p["cand_sparse"] * 7, "cand_dense": p["cand_dense"] * 7}),
+     413, "cand_sparse"),
+    ("history_too_long", lambda p: encode_request(
+        {**p, **{k: p[k] * 11 for k in ("hist_item", "hist_action", "hist_gap", "hist_side")}}),
+     413, "hist_item"),
+    ("unknown_tier", lambda p: encode_request({**p, "tier": "huge"}), 422, "tier"),
+    ("top_k_zero", lambda p: encode_request({**p, "top_k": 0}), 422, "top_k"),
+    ("ts_in_milliseconds", lambda p: encode_request({**p, "ts": 1_700_000_000_000}), 422, "ts"),
+    ("ts_as_string", lambda p: encode_request({**p, "ts": "yesterday"}), 422, "ts"),
+    ("unknown_context_field", lambda p: _with(p, context=pa.array([{"mood": "x"}])),
+     422, "context.mood"),
+]
+
+
+@pytest.fixture
+def server(serve, fakes):
+    return serve(fakes, ServerSettings(max_body_bytes=64 * 1024))
+
+
+@pytest.mark.parametrize("case,make,status,field", CASES, ids=[c[0] for c in CASES])
+def test_bad_arrow_input_is_4xx_naming_the_field(server, payload, case, make, status, field):
+    r = httpx.post(server + "/v1/rank", content=make(payload(candidates=5, history=6)),
+                   headers=ARROW, timeout=10)
+    assert r.status_code == status, (case, r.text)
+    err = r.json()["error"]        # errors are JSON, whatever the request's format
+    assert err["field"] == field, (case, err)
+    assert err["message"]
+    # the server still serves good Arrow requests
+    good = httpx.post(server + "/v1/rank", content=encode_request(payload()), headers=ARROW,
+                      timeout=10)
+    assert good.status_code == 200
+
+
+def test_limits_are_named_in_arrow_messages(tiny_tiers, payload):
+    f = tiny_tiers["small"].features
+    p = payload(candidates=5)
+    with pytest.raises(FieldError, match=r"33 candidates exceed the limit 32") as e:
+        decode_request(encode_request({**p, "cand_sparse": p["cand_sparse"] * 6 + p[
+            "cand_sparse"][:3], "cand_dense": p["cand_dense"]}), f, MAX_CANDIDATES)
+    assert e.value.status == 413
+    with pytest.raises(FieldError, match=rf"expected {f.cand_sparse_fields} values "
+                                         r"\(cand_sparse_fields\), got"):
+        decode_request(_with(p, cand_sparse=_cand(p, "cand_sparse", lambda r: r[0].pop())),
+                       f, MAX_CANDIDATES)
+    with pytest.raises(FieldError, match=r"must be in \[0, 2147483647\], got -5"):
+        decode_request(_with(p, cand_sparse=_cand(
+            p, "cand_sparse", lambda r: r[0].__setitem__(0, -5))), f, MAX_CANDIDATES)
+
+
+def test_without_pyarrow_arrow_is_415_and_answers_fall_back(monkeypatch, tiny_tiers, payload):
+    def missing():
+        raise ArrowUnavailable("Arrow IPC bodies need pyarrow: pip install 'arm-jax[arrow]'")
+
+    monkeypatch.setattr(arrow_wire, "_pa", missing)
+    with pytest.raises(FieldError) as e:
+        parse_rank_body(b"anything", ARROW_STREAM, tiny_tiers["small"].features, MAX_CANDIDATES)
+    assert e.value.status == 415 and e.value.field == "content-type"
+    assert "arm-jax[arrow]" in e.value.message
+    # a JSON request asking for an Arrow answer gets its own format back, not a 500
+    assert response_wire(ARROW_STREAM, "json", arrow=False) == "json"
+    assert response_wire(f"{ARROW_STREAM}, application/msgpack", "json",
+                         arrow=False) == "msgpack"
+    assert response_wire("*/*", "arrow") == "arrow"
+    with pytest.raises(ArrowUnavailable, match="arm-jax\\[arrow\\]"):
+        encode_request(payload())
+
+
+def test_unsupported_content_type_names_arrow(server, payload):
+    r = httpx.post(server + "/v1/rank", content=b"x", headers={"Content-Type": "text/csv"},
+                   timeout=10)
+    assert r.status_code == 415
+    assert ARROW_STREAM in r.json()["error"]["message"]
+
+
+def test_client_raises_rank_error_for_arrow_4xx(server, payload):
+    with RankClient(server) as c:
+        with pytest.raises(RankError) as e:
+            c.rank({**payload(), "top_k": 0}, wire="arrow")
+    assert e.value.status == 422 and e.value.field == "top_k"
+    with pytest.raises(ValueError, match="wire='xml'"):
+        RankClient(server).rank(payload(), wire="xml")
