@@ -56,14 +56,23 @@ def arrow_available() -> bool:
 
 # ---------------------------------------------------------------------------- client side
 
-def _list_array(pa: Any, values: Any, dtype: Any) -> Any:
+def _typed(values: Any, dtype: Any) -> np.ndarray:
+    """Ids as int32 when they fit (every valid id does), else int64, so the server, not
+    the client, names an id out of range; reals as float64 (JSON's precision)."""
     arr = np.asarray(values, dtype)
+    if dtype is np.int64 and arr.size and arr.min() >= 0 and arr.max() <= INT32_MAX:
+        arr = arr.astype(np.int32)
+    return arr
+
+
+def _list_array(pa: Any, values: Any, dtype: Any) -> Any:
+    arr = _typed(values, dtype)
     return pa.array([arr], type=pa.list_(pa.from_numpy_dtype(arr.dtype)))
 
 
 def _rows_array(pa: Any, rows: Any, dtype: Any) -> Any:
     """[n, w] values -> one row of list<fixed_size_list<w>>."""
-    arr = np.asarray(rows, dtype)
+    arr = _typed(rows, dtype)
     arr = arr.reshape(len(arr), -1) if arr.size else arr.reshape(len(arr), 0)
     inner = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])
     return pa.ListArray.from_arrays(pa.array([0, len(arr)], pa.int32()), inner)
@@ -71,7 +80,8 @@ def _rows_array(pa: Any, rows: Any, dtype: Any) -> Any:
 
 def encode_request(payload: Mapping[str, Any]) -> bytes:
     """A /v1/rank payload (the JSON body's dict; lists or numpy arrays) as an Arrow IPC
-    stream of one row. Ids are sent as int64, reals as float64; None fields are left out."""
+    stream of one row. Ids are sent as int32 (int64 if any is out of range), reals as
+    float64; None fields are left out."""
     pa = _pa()
     cols: dict[str, Any] = {}
     for name, value in payload.items():
@@ -143,10 +153,15 @@ def _is_list(pa: Any, t: Any) -> bool:
 
 
 def _list_values(pa: Any, col: Any, name: str) -> Any:
-    """The values of the one row's list in column `col` (a list array of one row)."""
+    """Every value of the lists in list array `col`, in order (its `flatten()`, without
+    the compute-kernel call: this runs for every column of every request)."""
     if not _is_list(pa, col.type):
         raise FieldError(name, f"expected a list column, got {col.type}")
-    return col.flatten()
+    if pa.types.is_fixed_size_list(col.type):
+        size = col.type.list_size
+        return col.values.slice(col.offset * size, len(col) * size)
+    offsets = col.offsets.to_numpy()
+    return col.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
 def _numbers(pa: Any, values: Any, loc: Any, *, ids: bool, nonneg: bool = False) -> np.ndarray:
@@ -178,16 +193,16 @@ def _numbers(pa: Any, values: Any, loc: Any, *, ids: bool, nonneg: bool = False)
     return arr
 
 
-def _flat(pa: Any, table: Any, name: str, *, ids: bool, nonneg: bool = False) -> np.ndarray:
-    values = _list_values(pa, table.column(name).combine_chunks(), name)
+def _flat(pa: Any, record: Any, name: str, *, ids: bool, nonneg: bool = False) -> np.ndarray:
+    values = _list_values(pa, record.column(name), name)
     return _numbers(pa, values, lambda k: name if k is None else f"{name}[{k}]",
                     ids=ids, nonneg=nonneg)
 
 
-def _nested(pa: Any, table: Any, name: str, width: int, key: str, *, ids: bool,
+def _nested(pa: Any, record: Any, name: str, width: int, key: str, *, ids: bool,
             max_rows: int | None = None) -> np.ndarray:
     """A list<list<x>> column's one row -> [rows, width]; a row of another width is named."""
-    rows = _list_values(pa, table.column(name).combine_chunks(), name)
+    rows = _list_values(pa, record.column(name), name)
     if max_rows is not None and len(rows) > max_rows:
         raise FieldError(name, f"{len(rows)} candidates exceed the limit {max_rows}", 413)
     if not _is_list(pa, rows.type):
@@ -203,18 +218,18 @@ def _nested(pa: Any, table: Any, name: str, width: int, key: str, *, ids: bool,
     if wrong.size:
         i = int(wrong[0])
         raise FieldError(f"{name}[{i}]", f"expected {width} values ({key}), got {lengths[i]}")
-    values = _numbers(pa, rows.flatten(),
+    values = _numbers(pa, _list_values(pa, rows, name),
                       lambda k: name if k is None else f"{name}[{k // width}][{k % width}]",
                       ids=ids)
     return values.reshape(len(rows), width)
 
 
-def _options(pa: Any, table: Any) -> RankOptions:
+def _options(pa: Any, record: Any) -> RankOptions:
     """The scalar columns through pydantic, as JSON's fields are (a null is an absent field)."""
     fields = {}
     for name in OPTION_COLUMNS:
-        if name in table.column_names:
-            value = table.column(name)[0].as_py()
+        if name in record.schema.names:
+            value = record.column(name)[0].as_py()
             if value is not None:
                 fields[name] = value
     return parse_model(RankOptions, fields)
@@ -233,44 +248,47 @@ def decode_request(body: bytes, features: FeaturesConfig,
         raise FieldError("content-type", f"{ARROW_STREAM} is not supported by this server: "
                                          f"{e}", 415) from None
     try:
-        table = pa.ipc.open_stream(body).read_all()
+        batches = list(pa.ipc.open_stream(body))
     except (pa.ArrowException, OSError, ValueError) as e:
         raise FieldError("body", f"malformed Arrow IPC stream: {type(e).__name__}: "
                                  f"{str(e)[:120]}", 400) from None
-    if table.num_rows != 1:
-        raise FieldError("body", f"expected one row (one request), got {table.num_rows}")
+    rows = sum(b.num_rows for b in batches)
+    if rows != 1:
+        raise FieldError("body", f"expected one row (one request), got {rows}")
+    record = next(b for b in batches if b.num_rows)    # a RecordBatch: plain arrays
+    names = record.schema.names
     known = set(RankRequest.model_fields)
-    for name in table.column_names:
+    for name in names:
         if name not in known:
             raise FieldError(name, "Extra inputs are not permitted")
     for name in REQUIRED_COLUMNS:
-        if name not in table.column_names:
+        if name not in names:
             raise FieldError(name, "field required")
-        if table.column(name).null_count:
+        if record.column(name).null_count:
             raise FieldError(name, "must not be null")
-    options = _options(pa, table)
+    options = _options(pa, record)
     f = features
 
     def optional_flat(name: str, **kw: Any) -> np.ndarray:
-        if name not in table.column_names or table.column(name).null_count:
+        if name not in names or record.column(name).null_count:
             return np.zeros(0, np.float64 if name == "hist_gap" else np.int64)
-        return _flat(pa, table, name, **kw)
+        return _flat(pa, record, name, **kw)
 
     hist_side = None
-    if "hist_side" in table.column_names and not table.column("hist_side").null_count:
-        hist_side = _nested(pa, table, "hist_side", len(f.history_side_fields),
+    if "hist_side" in names and not record.column("hist_side").null_count:
+        hist_side = _nested(pa, record, "hist_side", len(f.history_side_fields),
                             f"history_side_fields={list(f.history_side_fields)}", ids=True)
-    cand_sparse = _nested(pa, table, "cand_sparse", f.cand_sparse_fields, "cand_sparse_fields",
+    cand_sparse = _nested(pa, record, "cand_sparse", f.cand_sparse_fields, "cand_sparse_fields",
                           ids=True, max_rows=max_candidates)
     arrays = RankArrays(
-        req_sparse=_flat(pa, table, "req_sparse", ids=True),
-        req_dense=_flat(pa, table, "req_dense", ids=False),
+        req_sparse=_flat(pa, record, "req_sparse", ids=True),
+        req_dense=_flat(pa, record, "req_dense", ids=False),
         hist_item=optional_flat("hist_item", ids=True),
         hist_action=optional_flat("hist_action", ids=True),
         hist_gap=optional_flat("hist_gap", ids=False, nonneg=True),
         hist_side=hist_side,
         cand_sparse=cand_sparse,
-        cand_dense=_nested(pa, table, "cand_dense", f.cand_dense_features,
+        cand_dense=_nested(pa, record, "cand_dense", f.cand_dense_features,
                            "cand_dense_features", ids=False))
     return options, arrays
 

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from arm_jax.cli.argtypes import (fractions, non_negative_float, non_negative_int,
-                                   positive_float, positive_int)
+                                   positive_float, positive_int, positive_ints)
 from serving.settings import LOG_LEVELS
 
 if TYPE_CHECKING:
@@ -103,6 +103,29 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                         "a lone request at once")
     v.add_argument("--out", default="bench-results/serve.json")
     v.set_defaults(func=_bench_serve)
+
+    w = bsub.add_parser("wire", help="/v1/rank body formats: JSON vs msgpack vs Arrow IPC",
+                        description="Per request: client encode, server decode + pack, "
+                                    "answer encode and body bytes for JSON, msgpack and "
+                                    "Arrow IPC bodies (needs pyarrow), at each candidate "
+                                    "count; no server or model involved.")
+    w.add_argument("--tier", default="large", help="whose request schema to use")
+    w.add_argument("--candidates", type=positive_ints, default=(16, 256, 1024))
+    w.add_argument("--history", type=non_negative_int, default=256,
+                   help="inline history events per request")
+    w.add_argument("--repeats", type=positive_int, default=15)
+    w.add_argument("--out", default="bench-results/wire.json")
+    w.add_argument("overrides", nargs="*", metavar="key=value")
+    w.set_defaults(func=_bench_wire)
+
+
+def _bench_wire(args: argparse.Namespace) -> int:
+    from serving.wire_bench import run_wire_bench
+
+    run_wire_bench(tier=args.tier, candidates=args.candidates, history=args.history,
+                   repeats=args.repeats, overrides=tuple(args.overrides), out_json=args.out)
+    print(f"wrote {args.out}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
