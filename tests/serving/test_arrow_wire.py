@@ -96,6 +96,25 @@ def test_other_arrow_layouts_decode_the_same(tiny_tiers, payload):
     assert not decode_request(bare, f, MAX_CANDIDATES)[1].has_inline_history
 
 
+def test_a_row_sliced_out_of_a_bigger_table_decodes_as_itself(tiny_tiers, payload):
+    """A client that slices one request out of a table of many (offsets not at 0)."""
+    f = tiny_tiers["small"].features
+    ps = [payload(candidates=3 + i, history=2 + 2 * i, seed=i) for i in range(3)]
+    wide = pa.concat_tables([_table(p) for p in ps]).combine_chunks()
+    for i, p in enumerate(ps):
+        got = decode_request(_stream(wide.slice(i, 1)), f, MAX_CANDIDATES)[1]
+        want = decode_request(encode_request(p), f, MAX_CANDIDATES)[1]
+        for name in ("req_sparse", "req_dense", "hist_item", "hist_gap", "hist_side",
+                     "cand_sparse", "cand_dense"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name),
+                                          err_msg=f"row {i} {name}")
+    # in memory, offsets past 0 at both levels, variable and fixed-size inner lists
+    for inner in (pa.list_(pa.int64()), pa.list_(pa.int64(), 2)):
+        arr = pa.array([[[1, 2], [3, 4]], [[5, 6], [7, 8], [9, 10]]], pa.list_(inner))
+        rows = arrow_wire._list_values(pa, arr.slice(1, 1), "x")
+        assert arrow_wire._list_values(pa, rows, "x").to_pylist() == [5, 6, 7, 8, 9, 10]
+
+
 def test_arrow_request_scores_like_json(serve, fakes, payload):
     url = serve(fakes)
     p = payload(candidates=9, history=5, top_k=4, request_id="a1")
