@@ -70,13 +70,15 @@ class ServeBenchError(RuntimeError):
     request sent alone (e.g. 503: the tier's deadline is shorter than its compute here)."""
 
 
-def _rank_alone(client: Any, body: dict[str, Any]) -> dict[str, Any]:
+def _rank_alone(client: Any, body: dict[str, Any], wire: str = "json") -> dict[str, Any]:
     """One request with nothing else in flight; a refusal is the bench's error, by status."""
-    r = client.rank_raw(body)
+    from serving.client import decode_answer
+
+    r = client.rank_raw(body, wire=wire)
     if r.status_code != 200:
         raise ServeBenchError(f"the server refused a request sent alone: HTTP {r.status_code} "
                               f"{r.text[:200]}")
-    return r.json()
+    return decode_answer(r)
 
 
 def _wait_for_server(client: Any, proc: subprocess.Popen, log: Any, timeout: float) -> None:
@@ -95,12 +97,13 @@ def _wait_for_server(client: Any, proc: subprocess.Popen, log: Any, timeout: flo
 
 def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int = 256, *,
                     history: int | None = None, duration: float = 10.0, repeats: int = 20,
-                    batch_window_ms: float | None = None,
+                    batch_window_ms: float | None = None, wire: str = "json",
                     out_json: str | Path | None = None, startup_timeout: float = 300.0
                     ) -> dict[str, Any]:
     """Measure the tier's executable alone, then a real server (latency, saturation, 2x
     overload); print a summary, write JSON and a PNG beside it when `out_json` is given.
-    `batch_window_ms` is passed to the server (None: the server's default)."""
+    `batch_window_ms` is passed to the server (None: the server's default); every request
+    is sent as `wire` ("json", "msgpack" or "arrow") and answered in it."""
     for name, v, lo in (("candidates", candidates, 1), ("repeats", repeats, 1),
                         ("history", 0 if history is None else history, 0)):
         if v < lo:
@@ -111,7 +114,10 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         raise ValueError(f"batch_window_ms={batch_window_ms}: must be in [0, 1000]")
     if not Path(artifacts).is_dir():
         raise ValueError(f"artifacts={str(artifacts)!r}: not a directory (run `arm-jax export`)")
-    from serving.client import RankClient, random_request
+    from serving.client import WIRES, RankClient, random_request
+
+    if wire not in WIRES:
+        raise ValueError(f"wire={wire!r}: expected one of {', '.join(WIRES)}")
     from serving.loadgen import format_report, run_load
 
     t_start = time.perf_counter()
@@ -143,11 +149,11 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         # Latency: one request at a time.
         n_seq = int(max(10, min(200, duration * 1e3 / max(compute_ms, 1.0) / 2)))
         for _ in range(3):
-            _rank_alone(client, body)
+            _rank_alone(client, body, wire)
         lat, server_total, server_compute = [], [], []
         for _ in tqdm(range(n_seq), desc="one at a time", unit="req"):
             t0 = time.perf_counter()
-            out = _rank_alone(client, body)
+            out = _rank_alone(client, body, wire)
             lat.append((time.perf_counter() - t0) * 1e3)
             server_total.append(out["timings"]["total_ms"])
             server_compute.append(out["timings"]["compute_ms"])
@@ -161,7 +167,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         def worker() -> None:
             with RankClient(url, token=token, timeout=60) as c:
                 while time.perf_counter() < t_end:
-                    r = c.rank_raw(body)
+                    r = c.rank_raw(body, wire=wire)
                     if r.status_code == 200:
                         done[0] += 1
 
@@ -176,7 +182,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         print(f"overload: open loop at {rate:.1f} req/s for {duration:g} s", flush=True)
         over = run_load(url, rate=rate, duration=duration,
                         candidates=candidates, history=history, max_in_flight=1024,
-                        token=token)
+                        token=token, wire=wire)
         client.close()
     finally:
         proc.terminate()
@@ -194,7 +200,8 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         "bench": "serve", "machine": machine_info(), "seconds": time.perf_counter() - t_start,
         "config": {"artifacts": str(artifacts), "tier": tier, "candidates": candidates,
                    "history": history, "duration_s": duration, "deadline_ms": deadline,
-                   "buckets": tinfo["buckets"], "batch_window_ms": batch_window_ms},
+                   "buckets": tinfo["buckets"], "batch_window_ms": batch_window_ms,
+                   "wire": wire},
         "p50_ms": p50, "p99_ms": float(np.percentile(lat, 99)),
         "latency_ms_samples": [round(x, 3) for x in lat],
         "compute_ms_samples": [round(x, 3) for x in compute_samples],
@@ -218,7 +225,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
             "throughput_rps": over["throughput_rps"],
         },
     }
-    print(f"{tier} @ {candidates} candidates: compute {compute_ms:.2f} ms, server p50 {p50:.2f} "
+    print(f"{tier} @ {candidates} candidates ({wire} bodies): compute {compute_ms:.2f} ms, server p50 {p50:.2f} "
           f"ms (x{p50 / compute_ms:.3f}), p99 {result['p99_ms']:.2f} ms, saturated "
           f"{sat_rps:.1f} req/s")
     print(f"  inside the server (p50): total {result['server_p50_total_ms']:.2f} ms, of which "

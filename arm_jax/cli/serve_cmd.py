@@ -101,6 +101,8 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     v.add_argument("--batch-window-ms", type=non_negative_float, default=None,
                    help="the server's batching window (default: the server's, 2 ms); 0 runs "
                         "a lone request at once")
+    v.add_argument("--wire", choices=("json", "msgpack", "arrow"), default="json",
+                   help="request and answer format (arrow needs pyarrow)")
     v.add_argument("--out", default="bench-results/serve.json")
     v.set_defaults(func=_bench_serve)
 
@@ -249,6 +251,6 @@ def _bench_serve(args: argparse.Namespace) -> int:
 
     run_serve_bench(args.artifacts, tier=args.tier, candidates=args.candidates,
                     history=args.history, duration=args.duration,
-                    batch_window_ms=args.batch_window_ms, out_json=args.out)
+                    batch_window_ms=args.batch_window_ms, wire=args.wire, out_json=args.out)
     print(f"wrote {args.out}")
     return 0

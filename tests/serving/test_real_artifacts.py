@@ -204,8 +204,8 @@ def test_serving_with_artifacts_imports_no_model_code(artifacts):
 
 
 def test_bench_serve_end_to_end(artifacts, tmp_path, monkeypatch, capsys):
-    """`bench serve` on the tiny artifacts: its own server, figures consistent with the
-    samples it kept, no 5xx but 503 under 2x load, JSON and PNG written. An operator's
+    """`bench serve` on the tiny artifacts, with Arrow bodies: its own server, figures
+    consistent with the samples it kept, no 5xx but 503 under 2x load, JSON and PNG written. An operator's
     $ARM_JAX_TOKEN must not lock the bench out of the server it starts."""
     import json
 
@@ -214,8 +214,9 @@ def test_bench_serve_end_to_end(artifacts, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ARM_JAX_TOKEN", "an-operator-token-the-bench-does-not-know")
     out = tmp_path / "serve.json"
     res = run_serve_bench(artifacts["dir"], tier="small", candidates=4, duration=1.0,
-                          repeats=3, batch_window_ms=0.5, out_json=out)
+                          repeats=3, batch_window_ms=0.5, wire="arrow", out_json=out)
     saved = json.loads(out.read_text())
+    assert saved["config"]["wire"] == "arrow"      # every request and answer in Arrow
     assert (tmp_path / "serve.png").stat().st_size > 0
     assert saved["config"]["batch_window_ms"] == 0.5      # the server took the flag
     lat = saved["latency_ms_samples"]

@@ -19,7 +19,7 @@ from arm_jax.ports import free_port
 @pytest.mark.parametrize("kwargs, field", [
     ({"candidates": 0}, "candidates=0"), ({"repeats": 0}, "repeats=0"),
     ({"history": -1}, "history=-1"), ({"duration": 0.0}, "duration=0.0"),
-    ({"batch_window_ms": -1.0}, "batch_window_ms=-1.0"),
+    ({"batch_window_ms": -1.0}, "batch_window_ms=-1.0"), ({"wire": "xml"}, "wire='xml'"),
 ])
 def test_bad_settings_name_the_field(tmp_path, kwargs, field):
     with pytest.raises(ValueError, match=field):
@@ -73,7 +73,7 @@ def test_plot_draws_both_panels(tmp_path):
 
 
 class _Refusing:
-    def rank_raw(self, body):
+    def rank_raw(self, body, wire="json"):
         return httpx.Response(503, json={"detail": "deadline: 100 ms budget exhausted"})
 
 
