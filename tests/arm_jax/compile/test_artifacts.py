@@ -363,3 +363,17 @@ def test_a_failing_tier_keeps_the_tiers_exported_before_it_loadable(exported, ar
     batch = random_batch(exported["tier"].features, batch=2, candidates=8, history=6, seed=6)
     np.testing.assert_array_equal(load(artifact_copy).tiers["small"].score(batch).probs,
                                   _library(new, batch))
+
+
+def test_swap_refuses_a_checkpoint_without_its_config(exported, checkpoint_like):
+    """A training checkpoint whose config.json is missing (what a save that failed part way
+    leaves) was taken for a bare orbax tree: only shapes were checked, so weights trained
+    with another activation swapped in silently."""
+    tier = load(exported["dir"]).tiers["small"]
+    batch = random_batch(tier.config.features, batch=1, candidates=4, history=6, seed=7)
+    before = tier.score(batch).probs
+    gelu = checkpoint_like(7, "gelu-unfinished", activation="gelu")
+    (gelu / "config.json").unlink()
+    with pytest.raises(ArtifactError, match="config.json missing"):
+        tier.swap_weights(gelu)
+    np.testing.assert_array_equal(tier.score(batch).probs, before)
