@@ -248,6 +248,8 @@ def export_tiers(checkpoints: Mapping[str, str | Path], out_dir: str | Path,
         if not tier_name or "/" in tier_name or tier_name.startswith("."):
             raise ArtifactError(f"export: bad tier name {tier_name!r}")
     root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise ArtifactError(f"export: --out {root} is not a directory")
     root.mkdir(parents=True, exist_ok=True)
     cache = ExecutableCache(default_cache_dir() if cache_dir is _USE_DEFAULT else cache_dir)
     index = _read_index(root)
