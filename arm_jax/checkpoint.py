@@ -49,11 +49,17 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
     """Write config, params and metrics; refuses to overwrite another kind of directory."""
     d = Path(directory).resolve()
     d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps({"kind": kind, "tier": tier.to_dict()}, indent=2))
+    # config.json is the commit marker, written last: a save that fails part way leaves
+    # no config (read_config refuses the directory), never a new config beside old params
+    (d / "config.json").unlink(missing_ok=True)
+    (d / "metrics.json").unlink(missing_ok=True)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(d / "params", params, force=True)
     if metrics is not None:
         (d / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    tmp = d / "config.json.tmp"
+    tmp.write_text(json.dumps({"kind": kind, "tier": tier.to_dict()}, indent=2))
+    tmp.replace(d / "config.json")
     return d
 
 

@@ -152,6 +152,9 @@ def check_trained_config(directory: str | Path, compiled: TierConfig) -> None:
     equal shapes can still be trained for another activation, head split or hashing)."""
     path = _config_beside(directory)
     if path is None:
+        if (Path(directory) / "params").is_dir():   # a training checkpoint without its config
+            raise ArtifactError(f"{directory}: config.json missing (a save that never "
+                                "finished?); refusing weights of unknown config")
         return
     try:
         raw = json.loads(path.read_text())

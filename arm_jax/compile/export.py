@@ -155,11 +155,14 @@ def export_tier(checkpoint: str | Path, out_dir: str | Path, *, name: str | None
         tier.serving.batch_buckets, tier.serving.candidate_buckets)
     L, T = tier.model.history_len, len(tier.features.tasks)
 
-    out = Path(out_dir)
+    final = Path(out_dir)
+    if final.exists() and any(final.iterdir()) and not (final / mf.INDEX).exists():
+        raise ArtifactError(f"export: {final} exists and is not a tier export; refusing to "
+                            "replace it")
+    # Written beside the tier and swapped in only when complete: a failed export leaves
+    # the previous tier (which the index pins) intact.
+    out = final.with_name(f".{final.name}.partial")
     if out.exists():
-        if any(out.iterdir()) and not (out / mf.INDEX).exists():
-            raise ArtifactError(f"export: {out} exists and is not a tier export; refusing to "
-                                "replace it")
         shutil.rmtree(out)
     (out / "executables").mkdir(parents=True)
     (out / "exported").mkdir()
@@ -220,6 +223,13 @@ def export_tier(checkpoint: str | Path, out_dir: str | Path, *, name: str | None
     }
     manifest["files"] = mf.hash_tree(out)
     mf.write_json(out / mf.INDEX, manifest)
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        final.rename(old)
+    out.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
     return manifest
 
 
@@ -238,6 +248,8 @@ def export_tiers(checkpoints: Mapping[str, str | Path], out_dir: str | Path,
         if not tier_name or "/" in tier_name or tier_name.startswith("."):
             raise ArtifactError(f"export: bad tier name {tier_name!r}")
     root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise ArtifactError(f"export: --out {root} is not a directory")
     root.mkdir(parents=True, exist_ok=True)
     cache = ExecutableCache(default_cache_dir() if cache_dir is _USE_DEFAULT else cache_dir)
     index = _read_index(root)
@@ -246,10 +258,12 @@ def export_tiers(checkpoints: Mapping[str, str | Path], out_dir: str | Path,
                     buckets=buckets, top_k=top_k, cache=cache, progress=progress)
         index["tiers"][tier_name] = {"manifest": f"{tier_name}/{mf.INDEX}",
                                          "sha256": mf.sha256_file(root / tier_name / mf.INDEX)}
-    index["tiers"] = {k: v for k, v in sorted(index["tiers"].items())
-                      if (root / k / mf.INDEX).exists()}
-    index.update(jax=jax.__version__, jaxlib=_jaxlib_version(), created=time.time())
-    mf.write_json(root / mf.INDEX, index)
+        # the index pins each tier as soon as it is replaced: a later tier that fails
+        # leaves every tier exported so far loadable
+        index["tiers"] = {k: v for k, v in sorted(index["tiers"].items())
+                          if (root / k / mf.INDEX).exists()}
+        index.update(jax=jax.__version__, jaxlib=_jaxlib_version(), created=time.time())
+        mf.write_json(root / mf.INDEX, index)
     return root
 
 

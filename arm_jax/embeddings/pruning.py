@@ -80,6 +80,8 @@ class PrunedEmbedding(nnx.Module):
         """Raw ids -> rows of the pruned table (dropped rows -> the fallback row)."""
         orig = self.layout.rows(ids_xf, self.salt_base)
         kept = self.kept[...]
+        if kept.shape[0] == 0:   # every row pruned: all ids share the fallback row (row 0)
+            return jnp.zeros_like(orig)
         pos = jnp.clip(jnp.searchsorted(kept, orig), 0, kept.shape[0] - 1)
         return jnp.where(kept[pos] == orig, pos, kept.shape[0])
 

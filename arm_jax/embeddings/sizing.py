@@ -188,11 +188,17 @@ def write_plan_yaml(plan: SizingPlan, path: str,
     if "item" in rows:
         overrides.append(f"features.item_hash_size={rows['item']}")
     known = set(rows)
+    grouped: set[str] = set()
     for g in groups:
         unknown = [f for f in g if f not in known]
         if unknown:
             raise SizingError(f"--group {','.join(g)}: unknown feature(s) {unknown}; "
                               f"known: {sorted(known)}")
+        again = sorted((grouped & set(g)) | {f for f in g if list(g).count(f) > 1})
+        if again:   # TableLayout.from_plan refuses a field in two groups
+            raise SizingError(f"--group {','.join(g)}: feature(s) {again} repeated or already "
+                              "in another group; a feature goes in at most one --group")
+        grouped |= set(g)
     doc = {"embeddings": {**plan.to_dict(), "groups": [list(g) for g in groups]},
            "overrides": overrides}
     p = Path(path)

@@ -20,3 +20,34 @@ def test_shape_mismatch_names_the_parameter(tiny_overrides, tmp_path):
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match=r"head_in/bias.*\[16\].*expects \[24\]"):
         load_checkpoint(d)
+
+
+def test_a_failed_save_never_pairs_a_new_config_with_old_params(tiny_overrides, tmp_path,
+                                                                monkeypatch):
+    """save_checkpoint wrote config.json before the params: a save that failed (full disk,
+    Ctrl-C) over an earlier checkpoint of the same shapes left the new config beside the old
+    weights, and load_checkpoint returned them as if trained with it."""
+    import orbax.checkpoint as ocp
+
+    from arm_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from arm_jax.config import load_tier
+    from arm_jax.model import Ranker
+
+    old = load_tier("small", [*tiny_overrides, "model.activation=relu"])
+    params = nnx.split(Ranker(old.model, old.features, rngs=nnx.Rngs(0)))[1]
+    d = save_checkpoint(tmp_path / "ck", kind="ranker", tier=old, params=params,
+                        metrics={"auc": 0.7})
+    new = load_tier("small", [*tiny_overrides, "model.activation=gelu"])
+
+    def disk_full(*a, **k):
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(ocp.StandardCheckpointer, "save", disk_full)
+        with pytest.raises(OSError):
+            save_checkpoint(d, kind="ranker", tier=new, params=params, metrics={"auc": 0.1})
+    with pytest.raises(CheckpointError, match="config.json missing"):
+        load_checkpoint(d)
+    assert not (d / "metrics.json").exists()
+    save_checkpoint(d, kind="ranker", tier=new, params=params)     # a retry completes it
+    assert load_checkpoint(d)[1].model.activation == "gelu"

@@ -318,3 +318,62 @@ def test_out_of_range_action_on_a_padded_event_is_ignored(exported):
     got = tier.score(bad)
     assert np.isfinite(got.probs).all()
     np.testing.assert_array_equal(got.probs, tier.score(batch).probs)
+
+
+def test_a_failed_reexport_leaves_the_previous_tier_serving(exported, artifact_copy,
+                                                            checkpoint_like, monkeypatch):
+    """A re-export that dies part way (a compile error, Ctrl-C, a full disk) once deleted
+    the tier first: the index still pinned the old manifest, so every tier of the
+    directory stopped loading, and the next export refused the half-written tier."""
+    from arm_jax.compile import export as ex
+    from arm_jax.compile import manifest as mf
+
+    batch = random_batch(exported["tier"].features, batch=1, candidates=4, history=6, seed=5)
+    before = load(artifact_copy).tiers["small"].score(batch).probs
+    new = checkpoint_like(5, "v5")
+
+    def disk_full(*a, **k):
+        raise OSError("No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(ex, "_compile", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            ex.export_tiers({"small": new}, artifact_copy, platforms=("cpu",),
+                            cache_dir=exported["cache"], progress=False)
+    assert mf.verify(artifact_copy) == []
+    np.testing.assert_array_equal(load(artifact_copy).tiers["small"].score(batch).probs, before)
+    ex.export_tiers({"small": new}, artifact_copy, platforms=("cpu",),
+                    cache_dir=exported["cache"], progress=False)
+    np.testing.assert_array_equal(load(artifact_copy).tiers["small"].score(batch).probs,
+                                  _library(new, batch))
+
+
+def test_a_failing_tier_keeps_the_tiers_exported_before_it_loadable(exported, artifact_copy,
+                                                                     checkpoint_like):
+    """export_tiers wrote the index once at the end: when a later tier failed (here a
+    mistyped checkpoint), the tiers already replaced no longer matched the hashes the
+    index pinned, and the whole directory was refused."""
+    from arm_jax.checkpoint import CheckpointError
+    from arm_jax.compile.export import export_tiers
+
+    new = checkpoint_like(6, "v6")
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        export_tiers({"small": new, "large": exported["root"] / "no-such-run"}, artifact_copy,
+                     platforms=("cpu",), cache_dir=exported["cache"], progress=False)
+    batch = random_batch(exported["tier"].features, batch=2, candidates=8, history=6, seed=6)
+    np.testing.assert_array_equal(load(artifact_copy).tiers["small"].score(batch).probs,
+                                  _library(new, batch))
+
+
+def test_swap_refuses_a_checkpoint_without_its_config(exported, checkpoint_like):
+    """A training checkpoint whose config.json is missing (what a save that failed part way
+    leaves) was taken for a bare orbax tree: only shapes were checked, so weights trained
+    with another activation swapped in silently."""
+    tier = load(exported["dir"]).tiers["small"]
+    batch = random_batch(tier.config.features, batch=1, candidates=4, history=6, seed=7)
+    before = tier.score(batch).probs
+    gelu = checkpoint_like(7, "gelu-unfinished", activation="gelu")
+    (gelu / "config.json").unlink()
+    with pytest.raises(ArtifactError, match="config.json missing"):
+        tier.swap_weights(gelu)
+    np.testing.assert_array_equal(tier.score(batch).probs, before)

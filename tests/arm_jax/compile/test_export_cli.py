@@ -47,3 +47,14 @@ def test_export_command_end_to_end(exported, tmp_path, capsys):
                str(tmp_path / "keep"), "--platforms", "cpu", "--no-cache"])
     assert rc == 2 and "refusing to replace" in capsys.readouterr().err
     assert (tmp_path / "keep" / "tiny" / "precious.txt").exists()
+
+
+def test_export_out_that_is_a_file_is_one_line(exported, tmp_path, capsys):
+    """--out naming an existing file died in a FileExistsError traceback from mkdir."""
+    f = tmp_path / "artifacts"
+    f.write_text("not a directory")
+    rc = main(["export", "--checkpoint", f"tiny={exported['ckpt']}", "--out", str(f),
+               "--platforms", "cpu", "--no-cache"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--out" in err and "not a directory" in err and "Traceback" not in err
+    assert f.read_text() == "not a directory"

@@ -42,3 +42,17 @@ def test_rarely_touched_rows_pruned_at_min_count_and_index_is_not_a_param():
     assert isinstance(pruned.kept, RowIndex)
     params = nnx.state(pruned, nnx.Param)
     assert [p for p, _ in nnx.to_flat_state(params)] == [("table",)]
+
+
+def test_pruning_every_row_sends_every_lookup_to_the_fallback_row():
+    """min_count above every count keeps no row: lookups (eager and jitted) return the
+    fallback row (the mean of the whole table) instead of failing in the gather."""
+    emb = HashedEmbedding(2, 16, 4, rngs=nnx.Rngs(0))
+    ids = jnp.asarray([[1, 2], [3, 4]], jnp.int32)
+    pruned, rep = prune(emb, row_counts(emb, np.asarray(ids)), min_count=100)
+    assert rep.rows_after == 1 and np.asarray(pruned.kept[...]).size == 0
+    fallback = np.asarray(emb.table[...]).mean(axis=0)
+    for got in (pruned(ids), jax.jit(lambda m, x: m(x))(pruned, ids)):
+        assert got.shape == (2, 2, 4)
+        np.testing.assert_allclose(np.asarray(got), np.broadcast_to(fallback, (2, 2, 4)),
+                                   rtol=1e-6)

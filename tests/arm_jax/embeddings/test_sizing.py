@@ -79,3 +79,17 @@ def test_cli_rejects_float_ids(tmp_path, capsys):
     rc = main(["embeddings", "plan", "--data", str(tmp_path / "bad.npz"),
                "--budget-params", "1000"])
     assert rc == 2 and "ids must be ints" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_feature_in_two_groups_before_writing(tmp_path, capsys):
+    """--group req_0,req_1 --group req_1,item wrote a plan that TableLayout.from_plan then
+    refused (field in more than one group) when the plan was used, not when it was made."""
+    np.savez(tmp_path / "ids.npz", req_0=_zipf_ids(100, 5000, 0), req_1=_zipf_ids(30, 5000, 2),
+             item=_zipf_ids(3000, 20000, 1))
+    out = tmp_path / "plan.yaml"
+    rc = main(["embeddings", "plan", "--data", str(tmp_path / "ids.npz"),
+               "--budget-params", "200000", "--dim", "16", "--group", "req_0,req_1",
+               "--group", "req_1,item", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "req_1" in err and "at most one --group" in err
+    assert not out.exists()
