@@ -38,6 +38,7 @@ class ArrowUnavailable(PyarrowMissing):
 
 
 def _pa() -> Any:
+    """pyarrow (with pyarrow.ipc), or ArrowUnavailable saying how to install it."""
     try:
         import pyarrow as pa
         import pyarrow.ipc  # noqa: F401 - registers pa.ipc
@@ -46,9 +47,14 @@ def _pa() -> Any:
     return pa
 
 
+def require_arrow() -> None:
+    """Raise ArrowUnavailable (naming the extra to install) unless pyarrow is importable."""
+    _pa()
+
+
 def arrow_available() -> bool:
     try:
-        _pa()
+        require_arrow()
     except ArrowUnavailable:
         return False
     return True
@@ -293,5 +299,6 @@ def decode_request(body: bytes, features: FeaturesConfig,
     return options, arrays
 
 
-__all__ = ["ARROW_STREAM", "ArrowUnavailable", "arrow_available", "decode_request",
+__all__ = ["ARROW_STREAM", "ArrowUnavailable", "arrow_available", "require_arrow",
+           "decode_request",
            "decode_response", "encode_request", "encode_response"]

@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from serving.client import RankClient, RankError, decode_answer, encode_payload, random_request
+from serving.client import (WIRES, RankClient, RankError, decode_answer, encode_payload,
+                            random_request)
 
 
 class LoadgenError(RuntimeError):
@@ -138,12 +139,19 @@ def run_load(url: str, *, rate: float, duration: float, candidates: int = 64,
                         ("max_in_flight", max_in_flight, 1)):
         if v < lo:
             raise ValueError(f"{name}={v}: must be >= {lo}")
+    wire = wire or ("msgpack" if use_msgpack else "json")
+    if wire not in WIRES:
+        raise ValueError(f"wire={wire!r}: expected one of {', '.join(WIRES)}")
+    if wire == "arrow":       # before any request: PyarrowMissing says what to install
+        from serving.arrow_wire import require_arrow
+
+        require_arrow()
     url = url.rstrip("/")
     features = _server_features(url, token, timeout)
     rng = np.random.default_rng(seed)
     reqs = [random_request(features, candidates=candidates, history=history, rng=rng,
                            **(extra or {})) for _ in range(pool)]
-    encoded = [encode_payload(r, wire or ("msgpack" if use_msgpack else "json")) for r in reqs]
+    encoded = [encode_payload(r, wire) for r in reqs]
     payloads, ctype = [body for body, _ in encoded], encoded[0][1]
     report = asyncio.run(_run(url, rate, duration, payloads, ctype, token,
                               max_in_flight, timeout, drain_s))

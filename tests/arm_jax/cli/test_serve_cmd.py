@@ -126,6 +126,22 @@ def test_loadgen_without_a_server_is_one_line(capsys):
                            "https:// URL")
 
 
+def test_loadgen_arrow_without_pyarrow_is_one_line_before_any_request(capsys, monkeypatch):
+    from serving import arrow_wire
+
+    def missing():
+        raise arrow_wire.ArrowUnavailable("Arrow IPC bodies need pyarrow: "
+                                          + arrow_wire.INSTALL_HINT)
+
+    monkeypatch.setattr(arrow_wire, "_pa", missing)
+    rc = main(["loadgen", "--url", "http://127.0.0.1:9", "--rate", "5", "--duration", "1",
+               "--wire", "arrow"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.strip() == ("arm-jax: error: Arrow IPC bodies need pyarrow: pip install "
+                           "'arm-jax[arrow]' (or pyarrow)")
+
+
 def test_a_taken_port_is_one_line_before_any_tier_loads(tiny_overrides, capsys, monkeypatch):
     import socket
 
