@@ -230,6 +230,53 @@ def _nested(pa: Any, record: Any, name: str, width: int, key: str, *, ids: bool,
     return values.reshape(len(rows), width)
 
 
+def _compressed(metadata: bytes) -> bool:
+    """Does this IPC message (its flatbuffer metadata) carry lz4/zstd-compressed buffers?
+
+    Arrow's Message.fbs: Message {version, header_type, header, bodyLength, ...} with
+    header a RecordBatch {length, nodes, buffers, compression, ...} or a DictionaryBatch
+    {id, data: RecordBatch, ...}; a compressed batch has its `compression` field set.
+    pyarrow exposes no such query and decompresses whatever it reads.
+    """
+    from flatbuffers import encode, packer
+    from flatbuffers import number_types as fbn
+    from flatbuffers.table import Table
+
+    def field(t: Table, slot: int) -> int:
+        return t.Offset(4 + 2 * slot)
+
+    buf = bytearray(metadata)
+    msg = Table(buf, encode.Get(packer.uoffset, buf, 0))
+    o = field(msg, 1)
+    kind = msg.Get(fbn.Uint8Flags, o + msg.Pos) if o else 0
+    o = field(msg, 2)
+    if kind not in (2, 3) or not o:                 # not a (dictionary) record batch
+        return False
+    header = Table(buf, msg.Indirect(o + msg.Pos))
+    if kind == 2:                                   # DictionaryBatch.data
+        o = field(header, 1)
+        if not o:
+            return False
+        header = Table(buf, header.Indirect(o + header.Pos))
+    return bool(field(header, 3))
+
+
+def _read_stream(pa: Any, body: bytes) -> list[Any]:
+    """The stream's record batches; 400 if unreadable, 415 if its buffers are compressed
+    (a few KB of zstd can inflate to GBs: bodies are bounded by their size as sent)."""
+    try:
+        for message in pa.ipc.MessageReader.open_stream(body):
+            if _compressed(message.metadata.to_pybytes()):
+                raise FieldError("body", "compressed Arrow IPC buffers (lz4 / zstd) are not "
+                                         "accepted: send an uncompressed stream", 415)
+        return list(pa.ipc.open_stream(body))
+    except (pa.ArrowException, OSError, ValueError) as e:
+        if isinstance(e, FieldError):
+            raise
+        raise FieldError("body", f"malformed Arrow IPC stream: {type(e).__name__}: "
+                                 f"{str(e)[:120]}", 400) from None
+
+
 def _options(pa: Any, record: Any) -> RankOptions:
     """The scalar columns through pydantic, as JSON's fields are (a null is an absent field)."""
     fields = {}
@@ -246,18 +293,15 @@ def decode_request(body: bytes, features: FeaturesConfig,
     """An Arrow /v1/rank body -> (scalar fields, feature arrays) for `pack_batch`.
 
     FieldError: 400 on an unreadable stream, 422 naming the column (and index) on a wrong
-    type, width, null or value, 413 past `max_candidates`; 415 without pyarrow.
+    type, width, null or value, 413 past `max_candidates`; 415 on compressed buffers or
+    without pyarrow.
     """
     try:
         pa = _pa()
     except ArrowUnavailable as e:
         raise FieldError("content-type", f"{ARROW_STREAM} is not supported by this server: "
                                          f"{e}", 415) from None
-    try:
-        batches = list(pa.ipc.open_stream(body))
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise FieldError("body", f"malformed Arrow IPC stream: {type(e).__name__}: "
-                                 f"{str(e)[:120]}", 400) from None
+    batches = _read_stream(pa, body)
     rows = sum(b.num_rows for b in batches)
     if rows != 1:
         raise FieldError("body", f"expected one row (one request), got {rows}")
@@ -267,6 +311,8 @@ def decode_request(body: bytes, features: FeaturesConfig,
     for name in names:
         if name not in known:
             raise FieldError(name, "Extra inputs are not permitted")
+        if names.count(name) > 1:
+            raise FieldError(name, f"the column appears {names.count(name)} times")
     for name in REQUIRED_COLUMNS:
         if name not in names:
             raise FieldError(name, "field required")

@@ -154,6 +154,31 @@ def test_arrow_user_id_only_reads_the_history_path(serve, fakes, payload):
     assert a["history_source"] == "none" and a["tier"] == "small"
 
 
+def _compressed_stream(table, codec: str) -> bytes:
+    sink = pa.BufferOutputStream()
+    opts = pa.ipc.IpcWriteOptions(compression=codec)
+    with pa.ipc.new_stream(sink, table.schema, options=opts) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_a_compression_bomb_is_refused_before_it_inflates(tiny_tiers, monkeypatch):
+    """A few KB of zstd that pyarrow would inflate 1000-fold: refused from the messages'
+    metadata, before any record batch is read (and decompressed)."""
+    n = 5_000_000
+    bomb = _compressed_stream(pa.table({"req_sparse": pa.array(
+        [np.zeros(n, np.int64)], pa.list_(pa.int64()))}), "zstd")
+    assert len(bomb) * 1000 < 8 * n
+
+    def inflate(*args, **kw):
+        raise AssertionError("the compressed stream was read")
+
+    monkeypatch.setattr(pa.ipc, "open_stream", inflate)
+    with pytest.raises(FieldError, match="compressed Arrow IPC buffers") as e:
+        decode_request(bomb, tiny_tiers["small"].features, MAX_CANDIDATES)
+    assert e.value.status == 415
+
+
 def _cand(p, key, fix):
     rows = [list(r) for r in p[key]]
     fix(rows)
@@ -214,6 +239,13 @@ CASES = [
     ("top_k_zero", lambda p: encode_request({**p, "top_k": 0}), 422, "top_k"),
     ("ts_in_milliseconds", lambda p: encode_request({**p, "ts": 1_700_000_000_000}), 422, "ts"),
     ("ts_as_string", lambda p: encode_request({**p, "ts": "yesterday"}), 422, "ts"),
+    ("duplicate_column", lambda p: _stream(pa.Table.from_arrays(
+        [*_table(p).columns, pa.array([[1]])], names=[*_table(p).column_names, "req_sparse"])),
+     422, "req_sparse"),
+    ("zstd_compressed", lambda p: _compressed_stream(_table(p), "zstd"), 415, "body"),
+    ("lz4_dictionary", lambda p: _compressed_stream(
+        _table(p).append_column("tier", pa.array(["small"]).dictionary_encode()), "lz4"),
+     415, "body"),
     ("unknown_context_field", lambda p: _with(p, context=pa.array([{"mood": "x"}])),
      422, "context.mood"),
 ]
