@@ -37,3 +37,22 @@ def test_resume_with_baselines_starts_the_ones_never_reached(tiny_overrides, tmp
     assert "resuming ranker:small after step 1 of 2" in err, err
     assert "resuming logreg" not in err                             # it had no state: fresh
     assert (tmp_path / "run-logreg" / "params").is_dir()
+
+
+def test_baselines_of_a_tier_file_with_its_own_features_train_on_its_data(tmp_path, capsys):
+    """The data is drawn with the tier's features; the small baseline must read the same
+    ones, not features.yaml's (it failed with 'req_sparse: shape (8, 3), expected ...
+    req_sparse_fields=8' after the ranker and logreg runs had finished)."""
+    tier = tmp_path / "mine.yaml"
+    tier.write_text(
+        "model: {d_model: 16, history_len: 12, encoder_heads: 2, target_heads: 2, "
+        "mlp_hidden: 32, head_hidden: 16, fm_tokens: 4, lcb_tokens: 4, fm_rank: 4, "
+        "summary_tokens: 2}\n"
+        "features: {req_sparse_fields: 3, req_dense_features: 4, cand_sparse_fields: 3, "
+        "cand_dense_features: 2, sparse_hash_size: 97, item_hash_size: 101}\n")
+    out = tmp_path / "run"
+    rc = main(["train", "--tier", str(tier), "--out", str(out), "--no-progress", "--steps", "1",
+               "--baselines", *SMALL_DATA])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "ranker:small" in captured.out and (tmp_path / "run-small" / "params").is_dir()
