@@ -26,6 +26,18 @@ def test_bad_train_use_is_one_line(tiny_overrides, tmp_path, capsys, flags, extr
     assert "\n" not in err and not (out / "params").exists()
 
 
+@pytest.mark.parametrize("flags", [[], ["--checkpoint-every", "1"]])
+def test_out_that_is_a_file_is_refused_before_training(tiny_overrides, tmp_path, capsys, flags):
+    """Without --checkpoint-every it trained every step, then died in save_checkpoint with a
+    FileExistsError traceback; with it, '[Errno 20] Not a directory: .../train_state'."""
+    out = tmp_path / "run"
+    out.write_text("not a directory")
+    rc = main(["train", "--tier", "small", "--out", str(out), "--no-progress", *flags,
+               *tiny_overrides, *SMALL_DATA])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == f"arm-jax: error: out_dir {out}: exists and is not a directory"
+
+
 def test_resume_with_baselines_starts_the_ones_never_reached(tiny_overrides, tmp_path, capsys):
     out = tmp_path / "run"
     common = ["train", "--tier", "small", "--out", str(out), "--no-progress", "--steps", "2",
