@@ -90,6 +90,10 @@ def auc_bootstrap(labels: Any, scores: Mapping[str, Any], mask: Any | None = Non
             w = counts[lo:lo + _CHUNK][:, req_sorted].astype(np.float64)
             aucs[lo:lo + _CHUNK] = (_weighted_auc(y_sorted, starts, w) if starts.size
                                     else np.nan)
+        # a redraw holding a nan score has no AUC (`metrics.auc`); nan pairs sort last, in
+        # groups of their own, and weigh nothing in the redraws without them
+        unscored = np.unique(request_of_pair[np.isnan(s_pairs)])
+        aucs[counts[:, unscored].sum(axis=1) > 0] = np.nan
         out[name] = aucs
     return out
 
@@ -108,8 +112,11 @@ def within_request_auc_bootstrap(labels: Any, scores: Mapping[str, Any],
         except ValueError as e:
             raise ValueError(f"scores[{name!r}]: {e}") from None
         den = counts @ pairs
+        unscored = np.isnan(right)      # requests with a nan score: nan in every redraw of them
+        num = counts @ np.where(unscored, 0.0, right)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[name] = np.where(den > 0, (counts @ right) / den, np.nan)
+            out[name] = np.where((den > 0) & (counts[:, unscored].sum(axis=1) == 0),
+                                 num / den, np.nan)
     return out
 
 

@@ -54,6 +54,11 @@ class FeaturesConfig:
                     "matching compares")
 
     def __post_init__(self) -> None:
+        tasks = self.tasks
+        if not tasks or len(set(tasks)) != len(tasks) or not all(tasks):
+            raise ConfigError(
+                f"features.tasks={list(tasks)} must be a non-empty list of distinct, non-empty "
+                "task names (one output and one label column each)")
         side = self.history_side_fields
         if len(set(side)) != len(side) or any(not 0 <= j < self.cand_sparse_fields for j in side):
             raise ConfigError(
@@ -243,7 +248,11 @@ def load_tier(name_or_path: str, overrides: list[str] | tuple[str, ...] = (),
     features_raw = _read_yaml(cdir / "features.yaml") if (cdir / "features.yaml").exists() else {}
     raw.setdefault("name", path.stem)
     merged_features = dict(features_raw)
-    merged_features.update(raw.pop("features", {}) or {})
+    own_features = raw.pop("features", {}) or {}
+    if not isinstance(own_features, dict):
+        raise ConfigError(f"{path}: features: expected a mapping, got "
+                          f"{type(own_features).__name__} {own_features!r}")
+    merged_features.update(own_features)
     raw["features"] = merged_features
     for item in overrides:
         _apply_override(raw, item)
@@ -331,7 +340,8 @@ def _coerce(tp: Any, value: Any, key: str, meta: Any) -> Any:
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            digits = value.strip().lstrip("-") if isinstance(value, str) else ""
+            if digits.isascii() and digits.isdigit():   # not '²': isdigit, but int() refuses
                 value = int(value)
             else:
                 raise ConfigError(f"{key}={value!r}: expected an integer")
@@ -348,7 +358,8 @@ def _coerce(tp: Any, value: Any, key: str, meta: Any) -> Any:
     lo, hi, choices = (meta or {}).get("lo"), (meta or {}).get("hi"), (meta or {}).get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"{key}={value!r}: allowed values are {', '.join(map(str, choices))}")
-    if lo is not None and value < lo or hi is not None and value > hi:
+    # `not lo <= value`, not `value < lo`: nan compares false either way and must fail
+    if lo is not None and not lo <= value or hi is not None and not value <= hi:
         raise ConfigError(f"{key}={value!r} is out of range: allowed {lo}..{hi}")
     return value
 

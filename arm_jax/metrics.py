@@ -30,13 +30,14 @@ def auc(labels: Any, scores: Any, mask: Any | None = None) -> float:
     """Area under the ROC curve from average ranks (Mann-Whitney U), ties counted half.
 
     O(n log n): one stable sort, tied scores share the mean of their ranks.
-    Labels are treated as positive when > 0.5. nan if either class is absent.
+    Labels are treated as positive when > 0.5. nan if either class is absent, or if any
+    score is nan (a diverged model has no ranking; sorted, its nans would rank highest).
     """
     y, s = _select(labels, scores, mask)
     pos = y > 0.5
     n_pos = int(pos.sum())
     n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if n_pos == 0 or n_neg == 0 or np.isnan(s).any():
         return float("nan")
     order = np.argsort(s, kind="mergesort")
     s_sorted = s[order]
@@ -56,7 +57,8 @@ def auc(labels: Any, scores: Any, mask: Any | None = None) -> float:
 def within_request_pairs(labels: Any, scores: Any, mask: Any | None = None
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Per request: (correctly ordered (positive, negative) candidate pairs, ties counted half;
-    all such pairs). labels/scores [R, N], mask [R, N]. Both float64 [R]."""
+    all such pairs). labels/scores [R, N], mask [R, N]. Both float64 [R]; the first is nan
+    for a request with a nan score on a real candidate (unordered, not misordered)."""
     y = np.asarray(labels, np.float64)
     s = np.asarray(scores, np.float64)
     if y.ndim != 2 or s.shape != y.shape:
@@ -68,12 +70,15 @@ def within_request_pairs(labels: Any, scores: Any, mask: Any | None = None
     pairs_rij = pos[:, :, None] & neg[:, None, :]
     diff_rij = s[:, :, None] - s[:, None, :]
     right = ((diff_rij > 0) + 0.5 * (diff_rij == 0)) * pairs_rij
-    return right.sum(axis=(1, 2)), pairs_rij.sum(axis=(1, 2)).astype(np.float64)
+    unscored = (m & np.isnan(s)).any(axis=1)
+    return (np.where(unscored, np.nan, right.sum(axis=(1, 2))),
+            pairs_rij.sum(axis=(1, 2)).astype(np.float64))
 
 
 def within_request_auc(labels: Any, scores: Any, mask: Any | None = None) -> float:
     """AUC over (positive, negative) pairs of the *same* request: how well each request's
-    candidates are ordered, whatever the level of its scores (GAUC weighted by pairs).
+    candidates are ordered, whatever the level of its scores (GAUC weighted by pairs);
+    nan if any real candidate's score is nan.
 
     The overall `auc` also compares candidates of different requests, so it rewards getting
     each request's base rate right; this one does not. nan without any such pair."""

@@ -69,6 +69,8 @@ def _quantize(args: argparse.Namespace) -> int:
     _check(calib_requests=args.calib_requests, holdout_requests=args.holdout_requests,
            candidates=args.candidates)
     _check_budget(args.budget_auc)
+    if Path(args.out).exists() and not Path(args.out).is_dir():   # before minutes of work
+        raise ValueError(f"--out {args.out}: exists and is not a directory")
     from arm_jax.checkpoint import load_checkpoint, save_checkpoint
     from arm_jax.compile.export import resolve_checkpoints
     from arm_jax.data.random_batch import random_batch

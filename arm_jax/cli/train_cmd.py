@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,9 @@ def _train_runs(args: argparse.Namespace, tier: Any, data: Any,
     if args.baselines:
         runs.append(("logreg", tier, out.parent / f"{out.name}-logreg"))
         if tier.name != "small":
-            small = load_tier("small", [o for o in args.overrides if o.startswith(("train.", "features."))])
+            small = load_tier("small", [o for o in args.overrides if o.startswith("train.")])
+            # the data was drawn with the tier's features (a tier file may set its own)
+            small = dataclasses.replace(small, features=tier.features)
             runs.append(("ranker", small, out.parent / f"{out.name}-small"))
     rows = []
     for i, (kind, t, d) in enumerate(runs):

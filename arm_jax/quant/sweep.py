@@ -8,6 +8,7 @@ selection cost one compile, not one per variant.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -23,8 +24,18 @@ EvalSet = Sequence[tuple[RequestBatch, np.ndarray]]  # (batch, labels [b, c, tas
 
 
 def auc_drop(reference: Mapping[str, Any], other: Mapping[str, Any]) -> float:
-    """Largest AUC loss over tasks (positive = worse than the reference)."""
-    return max(reference[t]["auc"] - other[t]["auc"] for t in reference)
+    """Largest AUC loss over tasks (positive = worse than the reference).
+
+    A task whose reference AUC is nan (one class in this set, e.g. no conversion among a
+    few calibration requests) cannot be measured and is left out; a nan AUC of `other`
+    where the reference has one (it scored nan) is an infinite loss. ValueError when no
+    task can be measured. (Python's max() over nans keeps or drops them by position.)"""
+    drops = [math.inf if math.isnan(other[t]["auc"]) else reference[t]["auc"] - other[t]["auc"]
+             for t in reference if not math.isnan(reference[t]["auc"])]
+    if not drops:
+        raise ValueError(f"AUC drop: no task has both classes in this set ({', '.join(reference)}"
+                         "): use more calibration / held-out requests")
+    return max(drops)
 
 
 def mean_logloss(quality: Mapping[str, Any]) -> float:

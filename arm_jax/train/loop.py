@@ -81,6 +81,9 @@ def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
     to an uninterrupted run's."""
     tc = tier.train
     steps = steps or tc.steps
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        # before any step: the final save would fail only after the whole run
+        raise ValueError(f"out_dir {out_dir}: exists and is not a directory")
     trainer = Trainer.create(kind, tier, steps)
     max_len = history_len_for(kind, tier)
     per_epoch = len(data.train) // tc.batch_size

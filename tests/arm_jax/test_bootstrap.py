@@ -44,6 +44,28 @@ def test_within_request_redraws_are_the_same_redraws():
         within_request_auc_bootstrap(labels, {"good": scores["good"][:, :2]}, mask)
 
 
+def test_redraws_holding_a_nan_score_are_nan_and_the_others_exact():
+    """A redraw that holds a request with a nan score has no AUC (as `auc` of it is nan);
+    one without it is the AUC of its requests, as if the nan were never there."""
+    labels, mask, scores = _requests(5, r=6, n=5)
+    mask[:] = True
+    s = scores["good"].copy()
+    s[2, 1] = np.nan
+    counts = redraws(len(labels), 40, 2)
+    with_nan = counts[:, 2] > 0
+    assert with_nan.any() and not with_nan.all()
+    for samples, metric in ((auc_bootstrap(labels, {"m": s}, mask, num_samples=40, seed=2),
+                             auc),
+                            (within_request_auc_bootstrap(labels, {"m": s}, mask,
+                                                          num_samples=40, seed=2),
+                             within_request_auc)):
+        assert np.isnan(samples["m"][with_nan]).all()
+        for i in np.flatnonzero(~with_nan):
+            idx = np.repeat(np.arange(len(labels)), counts[i])
+            assert samples["m"][i] == pytest.approx(metric(labels[idx], s[idx], mask[idx]),
+                                                    abs=1e-12)
+
+
 def test_differences_are_paired_and_intervals_cover_the_estimate():
     labels, mask, scores = _requests(1)
     samples = auc_bootstrap(labels, scores, mask, num_samples=400, seed=0)

@@ -59,11 +59,29 @@ def test_overrides_apply_and_keep_types():
     ("model.summary_history=2048", "model.summary_history=2048 must be <= "
      "model.history_len=1024"),
     ("train.history_crop=1.5", "train.history_crop=1.5"),
+    # nan compares false with both limits: it must still be out of range, not accepted
+    ("train.learning_rate=nan", "train.learning_rate=nan is out of range: allowed 1e-07..10.0"),
+    ("model.dropout=.nan", "model.dropout=nan is out of range: allowed 0.0..0.9"),
+    ("serving.deadline_ms=NaN", "serving.deadline_ms=nan is out of range: allowed 1.0..60000.0"),
+    ("model.d_model=\u00b2", "model.d_model='\u00b2': expected an integer"),
+    ("features.tasks=[]", "features.tasks=[] must be a non-empty list of distinct, non-empty "
+     "task names"),
+    ("features.tasks=[click,click]", "features.tasks=['click', 'click'] must be a non-empty "
+     "list of distinct"),
+    ("features.tasks=[click,'']", "features.tasks=['click', ''] must be a non-empty list"),
 ])
 def test_bad_values_name_key_value_and_limit(override, message):
     with pytest.raises(ConfigError) as e:
         load_tier("large", [override])
     assert str(e.value).startswith(message)
+
+
+@pytest.mark.parametrize("features", ["[1, 2]", "3", "click"])
+def test_tier_file_whose_features_section_is_not_a_mapping_is_refused(tmp_path, features):
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"model:\n  d_model: 32\nfeatures: {features}\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml: features: expected a mapping"):
+        load_tier(str(path))
 
 
 def test_unknown_key_lists_every_allowed_key_sorted():

@@ -54,6 +54,26 @@ def test_degenerate_inputs_give_nan_without_warnings():
         assert math.isnan(res["click"]["auc"]) and math.isnan(res["click"]["ne"])
 
 
+def test_nan_scores_give_nan_auc_not_a_number_from_their_sort_position():
+    """A diverged model scores nan; its AUC must say so (as its log loss does), not rank
+    the nans above everything (0.333 here, with every score nan) or count their pairs as
+    misordered. A nan on a masked-out candidate is not scored."""
+    y = np.array([[1, 0, 0, 1], [0, 1, 0, 0]], float)
+    all_nan = np.full(y.shape, np.nan)
+    one_nan = np.array([[0.9, 0.1, 0.2, np.nan], [0.1, 0.8, 0.3, 0.2]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for s in (all_nan, one_nan):
+            assert math.isnan(auc(y, s)) and math.isnan(within_request_auc(y, s))
+            assert math.isnan(logloss(y, s))
+            assert math.isnan(evaluate(y[..., None], s[..., None], None, ("click",))
+                              ["click"]["auc"])
+    masked = np.array([[True, True, True, False], [True, True, True, True]])
+    assert auc(y, one_nan, masked) == auc(y, np.nan_to_num(one_nan), masked)
+    assert within_request_auc(y, one_nan, masked) == within_request_auc(
+        y, np.nan_to_num(one_nan), masked)
+
+
 def test_logloss_hand_computed_and_clipped():
     assert logloss([1, 0], [0.8, 0.4]) == pytest.approx(-(math.log(0.8) + math.log(0.6)) / 2)
     worst = logloss([1, 0], [0.0, 1.0])

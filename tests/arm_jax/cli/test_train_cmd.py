@@ -26,6 +26,18 @@ def test_bad_train_use_is_one_line(tiny_overrides, tmp_path, capsys, flags, extr
     assert "\n" not in err and not (out / "params").exists()
 
 
+@pytest.mark.parametrize("flags", [[], ["--checkpoint-every", "1"]])
+def test_out_that_is_a_file_is_refused_before_training(tiny_overrides, tmp_path, capsys, flags):
+    """Without --checkpoint-every it trained every step, then died in save_checkpoint with a
+    FileExistsError traceback; with it, '[Errno 20] Not a directory: .../train_state'."""
+    out = tmp_path / "run"
+    out.write_text("not a directory")
+    rc = main(["train", "--tier", "small", "--out", str(out), "--no-progress", *flags,
+               *tiny_overrides, *SMALL_DATA])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == f"arm-jax: error: out_dir {out}: exists and is not a directory"
+
+
 def test_resume_with_baselines_starts_the_ones_never_reached(tiny_overrides, tmp_path, capsys):
     out = tmp_path / "run"
     common = ["train", "--tier", "small", "--out", str(out), "--no-progress", "--steps", "2",
@@ -37,3 +49,22 @@ def test_resume_with_baselines_starts_the_ones_never_reached(tiny_overrides, tmp
     assert "resuming ranker:small after step 1 of 2" in err, err
     assert "resuming logreg" not in err                             # it had no state: fresh
     assert (tmp_path / "run-logreg" / "params").is_dir()
+
+
+def test_baselines_of_a_tier_file_with_its_own_features_train_on_its_data(tmp_path, capsys):
+    """The data is drawn with the tier's features; the small baseline must read the same
+    ones, not features.yaml's (it failed with 'req_sparse: shape (8, 3), expected ...
+    req_sparse_fields=8' after the ranker and logreg runs had finished)."""
+    tier = tmp_path / "mine.yaml"
+    tier.write_text(
+        "model: {d_model: 16, history_len: 12, encoder_heads: 2, target_heads: 2, "
+        "mlp_hidden: 32, head_hidden: 16, fm_tokens: 4, lcb_tokens: 4, fm_rank: 4, "
+        "summary_tokens: 2}\n"
+        "features: {req_sparse_fields: 3, req_dense_features: 4, cand_sparse_fields: 3, "
+        "cand_dense_features: 2, sparse_hash_size: 97, item_hash_size: 101}\n")
+    out = tmp_path / "run"
+    rc = main(["train", "--tier", str(tier), "--out", str(out), "--no-progress", "--steps", "1",
+               "--baselines", *SMALL_DATA])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "ranker:small" in captured.out and (tmp_path / "run-small" / "params").is_dir()

@@ -46,3 +46,13 @@ def test_quantize_bad_arguments_exit_2_with_one_line(checkpoint, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_quantize_out_that_is_a_file_is_refused_before_any_work(checkpoint, tmp_path, capsys):
+    """It used to calibrate, time and select, then fail writing out/checkpoint."""
+    out = tmp_path / "o"
+    out.write_text("not a directory")
+    assert main(["quantize", "--no-export", "--checkpoint", str(checkpoint), "--tier", "small",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"arm-jax: error: --out {out}: exists and is not a directory"]
