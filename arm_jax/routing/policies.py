@@ -252,6 +252,12 @@ class LearnedPolicy:
             pol = cls(TierCost(**raw["small"]), TierCost(**raw["large"]),
                       num_action_types=raw["num_action_types"], ridge=raw.get("ridge", 1.0))
             pol.mean, pol.std = np.asarray(raw["mean"]), np.asarray(raw["std"])
+            n_feats = len(feature_names(pol.num_action_types))
+            for name in ("mean", "std"):
+                if getattr(pol, name).shape != (n_feats,):
+                    raise ValueError(f"{name} holds {getattr(pol, name).size} values; "
+                                     f"num_action_types={pol.num_action_types} makes {n_feats} "
+                                     "request features")
             pol.weights = np.asarray(raw["weights"])
             want = 1 + HISTORY_BUCKETS + 2 * len(pol.mean)
             if pol.weights.shape != (want,):
@@ -286,6 +292,9 @@ class LoadAwarePolicy:
         wanted = self.base.choose(batch, context)
         out, degraded = [], []
         for i, tier in enumerate(wanted):
+            if tier not in self.order:
+                raise RoutingError(f"the base policy chose tier {tier!r}, which is not served; "
+                                   f"tiers: {self.order}")
             k = self.order.index(tier)
             while k > 0 and self.pressure(self.order[k], i) > self.limit:
                 k -= 1
@@ -310,5 +319,9 @@ def load_policy(spec: str, tiers: Sequence[TierCost], *, num_action_types: int) 
         for t in (pol.small.name, pol.large.name):
             if t not in names:
                 raise RoutingError(f"policy {spec!r}: its tier {t!r} is not served; tiers: {names}")
+        if pol.num_action_types != num_action_types:
+            raise RoutingError(f"policy {spec!r}: fitted with num_action_types="
+                               f"{pol.num_action_types}, the tiers have {num_action_types} "
+                               "(refit it with `arm-jax bench routing`)")
         return pol
     raise RoutingError(f"policy {spec!r}: expected 'rules', 'fixed:<tier>' or 'learned:<file>'")

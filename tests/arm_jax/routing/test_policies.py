@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -107,6 +109,32 @@ def test_load_aware_steps_down_under_pressure(batch):
     assert set(hot.choose(batch)) == {"small"} and all(hot.last_degraded)
     everything_hot = LoadAwarePolicy(base, order, lambda tier, i: 9.0)
     assert set(everything_hot.choose(batch)) == {"small"}   # cheapest is the floor
+
+
+def test_load_aware_names_a_tier_it_does_not_serve(batch):
+    policy = LoadAwarePolicy(FixedPolicy("huge"), ["small", "large"], lambda tier, i: 0.0)
+    with pytest.raises(RoutingError, match=r"tier 'huge', which is not served; tiers: "
+                                           r"\['small', 'large'\]"):
+        policy.choose(batch)
+
+
+def test_a_saved_policy_must_match_the_servers_action_types(features, batch, tmp_path):
+    n = features.num_action_types
+    feats = request_features(batch, n)
+    gain = np.random.default_rng(0).normal(size=len(feats))
+    path = LearnedPolicy(SMALL, LARGE, num_action_types=n, ridge=1.0).fit(
+        feats, gain, budget=0.5).save(tmp_path / "p.json")
+    assert isinstance(load_policy(f"learned:{path}", [SMALL, LARGE], num_action_types=n),
+                      LearnedPolicy)
+    with pytest.raises(RoutingError, match=rf"fitted with num_action_types={n}, the tiers "
+                                           rf"have {n + 2}"):
+        load_policy(f"learned:{path}", [SMALL, LARGE], num_action_types=n + 2)
+    raw = json.loads(path.read_text())
+    raw["num_action_types"] = n + 1         # a hand-edited file: mean/std no longer fit
+    path.write_text(json.dumps(raw))
+    with pytest.raises(RoutingError, match=rf"mean holds {len(raw['mean'])} values; "
+                                           rf"num_action_types={n + 1} makes"):
+        LearnedPolicy.load(path)
 
 
 def test_load_policy_specs(features, tmp_path):
