@@ -2,12 +2,14 @@
 
 A request is an Arrow IPC stream holding one row whose columns are the JSON body's fields,
 with the same names and nesting (`cand_sparse` a list of lists, or of fixed-size lists;
-`context` a struct), the layout of a row of an examples Parquet file. Columns may be
-absent or null where the JSON field is optional. Feature columns reach the batch as whole
-arrays: their types, widths and values are checked vectorized and refused with the same
-status and field path (`cand_dense[3][1]`) as JSON, never element by element in Python,
-so a request of thousands of candidates costs little to decode. The scalar columns go
-through the same pydantic model as JSON (`RankOptions`).
+`context` a struct; `ts` unix seconds or an Arrow timestamp), the layout of a row of an
+examples Parquet file. Columns may be absent or null where the JSON field is optional.
+Feature columns reach the batch as whole arrays: their types, widths and values are
+checked vectorized and refused with the same status and field path (`cand_dense[3][1]`)
+as JSON, never element by element in Python, so a request of thousands of candidates
+costs little to decode. The scalar columns go through the same pydantic model as JSON
+(`RankOptions`). Compressed (lz4 / zstd) buffers are refused: they could inflate far past
+the body size limit.
 
 The response is a one-row stream with the JSON response's fields (`scores` as float32).
 pyarrow is an optional dependency (`arm-jax[arrow]`); a server without it answers 415.
@@ -278,11 +280,15 @@ def _read_stream(pa: Any, body: bytes) -> list[Any]:
 
 
 def _options(pa: Any, record: Any) -> RankOptions:
-    """The scalar columns through pydantic, as JSON's fields are (a null is an absent field)."""
+    """The scalar columns through pydantic, as JSON's fields are (a null is an absent field;
+    `ts` may also be an Arrow timestamp, as in an examples file: whole seconds)."""
     fields = {}
     for name in OPTION_COLUMNS:
         if name in record.schema.names:
-            value = record.column(name)[0].as_py()
+            col = record.column(name)
+            if name == "ts" and pa.types.is_timestamp(col.type):
+                col = col.cast(pa.timestamp("s", tz=col.type.tz), safe=False).cast(pa.int64())
+            value = col[0].as_py()
             if value is not None:
                 fields[name] = value
     return parse_model(RankOptions, fields)

@@ -96,6 +96,18 @@ def test_other_arrow_layouts_decode_the_same(tiny_tiers, payload):
     assert not decode_request(bare, f, MAX_CANDIDATES)[1].has_inline_history
 
 
+def test_ts_may_be_an_arrow_timestamp(tiny_tiers, payload):
+    f = tiny_tiers["small"].features
+    p = payload(user_id=3)
+    for unit in ("s", "ms", "us"):
+        col = pa.array([1_700_000_000], pa.int64()).cast(pa.timestamp("s")).cast(
+            pa.timestamp(unit, tz="UTC"))
+        opts = decode_request(_with(p, ts=col), f, MAX_CANDIDATES)[0]
+        assert opts.ts == 1_700_000_000, unit
+    with pytest.raises(FieldError, match="ts: Input should be a valid integer"):
+        decode_request(_with(p, ts=pa.array(["2024-01-01"])), f, MAX_CANDIDATES)
+
+
 def test_a_row_sliced_out_of_a_bigger_table_decodes_as_itself(tiny_tiers, payload):
     """A client that slices one request out of a table of many (offsets not at 0)."""
     f = tiny_tiers["small"].features
