@@ -23,6 +23,7 @@ import msgpack
 import numpy as np
 from tqdm import tqdm
 
+from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.timing import interleaved_median_ms, machine_info, write_json
 from arm_jax.config import load_tier
 from serving.app import parse_rank_body
@@ -139,10 +140,7 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 def plot(res: dict[str, Any], png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = res["rows"]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
@@ -159,10 +157,7 @@ def plot(res: dict[str, Any], png: Path) -> Path:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"/v1/rank body formats, history {res['config']['history']} events")
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_png(fig, png)
 
 
 __all__ = ["run_wire_bench", "format_table"]

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.timing import cost_analysis, machine_info, median_ms, publish
 
 
@@ -114,10 +115,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def plot_broadcast(result: dict[str, Any], png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rs = result["results"]
     n = [r["n"] for r in rs]
@@ -138,6 +136,4 @@ def plot_broadcast(result: dict[str, Any], png: Path) -> Path:
     s = result["shapes"]
     fig.suptitle(f"target attention, d={s['d_model']}, L={s['history']}, {s['heads']} heads")
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_png(fig, png)

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from arm_jax.bench.figures import pyplot, save_png
+
 TARGET_RATIO = 10.0
 
 
@@ -191,10 +193,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def plot_coldstart(result: dict[str, Any], png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     rows = result["tiers"]
@@ -210,9 +209,7 @@ def plot_coldstart(result: dict[str, Any], png: Path) -> Path:
     ax.set_title("cold start: AOT artifacts vs compiling from scratch")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_png(fig, png)
 
 
 if __name__ == "__main__":

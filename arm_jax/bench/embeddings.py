@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.timing import machine_info, write_json
 
 _CHILD_ENV = "ARM_JAX_BENCH_EMBEDDINGS_CHILD"
@@ -273,10 +274,7 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 def plot_embeddings(res: dict[str, Any], png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     names = ["single device"] + list(res["lookup_layouts"])
@@ -294,9 +292,7 @@ def plot_embeddings(res: dict[str, Any], png: Path) -> Path:
     b.set_title(f"planner vs XLA (max error {res['planner_error']:.3f})")
     b.legend()
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_png(fig, png)
 
 
 if __name__ == "__main__":

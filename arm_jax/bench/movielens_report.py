@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.train.loop import LONG_HISTORY, SHORT_HISTORY
 
 
@@ -77,10 +78,7 @@ def _fixed(x: float | None, digits: int) -> str:
 
 
 def plot(res: dict[str, Any], png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = res["models"]
     # all test, then the by-history buckets (0-32 ... >= 256 past ratings), then within request
@@ -111,10 +109,7 @@ def plot(res: dict[str, Any], png: Path) -> Path:
     ax.set_title("MovieLens, temporal split 80/20")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_png(fig, png)
 
 
 __all__ = ["format_table", "format_by_history", "plot"]

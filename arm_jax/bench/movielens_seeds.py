@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.movielens import large_beats_others, run_movielens_bench
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.data.movielens import find_movielens
@@ -143,10 +144,7 @@ def run_movielens_seeds(seeds: Sequence[int], data_dir: str | Path | None = None
 def plot_seeds(summary: Mapping[str, Any], png: Path) -> Path:
     """Left: each model's test AUC per seed and its mean; right: the reference model's paired
     differences per seed with their mean and t interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     seeds = summary["seeds"]
     x = np.arange(len(seeds))
@@ -165,10 +163,7 @@ def plot_seeds(summary: Mapping[str, Any], png: Path) -> Path:
     if paired:
         _plot_differences(axes[0, 1], summary)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_png(fig, png)
 
 
 def _plot_differences(right: Any, summary: Mapping[str, Any]) -> None:

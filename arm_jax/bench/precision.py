@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.timing import machine_info, publish
 
 TARGET_SPEEDUP = 1.5
@@ -137,10 +138,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def plot_precision(result: dict[str, Any], png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     ns = sorted({v["candidates"] for v in result["variants"]})
@@ -162,6 +160,4 @@ def plot_precision(result: dict[str, Any], png: Path) -> Path:
     ax2.legend()
     ax2.set_title("quality")
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_png(fig, png)

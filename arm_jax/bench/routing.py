@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from arm_jax.batch import RequestBatch
+from arm_jax.bench.figures import pyplot
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.metrics import evaluate
 from arm_jax.routing.features import request_features
@@ -247,10 +248,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def plot_curve(rows: list[dict[str, Any]], path: str | Path,
                title: str = "Routing: quality vs cost") -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for prefix, style, label in (("learned@", "o-", "learned"), ("oracle@", "s--", "oracle")):

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.ports import free_port
 
@@ -241,10 +242,7 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
 def plot(res: dict[str, Any], png: Path) -> Path:
     """Left: one-at-a-time latencies vs the executable alone; right: admitted latency
     percentiles at 2x load vs the deadline, with what was admitted and refused."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     c, o = res["config"], res["overload_2x"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -274,7 +272,4 @@ def plot(res: dict[str, Any], png: Path) -> Path:
                  f"{o['rejected_503']} refused (503), {o['errors_5xx']} other 5xx", fontsize=9)
     a2.legend(fontsize=8)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_png(fig, png)

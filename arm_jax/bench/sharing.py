@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
+from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.peak import matmul_peak_gflops
 from arm_jax.bench.timing import compiled_flops, machine_info, median_ms, publish
 from arm_jax.config import TierConfig
@@ -86,10 +87,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def plot_sharing(result: dict[str, Any], png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = [r["candidates"] for r in result["results"]]
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -101,6 +99,4 @@ def plot_sharing(result: dict[str, Any], png: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_png(fig, png)

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.config import load_tier
 from arm_jax.data.join import join_threads, joined_batches
@@ -239,10 +240,7 @@ def format_table(res: dict[str, Any]) -> str:
 
 
 def plot(res: dict[str, Any], png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     b = res["bytes"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -259,10 +257,7 @@ def plot(res: dict[str, Any], png: Path) -> Path:
     a2.set_ylabel("examples / s")
     a2.set_title(f"join throughput, L={res['config']['history_len']}")
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_png(fig, png)
 
 
 __all__ = ["run_store_bench", "format_table"]

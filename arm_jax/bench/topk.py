@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.timing import interleaved_median_ms, machine_info, publish
 
 METHODS = ("ours", "ours_no_nan_check", "radix_jnp", "lax_top_k", "argsort")
@@ -116,10 +117,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def plot_topk(result: dict[str, Any], png: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ks = sorted({r["k"] for r in result["results"]})
@@ -134,6 +132,4 @@ def plot_topk(result: dict[str, Any], png: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
-    return png
+    return save_png(fig, png)
