@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from arm_jax.bench.figures import pyplot, save_png
-from arm_jax.bench.timing import interleaved_median_ms, machine_info, write_json
+from arm_jax.bench.timing import interleaved_median_ms, machine_info, publish
 from arm_jax.config import load_tier
 from serving.app import parse_rank_body
 from serving.arrow_wire import encode_response
@@ -115,11 +115,7 @@ def run_wire_bench(*, tier: str = "large", candidates: tuple[int, ...] = (16, 25
            "config": {"tier": tier, "history": history, "repeats": repeats, "seed": seed,
                       "features": {k: v for k, v in f.__dict__.items() if k != "tasks"}},
            "rows": rows}
-    print(format_table(res))
-    if out_json is not None:
-        write_json(out_json, res)
-        res["png"] = str(plot(res, Path(out_json).with_suffix(".png")))
-    return res
+    return publish(res, out_json, format_table, plot)
 
 
 def format_table(res: dict[str, Any]) -> str:
