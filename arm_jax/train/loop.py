@@ -57,6 +57,9 @@ class TrainingData:
 def make_synthetic_data(tier: TierConfig) -> TrainingData:
     """The bundled synthetic world and its train / held-out requests (same seed, same data)."""
     tc = tier.train
+    if tc.candidates > tier.features.max_candidates:     # before generating anything
+        raise ValueError(f"train.candidates={tc.candidates} exceeds "
+                         f"features.max_candidates={tier.features.max_candidates}")
     world = SyntheticWorld.generate(SyntheticSpec(num_users=tc.num_users, seed=tc.seed),
                                     tier.features)
     train = world.sample_examples(tc.train_requests, tc.candidates, seed=tc.seed + 1)
@@ -65,8 +68,15 @@ def make_synthetic_data(tier: TierConfig) -> TrainingData:
 
 
 def history_len_for(kind: str, tier: TierConfig) -> int:
-    """Events joined per request: the tier's L; the linear baseline reads the longest history."""
-    return tier.features.max_history if kind == "logreg" else tier.model.history_len
+    """Events joined per request: the tier's L; the linear baseline reads the longest history.
+    ValueError naming both settings when L exceeds features.max_history (every batch of
+    such histories would be refused)."""
+    if kind == "logreg":
+        return tier.features.max_history
+    if tier.model.history_len > tier.features.max_history:
+        raise ValueError(f"model.history_len={tier.model.history_len} exceeds "
+                         f"features.max_history={tier.features.max_history}")
+    return tier.model.history_len
 
 
 def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
@@ -84,8 +94,8 @@ def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         # before any step: the final save would fail only after the whole run
         raise ValueError(f"out_dir {out_dir}: exists and is not a directory")
-    trainer = Trainer.create(kind, tier, steps)
     max_len = history_len_for(kind, tier)
+    trainer = Trainer.create(kind, tier, steps)
     per_epoch = len(data.train) // tc.batch_size
     if per_epoch == 0:
         raise ValueError(f"train.batch_size={tc.batch_size}: more than the "

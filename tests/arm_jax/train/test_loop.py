@@ -105,3 +105,21 @@ def test_ema_averages_what_is_saved_without_changing_training(trained, plain_20_
     _, _, _, restored = load_checkpoint(tmp_path / "ema")
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored),
                  jax.device_get(ema.params))
+
+
+def test_lengths_past_the_schema_are_refused_naming_both_settings(tiny_overrides, tmp_path):
+    """Every batch would be refused: say which two settings disagree, before any work."""
+    tier = load_tier("small", [*tiny_overrides, *WORLD, "train.candidates=64",
+                               "features.max_candidates=32"])
+    with pytest.raises(ValueError, match=r"^train.candidates=64 exceeds "
+                                         r"features.max_candidates=32$"):
+        make_synthetic_data(tier)
+    tier = load_tier("small", [*tiny_overrides, *WORLD, "train.train_requests=16",
+                               "model.history_len=64", "features.max_history=32"])
+    data = make_synthetic_data(tier)
+    with pytest.raises(ValueError, match=r"^model.history_len=64 exceeds "
+                                         r"features.max_history=32$"):
+        train_model(tier, data, steps=1, progress=False, out_dir=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    # the linear baseline reads features.max_history itself: not refused
+    assert train_model(tier, data, kind="logreg", steps=1, progress=False) is not None
