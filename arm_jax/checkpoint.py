@@ -103,15 +103,28 @@ def load_checkpoint(directory: str | Path, shardings: Any = None
 def _check_stored_shapes(ckptr: Any, path: Path, abstract_params: Any) -> None:
     """Compare stored shapes and dtypes with the model config.json builds, before restoring:
     a mismatch is one clear error (orbax's own failure also leaves tracebacks at exit)."""
+    from arm_jax.compile.weights import stored_tree
+
+    check_stored(stored_tree(ckptr, path), abstract_params, str(path),
+                 expected="the model built from config.json expects",
+                 hint=" (was the checkpoint written by another arm-jax version "
+                      "or with other config overrides?)")
+
+
+def check_stored(stored: Any, target: Any, where: str, *, expected: str,
+                 hint: str = "") -> None:
+    """Same leaf paths, shapes and dtypes in `stored` (orbax metadata of a saved tree, read
+    without reading arrays) as in the restore `target`, or CheckpointError naming the first
+    difference. Run before every restore: orbax casts a stored array to the target's dtype
+    without a word (float32 -> bfloat16 loses bits), and restores are promised bit-exact."""
     from arm_jax.compile.errors import ArtifactError
-    from arm_jax.compile.weights import check_spec, flatten, spec_of, stored_tree
+    from arm_jax.compile.weights import check_spec, flatten, spec_of
 
     try:
-        check_spec(spec_of(flatten(stored_tree(ckptr, path))), spec_of(flatten(abstract_params)),
-                   str(path), expected="the model built from config.json expects")
+        check_spec(spec_of(flatten(stored)), spec_of(flatten(target)), where,
+                   expected=expected)
     except ArtifactError as e:
-        raise CheckpointError(f"{e} (was the checkpoint written by another arm-jax version "
-                              "or with other config overrides?)") from None
+        raise CheckpointError(f"{e}{hint}") from None
 
 
 def read_metrics(directory: str | Path) -> dict[str, Any] | None:
