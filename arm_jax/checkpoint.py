@@ -46,8 +46,9 @@ def build_model(kind: str, tier: TierConfig, seed: int = 0) -> nnx.Module:
 
 def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, params: Any,
                     metrics: dict[str, Any] | None = None) -> Path:
-    """Write config, params and metrics; refuses to overwrite another kind of directory."""
-    d = Path(directory).resolve()
+    """Write config, params and metrics; refuses to overwrite another kind of directory
+    (`check_save_target`)."""
+    d = check_save_target(directory)
     d.mkdir(parents=True, exist_ok=True)
     # config.json is the commit marker, written last: a save that fails part way leaves
     # no config (read_config refuses the directory), never a new config beside old params
@@ -60,6 +61,41 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
     tmp = d / "config.json.tmp"
     tmp.write_text(json.dumps({"kind": kind, "tier": tier.to_dict()}, indent=2))
     tmp.replace(d / "config.json")
+    return d
+
+
+# what a save, an interrupted save or a training run (`arm_jax.train.resume`) leaves
+_OWN_ENTRIES = {"config.json", "config.json.tmp", "params", "metrics.json", "train_state"}
+_ORBAX_TMP = "params.orbax-checkpoint-tmp"
+
+
+def check_save_target(directory: str | Path) -> Path:
+    """The resolved `directory` if a checkpoint may be saved there: absent, empty, or an
+    arm-jax checkpoint (or what an interrupted save or training run left). Otherwise
+    CheckpointError: a save deletes config.json, metrics.json and params/, so another
+    program's directory (its own config.json, or files and no params/) is not written
+    into. Training checks its output directory with this before its first step."""
+    d = Path(directory).resolve()
+    if not d.exists():
+        return d
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: not a directory; a checkpoint is saved as one")
+    cfg = d / "config.json"
+    if cfg.exists():
+        try:
+            raw = json.loads(cfg.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raw = None
+        if not (isinstance(raw, dict) and "kind" in raw and "tier" in raw):
+            raise CheckpointError(f"{d}: refusing to save a checkpoint here: its config.json "
+                                  "is not an arm-jax checkpoint's (no 'kind' and 'tier')")
+        return d
+    foreign = sorted(p.name for p in d.iterdir()
+                     if p.name not in _OWN_ENTRIES and not p.name.startswith(_ORBAX_TMP))
+    if foreign and not (d / "params").is_dir():
+        raise CheckpointError(f"{d}: refusing to save a checkpoint into a non-empty directory "
+                              f"that is not one (no config.json, no params/; holds "
+                              f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})")
     return d
 
 

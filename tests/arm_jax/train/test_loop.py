@@ -105,3 +105,19 @@ def test_ema_averages_what_is_saved_without_changing_training(trained, plain_20_
     _, _, _, restored = load_checkpoint(tmp_path / "ema")
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored),
                  jax.device_get(ema.params))
+
+
+def test_an_output_directory_that_is_not_a_checkpoint_is_refused_before_training(
+        tiny_overrides, tmp_path):
+    """save_checkpoint refuses it; training checks first instead of failing after its steps."""
+    from arm_jax.checkpoint import CheckpointError
+
+    tier = load_tier("small", [*tiny_overrides, "train.train_requests=16", "train.batch_size=8",
+                               "train.eval_requests=8", "train.num_users=16"])
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="refusing to save a checkpoint"):
+        train_model(tier, make_synthetic_data(tier), steps=1, out_dir=out, progress=False,
+                    checkpoint_every=1)
+    assert sorted(p.name for p in out.iterdir()) == ["cat.jpg"]
