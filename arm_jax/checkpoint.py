@@ -46,8 +46,9 @@ def build_model(kind: str, tier: TierConfig, seed: int = 0) -> nnx.Module:
 
 def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, params: Any,
                     metrics: dict[str, Any] | None = None) -> Path:
-    """Write config, params and metrics; refuses to overwrite another kind of directory."""
-    d = Path(directory).resolve()
+    """Write config, params and metrics; refuses to overwrite another kind of directory
+    (`check_save_target`)."""
+    d = check_save_target(directory)
     d.mkdir(parents=True, exist_ok=True)
     # config.json is the commit marker, written last: a save that fails part way leaves
     # no config (read_config refuses the directory), never a new config beside old params
@@ -60,6 +61,41 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
     tmp = d / "config.json.tmp"
     tmp.write_text(json.dumps({"kind": kind, "tier": tier.to_dict()}, indent=2))
     tmp.replace(d / "config.json")
+    return d
+
+
+# what a save, an interrupted save or a training run (`arm_jax.train.resume`) leaves
+_OWN_ENTRIES = {"config.json", "config.json.tmp", "params", "metrics.json", "train_state"}
+_ORBAX_TMP = "params.orbax-checkpoint-tmp"
+
+
+def check_save_target(directory: str | Path) -> Path:
+    """The resolved `directory` if a checkpoint may be saved there: absent, empty, or an
+    arm-jax checkpoint (or what an interrupted save or training run left). Otherwise
+    CheckpointError: a save deletes config.json, metrics.json and params/, so another
+    program's directory (its own config.json, or files and no params/) is not written
+    into. Training checks its output directory with this before its first step."""
+    d = Path(directory).resolve()
+    if not d.exists():
+        return d
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: not a directory; a checkpoint is saved as one")
+    cfg = d / "config.json"
+    if cfg.exists():
+        try:
+            raw = json.loads(cfg.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raw = None
+        if not (isinstance(raw, dict) and "kind" in raw and "tier" in raw):
+            raise CheckpointError(f"{d}: refusing to save a checkpoint here: its config.json "
+                                  "is not an arm-jax checkpoint's (no 'kind' and 'tier')")
+        return d
+    foreign = sorted(p.name for p in d.iterdir()
+                     if p.name not in _OWN_ENTRIES and not p.name.startswith(_ORBAX_TMP))
+    if foreign and not (d / "params").is_dir():
+        raise CheckpointError(f"{d}: refusing to save a checkpoint into a non-empty directory "
+                              f"that is not one (no config.json, no params/; holds "
+                              f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})")
     return d
 
 
@@ -103,15 +139,28 @@ def load_checkpoint(directory: str | Path, shardings: Any = None
 def _check_stored_shapes(ckptr: Any, path: Path, abstract_params: Any) -> None:
     """Compare stored shapes and dtypes with the model config.json builds, before restoring:
     a mismatch is one clear error (orbax's own failure also leaves tracebacks at exit)."""
+    from arm_jax.compile.weights import stored_tree
+
+    check_stored(stored_tree(ckptr, path), abstract_params, str(path),
+                 expected="the model built from config.json expects",
+                 hint=" (was the checkpoint written by another arm-jax version "
+                      "or with other config overrides?)")
+
+
+def check_stored(stored: Any, target: Any, where: str, *, expected: str,
+                 hint: str = "") -> None:
+    """Same leaf paths, shapes and dtypes in `stored` (orbax metadata of a saved tree, read
+    without reading arrays) as in the restore `target`, or CheckpointError naming the first
+    difference. Run before every restore: orbax casts a stored array to the target's dtype
+    without a word (float32 -> bfloat16 loses bits), and restores are promised bit-exact."""
     from arm_jax.compile.errors import ArtifactError
-    from arm_jax.compile.weights import check_spec, flatten, spec_of, stored_tree
+    from arm_jax.compile.weights import check_spec, flatten, spec_of
 
     try:
-        check_spec(spec_of(flatten(stored_tree(ckptr, path))), spec_of(flatten(abstract_params)),
-                   str(path), expected="the model built from config.json expects")
+        check_spec(spec_of(flatten(stored)), spec_of(flatten(target)), where,
+                   expected=expected)
     except ArtifactError as e:
-        raise CheckpointError(f"{e} (was the checkpoint written by another arm-jax version "
-                              "or with other config overrides?)") from None
+        raise CheckpointError(f"{e}{hint}") from None
 
 
 def read_metrics(directory: str | Path) -> dict[str, Any] | None:

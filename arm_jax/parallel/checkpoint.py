@@ -27,7 +27,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from arm_jax.checkpoint import CheckpointError
+from arm_jax.checkpoint import CheckpointError, check_stored
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -165,17 +165,33 @@ class ShardedCheckpointer:
     # ------------------------------------------------------------------ restore
     def restore(self, step: int, abstract_params: Any, abstract_opt: Any = None
                 ) -> tuple[Any, Any]:
-        """(params, opt_state) of a verified `step`, placed as the abstract targets say."""
+        """(params, opt_state) of a verified `step`, placed as the abstract targets say.
+
+        The targets' leaf paths, shapes and dtypes must be those saved (any mesh): a
+        difference is a CheckpointError naming the leaf, never a silent cast. Cast after
+        restoring if another dtype is wanted."""
+        from arm_jax.compile.weights import stored_tree
+
         self._finalize()
         self.verify(step)
-        items = {"params": ocp.args.StandardRestore(abstract_params)}
+        targets = {"params": abstract_params}
         if abstract_opt is not None:
-            items["opt_state"] = ocp.args.StandardRestore(abstract_opt)
+            targets["opt_state"] = abstract_opt
+        where = f"checkpoint {self.root} step {step}"
         try:
-            out = self.manager.restore(step, args=ocp.args.Composite(**items))
+            handler = ocp.StandardCheckpointHandler()   # reads metadata only, no arrays
+            try:
+                stored = {name: stored_tree(handler, self._step_dir(step) / name)
+                          for name in targets}
+            finally:
+                handler.close()
+            check_stored(stored, targets, where, expected="the restore target asks for")
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                **{name: ocp.args.StandardRestore(t) for name, t in targets.items()}))
+        except CheckpointError:
+            raise
         except Exception as e:  # orbax raises many types; surface one clear error
-            raise CheckpointError(f"checkpoint {self.root} step {step}: cannot restore "
-                                  f"({type(e).__name__}: {e})") from None
+            raise CheckpointError(f"{where}: cannot restore ({type(e).__name__}: {e})") from None
         return out["params"], out.get("opt_state") if abstract_opt is not None else None
 
     def restore_latest(self, abstract_params: Any, abstract_opt: Any = None

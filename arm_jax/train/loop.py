@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from arm_jax.checkpoint import save_checkpoint
+from arm_jax.checkpoint import check_save_target, save_checkpoint
 from arm_jax.config import TierConfig
 from arm_jax.data.join import StoreHistory, joined_dataset
 from arm_jax.data.synthetic import Examples, SyntheticSpec, SyntheticWorld, iterate_batches
@@ -102,6 +102,7 @@ def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
                          f"{len(data.train)} training requests")
     state = None
     if out_dir is not None:
+        check_save_target(out_dir)      # refused now, not after training (save_checkpoint)
         state = TrainStateCheckpoints(out_dir, run_identity(kind, tier, steps, data.identity),
                                       checkpoint_every)
     elif resume or checkpoint_every:

@@ -51,3 +51,35 @@ def test_a_failed_save_never_pairs_a_new_config_with_old_params(tiny_overrides, 
     assert not (d / "metrics.json").exists()
     save_checkpoint(d, kind="ranker", tier=new, params=params)     # a retry completes it
     assert load_checkpoint(d)[1].model.activation == "gelu"
+
+
+def test_save_refuses_a_directory_that_is_not_a_checkpoint(tiny_overrides, tmp_path):
+    """The docstring promised it; the code deleted a foreign config.json / metrics.json and
+    wrote params/ beside another program's files."""
+    from arm_jax.checkpoint import CheckpointError, save_checkpoint
+    from arm_jax.config import load_tier
+    from arm_jax.model import Ranker
+
+    tier = load_tier("small", list(tiny_overrides))
+    params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0)))[1]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "events.parquet").write_bytes(b"x")
+    (data / "metrics.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"data: refusing .*no config.json, no params/; "
+                                              r"holds events.parquet"):
+        save_checkpoint(data, kind="ranker", tier=tier, params=params)
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    (hf / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(CheckpointError, match="config.json is not an arm-jax checkpoint's"):
+        save_checkpoint(hf, kind="ranker", tier=tier, params=params)
+    assert sorted(p.name for p in data.iterdir()) == ["events.parquet", "metrics.json"]
+    assert (hf / "config.json").read_text() == '{"model_type": "bert"}'
+    assert sorted(p.name for p in hf.iterdir()) == ["config.json"]
+    # what arm-jax itself leaves is written over: a checkpoint, a training run's state
+    run = tmp_path / "run"
+    (run / "train_state").mkdir(parents=True)
+    save_checkpoint(run, kind="ranker", tier=tier, params=params)
+    save_checkpoint(run, kind="ranker", tier=tier, params=params)
+    assert (run / "config.json").exists() and (run / "train_state").is_dir()

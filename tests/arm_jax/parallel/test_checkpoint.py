@@ -204,3 +204,43 @@ def test_a_step_orbax_will_not_save_is_an_error_and_discard_frees_it(tmp_path):
     restored, _ = ShardedCheckpointer(tmp_path).restore(
         2, {"w": jax.ShapeDtypeStruct((4,), jnp.float32)})
     assert np.array_equal(np.asarray(restored["w"]), np.full(4, 7.0, np.float32))
+
+
+@pytest.mark.parametrize("leaf,saved_dtype,target_dtype", [
+    ("params/embed/table", "float32", "bfloat16"),    # orbax cast it: lossy bf16 values
+    ("params/step", "int32", "float32"),
+    ("opt_state/0/count", "int32", "float32"),        # the optimizer state is checked too
+])
+def test_a_target_of_another_dtype_is_refused_not_cast(tmp_path, leaf, saved_dtype,
+                                                       target_dtype):
+    """restore read float32 into a bfloat16 target (and int32 into float32) without a word:
+    a restore is bit-exact or a CheckpointError naming the leaf and both dtypes."""
+    from arm_jax.checkpoint import CheckpointError
+    from arm_jax.compile.weights import flat_key
+
+    params = {"embed": {"table": jnp.full((4, 2), 1.0001, jnp.float32)},
+              "step": jnp.arange(3, dtype=jnp.int32)}
+    opt = TX.init(params)
+    with ShardedCheckpointer(tmp_path) as ck:
+        ck.save(1, params, opt)
+    p_abs, o_abs = jax.eval_shape(lambda: params), jax.eval_shape(lambda: opt)
+    item, path = leaf.split("/", 1)
+
+    def retyped(tree):
+        return jax.tree_util.tree_map_with_path(
+            lambda k, a: jax.ShapeDtypeStruct(a.shape, jnp.dtype(target_dtype))
+            if flat_key(k) == path else a, tree)
+
+    bad_p = retyped(p_abs) if item == "params" else p_abs
+    bad_o = retyped(o_abs) if item == "opt_state" else o_abs
+    with ShardedCheckpointer(tmp_path) as ck:
+        with pytest.raises(CheckpointError,
+                           match=rf"step 1: parameter '{leaf}' has shape \[[\d, ]*\] {saved_dtype}, "
+                                 rf"the restore target asks for \[[\d, ]*\] {target_dtype}$"):
+            ck.restore(1, bad_p, bad_o)
+        with pytest.raises(CheckpointError, match=leaf):   # not taken for a damaged step
+            ck.restore_latest(bad_p, bad_o)
+        got_p, got_o = ck.restore(1, p_abs, o_abs)          # the same dtypes: bit-exact
+    assert _equal(got_p, params) and _equal(got_o, opt)
+    assert all(a.dtype == b.dtype for a, b in zip(jax.tree.leaves(got_p),
+                                                  jax.tree.leaves(params)))

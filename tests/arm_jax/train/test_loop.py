@@ -123,3 +123,19 @@ def test_lengths_past_the_schema_are_refused_naming_both_settings(tiny_overrides
     assert not (tmp_path / "never").exists()
     # the linear baseline reads features.max_history itself: not refused
     assert train_model(tier, data, kind="logreg", steps=1, progress=False) is not None
+
+
+def test_an_output_directory_that_is_not_a_checkpoint_is_refused_before_training(
+        tiny_overrides, tmp_path):
+    """save_checkpoint refuses it; training checks first instead of failing after its steps."""
+    from arm_jax.checkpoint import CheckpointError
+
+    tier = load_tier("small", [*tiny_overrides, "train.train_requests=16", "train.batch_size=8",
+                               "train.eval_requests=8", "train.num_users=16"])
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="refusing to save a checkpoint"):
+        train_model(tier, make_synthetic_data(tier), steps=1, out_dir=out, progress=False,
+                    checkpoint_every=1)
+    assert sorted(p.name for p in out.iterdir()) == ["cat.jpg"]
