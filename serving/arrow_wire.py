@@ -264,14 +264,22 @@ def _compressed(metadata: bytes) -> bool:
 
 
 def _read_stream(pa: Any, body: bytes) -> list[Any]:
-    """The stream's record batches; 400 if unreadable, 415 if its buffers are compressed
-    (a few KB of zstd can inflate to GBs: bodies are bounded by their size as sent)."""
+    """The stream's record batches, validated; 400 if unreadable or inconsistent, 415 if its
+    buffers are compressed (a few KB of zstd can inflate to GBs: bodies are bounded by
+    their size as sent)."""
     try:
         for message in pa.ipc.MessageReader.open_stream(body):
             if _compressed(message.metadata.to_pybytes()):
                 raise FieldError("body", "compressed Arrow IPC buffers (lz4 / zstd) are not "
                                          "accepted: send an uncompressed stream", 415)
-        return list(pa.ipc.open_stream(body))
+        batches = list(pa.ipc.open_stream(body))
+        for batch in batches:
+            # pyarrow's reader trusts the lengths a stream declares: unchecked, a list whose
+            # offsets or a column whose length outrun its buffers is read past them (a
+            # segfault on a 2 KB body), a dictionary index past its dictionary raises
+            # ArrowIndexError. One linear pass over the (size-limited) body.
+            batch.validate(full=True)
+        return batches
     except (pa.ArrowException, OSError, ValueError) as e:
         if isinstance(e, FieldError):
             raise

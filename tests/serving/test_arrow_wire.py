@@ -330,3 +330,60 @@ def test_client_raises_rank_error_for_arrow_4xx(server, payload):
     assert e.value.status == 422 and e.value.field == "top_k"
     with pytest.raises(ValueError, match="wire='xml'"):
         RankClient(server).rank(payload(), wire="xml")
+
+
+def _lying_stream(p: dict, *, child_length: int | None = None, last_offset: int | None = None,
+                  n: int = 12345) -> bytes:
+    """p as an Arrow body whose hist_item (large_list<int64>, n values) declares another
+    child length and/or last offset than its buffers hold: the stream's metadata lies."""
+    import struct
+
+    body = _with(p, hist_item=pa.array([np.arange(n)], pa.large_list(pa.int64())),
+                 hist_action=None, hist_gap=None, hist_side=None)
+    if child_length is not None:                 # the child's FieldNode (length, nulls)
+        i = body.index(struct.pack("<qq", n, 0))     # the metadata comes before the data
+        body = body[:i] + struct.pack("<qq", child_length, 0) + body[i + 16:]
+    if last_offset is not None:                  # the offsets buffer, after the metadata
+        i = body.rindex(struct.pack("<qq", 0, n))
+        body = body[:i] + struct.pack("<qq", 0, last_offset) + body[i + 16:]
+    return body
+
+
+def test_a_stream_whose_lengths_outrun_its_buffers_is_400_not_a_crash(tiny_tiers, payload):
+    """pyarrow reads an IPC stream without checking its lengths against its buffers: a
+    2 KB body declaring 10^8 ids behind a 100 KB buffer made the decoder read past it
+    (the server died of a segfault), offsets past the child were silently clipped, a
+    dictionary index past the dictionary raised ArrowIndexError (a 500). Run in a child
+    process: before the fix it died with SIGSEGV."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    f = tiny_tiers["small"].features
+    p = payload(candidates=3, history=0)
+    p.pop("hist_side")
+    assert decode_request(_lying_stream(p), f, MAX_CANDIDATES)[1].hist_item.size == 12345
+    with pytest.raises(FieldError, match="malformed Arrow IPC stream") as e:
+        decode_request(_lying_stream(p, last_offset=12346), f, MAX_CANDIDATES)
+    assert e.value.status == 400 and e.value.field == "body"
+    tier = pa.DictionaryArray.from_arrays(pa.array([20_000_000_000]), pa.array(["small"]),
+                                          safe=False)       # an index past the dictionary
+    body = _with(p, tier=tier)
+    with pytest.raises(FieldError, match="malformed Arrow IPC stream") as e:
+        decode_request(body, f, MAX_CANDIDATES)
+    assert e.value.status == 400
+    bomb = _lying_stream(p, child_length=10**8, last_offset=10**8)
+    code = ("import sys, pickle; from serving.arrow_wire import decode_request\n"
+            "from serving.schema import FieldError\n"
+            "body, f, m = pickle.loads(sys.stdin.buffer.read())\n"
+            "try:\n    decode_request(body, f, m)\nexcept FieldError as e:\n"
+            "    print(e.status, e.field, e.message)\n")
+    root = str(Path(arrow_wire.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(
+        (bomb, f, MAX_CANDIDATES)), capture_output=True, timeout=120, env=env)
+    assert out.returncode == 0, (out.returncode, out.stderr[-500:])
+    assert out.stdout.decode().startswith("400 body malformed Arrow IPC stream"), out.stdout
