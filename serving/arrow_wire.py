@@ -296,7 +296,11 @@ def _options(pa: Any, record: Any) -> RankOptions:
             col = record.column(name)
             if name == "ts" and pa.types.is_timestamp(col.type):
                 col = col.cast(pa.timestamp("s", tz=col.type.tz), safe=False).cast(pa.int64())
-            value = col[0].as_py()
+            try:
+                value = col[0].as_py()
+            except (ValueError, OverflowError) as e:    # a date / time past Python's range
+                raise FieldError(name, f"{col.type} value outside Python's range "
+                                       f"({e})") from None
             if value is not None:
                 fields[name] = value
     return parse_model(RankOptions, fields)

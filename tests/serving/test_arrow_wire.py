@@ -260,6 +260,16 @@ CASES = [
      415, "body"),
     ("unknown_context_field", lambda p: _with(p, context=pa.array([{"mood": "x"}])),
      422, "context.mood"),
+    # temporal scalars past Python's datetime range (year 33658, 5.9 million years): were
+    # an OverflowError from pyarrow's as_py, a 500
+    ("deadline_as_far_timestamp", lambda p: _with(p, deadline_ms=pa.array(
+        [10**12], pa.int64()).cast(pa.timestamp("s"))), 422, "deadline_ms"),
+    ("request_id_as_far_date", lambda p: _with(p, request_id=pa.array(
+        [2**31 - 1], pa.int32()).cast(pa.date32())), 422, "request_id"),
+    ("context_value_far_timestamp", lambda p: _with(p, context=pa.array(
+        [{"intent": "a", "value": 10**12}], pa.struct([("intent", pa.string()),
+                                                     ("value", pa.timestamp("s"))]))),
+     422, "context"),
 ]
 
 
