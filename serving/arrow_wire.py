@@ -178,8 +178,10 @@ def _numbers(pa: Any, values: Any, loc: Any, *, ids: bool, nonneg: bool = False)
     t = values.type
     if not len(values):           # an empty list of any type (pyarrow infers list<null>)
         return np.zeros(0, np.int64 if ids else np.float64)
+    if pa.types.is_null(t):       # no buffers: any length costs the sender nothing
+        raise FieldError(loc(0), "null values are not allowed")
     if values.null_count:
-        k = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        k = int(np.argmax(values.is_null().to_numpy(zero_copy_only=False)))
         raise FieldError(loc(k), "null values are not allowed")
     if ids and not pa.types.is_integer(t):
         raise FieldError(loc(None), f"expected integer ids, got {t} values")
@@ -344,16 +346,35 @@ def decode_request(body: bytes, features: FeaturesConfig,
             return np.zeros(0, np.float64 if name == "hist_gap" else np.int64)
         return _flat(pa, record, name, **kw)
 
-    hist_side = None
-    if "hist_side" in names and not record.column("hist_side").null_count:
-        hist_side = _nested(pa, record, "hist_side", len(f.history_side_fields),
-                            f"history_side_fields={list(f.history_side_fields)}", ids=True)
+    def rows(name: str) -> int:     # declared, not read: a fixed-size list of nulls costs
+        return len(_list_values(pa, record.column(name), name))     # nothing per row
+
+    # the row counts of cand_dense and hist_side are checked (as pack_batch would) before
+    # their rows are read, so the candidate and history limits bound what they cost
     cand_sparse = _nested(pa, record, "cand_sparse", f.cand_sparse_fields, "cand_sparse_fields",
                           ids=True, max_rows=max_candidates)
+    n = len(cand_sparse)
+    if n == 0:
+        raise FieldError("cand_sparse", "need at least 1 candidate")
+    if rows("cand_dense") != n:
+        raise FieldError("cand_dense", f"expected {n} rows (one per candidate), "
+                                       f"got {rows('cand_dense')}")
+    hist_item = optional_flat("hist_item", ids=True)
+    L = len(hist_item)
+    if L > f.max_history:
+        raise FieldError("hist_item", f"{L} events exceed the limit max_history={f.max_history}",
+                         413)
+    hist_side = None
+    if "hist_side" in names and not record.column("hist_side").null_count:
+        if rows("hist_side") != L:
+            raise FieldError("hist_side", f"expected {L} rows (one per hist_item event), "
+                                          f"got {rows('hist_side')}")
+        hist_side = _nested(pa, record, "hist_side", len(f.history_side_fields),
+                            f"history_side_fields={list(f.history_side_fields)}", ids=True)
     arrays = RankArrays(
         req_sparse=_flat(pa, record, "req_sparse", ids=True),
         req_dense=_flat(pa, record, "req_dense", ids=False),
-        hist_item=optional_flat("hist_item", ids=True),
+        hist_item=hist_item,
         hist_action=optional_flat("hist_action", ids=True),
         hist_gap=optional_flat("hist_gap", ids=False, nonneg=True),
         hist_side=hist_side,
