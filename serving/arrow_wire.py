@@ -215,6 +215,8 @@ def _nested(pa: Any, record: Any, name: str, width: int, key: str, *, ids: bool,
     rows = _list_values(pa, record.column(name), name)
     if max_rows is not None and len(rows) > max_rows:
         raise FieldError(name, f"{len(rows)} candidates exceed the limit {max_rows}", 413)
+    if not len(rows):           # no rows, of any type (pyarrow infers list<null> for [[]])
+        return np.zeros((0, width), np.int64 if ids else np.float64)
     if not _is_list(pa, rows.type):
         raise FieldError(name, f"expected a list of lists, got a list of {rows.type}")
     if rows.null_count:

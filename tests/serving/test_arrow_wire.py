@@ -94,6 +94,19 @@ def test_other_arrow_layouts_decode_the_same(tiny_tiers, payload):
     # an empty history typed list<null> (what pa.array([[]]) infers) is an empty history
     bare = _with(p, hist_item=pa.array([[]]), hist_action=None, hist_gap=None, hist_side=None)
     assert not decode_request(bare, f, MAX_CANDIDATES)[1].has_inline_history
+    # and so is an empty hist_side typed so, as JSON's "hist_side": [] (was a 422: "expected
+    # a list of lists, got a list of null"); no candidates typed so is JSON's 422
+    bare = _with(p, **{k: pa.array([[]]) for k in ("hist_item", "hist_action", "hist_gap",
+                                                    "hist_side")})
+    a = decode_request(bare, f, MAX_CANDIDATES)[1]
+    j = request_arrays(parse_model(RankRequest, {**p, "hist_item": [], "hist_action": [],
+                                                 "hist_gap": [], "hist_side": []}),
+                       f, MAX_CANDIDATES)
+    assert a.hist_side.shape == j.hist_side.shape == (0, len(f.history_side_fields))
+    assert a.hist_side.dtype == j.hist_side.dtype
+    with pytest.raises(FieldError, match="cand_sparse: need at least 1 candidate"):
+        decode_request(_with(p, cand_sparse=pa.array([[]]), cand_dense=pa.array([[]])),
+                       f, MAX_CANDIDATES)
 
 
 def test_ts_may_be_an_arrow_timestamp(tiny_tiers, payload):
