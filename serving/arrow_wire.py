@@ -79,10 +79,16 @@ def _list_array(pa: Any, values: Any, dtype: Any) -> Any:
 
 
 def _rows_array(pa: Any, rows: Any, dtype: Any) -> Any:
-    """[n, w] values -> one row of list<fixed_size_list<w>>."""
+    """[n, w] values -> one row of list<fixed_size_list<w>> (list<list<>> when there are no
+    values: no rows, as an empty history's hist_side, or rows of width 0; pyarrow has no
+    fixed_size_list<0>)."""
     arr = _typed(rows, dtype)
     arr = arr.reshape(len(arr), -1) if arr.size else arr.reshape(len(arr), 0)
-    inner = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])
+    values = pa.array(arr.reshape(-1), pa.from_numpy_dtype(arr.dtype))
+    if arr.shape[1]:
+        inner = pa.FixedSizeListArray.from_arrays(values, arr.shape[1])
+    else:
+        inner = pa.ListArray.from_arrays(pa.array(np.zeros(len(arr) + 1, np.int32)), values)
     return pa.ListArray.from_arrays(pa.array([0, len(arr)], pa.int32()), inner)
 
 

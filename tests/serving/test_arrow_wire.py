@@ -453,3 +453,26 @@ def test_null_typed_columns_cost_nothing_to_refuse(tiny_tiers, payload, column, 
         what = "candidate" if column == "cand_dense" else "hist_item event"
         want = 5 if column == "cand_dense" else 6
         assert e.value.message == f"expected {want} rows (one per {what}), got {n}"
+
+
+def test_the_client_encodes_empty_histories_and_candidate_lists(server, tiny_tiers, payload):
+    """encode_request raised pyarrow's ArrowInvalid ("list_size needs to be a strict
+    positive integer") on hist_side [] (every request of `random_request(history=0)`, so
+    `loadgen --wire arrow --history 0` and `bench wire --history 0`) and on no candidates:
+    the server now answers them as it answers JSON."""
+    f = tiny_tiers["small"].features
+    p = payload(candidates=4, history=0)
+    assert p["hist_side"] == []
+    a = decode_request(encode_request(p), f, MAX_CANDIDATES)[1]
+    j = request_arrays(parse_model(RankRequest, p), f, MAX_CANDIDATES)
+    for name in ("hist_item", "hist_side", "cand_sparse", "cand_dense"):
+        x, y = getattr(a, name), getattr(j, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+    with RankClient(server) as c:
+        out = c.rank(p, wire="arrow")
+        assert out == {**c.rank(p), "scores": out["scores"], "top_scores": out["top_scores"],
+                       "timings": out["timings"], "batch_size": out["batch_size"]}
+        with pytest.raises(RankError) as e:
+            c.rank({**p, "cand_sparse": [], "cand_dense": []}, wire="arrow")
+    assert e.value.status == 422 and e.value.field == "cand_sparse"
+    assert e.value.detail == "need at least 1 candidate"
