@@ -339,6 +339,18 @@ def test_without_pyarrow_arrow_is_415_and_answers_fall_back(monkeypatch, tiny_ti
         encode_request(payload())
 
 
+def test_accept_q_values_are_honoured():
+    """`Accept: application/msgpack;q=0, application/json` (msgpack refused) was answered
+    in msgpack, the first type named, whatever its q."""
+    assert response_wire("application/msgpack;q=0, application/json", "arrow") == "json"
+    assert response_wire("application/msgpack; q=0.0", "json") == "json"
+    assert response_wire(f"application/json;q=0.5, {ARROW_STREAM}", "msgpack") == "arrow"
+    assert response_wire(f"application/json;q=0.5, {ARROW_STREAM};q=0.5", "msgpack") == "json"
+    assert response_wire(f"{ARROW_STREAM};q=0.9, application/msgpack;Q=1", "json") == "msgpack"
+    assert response_wire("application/msgpack;q=x, application/json;q=0.1", "arrow") == "json"
+    assert response_wire("application/msgpack;level=1", "json") == "msgpack"
+
+
 def test_unsupported_content_type_names_arrow(server, payload):
     r = httpx.post(server + "/v1/rank", content=b"x", headers={"Content-Type": "text/csv"},
                    timeout=10)
