@@ -306,8 +306,8 @@ def _options(pa: Any, record: Any) -> RankOptions:
             col = record.column(name)
             if name == "ts" and pa.types.is_timestamp(col.type):
                 col = col.cast(pa.timestamp("s", tz=col.type.tz), safe=False).cast(pa.int64())
-            try:
-                value = col[0].as_py()
+            try:     # to_pylist: a struct scalar's as_py is quadratic in its fields
+                value = col.to_pylist()[0]
             except (ValueError, OverflowError) as e:    # a date / time past Python's range
                 raise FieldError(name, f"{col.type} value outside Python's range "
                                        f"({e})") from None

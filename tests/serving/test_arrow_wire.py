@@ -488,3 +488,28 @@ def test_the_client_encodes_empty_histories_and_candidate_lists(server, tiny_tie
             c.rank({**p, "cand_sparse": [], "cand_dense": []}, wire="arrow")
     assert e.value.status == 422 and e.value.field == "cand_sparse"
     assert e.value.detail == "need at least 1 candidate"
+
+
+def test_a_wide_context_struct_costs_time_linear_in_its_fields(tiny_tiers, payload):
+    """pyarrow's StructScalar.as_py is quadratic in the struct's fields: a context struct
+    of 40,000 fields (4.5 MB) took 3.6 s to refuse, one of 140,000 (15 MB, under the
+    default body limit) ~45 s, all of it on the event loop. Compared as a ratio between
+    two sizes in this process (8x the fields: ~8x the time linear, ~64x quadratic)."""
+    import time
+
+    f = tiny_tiers["small"].features
+    p = payload()
+
+    def seconds(n: int) -> float:
+        ty = pa.struct([(f"f{i}", pa.int8()) for i in range(n)])
+        body = _with(p, context=pa.array([{f"f{i}": 1 for i in range(n)}], ty))
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            with pytest.raises(FieldError, match="context.f0: Extra inputs"):
+                decode_request(body, f, MAX_CANDIDATES)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    small, big = seconds(5_000), seconds(40_000)
+    assert big < 24 * small, (small, big)
