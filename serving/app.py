@@ -149,15 +149,30 @@ def parse_rank_body(body: bytes, content_type: str, features: Any,
         "msgpack" if is_msgpack else "json")
 
 
+def _quality(item: str) -> float:
+    """The q-value of one Accept item (1 without one; 0, "not acceptable", if malformed)."""
+    for param in item.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "q":
+            try:
+                q = float(value)
+            except ValueError:
+                return 0.0
+            return q if 0.0 <= q <= 1.0 else 0.0
+    return 1.0
+
+
 def response_wire(accept: str, request_wire: str, *, arrow: bool = True) -> str:
-    """The format to answer in: the first of ours the Accept header names (Arrow only when
-    `arrow`: pyarrow is installed), else the request's own."""
+    """The format to answer in: of ours, the one the Accept header prefers (highest q,
+    the first named on a tie; q=0 means "not this one"; Arrow only when `arrow`: pyarrow
+    is installed), else the request's own."""
+    best, best_q = request_wire, 0.0
     for item in accept.split(","):
-        ctype = _media_type(item)
+        ctype, q = _media_type(item), _quality(item)
         for wire, types in WIRE_TYPES.items():
-            if ctype in types and (arrow or wire != "arrow"):
-                return wire
-    return request_wire
+            if ctype in types and (arrow or wire != "arrow") and q > best_q:
+                best, best_q = wire, q
+    return best
 
 
 def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | None = None,

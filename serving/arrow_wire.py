@@ -79,10 +79,16 @@ def _list_array(pa: Any, values: Any, dtype: Any) -> Any:
 
 
 def _rows_array(pa: Any, rows: Any, dtype: Any) -> Any:
-    """[n, w] values -> one row of list<fixed_size_list<w>>."""
+    """[n, w] values -> one row of list<fixed_size_list<w>> (list<list<>> when there are no
+    values: no rows, as an empty history's hist_side, or rows of width 0; pyarrow has no
+    fixed_size_list<0>)."""
     arr = _typed(rows, dtype)
     arr = arr.reshape(len(arr), -1) if arr.size else arr.reshape(len(arr), 0)
-    inner = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), arr.shape[1])
+    values = pa.array(arr.reshape(-1), pa.from_numpy_dtype(arr.dtype))
+    if arr.shape[1]:
+        inner = pa.FixedSizeListArray.from_arrays(values, arr.shape[1])
+    else:
+        inner = pa.ListArray.from_arrays(pa.array(np.zeros(len(arr) + 1, np.int32)), values)
     return pa.ListArray.from_arrays(pa.array([0, len(arr)], pa.int32()), inner)
 
 
@@ -178,8 +184,10 @@ def _numbers(pa: Any, values: Any, loc: Any, *, ids: bool, nonneg: bool = False)
     t = values.type
     if not len(values):           # an empty list of any type (pyarrow infers list<null>)
         return np.zeros(0, np.int64 if ids else np.float64)
+    if pa.types.is_null(t):       # no buffers: any length costs the sender nothing
+        raise FieldError(loc(0), "null values are not allowed")
     if values.null_count:
-        k = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+        k = int(np.argmax(values.is_null().to_numpy(zero_copy_only=False)))
         raise FieldError(loc(k), "null values are not allowed")
     if ids and not pa.types.is_integer(t):
         raise FieldError(loc(None), f"expected integer ids, got {t} values")
@@ -213,6 +221,8 @@ def _nested(pa: Any, record: Any, name: str, width: int, key: str, *, ids: bool,
     rows = _list_values(pa, record.column(name), name)
     if max_rows is not None and len(rows) > max_rows:
         raise FieldError(name, f"{len(rows)} candidates exceed the limit {max_rows}", 413)
+    if not len(rows):           # no rows, of any type (pyarrow infers list<null> for [[]])
+        return np.zeros((0, width), np.int64 if ids else np.float64)
     if not _is_list(pa, rows.type):
         raise FieldError(name, f"expected a list of lists, got a list of {rows.type}")
     if rows.null_count:
@@ -264,14 +274,22 @@ def _compressed(metadata: bytes) -> bool:
 
 
 def _read_stream(pa: Any, body: bytes) -> list[Any]:
-    """The stream's record batches; 400 if unreadable, 415 if its buffers are compressed
-    (a few KB of zstd can inflate to GBs: bodies are bounded by their size as sent)."""
+    """The stream's record batches, validated; 400 if unreadable or inconsistent, 415 if its
+    buffers are compressed (a few KB of zstd can inflate to GBs: bodies are bounded by
+    their size as sent)."""
     try:
         for message in pa.ipc.MessageReader.open_stream(body):
             if _compressed(message.metadata.to_pybytes()):
                 raise FieldError("body", "compressed Arrow IPC buffers (lz4 / zstd) are not "
                                          "accepted: send an uncompressed stream", 415)
-        return list(pa.ipc.open_stream(body))
+        batches = list(pa.ipc.open_stream(body))
+        for batch in batches:
+            # pyarrow's reader trusts the lengths a stream declares: unchecked, a list whose
+            # offsets or a column whose length outrun its buffers is read past them (a
+            # segfault on a 2 KB body), a dictionary index past its dictionary raises
+            # ArrowIndexError. One linear pass over the (size-limited) body.
+            batch.validate(full=True)
+        return batches
     except (pa.ArrowException, OSError, ValueError) as e:
         if isinstance(e, FieldError):
             raise
@@ -288,7 +306,11 @@ def _options(pa: Any, record: Any) -> RankOptions:
             col = record.column(name)
             if name == "ts" and pa.types.is_timestamp(col.type):
                 col = col.cast(pa.timestamp("s", tz=col.type.tz), safe=False).cast(pa.int64())
-            value = col[0].as_py()
+            try:     # to_pylist: a struct scalar's as_py is quadratic in its fields
+                value = col.to_pylist()[0]
+            except (ValueError, OverflowError) as e:    # a date / time past Python's range
+                raise FieldError(name, f"{col.type} value outside Python's range "
+                                       f"({e})") from None
             if value is not None:
                 fields[name] = value
     return parse_model(RankOptions, fields)
@@ -332,16 +354,35 @@ def decode_request(body: bytes, features: FeaturesConfig,
             return np.zeros(0, np.float64 if name == "hist_gap" else np.int64)
         return _flat(pa, record, name, **kw)
 
-    hist_side = None
-    if "hist_side" in names and not record.column("hist_side").null_count:
-        hist_side = _nested(pa, record, "hist_side", len(f.history_side_fields),
-                            f"history_side_fields={list(f.history_side_fields)}", ids=True)
+    def rows(name: str) -> int:     # declared, not read: a fixed-size list of nulls costs
+        return len(_list_values(pa, record.column(name), name))     # nothing per row
+
+    # the row counts of cand_dense and hist_side are checked (as pack_batch would) before
+    # their rows are read, so the candidate and history limits bound what they cost
     cand_sparse = _nested(pa, record, "cand_sparse", f.cand_sparse_fields, "cand_sparse_fields",
                           ids=True, max_rows=max_candidates)
+    n = len(cand_sparse)
+    if n == 0:
+        raise FieldError("cand_sparse", "need at least 1 candidate")
+    if rows("cand_dense") != n:
+        raise FieldError("cand_dense", f"expected {n} rows (one per candidate), "
+                                       f"got {rows('cand_dense')}")
+    hist_item = optional_flat("hist_item", ids=True)
+    L = len(hist_item)
+    if L > f.max_history:
+        raise FieldError("hist_item", f"{L} events exceed the limit max_history={f.max_history}",
+                         413)
+    hist_side = None
+    if "hist_side" in names and not record.column("hist_side").null_count:
+        if rows("hist_side") != L:
+            raise FieldError("hist_side", f"expected {L} rows (one per hist_item event), "
+                                          f"got {rows('hist_side')}")
+        hist_side = _nested(pa, record, "hist_side", len(f.history_side_fields),
+                            f"history_side_fields={list(f.history_side_fields)}", ids=True)
     arrays = RankArrays(
         req_sparse=_flat(pa, record, "req_sparse", ids=True),
         req_dense=_flat(pa, record, "req_dense", ids=False),
-        hist_item=optional_flat("hist_item", ids=True),
+        hist_item=hist_item,
         hist_action=optional_flat("hist_action", ids=True),
         hist_gap=optional_flat("hist_gap", ids=False, nonneg=True),
         hist_side=hist_side,

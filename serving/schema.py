@@ -9,7 +9,7 @@ field (with its index path) and the limit, answered as 4xx by the app.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -23,6 +23,10 @@ INT32_MAX = 2**31 - 1
 Id = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
 Real = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Gap = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0)]
+T = TypeVar("T")
+# A request's lists stop at their first bad value: only the first error is reported, and
+# pydantic turning every one of 2 million bad ids (an 8 MB body) into an error took 25 s.
+Vec = Annotated[list[T], Field(fail_fast=True)]
 
 
 class FieldError(ValueError):
@@ -64,17 +68,17 @@ class RankOptions(BaseModel):
 class RankRequest(RankOptions):
     """One ranking request: a person, their history (newest first) and N candidates."""
 
-    req_sparse: list[Id] = Field(..., description="request sparse ids [req_sparse_fields]")
-    req_dense: list[Real] = Field(..., description="request dense features [req_dense_features]")
-    hist_item: list[Id] = Field(default_factory=list, description="item ids, newest first")
-    hist_action: list[Id] = Field(default_factory=list, description="action type per event")
-    hist_gap: list[Gap] = Field(default_factory=list, description="seconds before the request")
-    hist_side: list[list[Id]] | None = Field(
+    req_sparse: Vec[Id] = Field(..., description="request sparse ids [req_sparse_fields]")
+    req_dense: Vec[Real] = Field(..., description="request dense features [req_dense_features]")
+    hist_item: Vec[Id] = Field(default_factory=list, description="item ids, newest first")
+    hist_action: Vec[Id] = Field(default_factory=list, description="action type per event")
+    hist_gap: Vec[Gap] = Field(default_factory=list, description="seconds before the request")
+    hist_side: Vec[Vec[Id]] | None = Field(
         None, description="[len(hist_item)][len(history_side_fields)] side ids of each event's "
                           f"item (e.g. advertiser, topic), {UNKNOWN_SIDE} if unknown; absent: "
                           "the server's item catalogue fills them (unknown without one)")
-    cand_sparse: list[list[Id]] = Field(..., description="[N][cand_sparse_fields] ids")
-    cand_dense: list[list[Real]] = Field(..., description="[N][cand_dense_features]")
+    cand_sparse: Vec[Vec[Id]] = Field(..., description="[N][cand_sparse_fields] ids")
+    cand_dense: Vec[Vec[Real]] = Field(..., description="[N][cand_dense_features]")
 
 
 class Timings(BaseModel):

@@ -94,6 +94,19 @@ def test_other_arrow_layouts_decode_the_same(tiny_tiers, payload):
     # an empty history typed list<null> (what pa.array([[]]) infers) is an empty history
     bare = _with(p, hist_item=pa.array([[]]), hist_action=None, hist_gap=None, hist_side=None)
     assert not decode_request(bare, f, MAX_CANDIDATES)[1].has_inline_history
+    # and so is an empty hist_side typed so, as JSON's "hist_side": [] (was a 422: "expected
+    # a list of lists, got a list of null"); no candidates typed so is JSON's 422
+    bare = _with(p, **{k: pa.array([[]]) for k in ("hist_item", "hist_action", "hist_gap",
+                                                    "hist_side")})
+    a = decode_request(bare, f, MAX_CANDIDATES)[1]
+    j = request_arrays(parse_model(RankRequest, {**p, "hist_item": [], "hist_action": [],
+                                                 "hist_gap": [], "hist_side": []}),
+                       f, MAX_CANDIDATES)
+    assert a.hist_side.shape == j.hist_side.shape == (0, len(f.history_side_fields))
+    assert a.hist_side.dtype == j.hist_side.dtype
+    with pytest.raises(FieldError, match="cand_sparse: need at least 1 candidate"):
+        decode_request(_with(p, cand_sparse=pa.array([[]]), cand_dense=pa.array([[]])),
+                       f, MAX_CANDIDATES)
 
 
 def test_ts_may_be_an_arrow_timestamp(tiny_tiers, payload):
@@ -260,6 +273,16 @@ CASES = [
      415, "body"),
     ("unknown_context_field", lambda p: _with(p, context=pa.array([{"mood": "x"}])),
      422, "context.mood"),
+    # temporal scalars past Python's datetime range (year 33658, 5.9 million years): were
+    # an OverflowError from pyarrow's as_py, a 500
+    ("deadline_as_far_timestamp", lambda p: _with(p, deadline_ms=pa.array(
+        [10**12], pa.int64()).cast(pa.timestamp("s"))), 422, "deadline_ms"),
+    ("request_id_as_far_date", lambda p: _with(p, request_id=pa.array(
+        [2**31 - 1], pa.int32()).cast(pa.date32())), 422, "request_id"),
+    ("context_value_far_timestamp", lambda p: _with(p, context=pa.array(
+        [{"intent": "a", "value": 10**12}], pa.struct([("intent", pa.string()),
+                                                     ("value", pa.timestamp("s"))]))),
+     422, "context"),
 ]
 
 
@@ -316,6 +339,18 @@ def test_without_pyarrow_arrow_is_415_and_answers_fall_back(monkeypatch, tiny_ti
         encode_request(payload())
 
 
+def test_accept_q_values_are_honoured():
+    """`Accept: application/msgpack;q=0, application/json` (msgpack refused) was answered
+    in msgpack, the first type named, whatever its q."""
+    assert response_wire("application/msgpack;q=0, application/json", "arrow") == "json"
+    assert response_wire("application/msgpack; q=0.0", "json") == "json"
+    assert response_wire(f"application/json;q=0.5, {ARROW_STREAM}", "msgpack") == "arrow"
+    assert response_wire(f"application/json;q=0.5, {ARROW_STREAM};q=0.5", "msgpack") == "json"
+    assert response_wire(f"{ARROW_STREAM};q=0.9, application/msgpack;Q=1", "json") == "msgpack"
+    assert response_wire("application/msgpack;q=x, application/json;q=0.1", "arrow") == "json"
+    assert response_wire("application/msgpack;level=1", "json") == "msgpack"
+
+
 def test_unsupported_content_type_names_arrow(server, payload):
     r = httpx.post(server + "/v1/rank", content=b"x", headers={"Content-Type": "text/csv"},
                    timeout=10)
@@ -330,3 +365,151 @@ def test_client_raises_rank_error_for_arrow_4xx(server, payload):
     assert e.value.status == 422 and e.value.field == "top_k"
     with pytest.raises(ValueError, match="wire='xml'"):
         RankClient(server).rank(payload(), wire="xml")
+
+
+def _lying_stream(p: dict, *, child_length: int | None = None, last_offset: int | None = None,
+                  n: int = 12345) -> bytes:
+    """p as an Arrow body whose hist_item (large_list<int64>, n values) declares another
+    child length and/or last offset than its buffers hold: the stream's metadata lies."""
+    import struct
+
+    body = _with(p, hist_item=pa.array([np.arange(n)], pa.large_list(pa.int64())),
+                 hist_action=None, hist_gap=None, hist_side=None)
+    if child_length is not None:                 # the child's FieldNode (length, nulls)
+        i = body.index(struct.pack("<qq", n, 0))     # the metadata comes before the data
+        body = body[:i] + struct.pack("<qq", child_length, 0) + body[i + 16:]
+    if last_offset is not None:                  # the offsets buffer, after the metadata
+        i = body.rindex(struct.pack("<qq", 0, n))
+        body = body[:i] + struct.pack("<qq", 0, last_offset) + body[i + 16:]
+    return body
+
+
+def test_a_stream_whose_lengths_outrun_its_buffers_is_400_not_a_crash(tiny_tiers, payload):
+    """pyarrow reads an IPC stream without checking its lengths against its buffers: a
+    2 KB body declaring 10^8 ids behind a 100 KB buffer made the decoder read past it
+    (the server died of a segfault), offsets past the child were silently clipped, a
+    dictionary index past the dictionary raised ArrowIndexError (a 500). Run in a child
+    process: before the fix it died with SIGSEGV."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    f = tiny_tiers["small"].features
+    p = payload(candidates=3, history=0)
+    p.pop("hist_side")
+    with pytest.raises(FieldError, match="12345 events exceed") as e:   # honest: read
+        decode_request(_lying_stream(p), f, MAX_CANDIDATES)
+    with pytest.raises(FieldError, match="malformed Arrow IPC stream") as e:
+        decode_request(_lying_stream(p, last_offset=12346), f, MAX_CANDIDATES)
+    assert e.value.status == 400 and e.value.field == "body"
+    tier = pa.DictionaryArray.from_arrays(pa.array([20_000_000_000]), pa.array(["small"]),
+                                          safe=False)       # an index past the dictionary
+    body = _with(p, tier=tier)
+    with pytest.raises(FieldError, match="malformed Arrow IPC stream") as e:
+        decode_request(body, f, MAX_CANDIDATES)
+    assert e.value.status == 400
+    bomb = _lying_stream(p, child_length=10**8, last_offset=10**8)
+    code = ("import sys, pickle; from serving.arrow_wire import decode_request\n"
+            "from serving.schema import FieldError\n"
+            "body, f, m = pickle.loads(sys.stdin.buffer.read())\n"
+            "try:\n    decode_request(body, f, m)\nexcept FieldError as e:\n"
+            "    print(e.status, e.field, e.message)\n")
+    root = str(Path(arrow_wire.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(
+        (bomb, f, MAX_CANDIDATES)), capture_output=True, timeout=120, env=env)
+    assert out.returncode == 0, (out.returncode, out.stderr[-500:])
+    assert out.stdout.decode().startswith("400 body malformed Arrow IPC stream"), out.stdout
+
+
+def _null_rows(n: int, width: int) -> "pa.Array":
+    """One row of list<fixed_size_list<null, width>> holding n rows: a few hundred bytes
+    on the wire whatever n (null arrays have no buffers)."""
+    return pa.LargeListArray.from_arrays(pa.array([0, n], pa.int64()),
+                                         pa.FixedSizeListArray.from_arrays(pa.nulls(n * width),
+                                                                           width))
+
+
+@pytest.mark.parametrize("column,field", [("hist_item", "hist_item[0]"),
+                                          ("cand_dense", "cand_dense"),
+                                          ("hist_side", "hist_side")])
+def test_null_typed_columns_cost_nothing_to_refuse(tiny_tiers, payload, column, field):
+    """10^7 nulls in a 2 KB body: was 80-240 MB of numpy arrays (np.full of the row
+    lengths, the null mask, flatnonzero) and seconds of CPU before the 422 (10^8 took
+    1.6 GB); the rows of cand_dense and hist_side are now counted against the candidates
+    and the history before they are read, and a null-typed column is refused at once."""
+    import tracemalloc
+
+    f = tiny_tiers["small"].features
+    p = payload(candidates=5, history=6)
+    n = 10**7
+    col = (pa.LargeListArray.from_arrays(pa.array([0, n], pa.int64()), pa.nulls(n))
+           if column == "hist_item" else
+           _null_rows(n, len(p[column][0])))
+    body = _with(p, **{column: col})
+    assert len(body) < 4096
+    tracemalloc.start()
+    try:
+        with pytest.raises(FieldError) as e:
+            decode_request(body, f, MAX_CANDIDATES)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert e.value.status == 422 and e.value.field == field, e.value
+    assert peak < 1 << 20, peak
+    # the same status and message as the JSON path gives for too many rows
+    if column != "hist_item":
+        what = "candidate" if column == "cand_dense" else "hist_item event"
+        want = 5 if column == "cand_dense" else 6
+        assert e.value.message == f"expected {want} rows (one per {what}), got {n}"
+
+
+def test_the_client_encodes_empty_histories_and_candidate_lists(server, tiny_tiers, payload):
+    """encode_request raised pyarrow's ArrowInvalid ("list_size needs to be a strict
+    positive integer") on hist_side [] (every request of `random_request(history=0)`, so
+    `loadgen --wire arrow --history 0` and `bench wire --history 0`) and on no candidates:
+    the server now answers them as it answers JSON."""
+    f = tiny_tiers["small"].features
+    p = payload(candidates=4, history=0)
+    assert p["hist_side"] == []
+    a = decode_request(encode_request(p), f, MAX_CANDIDATES)[1]
+    j = request_arrays(parse_model(RankRequest, p), f, MAX_CANDIDATES)
+    for name in ("hist_item", "hist_side", "cand_sparse", "cand_dense"):
+        x, y = getattr(a, name), getattr(j, name)
+        assert x.dtype == y.dtype and x.shape == y.shape, name
+    with RankClient(server) as c:
+        out = c.rank(p, wire="arrow")
+        assert out == {**c.rank(p), "scores": out["scores"], "top_scores": out["top_scores"],
+                       "timings": out["timings"], "batch_size": out["batch_size"]}
+        with pytest.raises(RankError) as e:
+            c.rank({**p, "cand_sparse": [], "cand_dense": []}, wire="arrow")
+    assert e.value.status == 422 and e.value.field == "cand_sparse"
+    assert e.value.detail == "need at least 1 candidate"
+
+
+def test_a_wide_context_struct_costs_time_linear_in_its_fields(tiny_tiers, payload):
+    """pyarrow's StructScalar.as_py is quadratic in the struct's fields: a context struct
+    of 40,000 fields (4.5 MB) took 3.6 s to refuse, one of 140,000 (15 MB, under the
+    default body limit) ~45 s, all of it on the event loop. Compared as a ratio between
+    two sizes in this process (8x the fields: ~8x the time linear, ~64x quadratic)."""
+    import time
+
+    f = tiny_tiers["small"].features
+    p = payload()
+
+    def seconds(n: int) -> float:
+        ty = pa.struct([(f"f{i}", pa.int8()) for i in range(n)])
+        body = _with(p, context=pa.array([{f"f{i}": 1 for i in range(n)}], ty))
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            with pytest.raises(FieldError, match="context.f0: Extra inputs"):
+                decode_request(body, f, MAX_CANDIDATES)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    small, big = seconds(5_000), seconds(40_000)
+    assert big < 24 * small, (small, big)
