@@ -95,23 +95,36 @@ def _rows_array(pa: Any, rows: Any, dtype: Any) -> Any:
 def encode_request(payload: Mapping[str, Any]) -> bytes:
     """A /v1/rank payload (the JSON body's dict; lists or numpy arrays) as an Arrow IPC
     stream of one row. Ids are sent as int32 (int64 if any is out of range), reals as
-    float64; None fields are left out."""
+    float64; None fields are left out. ValueError naming a field no Arrow column can hold
+    (mixed types); other bad values are sent, for the server to name."""
     pa = _pa()
     cols: dict[str, Any] = {}
     for name, value in payload.items():
         if value is None:
             continue
-        if name in ID_COLUMNS:
-            cols[name] = _list_array(pa, value, np.int64)
-        elif name in REAL_COLUMNS:
-            cols[name] = _list_array(pa, value, np.float64)
-        elif name in ("cand_sparse", "hist_side"):
-            cols[name] = _rows_array(pa, value, np.int64)
-        elif name == "cand_dense":
-            cols[name] = _rows_array(pa, value, np.float64)
-        else:     # scalars and the context struct, typed by pyarrow as JSON would be
-            cols[name] = pa.array([value])
+        try:
+            cols[name] = _column(pa, name, value)
+        except (ValueError, TypeError, OverflowError):
+            # not numbers of one shape (ragged rows, strings...): sent as pyarrow infers
+            # them, so the server names the field, as it does for the same JSON
+            try:
+                cols[name] = pa.array([value])
+            except pa.ArrowException as e:       # mixed types: no Arrow column holds them
+                raise ValueError(f"{name}: cannot be sent as an Arrow column: {e}") from None
     return _stream(pa, pa.table(cols))
+
+
+def _column(pa: Any, name: str, value: Any) -> Any:
+    """One payload field as a one-row Arrow column of the type the server reads fastest."""
+    if name in ID_COLUMNS:
+        return _list_array(pa, value, np.int64)
+    if name in REAL_COLUMNS:
+        return _list_array(pa, value, np.float64)
+    if name in ("cand_sparse", "hist_side"):
+        return _rows_array(pa, value, np.int64)
+    if name == "cand_dense":
+        return _rows_array(pa, value, np.float64)
+    return pa.array([value])   # scalars and the context struct, typed as JSON would be
 
 
 def _stream(pa: Any, table: Any) -> bytes:

@@ -513,3 +513,20 @@ def test_a_wide_context_struct_costs_time_linear_in_its_fields(tiny_tiers, paylo
 
     small, big = seconds(5_000), seconds(40_000)
     assert big < 24 * small, (small, big)
+
+
+def test_the_client_sends_ragged_rows_for_the_server_to_name(server, payload):
+    """Ragged rows or out-of-range ids are the server's to refuse, naming the row, as with
+    JSON; mixed types no Arrow column holds are a ValueError naming the field."""
+    p = payload(candidates=3)
+    p["cand_sparse"][1] = p["cand_sparse"][1][:1]
+    with RankClient(server) as c:
+        with pytest.raises(RankError) as e:
+            c.rank(p, wire="arrow")
+        assert e.value.status == 422 and e.value.field == "cand_sparse[1]"
+        with pytest.raises(RankError) as e:
+            c.rank({**payload(), "req_sparse": [2**40] + payload()["req_sparse"][1:]},
+                   wire="arrow")
+        assert e.value.status == 422 and e.value.field == "req_sparse[0]"
+    with pytest.raises(ValueError, match="^req_dense: cannot be sent as an Arrow column"):
+        encode_request({**payload(), "req_dense": [1.0, "x"]})
