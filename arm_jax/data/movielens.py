@@ -138,8 +138,9 @@ def _read_movies(path: Path, genre_fields: int) -> dict[int, tuple[int, tuple[in
                 raise MovieLensFormatError(f"{path}: expected movieId,title,genres on line "
                                            f"{reader.line_num}")
             m = row["movieId"].strip()
-            if not (m.isascii() and m.isdigit() and int(m) < 2**31):    # a negative id indexes the catalogue
-                raise MovieLensFormatError(                # from its end
+            # a negative id would index the catalogue from its end
+            if not (m.isascii() and m.isdigit() and int(m) < 2**31):
+                raise MovieLensFormatError(
                     f"{path}: movieId must be an integer in [0, {2**31}), got {m!r} on line "
                     f"{reader.line_num}")
             years = re.findall(r"\((\d{4})\)", row["title"])
