@@ -105,3 +105,30 @@ def test_ema_averages_what_is_saved_without_changing_training(trained, plain_20_
     _, _, _, restored = load_checkpoint(tmp_path / "ema")
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored),
                  jax.device_get(ema.params))
+
+
+def test_evaluation_joins_the_history_lengths_in_chunks(trained, plain_20_steps, monkeypatch):
+    """The by-history split joined every held-out request at max_history at once: [R, 1024]
+    arrays, ~850 MB per 20,000 requests from a store, so a large --examples file ran out of
+    memory after training. Same metrics, at most HISTORY_CHUNK requests per join."""
+    import dataclasses
+
+    from arm_jax.train import loop
+
+    tier, data = trained[:2]
+    rows = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(data.world, name)
+
+        def join_history(self, user_id, ts, max_len):
+            rows.append(len(user_id))
+            return data.world.join_history(user_id, ts, max_len)
+
+    monkeypatch.setattr(loop, "HISTORY_CHUNK", 100, raising=False)
+    res = plain_20_steps
+    again = evaluate_model(res.graphdef, res.params, tier,
+                           dataclasses.replace(data, world=Recording()))
+    assert again == {k: res.metrics[k] for k in again}
+    assert len(data.test) > 100 and max(rows) <= 100
