@@ -95,7 +95,7 @@ def _read_parquet(path: Path, max_candidates: int) -> dict[str, np.ndarray]:
 
 
 def _examples_from_arrays(a: dict[str, np.ndarray], f: FeaturesConfig) -> Examples:
-    version = int(a.get("format_version", FORMAT_VERSION))
+    version = _format_version(a.get("format_version", FORMAT_VERSION))
     if version != FORMAT_VERSION:
         raise ExamplesFileError(f"format_version={version}: this arm-jax reads "
                                 f"{FORMAT_VERSION}")
@@ -103,7 +103,7 @@ def _examples_from_arrays(a: dict[str, np.ndarray], f: FeaturesConfig) -> Exampl
     if missing:
         raise ExamplesFileError(f"missing arrays {missing} (has {sorted(a)})")
     tasks = tuple(f.tasks)
-    if "tasks" in a and tuple(str(t) for t in a["tasks"]) != tasks:
+    if "tasks" in a and _file_tasks(a["tasks"]) != tasks:
         raise ExamplesFileError(f"tasks: the file's {[str(t) for t in a['tasks']]} are not "
                                 f"the config's features.tasks={list(tasks)}")
     user_id = _ids("user_id", a["user_id"], np.int64)
@@ -133,12 +133,32 @@ def _examples_from_arrays(a: dict[str, np.ndarray], f: FeaturesConfig) -> Exampl
                                 f"{float(labels.max())}")
     true_prob = (_reals("true_prob", a["true_prob"], labels.shape) if "true_prob" in a
                  else np.full(labels.shape, np.nan, np.float32))
+    if not np.isnan(true_prob).all() and not ((true_prob >= 0) & (true_prob <= 1)).all():
+        bad = true_prob[~((true_prob >= 0) & (true_prob <= 1))][0]
+        raise ExamplesFileError(f"true_prob: must be in [0, 1] (or all NaN: unknown), got "
+                                f"{float(bad)}")   # else the oracle row reads nan
     return Examples(user_id=user_id, ts=ts, req_sparse=np.asarray(batch.req_sparse),
                     req_dense=np.asarray(batch.req_dense),
                     cand_sparse=np.asarray(batch.cand_sparse),
                     cand_dense=np.asarray(batch.cand_dense),
                     cand_mask=np.asarray(batch.cand_mask), labels=labels, true_prob=true_prob,
                     tasks=tasks)
+
+
+def _format_version(value: object) -> int:
+    v = np.asarray(value)
+    if v.shape != () or not np.issubdtype(v.dtype, np.integer):
+        raise ExamplesFileError(f"format_version: expected one integer, got shape {v.shape} "
+                                f"of {v.dtype}")
+    return int(v)
+
+
+def _file_tasks(value: np.ndarray) -> tuple[str, ...]:
+    t = np.asarray(value)
+    if t.ndim != 1:     # np.savez(..., tasks="like") stores one string, not a list
+        raise ExamplesFileError(f"tasks: expected a list of task names (shape (T,)), got "
+                                f"shape {t.shape}")
+    return tuple(str(x) for x in t)
 
 
 def _ids(name: str, arr: np.ndarray, dtype: type) -> np.ndarray:

@@ -118,10 +118,26 @@ def read_examples_parquet(path: Path, max_candidates: int | None = None
         out["cand_mask"] = listed
     meta = table.schema.metadata or {}
     if _META_TASKS in meta:
-        out["tasks"] = np.asarray(json.loads(meta[_META_TASKS].decode()))
+        out["tasks"] = _meta_tasks(meta[_META_TASKS])
     if _META_VERSION in meta:
-        out["format_version"] = np.int64(int(meta[_META_VERSION].decode()))
+        try:
+            out["format_version"] = np.int64(int(meta[_META_VERSION].decode()))
+        except (UnicodeDecodeError, ValueError):
+            raise ValueError(f"schema metadata {_META_VERSION.decode()}: expected an integer, "
+                             f"got {meta[_META_VERSION][:80]!r}") from None
     return out
+
+
+def _meta_tasks(raw: bytes) -> np.ndarray:
+    """The task names of the schema metadata (a JSON list of strings)."""
+    try:
+        tasks = json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        tasks = None
+    if not (isinstance(tasks, list) and all(isinstance(t, str) for t in tasks)):
+        raise ValueError(f"schema metadata {_META_TASKS.decode()}: expected a JSON list of "
+                         f"task names, got {raw[:80]!r}")
+    return np.asarray(tasks, dtype=str)
 
 
 __all__ = ["write_examples_parquet", "read_examples_parquet", "examples_table"]

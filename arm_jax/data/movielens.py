@@ -127,10 +127,25 @@ def _read_movies(path: Path, genre_fields: int) -> dict[int, tuple[int, tuple[in
     index = {g: i + 1 for i, g in enumerate(GENRES)}
     out = {}
     with open(path, newline="", encoding="utf-8-sig") as f:   # a BOM is not in "movieId"
-        for row in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        columns = ("movieId", "title", "genres")
+        missing = [c for c in columns if c not in (reader.fieldnames or ())]
+        if missing:
+            raise MovieLensFormatError(f"{path}: missing columns {missing} (has "
+                                       f"{reader.fieldnames})")
+        for row in reader:
+            if any(row[c] is None for c in columns):
+                raise MovieLensFormatError(f"{path}: expected movieId,title,genres on line "
+                                           f"{reader.line_num}")
+            m = row["movieId"].strip()
+            # a negative id would index the catalogue from its end
+            if not (m.isascii() and m.isdigit() and int(m) < 2**31):
+                raise MovieLensFormatError(
+                    f"{path}: movieId must be an integer in [0, {2**31}), got {m!r} on line "
+                    f"{reader.line_num}")
             years = re.findall(r"\((\d{4})\)", row["title"])
             g = sorted(index[x] for x in row["genres"].split("|") if x in index)
-            out[int(row["movieId"])] = (int(years[-1]) if years else 0, tuple(g[:genre_fields]))
+            out[int(m)] = (int(years[-1]) if years else 0, tuple(g[:genre_fields]))
     return out
 
 

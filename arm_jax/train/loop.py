@@ -181,13 +181,28 @@ def predict_examples(graphdef: nnx.GraphDef, params: Any, data: TrainingData,
     return np.concatenate(out)[:n]
 
 
+HISTORY_CHUNK = 4096   # requests per join when only the history lengths are wanted
+
+
+def full_history_lengths(world: Any, examples: Examples, max_len: int,
+                         chunk: int | None = None) -> np.ndarray:
+    """Each request's history length up to `max_len`, int [R], joined `chunk` requests at
+    a time: one join of every held-out request built [R, max_len] arrays (~850 MB for
+    20,000 requests at L=1024 from a store), so a large --examples file ran out of memory
+    at the evaluation after training."""
+    chunk = chunk or HISTORY_CHUNK
+    return np.concatenate([np.zeros(0, np.int32)] + [
+        world.join_history(examples.user_id[lo:lo + chunk], examples.ts[lo:lo + chunk],
+                           max_len)["hist_len"] for lo in range(0, len(examples), chunk)])
+
+
 def evaluate_model(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, data: TrainingData,
                    *, kind: str = "ranker") -> dict[str, Any]:
     """AUC / log loss / NE per task on held-out data, overall and by history length."""
     ex = data.test
     probs = predict_examples(graphdef, params, data, ex, history_len_for(kind, tier))
     tasks = tier.features.tasks
-    full = data.world.join_history(ex.user_id, ex.ts, tier.features.max_history)["hist_len"]
+    full = full_history_lengths(data.world, ex, tier.features.max_history)
     res: dict[str, Any] = {"overall": evaluate(ex.labels, probs, ex.cand_mask, tasks)}
     for name, sel in (("short_history", full <= SHORT_HISTORY),
                       ("long_history", full >= LONG_HISTORY)):

@@ -70,6 +70,12 @@ BAD = [
     (_edit("cand_mask", lambda x: x.astype(np.int32) * 2), "cand_mask"),
     (_edit("tasks", lambda x: np.asarray(["like"])), "tasks:"),
     (_edit("format_version", lambda x: np.int64(9)), "format_version=9"),
+    (_edit("format_version", lambda x: np.array([1, 1])), "format_version: expected one integer"),
+    (_edit("format_version", lambda x: np.array("x")), "format_version: expected one integer"),
+    (_edit("tasks", lambda x: np.asarray(x[0])), "tasks: expected a list of task names"),
+    (_edit("true_prob", lambda x: np.where(x == x.max(), 1.5, x)), "true_prob: must be in [0, 1]"),
+    (_edit("true_prob", lambda x: np.where(x == x.max(), np.nan, x)),
+     "true_prob: must be in [0, 1]"),
     (lambda a: a.update({k: v[:0] for k, v in a.items() if v.ndim and k != "tasks"}),
      "no requests"),
 ]

@@ -195,3 +195,19 @@ def test_too_many_candidates_is_refused_by_row_before_padding(setup, tmp_path):
     with pytest.raises(ExamplesFileError, match=rf"cand_sparse: {limit + 1} candidates exceed "
                                                 rf"the limit {limit} \(request 1\)"):
         load_examples(tmp_path / "many.parquet", features)
+
+
+@pytest.mark.parametrize("key,value", [(b"arm_jax.format_version", b"x"),
+                                       (b"arm_jax.tasks", b'{"click": 1}'),
+                                       (b"arm_jax.tasks", b'[["click"], "x"]'),
+                                       (b"arm_jax.tasks", b"[not json")])
+def test_bad_schema_metadata_is_named(setup, tmp_path, key, value):
+    """A dict of tasks was a bare TypeError; a bad version or nested tasks a numpy message
+    that named neither the metadata key nor what was expected."""
+    features, ex = setup
+    table = pq.read_table(save_examples(ex, tmp_path / "ex.parquet"))
+    path = tmp_path / "bad.parquet"
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, key: value}), path)
+    with pytest.raises(ExamplesFileError) as e:
+        load_examples(path, features)
+    assert str(e.value).startswith(f"{path}: schema metadata {key.decode()}: expected")

@@ -91,6 +91,24 @@ def test_movies_csv_with_a_byte_order_mark_loads(tmp_path):
     assert data.catalog.lookup(np.array([2]))[0, -1] == 1995 // 5
 
 
+@pytest.mark.parametrize("text,words", [
+    ("movieId,name,genres\n1,Toy Story (1995),Comedy\n", "missing columns ['title']"),
+    ("movieId,title,genres\n1,Toy Story (1995),Comedy\nx,Heat (1995),Action\n",
+     "movieId must be an integer in [0, 2147483648), got 'x' on line 3"),
+    ("movieId,title,genres\n1,Toy Story (1995),Comedy\n-3,Heat (1995),Action\n",
+     "movieId must be an integer in [0, 2147483648), got '-3' on line 3"),
+    ("movieId,title,genres\n1,Toy Story (1995)\n", "expected movieId,title,genres on line 2"),
+])
+def test_a_bad_movies_csv_names_the_file_column_and_line(tmp_path, text, words):
+    """Was a bare KeyError or TypeError (a traceback from the CLI), a ValueError naming no
+    file, or, for a negative id, another movie's genres silently overwritten."""
+    d = _write(tmp_path, [(1, 1, 4.0, 100), (1, 2, 3.0, 5000)])
+    (d / "movies.csv").write_text(text)
+    with pytest.raises(MovieLensFormatError) as e:
+        load_movielens(d)
+    assert str(e.value).startswith(f"{d / 'movies.csv'}: ") and words in str(e.value)
+
+
 def test_feature_overrides_load(tmp_path):
     from arm_jax.config import load_tier
 

@@ -139,3 +139,30 @@ def test_an_output_directory_that_is_not_a_checkpoint_is_refused_before_training
         train_model(tier, make_synthetic_data(tier), steps=1, out_dir=out, progress=False,
                     checkpoint_every=1)
     assert sorted(p.name for p in out.iterdir()) == ["cat.jpg"]
+
+
+def test_evaluation_joins_the_history_lengths_in_chunks(trained, plain_20_steps, monkeypatch):
+    """The by-history split joined every held-out request at max_history at once: [R, 1024]
+    arrays, ~850 MB per 20,000 requests from a store, so a large --examples file ran out of
+    memory after training. Same metrics, at most HISTORY_CHUNK requests per join."""
+    import dataclasses
+
+    from arm_jax.train import loop
+
+    tier, data = trained[:2]
+    rows = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(data.world, name)
+
+        def join_history(self, user_id, ts, max_len):
+            rows.append(len(user_id))
+            return data.world.join_history(user_id, ts, max_len)
+
+    monkeypatch.setattr(loop, "HISTORY_CHUNK", 100, raising=False)
+    res = plain_20_steps
+    again = evaluate_model(res.graphdef, res.params, tier,
+                           dataclasses.replace(data, world=Recording()))
+    assert again == {k: res.metrics[k] for k in again}
+    assert len(data.test) > 100 and max(rows) <= 100
