@@ -57,8 +57,6 @@ JSON_TYPES = ("application/json",)
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 ARROW_TYPES = (ARROW_STREAM,)
 WIRE_TYPES = {"json": JSON_TYPES, "msgpack": MSGPACK_TYPES, "arrow": ARROW_TYPES}
-MEDIA_TYPE = {"json": "application/json", "msgpack": "application/msgpack",
-              "arrow": ARROW_STREAM}
 GRACE_S = 1.0   # beyond the deadline, how long a handler waits for a running batch
 
 

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from arm_jax.config import FeaturesConfig
-from arm_jax.data.arrow import PyarrowMissing
+from arm_jax.data.arrow import PyarrowMissing, is_list_type
 from serving.schema import (INT32_MAX, FieldError, RankArrays, RankOptions, RankRequest,
                             parse_model)
 
@@ -175,14 +175,10 @@ def encode_response(body: Mapping[str, Any], probs: np.ndarray) -> bytes:
     return _stream(pa, table)
 
 
-def _is_list(pa: Any, t: Any) -> bool:
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-
-
 def _list_values(pa: Any, col: Any, name: str) -> Any:
     """Every value of the lists in list array `col`, in order (its `flatten()`, without
     the compute-kernel call: this runs for every column of every request)."""
-    if not _is_list(pa, col.type):
+    if not is_list_type(col.type):
         raise FieldError(name, f"expected a list column, got {col.type}")
     if pa.types.is_fixed_size_list(col.type):
         size = col.type.list_size
@@ -236,7 +232,7 @@ def _nested(pa: Any, record: Any, name: str, width: int, key: str, *, ids: bool,
         raise FieldError(name, f"{len(rows)} candidates exceed the limit {max_rows}", 413)
     if not len(rows):           # no rows, of any type (pyarrow infers list<null> for [[]])
         return np.zeros((0, width), np.int64 if ids else np.float64)
-    if not _is_list(pa, rows.type):
+    if not is_list_type(rows.type):
         raise FieldError(name, f"expected a list of lists, got a list of {rows.type}")
     if rows.null_count:
         i = int(np.flatnonzero(rows.is_null().to_numpy(zero_copy_only=False))[0])

@@ -31,8 +31,6 @@ from serving.arrow_wire import encode_response
 from serving.client import WIRES, encode_payload, random_request
 from serving.schema import pack_batch
 
-MEDIA = {"json": "application/json", "msgpack": "application/msgpack",
-         "arrow": "application/vnd.apache.arrow.stream"}
 
 
 def _answer(n: int, tasks: int, rng: np.random.Generator) -> tuple[dict[str, Any], np.ndarray]:
@@ -87,10 +85,10 @@ def run_wire_bench(*, tier: str = "large", candidates: tuple[int, ...] = (16, 25
     rows = []
     for n in tqdm(candidates, desc="bench wire", unit="size"):
         payload = random_request(f.__dict__, candidates=n, history=history, rng=rng)
-        bodies = {w: encode_payload(payload, w)[0] for w in WIRES}
+        bodies = {w: encode_payload(payload, w) for w in WIRES}     # (bytes, content type)
 
         def decode(w: str):
-            _, arrays, _ = parse_rank_body(bodies[w], MEDIA[w], f, f.max_candidates)
+            _, arrays, _ = parse_rank_body(*bodies[w], f, f.max_candidates)
             return pack_batch(arrays, f, f.max_candidates)
 
         _same_batches({w: decode(w) for w in WIRES})
@@ -105,7 +103,7 @@ def run_wire_bench(*, tier: str = "large", candidates: tuple[int, ...] = (16, 25
         ms = interleaved_median_ms(thunks, repeats)
         row = {"candidates": n}
         for w in WIRES:
-            row[w] = {"bytes": len(bodies[w]),
+            row[w] = {"bytes": len(bodies[w][0]),
                       **{f"{k}_us": ms[f"{k}/{w}"] * 1e3 for k in ("encode", "decode", "answer")}}
         for k in ("encode", "decode", "answer"):
             row[f"{k}_json_over_arrow"] = row["json"][f"{k}_us"] / row["arrow"][f"{k}_us"]

@@ -50,7 +50,7 @@ def flat_column(table: Any, name: str) -> np.ndarray:
         first = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
         raise ArrowColumnError(f"{name}: {col.null_count} null values (none allowed; the "
                                f"first at row {first})")
-    if _is_list(col.type):
+    if is_list_type(col.type):
         raise ArrowColumnError(f"{name}: expected one value per row, got a {col.type} column")
     return col.to_numpy(zero_copy_only=False)
 
@@ -73,7 +73,7 @@ def seconds_column(table: Any, name: str) -> np.ndarray:
 def list_column(table: Any, name: str) -> np.ndarray:
     """A list<x> column whose lists all have one length w -> [rows, w] array."""
     col = table.column(name).combine_chunks()
-    if not _is_list(col.type):
+    if not is_list_type(col.type):
         raise ArrowColumnError(f"{name}: expected a list column, got {col.type}")
     values, lengths = _unnest(col, name)
     return _rectangle(values, lengths, name, lambda i: f"row {i}")
@@ -82,7 +82,7 @@ def list_column(table: Any, name: str) -> np.ndarray:
 def ragged_list_column(table: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     """A list<x> column of varying lengths -> ([rows, max_len] zero-padded, lengths)."""
     col = table.column(name).combine_chunks()
-    if not _is_list(col.type):
+    if not is_list_type(col.type):
         raise ArrowColumnError(f"{name}: expected a list column (one value per candidate), "
                                f"got {col.type}")
     values, lengths = _unnest(col, name)
@@ -93,7 +93,7 @@ def nested_list_column(table: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     """A list<list<x>> column: a varying number of inner lists per row, each of one
     length w -> ([rows, max_inner, w] zero-padded, inner lists per row)."""
     col = table.column(name).combine_chunks()
-    if not (_is_list(col.type) and _is_list(col.type.value_type)):
+    if not (is_list_type(col.type) and is_list_type(col.type.value_type)):
         raise ArrowColumnError(f"{name}: expected a list of lists (one list per candidate), "
                                f"got {col.type}")
     inner, outer_len = _unnest(col, name)
@@ -114,12 +114,13 @@ def list_lengths(table: Any, name: str) -> np.ndarray | None:
     import pyarrow.compute as pc
 
     col = table.column(name)
-    if not _is_list(col.type):
+    if not is_list_type(col.type):
         return None
     return pc.list_value_length(col).fill_null(0).to_numpy().astype(np.int64)
 
 
-def _is_list(t: Any) -> bool:
+def is_list_type(t: Any) -> bool:
+    """Is Arrow type `t` a list, large list or fixed-size list?"""
     pa, _ = require_pyarrow()
     return bool(pa.types.is_list(t) or pa.types.is_large_list(t)
                 or pa.types.is_fixed_size_list(t))
@@ -135,9 +136,9 @@ def _unnest(col: Any, name: str) -> tuple[Any, np.ndarray]:
                                f"first at index {first})")
     lengths = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
     values = col.flatten()
-    if values.null_count and not _is_list(values.type):
+    if values.null_count and not is_list_type(values.type):
         raise ArrowColumnError(f"{name}: {values.null_count} null values (none allowed)")
-    if not _is_list(values.type):
+    if not is_list_type(values.type):
         values = values.to_numpy(zero_copy_only=False)
     return values, lengths
 
