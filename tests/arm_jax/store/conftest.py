@@ -21,3 +21,19 @@ def store(request, tmp_path):
         s = RedisStore(url, prefix=f"t{uuid.uuid4().hex[:8]}:")
     yield s
     s.close()
+
+
+def _stored_bytes(store, user: int) -> bytes:
+    """The raw stored value of one user (the codec's chunks), whatever the backend."""
+    if isinstance(store, LmdbStore):
+        from arm_jax.store.lmdb_store import user_key
+
+        with store.env.begin() as txn:
+            return bytes(txn.get(user_key(user)))
+    return bytes(store.client.get(store.key(user)))
+
+
+@pytest.fixture
+def stored_bytes():
+    """`stored_bytes(store, user)`: a user's raw value, to inspect or damage."""
+    return _stored_bytes

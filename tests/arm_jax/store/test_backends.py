@@ -52,9 +52,9 @@ def test_users_size_and_check(store):
     assert store.check() == ("3 users" if isinstance(store, LmdbStore) else "reachable")
 
 
-def test_corrupt_and_truncated_values_raise(store):
+def test_corrupt_and_truncated_values_raise(store, stored_bytes):
     store.append(1, [5, 6, 7], [0, 1, 2], [10, 20, 30])
-    good = bytes(codec_value(store, 1))
+    good = stored_bytes(store, 1)
     store.put_raw(2, good[:-4])                    # truncated
     store.put_raw(3, good[:20] + bytes([good[20] ^ 0xFF]) + good[21:])   # bit flip
     for u in (2, 3):
@@ -63,15 +63,6 @@ def test_corrupt_and_truncated_values_raise(store):
     with pytest.raises(CorruptValue):
         store.read_many([1, 2])                    # one bad value fails the batch loudly
     assert store.read(1).item.tolist() == [5, 6, 7]
-
-
-def codec_value(store, user):
-    if isinstance(store, LmdbStore):
-        from arm_jax.store.lmdb_store import user_key
-
-        with store.env.begin() as txn:
-            return txn.get(user_key(user))
-    return store.client.get(store.key(user))
 
 
 def test_concurrent_readers_see_whole_appends(store):
@@ -271,7 +262,7 @@ def test_store_survives_pickling(tmp_path):
     assert t.read(1).item.tolist() == [1]
 
 
-def test_single_event_appends_read_back_alike(store):
+def test_single_event_appends_read_back_alike(store, stored_bytes):
     """One event per append (a live logger): both backends read the same log; LMDB keeps
     it one chunk, Redis rewrites it as one chunk every `compact_every` (32) appends (a read
     decodes a few headers, not one per append)."""
@@ -282,7 +273,7 @@ def test_single_event_appends_read_back_alike(store):
     ev = store.read(4)
     order = np.argsort(ts, kind="stable")
     assert ev.ts.tolist() == ts[order].tolist() and ev.item.tolist() == order.tolist()
-    raw = bytes(codec_value(store, 4))
+    raw = stored_bytes(store, 4)
     chunks = 1 if isinstance(store, LmdbStore) else 1 + 200 % 32
     from arm_jax.store import codec
 
@@ -333,7 +324,7 @@ def test_a_dropped_lmdb_store_releases_its_environment(tmp_path):
     assert (path / "data.mdb").exists() and LmdbStore(path, readonly=True).num_users() == 1
 
 
-def test_compact_rewrites_multi_chunk_logs_as_one(store):
+def test_compact_rewrites_multi_chunk_logs_as_one(store, stored_bytes):
     """Redis logs grow a chunk per APPEND; LMDB values written before appends merged
     (put_raw stands in for them): compact makes each one chunk, events unchanged."""
     from arm_jax.store import codec
@@ -345,9 +336,9 @@ def test_compact_rewrites_multi_chunk_logs_as_one(store):
             store.append(4, item, action, ts)
     store.append_many([5], [9], [0], [50])                  # already one chunk
     before = store.read(4)
-    assert codec.num_chunks(bytes(codec_value(store, 4))) > 1
+    assert codec.num_chunks(stored_bytes(store, 4)) > 1
     assert store.compact() == 1 and store.compact() == 0
-    assert codec.num_chunks(bytes(codec_value(store, 4))) == 1
+    assert codec.num_chunks(stored_bytes(store, 4)) == 1
     after = store.read(4)
     assert after.ts.tolist() == before.ts.tolist() == [10, 20, 30]
     assert after.item.tolist() == before.item.tolist() == [2, 3, 1]
