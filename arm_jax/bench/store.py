@@ -24,6 +24,14 @@ Parquet file of the examples with each one's joined history as list columns (ite
 action, gap, side ids: what the model reads), both with pyarrow's default compression.
 `storage_ratio_parquet` = that file / (examples.parquet + store + catalogue).
 
+Compressed store (codec version 2, `LmdbStore(compress=True)`): the same logs loaded into
+a second LMDB store that compresses them. Its bytes are `store_lmdb_compressed`, and
+`storage_ratio_parquet_compressed_store` is the Parquet comparison with that store, where
+both sides are compressed (the like-for-like comparison for a pipeline that compresses).
+`storage_ratio` and the other ratios keep the plain store, against uncompressed
+materialized histories. Join throughput is measured through both stores, as it is for
+Redis, since inflating costs time on every read.
+
 Join throughput: examples per second through the grain join pipeline (batched reads,
 background threads) for LMDB and for a real Redis server (a throwaway `redis-server` on
 127.0.0.1 unless `redis_url` is given; skipped with a note when the binary is absent).
@@ -142,6 +150,11 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
         lmdb_store.append_many(world.log_user, world.log_item, world.log_action, world.log_ts)
         load_s = time.perf_counter() - t0
         store_bytes = lmdb_store.disk_bytes()
+        packed_store = LmdbStore(Path(tmp) / "logs_compressed", compress=True)
+        t0 = time.perf_counter()
+        packed_store.append_many(world.log_user, world.log_item, world.log_action,
+                                 world.log_ts)
+        packed_load_s = time.perf_counter() - t0
         catalog = world.catalog()
         catalog_bytes = catalog.save(Path(tmp) / "catalog.npz").stat().st_size
         side = 4 * len(f.history_side_fields)            # int32 side ids per event
@@ -150,6 +163,7 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
         padded = int(len(ex) * history_len * (12 + side) + len(ex) * 4)
         res["bytes"] = {"examples": ex_bytes, "store_lmdb": store_bytes,
                         "store_payload": int(events * codec.BYTES_PER_EVENT),
+                        "store_lmdb_compressed": packed_store.disk_bytes(),
                         "catalog": catalog_bytes,
                         "materialized_history_ragged": ragged,
                         "materialized_history_padded": padded}
@@ -165,12 +179,19 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
             res["bytes"].update(pqb)
             res["storage_ratio_parquet"] = pqb["materialized_parquet"] / (
                 pqb["examples_parquet"] + store_bytes + catalog_bytes)
+            res["storage_ratio_parquet_compressed_store"] = pqb["materialized_parquet"] / (
+                pqb["examples_parquet"] + res["bytes"]["store_lmdb_compressed"]
+                + catalog_bytes)
         sub = ex.take(np.arange(min(join_examples, len(ex))))
         tput: dict[str, float | None] = {}
         tput["lmdb"] = _throughput(sub, lmdb_store, f, history_len, batch_size, num_threads,
                                    catalog)
-        res["load_seconds"] = {"lmdb": round(load_s, 3)}
+        tput["lmdb_compressed"] = _throughput(sub, packed_store, f, history_len, batch_size,
+                                              num_threads, catalog)
+        res["load_seconds"] = {"lmdb": round(load_s, 3),
+                               "lmdb_compressed": round(packed_load_s, 3)}
         lmdb_store.close()
+        packed_store.close()
 
         server = None
         try:
@@ -178,7 +199,7 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
                 server = RedisServer().start()
                 redis_url = server.url
             if redis_url is None:
-                tput["redis"] = None
+                tput["redis"] = tput["redis_compressed"] = None
                 res["redis_note"] = "redis-server not installed: Redis not measured"
             else:
                 rs = RedisStore(redis_url, prefix="armjax:bench:", timeout_s=30.0)
@@ -189,6 +210,14 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
                 res["bytes"]["store_redis_memory"] = rs.memory_bytes()
                 tput["redis"] = _throughput(sub, rs, f, history_len, batch_size, num_threads,
                                             catalog)
+                rs.compress = True
+                t0 = time.perf_counter()
+                res["compacted_users"] = {"redis": rs.compact()}
+                res["load_seconds"]["redis_compress_existing"] = round(
+                    time.perf_counter() - t0, 3)
+                res["bytes"]["store_redis_memory_compressed"] = rs.memory_bytes()
+                tput["redis_compressed"] = _throughput(sub, rs, f, history_len, batch_size,
+                                                       num_threads, catalog)
                 rs.clear()
                 rs.close()
         finally:
@@ -218,6 +247,7 @@ def format_table(res: dict[str, Any]) -> str:
         f"{'layout':<34} {'MB on disk':>11}",
         f"{'examples (no history)':<34} {b['examples'] / mb:>11.1f}",
         f"{'store (LMDB data.mdb)':<34} {b['store_lmdb'] / mb:>11.1f}",
+        f"{'store, compressed (LMDB)':<34} {b['store_lmdb_compressed'] / mb:>11.1f}",
         f"{'item catalogue (.npz)':<34} {b['catalog'] / mb:>11.1f}",
         f"{'history materialized, ragged':<34} {b['materialized_history_ragged'] / mb:>11.1f}",
         f"{'history materialized, padded':<34} {b['materialized_history_padded'] / mb:>11.1f}",
@@ -229,13 +259,18 @@ def format_table(res: dict[str, Any]) -> str:
         lines += [f"{'examples (no history), .parquet':<34} {b['examples_parquet'] / mb:>11.1f}",
                   f"{'examples + history, .parquet':<34} "
                   f"{b['materialized_parquet'] / mb:>11.1f}",
-                  f"storage_ratio_parquet (both compressed Parquet, store as above) = "
-                  f"{res['storage_ratio_parquet']:.2f}"]
+                  f"storage_ratio_parquet (materialized and examples compressed, plain "
+                  f"store) = {res['storage_ratio_parquet']:.2f}",
+                  f"storage_ratio_parquet_compressed_store (everything compressed) = "
+                  f"{res['storage_ratio_parquet_compressed_store']:.2f}"]
     else:
         lines.append(f"Parquet layouts {res.get('parquet_note', 'not measured')}")
     lines.append(f"{'join backend':<22} {'examples/s':>12}")
     for k, v in t.items():
         lines.append(f"{k:<22} {'n/a' if v is None else f'{v:12.0f}':>12}")
+    if "store_redis_memory" in b:
+        lines.append(f"Redis memory: {b['store_redis_memory'] / mb:.1f} MB plain, "
+                     f"{b['store_redis_memory_compressed'] / mb:.1f} MB compressed")
     return "\n".join(lines)
 
 
@@ -243,17 +278,21 @@ def plot(res: dict[str, Any], png: Path) -> Path:
     plt = pyplot()
 
     b = res["bytes"]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    labels = ["store layout", "materialized\n(ragged)", "materialized\n(padded)"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    labels = ["store layout", "store layout\n(compressed\nstore)", "materialized\n(ragged)",
+              "materialized\n(padded)"]
     ex = b["examples"] / 1e6
-    hist = [b["store_lmdb"], b["materialized_history_ragged"], b["materialized_history_padded"]]
-    a1.bar(labels, [ex] * 3, label="examples")
-    a1.bar(labels, [h / 1e6 for h in hist], bottom=[ex] * 3, label="histories / store")
+    hist = [b["store_lmdb"], b["store_lmdb_compressed"], b["materialized_history_ragged"],
+            b["materialized_history_padded"]]
+    a1.bar(labels, [ex] * 4, label="examples")
+    a1.bar(labels, [h / 1e6 for h in hist], bottom=[ex] * 4, label="histories / store")
+    a1.tick_params(axis="x", labelsize=7)
     a1.set_ylabel("MB on disk")
     a1.set_title(f"storage ratio {res['storage_ratio']:.1f}x (ragged)")
     a1.legend(fontsize=8)
     t = {k: v for k, v in res["join_examples_per_s"].items() if v is not None}
-    a2.bar(list(t), list(t.values()))
+    a2.bar([k.replace("_", "\n") for k in t], list(t.values()))
+    a2.tick_params(axis="x", labelsize=7)
     a2.set_ylabel("examples / s")
     a2.set_title(f"join throughput, L={res['config']['history_len']}")
     fig.tight_layout()

@@ -31,11 +31,16 @@ def test_store_bench_tiny(tmp_path, capsys):
                - (b["examples"] + b["materialized_history_ragged"] - side_bytes)
                / (b["examples"] + b["store_lmdb"])) < 1e-9
     assert saved["join_examples_per_s"]["lmdb"] > 0
+    assert saved["join_examples_per_s"]["lmdb_compressed"] > 0
+    assert 0 < b["store_lmdb_compressed"] <= b["store_lmdb"]
     assert "storage_ratio" in capsys.readouterr().out
     assert res["config"]["mean_joined_events"] <= 16
     if "storage_ratio_parquet" in saved:
         assert abs(saved["storage_ratio_parquet"] - b["materialized_parquet"]
                    / (b["examples_parquet"] + b["store_lmdb"] + b["catalog"])) < 1e-9
+        assert abs(saved["storage_ratio_parquet_compressed_store"] - b["materialized_parquet"]
+                   / (b["examples_parquet"] + b["store_lmdb_compressed"] + b["catalog"])
+                   ) < 1e-9
 
 
 def test_the_parquet_baseline_holds_every_joined_history(tmp_path):
