@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from arm_jax.store.base import (CorruptValue, Events, InvalidEvents, InvalidStoreUrl,
-                                StoreError, StoreUnavailable, UserLogStore)
+from arm_jax.store.base import (ActionOutOfRange, CorruptValue, Events, InvalidEvents,
+                                InvalidStoreUrl, StoreError, StoreUnavailable, UserLogStore)
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -40,4 +40,4 @@ def open_store(url: str, *, readonly: bool = False, **kwargs: object) -> UserLog
 
 
 __all__ = ["open_store", "is_redis_url", "UserLogStore", "Events", "StoreError", "StoreUnavailable",
-           "CorruptValue", "InvalidEvents", "InvalidStoreUrl"]
+           "CorruptValue", "ActionOutOfRange", "InvalidEvents", "InvalidStoreUrl"]
