@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="append even events this store has loaded before (by default a "
                          "second load of the same events, or a re-run after a failure, "
                          "skips what is already stored)")
+    ld.add_argument("--tier", default=None, metavar="NAME",
+                    help="refuse the file (before the store is opened) if an action is not "
+                         "below this tier's features.num_action_types: training on it "
+                         "would stop at that user (default: any action in [0, 255])")
     ld.set_defaults(func=_load)
 
     rd = ssub.add_parser("read", help="one user's events, oldest first")
@@ -102,9 +106,16 @@ def _open(url: str, *, write: bool):
 def _load(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from arm_jax.store.events_file import load_events, read_events_file
+    from arm_jax.store.events_file import check_action_limit, load_events, read_events_file
 
+    limit = None
+    if args.tier is not None:
+        from arm_jax.config import load_tier
+
+        limit = load_tier(args.tier).features.num_action_types
     events = read_events_file(args.file)        # checked whole before the store is opened
+    if limit is not None:
+        check_action_limit(events, limit, args.file, args.tier)
     t0 = time.perf_counter()
     with _open(args.url, write=True) as store, \
             tqdm(total=int(events["ts"].size), unit="event", desc="load", unit_scale=True) as bar:
