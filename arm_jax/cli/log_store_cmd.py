@@ -92,15 +92,12 @@ def _fields_arg(text: str) -> list[int]:
             f"{text!r}: expected a comma list of field indices such as 1,2") from None
 
 
-WRITE_TIMEOUT_S = 30.0   # bulk writes (load, compact) to Redis: not the serving path's 0.5 s
-
-
 def _open(url: str, *, write: bool):
-    """The store at `url`; read-only unless writing (reading never creates a store)."""
-    from arm_jax.store import is_redis_url, open_store
+    """The store at `url`; read-only unless writing (reading never creates a store).
+    Writes (load, compact, delete) are bulk: Redis waits BULK_TIMEOUT_S, not 0.5 s."""
+    from arm_jax.store import open_store
 
-    kwargs = {"timeout_s": WRITE_TIMEOUT_S} if write and is_redis_url(url) else {}
-    return open_store(url, readonly=not write, **kwargs)
+    return open_store(url, readonly=not write, bulk=write)
 
 
 def _load(args: argparse.Namespace) -> int:
