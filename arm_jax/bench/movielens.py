@@ -314,7 +314,7 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
     if store_url is None:
         tmp = tempfile.TemporaryDirectory(prefix="armjax-movielens-")
         store_url = f"lmdb://{tmp.name}/logs"
-    store = open_store(store_url)
+    store = open_store(store_url, bulk=True)      # loads and training joins
     try:
         data.load_into(store)
         load_s = time.perf_counter() - t0

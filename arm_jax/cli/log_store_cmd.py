@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "second load of the same events, or a re-run after a failure, "
                          "skips what is already stored)")
     ld.add_argument("--compress", action="store_true", help=COMPRESS_HELP)
+    ld.add_argument("--tier", default=None, metavar="NAME",
+                    help="refuse the file (before the store is opened) if an action is not "
+                         "below this tier's features.num_action_types: training on it "
+                         "would stop at that user (default: any action in [0, 255])")
     ld.set_defaults(func=_load)
 
     rd = ssub.add_parser("read", help="one user's events, oldest first")
@@ -96,25 +100,29 @@ def _fields_arg(text: str) -> list[int]:
             f"{text!r}: expected a comma list of field indices such as 1,2") from None
 
 
-WRITE_TIMEOUT_S = 30.0   # bulk writes (load, compact) to Redis: not the serving path's 0.5 s
-
-
 def _open(url: str, *, write: bool, compress: bool = False):
-    """The store at `url`; read-only unless writing (reading never creates a store)."""
-    from arm_jax.store import is_redis_url, open_store
+    """The store at `url`; read-only unless writing (reading never creates a store).
+    Every command here is batch work (a load, an export of every log): Redis waits
+    BULK_TIMEOUT_S, not the serving path's 0.5 s."""
+    from arm_jax.store import open_store
 
-    kwargs: dict = {"timeout_s": WRITE_TIMEOUT_S} if write and is_redis_url(url) else {}
-    if compress:
-        kwargs["compress"] = True
-    return open_store(url, readonly=not write, **kwargs)
+    kwargs = {"compress": True} if compress else {}
+    return open_store(url, readonly=not write, bulk=True, **kwargs)
 
 
 def _load(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from arm_jax.store.events_file import load_events, read_events_file
+    from arm_jax.store.events_file import check_action_limit, load_events, read_events_file
 
+    limit = None
+    if args.tier is not None:
+        from arm_jax.config import load_tier
+
+        limit = load_tier(args.tier).features.num_action_types
     events = read_events_file(args.file)        # checked whole before the store is opened
+    if limit is not None:
+        check_action_limit(events, limit, args.file, args.tier)
     t0 = time.perf_counter()
     with _open(args.url, write=True, compress=args.compress) as store, \
             tqdm(total=int(events["ts"].size), unit="event", desc="load", unit_scale=True) as bar:

@@ -25,7 +25,7 @@ from arm_jax.batch import RequestBatch, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
 from arm_jax.data.catalog import ItemCatalog, empty_catalog
 from arm_jax.data.synthetic import Examples
-from arm_jax.store.base import Events, UserLogStore
+from arm_jax.store.base import Events, UserLogStore, check_stored_actions
 
 
 def join_threads(num_threads: int | None = None) -> int:
@@ -68,12 +68,23 @@ def pack_histories(logs: Sequence[Events], ts: np.ndarray, max_len: int,
 
 
 def join_histories(store: UserLogStore, user_id: np.ndarray, ts: np.ndarray,
-                   max_len: int, catalog: ItemCatalog) -> dict[str, np.ndarray]:
+                   max_len: int, catalog: ItemCatalog,
+                   num_action_types: int | None = None) -> dict[str, np.ndarray]:
     """The point-in-time history of every (user, ts) pair: one batched store read, then
-    the items' side ids from the catalogue."""
+    the items' side ids from the catalogue.
+
+    With `num_action_types`, a joined action >= it raises ActionOutOfRange naming the
+    store and the user (here, not as a BatchError from make_batch that names neither)."""
     user_id, ts = np.asarray(user_id), np.asarray(ts)
     logs = store.read_many_before(user_id.tolist(), ts.tolist(), max_len)
-    return pack_histories(logs, ts, max_len, catalog)
+    hist = pack_histories(logs, ts, max_len, catalog)
+    if num_action_types is not None:                 # padding slots hold 0: never refused
+        bad_r = np.flatnonzero((hist["hist_action"] >= num_action_types).any(axis=1))
+        if bad_r.size:
+            r = int(bad_r[0])
+            check_stored_actions(store.url, int(user_id[r]), hist["hist_action"][r],
+                                 num_action_types)
+    return hist
 
 
 @dataclass
@@ -87,8 +98,10 @@ class StoreHistory:
 
     def join_history(self, user_id: np.ndarray, ts: np.ndarray,
                      max_len: int) -> dict[str, np.ndarray]:
+        """`join_histories` with this store, catalogue and the features' action limit."""
         catalog = self.catalog or empty_catalog(self.features.history_side_fields)
-        return join_histories(self.store, user_id, ts, max_len, catalog)
+        return join_histories(self.store, user_id, ts, max_len, catalog,
+                              self.features.num_action_types)
 
 
 class _JoinBatch:
@@ -105,7 +118,8 @@ class _JoinBatch:
     def __call__(self, i: int) -> tuple[RequestBatch, np.ndarray]:
         idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
         ex = self.examples.take(idx)
-        hist = join_histories(self.store, ex.user_id, ex.ts, self.max_len, self.catalog)
+        hist = join_histories(self.store, ex.user_id, ex.ts, self.max_len, self.catalog,
+                              self.features.num_action_types)
         batch = make_batch(req_sparse=ex.req_sparse, req_dense=ex.req_dense,
                            cand_sparse=ex.cand_sparse, cand_dense=ex.cand_dense,
                            cand_mask=ex.cand_mask, num_action_types=self.features.num_action_types,

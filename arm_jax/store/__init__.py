@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-from arm_jax.store.base import (CorruptValue, Events, InvalidEvents, InvalidStoreUrl,
-                                StoreError, StoreUnavailable, UserLogStore)
+from arm_jax.store.base import (ActionOutOfRange, CorruptValue, Events, InvalidEvents,
+                                InvalidStoreUrl, StoreError, StoreUnavailable, UserLogStore)
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -17,15 +17,25 @@ def is_redis_url(url: str) -> bool:
     return url.startswith(_REDIS_SCHEMES)
 
 
-def open_store(url: str, *, readonly: bool = False, **kwargs: object) -> UserLogStore:
+# Redis socket timeout of batch work (loads, compaction, training joins: one MGET of a
+# batch of whole logs): not RedisStore's 0.5 s default, which lets a server fall back fast
+BULK_TIMEOUT_S = 30.0
+
+
+def open_store(url: str, *, readonly: bool = False, bulk: bool = False,
+               **kwargs: object) -> UserLogStore:
     """A store from a URL: `redis://...` -> RedisStore; `lmdb://PATH` or PATH -> LmdbStore.
 
     `readonly` opens LMDB without creating a store where there is none (StoreUnavailable
     instead); a Redis connection creates nothing by reading, so it ignores the flag.
+    `bulk` (batch reads and writes, not the serving path) gives Redis a socket timeout of
+    BULK_TIMEOUT_S unless `timeout_s` is passed; LMDB ignores it.
     """
     if is_redis_url(url):
         from arm_jax.store.redis_store import RedisStore
 
+        if bulk:
+            kwargs.setdefault("timeout_s", BULK_TIMEOUT_S)
         return RedisStore(url, **kwargs)  # type: ignore[arg-type]
     scheme = url.partition("://")[0] if "://" in url else None
     if scheme is not None and scheme != "lmdb":   # a typo must not become a directory
@@ -39,5 +49,5 @@ def open_store(url: str, *, readonly: bool = False, **kwargs: object) -> UserLog
     return LmdbStore(path, readonly=readonly, **kwargs)  # type: ignore[arg-type]
 
 
-__all__ = ["open_store", "is_redis_url", "UserLogStore", "Events", "StoreError", "StoreUnavailable",
-           "CorruptValue", "InvalidEvents", "InvalidStoreUrl"]
+__all__ = ["open_store", "is_redis_url", "BULK_TIMEOUT_S", "UserLogStore", "Events", "StoreError", "StoreUnavailable",
+           "CorruptValue", "ActionOutOfRange", "InvalidEvents", "InvalidStoreUrl"]

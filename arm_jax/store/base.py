@@ -34,6 +34,12 @@ class CorruptValue(StoreError):
     """A stored value fails its integrity checks (bad magic/version, truncated, crc mismatch)."""
 
 
+class ActionOutOfRange(CorruptValue):
+    """A stored action has no row in the tier's action table (>= features.num_action_types):
+    the log was loaded for another tier, or with a bad action column. Readers refuse it
+    before it reaches a model (serving degrades as `store_corrupt`)."""
+
+
 class InvalidEvents(StoreError, ValueError):
     """Events handed to `append` are malformed (shapes, ranges)."""
 
@@ -123,6 +129,17 @@ def check_cut_ts(ts: object, name: str = "ts") -> int:
     if t < 0 or t > TS_LIMIT:
         raise InvalidEvents(_ts_message(t, name=name, upper="]"))
     return t
+
+
+def check_stored_actions(url: str, user_id: int, action: np.ndarray,
+                         num_action_types: int) -> None:
+    """ActionOutOfRange naming the store, the user, the value and the limit unless every
+    action of this user's `action` [n] read from the store at `url` is < num_action_types."""
+    if action.size and (top := int(action.max())) >= num_action_types:
+        raise ActionOutOfRange(
+            f"{url}: user {user_id}: stored action {top} >= features.num_action_types="
+            f"{num_action_types} (actions must be in [0, {num_action_types}): a log loaded "
+            f"for another tier? `arm-jax store load --tier` refuses such events)")
 
 
 def check_user(user_id: object) -> int:
@@ -271,7 +288,8 @@ def group_by_user(user_id: object, item: object, action: object, ts: object
     return [(int(u[s]), it[s:e], ac[s:e], t[s:e]) for s, e in zip(starts, ends)]
 
 
-__all__ = ["StoreError", "StoreUnavailable", "CorruptValue", "InvalidEvents", "Events",
+__all__ = ["StoreError", "StoreUnavailable", "CorruptValue", "ActionOutOfRange",
+           "InvalidEvents", "Events", "check_stored_actions",
            "UserLogStore", "check_events", "check_user", "check_user_ids", "group_by_user",
            "check_batch_id", "check_cut_ts", "BATCH_ID_LIMIT",
            "TS_LIMIT"]

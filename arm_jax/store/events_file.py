@@ -53,6 +53,21 @@ def read_events_file(path: str | Path) -> dict[str, np.ndarray]:
     return {"user_id": user, "item": item, "action": action, "ts": ts}
 
 
+def check_action_limit(events: dict[str, np.ndarray], num_action_types: int,
+                       path: str | Path, tier: str) -> None:
+    """InvalidEvents naming the file, the first user with an action >= num_action_types,
+    the value and the limit (tier `tier`'s features.num_action_types), unless every action
+    of `read_events_file(path)`'s arrays is below it: training on that tier would refuse
+    the user's history part way through a run."""
+    bad = np.flatnonzero(events["action"] >= num_action_types)
+    if bad.size:
+        i = int(bad[0])
+        raise InvalidEvents(f"events file {path}: user {int(events['user_id'][i])}: action "
+                            f"{int(events['action'][i])} >= features.num_action_types="
+                            f"{num_action_types} of tier {tier} ({bad.size} such events; "
+                            "actions must be in [0, num_action_types))")
+
+
 def load_events(store: UserLogStore, events: dict[str, np.ndarray], *,
                 chunk_events: int = 1 << 20, once: bool = True,
                 progress: Callable[[int], None] | None = None) -> dict[str, int]:
@@ -218,5 +233,5 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
         raise InvalidEvents(f"events file {path}: {e}") from None
 
 
-__all__ = ["COLUMNS", "read_events_file", "load_events", "load_events_file", "export_events",
+__all__ = ["COLUMNS", "read_events_file", "check_action_limit", "load_events", "load_events_file", "export_events",
            "write_events_file", "write_events_csv"]

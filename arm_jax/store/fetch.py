@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from arm_jax.data.catalog import ItemCatalog
-from arm_jax.store.base import CorruptValue, UserLogStore
+from arm_jax.store.base import UserLogStore, check_stored_actions
 
 
 def fetch_request_history(store: UserLogStore, user_id: int, ts: int, max_len: int,
@@ -17,14 +17,12 @@ def fetch_request_history(store: UserLogStore, user_id: int, ts: int, max_len: i
     (seconds, float64 [L]) and hist_side (int64 [L, s]: each event's side ids, from
     `catalog`; `empty_catalog(fields)` when the server has none: every id UNKNOWN_SIDE).
 
-    Raises StoreError subclasses (StoreUnavailable, CorruptValue); a stored action outside
-    [0, num_action_types) is reported as CorruptValue, never sent to the model.
+    Raises StoreError subclasses (StoreUnavailable, CorruptValue); a fetched action outside
+    [0, num_action_types) is ActionOutOfRange (a CorruptValue), never sent to the model.
     """
     ev = store.read_before(int(user_id), int(ts), max_len)
     action = ev.action[::-1]
-    if action.size and int(action.max()) >= num_action_types:
-        raise CorruptValue(f"{store.url} user {user_id}: stored action {int(action.max())} "
-                           f">= num_action_types={num_action_types}")
+    check_stored_actions(store.url, user_id, action, num_action_types)
     item = ev.item[::-1].astype(np.int64)
     return {"hist_item": item, "hist_action": action.astype(np.int64),
             "hist_gap": (int(ts) - ev.ts[::-1]).astype(np.float64),

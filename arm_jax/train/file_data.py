@@ -56,12 +56,13 @@ def make_eval_data(features: FeaturesConfig, examples: str | Path, history_store
 
 def open_history(features: FeaturesConfig, history_store: str,
                  catalog: str | Path | None = None) -> StoreHistory:
-    """The store (opened read-only, checked to answer) and the catalogue, as a history source."""
+    """The store (opened read-only for batch reads: Redis waits BULK_TIMEOUT_S, not the
+    serving default; checked to answer) and the catalogue, as a history source."""
     cat = None
     if catalog is not None:
         cat = ItemCatalog.load(catalog)
         cat.check_fields(features.history_side_fields)
-    store = open_store(history_store, readonly=True)
+    store = open_store(history_store, readonly=True, bulk=True)
     try:
         store.check()
     except Exception:

@@ -75,6 +75,23 @@ def test_corrupt_value_degrades(serve, fakes, payload, lmdb_logs):
     assert out["tier"] == "small" and out["history_source"] == "none"
 
 
+def test_stored_action_past_the_tier_degrades(serve, fakes, payload, lmdb_logs, caplog):
+    """A stored action >= features.num_action_types is no 500 and never reaches the model:
+    the request is served history-free, degraded as store_corrupt, and the log names it."""
+    lmdb_logs.append(9, [100, 101], [1, 200], [T0 - 20, T0 - 10])
+    url = serve(fakes, ServerSettings(deadline_ms=BUDGET_MS, history_store=f"lmdb://{lmdb_logs.path}"))
+    body = {**_strip_history(payload(seed=5)), "user_id": 9, "ts": T0, "tier": "large"}
+    with caplog.at_level(logging.WARNING, logger="serving.app"):
+        r = httpx.post(url + "/v1/rank", json=body)
+    assert r.status_code == 200
+    out = r.json()
+    assert out["degraded"] is True and out["degraded_reason"] == "store_corrupt"
+    assert out["history_source"] == "none" and out["tier"] == "small"
+    assert "ActionOutOfRange" in caplog.text and "user 9: stored action 200" in caplog.text
+    assert _metric(httpx.get(url + "/metrics").text, "armjax_store_fallbacks_total",
+                   reason="store_corrupt") == 1
+
+
 def test_missing_lmdb_store_degrades_and_is_not_created(serve, fakes, payload, tmp_path):
     path = tmp_path / "mistyped"
     url = serve(fakes, ServerSettings(deadline_ms=BUDGET_MS, history_store=f"lmdb://{path}"))

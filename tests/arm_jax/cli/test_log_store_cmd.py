@@ -145,6 +145,23 @@ def test_load_refuses_millisecond_timestamps_before_opening_the_store(tmp_path, 
     assert not (tmp_path / "logs").exists()
 
 
+def test_load_with_a_tier_refuses_actions_past_its_table_before_opening_the_store(
+        tmp_path, capsys):
+    bad = tmp_path / "actions.csv"
+    bad.write_text("user_id,item,action,ts\n1,2,3,1700000000\n42,2,9,1700000001\n")
+    url = str(tmp_path / "logs")
+    assert main(["store", "load", url, str(bad), "--tier", "small"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"events file {bad}: user 42: action 9" in err
+    assert "features.num_action_types=4 of tier small" in err
+    assert not (tmp_path / "logs").exists()
+    # without --tier the load cannot know the tier's table: any action in [0, 255] is stored
+    assert main(["store", "load", url, str(bad)]) == 0
+    ok = tmp_path / "ok.csv"
+    ok.write_text("user_id,item,action,ts\n1,2,3,1700000000\n")
+    assert main(["store", "load", str(tmp_path / "ok"), str(ok), "--tier", "small"]) == 0
+
+
 def test_read_table_survives_a_time_out_of_range():
     """A store filled before ts were bounded may hold milliseconds: the table still prints."""
     from arm_jax.cli.log_store_cmd import _utc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from arm_jax.config import load_tier
 from arm_jax.data.join import StoreHistory, joined_batches
 from arm_jax.data.synthetic import SyntheticSpec, SyntheticWorld
+from arm_jax.store import ActionOutOfRange
 from arm_jax.store.lmdb_store import LmdbStore
 from arm_jax.store.redis_store import RedisStore
 
@@ -104,6 +106,29 @@ def test_shuffle_and_drop_remainder(world, tmp_path):
         with pytest.raises(ValueError, match=r"batch_size=\d+ and max_len=\d+ must be >= 1"):
             list(joined_batches(ex, s, tier.features, **bad))
     s.close()
+
+
+def test_stored_action_past_the_tier_stops_the_join_naming_store_and_user(store, world):
+    """An action >= features.num_action_types in the log is refused where it is joined, with
+    the store, the user, the value and the limit (it used to reach make_batch as a
+    BatchError naming neither store nor user)."""
+    tier, w, ex = world
+    store.append_many(w.log_user, w.log_item, w.log_action, w.log_ts)
+    n = tier.features.num_action_types
+    r = 13                                           # an example of the second batch
+    user = int(ex.user_id[r])
+    store.append(user, 5, n + 5, int(ex.ts[r]) - 1)  # the newest event before its time
+    want = (re.escape(f"{store.url}: user {user}: stored action {n + 5}") + ".*"
+            + re.escape(f"features.num_action_types={n}"))
+    with pytest.raises(ActionOutOfRange, match=want) as info:
+        list(joined_batches(ex, store, tier.features, batch_size=8, max_len=4, num_threads=1))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ActionOutOfRange, match=want):       # the evaluation path too
+        StoreHistory(store, tier.features).join_history(ex.user_id, ex.ts, 4)
+    # requests that do not join it (other users', this user's before it) are not refused
+    clean = np.flatnonzero((ex.user_id != user) | (ex.ts < ex.ts[r]))
+    got = StoreHistory(store, tier.features).join_history(ex.user_id[clean], ex.ts[clean], 4)
+    assert got["hist_action"].max() < n
 
 
 def test_join_threads_default_leaves_a_core_for_the_trainer(monkeypatch):

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from arm_jax.store import (CorruptValue, InvalidEvents, InvalidStoreUrl, StoreError,
-                           StoreUnavailable, open_store)
+from arm_jax.store import (BULK_TIMEOUT_S, CorruptValue, InvalidEvents, InvalidStoreUrl,
+                           StoreError, StoreUnavailable, open_store)
 from arm_jax.store.base import TS_LIMIT
 from arm_jax.store.lmdb_store import LmdbStore
 from arm_jax.store.redis_store import RedisStore
@@ -186,6 +186,13 @@ def test_open_store_dispatch(tmp_path, redis_url):
     s.close()
     assert isinstance(open_store(f"lmdb://{tmp_path / 'b'}"), LmdbStore)
     assert isinstance(open_store(redis_url), RedisStore)
+    # bulk work (training joins, loads) waits longer on Redis than the serving default
+    assert open_store(redis_url).timeout_s == 0.5
+    assert open_store(redis_url, bulk=True).timeout_s == BULK_TIMEOUT_S > 0.5
+    assert open_store(redis_url, bulk=True, timeout_s=2.0).timeout_s == 2.0
+    s = open_store(str(tmp_path / "a"), bulk=True)      # LMDB has no socket: ignored
+    assert isinstance(s, LmdbStore)
+    s.close()
 
 
 @pytest.mark.parametrize("url", ["foo://x", "lmbd:///data/logs"])

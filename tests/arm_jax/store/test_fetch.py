@@ -3,12 +3,14 @@ side ids joined from the item catalogue."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from arm_jax.batch import UNKNOWN_SIDE
 from arm_jax.data.catalog import ItemCatalog, empty_catalog
-from arm_jax.store import CorruptValue
+from arm_jax.store import ActionOutOfRange, CorruptValue
 from arm_jax.store.fetch import fetch_request_history
 
 
@@ -23,9 +25,16 @@ def test_fetch_shapes_history_like_the_wire_format(store):
         np.int64, np.int64, np.float64, np.int64]
     empty = fetch_request_history(store, 4, 400, 8, 4, empty_catalog((1, 2)))
     assert empty["hist_item"].shape == (0,) and empty["hist_side"].shape == (0, 2)
-    with pytest.raises(CorruptValue, match="num_action_types=3"):
+    # an action the tier has no row for: a CorruptValue (serving degrades on it) naming
+    # the store, the user, the value and the limit
+    with pytest.raises(ActionOutOfRange, match=re.escape(
+            f"{store.url}: user 3: stored action 3 >= features.num_action_types=3")) as info:
         fetch_request_history(store, 3, 500, 8, num_action_types=3,
                               catalog=empty_catalog((1, 2)))
+    assert isinstance(info.value, CorruptValue)
+    # only the events fetched are checked: the newest 2 before ts=400 are actions 2, 1
+    h = fetch_request_history(store, 3, 400, 2, num_action_types=3, catalog=empty_catalog((1, 2)))
+    assert h["hist_action"].tolist() == [2, 1]
 
 
 def test_fetch_joins_side_ids_from_the_catalog(store):

@@ -84,3 +84,24 @@ def test_evaluation_from_a_store_matches_the_world(files, backend, request):
     finally:
         close_file_data(ed)
     assert got == want
+
+
+def test_training_opens_redis_with_the_bulk_read_timeout(files, redis_url):
+    """A training join reads a batch of logs per MGET: the store it opens waits
+    BULK_TIMEOUT_S for an answer, not the serving default (0.5 s), on the client too."""
+    from arm_jax.store import BULK_TIMEOUT_S
+    from arm_jax.store.redis_store import RedisStore
+    from arm_jax.train.file_data import open_history
+
+    tier, _, paths, _ = files
+    assert BULK_TIMEOUT_S > RedisStore(redis_url).timeout_s
+    fd = make_eval_data(tier.features, paths["test"], redis_url)
+    hist = open_history(tier.features, redis_url)
+    try:
+        for store in (fd.world.store, hist.store):
+            assert isinstance(store, RedisStore) and store.timeout_s == BULK_TIMEOUT_S
+            kwargs = store.client.connection_pool.connection_kwargs
+            assert kwargs["socket_timeout"] == BULK_TIMEOUT_S
+    finally:
+        close_file_data(fd)
+        hist.store.close()
