@@ -142,6 +142,18 @@ def check_stored_actions(url: str, user_id: int, action: np.ndarray,
             f"for another tier? `arm-jax store load --tier` refuses such events)")
 
 
+def check_cuts(user_ids: Sequence[int], before_ts: Sequence[int],
+               max_len: int | None) -> list[int]:
+    """The cuts of `read_many_before`, checked before any read: one per user, each unix
+    seconds in [0, 2^32] (InvalidEvents), and `max_len` >= 0 or None (ValueError)."""
+    if len(user_ids) != len(before_ts):
+        raise InvalidEvents(f"user_ids and before_ts differ in length: "
+                            f"{len(user_ids)} vs {len(before_ts)}")
+    if max_len is not None and max_len < 0:
+        raise ValueError(f"max_len={max_len}: must be >= 0 (or None: no limit)")
+    return [check_cut_ts(t) for t in before_ts]
+
+
 def check_user(user_id: object) -> int:
     """A user id as a non-negative int (InvalidEvents otherwise)."""
     try:
@@ -241,16 +253,14 @@ class UserLogStore(abc.ABC):
 
     def read_before(self, user_id: int, before_ts: int, max_len: int | None = None) -> Events:
         """The user's `max_len` most recent events with ts < before_ts, oldest first."""
-        return self.read(user_id).before(before_ts, max_len)
+        return self.read_many_before([user_id], [before_ts], max_len)[0]
 
     def read_many_before(self, user_ids: Sequence[int], before_ts: Sequence[int],
                          max_len: int | None = None) -> list[Events]:
         """`read_before` for many (user, time) pairs in one round trip."""
-        if len(user_ids) != len(before_ts):
-            raise InvalidEvents(f"user_ids and before_ts differ in length: "
-                                f"{len(user_ids)} vs {len(before_ts)}")
+        cuts = check_cuts(user_ids, before_ts, max_len)
         logs = self.read_many(user_ids)
-        return [log.before(int(t), max_len) for log, t in zip(logs, before_ts)]
+        return [log.before(t, max_len) for log, t in zip(logs, cuts)]
 
     def __enter__(self) -> "UserLogStore":
         return self
@@ -291,5 +301,5 @@ def group_by_user(user_id: object, item: object, action: object, ts: object
 __all__ = ["StoreError", "StoreUnavailable", "CorruptValue", "ActionOutOfRange",
            "InvalidEvents", "Events", "check_stored_actions",
            "UserLogStore", "check_events", "check_user", "check_user_ids", "group_by_user",
-           "check_batch_id", "check_cut_ts", "BATCH_ID_LIMIT",
+           "check_batch_id", "check_cut_ts", "check_cuts", "BATCH_ID_LIMIT",
            "TS_LIMIT"]

@@ -67,3 +67,23 @@ def test_compact_compresses_a_plain_store(store, stored_bytes):
     assert after < 0.6 * before
     assert codec.chunk_versions(stored_bytes(store, 9)) == [1]
     _check(store, user, item, action, ts)
+
+
+def test_batch_reads_before_cuts_match_full_reads(store):
+    """read_many_before and read_before return what a full read cut afterwards does, on
+    compressed and on plain logs."""
+    user, item, action, ts = _logs(users=4, per_user=1300, seed=4)
+    store.compress = True
+    store.append_many(user[user < 2], item[user < 2], action[user < 2], ts[user < 2])
+    store.compress = False
+    store.append_many(user[user >= 2], item[user >= 2], action[user >= 2], ts[user >= 2])
+    rng = np.random.default_rng(1)
+    qu = rng.integers(0, 5, 60).tolist()                 # user 4: no log
+    qt = rng.integers(ts.min() - 10, ts.max() + 10, 60).tolist()
+    for max_len in (None, 1, 300, 1024):
+        got = store.read_many_before(qu, qt, max_len)
+        for u, t, ev in zip(qu, qt, got):
+            want = store.read(u).before(t, max_len)
+            assert ev.ts.tolist() == want.ts.tolist() and ev.item.tolist() == want.item.tolist()
+            assert ev.action.tolist() == want.action.tolist()
+            assert store.read_before(u, t, max_len).ts.tolist() == want.ts.tolist()
