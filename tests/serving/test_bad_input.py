@@ -349,3 +349,26 @@ def test_unknown_keys_past_the_first_never_change_the_error(payload, where, bad)
     with pytest.raises(FieldError) as e:
         parse_model(RankRequest, json.loads(body))
     assert e.value.field == want[0]
+
+
+def test_415_names_the_media_types_the_endpoint_accepts(tiny_tiers):
+    """parse_body names what its caller accepts (/v1/rank passes Arrow too) instead of
+    /v1/rank rewriting parse_body's message."""
+    from serving.app import RANK_TYPES, parse_body, parse_rank_body
+    from serving.schema import ReloadRequest
+
+    def message(parse, *args) -> str:
+        with pytest.raises(FieldError) as e:
+            parse(*args)
+        assert (e.value.status, e.value.field) == (415, "content-type")
+        return e.value.message
+
+    assert message(parse_body, ReloadRequest, b"{}", "text/csv") == (
+        "text/csv is not supported; use application/json or application/msgpack")
+    rank = ("text/csv is not supported; use application/json, application/msgpack or "
+            "application/vnd.apache.arrow.stream")
+    f = tiny_tiers["small"].features
+    assert message(parse_rank_body, b"{}", "text/csv; charset=x", f, 32) == rank
+    assert message(parse_body, RankRequest, b"{}", "Text/CSV", RANK_TYPES) == rank
+    assert message(parse_body, RankRequest, b"{}", "", ("application/json",)) == (
+        "(none) is not supported; use application/json")
