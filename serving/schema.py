@@ -234,11 +234,19 @@ class RankArrays:
 
 def _rows(name: str, rows: list[list[Any]], want: int, key: str, dtype: Any) -> np.ndarray:
     """A JSON list of rows -> [len(rows), want] array; the first row of another width is
-    named with its index."""
-    for i, row in enumerate(rows):
-        if len(row) != want:
-            raise FieldError(f"{name}[{i}]", f"expected {want} values ({key}), got {len(row)}")
-    return np.asarray(rows, dtype).reshape(len(rows), want)
+    named with its index. numpy checks the shape; the row lengths are only read (in C)
+    when it is not [len(rows), want]."""
+    try:
+        arr = np.asarray(rows, dtype)
+    except ValueError:              # ragged: "inhomogeneous shape"
+        arr = None
+    if arr is not None and arr.shape == (len(rows), want):
+        return arr
+    if not rows:
+        return np.zeros((0, want), dtype)
+    lengths = np.fromiter(map(len, rows), np.int64, len(rows))
+    i = int(np.flatnonzero(lengths != want)[0])
+    raise FieldError(f"{name}[{i}]", f"expected {want} values ({key}), got {lengths[i]}")
 
 
 def request_arrays(req: RankRequest, features: FeaturesConfig,

@@ -6,6 +6,7 @@ import json
 
 import httpx
 import msgpack
+import numpy as np
 import pytest
 
 from serving.schema import FieldError, RankRequest, parse_json_model, parse_model
@@ -372,3 +373,48 @@ def test_415_names_the_media_types_the_endpoint_accepts(tiny_tiers):
     assert message(parse_body, RankRequest, b"{}", "Text/CSV", RANK_TYPES) == rank
     assert message(parse_body, RankRequest, b"{}", "", ("application/json",)) == (
         "(none) is not supported; use application/json")
+
+
+def _reshape_rows(p: dict, name: str, widths: dict[int, int]) -> dict:
+    """p with rows `i` of field `name` cut or padded to `widths[i]` values."""
+    rows = [list(r) for r in p[name]]
+    for i, w in widths.items():
+        rows[i] = (rows[i] * (w // max(len(rows[i]), 1) + 1))[:w]
+    return {**p, name: rows}
+
+
+@pytest.mark.parametrize("wire", ["json", "msgpack", "arrow"])
+def test_row_width_errors_name_the_first_bad_row(tiny_tiers, payload, wire):
+    """Rows of the wrong width are named by index with the width expected and found, the
+    same on every wire (the JSON / msgpack check no longer walks the rows in Python)."""
+    if wire == "arrow":
+        pytest.importorskip("pyarrow")
+    from serving.app import parse_rank_body
+    from serving.arrow_wire import ARROW_STREAM, encode_request
+
+    f = tiny_tiers["small"].features
+    d, s, h = f.cand_dense_features, f.cand_sparse_fields, len(f.history_side_fields)
+    side = f"history_side_fields={list(f.history_side_fields)}"
+    p = payload(candidates=6)
+    cases = [
+        (_reshape_rows(p, "cand_dense", {3: d - 1}),
+         f"cand_dense[3]: expected {d} values (cand_dense_features), got {d - 1}"),
+        (_reshape_rows(p, "cand_sparse", dict.fromkeys(range(6), s + 1)),
+         f"cand_sparse[0]: expected {s} values (cand_sparse_fields), got {s + 1}"),
+        (_reshape_rows(p, "cand_sparse", {2: 0, 4: s + 2}),
+         f"cand_sparse[2]: expected {s} values (cand_sparse_fields), got 0"),
+        (_reshape_rows(p, "hist_side", {1: h + 1}),
+         f"hist_side[1]: expected {h} values ({side}), got {h + 1}"),
+    ]
+    encode = {"json": lambda q: json.dumps(q).encode(), "msgpack": msgpack.packb,
+              "arrow": encode_request}[wire]
+    ctype = {"json": "application/json", "msgpack": "application/msgpack",
+             "arrow": ARROW_STREAM}[wire]
+    for body, want in cases:
+        with pytest.raises(FieldError) as e:
+            parse_rank_body(encode(body), ctype, f, 32)
+        assert (e.value.status, str(e.value)) == (422, want)
+    _, arrays, _ = parse_rank_body(encode({**p, "hist_item": [], "hist_action": [],
+                                           "hist_gap": [], "hist_side": []}), ctype, f, 32)
+    assert arrays.hist_side.shape == (0, h)
+    assert arrays.cand_dense.shape == (6, d) and arrays.cand_sparse.dtype == np.int64
