@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import msgpack
 import numpy as np
@@ -57,6 +57,8 @@ JSON_TYPES = ("application/json",)
 MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 ARROW_TYPES = (ARROW_STREAM,)
 WIRE_TYPES = {"json": JSON_TYPES, "msgpack": MSGPACK_TYPES, "arrow": ARROW_TYPES}
+BODY_TYPES = ("application/json", "application/msgpack")   # what parse_body decodes, by name
+RANK_TYPES = (*BODY_TYPES, ARROW_STREAM)                    # /v1/rank also takes Arrow
 GRACE_S = 1.0   # beyond the deadline, how long a handler waits for a running batch
 
 
@@ -111,10 +113,12 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";")[0].strip().lower()
 
 
-def parse_body(cls: type[BaseModel], body: bytes,
-               content_type: str) -> tuple[BaseModel, bool]:
-    """-> (validated `cls`, is_msgpack). 415 on other content types, 400 on undecodable
-    bodies, 422 naming the field on invalid ones. JSON is validated straight from the bytes.
+def parse_body(cls: type[BaseModel], body: bytes, content_type: str,
+               accepted: Sequence[str] = BODY_TYPES) -> tuple[BaseModel, bool]:
+    """-> (validated `cls`, is_msgpack). 415 on other content types, naming `accepted` (the
+    media types the endpoint takes: JSON and msgpack are decoded here, the caller decodes
+    any other first), 400 on undecodable bodies, 422 naming the field on invalid ones. JSON
+    is validated straight from the bytes.
     """
     ctype = _media_type(content_type)
     if ctype in JSON_TYPES:
@@ -125,8 +129,8 @@ def parse_body(cls: type[BaseModel], body: bytes,
         except Exception as e:  # noqa: BLE001 - msgpack raises many types on garbage
             raise FieldError("body", f"malformed msgpack: {type(e).__name__}", 400) from None
         return parse_model(cls, obj), True
-    raise FieldError("content-type", f"{ctype or '(none)'} is not supported; use "
-                                     "application/json or application/msgpack", 415)
+    use = accepted[-1] if len(accepted) < 2 else f"{', '.join(accepted[:-1])} or {accepted[-1]}"
+    raise FieldError("content-type", f"{ctype or '(none)'} is not supported; use {use}", 415)
 
 
 def parse_rank_body(body: bytes, content_type: str, features: Any,
@@ -135,14 +139,7 @@ def parse_rank_body(body: bytes, content_type: str, features: Any,
     "arrow"). The same statuses and field paths whatever the format."""
     if _media_type(content_type) in ARROW_TYPES:
         return (*decode_request(body, features, max_candidates), "arrow")
-    try:
-        req, is_msgpack = parse_body(RankRequest, body, content_type)
-    except FieldError as e:
-        if e.status == 415:
-            raise FieldError("content-type", f"{e.message.partition(';')[0]}; use "
-                             f"application/json, application/msgpack or {ARROW_STREAM}",
-                             415) from None
-        raise
+    req, is_msgpack = parse_body(RankRequest, body, content_type, RANK_TYPES)
     return req, request_arrays(req, features, max_candidates), (
         "msgpack" if is_msgpack else "json")
 
@@ -343,7 +340,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
               responses={400: {}, 401: {}, 413: {}, 415: {}, 422: {}, 503: {}},
               openapi_extra={"requestBody": {"required": True, "content": {
                   **{t: {"schema": {"$ref": "#/components/schemas/RankRequest"}}
-                     for t in ("application/json", "application/msgpack")},
+                     for t in BODY_TYPES},
                   ARROW_STREAM: {"schema": {"type": "string", "format": "binary",
                                             "description": "one row, RankRequest's fields "
                                                            "as columns"}}}}})

@@ -515,6 +515,24 @@ def test_a_wide_context_struct_costs_time_linear_in_its_fields(tiny_tiers, paylo
     assert seconds(40_000) < 2.0
 
 
+def test_a_wide_context_struct_makes_one_pydantic_error(tiny_tiers, payload, monkeypatch):
+    """The context struct's fields reach pydantic (extra='forbid') as a dict: it made an
+    error of every unknown field before the first was named (~0.7 s of the 1.0 s a struct
+    of 140,000 fields, 15 MB, took). Only the first unknown field now reaches it."""
+    from serving import schema
+
+    counts = []
+    real = schema._field_error
+    monkeypatch.setattr(schema, "_field_error",
+                        lambda e: counts.append(e.error_count()) or real(e))
+    n = 100
+    ty = pa.struct([(f"f{i}", pa.int8()) for i in range(n)])
+    body = _with(payload(), context=pa.array([{f"f{i}": 1 for i in range(n)}], ty))
+    with pytest.raises(FieldError, match="context.f0: Extra inputs"):
+        decode_request(body, tiny_tiers["small"].features, MAX_CANDIDATES)
+    assert counts == [1]
+
+
 def test_the_client_sends_ragged_rows_for_the_server_to_name(server, payload):
     """Ragged rows or out-of-range ids are the server's to refuse, naming the row, as with
     JSON; mixed types no Arrow column holds are a ValueError naming the field."""
