@@ -61,13 +61,15 @@ def test_swap_under_concurrent_load_zero_failures(swap_server, payload, tiny_tie
     for t in threads:
         t.start()
     t_end = time.monotonic() + 30                      # ... and in time
+    swaps = 0
     with httpx.Client(base_url=url, headers=AUTH, timeout=30) as admin:
         for i, d in enumerate(dirs):
             r = admin.post("/admin/reload", json={"tier": "small", "path": str(d)})
             assert r.status_code == 200, r.text
             assert r.json()["version"] == i + 1
+            swaps += 1
             time.sleep(0.02)
-            if time.monotonic() > t_end:
+            if time.monotonic() > t_end:              # a loaded machine: fewer than 20
                 break
     time.sleep(0.1)
     stop.set()
@@ -75,11 +77,12 @@ def test_swap_under_concurrent_load_zero_failures(swap_server, payload, tiny_tie
         t.join(30)
     assert not failures, failures[:5]
     assert len(seen) > 50 and len(set(seen)) > 3     # requests really ran across swaps
-    assert fake.version == 20
+    assert fake.version == swaps >= 5              # every swap made took effect
     out = httpx.post(url + "/v1/rank", json=bodies[0], headers=AUTH, timeout=10).json()
-    assert _scale_of(expected, tiny_tiers["small"], bodies[0], out, [scales[-1]]) == scales[-1]
+    last = scales[swaps]
+    assert _scale_of(expected, tiny_tiers["small"], bodies[0], out, [last]) == last
     text = httpx.get(url + "/metrics", headers=AUTH, timeout=10).text
-    assert 'armjax_weight_swaps_total{outcome="ok",tier="small"} 20.0' in text
+    assert f'armjax_weight_swaps_total{{outcome="ok",tier="small"}} {swaps}.0' in text
 
 
 def test_incompatible_weights_refused_old_keep_serving(swap_server, payload, tiny_tiers,
