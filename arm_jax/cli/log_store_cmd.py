@@ -110,6 +110,13 @@ def _open(url: str, *, write: bool, compress: bool = False):
     return open_store(url, readonly=not write, bulk=True, **kwargs)
 
 
+def _shown(url: str) -> str:
+    """`url` as printed: any password redacted."""
+    from arm_jax.store.base import redact_url
+
+    return redact_url(url)
+
+
 def _load(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -129,7 +136,7 @@ def _load(args: argparse.Namespace) -> int:
         out = load_events(store, events, once=not args.again, progress=bar.update)
     skipped = (f" ({out['skipped']} of them were already stored and were skipped; --again "
                "appends them anyway)" if out["skipped"] else "")
-    print(f"loaded {out['events']} events of {out['users']} users into {args.url} "
+    print(f"loaded {out['events']} events of {out['users']} users into {_shown(args.url)} "
           f"in {time.perf_counter() - t0:.1f} s{skipped}")
     return 0
 
@@ -177,7 +184,7 @@ def _compact(args: argparse.Namespace) -> int:
     with _open(args.url, write=True, compress=args.compress) as store:
         done = store.compact()
     form = "one compressed chunk" if args.compress else "one chunk"
-    print(f"{args.url}: rewrote {done} users' logs as {form} in "
+    print(f"{_shown(args.url)}: rewrote {done} users' logs as {form} in "
           f"{time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -191,8 +198,8 @@ def _export(args: argparse.Namespace) -> int:
     with _open(args.url, write=False) as store, \
             tqdm(unit="user", desc="export", unit_scale=True) as bar:
         out = export_events(store, args.file, progress=bar.update)
-    print(f"exported {out['events']} events of {out['users']} users from {args.url} to "
-          f"{args.file} in {time.perf_counter() - t0:.1f} s")
+    print(f"exported {out['events']} events of {out['users']} users from {_shown(args.url)} "
+          f"to {args.file} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -204,7 +211,7 @@ def _delete(args: argparse.Namespace) -> int:
         pass                                   # a missing LMDB store is an error, not created
     with _open(args.url, write=True) as store:
         gone = store.delete(users)
-    print(f"{args.url}: deleted the logs of {gone} of {len(users)} users "
+    print(f"{_shown(args.url)}: deleted the logs of {gone} of {len(users)} users "
           f"({len(users) - gone} had none)")
     return 0
 
@@ -213,7 +220,7 @@ def _stats(args: argparse.Namespace) -> int:
     with _open(args.url, write=False) as store:
         users = store.num_users()
         size, where = store.size()
-    print(f"{args.url}: {users} users, {size / 1e6:.2f} MB {where}")
+    print(f"{_shown(args.url)}: {users} users, {size / 1e6:.2f} MB {where}")
     return 0
 
 

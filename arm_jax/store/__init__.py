@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 from arm_jax.store.base import (ActionOutOfRange, CorruptValue, Events, InvalidEvents,
-                                InvalidStoreUrl, StoreError, StoreUnavailable, UserLogStore)
+                                InvalidStoreUrl, StoreError, StoreUnavailable, UserLogStore,
+                                redact_url)
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -39,7 +40,8 @@ def open_store(url: str, *, readonly: bool = False, bulk: bool = False,
         return RedisStore(url, **kwargs)  # type: ignore[arg-type]
     scheme = url.partition("://")[0] if "://" in url else None
     if scheme is not None and scheme != "lmdb":   # a typo must not become a directory
-        raise InvalidStoreUrl(f"store URL {url!r}: unknown scheme {scheme!r}; use lmdb://PATH, "
+        raise InvalidStoreUrl(f"store URL {redact_url(url)!r}: unknown scheme {scheme!r}; use "
+                              "lmdb://PATH, "
                               f"a plain path, or {', '.join(s + '...' for s in _REDIS_SCHEMES)}")
     from arm_jax.store.lmdb_store import LmdbStore
 

@@ -8,8 +8,10 @@ shared) implement `UserLogStore`; values are encoded by `arm_jax.store.codec`.
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -152,6 +154,18 @@ def check_cuts(user_ids: Sequence[int], before_ts: Sequence[int],
     if max_len is not None and max_len < 0:
         raise ValueError(f"max_len={max_len}: must be >= 0 (or None: no limit)")
     return [check_cut_ts(t) for t in before_ts]
+
+
+def redact_url(url: str) -> str:
+    """`url` as messages and logs show it: a password, in the user part or a `password=`
+    query argument, becomes `***` (redis://:***@host:6379/0)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:          # unparseable: show the scheme only
+        return url.partition("://")[0] + "://(unparseable URL)"
+    if password:
+        url = url.replace(f":{password}@", ":***@", 1)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
 
 
 def check_user(user_id: object) -> int:
@@ -301,5 +315,5 @@ def group_by_user(user_id: object, item: object, action: object, ts: object
 __all__ = ["StoreError", "StoreUnavailable", "CorruptValue", "ActionOutOfRange",
            "InvalidEvents", "Events", "check_stored_actions",
            "UserLogStore", "check_events", "check_user", "check_user_ids", "group_by_user",
-           "check_batch_id", "check_cut_ts", "check_cuts", "BATCH_ID_LIMIT",
+           "check_batch_id", "check_cut_ts", "check_cuts", "redact_url", "BATCH_ID_LIMIT",
            "TS_LIMIT"]

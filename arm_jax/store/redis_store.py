@@ -34,7 +34,8 @@ from redis.retry import Retry
 
 from arm_jax.store import codec
 from arm_jax.store.base import (Events, InvalidStoreUrl, StoreError, StoreUnavailable,
-                                UserLogStore, check_batch_id, check_user, group_by_user)
+                                UserLogStore, check_batch_id, check_user, group_by_user,
+                                redact_url)
 
 _PIPELINE_CHUNK = 2000   # commands per pipeline round trip in bulk loads
 _COMPACT_TRIES = 8       # optimistic rewrites of one key before compact moves on
@@ -44,30 +45,34 @@ log = logging.getLogger(__name__)
 
 
 def _check_url(url: str) -> None:
-    """InvalidStoreUrl naming `url` unless it parses: scheme, an integer port, an integer db
-    (redis-py would raise a bare ValueError for the port, and use db 0 for `/abc`)."""
+    """InvalidStoreUrl naming `url` (password redacted) unless it parses: scheme, an integer
+    port, an integer db (redis-py would raise a bare ValueError for the port, and use db 0
+    for `/abc`)."""
     parsed = urlparse(url)
+    shown = redact_url(url)
     if parsed.scheme not in ("redis", "rediss", "unix"):
-        raise InvalidStoreUrl(f"{url}: not a redis://, rediss:// or unix:// URL")
+        raise InvalidStoreUrl(f"{shown}: not a redis://, rediss:// or unix:// URL")
     if parsed.scheme == "unix":
         return
     try:
         _ = parsed.port     # parsed on access: ValueError when it is no port
     except ValueError:
-        raise InvalidStoreUrl(f"store URL {url!r}: the port must be an integer in "
+        raise InvalidStoreUrl(f"store URL {shown!r}: the port must be an integer in "
                               "[0, 65535]") from None
     db = parsed.path.strip("/")
     if db and not db.isdigit():
-        raise InvalidStoreUrl(f"store URL {url!r}: the database after the port must be an "
+        raise InvalidStoreUrl(f"store URL {shown!r}: the database after the port must be an "
                               f"integer such as /0, got {db!r}")
     try:
         parse_url(url)      # query arguments (?db=x, ?socket_timeout=y)
     except ValueError as e:
-        raise InvalidStoreUrl(f"store URL {url!r}: {e}") from None
+        raise InvalidStoreUrl(f"store URL {shown!r}: {e}") from None
 
 
 class RedisStore(UserLogStore):
-    """User logs under `<prefix><user id>` keys of the Redis at `url` (redis://host:port/db)."""
+    """User logs under `<prefix><user id>` keys of the Redis at `url` (redis://host:port/db).
+
+    `store.url`, which every error and log line names, has any password redacted."""
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "armjax:log:",
                  timeout_s: float = 0.5, connect_timeout_s: float = 0.25,
@@ -76,7 +81,8 @@ class RedisStore(UserLogStore):
         if compact_every is not None and compact_every < 2:
             raise ValueError(f"compact_every={compact_every}: must be >= 2 (or None: never "
                              "compact on the write path)")
-        self.url = url
+        self._url = url                 # to connect with; `url` is what messages show
+        self.url = redact_url(url)
         self.prefix = prefix
         self.compact_every = compact_every
         self.compress = compress
@@ -91,7 +97,7 @@ class RedisStore(UserLogStore):
         with self._lock:
             if self._client is None or self._pid != os.getpid():
                 self._client = redis.Redis.from_url(
-                    self.url, socket_timeout=self.timeout_s,
+                    self._url, socket_timeout=self.timeout_s,
                     socket_connect_timeout=self.connect_timeout_s,
                     retry=Retry(NoBackoff(), 1), health_check_interval=0)
                 self._pid = os.getpid()
@@ -104,7 +110,7 @@ class RedisStore(UserLogStore):
             self._client = None
 
     def __getstate__(self) -> dict:
-        return {"url": self.url, "prefix": self.prefix, "timeout_s": self.timeout_s,
+        return {"url": self._url, "prefix": self.prefix, "timeout_s": self.timeout_s,
                 "connect_timeout_s": self.connect_timeout_s,
                 "compact_every": self.compact_every, "compress": self.compress}
 
