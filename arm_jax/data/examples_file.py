@@ -133,8 +133,9 @@ def _examples_from_arrays(a: dict[str, np.ndarray], f: FeaturesConfig) -> Exampl
                                 f"{float(labels.max())}")
     true_prob = (_reals("true_prob", a["true_prob"], labels.shape) if "true_prob" in a
                  else np.full(labels.shape, np.nan, np.float32))
-    if not np.isnan(true_prob).all() and not ((true_prob >= 0) & (true_prob <= 1)).all():
-        bad = true_prob[~((true_prob >= 0) & (true_prob <= 1))][0]
+    in_range = (true_prob >= 0) & (true_prob <= 1)
+    if not np.isnan(true_prob).all() and not in_range.all():
+        bad = true_prob[~in_range][0]
         raise ExamplesFileError(f"true_prob: must be in [0, 1] (or all NaN: unknown), got "
                                 f"{float(bad)}")   # else the oracle row reads nan
     return Examples(user_id=user_id, ts=ts, req_sparse=np.asarray(batch.req_sparse),

@@ -51,5 +51,6 @@ def open_store(url: str, *, readonly: bool = False, bulk: bool = False,
     return LmdbStore(path, readonly=readonly, **kwargs)  # type: ignore[arg-type]
 
 
-__all__ = ["open_store", "is_redis_url", "BULK_TIMEOUT_S", "UserLogStore", "Events", "StoreError", "StoreUnavailable",
-           "CorruptValue", "ActionOutOfRange", "InvalidEvents", "InvalidStoreUrl"]
+__all__ = ["open_store", "is_redis_url", "BULK_TIMEOUT_S", "UserLogStore", "Events",
+           "StoreError", "StoreUnavailable", "CorruptValue", "ActionOutOfRange",
+           "InvalidEvents", "InvalidStoreUrl"]

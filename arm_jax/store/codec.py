@@ -104,6 +104,10 @@ def _from_planes(raw: np.ndarray, n: int) -> np.ndarray:
     return np.ascontiguousarray(raw.reshape(4, n).T).view("<u4").reshape(n)
 
 
+# (ts - base_ts, items, actions, base_ts, version) of one chunk, as `_chunks` returns it
+_Chunk = tuple[np.ndarray, np.ndarray, np.ndarray, int, int]
+
+
 def decode(value: bytes | memoryview | None, *, key: str = "value") -> Events:
     """All events of a stored value, oldest first. None / b"" -> empty Events.
 
@@ -111,7 +115,11 @@ def decode(value: bytes | memoryview | None, *, key: str = "value") -> Events:
     """
     if not value:
         return Events.empty()
-    chunks = _chunks(memoryview(value), key)
+    return _events(_chunks(memoryview(value), key))
+
+
+def _events(chunks: list[_Chunk]) -> Events:
+    """The events of checked (inflated) chunks, oldest first."""
     if len(chunks) == 1:          # LMDB values, and any log written in one append
         rel, it, ac, base, _ = chunks[0]
         return Events(item=it.astype(np.int32), action=ac.astype(np.int32),
@@ -124,9 +132,6 @@ def decode(value: bytes | memoryview | None, *, key: str = "value") -> Events:
         order = np.argsort(t, kind="stable")
         it, ac, t = it[order], ac[order], t[order]
     return Events(item=it, action=ac, ts=t)
-
-
-_Chunk = tuple[np.ndarray, np.ndarray, np.ndarray, int, int]
 
 
 def _chunks(buf: memoryview, key: str, *, inflate: bool = True) -> list[_Chunk]:
@@ -224,8 +229,9 @@ def merge(value: bytes | memoryview | None, item: object, action: object, ts: ob
     it, ac, t = check_events(item, action, ts)
     if not value:
         return encode(it, ac, t, compress=compress)
-    compress = compress or VERSION_COMPRESSED in chunk_versions(value, key=key)
-    old = decode(value, key=key)
+    chunks = _chunks(memoryview(value), key)       # one pass: versions and events
+    compress = compress or any(c[4] == VERSION_COMPRESSED for c in chunks)
+    old = _events(chunks)
     return encode(np.concatenate([old.item, it]), np.concatenate([old.action, ac]),
                   np.concatenate([old.ts, t]), compress=compress)
 

@@ -233,5 +233,5 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
         raise InvalidEvents(f"events file {path}: {e}") from None
 
 
-__all__ = ["COLUMNS", "read_events_file", "check_action_limit", "load_events", "load_events_file", "export_events",
-           "write_events_file", "write_events_csv"]
+__all__ = ["COLUMNS", "read_events_file", "check_action_limit", "load_events",
+           "load_events_file", "export_events", "write_events_file", "write_events_csv"]
