@@ -352,6 +352,36 @@ def test_unknown_keys_past_the_first_never_change_the_error(payload, where, bad)
     assert e.value.field == want[0]
 
 
+def _err(*loc, unknown=False):
+    return {"loc": loc, "type": "extra_forbidden" if unknown else "int_parsing"}
+
+
+# The errors of {"k0": 1, "context": {"k1": 2, "intent": 3, "value": "x"}, "top_k": "y"}
+# (fields declared top_k before context) as pydantic 2.13 lists them validating JSON
+# (each level's unknown keys first) and as 2.14 lists them (and 2.13 for a dict).
+_UNKNOWN_FIRST = [_err("k0", unknown=True), _err("top_k"), _err("context", "k1", unknown=True),
+                  _err("context", "intent"), _err("context", "value")]
+_UNKNOWN_LAST = [_err("top_k"), _err("context", "intent"), _err("context", "value"),
+                 _err("context", "k1", unknown=True), _err("k0", unknown=True)]
+
+
+@pytest.mark.parametrize("drop, want", [
+    ((), ("top_k",)),
+    (("top_k",), ("context", "intent")),
+    (("top_k", "context.intent", "context.value"), ("context", "k1")),
+    (("top_k", "context.intent", "context.value", "context.k1"), ("k0",)),
+    (("k0", "top_k", "context.intent"), ("context", "value")),
+])
+def test_first_error_is_the_same_in_both_pydantic_orders(drop, want):
+    """The reported error is the one a depth-first walk meets first (declared fields, then
+    unknown keys, at every level), whichever order pydantic listed the errors in."""
+    from serving.schema import _first_error
+
+    for listed in (_UNKNOWN_FIRST, _UNKNOWN_LAST):
+        errors = [e for e in listed if ".".join(e["loc"]) not in drop]
+        assert _first_error(errors)["loc"] == want, [e["loc"] for e in errors]
+
+
 def test_415_names_the_media_types_the_endpoint_accepts(tiny_tiers):
     """parse_body names what its caller accepts (/v1/rank passes Arrow too) instead of
     /v1/rank rewriting parse_body's message."""
