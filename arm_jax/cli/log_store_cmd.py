@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="refuse the file (before the store is opened) if an action is not "
                          "below this tier's features.num_action_types: training on it "
                          "would stop at that user (default: any action in [0, 255])")
+    ld.add_argument("--override", dest="overrides", action="extend", nargs="+", default=[],
+                    metavar="KEY=VALUE",
+                    help="with --tier: the config overrides training will run with (those "
+                         "`arm-jax train` takes), e.g. features.num_action_types=8")
     ld.set_defaults(func=_load)
 
     rd = ssub.add_parser("read", help="one user's events, oldest first")
@@ -120,16 +124,19 @@ def _shown(url: str) -> str:
 def _load(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from arm_jax.config import ConfigError, load_tier
     from arm_jax.store.events_file import check_action_limit, load_events, read_events_file
 
     limit = None
+    if args.overrides and args.tier is None:
+        raise ConfigError(f"--override {args.overrides[0]}: overrides apply to --tier's "
+                          "config; give --tier NAME too")
     if args.tier is not None:
-        from arm_jax.config import load_tier
-
-        limit = load_tier(args.tier).features.num_action_types
+        limit = load_tier(args.tier, args.overrides).features.num_action_types
     events = read_events_file(args.file)        # checked whole before the store is opened
     if limit is not None:
-        check_action_limit(events, limit, args.file, args.tier)
+        tier = f"{args.tier} with {' '.join(args.overrides)}" if args.overrides else args.tier
+        check_action_limit(events, limit, args.file, tier)
     t0 = time.perf_counter()
     with _open(args.url, write=True, compress=args.compress) as store, \
             tqdm(total=int(events["ts"].size), unit="event", desc="load", unit_scale=True) as bar:

@@ -162,6 +162,33 @@ def test_load_with_a_tier_refuses_actions_past_its_table_before_opening_the_stor
     assert main(["store", "load", str(tmp_path / "ok"), str(ok), "--tier", "small"]) == 0
 
 
+def test_load_with_a_tier_checks_the_limit_its_overrides_give(tmp_path, capsys):
+    """`--tier NAME --override KEY=VALUE ...` checks against the config training will run
+    with."""
+    events = tmp_path / "actions.csv"
+    events.write_text("user_id,item,action,ts\n1,2,3,1700000000\n42,2,6,1700000001\n")
+    over = ["--override", "features.num_action_types=8"]
+    assert main(["store", "load", str(tmp_path / "a"), str(events), "--tier", "small",
+                 *over]) == 0
+    capsys.readouterr()
+    assert main(["store", "load", str(tmp_path / "b"), str(events), "--tier", "small",
+                 "--override", "features.num_action_types=6"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "user 42: action 6 >= features.num_action_types=6" in err
+    assert "of tier small with features.num_action_types=6" in err
+    assert not (tmp_path / "b").exists()
+    # overrides without --tier would be silently unused: refused, naming both
+    assert main(["store", "load", str(tmp_path / "c"), str(events), *over]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "features.num_action_types=8" in err and "--tier" in err
+    assert not (tmp_path / "c").exists()
+    # a bad override is the config's own error, before the store is opened
+    assert main(["store", "load", str(tmp_path / "d"), str(events), "--tier", "small",
+                 "--override", "features.num_action_types=0"]) == 2
+    assert "num_action_types" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
 def test_read_table_survives_a_time_out_of_range():
     """A store filled before ts were bounded may hold milliseconds: the table still prints."""
     from arm_jax.cli.log_store_cmd import _utc
