@@ -5,7 +5,8 @@ the server), so readers always see whole chunks; batch reads are one `MGET`. Con
 failures and timeouts become `StoreUnavailable` quickly (short timeouts, one retry), so a
 server can fall back instead of hanging. Connections are reopened after a fork.
 `append_batch` records its batch ids under `<prefix>batch:<id>`, in the same MULTI as the
-events; scans over users skip those keys.
+events (a batch of more than `multi_users` users: one MULTI and one part id per
+`multi_users` users, then the batch id); scans over users skip those keys.
 
 Compaction on the write path: every APPEND also counts, in the same round trip, the
 chunks added to that user's value since it was last one chunk (a field of the hash
@@ -40,6 +41,7 @@ from arm_jax.store.base import (Events, InvalidStoreUrl, StoreError, StoreUnavai
 _PIPELINE_CHUNK = 2000   # commands per pipeline round trip in bulk loads
 _COMPACT_TRIES = 8       # optimistic rewrites of one key before compact moves on
 COMPACT_EVERY = 32       # chunks appended to one value before the writer rewrites it as one
+MULTI_USERS = 2048       # users per MULTI in append_batch: bounds how long one EXEC stalls others
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,11 @@ class RedisStore(UserLogStore):
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "armjax:log:",
                  timeout_s: float = 0.5, connect_timeout_s: float = 0.25,
-                 compact_every: int | None = COMPACT_EVERY, compress: bool = False) -> None:
+                 compact_every: int | None = COMPACT_EVERY, compress: bool = False,
+                 multi_users: int = MULTI_USERS) -> None:
         _check_url(url)
+        if multi_users < 1:
+            raise ValueError(f"multi_users={multi_users}: must be >= 1")
         if compact_every is not None and compact_every < 2:
             raise ValueError(f"compact_every={compact_every}: must be >= 2 (or None: never "
                              "compact on the write path)")
@@ -86,6 +91,7 @@ class RedisStore(UserLogStore):
         self.prefix = prefix
         self.compact_every = compact_every
         self.compress = compress
+        self.multi_users = multi_users
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._client: redis.Redis | None = None
@@ -112,7 +118,8 @@ class RedisStore(UserLogStore):
     def __getstate__(self) -> dict:
         return {"url": self._url, "prefix": self.prefix, "timeout_s": self.timeout_s,
                 "connect_timeout_s": self.connect_timeout_s,
-                "compact_every": self.compact_every, "compress": self.compress}
+                "compact_every": self.compact_every, "compress": self.compress,
+                "multi_users": self.multi_users}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state.pop("url"), **state)
@@ -188,36 +195,67 @@ class RedisStore(UserLogStore):
 
     def append_batch(self, batch_id: str, user_id: object, item: object, action: object,
                      ts: object) -> bool:
-        """One MULTI holds the APPENDs and the batch id; WATCHing the id first means two
-        loaders racing on one batch write it once (the loser sees the id and stops)."""
+        """Exactly once per `batch_id`. A batch of at most `multi_users` users is one MULTI
+        holding the APPENDs and the batch id. A larger one is written as parts of
+        `multi_users` users, each a MULTI with its own part id, then the batch id: EXEC
+        runs alone on the server, so one huge MULTI would stall every other client (serving
+        reads included) for as long as it takes. A retry skips the parts already written,
+        so readers may see a batch half-applied until it completes, never twice. True when
+        this call completed the batch, False when it was complete before. WATCHing
+        each id means two loaders racing on one batch write each part once."""
         marker = self.batch_key(batch_id)
         if self.batch_applied(batch_id):         # the common re-run: no grouping, no encoding
             return False
         groups = group_by_user(user_id, item, action, ts)
+        events = sum(g[3].size for g in groups)
+        step = self.multi_users
+        if len(groups) <= step:
+            return self._append_part([marker], groups, str(events))
+        parts = [f"{marker}:part{k}" for k in range(-(-len(groups) // step))]
+        for k, part in enumerate(parts):
+            # the batch id is watched too: a racing loader that completed the batch has
+            # deleted the part ids, and a part whose id is gone must not be written again
+            if not self._append_part([part, marker], groups[k * step:(k + 1) * step], "1") \
+                    and self.batch_applied(batch_id):
+                return False
+
+        def finish(pipe: redis.client.Pipeline) -> None:
+            pipe.set(marker, str(events))
+            pipe.delete(*parts)
+        return self._once([marker], finish, "MULTI (batch id)") is not None
+
+    def _append_part(self, markers: list[str], groups: list, value: str) -> bool:
+        """One MULTI: APPEND `groups`' chunks and SET `markers[0]` to `value`, unless one of
+        `markers` exists -> whether it wrote."""
         chunks = [(u, codec.encode(it, ac, t, compress=self.compress))
                   for u, it, ac, t in groups]
-        events = sum(g[3].size for g in groups)
 
-        def run() -> list | None:
-            """The MULTI's replies, or None when the id was already there."""
-            with self.client.pipeline() as pipe:
-                while True:
-                    try:
-                        pipe.watch(marker)
-                        if pipe.exists(marker):
-                            pipe.unwatch()
-                            return None
-                        pipe.multi()
-                        self._queue_appends(pipe, chunks)
-                        pipe.set(marker, str(events))
-                        return pipe.execute()
-                    except redis.WatchError:   # another loader wrote the id: look again
-                        continue
-        replies = self._call(run, "MULTI (batch append)")
+        def queue(pipe: redis.client.Pipeline) -> None:
+            self._queue_appends(pipe, chunks)
+            pipe.set(markers[0], value)
+        replies = self._once(markers, queue, "MULTI (batch append)")
         if replies is None:
             return False
         self._compact_due(chunks, replies)
         return True
+
+    def _once(self, markers: list[str], queue, what: str) -> list | None:
+        """Run the commands `queue(pipe)` adds in one MULTI unless one of `markers` exists
+        (then None). WATCH makes a racing writer of a marker abort ours: we look again."""
+        def run() -> list | None:
+            with self.client.pipeline() as pipe:
+                while True:
+                    try:
+                        pipe.watch(*markers)
+                        if pipe.exists(*markers):
+                            pipe.unwatch()
+                            return None
+                        pipe.multi()
+                        queue(pipe)
+                        return pipe.execute()
+                    except redis.WatchError:   # another loader wrote an id: look again
+                        continue
+        return self._call(run, what)
 
     def batch_applied(self, batch_id: str) -> bool:
         marker = self.batch_key(batch_id)

@@ -410,12 +410,22 @@ def test_bad_events_in_a_batch_write_nothing_and_record_no_id(store):
     assert not store.batch_applied("b") and store.num_users() == 0
 
 
-def test_redis_loaders_racing_on_one_batch_write_it_once(redis_url):
-    """Four clients append the same batch at once: WATCH on the id lets one through."""
+def _batch_of(users: int, per_user: int) -> tuple[np.ndarray, ...]:
+    """(user, item, action, ts) of `per_user` events for each of `users` users."""
+    user = np.repeat(np.arange(users), per_user)
+    ts = np.tile(np.arange(per_user), users) + 100
+    return user, user * 10 + ts % 7, user % 4, ts
+
+
+@pytest.mark.parametrize("multi_users", [7, 50])
+def test_redis_loaders_racing_on_one_batch_write_it_once(redis_url, multi_users):
+    """Four clients append the same batch at once: WATCH on the id lets one through, also
+    when the batch is written in parts (50 users, 7 per MULTI)."""
     import uuid
 
     prefix = f"t{uuid.uuid4().hex[:8]}:"
-    stores = [RedisStore(redis_url, prefix=prefix, timeout_s=10.0) for _ in range(4)]
+    stores = [RedisStore(redis_url, prefix=prefix, timeout_s=10.0, multi_users=multi_users)
+              for _ in range(4)]
     users = np.repeat(np.arange(50), 20)
     ts = np.tile(np.arange(20), 50) + 100
     results: list[bool] = []
@@ -493,3 +503,47 @@ def test_redis_prefix_with_glob_characters_lists_its_users(redis_url):
     assert sorted(store.user_ids()) == [5, 6] and store.num_users() == 2
     assert store.clear() >= 2 and store.num_users() == 0
     store.close()
+
+
+def test_redis_batch_in_parts_is_written_once_and_resumes_after_a_failure(redis_url,
+                                                                          monkeypatch):
+    """A batch of more users than `multi_users` goes in several MULTIs (so no one EXEC
+    stalls other clients for long): a failure between them leaves the batch unapplied, a
+    retry writes only the parts still missing, and the part ids are gone once it is done."""
+    import uuid
+
+    from arm_jax.store.base import StoreUnavailable
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:", multi_users=3)
+    batch = _batch_of(10, 5)                    # 10 users: parts of 3, 3, 3, 1
+    real, calls = RedisStore._append_part, []
+
+    def fail_third(self, marker, groups, value):
+        calls.append(marker)
+        if len(calls) == 3:
+            raise StoreUnavailable("injected outage")
+        return real(self, marker, groups, value)
+    monkeypatch.setattr(RedisStore, "_append_part", fail_third)
+    with pytest.raises(StoreUnavailable, match="injected"):
+        store.append_batch("big", *batch)
+    assert not store.batch_applied("big")
+    assert [len(store.read(u)) for u in range(10)] == [5] * 6 + [0] * 4   # parts 0 and 1
+    monkeypatch.undo()
+    assert store.append_batch("big", *batch) is True
+    assert store.append_batch("big", *batch) is False
+    for u in range(10):
+        got = store.read(u)
+        assert got.ts.tolist() == list(range(100, 105)), u           # each event once
+        assert got.item.tolist() == (u * 10 + np.arange(100, 105) % 7).tolist()
+    assert store.num_users() == 10 and store.batch_applied("big")
+    assert list(store.client.scan_iter(match=f"{store.batch_key('big')}:*")) == []
+    # a batch that fits one MULTI keeps no part ids either
+    assert store.append_batch("small", *_batch_of(3, 1)) is True
+    assert list(store.client.scan_iter(match=f"{store.prefix}batch:*:part*")) == []
+    store.clear()
+    store.close()
+
+
+def test_redis_multi_users_must_be_positive(redis_url):
+    with pytest.raises(ValueError, match="multi_users=0"):
+        RedisStore(redis_url, multi_users=0)
