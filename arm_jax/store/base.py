@@ -218,10 +218,13 @@ class UserLogStore(abc.ABC):
     @abc.abstractmethod
     def append_batch(self, batch_id: str, user_id: object, item: object, action: object,
                      ts: object) -> bool:
-        """`append_many` at most once per `batch_id`, all or nothing: True if written now,
-        False if a batch with this id was applied before (nothing is written). The id is
-        recorded in the same transaction as the events, so a retry after a timeout, a
-        crash or a second run of the same load can never store the events twice."""
+        """`append_many` at most once per `batch_id`: True if written now, False if a
+        batch with this id was applied before (nothing is written). The id is recorded in
+        the same transaction as the events, so a retry after a timeout, a crash or a second
+        run of the same load can never store the events twice. LMDB writes a batch all or
+        nothing; Redis writes a batch of many users in parts (`RedisStore.multi_users`),
+        each recorded with its own id, so a failure can leave it half-written until a retry
+        completes it."""
 
     @abc.abstractmethod
     def batch_applied(self, batch_id: str) -> bool:
