@@ -211,7 +211,7 @@ class RedisStore(UserLogStore):
         step = self.multi_users
         if len(groups) <= step:
             return self._append_part([marker], groups, str(events))
-        parts = [f"{marker}:part{k}" for k in range(-(-len(groups) // step))]
+        parts = [self._part_key(batch_id, k) for k in range(-(-len(groups) // step))]
         for k, part in enumerate(parts):
             # the batch id is watched too: a racing loader that completed the batch has
             # deleted the part ids, and a part whose id is gone must not be written again
@@ -263,6 +263,11 @@ class RedisStore(UserLogStore):
 
     def batch_key(self, batch_id: str) -> str:
         return f"{self.prefix}batch:{check_batch_id(batch_id)}"
+
+    def _part_key(self, batch_id: str, k: int) -> str:
+        """The id of part `k` of a batch written in parts: the batch key, a space, `partK`
+        (no batch id holds a space, so no part id is another batch's key)."""
+        return f"{self.batch_key(batch_id)} part{k}"
 
     def _user_keys(self):
         """Every user key under the prefix, once (SCAN may repeat a key), skipping the

@@ -536,10 +536,10 @@ def test_redis_batch_in_parts_is_written_once_and_resumes_after_a_failure(redis_
         assert got.ts.tolist() == list(range(100, 105)), u           # each event once
         assert got.item.tolist() == (u * 10 + np.arange(100, 105) % 7).tolist()
     assert store.num_users() == 10 and store.batch_applied("big")
-    assert list(store.client.scan_iter(match=f"{store.batch_key('big')}:*")) == []
+    assert list(store.client.scan_iter(match=f"{store.batch_key('big')} *")) == []
     # a batch that fits one MULTI keeps no part ids either
     assert store.append_batch("small", *_batch_of(3, 1)) is True
-    assert list(store.client.scan_iter(match=f"{store.prefix}batch:*:part*")) == []
+    assert list(store.client.scan_iter(match=f"{store.prefix}batch:* part*")) == []
     store.clear()
     store.close()
 
@@ -547,3 +547,38 @@ def test_redis_batch_in_parts_is_written_once_and_resumes_after_a_failure(redis_
 def test_redis_multi_users_must_be_positive(redis_url):
     with pytest.raises(ValueError, match="multi_users=0"):
         RedisStore(redis_url, multi_users=0)
+
+
+def _fail_part(monkeypatch, which: int) -> None:
+    """Make the `which`-th `_append_part` call (1-based) of any RedisStore an outage."""
+    from arm_jax.store.base import StoreUnavailable
+
+    real, calls = RedisStore._append_part, []
+
+    def fail(self, *args):
+        calls.append(1)
+        if len(calls) == which:
+            raise StoreUnavailable("injected outage")
+        return real(self, *args)
+    monkeypatch.setattr(RedisStore, "_append_part", fail)
+
+
+def test_redis_a_batch_id_that_looks_like_a_part_id_is_its_own_batch(redis_url,
+                                                                     monkeypatch):
+    """Batch ids may hold ':'; the parts of batch "x" must not make batch "x:part0" look
+    applied (its events were silently skipped)."""
+    import uuid
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:", multi_users=3)
+    _fail_part(monkeypatch, 2)                  # part 0 of "x" written, then an outage
+    with pytest.raises(StoreUnavailable, match="injected"):
+        store.append_batch("x", *_batch_of(10, 5))
+    monkeypatch.undo()
+    assert not store.batch_applied("x:part0")
+    assert store.append_batch("x:part0", [99], [1], [0], [5]) is True
+    assert store.read(99).item.tolist() == [1]
+    assert store.append_batch("x", *_batch_of(10, 5)) is True
+    assert [len(store.read(u)) for u in range(10)] == [5] * 10
+    store.clear()
+    store.close()
+
