@@ -6,7 +6,9 @@ failures and timeouts become `StoreUnavailable` quickly (short timeouts, one ret
 server can fall back instead of hanging. Connections are reopened after a fork.
 `append_batch` records its batch ids under `<prefix>batch:<id>`, in the same MULTI as the
 events (a batch of more than `multi_users` users: one MULTI and one part id per
-`multi_users` users, then the batch id); scans over users skip those keys.
+`multi_users` users, then the batch id; the part size is recorded before the first part, so
+a retry with another `multi_users` resumes the same parts); scans over users skip those
+keys.
 
 Compaction on the write path: every APPEND also counts, in the same round trip, the
 chunks added to that user's value since it was last one chunk (a field of the hash
@@ -202,16 +204,47 @@ class RedisStore(UserLogStore):
         reads included) for as long as it takes. A retry skips the parts already written,
         so readers may see a batch half-applied until it completes, never twice. True when
         this call completed the batch, False when it was complete before. WATCHing
-        each id means two loaders racing on one batch write each part once."""
+        each id means two loaders racing on one batch write each part once.
+
+        The part size a batch was started with is recorded (`<batch key> parts`) and
+        used by every later attempt, whatever its own `multi_users`: parts of another size
+        would cover other users, and the users of the parts already written would be
+        written again (or the missing ones never)."""
         marker = self.batch_key(batch_id)
         if self.batch_applied(batch_id):         # the common re-run: no grouping, no encoding
             return False
         groups = group_by_user(user_id, item, action, ts)
-        events = sum(g[3].size for g in groups)
-        step = self.multi_users
-        if len(groups) <= step:
-            return self._append_part([marker], groups, str(events))
-        parts = [self._part_key(batch_id, k) for k in range(-(-len(groups) // step))]
+        events = str(sum(g[3].size for g in groups))
+        layout = self._part_key(batch_id, "parts")
+        while True:
+            step = self._part_size(layout)
+            if step is None and len(groups) <= self.multi_users:
+                if self._append_part([marker, layout], groups, events):
+                    return True
+            elif step is not None:
+                return self._append_parts(batch_id, groups, step, events)
+            elif self._begin_parts(marker, layout):
+                return self._append_parts(batch_id, groups, self.multi_users, events)
+            # a racing loader completed the batch, or began it in parts: look again
+            if self.batch_applied(batch_id):
+                return False
+
+    def _part_size(self, layout: str) -> int | None:
+        """Users per part of a batch begun in parts (its `layout` key), else None."""
+        size = self._call(lambda: self.client.get(layout), "GET")
+        return None if size is None else int(size)
+
+    def _begin_parts(self, marker: str, layout: str) -> bool:
+        """Record `multi_users` as the batch's part size, unless the batch is complete or
+        a racing loader recorded its own -> whether it did."""
+        return self._once([marker, layout], lambda pipe: pipe.set(layout, self.multi_users),
+                          "MULTI (batch parts)") is not None
+
+    def _append_parts(self, batch_id: str, groups: list, step: int, events: str) -> bool:
+        """Write `groups` as parts of `step` users (each once), then the batch id; False
+        when a racing loader completed the batch first."""
+        marker = self.batch_key(batch_id)
+        parts = [self._part_key(batch_id, f"part{k}") for k in range(-(-len(groups) // step))]
         for k, part in enumerate(parts):
             # the batch id is watched too: a racing loader that completed the batch has
             # deleted the part ids, and a part whose id is gone must not be written again
@@ -220,8 +253,8 @@ class RedisStore(UserLogStore):
                 return False
 
         def finish(pipe: redis.client.Pipeline) -> None:
-            pipe.set(marker, str(events))
-            pipe.delete(*parts)
+            pipe.set(marker, events)
+            pipe.delete(*parts, self._part_key(batch_id, "parts"))
         return self._once([marker], finish, "MULTI (batch id)") is not None
 
     def _append_part(self, markers: list[str], groups: list, value: str) -> bool:
@@ -264,10 +297,10 @@ class RedisStore(UserLogStore):
     def batch_key(self, batch_id: str) -> str:
         return f"{self.prefix}batch:{check_batch_id(batch_id)}"
 
-    def _part_key(self, batch_id: str, k: int) -> str:
-        """The id of part `k` of a batch written in parts: the batch key, a space, `partK`
-        (no batch id holds a space, so no part id is another batch's key)."""
-        return f"{self.batch_key(batch_id)} part{k}"
+    def _part_key(self, batch_id: str, name: str) -> str:
+        """A key of a batch written in parts (its part size, its part ids): the batch key,
+        a space, `name` (no batch id holds a space, so none is another batch's key)."""
+        return f"{self.batch_key(batch_id)} {name}"
 
     def _user_keys(self):
         """Every user key under the prefix, once (SCAN may repeat a key), skipping the

@@ -582,3 +582,57 @@ def test_redis_a_batch_id_that_looks_like_a_part_id_is_its_own_batch(redis_url,
     store.clear()
     store.close()
 
+
+@pytest.mark.parametrize("retry_multi_users", [2048, 2, 4])
+def test_redis_batch_in_parts_resumed_with_another_multi_users_stores_each_event_once(
+        redis_url, monkeypatch, retry_multi_users):
+    """A retry by a loader configured with another `multi_users` (one MULTI for the whole
+    batch, or parts of another size) must not write the users of the parts already
+    written again: the parts keep the size they were started with."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    first = RedisStore(redis_url, prefix=prefix, multi_users=3)
+    batch = _batch_of(10, 5)                    # 10 users: parts of 3, 3, 3, 1
+    _fail_part(monkeypatch, 3)
+    with pytest.raises(StoreUnavailable, match="injected"):
+        first.append_batch("big", *batch)
+    monkeypatch.undo()
+    retry = RedisStore(redis_url, prefix=prefix, multi_users=retry_multi_users)
+    assert retry.append_batch("big", *batch) is True
+    assert [len(retry.read(u)) for u in range(10)] == [5] * 10
+    assert retry.append_batch("big", *batch) is False and first.batch_applied("big")
+    assert sorted(retry.client.scan_iter(match=f"{prefix}batch:*")) == \
+        [retry.batch_key("big").encode()]        # no part ids left behind
+    retry.clear()
+    for s in (first, retry):
+        s.close()
+
+
+def test_redis_loaders_with_different_multi_users_racing_on_one_batch_write_it_once(
+        redis_url):
+    """Loaders configured with different part sizes race on one batch: the first part size
+    recorded is the one every loader writes, so each event is stored once."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    stores = [RedisStore(redis_url, prefix=prefix, timeout_s=10.0, multi_users=m)
+              for m in (3, 7, 2048, 2, 3, 7, 2048, 2)]
+    batch = _batch_of(50, 4)
+    for attempt in range(3):                         # a race is a race: run it a few times
+        barrier, results = threading.Barrier(len(stores)), []
+
+        def load(s, batch_id=f"mixed{attempt}"):
+            barrier.wait()
+            results.append(s.append_batch(batch_id, *batch))
+        threads = [threading.Thread(target=load, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == [False] * (len(stores) - 1) + [True]
+        assert [len(stores[0].read(u)) for u in range(50)] == [4 * (attempt + 1)] * 50
+    assert list(stores[0].client.scan_iter(match=f"{prefix}batch:* *")) == []
+    stores[0].clear()
+    for s in stores:
+        s.close()
