@@ -156,16 +156,21 @@ def check_cuts(user_ids: Sequence[int], before_ts: Sequence[int],
     return [check_cut_ts(t) for t in before_ts]
 
 
+# "scheme://user:" and everything up to the last "@": the password, even one holding an
+# unescaped "/", "?", "#" or "@" (which end urlsplit's authority early: it finds none)
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:).*@")
+
+
 def redact_url(url: str) -> str:
     """`url` as messages and logs show it: a password, in the user part or a `password=`
-    query argument, becomes `***` (redis://:***@host:6379/0)."""
+    query argument, becomes `***` (redis://:***@host:6379/0). Errs towards hiding: a URL
+    with no password but an "@" after its port shows that stretch as `***` too."""
     try:
-        password = urlsplit(url).password
+        urlsplit(url)
     except ValueError:          # unparseable: show the scheme only
         return url.partition("://")[0] + "://(unparseable URL)"
-    if password:
-        url = url.replace(f":{password}@", ":***@", 1)
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)
+    url = _USERINFO_PASSWORD.sub(r"\1***@", url, count=1)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def check_user(user_id: object) -> int:

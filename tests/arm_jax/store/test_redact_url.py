@@ -50,3 +50,20 @@ def test_messages_never_show_the_password(redis_url, tmp_path):
         with pytest.raises(InvalidStoreUrl) as e:
             open_store(bad)
         assert SECRET not in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("url", [
+    f"redis://:ab/{SECRET}+Q==@127.0.0.1:6379/0",        # a base64 password, not %-escaped
+    f"redis://admin:ab#{SECRET}@127.0.0.1:6379/0",
+    f"redis://:ab?{SECRET}@127.0.0.1:6379/0",
+    f"redis://:a/b@{SECRET}@127.0.0.1:6379/0",
+    f"redis://127.0.0.1:6379/0?password=ab#{SECRET}",
+])
+def test_a_password_with_url_delimiters_is_redacted_too(url):
+    """'/', '?' or '#' in an unescaped password end the URL's authority early: urlsplit
+    finds no password, and the whole URL was shown, in the InvalidStoreUrl its bad "port"
+    raised too."""
+    assert SECRET not in redact_url(url) and "***" in redact_url(url)
+    with pytest.raises(StoreError) as e:
+        open_store(url, timeout_s=0.2, connect_timeout_s=0.2).check()
+    assert SECRET not in str(e.value), str(e.value)
