@@ -188,8 +188,9 @@ def _inflate(stream: memoryview, n: int, key: str, pos: int
     want = BYTES_PER_EVENT * n
     z = zlib.decompressobj()
     try:
-        data = z.decompress(stream, want)
-        over = not z.eof or z.unconsumed_tail or z.unused_data
+        data = z.decompress(stream, max(want, 1))    # max_length=0 would be "no limit"
+        over = len(data) > want or not z.eof or z.unconsumed_tail or z.unused_data
+        data = data[:want]
     except zlib.error as e:
         raise CorruptValue(f"{key}: chunk at byte {pos} does not inflate: {e}") from None
     if len(data) != want or over:

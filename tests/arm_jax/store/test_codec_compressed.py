@@ -133,3 +133,20 @@ def test_damage_is_detected(damage, words):
     with pytest.raises(CorruptValue, match=words) as e:
         codec.decode(bytes(value), key="user 7")
     assert "user 7" in str(e.value)
+
+
+def test_a_bomb_behind_a_zero_event_header_is_refused_without_inflating_it():
+    """zlib's max_length=0 means "no limit": a 0-event header (9n = 0 bytes) let a 64 MB
+    stream inflate whole before it was refused."""
+    import tracemalloc
+
+    value = _forge(0, zlib.compress(bytes(64 << 20), 9))
+    tracemalloc.start()
+    try:
+        with pytest.raises(CorruptValue, match="inflates to more than 0 bytes, expected 0"):
+            codec.decode(value, key="user 7")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    assert len(codec.decode(_forge(0, zlib.compress(b"")))) == 0     # empty: still fine
