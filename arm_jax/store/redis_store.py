@@ -302,10 +302,15 @@ class RedisStore(UserLogStore):
         a space, `name` (no batch id holds a space, so none is another batch's key)."""
         return f"{self.batch_key(batch_id)} {name}"
 
+    @property
+    def _prefix_bytes(self) -> int:
+        """Length of the prefix in the keys SCAN returns (bytes, not characters)."""
+        return len(self.prefix.encode())
+
     def _user_keys(self):
         """Every user key under the prefix, once (SCAN may repeat a key), skipping the
         batch ids and the append counts."""
-        n, seen = len(self.prefix), set()
+        n, seen = self._prefix_bytes, set()
         for key in self.client.scan_iter(match=self._pattern, count=1000):
             if key[n:].isdigit() and key not in seen:
                 seen.add(key)
@@ -313,7 +318,7 @@ class RedisStore(UserLogStore):
 
     def user_ids(self) -> Iterator[int]:
         """SCAN order; users appended during the walk may or may not be listed."""
-        n = len(self.prefix)
+        n = self._prefix_bytes
         keys = self._call(lambda: list(self._user_keys()), "SCAN")
         return iter([int(k[n:]) for k in keys])
 

@@ -636,3 +636,23 @@ def test_redis_loaders_with_different_multi_users_racing_on_one_batch_write_it_o
     stores[0].clear()
     for s in stores:
         s.close()
+
+
+def test_redis_a_non_ascii_prefix_lists_its_users(redis_url, tmp_path):
+    """Keys come back as bytes: the prefix was cut off by its length in characters, so a
+    prefix such as "журнал:" listed no user (num_users 0, compact and export skipped
+    every log)."""
+    import uuid
+
+    from arm_jax.store import codec
+    from arm_jax.store.events_file import export_events, read_events_file
+
+    store = RedisStore(redis_url, prefix=f"журнал{uuid.uuid4().hex[:6]}:", compact_every=None)
+    store.append_many([5, 6], [1, 2], [0, 0], [10, 20])
+    store.append(5, 3, 1, 30)
+    assert sorted(store.user_ids()) == [5, 6] and store.num_users() == 2
+    assert store.compact() == 1 and codec.num_chunks(store.client.get(store.key(5))) == 1
+    assert export_events(store, tmp_path / "all.npz") == {"events": 3, "users": 2}
+    assert read_events_file(tmp_path / "all.npz")["item"].tolist() in ([1, 3, 2], [2, 1, 3])
+    store.clear()
+    store.close()
