@@ -28,7 +28,7 @@ import os
 import re
 import threading
 from typing import Iterator, Sequence
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 import redis
 from redis.backoff import NoBackoff
@@ -51,13 +51,21 @@ log = logging.getLogger(__name__)
 def _check_url(url: str) -> None:
     """InvalidStoreUrl naming `url` (password redacted) unless it parses: scheme, an integer
     port, an integer db (redis-py would raise a bare ValueError for the port, and use db 0
-    for `/abc`)."""
+    for `/abc`), query arguments redis-py takes (unix:// URLs too)."""
     parsed = urlparse(url)
     shown = redact_url(url)
     if parsed.scheme not in ("redis", "rediss", "unix"):
         raise InvalidStoreUrl(f"{shown}: not a redis://, rediss:// or unix:// URL")
-    if parsed.scheme == "unix":
-        return
+    if parsed.scheme != "unix":         # unix://: a socket path, no port or db in it
+        _check_port_and_db(parsed, shown)
+    try:
+        parse_url(url)      # query arguments (?db=x, ?socket_timeout=y)
+    except ValueError as e:
+        raise InvalidStoreUrl(f"store URL {shown!r}: {e}") from None
+
+
+def _check_port_and_db(parsed: ParseResult, shown: str) -> None:
+    """InvalidStoreUrl unless a redis:// URL's port and /db are integers."""
     try:
         _ = parsed.port     # parsed on access: ValueError when it is no port
     except ValueError:
@@ -67,10 +75,6 @@ def _check_url(url: str) -> None:
     if db and not db.isdigit():
         raise InvalidStoreUrl(f"store URL {shown!r}: the database after the port must be an "
                               f"integer such as /0, got {db!r}")
-    try:
-        parse_url(url)      # query arguments (?db=x, ?socket_timeout=y)
-    except ValueError as e:
-        raise InvalidStoreUrl(f"store URL {shown!r}: {e}") from None
 
 
 class RedisStore(UserLogStore):

@@ -172,6 +172,8 @@ def test_ts_outside_uint32_seconds_is_refused_before_any_write(store, bad, words
     ("redis://127.0.0.1:99999/0", "port must be an integer"),
     ("redis://127.0.0.1:6379/abc", "database after the port must be an integer"),
     ("rediss://127.0.0.1:6379/0?db=x", "Invalid value for 'db'"),
+    ("unix:///run/redis.sock?db=x", "Invalid value for 'db'"),
+    ("unix:///run/redis.sock?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
 ])
 def test_malformed_redis_url_is_invalid_store_url(url, words):
     """Never a bare ValueError from redis-py, never a silent db 0 for `/abc`."""
