@@ -12,6 +12,8 @@ may also be a timestamp; needs pyarrow, `arm-jax[parquet]`).
 from __future__ import annotations
 
 import hashlib
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -182,23 +184,31 @@ def write_events_csv(path: str | Path, user_id: object, item: object, action: ob
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    arrays = _npz_arrays(path)
+    for c, a in arrays.items():
+        if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+            raise InvalidEvents(f"events file {path}: {c} must be a 1-d integer array, "
+                                f"got {a.dtype} {a.shape}")
+    return arrays     # cast to int64 by the checks, after the range checks
+
+
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The four arrays of an .npz. A damaged file (truncated, a crc mismatch, a bad array
+    header), a lone .npy, or an array only pickle can load is InvalidEvents naming the
+    file: numpy raises BadZipFile, zlib.error, EOFError or ValueError, lazily, per array."""
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"one {type(data).__name__}, not an archive of named arrays")
+        with data:
+            arrays = {c: data[c] for c in COLUMNS if c in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise InvalidEvents(f"events file {path}: not a readable .npz ({e})") from None
-    with data:
-        missing = [c for c in COLUMNS if c not in data.files]
-        if missing:
-            raise InvalidEvents(f"events file {path}: missing arrays {missing}; "
-                                f"expected {list(COLUMNS)}")
-        out = {}
-        for c in COLUMNS:
-            a = data[c]
-            if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
-                raise InvalidEvents(f"events file {path}: {c} must be a 1-d integer array, "
-                                    f"got {a.dtype} {a.shape}")
-            out[c] = a     # cast to int64 by the checks, after the range checks
-    return out
+    missing = [c for c in COLUMNS if c not in arrays]
+    if missing:
+        raise InvalidEvents(f"events file {path}: missing arrays {missing}; "
+                            f"expected {list(COLUMNS)}")
+    return arrays
 
 
 def _check_writable_suffix(path: Path) -> None:

@@ -307,3 +307,32 @@ def test_parquet_columns_other_than_the_four_are_never_read(tmp_path, monkeypatc
     monkeypatch.setattr(pq, "read_table", lambda *a, **k: read.append(real(*a, **k)) or read[-1])
     assert read_events_file(tmp_path / "wide.parquet")["item"].tolist() == [2]
     assert [t.column_names for t in read] == [["user_id", "item", "action", "ts"]]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad_crc", "zip_junk", "object_array",
+                                    "lone_npy"])
+def test_a_damaged_or_pickled_npz_is_named_not_a_traceback(tmp_path, damage):
+    """A half-copied .npz, a flipped byte in it, an array only pickle can load, or a lone
+    .npy named .npz raised zipfile.BadZipFile, a bare ValueError or a TypeError, naming no
+    file."""
+    path = tmp_path / "ev.npz"
+    n = 1000
+    np.savez_compressed(path, user_id=np.arange(n), item=np.arange(n),
+                        action=np.zeros(n, np.int64), ts=np.arange(n) + 100)
+    raw = bytearray(path.read_bytes())
+    if damage == "truncated":
+        raw = raw[:len(raw) // 2]
+    elif damage == "bad_crc":
+        raw[len(raw) // 3] ^= 0xFF
+    elif damage == "zip_junk":
+        raw = bytearray(b"PK\x03\x04" + bytes(100))
+    if damage == "object_array":
+        np.savez(path, user_id=np.array([1, None], object), item=[1, 2], action=[0, 0],
+                 ts=[1, 2])
+    elif damage == "lone_npy":
+        with open(path, "wb") as f:
+            np.save(f, np.arange(n))
+    else:
+        path.write_bytes(bytes(raw))
+    with pytest.raises(InvalidEvents, match=r"events file .*ev\.npz: not a readable \.npz"):
+        read_events_file(path)
