@@ -120,14 +120,23 @@ def _ts_message(bad: int, name: str = "ts", upper: str = ")") -> str:
     return msg
 
 
+def _as_int(value: object, name: str) -> int:
+    """`value` as an int (InvalidEvents naming `name` otherwise). A float with a fraction
+    is refused, not truncated: user 1.5 is not user 1, nor a cut at 100.5 one at 100."""
+    try:
+        v = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):      # OverflowError: float infinity
+        raise InvalidEvents(f"{name}: expected an integer, got {value!r}") from None
+    if isinstance(value, (float, np.floating)) and v != value:
+        raise InvalidEvents(f"{name}: expected an integer, got {float(value)!r}")
+    return v
+
+
 def check_cut_ts(ts: object, name: str = "ts") -> int:
     """A point-in-time cut as int unix seconds in [0, 2^32] (TS_LIMIT itself: "all events").
 
     The check that keeps a millisecond request time from joining events after it."""
-    try:
-        t = int(ts)  # type: ignore[call-overload]
-    except (TypeError, ValueError, OverflowError):      # OverflowError: float infinity
-        raise InvalidEvents(f"{name}: expected an integer, got {ts!r}") from None
+    t = _as_int(ts, name)
     if t < 0 or t > TS_LIMIT:
         raise InvalidEvents(_ts_message(t, name=name, upper="]"))
     return t
@@ -175,10 +184,7 @@ def redact_url(url: str) -> str:
 
 def check_user(user_id: object) -> int:
     """A user id as a non-negative int (InvalidEvents otherwise)."""
-    try:
-        u = int(user_id)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        raise InvalidEvents(f"user_id: expected an integer, got {user_id!r}") from None
+    u = _as_int(user_id, "user_id")
     if u < 0 or u >= USER_LIMIT:
         raise InvalidEvents(f"user_id: must be in [0, 2^63), got {u}")
     return u

@@ -658,3 +658,22 @@ def test_redis_a_non_ascii_prefix_lists_its_users(redis_url, tmp_path):
     assert read_events_file(tmp_path / "all.npz")["item"].tolist() in ([1, 3, 2], [2, 1, 3])
     store.clear()
     store.close()
+
+
+@pytest.mark.parametrize("call,words", [
+    (lambda s: s.append(1.5, [7], [0], [100]), "user_id: expected an integer, got 1.5"),
+    (lambda s: s.read(np.float64(1.9)), "user_id: expected an integer, got 1.9"),
+    (lambda s: s.read(float("inf")), "user_id: expected an integer, got inf"),
+    (lambda s: s.delete([1.5]), "user_id: expected an integer, got 1.5"),
+    (lambda s: s.read_before(1, 100.5), "ts: expected an integer, got 100.5"),
+    (lambda s: s.read_many_before([1], [np.float32(100.5)]), "ts: expected an integer"),
+], ids=["append", "read", "read_inf", "delete", "read_before", "read_many_before"])
+def test_a_fractional_user_id_or_cut_is_refused_not_truncated(store, call, words):
+    """int() truncates: user 1.5 was user 1 (an append went to another user's log), and a
+    cut at 100.5 was a cut at 100, leaving out the event at 100, which is before it. An
+    infinite user id raised a bare OverflowError."""
+    store.append(1, [5], [0], [100])
+    with pytest.raises(InvalidEvents, match=words):
+        call(store)
+    assert store.read(1).item.tolist() == [5]
+    assert store.read_before(1, 101.0).item.tolist() == [5]     # a whole float is fine
