@@ -15,6 +15,7 @@ table; open stores after the fork, or use spawned workers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
@@ -149,10 +150,22 @@ class LmdbStore(UserLogStore):
 
     # ------------------------------------------------------------ writes
 
-    def _write_txn(self) -> lmdb.Transaction:
+    @contextlib.contextmanager
+    def _write_txn(self) -> Iterator[lmdb.Transaction]:
+        """One write transaction, committed unless the block raises. LMDB's own failures
+        (a full map above all) become StoreError: nothing of the transaction is written."""
         if self.readonly:
             raise StoreError(f"{self.url}: opened read-only; cannot write")
-        return self.env.begin(write=True)
+        env = self.env
+        try:
+            with env.begin(write=True) as txn:
+                yield txn
+        except lmdb.MapFullError:
+            raise StoreError(f"{self.url}: full: this write would pass the store's map_size="
+                             f"{env.info()['map_size']} bytes (LmdbStore(map_size=...))"
+                             ) from None
+        except lmdb.Error as e:
+            raise StoreError(f"{self.url}: write failed: {e}") from None
 
     def append(self, user_id: int, item: object, action: object, ts: object) -> None:
         it, ac, t = check_events(item, action, ts)

@@ -677,3 +677,21 @@ def test_a_fractional_user_id_or_cut_is_refused_not_truncated(store, call, words
         call(store)
     assert store.read(1).item.tolist() == [5]
     assert store.read_before(1, 101.0).item.tolist() == [5]     # a whole float is fine
+
+
+def test_a_full_lmdb_store_is_a_typed_error_and_keeps_what_it_had(tmp_path):
+    """Past map_size LMDB raises lmdb.MapFullError, which no caller catches (`store load`
+    printed a traceback, without the events already written): a StoreError naming the
+    store and its map_size; the failed append wrote nothing."""
+    from arm_jax.store.events_file import load_events
+
+    store = LmdbStore(tmp_path / "small", map_size=1 << 20)
+    store.append(1, [5], [0], [100])
+    n = 200_000                                     # 1.8 MB of events: past 1 MB
+    with pytest.raises(StoreError, match=r"lmdb://.*small: full.*map_size=1048576"):
+        store.append(2, np.arange(n), np.zeros(n, int), np.arange(n))
+    with pytest.raises(StoreError, match=r"full.*\(after 0 of 200000 events were written"):
+        load_events(store, {"user_id": np.full(n, 3), "item": np.arange(n),
+                            "action": np.zeros(n, np.int64), "ts": np.arange(n)})
+    assert store.read(1).item.tolist() == [5] and store.num_users() == 1
+    store.close()
