@@ -81,13 +81,23 @@ def _is_integer(dtype: np.dtype) -> bool:
     return dtype.kind in "iu"
 
 
+def _as_array(value: object, name: str) -> np.ndarray:
+    """np.asarray(value); a ragged list (which numpy refuses with a bare ValueError) is
+    InvalidEvents naming `name`."""
+    try:
+        return np.asarray(value)
+    except ValueError as e:
+        raise InvalidEvents(f"{name}: expected a 1-d array, got a ragged sequence "
+                            f"({e})") from None
+
+
 def check_events(item: object, action: object, ts: object) -> tuple[np.ndarray, ...]:
     """Validate append input once: equal 1-d lengths, ids in [0, 2^31), action in [0, 255],
     ts in [0, 2^32) unix seconds (what the codec stores; milliseconds are refused here, not
     half-way through a load). Scalars are one event (`store.append(42, item, action, ts)`)."""
     arrays = []
     for name, value in (("item", item), ("action", action), ("ts", ts)):
-        arr = np.asarray(value)
+        arr = _as_array(value, name)
         arr = arr.reshape(1) if arr.ndim == 0 else arr
         if arr.ndim != 1:
             raise InvalidEvents(f"{name}: expected a 1-d array, got shape {arr.shape}")
@@ -193,7 +203,7 @@ def check_user(user_id: object) -> int:
 def check_user_ids(user_id: object) -> np.ndarray:
     """A 1-d array of user ids as int64, each in [0, 2^63) (InvalidEvents otherwise: a
     uint64 id >= 2^63 would otherwise wrap to a negative key)."""
-    u = np.asarray(user_id)
+    u = _as_array(user_id, "user_id")
     if u.ndim != 1:
         raise InvalidEvents(f"user_id: expected a 1-d array, got shape {u.shape}")
     if not u.size:

@@ -695,3 +695,15 @@ def test_a_full_lmdb_store_is_a_typed_error_and_keeps_what_it_had(tmp_path):
                             "action": np.zeros(n, np.int64), "ts": np.arange(n)})
     assert store.read(1).item.tolist() == [5] and store.num_users() == 1
     store.close()
+
+
+@pytest.mark.parametrize("call,words", [
+    (lambda s: s.append(1, [[5], [6, 7]], [0, 0], [10, 20]), "item: "),
+    (lambda s: s.append_many([1, 2], [5, 6], [0, 0], [[10], [20, 30]]), "ts: "),
+    (lambda s: s.append_many([[1], [2, 3]], [5, 6], [0, 0], [10, 20]), "user_id: "),
+], ids=["append-item", "append_many-ts", "append_many-user_id"])
+def test_ragged_events_are_invalid_events_naming_the_field(store, call, words):
+    """numpy refuses a ragged list with a bare ValueError naming no field."""
+    with pytest.raises(InvalidEvents, match=words + "expected a 1-d array"):
+        call(store)
+    assert store.num_users() == 0
