@@ -37,9 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _synthetic(args: argparse.Namespace) -> int:
     from arm_jax.config import load_tier
+    from arm_jax.data.outputs import check_output_dir
     from arm_jax.data.synthetic_files import write_synthetic_files
     from arm_jax.train.loop import make_synthetic_data
 
+    check_output_dir(args.out, "--out")        # before the data is generated
     tier = load_tier(args.tier, args.overrides)
     data = make_synthetic_data(tier)
     paths = write_synthetic_files(data.world, data.train, data.test, args.out, args.fmt)

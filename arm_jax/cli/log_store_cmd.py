@@ -12,6 +12,7 @@ import argparse
 import datetime as dt
 import json
 import time
+from pathlib import Path
 
 URL_HELP = "lmdb:///path (or a plain path: embedded LMDB) or redis://host:port/db"
 COMPRESS_HELP = ("write the logs compressed (codec version 2: about 2.2x smaller on disk or in "
@@ -199,8 +200,9 @@ def _compact(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from arm_jax.store.events_file import export_events
+    from arm_jax.store.events_file import check_events_output, export_events
 
+    check_events_output(Path(args.file))       # a bad FILE before the store is read
     t0 = time.perf_counter()
     with _open(args.url, write=False) as store, \
             tqdm(unit="user", desc="export", unit_scale=True) as bar:
@@ -233,8 +235,9 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _catalog(args: argparse.Namespace) -> int:
     from arm_jax.batch import UNKNOWN_SIDE
-    from arm_jax.data.catalog import catalog_from_csv
+    from arm_jax.data.catalog import ItemCatalog, catalog_from_csv
 
+    ItemCatalog.save_path(args.out)            # a bad --out before the table is read
     columns = None if args.columns is None else [c.strip() for c in args.columns.split(",")]
     catalog = catalog_from_csv(args.items, args.fields, columns)
     path = catalog.save(args.out)

@@ -64,10 +64,21 @@ class ItemCatalog:
 
     def save(self, path: str | Path) -> Path:
         """Write the catalogue as .npz (parent directories created); returns the file written."""
-        path = Path(path)
+        path = self.save_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, side=self.side, fields=np.asarray(self.fields, np.int32))
-        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+        return path
+
+    @staticmethod
+    def save_path(path: str | Path) -> Path:
+        """The file `save(path)` writes (".npz" appended unless there), or CatalogError if
+        none can be written there (a directory, a path under a file): check it before
+        building a catalogue."""
+        from arm_jax.data.outputs import check_output_file
+
+        path = Path(path)
+        path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+        return check_output_file(path, "catalogue file", CatalogError)
 
     @classmethod
     def load(cls, path: str | Path) -> "ItemCatalog":

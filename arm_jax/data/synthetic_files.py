@@ -17,6 +17,7 @@ from pathlib import Path
 
 
 from arm_jax.data.examples_file import save_examples
+from arm_jax.data.outputs import check_output_dir
 from arm_jax.data.synthetic import Examples, SyntheticWorld
 from arm_jax.store.events_file import write_events_file
 
@@ -29,7 +30,7 @@ def write_synthetic_files(world: SyntheticWorld, train: Examples, test: Examples
     """Write the four files into `out_dir` (created); {name: path}."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt={fmt!r}: must be one of {list(FORMATS)}")
-    out = Path(out_dir)
+    out = check_output_dir(out_dir, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
     events = write_events_file(out / f"events.{fmt}", {
         "user_id": world.log_user, "item": world.log_item, "action": world.log_action,

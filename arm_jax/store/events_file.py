@@ -21,6 +21,7 @@ import numpy as np
 
 from arm_jax.data.arrow import flat_column, read_table, require_pyarrow, seconds_column
 from arm_jax.data.int_csv import CsvError, read_int_csv
+from arm_jax.data.outputs import check_output_file
 from arm_jax.store.base import (InvalidEvents, StoreError, UserLogStore, check_events,
                                 check_user_ids)
 
@@ -138,7 +139,7 @@ def export_events(store: UserLogStore, path: str | Path, *, users_per_read: int 
     is called with the number of users read.
     """
     path = Path(path)
-    _check_writable_suffix(path)
+    check_events_output(path)
     if users_per_read < 1:
         raise ValueError(f"users_per_read={users_per_read}: must be >= 1")
     users = list(store.user_ids())
@@ -162,7 +163,7 @@ def write_events_file(path: str | Path, cols: dict[str, np.ndarray]) -> Path:
     """Write {user_id, item, action, ts} arrays as the events file `read_events_file`
     reads, in the format of the suffix (.csv, .npz or .parquet; parents created)."""
     path = Path(path)
-    _check_writable_suffix(path)
+    check_events_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".csv":
         write_events_csv(path, *(cols[c] for c in COLUMNS))
@@ -211,10 +212,13 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _check_writable_suffix(path: Path) -> None:
+def check_events_output(path: Path) -> None:
+    """InvalidEvents unless `path` has an events file suffix and a file can be written
+    there (not a directory, nor under a file): checked before a store is read."""
     if path.suffix not in (".csv", ".npz", ".parquet"):
         raise InvalidEvents(f"events file {path}: expected .csv, .npz or .parquet, got "
                             f"{path.suffix!r}")
+    check_output_file(path, "events file", InvalidEvents)
 
 
 def _read_parquet(path: Path) -> dict[str, np.ndarray]:
@@ -244,4 +248,5 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
 
 
 __all__ = ["COLUMNS", "read_events_file", "check_action_limit", "load_events",
-           "load_events_file", "export_events", "write_events_file", "write_events_csv"]
+           "load_events_file", "export_events", "check_events_output", "write_events_file",
+           "write_events_csv"]

@@ -85,3 +85,25 @@ def test_parquet_files_evaluate_like_the_npz_ones(files, tiny_overrides, tmp_pat
                      "--history-store", store]) == 0
         tables.append([ln for ln in capsys.readouterr().out.splitlines() if "ranker" in ln])
     assert tables[0] and tables[0] == tables[1]
+
+
+def test_synthetic_out_that_is_a_file_is_one_line_before_any_work(tmp_path, capsys,
+                                                                  monkeypatch):
+    """`data synthetic --out X` where X is a file (or lies under one) is refused naming it
+    before the data is generated; it was a traceback from the first mkdir."""
+    import arm_jax.train.loop as loop
+
+    def no_generation(tier):
+        raise AssertionError("data generated before --out was checked")
+
+    monkeypatch.setattr(loop, "make_synthetic_data", no_generation)
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for out, words in ((afile, f"--out {afile}: exists and is not a directory"),
+                       (afile / "sub", f"--out {afile / 'sub'}: {afile} is a file, not a "
+                                       "directory")):
+        assert main(["data", "synthetic", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("arm-jax: error: ") and err.count("\n") == 1, err
+        assert words in err, err
+    assert afile.read_text() == "keep"

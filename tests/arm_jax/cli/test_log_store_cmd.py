@@ -239,3 +239,30 @@ def test_load_and_compact_compress(tmp_path, capsys):
     assert "rewrote 2 users' logs as one compressed chunk" in capsys.readouterr().out
     assert versions(plain) == [[2], [2]]
     assert _read_json(capsys, plain, "--user", "2") == want
+
+
+def test_an_output_path_that_cannot_be_a_file_is_one_line_before_any_work(tmp_path, capsys):
+    """`store export FILE` and `store catalog --out FILE` where FILE is a directory, or lies
+    under a file, are refused naming it before the store is read (no progress bar yet) or
+    the item table parsed; they were a traceback from the final write."""
+    good = tmp_path / "good.csv"
+    good.write_text("user_id,item,action,ts\n1,2,3,4\n")
+    url = str(tmp_path / "logs")
+    assert main(["store", "load", url, str(good)]) == 0
+    items = tmp_path / "items.csv"
+    items.write_text("item,advertiser,topic\n2,7,3\n")
+    adir = tmp_path / "adir.npz"
+    adir.mkdir()
+    capsys.readouterr()
+    for argv, words in (
+            (["export", url, str(adir)], f"events file {adir}: is a directory"),
+            (["export", url, str(good / "x.csv")], f"{good} is a file, not a directory"),
+            (["catalog", str(items), "--fields", "1,2", "--out", str(adir)],
+             f"catalogue file {adir}: is a directory"),
+            (["catalog", str(items), "--fields", "1,2", "--out", str(good / "c.npz")],
+             f"{good} is a file, not a directory")):
+        assert main(["store", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("arm-jax: error: ") and err.count("\n") == 1, err
+        assert words in err, err
+    assert good.read_text() == "user_id,item,action,ts\n1,2,3,4\n" and not any(adir.iterdir())
