@@ -235,9 +235,10 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _catalog(args: argparse.Namespace) -> int:
     from arm_jax.batch import UNKNOWN_SIDE
-    from arm_jax.data.catalog import ItemCatalog, catalog_from_csv
+    from arm_jax.data.catalog import ItemCatalog, catalog_from_csv, check_fields
 
-    ItemCatalog.save_path(args.out)            # a bad --out before the table is read
+    check_fields(args.fields, "--fields")      # bad --fields or --out before the table is read
+    ItemCatalog.save_path(args.out)
     columns = None if args.columns is None else [c.strip() for c in args.columns.split(",")]
     catalog = catalog_from_csv(args.items, args.fields, columns)
     path = catalog.save(args.out)

@@ -29,6 +29,7 @@ class ItemCatalog:
     fields: tuple[int, ...]
 
     def __post_init__(self) -> None:
+        check_fields(self.fields)
         side = np.asarray(self.side)
         if side.ndim != 2 or side.shape[1] != len(self.fields):
             raise CatalogError(f"side: expected shape (num_items, {len(self.fields)}) for "
@@ -94,6 +95,25 @@ class ItemCatalog:
             raise CatalogError(f"{path}: not a catalogue .npz ({type(e).__name__}: {e})") from None
 
 
+FIELD_LIMIT = 2**31 - 1      # fields are stored as int32
+
+
+def check_fields(fields: object, name: str = "fields") -> tuple[int, ...]:
+    """`fields` as a tuple of ints, or CatalogError naming `name`, the value and the limit
+    unless they are distinct and in [0, 2^31 - 1]: what a config's
+    features.history_side_fields can be (and what the .npz stores as int32)."""
+    try:
+        out = tuple(int(f) for f in fields)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        out = None
+    if out is None or len(set(out)) != len(out) or any(not 0 <= f <= FIELD_LIMIT for f in out):
+        shown = list(out) if out is not None else fields
+        raise CatalogError(f"{name}: {shown} must be distinct field indices in "
+                           f"[0, {FIELD_LIMIT}] (the candidate sparse fields of "
+                           "features.history_side_fields)")
+    return out
+
+
 MAX_CATALOG_ITEMS = 1 << 27   # rows are dense by item id: 134M rows of int32 ids
 
 
@@ -111,7 +131,7 @@ def catalog_from_csv(path: str | Path, fields: tuple[int, ...] | list[int],
     from arm_jax.data.int_csv import CsvError, csv_header, read_int_csv
 
     path = Path(path)
-    fields = tuple(int(f) for f in fields)
+    fields = check_fields(fields)
     try:
         if not path.is_file():
             raise CsvError("no such file")
@@ -151,4 +171,4 @@ def empty_catalog(fields: tuple[int, ...]) -> ItemCatalog:
     return ItemCatalog(np.zeros((0, len(fields)), np.int32), tuple(fields))
 
 
-__all__ = ["ItemCatalog", "CatalogError", "catalog_from_csv", "empty_catalog"]
+__all__ = ["ItemCatalog", "CatalogError", "check_fields", "catalog_from_csv", "empty_catalog"]

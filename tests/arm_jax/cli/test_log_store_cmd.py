@@ -266,3 +266,19 @@ def test_an_output_path_that_cannot_be_a_file_is_one_line_before_any_work(tmp_pa
         assert err.startswith("arm-jax: error: ") and err.count("\n") == 1, err
         assert words in err, err
     assert good.read_text() == "user_id,item,action,ts\n1,2,3,4\n" and not any(adir.iterdir())
+
+
+@pytest.mark.parametrize("fields, words", [
+    ("99999999999999999999999,2", "99999999999999999999999"),   # was an OverflowError
+    ("-1,2", "-1"),          # never a candidate field: no config would take the catalogue
+    ("1,1", "[1, 1]"),       # features.history_side_fields are distinct
+])
+def test_catalog_fields_out_of_range_are_one_line_before_the_table_is_read(
+        tmp_path, capsys, fields, words):
+    items = tmp_path / "items.csv"
+    items.write_text("item,advertiser,topic\n2,7,3\n")
+    out = tmp_path / "catalog.npz"
+    assert main(["store", "catalog", str(items), f"--fields={fields}", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--fields" in err and words in err, err
+    assert "distinct field indices in [0, 2147483647]" in err and not out.exists()

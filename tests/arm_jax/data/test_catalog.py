@@ -101,3 +101,11 @@ def test_catalog_from_csv_names_what_is_wrong(tmp_path, text, columns, words):
     assert words in str(e.value)
     with pytest.raises(CatalogError, match="no such file"):
         catalog_from_csv(tmp_path / "nope.csv", [1, 2])
+
+
+def test_fields_must_be_distinct_non_negative_int32():
+    """A catalogue whose fields no config can have is refused when built, not at save
+    (np.int32 overflow) or at serve time."""
+    for fields in ((2**31, 1), (-1, 2), (1, 1)):
+        with pytest.raises(CatalogError, match=r"fields: .* distinct field indices"):
+            ItemCatalog(np.zeros((3, 2), np.int32), fields)
