@@ -22,11 +22,27 @@ class CsvError(ValueError):
     """The file is not a CSV of integers with the required header columns."""
 
 
+def _not_utf8(path: Path) -> CsvError:
+    """CsvError naming the first line of `path` that is not UTF-8 text, and the byte."""
+    with path.open("rb") as f:
+        for line, raw in enumerate(f, 1):   # b"\n" never occurs inside a UTF-8 character
+            try:
+                raw.decode(ENCODING if line == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                return CsvError(f"line {line}: not UTF-8 text (byte {raw[e.start]:#04x} at "
+                                f"byte {e.start + 1} of the line); save the file as UTF-8")
+    return CsvError("not UTF-8 text; save the file as UTF-8")
+
+
 def csv_header(path: str | Path) -> list[str]:
-    """The header's column names, stripped (CsvError if the file is empty). A UTF-8 byte
-    order mark (spreadsheet exports) is not part of the first name."""
-    with Path(path).open(newline="", encoding=ENCODING) as f:
-        header = next(csv.reader(f), None)
+    """The header's column names, stripped (CsvError if the file is empty or not UTF-8).
+    A UTF-8 byte order mark (spreadsheet exports) is not part of the first name."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding=ENCODING) as f:
+            header = next(csv.reader(f), None)
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     if not header:
         raise CsvError("empty (expected a header line naming the columns)")
     return [h.strip() for h in header]
@@ -36,8 +52,16 @@ def read_int_csv(path: str | Path, columns: list[str] | tuple[str, ...]
                  ) -> dict[str, np.ndarray]:
     """{name: int64 [rows]} for `columns` (any order in the file, other columns ignored;
     blank lines skipped; quoted fields allowed). CsvError names a missing column, or the
-    line and column of the first value that is not an integer or is out of the int64 range."""
+    line and column of the first value that is not an integer or is out of the int64 range,
+    or the first line that is not UTF-8 text."""
     path = Path(path)
+    try:
+        return _read_int_csv(path, columns)
+    except UnicodeDecodeError:       # a ValueError: numpy's parse falls back to _read_slow
+        raise _not_utf8(path) from None
+
+
+def _read_int_csv(path: Path, columns: list[str] | tuple[str, ...]) -> dict[str, np.ndarray]:
     names = csv_header(path)
     missing = [c for c in columns if c not in names]
     if missing:

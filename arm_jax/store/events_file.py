@@ -35,6 +35,8 @@ def read_events_file(path: str | Path) -> dict[str, np.ndarray]:
     FileNotFoundError if the file is missing.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InvalidEvents(f"events file {path}: is a directory, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"events file {path}: not found")
     if path.suffix == ".npz":
@@ -202,7 +204,9 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ValueError(f"one {type(data).__name__}, not an archive of named arrays")
         with data:
-            arrays = {c: data[c] for c in COLUMNS if c in data.files}
+            arrays = {c: _npz_array(data, c, path) for c in COLUMNS if c in data.files}
+    except InvalidEvents:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise InvalidEvents(f"events file {path}: not a readable .npz ({e})") from None
     missing = [c for c in COLUMNS if c not in arrays]
@@ -210,6 +214,18 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
         raise InvalidEvents(f"events file {path}: missing arrays {missing}; "
                             f"expected {list(COLUMNS)}")
     return arrays
+
+
+def _npz_array(data: np.lib.npyio.NpzFile, name: str, path: Path) -> np.ndarray:
+    """One array of an .npz; an object array (a pickle: never loaded) is InvalidEvents
+    naming the file and the array."""
+    try:
+        return data[name]
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise
+        raise InvalidEvents(f"events file {path}: {name}: an object array (pickled Python "
+                            "objects are never loaded); expected a 1-d integer array") from None
 
 
 def check_events_output(path: Path) -> None:

@@ -109,3 +109,10 @@ def test_fields_must_be_distinct_non_negative_int32():
     for fields in ((2**31, 1), (-1, 2), (1, 1)):
         with pytest.raises(CatalogError, match=r"fields: .* distinct field indices"):
             ItemCatalog(np.zeros((3, 2), np.int32), fields)
+
+
+def test_an_item_table_that_is_not_utf8_names_the_file(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_bytes(b"item,advertiser,topic\n0,1,2\n\xe9,4,5\n")
+    with pytest.raises(CatalogError, match=f"item table {path}: line 3: not UTF-8 text"):
+        catalog_from_csv(path, [1, 2])

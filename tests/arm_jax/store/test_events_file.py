@@ -309,12 +309,11 @@ def test_parquet_columns_other_than_the_four_are_never_read(tmp_path, monkeypatc
     assert [t.column_names for t in read] == [["user_id", "item", "action", "ts"]]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "bad_crc", "zip_junk", "object_array",
-                                    "lone_npy"])
+@pytest.mark.parametrize("damage", ["truncated", "bad_crc", "zip_junk", "lone_npy"])
 def test_a_damaged_or_pickled_npz_is_named_not_a_traceback(tmp_path, damage):
-    """A half-copied .npz, a flipped byte in it, an array only pickle can load, or a lone
-    .npy named .npz raised zipfile.BadZipFile, a bare ValueError or a TypeError, naming no
-    file."""
+    """A half-copied .npz, a flipped byte in it, or a lone .npy named .npz raised
+    zipfile.BadZipFile, a bare ValueError or a TypeError, naming no file (object arrays:
+    test_npz_object_arrays_and_a_directory_are_named)."""
     path = tmp_path / "ev.npz"
     n = 1000
     np.savez_compressed(path, user_id=np.arange(n), item=np.arange(n),
@@ -326,13 +325,37 @@ def test_a_damaged_or_pickled_npz_is_named_not_a_traceback(tmp_path, damage):
         raw[len(raw) // 3] ^= 0xFF
     elif damage == "zip_junk":
         raw = bytearray(b"PK\x03\x04" + bytes(100))
-    if damage == "object_array":
-        np.savez(path, user_id=np.array([1, None], object), item=[1, 2], action=[0, 0],
-                 ts=[1, 2])
-    elif damage == "lone_npy":
+    if damage == "lone_npy":
         with open(path, "wb") as f:
             np.save(f, np.arange(n))
     else:
         path.write_bytes(bytes(raw))
     with pytest.raises(InvalidEvents, match=r"events file .*ev\.npz: not a readable \.npz"):
         read_events_file(path)
+
+
+@pytest.mark.parametrize("data, where", [
+    (b"user_id,item,action,ts\n1,2,3,4\n\xff,2,3,4\n", "line 3"),   # numpy's parse fails
+    (b"\xff\xfeu\x00s\x00e\x00r\x00", "line 1"),                     # UTF-16: the header
+])
+def test_a_csv_that_is_not_utf8_names_the_file_and_the_line(tmp_path, data, where):
+    """Was a bare UnicodeDecodeError ("'utf-8' codec can't decode byte 0xff ..."), naming
+    neither the file nor where in it."""
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(data)
+    with pytest.raises(InvalidEvents, match=f"events file {path}: {where}: not UTF-8 text"):
+        read_events_file(path)
+
+
+def test_npz_object_arrays_and_a_directory_are_named(tmp_path):
+    """An object array (a pickle: never loaded) was a bare ValueError naming neither the
+    file nor the array; a directory was reported as "not found"."""
+    np.savez(tmp_path / "o.npz", user_id=np.array([{"a": 1}], dtype=object), item=[2],
+             action=[3], ts=[4])
+    with pytest.raises(InvalidEvents, match=f"events file {tmp_path / 'o.npz'}: user_id: "
+                                            "an object array"):
+        read_events_file(tmp_path / "o.npz")
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(InvalidEvents, match=f"events file {tmp_path / 'd.csv'}: is a "
+                                            "directory"):
+        read_events_file(tmp_path / "d.csv")
