@@ -24,6 +24,7 @@ is logged, never raised (a caller retrying the append would store it twice).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import threading
@@ -51,17 +52,28 @@ log = logging.getLogger(__name__)
 def _check_url(url: str) -> None:
     """InvalidStoreUrl naming `url` (password redacted) unless it parses: scheme, an integer
     port, an integer db (redis-py would raise a bare ValueError for the port, and use db 0
-    for `/abc`), query arguments redis-py takes (unix:// URLs too)."""
-    parsed = urlparse(url)
+    for `/abc`), query arguments redis-py takes (unix:// URLs too), timeouts that are
+    positive numbers of seconds (a negative or NaN one was a bare ValueError from the first
+    socket) and pool arguments (?max_connections=-5)."""
     shown = redact_url(url)
+    try:
+        parsed = urlparse(url)
+    except ValueError as e:     # "Invalid IPv6 URL"
+        raise InvalidStoreUrl(f"store URL {shown!r}: {e}") from None
     if parsed.scheme not in ("redis", "rediss", "unix"):
         raise InvalidStoreUrl(f"{shown}: not a redis://, rediss:// or unix:// URL")
     if parsed.scheme != "unix":         # unix://: a socket path, no port or db in it
         _check_port_and_db(parsed, shown)
     try:
-        parse_url(url)      # query arguments (?db=x, ?socket_timeout=y)
+        options = parse_url(url)            # query arguments (?db=x, ?socket_timeout=y)
+        redis.ConnectionPool.from_url(url)  # pool arguments; connects to nothing
     except ValueError as e:
         raise InvalidStoreUrl(f"store URL {shown!r}: {e}") from None
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        value = options.get(name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InvalidStoreUrl(f"store URL {shown!r}: {name}={value}: must be a number "
+                                  "of seconds > 0")
 
 
 def _check_port_and_db(parsed: ParseResult, shown: str) -> None:

@@ -174,12 +174,25 @@ def test_ts_outside_uint32_seconds_is_refused_before_any_write(store, bad, words
     ("rediss://127.0.0.1:6379/0?db=x", "Invalid value for 'db'"),
     ("unix:///run/redis.sock?db=x", "Invalid value for 'db'"),
     ("unix:///run/redis.sock?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+    # were bare ValueErrors naming no URL ("Timeout value out of range", "Invalid value NaN
+    # (not a number)") from the first socket, or from the pool
+    ("redis://127.0.0.1:6379/0?socket_timeout=-1", "socket_timeout=-1.0: must be"),
+    ("redis://127.0.0.1:6379/0?socket_connect_timeout=nan", "socket_connect_timeout=nan"),
+    ("redis://127.0.0.1:6379/0?max_connections=-5", "max_connections"),
 ])
 def test_malformed_redis_url_is_invalid_store_url(url, words):
     """Never a bare ValueError from redis-py, never a silent db 0 for `/abc`."""
     with pytest.raises(InvalidStoreUrl, match=words) as e:
         open_store(url, readonly=True).check()
     assert url in str(e.value) and isinstance(e.value, StoreUnavailable)
+
+
+def test_unparseable_redis_url_is_invalid_store_url():
+    """urlparse's bare "Invalid IPv6 URL" ValueError named no store URL; the message
+    shows the scheme only (the rest may hold a password)."""
+    with pytest.raises(InvalidStoreUrl, match=r"store URL 'redis://\(unparseable URL\)': "
+                                              "Invalid IPv6 URL"):
+        open_store("redis://:secret@[::1/0", readonly=True)
 
 
 def test_open_store_dispatch(tmp_path, redis_url):
