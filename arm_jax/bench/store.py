@@ -50,6 +50,7 @@ from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.config import load_tier
 from arm_jax.data.join import join_threads, joined_batches
+from arm_jax.data.outputs import check_output_file
 from arm_jax.data.synthetic import SyntheticSpec, SyntheticWorld
 from arm_jax.store import codec
 from arm_jax.store.lmdb_store import LmdbStore
@@ -126,6 +127,11 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
                         ("join_examples", join_examples, 1), ("batch_size", batch_size, 1)):
         if v < lo:
             raise ValueError(f"{name}={v}: must be >= {lo}")
+    if out_json is not None:        # else a traceback after the whole run
+        check_output_file(out_json, "out_json")
+    if redis_url is not None:       # malformed or not answering: before the world is built
+        with RedisStore(redis_url, prefix="armjax:bench:", timeout_s=30.0) as rs:
+            rs.check()
     tier = load_tier("large", [f"features.max_history={max(history_len, 1)}"])
     f = tier.features
     world = SyntheticWorld.generate(

@@ -92,7 +92,9 @@ def _seeds_arg(text: str) -> list[int]:
 
 def _store(args: argparse.Namespace) -> int:
     from arm_jax.bench.store import run_store_bench
+    from arm_jax.data.outputs import check_output_file
 
+    check_output_file(args.out, "--out")
     run_store_bench(users=args.users, history_median=args.history_median,
                     requests_per_user=args.requests_per_user, candidates=args.candidates,
                     history_len=args.history_len, join_examples=args.join_examples,

@@ -73,3 +73,28 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["bench", "movielens", "--data", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "MovieLens data not found" in err
+
+
+def test_bad_out_or_redis_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    """--out that can never be written (a directory, a path under a file) and a --redis
+    that is malformed or does not answer stop the bench before the world is built: they
+    were a traceback after the whole run (--out) or a failure after ~10 s of work."""
+    from arm_jax.data.synthetic import SyntheticWorld
+
+    def no_world(*args, **kwargs):
+        raise AssertionError("the bench started before its arguments were checked")
+
+    monkeypatch.setattr(SyntheticWorld, "generate", no_world)
+    adir = tmp_path / "adir.json"
+    adir.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for argv, words in ((["--out", str(adir)], f"--out {adir}: is a directory"),
+                        (["--out", str(afile / "s.json")], f"{afile} is a file"),
+                        (["--redis", "foo://x"], "foo://x: not a redis://"),
+                        (["--redis", "redis://127.0.0.1:1/0"],
+                         "redis://127.0.0.1:1/0: PING failed")):
+        assert main(["bench", "store", "--out", str(tmp_path / "s.json"), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("arm-jax: error: ") and err.count("\n") == 1, err
+        assert words in err, err
