@@ -34,7 +34,9 @@ from arm_jax.bootstrap import (auc_bootstrap, compare_to, interval,
 from arm_jax.config import TierConfig, load_tier
 from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.join import joined_batches
-from arm_jax.data.movielens import MovieLensData, MovieLensSpec, feature_overrides, load_movielens
+from arm_jax.data.movielens import (MovieLensData, MovieLensSpec, feature_overrides,
+                                    find_movielens, load_movielens)
+from arm_jax.data.outputs import check_output_file
 from arm_jax.data.synthetic import Examples
 from arm_jax.metrics import auc, evaluate, within_request_auc
 from arm_jax.store import UserLogStore, open_store
@@ -106,6 +108,16 @@ def distillation_labels(labels: np.ndarray, teacher_probs: np.ndarray, cand_mask
     return np.where(cand_mask[..., None], mixed, 0.0).astype(labels.dtype)
 
 
+def check_batch_fits(tier: TierConfig, fit: int, val: int) -> None:
+    """ValueError unless the training split (`fit` requests before validation, `val` for
+    it) holds one full batch of `tier` and one validation request."""
+    bs = tier.train.batch_size
+    if fit < bs or val == 0:
+        raise ValueError(f"train.batch_size={bs}: the training split has {fit} "
+                         f"requests before validation and {val} for it; need at least "
+                         f"one full batch and one validation request")
+
+
 def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensData,
                        store: UserLogStore, *, steps: int, num_threads: int | None = None,
                        progress: bool = True, train_labels: np.ndarray | None = None
@@ -123,10 +135,7 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
     targets = data.train if train_labels is None else dataclasses.replace(data.train,
                                                                           labels=train_labels)
     fit, val = targets.take(fit_idx), data.train.take(val_idx)
-    if len(fit) < tc.batch_size or len(val) == 0:
-        raise ValueError(f"train.batch_size={tc.batch_size}: the training split has {len(fit)} "
-                         f"requests before validation and {len(val)} for it; need at least "
-                         f"one full batch and one validation request")
+    check_batch_fits(tier, len(fit), len(val))
     trainer = Trainer.create(kind, tier, steps)
     graphdef = trainer.graphdef
     fwd = make_predict(graphdef)
@@ -307,22 +316,36 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
     steps_by = resolve_steps(models, steps)
     if bootstrap_samples < 0:
         raise ValueError(f"bootstrap_samples={bootstrap_samples}: must be >= 0 (0 turns it off)")
+    if not models:
+        raise ValueError(f"models: none given; choose from {', '.join(n for n, _, _ in MODELS)}")
     spec = MovieLensSpec()
+    # every argument is checked before any work: a config error in the large tier (its
+    # history or batch past the limits, a bad override) must not wait for the others'
+    # training, nor an output that cannot be written for the whole run
+    tiers = {name: bench_tier(name, spec, overrides, large_history, large_batch)
+             for name, _, _ in MODELS if name in models}
+    if out_json is not None:
+        check_output_file(out_json, "out_json")
+    find_movielens(data_dir)
     t0 = time.perf_counter()
-    data = load_movielens(data_dir, spec)
     tmp = None
     if store_url is None:
         tmp = tempfile.TemporaryDirectory(prefix="armjax-movielens-")
         store_url = f"lmdb://{tmp.name}/logs"
     store = open_store(store_url, bulk=True)      # loads and training joins
     try:
+        store.check()                             # a Redis that does not answer: now
+        data = load_movielens(data_dir, spec)
+        for tier in tiers.values():               # a batch the split cannot fill: now
+            fit_idx, val_idx = split_validation(data.train, seed=tier.train.seed)
+            check_batch_fits(tier, len(fit_idx), len(val_idx))
         data.load_into(store)
         load_s = time.perf_counter() - t0
         rows, trained, test_probs = [], {}, {}
         for name, kind, _ in MODELS:
             if name not in models:
                 continue
-            tier = bench_tier(name, spec, overrides, large_history, large_batch)
+            tier = tiers[name]
             soft = None
             if name == "large" and distill > 0.0:
                 t_tier, _, (t_graphdef, t_params) = trained["small"]

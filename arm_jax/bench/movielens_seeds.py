@@ -21,6 +21,7 @@ from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.movielens import large_beats_others, run_movielens_bench
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.data.movielens import find_movielens
+from arm_jax.data.outputs import check_output_file
 
 LEVEL = 0.95
 
@@ -120,6 +121,8 @@ def run_movielens_seeds(seeds: Sequence[int], data_dir: str | Path | None = None
     printed, written to `out_json` with a PNG, each seed's own results beside it."""
     seeds = check_seeds(seeds, overrides)
     find_movielens(data_dir)      # absent data: its one-line message before any seed starts
+    if out_json is not None:      # the summary is written after the last seed
+        check_output_file(out_json, "out_json")
     out = None if out_json is None else Path(out_json)
     per_seed = [None if out is None else out.with_name(f"{out.stem}-seed{s}.json")
                 for s in seeds]

@@ -106,7 +106,9 @@ def _store(args: argparse.Namespace) -> int:
 
 def _movielens(args: argparse.Namespace) -> int:
     from arm_jax.bench.movielens import run_movielens_bench
+    from arm_jax.data.outputs import check_output_file
 
+    check_output_file(args.out, "--out")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     kw = dict(steps=args.steps, models=models, store_url=args.store, overrides=args.overrides,
               num_threads=args.threads, out_json=args.out, large_history=args.large_history,

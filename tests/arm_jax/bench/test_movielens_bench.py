@@ -180,3 +180,35 @@ def test_cli_steps_argument_errors_are_one_line(capsys):
         main(["bench", "movielens", "--steps", "large=lots"])
     assert e.value.code == 2
     assert "expected a number or MODEL=N pairs" in capsys.readouterr().err
+
+
+def test_arguments_are_checked_before_the_data_is_read(tmp_path, movielens_dir, capsys,
+                                                       monkeypatch):
+    """Every argument error is one line before the data is parsed: a --large-history or
+    --large-batch past the config's limits (and bad overrides) used to stop the run only
+    when the large tier's turn came, after the other models trained; --out that is a
+    directory, after the whole run (a traceback); a store that is malformed or does not
+    answer, after the data was parsed; an empty --models ran the bench with no model."""
+    import arm_jax.bench.movielens as bench
+    from arm_jax.cli.main import main
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read before the arguments were checked")
+
+    monkeypatch.setattr(bench, "load_movielens", no_data)
+    adir = tmp_path / "adir.json"
+    adir.mkdir()
+    for argv, words in (
+            (["--large-history", "100000"], "100000 is out of range"),
+            (["--large-batch", "100000000"], "train.batch_size=100000000 is out of range"),
+            (["model.d_model=abc"], "model.d_model='abc'"),
+            (["--models", ","], "models: none given"),
+            (["--store", "foo://x"], "unknown scheme 'foo'"),
+            (["--store", "redis://127.0.0.1:1/0"], "redis://127.0.0.1:1/0: PING failed"),
+            (["--out", str(adir)], f"--out {adir}: is a directory"),
+            (["--seeds", "0,1", "--out", str(adir)], f"--out {adir}: is a directory")):
+        rc = main(["bench", "movielens", "--data", str(movielens_dir), "--out",
+                   str(tmp_path / "ml.json"), *argv])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("arm-jax: error: ") and err.count("\n") == 1, err
+        assert words in err, err
