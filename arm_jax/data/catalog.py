@@ -84,6 +84,8 @@ class ItemCatalog:
     @classmethod
     def load(cls, path: str | Path) -> "ItemCatalog":
         path = Path(path)
+        if path.is_dir():
+            raise CatalogError(f"{path}: is a directory, not a catalogue file")
         if not path.is_file():
             raise CatalogError(f"{path}: no such catalogue file")
         try:
@@ -133,6 +135,8 @@ def catalog_from_csv(path: str | Path, fields: tuple[int, ...] | list[int],
     path = Path(path)
     fields = check_fields(fields)
     try:
+        if path.is_dir():
+            raise CsvError("is a directory, not a CSV file")
         if not path.is_file():
             raise CsvError("no such file")
         if columns is None:

@@ -62,6 +62,8 @@ def load_examples(path: str | Path, features: FeaturesConfig) -> Examples:
     """Read and check an examples file (.npz or .parquet) against `features` (widths,
     limits, value ranges)."""
     path = Path(path)
+    if path.is_dir():
+        raise ExamplesFileError(f"{path}: is a directory, not an examples file")
     if not path.is_file():
         raise ExamplesFileError(f"{path}: no such examples file")
     if path.suffix not in SUFFIXES:

@@ -116,3 +116,14 @@ def test_an_item_table_that_is_not_utf8_names_the_file(tmp_path):
     path.write_bytes(b"item,advertiser,topic\n0,1,2\n\xe9,4,5\n")
     with pytest.raises(CatalogError, match=f"item table {path}: line 3: not UTF-8 text"):
         catalog_from_csv(path, [1, 2])
+
+
+def test_a_directory_is_named_as_one(tmp_path):
+    """Was "no such file" / "no such catalogue file" for a path that exists."""
+    (tmp_path / "items.csv").mkdir()
+    (tmp_path / "catalog.npz").mkdir()
+    with pytest.raises(CatalogError, match=f"item table {tmp_path / 'items.csv'}: is a "
+                                           "directory"):
+        catalog_from_csv(tmp_path / "items.csv", [1, 2])
+    with pytest.raises(CatalogError, match=f"{tmp_path / 'catalog.npz'}: is a directory"):
+        ItemCatalog.load(tmp_path / "catalog.npz")

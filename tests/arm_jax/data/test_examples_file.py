@@ -120,3 +120,11 @@ def test_holdout_keeps_the_latest_requests_for_evaluation(setup):
     assert sorted(np.concatenate([train.ts, test.ts]).tolist()) == sorted(ex.ts.tolist())
     with pytest.raises(ExamplesFileError, match="too few"):
         holdout_latest(ex.take(np.arange(3)), 0.1)
+
+
+def test_a_directory_is_named_as_one(setup, tmp_path):
+    """Was "no such examples file" for a path that exists."""
+    features, _ = setup
+    (tmp_path / "ex.npz").mkdir()
+    with pytest.raises(ExamplesFileError, match=f"{tmp_path / 'ex.npz'}: is a directory"):
+        load_examples(tmp_path / "ex.npz", features)
