@@ -106,13 +106,20 @@ def _fields_arg(text: str) -> list[int]:
 
 
 def _open(url: str, *, write: bool, compress: bool = False):
-    """The store at `url`; read-only unless writing (reading never creates a store).
-    Every command here is batch work (a load, an export of every log): Redis waits
-    BULK_TIMEOUT_S, not the serving path's 0.5 s."""
-    from arm_jax.store import open_store
+    """The store at `url`; read-only unless writing (reading never creates a store); a
+    Redis is checked to answer. Every command here is batch work (a load, an export of
+    every log): Redis waits BULK_TIMEOUT_S, not the serving path's 0.5 s."""
+    from arm_jax.store import is_redis_url, open_store
 
     kwargs = {"compress": True} if compress else {}
-    return open_store(url, readonly=not write, bulk=True, **kwargs)
+    store = open_store(url, readonly=not write, bulk=True, **kwargs)
+    if is_redis_url(url):       # connects lazily: one PING, so a server that does not answer
+        try:                    # is one line before any progress bar or partial work
+            store.check()
+        except BaseException:
+            store.close()
+            raise
+    return store
 
 
 def _shown(url: str) -> str:

@@ -282,3 +282,17 @@ def test_catalog_fields_out_of_range_are_one_line_before_the_table_is_read(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--fields" in err and words in err, err
     assert "distinct field indices in [0, 2147483647]" in err and not out.exists()
+
+
+def test_a_redis_that_does_not_answer_is_one_line_before_any_progress(tmp_path, capsys):
+    """`store load` / `store export` against a Redis with no server: the one error line,
+    not a progress bar left on stderr and a load "after 0 of N events were written"."""
+    good = tmp_path / "good.csv"
+    good.write_text("user_id,item,action,ts\n1,2,3,4\n")
+    down = "redis://127.0.0.1:1/0"
+    for argv in (["load", down, str(good)], ["export", down, str(tmp_path / "out.csv")]):
+        assert main(["store", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"arm-jax: error: {down}: PING failed") and err.count("\n") == 1, err
+        assert "after 0 of" not in err
+    assert not (tmp_path / "out.csv").exists()
