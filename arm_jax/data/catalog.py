@@ -77,6 +77,8 @@ class ItemCatalog:
         building a catalogue."""
         from arm_jax.data.outputs import check_output_file
 
+        if not Path(path).name:        # "", ".", "/": with_name would fail in pathlib
+            raise CatalogError(f"catalogue file {str(path)!r}: names no file")
         path = Path(path)
         path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
         return check_output_file(path, "catalogue file", CatalogError)

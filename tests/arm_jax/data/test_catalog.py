@@ -127,3 +127,10 @@ def test_a_directory_is_named_as_one(tmp_path):
         catalog_from_csv(tmp_path / "items.csv", [1, 2])
     with pytest.raises(CatalogError, match=f"{tmp_path / 'catalog.npz'}: is a directory"):
         ItemCatalog.load(tmp_path / "catalog.npz")
+
+
+@pytest.mark.parametrize("out", ["", "/"])
+def test_save_path_that_names_no_file(out):
+    """Was pathlib's bare "PosixPath('.') has an empty name"."""
+    with pytest.raises(CatalogError, match=f"catalogue file {out!r}: names no file"):
+        ItemCatalog.save_path(out)
