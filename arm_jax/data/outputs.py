@@ -18,11 +18,19 @@ def _file_ancestor(path: Path) -> Path | None:
     return None
 
 
+def _named(path: str | Path, what: str, kind: str, error: type[Exception]) -> Path:
+    """`path` as a Path; an empty or blank string (which Path reads as ".", the current
+    directory) is `error` naming `what`."""
+    if isinstance(path, str) and not path.strip():
+        raise error(f"{what} {path!r}: names no {kind}")
+    return Path(path)
+
+
 def check_output_file(path: str | Path, what: str,
                       error: type[Exception] = ValueError) -> Path:
     """`path` as a Path, or `error` naming `what` and `path` if no file can be written
-    there: it is a directory, or an ancestor is a file (parents are created later)."""
-    path = Path(path)
+    there: it is empty, a directory, or an ancestor is a file (parents are created later)."""
+    path = _named(path, what, "file", error)
     if path.is_dir():
         raise error(f"{what} {path}: is a directory (expected a file name)")
     blocker = _file_ancestor(path)
@@ -34,8 +42,8 @@ def check_output_file(path: str | Path, what: str,
 def check_output_dir(path: str | Path, what: str,
                      error: type[Exception] = ValueError) -> Path:
     """`path` as a Path, or `error` naming `what` and `path` if no directory can be made
-    there: it exists and is no directory, or an ancestor is a file."""
-    path = Path(path)
+    there: it is empty, exists and is no directory, or an ancestor is a file."""
+    path = _named(path, what, "directory", error)
     if path.exists() and not path.is_dir():
         raise error(f"{what} {path}: exists and is not a directory")
     blocker = _file_ancestor(path)
