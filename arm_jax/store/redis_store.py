@@ -76,6 +76,17 @@ def _check_url(url: str) -> None:
                                   "of seconds > 0")
 
 
+# redis-py names a failed pipeline command with all its arguments: an APPEND's binary chunk
+_PIPELINE_COMMAND = re.compile(r"Command # (\d+) \((\S+) (\S+) .*\) of pipeline caused error: ",
+                               re.DOTALL)
+
+
+def _without_values(message: str) -> str:
+    """A Redis error message with a failed pipeline command shown as its name and key only
+    (the value it carried is binary codec bytes, unreadable in a one-line message)."""
+    return _PIPELINE_COMMAND.sub(r"command \1 of the pipeline (\2 \3): ", message, count=1)
+
+
 def _check_port_and_db(parsed: ParseResult, shown: str) -> None:
     """InvalidStoreUrl unless a redis:// URL's port and /db are integers."""
     try:
@@ -156,7 +167,7 @@ class RedisStore(UserLogStore):
         except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
             raise StoreUnavailable(f"{self.url}: {what} failed: {e}") from None
         except redis.RedisError as e:
-            raise StoreError(f"{self.url}: {what} failed: {e}") from None
+            raise StoreError(f"{self.url}: {what} failed: {_without_values(str(e))}") from None
 
     # ------------------------------------------------------------ writes
 

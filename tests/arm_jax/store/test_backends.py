@@ -720,3 +720,23 @@ def test_ragged_events_are_invalid_events_naming_the_field(store, call, words):
     with pytest.raises(InvalidEvents, match=words + "expected a 1-d array"):
         call(store)
     assert store.num_users() == 0
+
+
+def test_redis_a_key_of_another_type_is_named_without_the_chunk_bytes(redis_url):
+    """A failed pipeline command was shown with all its arguments: the APPEND's binary
+    chunk, unreadable in a one-line message. Now its name and key."""
+    import uuid
+
+    from arm_jax.store.base import StoreError
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    store.client.rpush(store.key(5), "not a log")
+    for write in (lambda: store.append(5, [1, 2], [0, 1], [10, 11]),
+                  lambda: store.append_many([5], [1], [0], [10])):
+        with pytest.raises(StoreError) as e:
+            write()
+        message = str(e.value)
+        assert f"(APPEND {store.key(5)}): WRONGTYPE" in message, message
+        assert message.isprintable() and len(message) < 200, message
+    store.clear()
+    store.close()
