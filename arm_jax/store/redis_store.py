@@ -289,6 +289,7 @@ class RedisStore(UserLogStore):
         `markers` exists -> whether it wrote."""
         chunks = [(u, codec.encode(it, ac, t, compress=self.compress))
                   for u, it, ac, t in groups]
+        self._check_log_keys([u for u, _ in chunks])
 
         def queue(pipe: redis.client.Pipeline) -> None:
             self._queue_appends(pipe, chunks)
@@ -298,6 +299,22 @@ class RedisStore(UserLogStore):
             return False
         self._compact_due(chunks, replies)
         return True
+
+    def _check_log_keys(self, users: list[int]) -> None:
+        """StoreError naming the first of `users`' keys that holds anything but a string (a
+        key another program wrote under the prefix). A MULTI does not stop at a failed
+        command: its other APPENDs and its id would land, and a retry would skip the
+        batch, leaving that user's events unwritten. One pipelined TYPE per key."""
+        def types() -> list:
+            pipe = self.client.pipeline(transaction=False)
+            for u in users:
+                pipe.type(self.key(u))
+            return pipe.execute()
+        for u, kind in zip(users, self._call(types, "TYPE")):
+            if kind not in (b"string", b"none"):
+                raise StoreError(f"{self.url}: key {self.key(u)} holds a {kind.decode()}, "
+                                 "not a user log (another program's key under this store's "
+                                 "prefix?); these users' batch was not written")
 
     def _once(self, markers: list[str], queue, what: str) -> list | None:
         """Run the commands `queue(pipe)` adds in one MULTI unless one of `markers` exists

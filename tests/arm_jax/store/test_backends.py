@@ -738,5 +738,13 @@ def test_redis_a_key_of_another_type_is_named_without_the_chunk_bytes(redis_url)
         message = str(e.value)
         assert f"(APPEND {store.key(5)}): WRONGTYPE" in message, message
         assert message.isprintable() and len(message) < 200, message
+    # a batch checks its keys first: a MULTI would have appended user 6 and recorded the
+    # batch despite user 5's error, so a retry would skip the batch and never write user 5
+    with pytest.raises(StoreError, match=f"key {store.key(5)} holds a list, not a user log"):
+        store.append_batch("b", [5, 6], [1, 2], [0, 1], [10, 11])
+    assert not store.batch_applied("b") and len(store.read(6)) == 0
+    store.client.delete(store.key(5))
+    assert store.append_batch("b", [5, 6], [1, 2], [0, 1], [10, 11]) is True
+    assert len(store.read(5)) == len(store.read(6)) == 1
     store.clear()
     store.close()
