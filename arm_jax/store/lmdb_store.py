@@ -193,7 +193,7 @@ class LmdbStore(UserLogStore):
         return True
 
     def batch_applied(self, batch_id: str) -> bool:
-        with self.env.begin() as txn:
+        with self._read_txn() as txn:
             return txn.get(_batch_key(batch_id)) is not None
 
     def _merge_groups(self, txn: lmdb.Transaction, groups: list) -> None:
@@ -214,9 +214,23 @@ class LmdbStore(UserLogStore):
 
     # ------------------------------------------------------------ reads
 
+    @contextlib.contextmanager
+    def _read_txn(self, **kwargs: object) -> Iterator[lmdb.Transaction]:
+        """One read transaction (a snapshot). Every reader slot taken (more threads reading
+        at once than `max_readers`) is StoreUnavailable, LMDB's other failures StoreError:
+        never lmdb's own exceptions, which callers cannot know to catch."""
+        try:
+            with self.env.begin(**kwargs) as txn:
+                yield txn
+        except lmdb.ReadersFullError:
+            raise StoreUnavailable(f"{self.url}: every reader slot is taken (max_readers="
+                                   f"{self.max_readers} threads reading at once)") from None
+        except lmdb.Error as e:
+            raise StoreError(f"{self.url}: read failed: {e}") from None
+
     def read_many(self, user_ids: Sequence[int]) -> list[Events]:
         out = []
-        with self.env.begin(buffers=True) as txn:
+        with self._read_txn(buffers=True) as txn:
             for u in user_ids:
                 u = check_user(u)     # as append does: -1 is an error, never "no events"
                 out.append(codec.decode(txn.get(user_key(u)), key=f"{self.url} user {u}"))
@@ -224,7 +238,7 @@ class LmdbStore(UserLogStore):
 
     def user_ids(self) -> Iterator[int]:
         """Ascending; one read transaction (a snapshot) for the whole walk."""
-        with self.env.begin() as txn:
+        with self._read_txn() as txn:
             for key in txn.cursor().iternext(values=False):
                 if key.startswith(_BATCH):
                     return                     # batch ids sort after every user
@@ -252,7 +266,7 @@ class LmdbStore(UserLogStore):
         return done
 
     def num_users(self) -> int:
-        with self.env.begin() as txn:
+        with self._read_txn() as txn:
             cur = txn.cursor()
             batches = sum(1 for _ in cur.iternext(values=False)) if cur.set_range(_BATCH) else 0
             return int(txn.stat()["entries"]) - batches

@@ -748,3 +748,29 @@ def test_redis_a_key_of_another_type_is_named_without_the_chunk_bytes(redis_url)
     assert len(store.read(5)) == len(store.read(6)) == 1
     store.clear()
     store.close()
+
+
+def test_lmdb_every_reader_slot_taken_is_store_unavailable(tmp_path):
+    """More threads reading at once than max_readers raised lmdb.ReadersFullError, an
+    exception of the lmdb package callers cannot know to catch."""
+    from arm_jax.store.base import StoreUnavailable
+
+    store = LmdbStore(tmp_path / "logs", map_size=1 << 22, max_readers=1)
+    store.append(1, [2], [0], [10])
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_a_reader_slot():
+        with store.env.begin():
+            holding.set()
+            release.wait(10)
+    t = threading.Thread(target=hold_a_reader_slot)
+    t.start()
+    try:
+        assert holding.wait(10)
+        with pytest.raises(StoreUnavailable, match=r"reader slot .*max_readers=1"):
+            store.read(1)
+    finally:
+        release.set()
+        t.join()
+    assert store.read(1).item.tolist() == [2]          # the slot is free again
+    store.close()
