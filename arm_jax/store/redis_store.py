@@ -313,8 +313,8 @@ class RedisStore(UserLogStore):
         """StoreError naming the first of `users`' keys that holds anything but a string (a
         key another program wrote under the prefix). A MULTI does not stop at a failed
         command: its other APPENDs and its id would land, and a retry would skip the
-        batch, leaving that user's events unwritten. One server-side script over the keys (a TYPE command per key from Python
-        made a load 18% slower)."""
+        batch, leaving that user's events unwritten. One server-side script over the
+        keys (a TYPE command per key from Python made a load 18% slower)."""
         keys = [self.key(u) for u in users]
         found = self._call(lambda: self.client.eval(_FIRST_NOT_STRING, len(keys), *keys),
                            "TYPE check")
