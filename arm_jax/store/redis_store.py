@@ -246,29 +246,30 @@ class RedisStore(UserLogStore):
         used by every later attempt, whatever its own `multi_users`: parts of another size
         would cover other users, and the users of the parts already written would be
         written again (or the missing ones never)."""
-        marker = self.batch_key(batch_id)
-        if self.batch_applied(batch_id):         # the common re-run: no grouping, no encoding
+        marker, layout = self.batch_key(batch_id), self._part_key(batch_id, "parts")
+        applied, step = self._batch_state(marker, layout)
+        if applied:                              # the common re-run: no grouping, no encoding
             return False
         groups = group_by_user(user_id, item, action, ts)
         events = str(sum(g[3].size for g in groups))
-        layout = self._part_key(batch_id, "parts")
         while True:
-            step = self._part_size(layout)
-            if step is None and len(groups) <= self.multi_users:
+            if step is not None:
+                return self._append_parts(batch_id, groups, step, events)
+            if len(groups) <= self.multi_users:
                 if self._append_part([marker, layout], groups, events):
                     return True
-            elif step is not None:
-                return self._append_parts(batch_id, groups, step, events)
             elif self._begin_parts(marker, layout):
                 return self._append_parts(batch_id, groups, self.multi_users, events)
             # a racing loader completed the batch, or began it in parts: look again
-            if self.batch_applied(batch_id):
+            applied, step = self._batch_state(marker, layout)
+            if applied:
                 return False
 
-    def _part_size(self, layout: str) -> int | None:
-        """Users per part of a batch begun in parts (its `layout` key), else None."""
-        size = self._call(lambda: self.client.get(layout), "GET")
-        return None if size is None else int(size)
+    def _batch_state(self, marker: str, layout: str) -> tuple[bool, int | None]:
+        """(whether the batch is complete, users per part if it was begun in parts), in
+        one round trip."""
+        done, size = self._call(lambda: self.client.mget(marker, layout), "MGET")
+        return done is not None, None if size is None else int(size)
 
     def _begin_parts(self, marker: str, layout: str) -> bool:
         """Record `multi_users` as the batch's part size, unless the batch is complete or
@@ -279,7 +280,7 @@ class RedisStore(UserLogStore):
     def _append_parts(self, batch_id: str, groups: list, step: int, events: str) -> bool:
         """Write `groups` as parts of `step` users (each once), then the batch id; False
         when a racing loader completed the batch first."""
-        marker = self.batch_key(batch_id)
+        marker, layout = self.batch_key(batch_id), self._part_key(batch_id, "parts")
         parts = [self._part_key(batch_id, f"part{k}") for k in range(-(-len(groups) // step))]
         for k, part in enumerate(parts):
             # the batch id is watched too: a racing loader that completed the batch has
@@ -290,7 +291,7 @@ class RedisStore(UserLogStore):
 
         def finish(pipe: redis.client.Pipeline) -> None:
             pipe.set(marker, events)
-            pipe.delete(*parts, self._part_key(batch_id, "parts"))
+            pipe.delete(*parts, layout)
         return self._once([marker], finish, "MULTI (batch id)") is not None
 
     def _append_part(self, markers: list[str], groups: list, value: str) -> bool:
