@@ -5,7 +5,9 @@ requests per user, as in production where each user is seen many times.
 
 Storage (bytes on disk):
 - store layout = examples file (request + candidate features, labels, user id, ts; an
-  uncompressed .npz written to disk) + the LMDB store (allocated blocks of data.mdb).
+  uncompressed .npz written to disk) + the LMDB store (allocated blocks of data.mdb: the
+  events at 9 bytes each, plus LMDB's pages, as a log longer than half a page is stored
+  in whole 4 KB overflow pages, its last one partly empty; the table shows both).
   The store layout also holds the item catalogue once (side ids per ad, an .npz).
 - materialized = the same examples file + every example's joined history (the most recent
   L events before its time, each with its item's s side ids, which the model reads). Two
@@ -253,6 +255,9 @@ def format_table(res: dict[str, Any]) -> str:
         f"{'layout':<34} {'MB on disk':>11}",
         f"{'examples (no history)':<34} {b['examples'] / mb:>11.1f}",
         f"{'store (LMDB data.mdb)':<34} {b['store_lmdb'] / mb:>11.1f}",
+        f"{'  of it: events, 9 B each':<34} {b['store_payload'] / mb:>11.1f}",
+        f"{'  of it: LMDB pages and tree':<34} "
+        f"{(b['store_lmdb'] - b['store_payload']) / mb:>11.1f}",
         f"{'store, compressed (LMDB)':<34} {b['store_lmdb_compressed'] / mb:>11.1f}",
         f"{'item catalogue (.npz)':<34} {b['catalog'] / mb:>11.1f}",
         f"{'history materialized, ragged':<34} {b['materialized_history_ragged'] / mb:>11.1f}",
