@@ -37,9 +37,9 @@ from redis.connection import parse_url
 from redis.retry import Retry
 
 from arm_jax.store import codec
-from arm_jax.store.base import (Events, InvalidStoreUrl, StoreError, StoreUnavailable,
-                                UserLogStore, check_batch_id, check_user, group_by_user,
-                                redact_url)
+from arm_jax.store.base import (CorruptValue, Events, InvalidStoreUrl, StoreError,
+                                StoreUnavailable, UserLogStore, check_batch_id, check_user,
+                                group_by_user, redact_url)
 
 _PIPELINE_CHUNK = 2000   # commands per pipeline round trip in bulk loads
 _COMPACT_TRIES = 8       # optimistic rewrites of one key before compact moves on
@@ -316,14 +316,19 @@ class RedisStore(UserLogStore):
         command: its other APPENDs and its id would land, and a retry would skip the
         batch, leaving that user's events unwritten. One server-side script over the
         keys (a TYPE command per key from Python made a load 18% slower)."""
-        keys = [self.key(u) for u in users]
-        found = self._call(lambda: self.client.eval(_FIRST_NOT_STRING, len(keys), *keys),
-                           "TYPE check")
+        found = self._first_not_string([self.key(u) for u in users])
         if found:
-            key, kind = (v.decode() for v in found)
+            key, kind = found
             raise StoreError(f"{self.url}: key {key} holds a {kind}, not a user log "
                              "(another program's key under this store's prefix?); these "
                              "users' batch was not written")
+
+    def _first_not_string(self, keys: list[str]) -> tuple[str, str] | None:
+        """(key, type) of the first of `keys` holding anything but a string, else None:
+        one round trip, whatever the number of keys."""
+        found = self._call(lambda: self.client.eval(_FIRST_NOT_STRING, len(keys), *keys),
+                           "TYPE check")
+        return tuple(v.decode() for v in found) if found else None
 
     def _once(self, markers: list[str], queue, what: str) -> list | None:
         """Run the commands `queue(pipe)` adds in one MULTI unless one of `markers` exists
@@ -454,6 +459,12 @@ class RedisStore(UserLogStore):
             return []
         keys = [self.key(check_user(u)) for u in user_ids]
         values = self._call(lambda: self.client.mget(keys), "MGET")
+        missing = [k for k, v in zip(keys, values) if v is None]
+        if missing:     # MGET answers nil for a key of another type too: never "no events"
+            found = self._first_not_string(missing)
+            if found:
+                raise CorruptValue(f"{self.url} {found[0]}: holds a {found[1]}, not a user "
+                                   "log (another program's key under this store's prefix?)")
         return [codec.decode(v, key=f"{self.url} {k}") for k, v in zip(keys, values)]
 
     def num_users(self) -> int:

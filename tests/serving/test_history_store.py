@@ -140,3 +140,27 @@ def test_redis_outage_falls_back_to_cheapest_tier(serve, fakes, payload, caplog)
     text = httpx.get(url + "/metrics").text
     assert _metric(text, "armjax_store_fallbacks_total", reason="store_unavailable") == 3
     assert _metric(text, "armjax_requests_total", tier="small", degraded="true") == 3
+
+
+@pytest.mark.skipif(find_redis_server() is None,
+                    reason="redis-server binary not found: `bash scripts/setup.sh --test`")
+def test_redis_key_of_another_type_degrades_as_corrupt(serve, fakes, payload):
+    """MGET answers nil for a key holding a list, as for a missing user: the request was
+    served as if the user had no history, with nothing flagged."""
+    srv = RedisServer().start()
+    try:
+        store = RedisStore(srv.url)
+        store.client.rpush(store.key(6), "not a log")
+        url = serve(fakes, ServerSettings(deadline_ms=BUDGET_MS, history_store=srv.url,
+                                          history_timeout_ms=2000))
+        body = {**_strip_history(payload(seed=4)), "user_id": 6, "ts": T0, "tier": "large"}
+        r = httpx.post(url + "/v1/rank", json=body)
+        assert r.status_code == 200
+        out = r.json()
+        assert out["degraded"] is True and out["degraded_reason"] == "store_corrupt"
+        assert out["tier"] == "small" and out["history_source"] == "none"
+        store.close()
+    finally:
+        srv.stop()
+    text = httpx.get(url + "/metrics").text
+    assert _metric(text, "armjax_store_fallbacks_total", reason="store_corrupt") == 1

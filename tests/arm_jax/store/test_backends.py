@@ -724,7 +724,7 @@ def test_ragged_events_are_invalid_events_naming_the_field(store, call, words):
 
 def test_redis_a_key_of_another_type_is_named_without_the_chunk_bytes(redis_url):
     """A failed pipeline command was shown with all its arguments: the APPEND's binary
-    chunk, unreadable in a one-line message. Now its name and key."""
+    chunk, unreadable in a one-line message. Now its name and key; reads name it too."""
     import uuid
 
     from arm_jax.store.base import StoreError
@@ -743,6 +743,13 @@ def test_redis_a_key_of_another_type_is_named_without_the_chunk_bytes(redis_url)
     with pytest.raises(StoreError, match=f"key {store.key(5)} holds a list, not a user log"):
         store.append_batch("b", [5, 6], [1, 2], [0, 1], [10, 11])
     assert not store.batch_applied("b") and len(store.read(6)) == 0
+    # MGET answers nil for a key of another type, as for a missing one: a read named it
+    # "no events", dropping the user's history without a word
+    for read in (lambda: store.read(5), lambda: store.read_many([6, 5]),
+                 lambda: store.read_many_before([5], [100], max_len=4)):
+        with pytest.raises(CorruptValue, match=f"{store.key(5)}: holds a list, not a user "):
+            read()
+    assert [len(e) for e in store.read_many([6, 7])] == [0, 0]
     store.client.delete(store.key(5))
     assert store.append_batch("b", [5, 6], [1, 2], [0, 1], [10, 11]) is True
     assert len(store.read(5)) == len(store.read(6)) == 1
