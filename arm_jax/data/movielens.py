@@ -187,6 +187,12 @@ def _read_ratings(path: Path) -> tuple[np.ndarray, ...]:
             f"{path}: expected 4 columns and at least one row, got {raw.shape}")
     for col, name, limit in _RATING_LIMITS:
         _check_int_column(path, name, raw[:, col], limit)
+    # a nan would spread into every later mean rating of its user and its movie
+    bad = ~((raw[:, 2] >= 0.0) & (raw[:, 2] <= 5.0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise MovieLensFormatError(f"{path}: rating must be in [0, 5], got {raw[i, 2]:.17g} "
+                                   f"on data row {i + 1}")
     return (raw[:, 0].astype(np.int64), raw[:, 1].astype(np.int64), raw[:, 2],
             raw[:, 3].astype(np.int64))
 

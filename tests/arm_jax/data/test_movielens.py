@@ -82,6 +82,15 @@ def test_ratings_out_of_range_are_refused(tmp_path, row, words):
     assert isinstance(e.value, ValueError)
 
 
+@pytest.mark.parametrize("rating", ["nan", "inf", "-1.0", "10.0"])
+def test_ratings_outside_zero_to_five_are_refused(tmp_path, rating):
+    """A nan rating used to pass: every later request of that user and every later
+    candidate of that movie got a nan mean rating (and it was never a like)."""
+    d = _write(tmp_path, [(1, 2, 3.0, 50), (2, 2, 4.0, 60), (1, 1, rating, 70)])
+    with pytest.raises(MovieLensFormatError, match=r"rating must be in \[0, 5\].*data row 3"):
+        load_movielens(d)
+
+
 def test_movies_csv_with_a_byte_order_mark_loads(tmp_path):
     d = _write(tmp_path, [(1, 1, 4.0, 100), (1, 2, 3.0, 5000)])
     text = (d / "movies.csv").read_text()
