@@ -97,9 +97,12 @@ def logloss(labels: Any, probs: Any, mask: Any | None = None) -> float:
 
 
 def normalized_entropy(labels: Any, probs: Any, mask: Any | None = None) -> float:
-    """Log loss divided by the entropy of the base rate: 1.0 = no better than the CTR prior.
+    """Log loss divided by the entropy of the base rate of these `labels` (the evaluated set's
+    own rate, not the training set's): 1.0 = no better than predicting that constant.
 
-    Comparable across data sets with different base rates (lower is better).
+    He et al. (2014) normalise by the training set's average CTR instead; the two differ by
+    the shift in base rate between the sets (MovieLens test 0.462 vs train 0.487: NE 0.3%
+    apart). Comparable across data sets with different base rates (lower is better).
     nan when empty or when the base rate is 0 or 1 (zero entropy).
     """
     y, p = _select(labels, probs, mask)

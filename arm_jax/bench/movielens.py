@@ -4,9 +4,10 @@ Ratings become requests (arm_jax.data.movielens); every user's log is loaded onc
 user-log store (LMDB in a temporary directory unless `store_url` names one) and joined on
 the fly, point in time, by the grain pipeline (arm_jax.data.join) for training and test.
 Each model trains with the project's train step (AdamW, arm_jax.train.step) on the training
-requests minus the latest 10% of training time, which is the validation slice: the parameters
+requests minus the latest 10% of them by time (the validation slice): the parameters
 with the best validation AUC (checked 4 times) are kept, so every model is early-stopped by
-the same rule, never by the test set. They are scored on the later 20% of time: AUC, log
+the same rule, never by the test set. They are scored on the later 20% of ratings by time
+(after `cut_ts`; on ml-latest-small the last 11% of the span of rating times): AUC, log
 loss, NE overall and for users with short (<= 32 past ratings) and long (>= 256) histories,
 AUC, like rate and mean score in four buckets of past ratings (`by_history`), AUC within
 requests, and 95% intervals from a paired bootstrap over the test requests
@@ -81,8 +82,9 @@ BOOTSTRAP_SAMPLES = 1000   # redraws of the test requests for AUC intervals (arm
 def split_validation(train: Examples, frac: float = VAL_FRAC, cap: int = VAL_REQUESTS,
                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(fit, val) request indices into `train`: val = up to `cap` requests drawn from the
-    latest `frac` of training time; fit = every earlier request (temporal, like the test
-    split)."""
+    latest `frac` of the training requests by time (a quantile of request times: on
+    ml-latest-small the last 10% of requests span 6% of the training period); fit = every
+    earlier request (temporal, like the test split)."""
     cut = np.quantile(train.ts, 1.0 - frac)
     late = np.flatnonzero(train.ts >= cut)
     rng = np.random.default_rng(seed)

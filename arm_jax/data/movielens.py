@@ -27,6 +27,7 @@ strictly before t):
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,8 +101,30 @@ class MovieLensData:
     stats: dict = field(default_factory=dict)
 
     def load_into(self, store: "UserLogStore") -> int:
-        """Append every rating to `store` (one chunk per user); returns users written."""
-        return store.append_many(self.log_user, self.log_item, self.log_action, self.log_ts)
+        """Append every rating to `store` once; returns users written, 0 when these very
+        ratings were loaded there before (a rerun, or the next seed, on the same store URL).
+
+        Appended again, every past rating would join into the histories twice. A store
+        holding any other events is refused (ValueError naming it): they would join into the
+        histories too. The load is one batch whose id is the log's content hash."""
+        batch_id = f"movielens-{self.log_digest()}"
+        if store.batch_applied(batch_id):
+            return 0
+        users = store.num_users()
+        if users:
+            raise ValueError(f"store {store.url} already holds the logs of {users} user"
+                             f"{'s' if users != 1 else ''} (not these MovieLens ratings): "
+                             "they would join into every history; use an empty store")
+        store.append_batch(batch_id, self.log_user, self.log_item, self.log_action,
+                           self.log_ts)
+        return int(np.unique(self.log_user).size)
+
+    def log_digest(self) -> str:
+        """sha256 (40 hex digits) of the event log (users, items, actions, times)."""
+        h = hashlib.sha256(str(self.log_ts.size).encode())
+        for a in (self.log_user, self.log_item, self.log_action, self.log_ts):
+            h.update(np.ascontiguousarray(a, np.int64).tobytes())
+        return h.hexdigest()[:40]
 
     def full_history_len(self, examples: Examples) -> np.ndarray:
         """Ratings strictly before each request (all of them, not truncated), int64 [R]."""
@@ -164,6 +187,12 @@ def _read_ratings(path: Path) -> tuple[np.ndarray, ...]:
             f"{path}: expected 4 columns and at least one row, got {raw.shape}")
     for col, name, limit in _RATING_LIMITS:
         _check_int_column(path, name, raw[:, col], limit)
+    # a nan would spread into every later mean rating of its user and its movie
+    bad = ~((raw[:, 2] >= 0.0) & (raw[:, 2] <= 5.0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise MovieLensFormatError(f"{path}: rating must be in [0, 5], got {raw[i, 2]:.17g} "
+                                   f"on data row {i + 1}")
     return (raw[:, 0].astype(np.int64), raw[:, 1].astype(np.int64), raw[:, 2],
             raw[:, 3].astype(np.int64))
 

@@ -82,6 +82,15 @@ def test_ratings_out_of_range_are_refused(tmp_path, row, words):
     assert isinstance(e.value, ValueError)
 
 
+@pytest.mark.parametrize("rating", ["nan", "inf", "-1.0", "10.0"])
+def test_ratings_outside_zero_to_five_are_refused(tmp_path, rating):
+    """A nan rating used to pass: every later request of that user and every later
+    candidate of that movie got a nan mean rating (and it was never a like)."""
+    d = _write(tmp_path, [(1, 2, 3.0, 50), (2, 2, 4.0, 60), (1, 1, rating, 70)])
+    with pytest.raises(MovieLensFormatError, match=r"rating must be in \[0, 5\].*data row 3"):
+        load_movielens(d)
+
+
 def test_movies_csv_with_a_byte_order_mark_loads(tmp_path):
     d = _write(tmp_path, [(1, 1, 4.0, 100), (1, 2, 3.0, 5000)])
     text = (d / "movies.csv").read_text()
@@ -125,3 +134,28 @@ def test_real_movielens_split_is_temporal():
     assert d.train.ts.max() < d.cut_ts <= d.test.ts.min()
     assert 0.7 < s["train_candidates"] / s["ratings"] < 0.9
     assert 0.4 < s["like_rate"] < 0.6
+
+
+def test_loading_into_a_store_twice_leaves_every_history_as_it_was(tmp_path):
+    """`bench movielens --store URL` run again, or with --seeds, loads the same ratings into
+    the same store: appended a second time, every past rating appeared twice in the joined
+    histories. A second load of the same ratings is a no-op; other events are refused."""
+    from arm_jax.data.catalog import empty_catalog
+    from arm_jax.data.join import join_histories
+    from arm_jax.store.lmdb_store import LmdbStore
+
+    rows = [(1, 1, 5.0, 1000), (1, 2, 3.0, 1000), (1, 3, 4.0, 5000), (2, 1, 1.0, 1005),
+            (2, 3, 4.0, 9000)]
+    d = load_movielens(_write(tmp_path, rows), MovieLensSpec(train_frac=0.6))
+    ex = d.test
+    with LmdbStore(tmp_path / "logs") as store:
+        assert d.load_into(store) == 2
+        first = join_histories(store, ex.user_id, ex.ts, 8, empty_catalog((1,)))
+        assert d.load_into(store) == 0                   # the same ratings: already there
+        again = join_histories(store, ex.user_id, ex.ts, 8, empty_catalog((1,)))
+    assert first["hist_len"].tolist() == d.full_history_len(ex).tolist() == [2, 1]
+    assert again["hist_len"].tolist() == first["hist_len"].tolist()
+    with LmdbStore(tmp_path / "other") as store:
+        store.append(7, [1], [0], [100])
+        with pytest.raises(ValueError, match="already holds the logs of 1 user"):
+            d.load_into(store)
