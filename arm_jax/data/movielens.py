@@ -27,7 +27,6 @@ strictly before t):
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 
 from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.synthetic import Examples
+from arm_jax.store.events_file import events_digest
 
 if TYPE_CHECKING:
     from arm_jax.store.base import UserLogStore
@@ -121,10 +121,8 @@ class MovieLensData:
 
     def log_digest(self) -> str:
         """sha256 (40 hex digits) of the event log (users, items, actions, times)."""
-        h = hashlib.sha256(str(self.log_ts.size).encode())
-        for a in (self.log_user, self.log_item, self.log_action, self.log_ts):
-            h.update(np.ascontiguousarray(a, np.int64).tobytes())
-        return h.hexdigest()[:40]
+        return events_digest({"user_id": self.log_user, "item": self.log_item,
+                              "action": self.log_action, "ts": self.log_ts})
 
     def full_history_len(self, examples: Examples) -> np.ndarray:
         """Ratings strictly before each request (all of them, not truncated), int64 [R]."""

@@ -95,7 +95,7 @@ def load_events(store: UserLogStore, events: dict[str, np.ndarray], *,
     events = {k: np.ascontiguousarray(np.asarray(v, np.int64)[order])
               for k, v in events.items()}
     n = int(events["ts"].size)
-    digest = _digest(events) if once else ""
+    digest = events_digest(events) if once else ""
     skipped = 0
     for lo in range(0, n, chunk_events):
         hi = min(n, lo + chunk_events)
@@ -117,11 +117,12 @@ def load_events(store: UserLogStore, events: dict[str, np.ndarray], *,
             "skipped": skipped}
 
 
-def _digest(events: dict[str, np.ndarray]) -> str:
-    """sha256 (40 hex digits) of the sorted event arrays: the content, not the file."""
+def events_digest(events: dict[str, np.ndarray]) -> str:
+    """sha256 (40 hex digits) of the event arrays (`COLUMNS`, as int64) in their order: the
+    content, not the file. Batch ids of loads are built from it."""
     h = hashlib.sha256(str(events["ts"].size).encode())
     for c in COLUMNS:
-        h.update(events[c].tobytes())
+        h.update(np.ascontiguousarray(events[c], np.int64).tobytes())
     return h.hexdigest()[:40]
 
 
@@ -263,6 +264,6 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
         raise InvalidEvents(f"events file {path}: {e}") from None
 
 
-__all__ = ["COLUMNS", "read_events_file", "check_action_limit", "load_events",
+__all__ = ["COLUMNS", "events_digest", "read_events_file", "check_action_limit", "load_events",
            "load_events_file", "export_events", "check_events_output", "write_events_file",
            "write_events_csv"]
