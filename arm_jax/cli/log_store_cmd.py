@@ -1,4 +1,4 @@
-"""`arm-jax store load|read|stats|compact|export|delete|catalog`: fill, inspect and maintain
+"""`arm-jax store load|read|check|stats|compact|export|delete|catalog`: fill, inspect and maintain
 a user-log store (LMDB or Redis), and build the item catalogue its histories are joined
 with.
 
@@ -91,6 +91,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                     metavar="ID", help="user id (repeat for several)")
     de.set_defaults(func=_delete)
 
+    ck = ssub.add_parser("check", help="read every user's log and list each one a join or "
+                                       "a request would refuse (damaged values, actions "
+                                       "beyond a tier's, unsorted times); exit 1 if any")
+    ck.add_argument("url", help=URL_HELP)
+    ck.add_argument("--tier", default=None, metavar="NAME",
+                    help="also check every stored action against this tier's "
+                         "features.num_action_types (what training and serving refuse)")
+    ck.add_argument("--override", dest="overrides", action="extend", nargs="+", default=[],
+                    metavar="KEY=VALUE", help="with --tier: the config overrides training "
+                                              "or serving runs with")
+    ck.add_argument("--json", action="store_true",
+                    help="print the report as JSON (every problem) instead of a summary")
+    ck.add_argument("--show", type=int, default=20, metavar="N",
+                    help="problems listed in the summary (default 20; --json lists all)")
+    ck.set_defaults(func=_check)
+
     sa = ssub.add_parser("stats", help="users stored and bytes used")
     sa.add_argument("url", help=URL_HELP)
     sa.set_defaults(func=_stats)
@@ -132,15 +148,9 @@ def _shown(url: str) -> str:
 def _load(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from arm_jax.config import ConfigError, load_tier
     from arm_jax.store.events_file import check_action_limit, load_events, read_events_file
 
-    limit = None
-    if args.overrides and args.tier is None:
-        raise ConfigError(f"--override {args.overrides[0]}: overrides apply to --tier's "
-                          "config; give --tier NAME too")
-    if args.tier is not None:
-        limit = load_tier(args.tier, args.overrides).features.num_action_types
+    limit = _tier_action_limit(args.tier, args.overrides)
     events = read_events_file(args.file)        # checked whole before the store is opened
     if limit is not None:
         tier = f"{args.tier} with {' '.join(args.overrides)}" if args.overrides else args.tier
@@ -230,6 +240,51 @@ def _delete(args: argparse.Namespace) -> int:
     print(f"{_shown(args.url)}: deleted the logs of {gone} of {len(users)} users "
           f"({len(users) - gone} had none)")
     return 0
+
+
+def _tier_action_limit(tier: str | None, overrides: list[str]) -> int | None:
+    """`features.num_action_types` of --tier with --override (None without --tier; an
+    --override without --tier is refused)."""
+    from arm_jax.config import ConfigError, load_tier
+
+    if overrides and tier is None:
+        raise ConfigError(f"--override {overrides[0]}: overrides apply to --tier's "
+                          "config; give --tier NAME too")
+    return None if tier is None else load_tier(tier, overrides).features.num_action_types
+
+
+def _check(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from arm_jax.store.check import check_store
+
+    if args.show < 0:
+        raise ValueError(f"--show={args.show}: must be >= 0")
+    limit = _tier_action_limit(args.tier, args.overrides)     # before the store is opened
+    t0 = time.perf_counter()
+    with _open(args.url, write=False) as store, \
+            tqdm(unit="user", desc="check", unit_scale=True, disable=args.json) as bar:
+        report = check_store(store, num_action_types=limit, progress=bar.update)
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return 0 if report.ok else 1
+    span = (f", {_utc(report.first_ts)} .. {_utc(report.last_ts)} UTC"
+            if report.first_ts is not None else "")
+    actions = (f", actions checked against features.num_action_types={limit} of tier "
+               f"{args.tier}" if limit is not None else "")
+    print(f"{report.url}: {report.users} users, {report.events} events (longest log "
+          f"{report.max_events}{span}){actions}; read in {time.perf_counter() - t0:.1f} s")
+    if report.ok:
+        print("ok: every log reads back whole and in time order")
+        return 0
+    counts = ", ".join(f"{n} {kind}" for kind, n in report.counts().items() if n)
+    n = len(report.problems)
+    print(f"{n} problem{'s' if n > 1 else ''} ({counts}):")
+    for p in report.problems[:args.show]:
+        print(f"  {p.kind}: {p.message}")
+    if len(report.problems) > args.show:
+        print(f"  ... and {len(report.problems) - args.show} more (--json lists every one)")
+    return 1
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -296,3 +296,40 @@ def test_a_redis_that_does_not_answer_is_one_line_before_any_progress(tmp_path, 
         assert err.startswith(f"arm-jax: error: {down}: PING failed") and err.count("\n") == 1, err
         assert "after 0 of" not in err
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_check_reports_each_bad_log_and_exits_1(tmp_path, capsys, events_csv):
+    from arm_jax.store.lmdb_store import LmdbStore
+
+    path, data = events_csv
+    url = f"lmdb://{tmp_path / 'logs'}"
+    assert main(["store", "load", url, str(path)]) == 0
+    capsys.readouterr()
+    assert main(["store", "check", url, "--tier", "small"]) == 0
+    out = capsys.readouterr().out
+    assert "9 users, 200 events" in out and "ok: every log reads back whole" in out
+    # a tier with fewer action types than the file's (0..2) and a damaged value
+    with LmdbStore(tmp_path / "logs") as s:
+        s.put_raw(4, b"\xa7\x01garbage")
+    assert main(["store", "check", url, "--tier", "small", "--override",
+                 "features.num_action_types=2", "--show", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "problems (1 corrupt, " in out and "action_out_of_range" in out
+    assert "... and " in out and "more (--json lists every one)" in out
+    assert main(["store", "check", url, "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["ok"] and report["problem_counts"]["corrupt"] == 1
+    assert [p["user"] for p in report["problems"]] == [4]
+    assert report["events"] == 200 - int((data[0] == 4).sum())
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--override", "features.num_action_types=2"], "give --tier NAME too"),
+    (["--show", "-1"], "--show=-1: must be >= 0"),
+    (["--tier", "no-such-tier"], "no-such-tier")])
+def test_check_bad_arguments_are_one_line_before_the_store_is_read(tmp_path, capsys, argv,
+                                                                   words):
+    assert main(["store", "check", str(tmp_path / "none"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "none").exists()

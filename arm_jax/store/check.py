@@ -1,0 +1,140 @@
+"""Check every log of a store: what `arm-jax store check` runs before training or serving.
+
+Reads decode and crc-check a value only when a join or a request reaches its user, so a
+damaged log, or one loaded for a tier with fewer action types, otherwise shows up as a
+training run that stops at the first batch holding that user, or as a server answering
+that user history-free (`store_corrupt`). `check_store` reads every user once, in batches,
+and lists each problem with its user instead of stopping at the first:
+
+- `corrupt`: the value fails the codec's checks (magic, version, truncation, crc,
+  inflation), or a Redis key under the prefix holds another type (`CorruptValue`);
+- `action_out_of_range`: an action >= the tier's `features.num_action_types` (when given);
+- `unsorted`: times not ascending after decoding (reads cut with a binary search, which
+  would then let later events through the point-in-time cut), and `item_out_of_range`: an
+  item id outside [0, 2^31). The codec's writer never produces either; a value written
+  by another program with a valid crc can.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from arm_jax.store.base import CorruptValue, Events, UserLogStore, redact_url
+
+PROBLEM_KINDS = ("corrupt", "action_out_of_range", "unsorted", "item_out_of_range")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One user's log that a join or a request would refuse or misread."""
+
+    user: int
+    kind: str          # one of PROBLEM_KINDS
+    message: str
+
+
+@dataclass
+class StoreReport:
+    """What `check_store` found: counts over the readable logs and every problem."""
+
+    url: str
+    users: int = 0                    # users listed by the store
+    events: int = 0                   # events of the logs that decoded
+    max_events: int = 0               # longest log, in events
+    first_ts: int | None = None       # earliest and latest event over every log
+    last_ts: int | None = None
+    num_action_types: int | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        """Problems per kind (every kind, zeros included)."""
+        return {k: sum(p.kind == k for p in self.problems) for k in PROBLEM_KINDS}
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        out["problem_counts"] = self.counts()
+        return out
+
+
+def _log_problems(user: int, ev: Events, num_action_types: int | None) -> list[Problem]:
+    """The problems of one decoded log (empty when a join would read it as stored)."""
+    found = []
+    if len(ev) > 1 and np.any(ev.ts[1:] < ev.ts[:-1]):
+        at = int(np.argmax(ev.ts[1:] < ev.ts[:-1])) + 1
+        found.append(Problem(user, "unsorted", f"user {user}: event {at} at ts "
+                             f"{int(ev.ts[at])} is earlier than event {at - 1} at "
+                             f"{int(ev.ts[at - 1])}"))
+    if len(ev) and int(ev.item.min()) < 0:
+        found.append(Problem(user, "item_out_of_range", f"user {user}: an item id outside "
+                             "[0, 2^31) (read back as negative)"))
+    if num_action_types is not None and len(ev):
+        top = int(ev.action.max())
+        if top >= num_action_types:
+            found.append(Problem(user, "action_out_of_range", f"user {user}: stored action "
+                                 f"{top} >= features.num_action_types={num_action_types}"))
+    return found
+
+
+def _read_each(store: UserLogStore, users: Sequence[int]
+               ) -> list[tuple[int, Events | None, Problem | None]]:
+    """`read_many(users)`; when a value in the batch is damaged, each user on their own,
+    so every damaged user is named, not just the first the batch read met."""
+    try:
+        return [(u, ev, None) for u, ev in zip(users, store.read_many(users))]
+    except CorruptValue:
+        pass
+    out: list[tuple[int, Events | None, Problem | None]] = []
+    for u in users:
+        try:
+            out.append((u, store.read(u), None))
+        except CorruptValue as e:
+            out.append((u, None, Problem(u, "corrupt", str(e))))
+    return out
+
+
+def check_store(store: UserLogStore, *, num_action_types: int | None = None,
+                users_per_read: int = 1000,
+                progress: Callable[[int], None] | None = None) -> StoreReport:
+    """Read every user's log once and report what a join or a request would trip on.
+
+    `num_action_types` (a tier's `features.num_action_types`) also checks every stored
+    action against it. Users are read `users_per_read` at a time; `progress(n)` is called
+    with the number read. An unreachable store raises StoreUnavailable; a damaged value
+    is a problem in the report, never an exception.
+    """
+    if users_per_read < 1:
+        raise ValueError(f"users_per_read={users_per_read}: must be >= 1")
+    if num_action_types is not None and num_action_types < 1:
+        raise ValueError(f"num_action_types={num_action_types}: must be >= 1")
+    report = StoreReport(url=redact_url(store.url), num_action_types=num_action_types)
+    users = list(store.user_ids())
+    report.users = len(users)
+    for lo in range(0, len(users), users_per_read):
+        batch = users[lo:lo + users_per_read]
+        for user, ev, problem in _read_each(store, batch):
+            if problem is not None:
+                report.problems.append(problem)
+                continue
+            assert ev is not None
+            report.problems.extend(_log_problems(user, ev, num_action_types))
+            if not len(ev):
+                continue
+            report.events += len(ev)
+            report.max_events = max(report.max_events, len(ev))
+            lo_ts, hi_ts = int(ev.ts.min()), int(ev.ts.max())
+            report.first_ts = lo_ts if report.first_ts is None else min(report.first_ts, lo_ts)
+            report.last_ts = hi_ts if report.last_ts is None else max(report.last_ts, hi_ts)
+        if progress is not None:
+            progress(len(batch))
+    return report
+
+
+__all__ = ["check_store", "StoreReport", "Problem", "PROBLEM_KINDS"]
