@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from arm_jax.batch import UNKNOWN_SIDE
+from arm_jax.data.outputs import check_input_file, check_output_file
 
 
 class CatalogError(ValueError):
@@ -75,8 +76,6 @@ class ItemCatalog:
         """The file `save(path)` writes (".npz" appended unless there), or CatalogError if
         none can be written there (a directory, a path under a file): check it before
         building a catalogue."""
-        from arm_jax.data.outputs import check_output_file
-
         if not Path(path).name:        # "", ".", "/": with_name would fail in pathlib
             raise CatalogError(f"catalogue file {str(path)!r}: names no file")
         path = Path(path)
@@ -85,11 +84,7 @@ class ItemCatalog:
 
     @classmethod
     def load(cls, path: str | Path) -> "ItemCatalog":
-        path = Path(path)
-        if path.is_dir():
-            raise CatalogError(f"{path}: is a directory, not a catalogue file")
-        if not path.is_file():
-            raise CatalogError(f"{path}: no such catalogue file")
+        path = check_input_file(path, "catalogue file", CatalogError)
         try:
             with np.load(path) as z:
                 return cls(z["side"], tuple(z["fields"].tolist()))
@@ -134,13 +129,9 @@ def catalog_from_csv(path: str | Path, fields: tuple[int, ...] | list[int],
     """
     from arm_jax.data.int_csv import CsvError, csv_header, read_int_csv
 
-    path = Path(path)
+    path = check_input_file(path, "item table", CatalogError)
     fields = check_fields(fields)
     try:
-        if path.is_dir():
-            raise CsvError("is a directory, not a CSV file")
-        if not path.is_file():
-            raise CsvError("no such file")
         if columns is None:
             columns = [c for c in csv_header(path) if c != "item"]
         columns = list(columns)

@@ -27,6 +27,7 @@ import numpy as np
 from arm_jax.batch import BatchError, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
 from arm_jax.data.examples_parquet import read_examples_parquet, write_examples_parquet
+from arm_jax.data.outputs import check_input_file
 from arm_jax.data.synthetic import Examples
 from arm_jax.store.base import InvalidEvents, check_cut_ts
 
@@ -61,11 +62,7 @@ def save_examples(examples: Examples, path: str | Path) -> Path:
 def load_examples(path: str | Path, features: FeaturesConfig) -> Examples:
     """Read and check an examples file (.npz or .parquet) against `features` (widths,
     limits, value ranges)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ExamplesFileError(f"{path}: is a directory, not an examples file")
-    if not path.is_file():
-        raise ExamplesFileError(f"{path}: no such examples file")
+    path = check_input_file(path, "examples file", ExamplesFileError)
     if path.suffix not in SUFFIXES:
         raise ExamplesFileError(f"{path}: expected a .npz or .parquet examples file, got "
                                 f"{path.suffix or 'no suffix'}")

@@ -1,8 +1,9 @@
-"""Output paths checked before the work that fills them.
+"""Paths checked before the work that reads or fills them.
 
 A command that reads a whole store or parses a whole table and then writes one file must
 refuse an output it can never write (a directory, a path under a file) first, naming it,
-instead of failing with an OSError traceback at the end.
+instead of failing with an OSError traceback at the end. An input file that is a
+directory or missing is named the same way by every reader (`check_input_file`).
 """
 
 from __future__ import annotations
@@ -52,4 +53,17 @@ def check_output_dir(path: str | Path, what: str,
     return path
 
 
-__all__ = ["check_output_file", "check_output_dir"]
+def check_input_file(path: str | Path, what: str, error: type[Exception] = ValueError,
+                     missing: type[Exception] | None = None) -> Path:
+    """`path` as a Path to an existing file, else `error` naming `what` and `path` for a
+    directory (reading one fails with an IsADirectoryError far from the argument) and
+    `missing` (default `error`) for nothing there."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path}: is a directory, not a file")
+    if not path.is_file():
+        raise (missing or error)(f"{what} {path}: no such file")
+    return path
+
+
+__all__ = ["check_output_file", "check_output_dir", "check_input_file"]

@@ -21,7 +21,7 @@ import numpy as np
 
 from arm_jax.data.arrow import flat_column, read_table, require_pyarrow, seconds_column
 from arm_jax.data.int_csv import CsvError, read_int_csv
-from arm_jax.data.outputs import check_output_file
+from arm_jax.data.outputs import check_input_file, check_output_file
 from arm_jax.store.base import (InvalidEvents, StoreError, UserLogStore, check_events,
                                 check_user_ids)
 
@@ -34,11 +34,7 @@ def read_events_file(path: str | Path) -> dict[str, np.ndarray]:
     InvalidEvents names the file, the column and (for CSV) the line of the first bad value;
     FileNotFoundError if the file is missing.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise InvalidEvents(f"events file {path}: is a directory, not a file")
-    if not path.is_file():
-        raise FileNotFoundError(f"events file {path}: not found")
+    path = check_input_file(path, "events file", InvalidEvents, FileNotFoundError)
     if path.suffix == ".npz":
         cols = _read_npz(path)
     elif path.suffix in (".csv", ".txt"):

@@ -16,7 +16,7 @@ def _serve(tiny_overrides, catalog_path) -> list[str]:
 
 
 @pytest.mark.parametrize("kind,words", [
-    ("missing", "no such catalogue file"),
+    ("missing", "no such file"),
     ("garbage", "not a catalogue .npz"),
     ("other_fields", "history_side_fields is [1, 2]"),
 ])

@@ -29,7 +29,7 @@ def test_save_load_round_trip_and_errors(tmp_path):
     with pytest.raises(CatalogError, match=r"catalogue holds candidate fields \[1, 2\], but "
                                            r"features.history_side_fields is \[2\]"):
         back.check_fields((2,))
-    with pytest.raises(CatalogError, match="no such catalogue file"):
+    with pytest.raises(CatalogError, match="catalogue file .*: no such file"):
         ItemCatalog.load(tmp_path / "missing.npz")
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(CatalogError, match="not a catalogue .npz"):

@@ -108,7 +108,7 @@ def test_not_an_npz(setup, tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(ExamplesFileError, match="not a readable .npz"):
         load_examples(path, features)
-    with pytest.raises(ExamplesFileError, match="no such examples file"):
+    with pytest.raises(ExamplesFileError, match="examples file .*: no such file"):
         load_examples(tmp_path / "missing.npz", features)
 
 
