@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from arm_jax.store.base import CorruptValue, Events, UserLogStore, redact_url
+from arm_jax.store.base import (ActionOutOfRange, CorruptValue, Events, UserLogStore,
+                                check_user_ids, redact_url)
 
 PROBLEM_KINDS = ("corrupt", "action_out_of_range", "unsorted", "item_out_of_range")
 
@@ -41,8 +42,9 @@ class StoreReport:
     """What `check_store` found: counts over the readable logs and every problem."""
 
     url: str
-    users: int = 0                    # users listed by the store
+    users: int = 0                    # users checked: every one listed, or those asked for
     events: int = 0                   # events of the logs that decoded
+    without_log: int = 0              # users asked for that have no stored event
     max_events: int = 0               # longest log, in events
     first_ts: int | None = None       # earliest and latest event over every log
     last_ts: int | None = None
@@ -62,6 +64,21 @@ class StoreReport:
         out["ok"] = self.ok
         out["problem_counts"] = self.counts()
         return out
+
+
+def refuse_problems(report: StoreReport, whose: str, hint: str) -> None:
+    """Raise unless `report` is ok: one line with the counts and the first problem, as
+    `ActionOutOfRange` when every problem is an action beyond the tier's, else
+    `CorruptValue`. `whose` names the users checked ("the training examples' users"),
+    `hint` how to see every problem."""
+    if report.ok:
+        return
+    counts = ", ".join(f"{n} {kind}" for kind, n in report.counts().items() if n)
+    only_actions = all(p.kind == "action_out_of_range" for p in report.problems)
+    error = ActionOutOfRange if only_actions else CorruptValue
+    n = len(report.problems)
+    raise error(f"{report.url}: {n} problem{'s' if n > 1 else ''} in the logs of "
+                f"{whose} ({counts}); the first: {report.problems[0].message}; {hint}")
 
 
 def _log_problems(user: int, ev: Events, num_action_types: int | None) -> list[Problem]:
@@ -101,24 +118,27 @@ def _read_each(store: UserLogStore, users: Sequence[int]
 
 
 def check_store(store: UserLogStore, *, num_action_types: int | None = None,
-                users_per_read: int = 1000,
+                users: Sequence[int] | np.ndarray | None = None, users_per_read: int = 1000,
                 progress: Callable[[int], None] | None = None) -> StoreReport:
     """Read every user's log once and report what a join or a request would trip on.
 
     `num_action_types` (a tier's `features.num_action_types`) also checks every stored
-    action against it. Users are read `users_per_read` at a time; `progress(n)` is called
-    with the number read. An unreachable store raises StoreUnavailable; a damaged value
-    is a problem in the report, never an exception.
+    action against it. `users` checks only those users (each once; e.g. the users of a
+    training set, before its first step) and counts the ones without a log; by default
+    every user the store lists. Users are read `users_per_read` at a time; `progress(n)`
+    is called with the number read. An unreachable store raises StoreUnavailable; a
+    damaged value is a problem in the report, never an exception.
     """
     if users_per_read < 1:
         raise ValueError(f"users_per_read={users_per_read}: must be >= 1")
     if num_action_types is not None and num_action_types < 1:
         raise ValueError(f"num_action_types={num_action_types}: must be >= 1")
     report = StoreReport(url=redact_url(store.url), num_action_types=num_action_types)
-    users = list(store.user_ids())
-    report.users = len(users)
-    for lo in range(0, len(users), users_per_read):
-        batch = users[lo:lo + users_per_read]
+    todo = (list(store.user_ids()) if users is None else
+            np.unique(check_user_ids(np.asarray(users).reshape(-1))).tolist())
+    report.users = len(todo)
+    for lo in range(0, len(todo), users_per_read):
+        batch = todo[lo:lo + users_per_read]
         for user, ev, problem in _read_each(store, batch):
             if problem is not None:
                 report.problems.append(problem)
@@ -126,6 +146,7 @@ def check_store(store: UserLogStore, *, num_action_types: int | None = None,
             assert ev is not None
             report.problems.extend(_log_problems(user, ev, num_action_types))
             if not len(ev):
+                report.without_log += 1
                 continue
             report.events += len(ev)
             report.max_events = max(report.max_events, len(ev))
@@ -137,4 +158,4 @@ def check_store(store: UserLogStore, *, num_action_types: int | None = None,
     return report
 
 
-__all__ = ["check_store", "StoreReport", "Problem", "PROBLEM_KINDS"]
+__all__ = ["check_store", "refuse_problems", "StoreReport", "Problem", "PROBLEM_KINDS"]

@@ -5,21 +5,31 @@ production.
 trains on your own logged requests: the examples hold no histories; each is joined, point
 in time, with the user's events strictly before its timestamp from the store (grain
 background threads), and the events' side ids from the item catalogue. Everything is
-opened and checked before the first step, so a bad file stops the run with one line.
+opened and checked before the first step, so a bad file stops the run with one line:
+the store too, whose logs for the examples' users are each read once (`check_store`) so
+a damaged log or an action beyond the tier's stops the run before step 0, not at the
+first batch that joins it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from arm_jax.config import FeaturesConfig
 from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.examples_file import holdout_latest, load_examples
 from arm_jax.data.join import StoreHistory
+from arm_jax.data.synthetic import Examples
 from arm_jax.store import open_store
+from arm_jax.store.check import check_store, refuse_problems
 from arm_jax.train.loop import TrainingData
+
+log = logging.getLogger(__name__)
 
 HOLDOUT = 0.1    # without eval examples: the latest 10% of the requests by time
 
@@ -42,16 +52,18 @@ def make_file_data(features: FeaturesConfig, examples: str | Path, history_store
                 "holdout": None if eval_examples is not None else holdout,
                 "catalog": None if catalog is None else _file_id(catalog),
                 "history_store": history_store}
-    return TrainingData(open_history(features, history_store, catalog), train, test,
-                        identity=identity)
+    history = open_history(features, history_store, catalog)
+    _check_users_logs(history, train, test)
+    return TrainingData(history, train, test, identity=identity)
 
 
 def make_eval_data(features: FeaturesConfig, examples: str | Path, history_store: str, *,
                    catalog: str | Path | None = None) -> TrainingData:
     """Held-out requests only (`arm-jax eval --examples`): every example is evaluated."""
     test = load_examples(examples, features)
-    return TrainingData(open_history(features, history_store, catalog),
-                        test.take(slice(0, 0)), test)
+    history = open_history(features, history_store, catalog)
+    _check_users_logs(history, test)
+    return TrainingData(history, test.take(slice(0, 0)), test)
 
 
 def open_history(features: FeaturesConfig, history_store: str,
@@ -69,6 +81,30 @@ def open_history(features: FeaturesConfig, history_store: str,
         store.close()
         raise
     return StoreHistory(store, features, cat)
+
+
+def _check_users_logs(history: StoreHistory, *parts: Examples) -> None:
+    """Read the log of every user of `parts` once: a problem `check_store` finds stops
+    here, before the first step (the store closed); a store holding no event of any of
+    these users (a wrong path or Redis prefix?) is a warning."""
+    from tqdm import tqdm
+
+    users = np.concatenate([p.user_id for p in parts])
+    store = history.store
+    try:
+        with tqdm(total=int(np.unique(users).size), unit="user", desc="check store",
+                  leave=False) as bar:
+            report = check_store(store, num_action_types=history.features.num_action_types,
+                                 users=users, progress=bar.update)
+        refuse_problems(report, "the examples' users",
+                        f"`arm-jax store check {report.url} --tier TIER` lists every one")
+    except BaseException:
+        store.close()
+        raise
+    if report.users and report.without_log == report.users:
+        log.warning("%s: none of the %d users of the examples has a stored event: every "
+                    "example trains without history (the wrong store, or Redis prefix?)",
+                    report.url, report.users)
 
 
 def close_file_data(data: TrainingData) -> None:

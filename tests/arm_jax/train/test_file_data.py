@@ -105,3 +105,50 @@ def test_training_opens_redis_with_the_bulk_read_timeout(files, redis_url):
     finally:
         close_file_data(fd)
         hist.store.close()
+
+
+def _store_copy(paths, root):
+    """A fresh LMDB store holding the world's logs, to damage."""
+    from arm_jax.store.lmdb_store import LmdbStore
+
+    store = LmdbStore(root / "logs")
+    load_events_file(store, paths["events"])
+    return store
+
+
+def test_a_bad_log_of_an_examples_user_stops_before_the_first_step(files, tmp_path):
+    """Was found by the first batch that joined the user (a run stopping at step N)."""
+    from arm_jax.store import ActionOutOfRange, CorruptValue
+    from arm_jax.store import codec
+
+    tier, synthetic, paths, _ = files
+    store = _store_copy(paths, tmp_path)
+    url = f"lmdb://{tmp_path / 'logs'}"
+    both = np.intersect1d(synthetic.train.user_id, synthetic.test.user_id)
+    assert both.size >= 2                # users with training and evaluation requests
+    user, other = int(both[0]), int(both[1])
+    limit = tier.features.num_action_types
+    store.put_raw(user, codec.encode([1, 2], [0, limit], [100, 200]))
+    store.close()
+    with pytest.raises(ActionOutOfRange, match=f"1 problem in the logs of the examples' "
+                                               f"users .*user {user}: stored action {limit}"):
+        make_file_data(tier.features, paths["train"], url)
+    store = open_store(url)              # the run closed the store it opened
+    store.put_raw(other, b"\xa7\x01 damaged")
+    store.close()
+    with pytest.raises(CorruptValue, match=r"2 problems .*\(1 corrupt, 1 action_out_of_range"
+                                           r"\).*store check"):
+        make_file_data(tier.features, paths["train"], url)
+    with pytest.raises(CorruptValue, match="2 problems"):    # evaluation checks its users
+        make_eval_data(tier.features, paths["test"], url)
+
+
+def test_a_store_with_none_of_the_users_warns(files, tmp_path, caplog):
+    from arm_jax.store.lmdb_store import LmdbStore
+
+    tier, _, paths, _ = files
+    LmdbStore(tmp_path / "empty").close()
+    with caplog.at_level("WARNING", logger="arm_jax.train.file_data"):
+        ed = make_eval_data(tier.features, paths["test"], f"lmdb://{tmp_path / 'empty'}")
+    close_file_data(ed)
+    assert "none of the" in caplog.text and "wrong store, or Redis prefix?" in caplog.text
