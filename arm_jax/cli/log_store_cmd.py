@@ -277,9 +277,7 @@ def _check(args: argparse.Namespace) -> int:
     if report.ok:
         print("ok: every log reads back whole and in time order")
         return 0
-    counts = ", ".join(f"{n} {kind}" for kind, n in report.counts().items() if n)
-    n = len(report.problems)
-    print(f"{n} problem{'s' if n > 1 else ''} ({counts}):")
+    print(f"{report.summary()}:")
     for p in report.problems[:args.show]:
         print(f"  {p.kind}: {p.message}")
     if len(report.problems) > args.show:

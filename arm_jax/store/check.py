@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from arm_jax.store.base import (ActionOutOfRange, CorruptValue, Events, UserLogStore,
-                                check_user_ids, redact_url)
+                                check_stored_actions, check_user_ids, redact_url)
 
 PROBLEM_KINDS = ("corrupt", "action_out_of_range", "unsorted", "item_out_of_range")
 
@@ -59,6 +59,12 @@ class StoreReport:
         """Problems per kind (every kind, zeros included)."""
         return {k: sum(p.kind == k for p in self.problems) for k in PROBLEM_KINDS}
 
+    def summary(self) -> str:
+        """"2 problems (1 corrupt, 1 action_out_of_range)"."""
+        n = len(self.problems)
+        counts = ", ".join(f"{c} {kind}" for kind, c in self.counts().items() if c)
+        return f"{n} problem{'s' if n != 1 else ''} ({counts})"
+
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["ok"] = self.ok
@@ -73,15 +79,15 @@ def refuse_problems(report: StoreReport, whose: str, hint: str) -> None:
     `hint` how to see every problem."""
     if report.ok:
         return
-    counts = ", ".join(f"{n} {kind}" for kind, n in report.counts().items() if n)
     only_actions = all(p.kind == "action_out_of_range" for p in report.problems)
     error = ActionOutOfRange if only_actions else CorruptValue
-    n = len(report.problems)
-    raise error(f"{report.url}: {n} problem{'s' if n > 1 else ''} in the logs of "
-                f"{whose} ({counts}); the first: {report.problems[0].message}; {hint}")
+    problems, _, counts = report.summary().partition(" (")
+    raise error(f"{report.url}: {problems} in the logs of {whose} ({counts}; the first: "
+                f"{report.problems[0].message}; {hint}")
 
 
-def _log_problems(user: int, ev: Events, num_action_types: int | None) -> list[Problem]:
+def _log_problems(url: str, user: int, ev: Events, num_action_types: int | None
+                  ) -> list[Problem]:
     """The problems of one decoded log (empty when a join would read it as stored)."""
     found = []
     if len(ev) > 1 and np.any(ev.ts[1:] < ev.ts[:-1]):
@@ -92,11 +98,11 @@ def _log_problems(user: int, ev: Events, num_action_types: int | None) -> list[P
     if len(ev) and int(ev.item.min()) < 0:
         found.append(Problem(user, "item_out_of_range", f"user {user}: an item id outside "
                              "[0, 2^31) (read back as negative)"))
-    if num_action_types is not None and len(ev):
-        top = int(ev.action.max())
-        if top >= num_action_types:
-            found.append(Problem(user, "action_out_of_range", f"user {user}: stored action "
-                                 f"{top} >= features.num_action_types={num_action_types}"))
+    if num_action_types is not None:
+        try:
+            check_stored_actions(url, user, ev.action, num_action_types)
+        except ActionOutOfRange as e:
+            found.append(Problem(user, "action_out_of_range", str(e)))
     return found
 
 
@@ -144,7 +150,7 @@ def check_store(store: UserLogStore, *, num_action_types: int | None = None,
                 report.problems.append(problem)
                 continue
             assert ev is not None
-            report.problems.extend(_log_problems(user, ev, num_action_types))
+            report.problems.extend(_log_problems(report.url, user, ev, num_action_types))
             if not len(ev):
                 report.without_log += 1
                 continue

@@ -89,10 +89,10 @@ def _check_users_logs(history: StoreHistory, *parts: Examples) -> None:
     these users (a wrong path or Redis prefix?) is a warning."""
     from tqdm import tqdm
 
-    users = np.concatenate([p.user_id for p in parts])
+    users = np.unique(np.concatenate([p.user_id for p in parts]))
     store = history.store
     try:
-        with tqdm(total=int(np.unique(users).size), unit="user", desc="check store",
+        with tqdm(total=int(users.size), unit="user", desc="check store",
                   leave=False) as bar:
             report = check_store(store, num_action_types=history.features.num_action_types,
                                  users=users, progress=bar.update)
