@@ -35,8 +35,8 @@ from arm_jax.bootstrap import (auc_bootstrap, compare_to, interval,
 from arm_jax.config import TierConfig, load_tier
 from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.join import joined_batches
-from arm_jax.data.movielens import (MovieLensData, MovieLensSpec, feature_overrides,
-                                    find_movielens, load_movielens)
+from arm_jax.data.movielens import (MOVIE_FIELD, MovieLensData, MovieLensSpec,
+                                    feature_overrides, find_movielens, load_movielens)
 from arm_jax.data.outputs import check_output_file
 from arm_jax.data.synthetic import Examples
 from arm_jax.metrics import auc, evaluate, within_request_auc
@@ -189,6 +189,7 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
                                                                     probs[..., 0],
                                                                     ex.cand_mask)}
     row["by_history"] = buckets = by_history(ex, probs, full)
+    row["by_seen"] = by_seen(ex, probs, fit)
     # the first and last buckets are the short and long histories (nan AUC where undefined)
     for key, b in (("short_history", buckets[0]), ("long_history", buckets[-1])):
         row[f"auc_{key}"] = float("nan") if b["auc"] is None else b["auc"]
@@ -197,6 +198,16 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
                first_loss=losses[0], last_loss=losses[-1],
                fit_requests=len(fit), val_requests=len(val))
     return row, probs, (graphdef, best[2])
+
+
+def _segment(y: np.ndarray, p: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """Candidates, AUC, like rate and mean score over the candidates in `mask` (None where
+    there are none or, for AUC, one class only)."""
+    n = int(mask.sum())
+    a = auc(y, p, mask) if n else float("nan")
+    return {"candidates": n, "auc": None if np.isnan(a) else a,
+            "like_rate": float(y[mask].mean()) if n else None,
+            "mean_score": float(p[mask].mean()) if n else None}
 
 
 def by_history(ex: Examples, probs: np.ndarray, full: np.ndarray) -> list[dict[str, Any]]:
@@ -209,13 +220,29 @@ def by_history(ex: Examples, probs: np.ndarray, full: np.ndarray) -> list[dict[s
     out = []
     for lo, hi in HISTORY_BUCKETS:
         sel = (full >= lo) & (full <= (np.inf if hi is None else hi))
-        mask = cand_mask & sel[:, None]
-        n = int(mask.sum())
-        a = auc(y, p, mask) if n else float("nan")
         out.append({"past_min": lo, "past_max": hi, "requests": int(sel.sum()),
-                    "candidates": n, "auc": None if np.isnan(a) else a,
-                    "like_rate": float(y[mask].mean()) if n else None,
-                    "mean_score": float(p[mask].mean()) if n else None})
+                    **_segment(y, p, cand_mask & sel[:, None])})
+    return out
+
+
+def by_seen(ex: Examples, probs: np.ndarray, fit: Examples) -> dict[str, dict[str, Any]]:
+    """The test candidates split by what training saw (first task): of users with at least
+    one request among the requests the model fitted on (`returning_users`) or none
+    (`new_users`: their user-id row is its initialisation), and movies that were a
+    candidate in those requests (`seen_movies`) or not (`unseen_movies`). Each: requests
+    (with at least one such candidate), candidates, AUC, like rate, mean score."""
+    y, p = np.asarray(ex.labels)[..., 0], np.asarray(probs)[..., 0]
+    cand_mask = np.asarray(ex.cand_mask)
+    returning = np.isin(np.asarray(ex.user_id), np.asarray(fit.user_id))
+    movie = np.asarray(ex.cand_sparse)[..., MOVIE_FIELD]
+    fit_movies = np.asarray(fit.cand_sparse)[..., MOVIE_FIELD][np.asarray(fit.cand_mask)]
+    seen = np.isin(movie, fit_movies)
+    out = {}
+    for name, sel in (("returning_users", np.broadcast_to(returning[:, None], seen.shape)),
+                      ("new_users", np.broadcast_to(~returning[:, None], seen.shape)),
+                      ("seen_movies", seen), ("unseen_movies", ~seen)):
+        mask = cand_mask & sel
+        out[name] = {"requests": int(mask.any(axis=1).sum()), **_segment(y, p, mask)}
     return out
 
 

@@ -39,6 +39,7 @@ def format_table(res: dict[str, Any]) -> str:
             lines.append(f"({r['name']} trained on {1 - r['distill_weight']:g} x labels + "
                          f"{r['distill_weight']:g} x {r['distilled_from']}'s predictions)")
     lines.extend(format_by_history(res.get("models", [])))
+    lines.extend(format_by_seen(res.get("models", [])))
     if res.get("target") is not None:
         lines.append(f"target large > logreg and small on AUC: {res['target']}")
     cmp = res.get("comparison")
@@ -69,6 +70,30 @@ def format_by_history(rows: Sequence[dict[str, Any]]) -> list[str]:
         cells = "".join(f"{_fixed(b['auc'], 4):>14} {_fixed(b['mean_score'], 3):>7}"
                         for b in r["by_history"])
         lines.append(f"{r['name'] + ' auc, score':<16} {cells}")
+    return lines
+
+
+SEEN_SEGMENTS = (("returning_users", "returning users"), ("new_users", "new users"),
+                 ("seen_movies", "seen movies"), ("unseen_movies", "unseen movies"))
+
+
+def format_by_seen(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Per model, AUC and mean score against the like rate for test candidates of users
+    and movies the model trained on or never saw (cold start)."""
+    rows = [r for r in rows if r.get("by_seen")]
+    if not rows:
+        return []
+    segs = rows[0]["by_seen"]
+    lines = ["by what training saw" + "".join(f"{h:>18}" for _, h in SEEN_SEGMENTS),
+             f"{'candidates':<20}" + "".join(f"{segs[k]['candidates']:>18}"
+                                             for k, _ in SEEN_SEGMENTS),
+             f"{'like rate':<20}" + "".join(f"{_fixed(segs[k]['like_rate'], 3):>18}"
+                                            for k, _ in SEEN_SEGMENTS)]
+    for r in rows:
+        cells = "".join(f"{_fixed(r['by_seen'][k]['auc'], 4):>10} "
+                        f"{_fixed(r['by_seen'][k]['mean_score'], 3):>7}"
+                        for k, _ in SEEN_SEGMENTS)
+        lines.append(f"{r['name'] + ' auc, score':<20}{cells}")
     return lines
 
 
@@ -112,4 +137,4 @@ def plot(res: dict[str, Any], png: Path) -> Path:
     return save_png(fig, png)
 
 
-__all__ = ["format_table", "format_by_history", "plot"]
+__all__ = ["format_table", "format_by_history", "format_by_seen", "plot"]

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DIR = Path("../shared/data/movielens-latest-small")
 NUM_ACTIONS = 5
+MOVIE_FIELD = 0                     # cand_sparse field holding the movie id
 GENRES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
           "Drama", "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance",
           "Sci-Fi", "Thriller", "War", "Western")
@@ -267,7 +268,7 @@ def load_movielens(data_dir: str | Path | None = None,
     for i, m in enumerate(movie):
         g = movies.get(int(m), (0, ()))[1]
         genre[i, :len(g)] = g
-    cand = np.concatenate([movie[:, None], genre, (year // 5)[:, None]], 1)
+    cand = np.concatenate([movie[:, None], genre, (year // 5)[:, None]], 1)   # MOVIE_FIELD first
     cand_d = np.stack([np.where(year > 0, (year - 1990) / 20.0, 0.0), np.log1p(m_cnt),
                        (m_rating + 3.5 * _PRIOR_N) / (m_cnt + _PRIOR_N) - 3.5,
                        (m_like + 0.5 * _PRIOR_N) / (m_cnt + _PRIOR_N)], 1)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from arm_jax.bench.movielens import (HISTORY_BUCKETS, RANKER_OVERRIDES, bench_tier,
-                                     bootstrap_rows, by_history, distillation_labels,
+                                     bootstrap_rows, by_history, by_seen, distillation_labels,
                                      resolve_steps, run_movielens_bench, train_and_evaluate)
-from arm_jax.bench.movielens_report import format_by_history, format_table
+from arm_jax.bench.movielens_report import format_by_history, format_by_seen, format_table
 from arm_jax.data.movielens import MovieLensSpec, load_movielens
 from arm_jax.metrics import auc, within_request_auc
 from arm_jax.store.lmdb_store import LmdbStore
@@ -45,6 +45,15 @@ def test_movielens_bench_rows_and_routing_table(tmp_path, movielens_dir, moviele
                 assert b["auc"] == pytest.approx(m[f"auc_{key}"])
     assert len({tuple(b["like_rate"] for b in m["by_history"]) for m in saved["models"]}) == 1
     assert "by past ratings" in format_table(saved)
+    # returning/new users and seen/unseen movies each split every test candidate once
+    for m in saved["models"]:
+        seen = m["by_seen"]
+        for a, b in (("returning_users", "new_users"), ("seen_movies", "unseen_movies")):
+            assert seen[a]["candidates"] + seen[b]["candidates"] == \
+                saved["data"]["test_candidates"]
+    assert len({tuple(v["like_rate"] for v in m["by_seen"].values())
+                for m in saved["models"]}) == 1
+    assert "by what training saw" in format_table(saved)
     assert isinstance(saved["target"]["large_beats_logreg_and_small"], bool)
     assert saved["ranker_overrides"] == [*RANKER_OVERRIDES, *movielens_tiny_model]
     # a 95% bootstrap interval per model around its AUC, and large's paired differences
@@ -92,6 +101,30 @@ def test_by_history_splits_requests_by_past_ratings():
     lines = format_by_history([{"name": "m", "by_history": got}])
     assert lines[0].split()[-4:] == ["0-32", "33-128", "129-255", ">=256"]
     assert lines[-1].split()[-2:] == ["0.0000", "0.500"] and "-" in lines[-1].split()
+
+
+def test_by_seen_splits_candidates_by_what_training_saw():
+    """Training fitted on user 1 with movies 10 and 11. Test: user 1 (returning) rates 10 and
+    12, user 2 (new) rates 11 and 13 (one candidate padded): each candidate lands in its user
+    and movie segment, with that segment's AUC, like rate and mean score."""
+    fit = SimpleNamespace(user_id=np.array([1]), cand_sparse=np.array([[[10], [11], [99]]]),
+                          cand_mask=np.array([[True, True, False]]))   # 99: padding only
+    ex = SimpleNamespace(user_id=np.array([1, 2]),
+                         cand_sparse=np.array([[[10], [12], [0]], [[11], [13], [99]]]),
+                         cand_mask=np.array([[True, True, False], [True, True, False]]),
+                         labels=np.array([[1, 0, 0], [0, 1, 1]], np.float32)[..., None])
+    probs = np.array([[0.9, 0.2, 0.5], [0.6, 0.4, 0.5]], np.float32)[..., None]
+    got = by_seen(ex, probs, fit)
+    ret, new = got["returning_users"], got["new_users"]
+    assert (ret["requests"], ret["candidates"], ret["auc"], ret["like_rate"]) == (1, 2, 1.0, 0.5)
+    assert (new["requests"], new["candidates"], new["auc"]) == (1, 2, 0.0)
+    seen, unseen = got["seen_movies"], got["unseen_movies"]      # 10 and 11 vs 12 and 13
+    assert (seen["requests"], seen["candidates"], seen["auc"]) == (2, 2, 1.0)
+    assert seen["mean_score"] == pytest.approx(0.75) and seen["like_rate"] == 0.5
+    assert (unseen["candidates"], unseen["auc"]) == (2, 1.0)
+    assert unseen["mean_score"] == pytest.approx(0.3)
+    lines = format_by_seen([{"name": "m", "by_seen": got}])
+    assert lines[0].endswith("unseen movies") and lines[-1].split()[-2:] == ["1.0000", "0.300"]
 
 
 def test_every_ranker_gets_the_movielens_settings_and_overrides_win():
