@@ -85,11 +85,17 @@ def split_validation(train: Examples, frac: float = VAL_FRAC, cap: int = VAL_REQ
     latest `frac` of the training requests by time (a quantile of request times: on
     ml-latest-small the last 10% of requests span 6% of the training period); fit = every
     earlier request (temporal, like the test split)."""
-    cut = np.quantile(train.ts, 1.0 - frac)
+    cut = fit_cut(train, frac)
     late = np.flatnonzero(train.ts >= cut)
     rng = np.random.default_rng(seed)
     val_idx = np.sort(rng.choice(late, min(cap, late.size), replace=False))
     return np.flatnonzero(train.ts < cut), val_idx
+
+
+def fit_cut(train: Examples, frac: float = VAL_FRAC) -> float:
+    """The time before which the training requests are fitted on (`split_validation`: the
+    later `frac` of them by time are where the validation requests come from)."""
+    return float(np.quantile(train.ts, 1.0 - frac))
 
 
 def check_distill_weight(weight: float) -> None:
@@ -326,14 +332,16 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
                         large_history: int = LARGE_HISTORY, large_batch: int = LARGE_BATCH,
                         num_threads: int | None = None, out_json: str | Path | None = None,
                         bootstrap_samples: int = BOOTSTRAP_SAMPLES, distill: float = 0.0,
-                        progress: bool = True) -> dict[str, Any]:
+                        id_min_count: int = 0, progress: bool = True) -> dict[str, Any]:
     """Load MovieLens, fill the store, train and evaluate every model; print, JSON, PNG.
 
     Every row gets a 95% bootstrap interval of its test AUC, and the JSON `comparison`
     the paired differences of the reference model (large, else the last one) to the others
     (`bootstrap_samples` redraws of the test requests; 0 turns it off). `distill` > 0
     trains large on `distillation_labels` with the small tier of the same run (trained
-    before it) as the teacher."""
+    before it) as the teacher. `id_min_count` > 0 maps user and movie ids with fewer
+    ratings than that before the fitted period's end to one out-of-vocabulary id, for
+    every model (`MovieLensData.with_id_vocabulary`; 0: every id keeps its own row)."""
     unknown = [m for m in models if m not in {n for n, _, _ in MODELS}]
     if unknown:
         raise ValueError(f"models: unknown {unknown}; choose from "
@@ -343,6 +351,8 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
         raise ValueError(f"distill={distill}: the large tier learns from the small tier "
                          f"trained in the same run; --models must include small and large")
     steps_by = resolve_steps(models, steps)
+    if id_min_count < 0:
+        raise ValueError(f"id_min_count={id_min_count}: must be >= 0 (0 turns it off)")
     if bootstrap_samples < 0:
         raise ValueError(f"bootstrap_samples={bootstrap_samples}: must be >= 0 (0 turns it off)")
     if not models:
@@ -365,6 +375,8 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
     try:
         store.check()                             # a Redis that does not answer: now
         data = load_movielens(data_dir, spec)
+        if id_min_count:
+            data = data.with_id_vocabulary(fit_cut(data.train), id_min_count)
         for tier in tiers.values():               # a batch the split cannot fill: now
             fit_idx, val_idx = split_validation(data.train, seed=tier.train.seed)
             check_batch_fits(tier, len(fit_idx), len(val_idx))
@@ -405,6 +417,7 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
     res = {"bench": "movielens", "data": data.stats, "spec": spec.__dict__,
            "store": store_url.split("://")[0], "load_seconds": round(load_s, 2),
            "ranker_overrides": [*RANKER_OVERRIDES, *overrides], "distill": distill,
+           "id_min_count": id_min_count,
            "models": rows, "target": target, "comparison": comparison, "routing": routing,
            "machine": machine_info()}
     print(format_table(res))

@@ -56,6 +56,10 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                    help="train large on (1-W) x labels + W x the predictions of the small "
                         "tier trained before it in the same run (knowledge distillation; "
                         "needs --models with small and large; default 0: off)")
+    m.add_argument("--id-min-count", type=int, default=0, metavar="K",
+                   help="user and movie ids with fewer than K ratings in the period the "
+                        "models fit on share one out-of-vocabulary id (0: off, every id "
+                        "keeps its own embedding row)")
     m.add_argument("--seeds", type=_seeds_arg, default=None, metavar="N,N,...",
                    help="run the whole bench at each training seed (train.seed) and print "
                         "the mean, spread and paired large-minus-other differences over "
@@ -113,7 +117,7 @@ def _movielens(args: argparse.Namespace) -> int:
     kw = dict(steps=args.steps, models=models, store_url=args.store, overrides=args.overrides,
               num_threads=args.threads, out_json=args.out, large_history=args.large_history,
               large_batch=args.large_batch, bootstrap_samples=args.bootstrap,
-              distill=args.distill)
+              distill=args.distill, id_min_count=args.id_min_count)
     if args.seeds is not None:
         from arm_jax.bench.movielens_seeds import run_movielens_seeds
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import re
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from arm_jax.data.catalog import ItemCatalog
+from arm_jax.data.id_vocabulary import counts_before, map_unknown
 from arm_jax.data.synthetic import Examples
 from arm_jax.store.events_file import events_digest
 
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 DEFAULT_DIR = Path("../shared/data/movielens-latest-small")
 NUM_ACTIONS = 5
 MOVIE_FIELD = 0                     # cand_sparse field holding the movie id
+USER_FIELD = 0                      # req_sparse field holding the user id
+OOV_ID = 2**31 - 1                  # what ids outside a vocabulary become (`with_id_vocabulary`)
 GENRES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
           "Drama", "Fantasy", "Film-Noir", "Horror", "IMAX", "Musical", "Mystery", "Romance",
           "Sci-Fi", "Thriller", "War", "Western")
@@ -119,6 +123,45 @@ class MovieLensData:
         store.append_batch(batch_id, self.log_user, self.log_item, self.log_action,
                            self.log_ts)
         return int(np.unique(self.log_user).size)
+
+    def with_id_vocabulary(self, before_ts: int, min_count: int) -> "MovieLensData":
+        """The same data with the user-id request field and the movie-id candidate field of
+        every request at time t set to OOV_ID where that user or movie has fewer than
+        `min_count` ratings before min(t, `before_ts`), `before_ts` being the end of the
+        period the models fit on (`arm_jax.data.id_vocabulary`): training then learns the
+        OOV rows from users' and movies' first ratings, and test requests read them for
+        every id new since training. The log, the histories and the catalogue keep the
+        real ids (a history event keeps its movie's genres). `stats["id_vocabulary"]`
+        counts what was mapped."""
+        if np.isin(OOV_ID, self.log_user) or np.isin(OOV_ID, self.log_item):
+            raise ValueError(f"OOV_ID={OOV_ID} is a real user or movie id here")
+
+        def remap(ex: Examples) -> Examples:
+            t = np.minimum(ex.ts, before_ts)
+            req, cand = ex.req_sparse.copy(), ex.cand_sparse.copy()
+            req[:, USER_FIELD] = map_unknown(
+                req[:, USER_FIELD], counts_before(self.log_user, self.log_ts, ex.user_id, t),
+                min_count, OOV_ID)
+            movie = cand[..., MOVIE_FIELD]
+            cand[..., MOVIE_FIELD] = map_unknown(
+                movie, counts_before(self.log_item, self.log_ts, movie, t[:, None]),
+                min_count, OOV_ID, where=ex.cand_mask)
+            return dataclasses.replace(ex, req_sparse=req, cand_sparse=cand)
+
+        train, test = remap(self.train), remap(self.test)
+        fitted = self.train.ts < before_ts
+
+        def oov(ex: Examples, rows: np.ndarray | slice = slice(None)) -> dict[str, int]:
+            cand = (ex.cand_sparse[..., MOVIE_FIELD] == OOV_ID) & ex.cand_mask
+            return {"requests": int(ex.cand_mask[rows].any(axis=1).sum()),
+                    "oov_user_requests": int((ex.req_sparse[rows, USER_FIELD] == OOV_ID).sum()),
+                    "candidates": int(ex.cand_mask[rows].sum()),
+                    "oov_movie_candidates": int(cand[rows].sum())}
+
+        stats = {**self.stats, "id_vocabulary": {
+            "min_count": min_count, "before_ts": int(before_ts),
+            "fitted": oov(train, fitted), "test": oov(test)}}
+        return dataclasses.replace(self, train=train, test=test, stats=stats)
 
     def log_digest(self) -> str:
         """sha256 (40 hex digits) of the event log (users, items, actions, times)."""

@@ -24,8 +24,13 @@ def test_movielens_bench_rows_and_routing_table(tmp_path, movielens_dir, moviele
     out = tmp_path / "ml.json"
     res = run_movielens_bench(data, steps={"logreg": 3, "small": 3, "large": 3},
                               overrides=movielens_tiny_model, large_history=48, num_threads=1,
-                              out_json=out, progress=False, distill=0.5)
+                              out_json=out, progress=False, distill=0.5, id_min_count=1)
     saved = json.loads(out.read_text())
+    # ids new at a request were mapped to the OOV id (its path), and the JSON says how many
+    vocab = saved["data"]["id_vocabulary"]
+    assert saved["id_min_count"] == 1 and vocab["min_count"] == 1
+    assert 0 < vocab["fitted"]["oov_user_requests"] < vocab["fitted"]["requests"]
+    assert 0 < vocab["fitted"]["oov_movie_candidates"] < vocab["fitted"]["candidates"]
     assert [m["name"] for m in saved["models"]] == ["logreg", "small", "large"]
     # large learned from small's predictions on the training requests (the option's path)
     assert saved["distill"] == 0.5
@@ -155,6 +160,8 @@ def test_bootstrap_rows_compare_the_reference_with_every_other_model():
     assert bootstrap_rows([dict(r) for r in rows], probs, labels[..., 0], mask, 0) is None
     with pytest.raises(ValueError, match="bootstrap_samples=-1"):
         run_movielens_bench("/nonexistent", bootstrap_samples=-1)
+    with pytest.raises(ValueError, match="id_min_count=-1"):
+        run_movielens_bench("/nonexistent", id_min_count=-1)
 
 
 def test_distillation_labels_mix_labels_and_teacher():

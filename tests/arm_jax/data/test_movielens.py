@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arm_jax.data.movielens import (DEFAULT_DIR, MovieLensFormatError, MovieLensMissing,
-                                    MovieLensSpec, feature_overrides, find_movielens,
-                                    load_movielens)
+from arm_jax.data.movielens import (DEFAULT_DIR, MOVIE_FIELD, OOV_ID, USER_FIELD,
+                                    MovieLensFormatError, MovieLensMissing, MovieLensSpec,
+                                    feature_overrides, find_movielens, load_movielens)
 
 REAL = Path(__file__).resolve().parents[3] / DEFAULT_DIR
 
@@ -55,6 +55,36 @@ def test_sessions_features_and_split(tmp_path):
     # history actions are rating buckets in [0, 5)
     assert d.log_action.min() >= 0 and d.log_action.max() <= 4 and d.log_action[
         (d.log_user == 3) & (d.log_ts == 30002)][0] == 0
+
+
+def test_id_vocabulary_maps_ids_new_at_a_request_to_one_oov_id(tmp_path):
+    """At a training request an id is unknown until rated before it; at a test request (and
+    any after `before_ts`) until rated before `before_ts`. The log keeps the real ids."""
+    rows = [(1, 1, 5.0, 1000), (1, 2, 3.0, 1010),        # user 1, movies 1 and 2, new
+            (2, 1, 4.0, 5000), (2, 3, 4.0, 5001),        # user 2 new; movie 1 known, 3 new
+            (1, 3, 4.0, 9000),                           # user 1 known, movie 3 known
+            (3, 3, 2.0, 20000), (3, 1, 4.0, 20001),      # test: user 3 new; both movies known
+            (1, 2, 4.0, 20002)]                          # (same session: test, user 1)
+    d = load_movielens(_write(tmp_path, rows), MovieLensSpec(max_candidates=4, train_frac=0.6))
+    v = d.with_id_vocabulary(before_ts=9000, min_count=1)
+
+    def ids(ex, t):
+        r = np.flatnonzero(ex.ts == t)[0]
+        return (int(ex.req_sparse[r, USER_FIELD]),
+                ex.cand_sparse[r, :, MOVIE_FIELD][ex.cand_mask[r]].tolist())
+
+    assert ids(v.train, 1000) == (OOV_ID, [OOV_ID, OOV_ID])
+    assert ids(v.train, 5000) == (OOV_ID, [1, OOV_ID])
+    assert ids(v.train, 9000) == (1, [3])           # rated 5001 < 9000: known
+    assert ids(v.test, 20000) == (OOV_ID, [3, 1])
+    assert ids(v.test, 20002) == (1, [2])
+    assert np.array_equal(v.log_item, d.log_item) and np.array_equal(v.test.ts, d.test.ts)
+    assert v.stats["id_vocabulary"]["test"] == {"requests": 2, "oov_user_requests": 1,
+                                                "candidates": 3, "oov_movie_candidates": 0}
+    # with min_count=2 movie 1 (rated at 1000, 5000) is known only after two ratings
+    v2 = d.with_id_vocabulary(before_ts=9000, min_count=2)
+    assert ids(v2.test, 20000) == (OOV_ID, [OOV_ID, 1])
+    assert d.train.req_sparse[0, USER_FIELD] != OOV_ID      # the original is untouched
 
 
 def test_missing_directory_is_a_clear_error(tmp_path):
