@@ -27,8 +27,8 @@ strictly before t):
 from __future__ import annotations
 
 import csv
-import re
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,10 +170,7 @@ class MovieLensData:
 
     def full_history_len(self, examples: Examples) -> np.ndarray:
         """Ratings strictly before each request (all of them, not truncated), int64 [R]."""
-        key = self.log_user * 2**32 + self.log_ts
-        end = np.searchsorted(key, examples.user_id * 2**32 + examples.ts, side="left")
-        start = np.searchsorted(key, examples.user_id * 2**32, side="left")
-        return end - start
+        return counts_before(self.log_user, self.log_ts, examples.user_id, examples.ts)
 
 
 def find_movielens(data_dir: str | Path | None = None) -> Path:
