@@ -12,7 +12,8 @@ loss, NE overall and for users with short (<= 32 past ratings) and long (>= 256)
 AUC, like rate and mean score in four buckets of past ratings (`by_history`), AUC within
 requests, and 95% intervals from a paired bootstrap over the test requests
 (arm_jax.bootstrap), which also gives the large tier's differences to the other models.
-The printout and the PNG are `arm_jax.bench.movielens_report`.
+The printout and the PNG are `arm_jax.bench.movielens_report`; every test candidate's label
+and each model's score are saved beside the JSON (`arm_jax.bench.movielens_scores`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from arm_jax.bench.movielens_report import format_table, plot
+from arm_jax.bench.movielens_scores import save_test_scores, scores_path
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.bootstrap import (auc_bootstrap, compare_to, interval,
                                within_request_auc_bootstrap)
@@ -437,6 +439,8 @@ def run_movielens_bench(data_dir: str | Path | None = None, *,
                                             out.with_name(out.stem + "-routing.png"),
                                             title="Routing on MovieLens: quality vs cost"))
         res["png"] = str(plot(res, out.with_suffix(".png")))
+        res["scores"] = str(save_test_scores(scores_path(out), data.test,
+                                             data.full_history_len(data.test), test_probs))
         write_json(out_json, res)
     return res
 

@@ -86,6 +86,19 @@ def test_movielens_bench_rows_and_routing_table(tmp_path, movielens_dir, moviele
         1 + 1e-6)
     assert Path(routing["png"]).stat().st_size > 1000
     assert Path(res["png"]).stat().st_size > 1000
+    # every test candidate's label and score beside the JSON: the figures recompute from it
+    assert saved["scores"] == str(tmp_path / "ml-scores.npz")
+    with np.load(saved["scores"]) as z:
+        assert z["label"].shape == z["cand_mask"].shape == z["movie"].shape
+        assert z["user_id"].shape == z["past_ratings"].shape == (saved["data"]["test_requests"],)
+        assert int(z["cand_mask"].sum()) == saved["data"]["test_candidates"]
+        for m in saved["models"]:
+            score = z[f"score_{m['name']}"]
+            assert auc(z["label"], score, z["cand_mask"]) == pytest.approx(m["auc"], abs=1e-6)
+            assert within_request_auc(z["label"], score, z["cand_mask"]) == pytest.approx(
+                m["auc_within_request"], abs=1e-6)
+        short = z["cand_mask"] & (z["past_ratings"] <= 32)[:, None]
+        assert int(short.any(axis=1).sum()) == saved["models"][0]["requests_short_history"]
 
 
 def test_by_history_splits_requests_by_past_ratings():
