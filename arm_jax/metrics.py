@@ -87,6 +87,26 @@ def within_request_auc(labels: Any, scores: Any, mask: Any | None = None) -> flo
     return float(right.sum() / total) if total > 0 else float("nan")
 
 
+def request_level_auc(labels: Any, scores: Any, mask: Any | None = None) -> float:
+    """AUC with every real candidate scored by its request's mean score: how well the
+    scores order requests by how much their user likes what they see (each request's
+    level), whatever the order within it. labels/scores [R, N], mask [R, N].
+
+    The overall `auc` mixes this with `within_request_auc`: a model can order every
+    request's candidates better than another and still lose overall AUC on the levels.
+    nan as `auc` (one class, or a nan score on a real candidate)."""
+    y = np.asarray(labels, np.float64)
+    s = np.asarray(scores, np.float64)
+    if y.ndim != 2 or s.shape != y.shape:
+        raise ValueError(f"labels and scores: expected the same [requests, candidates] shape, "
+                         f"got {y.shape} and {s.shape}")
+    m = np.ones(y.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool),
+                                                                    y.shape)
+    count = m.sum(axis=1, keepdims=True)
+    level = np.where(m, s, 0.0).sum(axis=1, keepdims=True) / np.maximum(count, 1)
+    return auc(y, np.broadcast_to(level, y.shape), m)
+
+
 def logloss(labels: Any, probs: Any, mask: Any | None = None) -> float:
     """Mean binary cross-entropy in nats, probabilities clipped to [1e-7, 1 - 1e-7]."""
     y, p = _select(labels, probs, mask)
@@ -133,5 +153,5 @@ def evaluate(labels: Any, probs: Any, mask: Any | None,
     return out
 
 
-__all__ = ["auc", "within_request_auc", "within_request_pairs", "logloss", "normalized_entropy",
-           "evaluate"]
+__all__ = ["auc", "within_request_auc", "within_request_pairs", "request_level_auc", "logloss",
+           "normalized_entropy", "evaluate"]

@@ -10,7 +10,7 @@ the same rule, never by the test set. They are scored on the later 20% of rating
 (after `cut_ts`; on ml-latest-small the last 11% of the span of rating times): AUC, log
 loss, NE overall and for users with short (<= 32 past ratings) and long (>= 256) histories,
 AUC, like rate and mean score in four buckets of past ratings (`by_history`), AUC within
-requests, and 95% intervals from a paired bootstrap over the test requests
+requests and of the requests' levels (each candidate scored by its request's mean), and 95% intervals from a paired bootstrap over the test requests
 (arm_jax.bootstrap), which also gives the large tier's differences to the other models.
 The printout and the PNG are `arm_jax.bench.movielens_report`; every test candidate's label
 and each model's score are saved beside the JSON (`arm_jax.bench.movielens_scores`).
@@ -41,7 +41,7 @@ from arm_jax.data.movielens import (MOVIE_FIELD, MovieLensData, MovieLensSpec,
                                     feature_overrides, find_movielens, load_movielens)
 from arm_jax.data.outputs import check_output_file
 from arm_jax.data.synthetic import Examples
-from arm_jax.metrics import auc, evaluate, within_request_auc
+from arm_jax.metrics import auc, evaluate, request_level_auc, within_request_auc
 from arm_jax.store import UserLogStore, open_store
 from arm_jax.train.loop import LONG_HISTORY, SHORT_HISTORY, history_len_for
 from arm_jax.train.step import make_predict
@@ -195,7 +195,9 @@ def train_and_evaluate(name: str, kind: str, tier: TierConfig, data: MovieLensDa
                            **evaluate(ex.labels, probs, ex.cand_mask, f.tasks)[task],
                            "auc_within_request": within_request_auc(ex.labels[..., 0],
                                                                     probs[..., 0],
-                                                                    ex.cand_mask)}
+                                                                    ex.cand_mask),
+                           "auc_request_level": request_level_auc(ex.labels[..., 0],
+                                                                  probs[..., 0], ex.cand_mask)}
     row["by_history"] = buckets = by_history(ex, probs, full)
     row["by_seen"] = by_seen(ex, probs, fit)
     # the first and last buckets are the short and long histories (nan AUC where undefined)

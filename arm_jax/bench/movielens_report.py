@@ -18,7 +18,7 @@ def format_table(res: dict[str, Any]) -> str:
              f"{d['train_requests']} / test {d['test_requests']} (like rate "
              f"{d['like_rate']:.3f}); store {res['store']}",
              f"{'model':<8} {'L':>5} {'steps':>9} {'auc':>7} {'auc 95% ci':>15} {'logloss':>8} "
-             f"{'ne':>7} {'auc<=32':>8} {'auc>=256':>9} {'in-req':>7} {'train s':>8}"]
+             f"{'ne':>7} {'auc<=32':>8} {'auc>=256':>9} {'in-req':>7} {'level':>7} {'train s':>8}"]
     for r in res["models"]:
         steps = f"{r['best_step']}/{r['steps']}"
         ci = ("{:.4f}-{:.4f}".format(*r["auc_ci95"]) if "auc_ci95" in r else "")
@@ -26,11 +26,13 @@ def format_table(res: dict[str, Any]) -> str:
                      f"{ci:>15} {r['logloss']:>8.4f} {r['ne']:>7.4f} "
                      f"{_fixed(r['auc_short_history'], 4):>8} "
                      f"{_fixed(r['auc_long_history'], 4):>9} "
-                     f"{r['auc_within_request']:>7.4f} {r['train_seconds']:>8.1f}")
+                     f"{r['auc_within_request']:>7.4f} "
+                     f"{_fixed(r.get('auc_request_level'), 4):>7} {r['train_seconds']:>8.1f}")
     if res.get("models"):
         r = res["models"][0]
         lines.append("(steps = best validation step / trained steps; in-req = AUC over "
-                     "pairs of candidates of the same request)")
+                     "pairs of candidates of the same request; level = AUC with each "
+                     "candidate scored by its request's mean score)")
         lines.append(f"(short: {r['requests_short_history']} test requests with <= "
                      f"{SHORT_HISTORY} past ratings; long: {r['requests_long_history']} with >= "
                      f"{LONG_HISTORY})")

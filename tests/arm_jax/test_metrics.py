@@ -5,7 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from arm_jax.metrics import auc, evaluate, logloss, normalized_entropy, within_request_auc
+from arm_jax.metrics import (auc, evaluate, logloss, normalized_entropy, request_level_auc,
+                             within_request_auc)
 
 
 def _auc_pairs(y, s):
@@ -126,3 +127,31 @@ def test_within_request_auc_ignores_each_requests_score_level():
     assert math.isnan(within_request_auc(one_class, rng.random((3, 4))))
     with pytest.raises(ValueError, match="same \\[requests, candidates\\] shape"):
         within_request_auc(labels, scores[:, :3])
+
+
+def test_request_level_auc_scores_each_candidate_by_its_requests_mean():
+    rng = np.random.default_rng(1)
+    labels = (rng.random((30, 6)) < 0.5).astype(np.float32)
+    mask = rng.random((30, 6)) < 0.8
+    mask[:, 0] = True
+    scores = rng.random((30, 6))
+    scores[~mask] = np.nan                  # padding is never read
+    # reference: the mean over each request's real candidates, spelled out
+    level = np.array([[np.mean(scores[r][mask[r]])] * 6 for r in range(30)])
+    got = request_level_auc(labels, scores, mask)
+    assert got == pytest.approx(_auc_pairs(labels[mask], level[mask]), abs=1e-12)
+    # reordering candidates inside a request changes nothing; changing a level does
+    shuffled = scores[:, ::-1].copy()
+    assert request_level_auc(labels[:, ::-1], shuffled, mask[:, ::-1]) == pytest.approx(
+        got, abs=1e-12)
+    first = np.flatnonzero(labels[:, 0] > 0.5)[0]
+    raised = scores.copy()
+    raised[first][mask[first]] += 10.0
+    assert request_level_auc(labels, raised, mask) != pytest.approx(got, abs=1e-6)
+    # a nan on a real candidate: no ranking (as auc); one class: nan
+    broken = scores.copy()
+    broken[0, 0] = np.nan
+    assert math.isnan(request_level_auc(labels, broken, mask))
+    assert math.isnan(request_level_auc(np.ones((3, 4)), rng.random((3, 4))))
+    with pytest.raises(ValueError, match="same \\[requests, candidates\\] shape"):
+        request_level_auc(labels, scores[:, :3])

@@ -14,7 +14,7 @@ from arm_jax.bench.movielens import (HISTORY_BUCKETS, RANKER_OVERRIDES, bench_ti
                                      resolve_steps, run_movielens_bench, train_and_evaluate)
 from arm_jax.bench.movielens_report import format_by_history, format_by_seen, format_table
 from arm_jax.data.movielens import MovieLensSpec, load_movielens
-from arm_jax.metrics import auc, within_request_auc
+from arm_jax.metrics import auc, request_level_auc, within_request_auc
 from arm_jax.store.lmdb_store import LmdbStore
 
 
@@ -97,6 +97,8 @@ def test_movielens_bench_rows_and_routing_table(tmp_path, movielens_dir, moviele
             assert auc(z["label"], score, z["cand_mask"]) == pytest.approx(m["auc"], abs=1e-6)
             assert within_request_auc(z["label"], score, z["cand_mask"]) == pytest.approx(
                 m["auc_within_request"], abs=1e-6)
+            assert request_level_auc(z["label"], score, z["cand_mask"]) == pytest.approx(
+                m["auc_request_level"], abs=1e-6)
         short = z["cand_mask"] & (z["past_ratings"] <= 32)[:, None]
         assert int(short.any(axis=1).sum()) == saved["models"][0]["requests_short_history"]
 
