@@ -54,11 +54,10 @@ def auc(labels: Any, scores: Any, mask: Any | None = None) -> float:
     return float(u / (n_pos * n_neg))
 
 
-def within_request_pairs(labels: Any, scores: Any, mask: Any | None = None
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """Per request: (correctly ordered (positive, negative) candidate pairs, ties counted half;
-    all such pairs). labels/scores [R, N], mask [R, N]. Both float64 [R]; the first is nan
-    for a request with a nan score on a real candidate (unordered, not misordered)."""
+def _per_request(labels: Any, scores: Any, mask: Any | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """labels, scores [R, N] as float64 and the mask [R, N] (all True when None); ValueError
+    unless labels and scores share one 2-d shape."""
     y = np.asarray(labels, np.float64)
     s = np.asarray(scores, np.float64)
     if y.ndim != 2 or s.shape != y.shape:
@@ -66,6 +65,15 @@ def within_request_pairs(labels: Any, scores: Any, mask: Any | None = None
                          f"got {y.shape} and {s.shape}")
     m = np.ones(y.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool),
                                                                     y.shape)
+    return y, s, m
+
+
+def within_request_pairs(labels: Any, scores: Any, mask: Any | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Per request: (correctly ordered (positive, negative) candidate pairs, ties counted half;
+    all such pairs). labels/scores [R, N], mask [R, N]. Both float64 [R]; the first is nan
+    for a request with a nan score on a real candidate (unordered, not misordered)."""
+    y, s, m = _per_request(labels, scores, mask)
     pos, neg = m & (y > 0.5), m & (y <= 0.5)
     pairs_rij = pos[:, :, None] & neg[:, None, :]
     diff_rij = s[:, :, None] - s[:, None, :]
@@ -95,13 +103,7 @@ def request_level_auc(labels: Any, scores: Any, mask: Any | None = None) -> floa
     The overall `auc` mixes this with `within_request_auc`: a model can order every
     request's candidates better than another and still lose overall AUC on the levels.
     nan as `auc` (one class, or a nan score on a real candidate)."""
-    y = np.asarray(labels, np.float64)
-    s = np.asarray(scores, np.float64)
-    if y.ndim != 2 or s.shape != y.shape:
-        raise ValueError(f"labels and scores: expected the same [requests, candidates] shape, "
-                         f"got {y.shape} and {s.shape}")
-    m = np.ones(y.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool),
-                                                                    y.shape)
+    y, s, m = _per_request(labels, scores, mask)
     count = m.sum(axis=1, keepdims=True)
     level = np.where(m, s, 0.0).sum(axis=1, keepdims=True) / np.maximum(count, 1)
     return auc(y, np.broadcast_to(level, y.shape), m)
