@@ -10,8 +10,9 @@ the same rule, never by the test set. They are scored on the later 20% of rating
 (after `cut_ts`; on ml-latest-small the last 11% of the span of rating times): AUC, log
 loss, NE overall and for users with short (<= 32 past ratings) and long (>= 256) histories,
 AUC, like rate and mean score in four buckets of past ratings (`by_history`), AUC within
-requests and of the requests' levels (each candidate scored by its request's mean), and 95% intervals from a paired bootstrap over the test requests
-(arm_jax.bootstrap), which also gives the large tier's differences to the other models.
+requests and of the requests' levels (each candidate scored by its request's mean), and
+95% intervals from a paired bootstrap over the test requests (arm_jax.bootstrap), which
+also gives the large tier's differences to the other models.
 The printout and the PNG are `arm_jax.bench.movielens_report`; every test candidate's label
 and each model's score are saved beside the JSON (`arm_jax.bench.movielens_scores`).
 """

@@ -99,7 +99,7 @@ def test_movielens_bench_rows_and_routing_table(tmp_path, movielens_dir, moviele
                 m["auc_within_request"], abs=1e-6)
             assert request_level_auc(z["label"], score, z["cand_mask"]) == pytest.approx(
                 m["auc_request_level"], abs=1e-6)
-        short = z["cand_mask"] & (z["past_ratings"] <= 32)[:, None]
+        short = z["cand_mask"] & (z["past_ratings"] <= HISTORY_BUCKETS[0][1])[:, None]
         assert int(short.any(axis=1).sum()) == saved["models"][0]["requests_short_history"]
 
 
