@@ -25,6 +25,9 @@ class ConfigError(ValueError):
     """A config key is unknown, mistyped or out of range."""
 
 
+MAX_RANK_LOSS_CANDIDATES = 4096   # train.batch_size x candidates with the pairwise loss on
+
+
 def _f(default: Any, lo: float | None = None, hi: float | None = None,
        choices: tuple | None = None, doc: str = "") -> Any:
     meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
@@ -152,11 +155,25 @@ class TrainConfig:
                            "always see every action)")
     masked_action_weight: float = _f(1.0, 0.0, 100.0,
                                      doc="weight of that task's cross-entropy in the loss")
+    rank_loss_weight: float = _f(
+        0.0, 0.0, 100.0, doc="weight of a pairwise ranking loss over every pair of candidates "
+                             "in a batch, across requests too (RankNet's logistic loss, an "
+                             "AUC surrogate), added to the cross-entropy (0: off); memory "
+                             f"grows as (batch_size x candidates)^2, so their product must "
+                             f"be <= {MAX_RANK_LOSS_CANDIDATES} when it is on")
     seed: int = _f(0, 0, 2**31 - 1)
     train_requests: int = _f(20000, 1, 10**9, doc="synthetic training requests")
     eval_requests: int = _f(4000, 1, 10**9, doc="synthetic held-out requests")
     num_users: int = _f(6000, 1, 10**9)
     log_every: int = _f(50, 1, 10**9)
+
+    def __post_init__(self) -> None:
+        n = self.batch_size * self.candidates
+        if self.rank_loss_weight > 0 and n > MAX_RANK_LOSS_CANDIDATES:
+            raise ConfigError(
+                f"train.rank_loss_weight={self.rank_loss_weight} pairs every candidate of a "
+                f"batch: train.batch_size={self.batch_size} x train.candidates="
+                f"{self.candidates} = {n} must be <= {MAX_RANK_LOSS_CANDIDATES}")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from flax import nnx
 
 from arm_jax.batch import RequestBatch
 from arm_jax.train.augment import crop_histories
-from arm_jax.train.loss import masked_action_ce, masked_bce
+from arm_jax.train.loss import masked_action_ce, ranker_loss
 
 
 EMBEDDING_LEAVES = ("table", "embedding")   # HashedEmbedding.table, nnx.Embed.embedding
@@ -72,8 +72,8 @@ def step_keys(rate: float, seed: int, history_crop: float = 0.0, masked_actions:
 
 def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
                     history_crop: float = 0.0, ema_decay: float = 0.0,
-                    masked_actions: float = 0.0, masked_action_weight: float = 1.0
-                    ) -> Callable:
+                    masked_actions: float = 0.0, masked_action_weight: float = 1.0,
+                    rank_loss_weight: float = 0.0) -> Callable:
     """(params, opt_state, ema, batch, labels, step_index[, key])
     -> (params, opt_state, ema, loss), one jitted dispatch per step.
 
@@ -82,6 +82,8 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
     `masked_actions` > 0, that share of history events enter without their action and the
     loss adds `masked_action_weight` x the cross-entropy of predicting it back
     (`Ranker.masked_action_forward`; the returned loss is the sum). With
+    `rank_loss_weight` > 0 the loss also adds that times the batch-wide pairwise ranking
+    loss (`batch_pairwise_logistic`). With
     `ema_decay` > 0, `ema` (a params-shaped tree) moves toward the updated params in the
     same dispatch (`ema_update`); otherwise pass and get back None. params, opt_state and
     ema are donated."""
@@ -96,13 +98,15 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation,
             def loss_fn(p):
                 logits, aux = nnx.merge(graphdef, p).masked_action_forward(
                     batch, mask_key, masked_actions, dropout_key=key)
-                return (masked_bce(logits, labels, batch.cand_mask) + masked_action_weight
+                return (ranker_loss(logits, labels, batch.cand_mask, rank_loss_weight)
+                        + masked_action_weight
                         * masked_action_ce(aux.logits_bla, aux.actions_bl, aux.hidden_bl))
         else:
             kw = {} if key is None else {"dropout_key": key}
 
             def loss_fn(p):
-                return masked_bce(_forward(graphdef, p, batch, **kw), labels, batch.cand_mask)
+                return ranker_loss(_forward(graphdef, p, batch, **kw), labels, batch.cand_mask,
+                                   rank_loss_weight)
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)

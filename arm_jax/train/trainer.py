@@ -45,8 +45,8 @@ class Trainer:
     @classmethod
     def create(cls, kind: str, tier: TierConfig, steps: int) -> "Trainer":
         """A fresh `kind` model ("ranker" | "logreg") seeded by `train.seed`, AdamW over
-        `steps` (warm-up, cosine, table learning-rate scale); dropout, history cropping and
-        the masked-action task for rankers only."""
+        `steps` (warm-up, cosine, table learning-rate scale); dropout, history cropping,
+        the masked-action task and the pairwise ranking loss for rankers only."""
         tc = tier.train
         graphdef, params = nnx.split(build_model(kind, tier, seed=tc.seed))
         tx = make_optimizer(tc.learning_rate, steps, tc.warmup_steps, tc.weight_decay,
@@ -57,8 +57,9 @@ class Trainer:
         ema_params = None
         if tc.ema_decay > 0:    # its own buffers: params are donated to every step
             ema_params = jax.tree.map(jnp.copy, params)
+        rank_weight = tc.rank_loss_weight if kind == "ranker" else 0.0
         step = make_train_step(graphdef, tx, crop, tc.ema_decay, masked,
-                               tc.masked_action_weight)
+                               tc.masked_action_weight, rank_weight)
         return cls(graphdef, params, tx.init(params), step,
                    step_keys(rate, tc.seed, crop, masked), steps, tc.log_every,
                    ema_params=ema_params)

@@ -76,6 +76,18 @@ def test_bad_values_name_key_value_and_limit(override, message):
     assert str(e.value).startswith(message)
 
 
+def test_pairwise_rank_loss_bounds_the_batch_it_pairs():
+    from arm_jax.config import MAX_RANK_LOSS_CANDIDATES
+
+    on = load_tier("large", ["train.rank_loss_weight=1", "train.batch_size=256"])
+    assert on.train.batch_size * on.train.candidates == MAX_RANK_LOSS_CANDIDATES
+    with pytest.raises(ConfigError) as e:
+        load_tier("large", ["train.rank_loss_weight=1", "train.batch_size=257"])
+    assert str(e.value) == ("train.rank_loss_weight=1.0 pairs every candidate of a batch: "
+                            "train.batch_size=257 x train.candidates=16 = 4112 must be <= 4096")
+    assert load_tier("large", ["train.batch_size=257"]).train.rank_loss_weight == 0.0
+
+
 @pytest.mark.parametrize("features", ["[1, 2]", "3", "click"])
 def test_tier_file_whose_features_section_is_not_a_mapping_is_refused(tmp_path, features):
     path = tmp_path / "mine.yaml"

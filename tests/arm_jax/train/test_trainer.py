@@ -135,3 +135,22 @@ def test_masked_actions_add_their_weighted_task_to_the_loss(tiny_overrides):
     assert Trainer.create("logreg", tier, steps=3).step_key(0) is None   # rankers only
     off = Trainer.create("ranker", load_tier("small", tiny_overrides), steps=3)
     assert off.step_key(0) is None
+
+
+def test_rank_loss_weight_adds_the_pairwise_term_for_rankers_only(tiny_overrides):
+    from flax import nnx
+
+    from arm_jax.train.loss import batch_pairwise_logistic, masked_bce
+
+    tier = load_tier("small", [*tiny_overrides, "train.rank_loss_weight=0.5"])
+    batch = random_batch(tier.features, batch=3, candidates=4, history=8, seed=7)
+    labels = np.random.default_rng(7).integers(
+        0, 2, batch.cand_mask.shape + (len(tier.features.tasks),)).astype(np.float32)
+    for kind, weight in (("ranker", 0.5), ("logreg", 0.0)):
+        trainer = Trainer.create(kind, tier, steps=3)
+        # the step's loss is computed before its update: rebuild it from the same params
+        logits = nnx.merge(trainer.graphdef, trainer.params)(batch)
+        pair = float(batch_pairwise_logistic(logits, labels, batch.cand_mask))
+        expected = float(masked_bce(logits, labels, batch.cand_mask)) + weight * pair
+        assert pair > 0.1
+        assert float(trainer.step(0, batch, labels)) == pytest.approx(expected, rel=1e-5)
