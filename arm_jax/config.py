@@ -28,6 +28,16 @@ class ConfigError(ValueError):
 MAX_RANK_LOSS_CANDIDATES = 4096   # train.batch_size x candidates with the pairwise loss on
 
 
+def check_rank_loss_batch(weight: float, requests: int, candidates: int, what: str) -> None:
+    """ConfigError when `train.rank_loss_weight` is on and a batch of `requests` x
+    `candidates` (`what` names them) holds more than MAX_RANK_LOSS_CANDIDATES: the pairwise
+    loss's memory grows as their square."""
+    n = requests * candidates
+    if weight > 0 and n > MAX_RANK_LOSS_CANDIDATES:
+        raise ConfigError(f"train.rank_loss_weight={weight} pairs every candidate of a batch: "
+                          f"{what} = {n} must be <= {MAX_RANK_LOSS_CANDIDATES}")
+
+
 def _f(default: Any, lo: float | None = None, hi: float | None = None,
        choices: tuple | None = None, doc: str = "") -> Any:
     meta = {"lo": lo, "hi": hi, "choices": choices, "doc": doc}
@@ -159,8 +169,8 @@ class TrainConfig:
         0.0, 0.0, 100.0, doc="weight of a pairwise ranking loss over every pair of candidates "
                              "in a batch, across requests too (RankNet's logistic loss, an "
                              "AUC surrogate), added to the cross-entropy (0: off); memory "
-                             f"grows as (batch_size x candidates)^2, so their product must "
-                             f"be <= {MAX_RANK_LOSS_CANDIDATES} when it is on")
+                             "grows as (requests x candidates per batch)^2, so their product "
+                             f"must be <= {MAX_RANK_LOSS_CANDIDATES} when it is on")
     seed: int = _f(0, 0, 2**31 - 1)
     train_requests: int = _f(20000, 1, 10**9, doc="synthetic training requests")
     eval_requests: int = _f(4000, 1, 10**9, doc="synthetic held-out requests")
@@ -168,12 +178,9 @@ class TrainConfig:
     log_every: int = _f(50, 1, 10**9)
 
     def __post_init__(self) -> None:
-        n = self.batch_size * self.candidates
-        if self.rank_loss_weight > 0 and n > MAX_RANK_LOSS_CANDIDATES:
-            raise ConfigError(
-                f"train.rank_loss_weight={self.rank_loss_weight} pairs every candidate of a "
-                f"batch: train.batch_size={self.batch_size} x train.candidates="
-                f"{self.candidates} = {n} must be <= {MAX_RANK_LOSS_CANDIDATES}")
+        check_rank_loss_batch(self.rank_loss_weight, self.batch_size, self.candidates,
+                              f"train.batch_size={self.batch_size} x train.candidates="
+                              f"{self.candidates}")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from flax import nnx
 from tqdm import tqdm
 
 from arm_jax.checkpoint import check_save_target, save_checkpoint
-from arm_jax.config import TierConfig
+from arm_jax.config import TierConfig, check_rank_loss_batch
 from arm_jax.data.join import StoreHistory, joined_dataset
 from arm_jax.data.synthetic import Examples, SyntheticSpec, SyntheticWorld, iterate_batches
 from arm_jax.metrics import evaluate
@@ -95,6 +95,11 @@ def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
         # before any step: the final save would fail only after the whole run
         raise ValueError(f"out_dir {out_dir}: exists and is not a directory")
     max_len = history_len_for(kind, tier)
+    if kind == "ranker":        # an examples file sets its own candidates per request
+        width = data.train.cand_mask.shape[1]
+        check_rank_loss_batch(tc.rank_loss_weight, tc.batch_size, width,
+                              f"train.batch_size={tc.batch_size} x the training examples' "
+                              f"{width} candidates per request")
     trainer = Trainer.create(kind, tier, steps)
     per_epoch = len(data.train) // tc.batch_size
     if per_epoch == 0:

@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from arm_jax.config import check_rank_loss_batch
+
 
 def masked_bce(logits_bct: jax.Array, labels_bct: jax.Array, mask_bc: jax.Array) -> jax.Array:
     """Mean over valid candidates, summed over tasks: padded slots never contribute."""
@@ -23,7 +25,7 @@ def batch_pairwise_logistic(logits_bct: jax.Array, labels_bct: jax.Array,
     A pair (i, j) with label y_i > y_j weighs y_i - y_j (1 for hard labels, less for soft
     ones) and costs softplus(s_j - s_i): what a batch-global AUC surrogate asks, where
     cross-entropy alone scores each candidate on its own. Memory is O((b x c)^2) per
-    task, hence `TrainConfig`'s bound on batch_size x candidates when it is on.
+    task, hence the bound that `ranker_loss` and `TrainConfig` check.
     """
     b, c, t = logits_bct.shape
     s_nt = logits_bct.reshape(b * c, t)
@@ -39,9 +41,16 @@ def batch_pairwise_logistic(logits_bct: jax.Array, labels_bct: jax.Array,
 
 def ranker_loss(logits_bct: jax.Array, labels_bct: jax.Array, mask_bc: jax.Array,
                 rank_loss_weight: float = 0.0) -> jax.Array:
-    """`masked_bce`, plus `rank_loss_weight` x `batch_pairwise_logistic` when it is > 0."""
+    """`masked_bce`, plus `rank_loss_weight` x `batch_pairwise_logistic` when it is > 0.
+
+    The batch's shape is checked against the pairwise loss's bound here, when the step is
+    traced: examples files set their own candidates per request, which the config's check
+    on `train.candidates` does not see."""
     loss = masked_bce(logits_bct, labels_bct, mask_bc)
     if rank_loss_weight > 0.0:
+        b, c = mask_bc.shape
+        check_rank_loss_batch(rank_loss_weight, b, c,
+                              f"a batch of {b} requests x {c} candidates")
         loss = loss + rank_loss_weight * batch_pairwise_logistic(logits_bct, labels_bct,
                                                                  mask_bc)
     return loss

@@ -125,6 +125,21 @@ def test_lengths_past_the_schema_are_refused_naming_both_settings(tiny_overrides
     assert train_model(tier, data, kind="logreg", steps=1, progress=False) is not None
 
 
+def test_examples_too_wide_for_the_pairwise_loss_are_refused_before_training(
+        tiny_overrides, tmp_path):
+    """train.candidates passes the config's bound, but the data's own width decides."""
+    small = [*tiny_overrides, *WORLD, "train.train_requests=16", "train.batch_size=8"]
+    wide = make_synthetic_data(load_tier("small", [*small, "train.candidates=600"]))
+    tier = load_tier("small", [*small, "train.rank_loss_weight=1"])
+    with pytest.raises(ValueError, match=r"^train.rank_loss_weight=1.0 pairs every candidate "
+                                         r"of a batch: train.batch_size=8 x the training "
+                                         r"examples' 600 candidates per request = 4800 must "
+                                         r"be <= 4096$"):
+        train_model(tier, wide, steps=1, progress=False, out_dir=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    assert train_model(tier, wide, kind="logreg", steps=1, progress=False) is not None
+
+
 def test_an_output_directory_that_is_not_a_checkpoint_is_refused_before_training(
         tiny_overrides, tmp_path):
     """save_checkpoint refuses it; training checks first instead of failing after its steps."""

@@ -87,3 +87,16 @@ def test_ranker_loss_adds_the_weighted_pairwise_term():
     assert float(ranker_loss(logits, labels, mask)) == pytest.approx(bce, rel=1e-6)
     assert float(ranker_loss(logits, labels, mask, 0.5)) == pytest.approx(bce + 0.5 * pair,
                                                                            rel=1e-6)
+
+
+def test_ranker_loss_refuses_a_batch_too_wide_to_pair():
+    from arm_jax.config import ConfigError
+
+    # an examples file sets its own candidates per request, which train.candidates misses
+    logits = np.zeros((65, 64, 1), np.float32)
+    mask = np.ones((65, 64), bool)
+    with pytest.raises(ConfigError) as e:
+        ranker_loss(logits, logits, mask, 1.0)
+    assert str(e.value) == ("train.rank_loss_weight=1.0 pairs every candidate of a batch: a "
+                            "batch of 65 requests x 64 candidates = 4160 must be <= 4096")
+    assert np.isfinite(float(ranker_loss(logits, logits, mask)))       # off: any width
