@@ -28,9 +28,10 @@ def batch_pairwise_logistic(logits_bct: jax.Array, labels_bct: jax.Array,
     task, hence the bound that `ranker_loss` and `TrainConfig` check.
     """
     b, c, t = logits_bct.shape
-    s_nt = logits_bct.reshape(b * c, t)
-    y_nt = labels_bct.reshape(b * c, t).astype(s_nt.dtype)
-    m_n = mask_bc.reshape(b * c).astype(s_nt.dtype)
+    # float32 whatever the compute dtype: the sums run over (b x c)^2 pairs
+    s_nt = logits_bct.reshape(b * c, t).astype(jnp.float32)
+    y_nt = labels_bct.reshape(b * c, t).astype(jnp.float32)
+    m_n = mask_bc.reshape(b * c).astype(jnp.float32)
     pair_m_nn = m_n[:, None] * m_n[None, :]
     # [i, j, t]: how much i should rank above j, and the cost of the order the model gives
     w_nnt = jax.nn.relu(y_nt[:, None, :] - y_nt[None, :, :]) * pair_m_nn[..., None]

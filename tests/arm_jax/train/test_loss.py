@@ -2,6 +2,7 @@
 loss, hidden actions' softmax cross-entropy."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -61,6 +62,9 @@ def test_batch_pairwise_logistic_matches_a_pairwise_reference(soft):
     assert float(batch_pairwise_logistic(noise, junk, mask)) == pytest.approx(got, rel=1e-5)
     assert float(batch_pairwise_logistic(logits + 3.0, labels, mask)) == pytest.approx(
         got, rel=1e-4)
+    # bfloat16 logits (model.dtype) are summed in float32: only their own rounding differs
+    half = batch_pairwise_logistic(jnp.asarray(logits, jnp.bfloat16), labels, mask)
+    assert half.dtype == jnp.float32 and float(half) == pytest.approx(got, rel=2e-2)
 
 
 def test_batch_pairwise_logistic_pairs_across_requests():
