@@ -104,6 +104,11 @@ class ModelConfig:
         0.0, 0.0, 10.0, doc="a learned per-head recency bias in every attention over the "
                             "history, starting at -slope logits per doubling of an event's "
                             "age (0: none, no parameters)")
+    rank_bias_slope: float = _f(
+        0.0, 0.0, 10.0, doc="the same, by an event's rank in the history (0: the most recent) "
+                            "instead of its age: -slope logits per doubling of the rank, a "
+                            "recency prior that still orders events sharing one time, as in "
+                            "a burst of ratings (0: none, no parameters)")
     wukong_layers: int = _f(4, 1, 64)
     fm_tokens: int = _f(16, 1, 1024, doc="n_F")
     lcb_tokens: int = _f(16, 1, 1024, doc="n_L")

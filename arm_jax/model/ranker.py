@@ -86,9 +86,11 @@ class Ranker(nnx.Module):
             d_model=d, history_len=model.history_len, num_layers=model.encoder_layers,
             num_heads=model.encoder_heads, mlp_ratio=model.encoder_mlp_ratio,
             item_hash_size=features.item_hash_size, num_action_types=features.num_action_types,
-            time_buckets=features.time_buckets, age_bias_slope=model.age_bias_slope, **kw)
+            time_buckets=features.time_buckets, age_bias_slope=model.age_bias_slope,
+            rank_bias_slope=model.rank_bias_slope, **kw)
         ages = lambda heads: age_biases(features.time_buckets, heads,  # noqa: E731
-                                        model.age_bias_slope, param_dtype=pdtype)
+                                        model.age_bias_slope,
+                                        rank_slope=model.rank_bias_slope, param_dtype=pdtype)
         self.summary = (SummaryPooling(d, model.summary_tokens, model.encoder_heads,
                                        age_bias=ages(model.encoder_heads), **kw)
                         if model.summary_tokens else None)

@@ -20,7 +20,8 @@ class SequenceEncoder(nnx.Module):
 
     def __init__(self, *, d_model: int, history_len: int, num_layers: int, num_heads: int,
                  mlp_ratio: int, item_hash_size: int, num_action_types: int,
-                 time_buckets: int, age_bias_slope: float = 0.0, dtype=jnp.float32,
+                 time_buckets: int, age_bias_slope: float = 0.0, rank_bias_slope: float = 0.0,
+                 dtype=jnp.float32,
                  param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.history_len = history_len
         self.time_buckets = time_buckets
@@ -36,6 +37,7 @@ class SequenceEncoder(nnx.Module):
         self.blocks = nnx.List([
             SelfAttentionBlock(d_model, num_heads, mlp_ratio,
                                age_bias=age_biases(time_buckets, num_heads, age_bias_slope,
+                                                   rank_slope=rank_bias_slope,
                                                    param_dtype=param_dtype),
                                dtype=dtype, param_dtype=param_dtype, rngs=rngs)
             for _ in range(num_layers)

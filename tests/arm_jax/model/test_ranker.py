@@ -13,8 +13,9 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module", params=[("small", ()), ("large", ()),
-                                        ("large", ("model.age_bias_slope=0.5",))],
-                ids=["small", "large", "large-age-bias"])
+                                        ("large", ("model.age_bias_slope=0.5",
+                                                   "model.rank_bias_slope=1.0"))],
+                ids=["small", "large", "large-age-and-rank-bias"])
 def model_and_batch(request, tiny_overrides):
     name, extra = request.param
     tier = load_tier(name, [*tiny_overrides, *extra])
