@@ -55,18 +55,20 @@ def test_slope_zero_adds_no_parameters_and_a_slope_adds_one_table_per_attention(
                            + ["summary/age_bias/bucket_bias", "ta_age_bias/bucket_bias"])
 
 
-def test_the_bias_is_learned_as_a_dense_weight(tiny_overrides):
-    tier = load_tier("large", [*tiny_overrides, "model.age_bias_slope=0.25"])
+def test_both_tables_are_learned_as_dense_weights(tiny_overrides):
+    tier = load_tier("large", [*tiny_overrides, "model.age_bias_slope=0.25",
+                               "model.rank_bias_slope=1.0"])
     model = Ranker(tier.model, tier.features, rngs=nnx.Rngs(0))
     batch = random_batch(tier.features, batch=2, candidates=3, history=8, seed=1)
     graphdef, params = nnx.split(model)
     grads = jax.jit(jax.grad(lambda p: nnx.merge(graphdef, p)(batch).sum()))(params)
-    for g in (grads["ta_age_bias"]["bucket_bias"], grads["summary"]["age_bias"]["bucket_bias"],
-              grads["encoder"]["blocks"][0]["age_bias"]["bucket_bias"]):
-        assert float(jnp.abs(g[...]).max()) > 0
-    # Not an embedding table: `train.embedding_lr_scale` leaves it at the dense rate.
     labels = embedding_labels(params)
-    assert labels["ta_age_bias"]["bucket_bias"] == "dense"
+    for table in ("bucket_bias", "rank_bias"):
+        for g in (grads["ta_age_bias"][table], grads["summary"]["age_bias"][table],
+                  grads["encoder"]["blocks"][0]["age_bias"][table]):
+            assert float(jnp.abs(g[...]).max()) > 0
+        # Not an embedding table: `train.embedding_lr_scale` leaves it at the dense rate.
+        assert labels["ta_age_bias"][table] == "dense"
     assert labels["encoder"]["items"]["table"] == "embedding"
 
 
@@ -109,7 +111,7 @@ def test_a_steep_rank_bias_reads_the_most_recent_event_whatever_the_ages():
                                rtol=1e-5, atol=1e-6)
 
 
-def test_a_rank_slope_adds_one_rank_table_per_attention_and_is_learned(tiny_overrides):
+def test_a_rank_slope_adds_one_rank_table_per_attention(tiny_overrides):
     plain = _params(load_tier("large", [*tiny_overrides, "model.age_bias_slope=0.25"]))
     tier = load_tier("large", [*tiny_overrides, "model.age_bias_slope=0.25",
                                "model.rank_bias_slope=1.0"])
@@ -118,11 +120,3 @@ def test_a_rank_slope_adds_one_rank_table_per_attention_and_is_learned(tiny_over
     assert added == sorted([f"encoder/blocks/{i}/age_bias/rank_bias"
                             for i in range(tier.model.encoder_layers)]
                            + ["summary/age_bias/rank_bias", "ta_age_bias/rank_bias"])
-    model = Ranker(tier.model, tier.features, rngs=nnx.Rngs(0))
-    batch = random_batch(tier.features, batch=2, candidates=3, history=8, seed=1)
-    graphdef, params = nnx.split(model)
-    grads = jax.jit(jax.grad(lambda p: nnx.merge(graphdef, p)(batch).sum()))(params)
-    for g in (grads["ta_age_bias"]["rank_bias"], grads["summary"]["age_bias"]["rank_bias"],
-              grads["encoder"]["blocks"][0]["age_bias"]["rank_bias"]):
-        assert float(jnp.abs(g[...]).max()) > 0
-    assert embedding_labels(params)["ta_age_bias"]["rank_bias"] == "dense"
