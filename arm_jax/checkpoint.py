@@ -19,6 +19,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from arm_jax import strict_json
 from arm_jax.config import TierConfig, tier_from_dict
 
 
@@ -57,7 +58,7 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(d / "params", params, force=True)
     if metrics is not None:
-        (d / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (d / "metrics.json").write_text(strict_json.dumps(metrics, indent=2))
     tmp = d / "config.json.tmp"
     tmp.write_text(json.dumps({"kind": kind, "tier": tier.to_dict()}, indent=2))
     tmp.replace(d / "config.json")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -11,6 +10,8 @@ from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
+
+from arm_jax import strict_json
 
 
 def median_ms(fn: Callable[[], Any], repeats: int = 7, warmup: int = 1) -> float:
@@ -79,17 +80,5 @@ def write_json(path: str | Path | None, payload: dict[str, Any]) -> Path | None:
         return None
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(finite_or_null(payload), indent=2, allow_nan=False))
+    p.write_text(strict_json.dumps(payload, indent=2))
     return p
-
-
-def finite_or_null(x: Any) -> Any:
-    """`x` with every non-finite float (Python or numpy) inside dicts, lists and tuples
-    replaced by None."""
-    if isinstance(x, dict):
-        return {k: finite_or_null(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [finite_or_null(v) for v in x]
-    if isinstance(x, (float, np.floating)) and not np.isfinite(x):
-        return None
-    return x

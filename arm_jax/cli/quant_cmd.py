@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from arm_jax import strict_json
 from arm_jax.cli.argtypes import positive_ints
 
 
@@ -96,7 +96,7 @@ def _quantize(args: argparse.Namespace) -> int:
     ckpt = save_checkpoint(out / "checkpoint", kind="ranker", tier=res.tier, params=res.params,
                            metrics={"quantization": {"plan_holdout_auc_drop": res.plan_auc_drop,
                                                      "decisions": res.summary()}})
-    (out / "plan.json").write_text(json.dumps(
+    (out / "plan.json").write_text(strict_json.dumps(
         {"tier": tier.name, "budget_auc": args.budget_auc, "timed_candidates": n,
          "plan_holdout_auc_drop": res.plan_auc_drop, "layers": res.summary(),
          "timings_ms": res.timings_ms, "sensitivity": res.sensitivity}, indent=2))

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from arm_jax import strict_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -145,6 +146,12 @@ def _row(name: str, m: dict[str, Any], path: Path, task: str) -> dict[str, Any]:
             "seconds": m["train_seconds"], "checkpoint": str(path)}
 
 
+def _num(x: float | None, width: int, digits: int = 4) -> str:
+    """`x` right-aligned in `width`; "-" when undefined (an AUC over one class; no
+    training time in `arm-jax eval`)."""
+    return f"{'-':>{width}}" if x is None or not np.isfinite(x) else f"{x:>{width}.{digits}f}"
+
+
 def _table(rows: list[dict[str, Any]], data: Any, task: str) -> str:
     """One row per model on the first task; the oracle row when the data knows its truth."""
     from arm_jax.data.synthetic import oracle_metrics
@@ -153,8 +160,9 @@ def _table(rows: list[dict[str, Any]], data: Any, task: str) -> str:
     lines = [f"{head:<30} {'AUC':>7} {'logloss':>8} {'NE':>7} "
              f"{'AUC short':>10} {'AUC long':>9} {'train s':>8}"]
     for r in rows:
-        lines.append(f"{r['model']:<30} {r['auc']:>7.4f} {r['logloss']:>8.4f} {r['ne']:>7.4f} "
-                     f"{r['auc_short']:>10.4f} {r['auc_long']:>9.4f} {r['seconds']:>8.1f}")
+        lines.append(f"{r['model']:<30} {_num(r['auc'], 7)} {_num(r['logloss'], 8)} "
+                     f"{_num(r['ne'], 7)} {_num(r['auc_short'], 10)} {_num(r['auc_long'], 9)} "
+                     f"{_num(r['seconds'], 8, 1)}")
     if not np.isnan(data.test.true_prob).all():     # synthetic data: the ceiling
         o = oracle_metrics(data.test)[task]
         lines.append(f"{'oracle (true probability)':<30} {o['auc']:>7.4f} "
@@ -175,7 +183,7 @@ def _eval(args: argparse.Namespace) -> int:
         metrics = evaluate_model(graphdef, params, tier, data, kind=kind)
     finally:
         close_file_data(data)
-    print(json.dumps(metrics, indent=2))
+    print(strict_json.dumps(metrics, indent=2))
     task = tier.features.tasks[0]
     row = _row(f"{kind}:{tier.name}", {**metrics, "last_loss": float("nan"),
                                         "train_seconds": float("nan")}, Path(args.checkpoint),

@@ -22,6 +22,26 @@ def test_shape_mismatch_names_the_parameter(tiny_overrides, tmp_path):
         load_checkpoint(d)
 
 
+def test_undefined_metrics_are_written_as_null(tiny_overrides, tmp_path):
+    """An AUC over one class is nan; json.dumps wrote it as a bare NaN, which strict
+    parsers (jq, JavaScript, serde_json) refuse."""
+    from arm_jax.checkpoint import read_metrics, save_checkpoint
+    from arm_jax.config import load_tier
+    from arm_jax.model import Ranker
+
+    def refuse(constant):
+        raise ValueError(f"non-strict JSON constant {constant}")
+
+    tier = load_tier("small", list(tiny_overrides))
+    params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0)))[1]
+    d = save_checkpoint(tmp_path / "ck", kind="ranker", tier=tier, params=params,
+                        metrics={"short_history": {"click": {"auc": float("nan"),
+                                                             "logloss": 0.5}}})
+    written = json.loads((d / "metrics.json").read_text(), parse_constant=refuse)
+    assert written == read_metrics(d) == {"short_history": {"click": {"auc": None,
+                                                                      "logloss": 0.5}}}
+
+
 def test_a_failed_save_never_pairs_a_new_config_with_old_params(tiny_overrides, tmp_path,
                                                                 monkeypatch):
     """save_checkpoint wrote config.json before the params: a save that failed (full disk,

@@ -1,7 +1,9 @@
-"""`arm-jax train`: bad use (of --checkpoint-every / --resume, a batch larger than the data)
-is one line and a non-zero exit."""
+"""`arm-jax train` and `eval`: bad use (of --checkpoint-every / --resume, a batch larger
+than the data) is one line and a non-zero exit; undefined figures are null and "-"."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -68,3 +70,24 @@ def test_baselines_of_a_tier_file_with_its_own_features_train_on_its_data(tmp_pa
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "ranker:small" in captured.out and (tmp_path / "run-small" / "params").is_dir()
+
+
+def _refuse(constant: str) -> None:
+    raise ValueError(f"non-strict JSON constant {constant}")
+
+
+def test_eval_prints_strict_json_and_a_dash_for_what_it_did_not_measure(
+        tiny_overrides, tmp_path, capsys):
+    """eval has no training time (its table printed 'nan'); an AUC over one class is nan
+    too, which json.dumps wrote as a bare NaN that strict parsers refuse."""
+    out = tmp_path / "run"
+    assert main(["train", "--tier", "small", "--out", str(out), "--no-progress", "--steps", "1",
+                 *tiny_overrides, *SMALL_DATA]) == 0
+    capsys.readouterr()
+    metrics = json.loads((out / "metrics.json").read_text(), parse_constant=_refuse)
+    assert main(["eval", "--checkpoint", str(out)]) == 0
+    text = capsys.readouterr().out
+    printed, end = json.JSONDecoder(parse_constant=_refuse).raw_decode(text)
+    assert printed["overall"] == metrics["overall"]
+    row = next(line for line in text[end:].splitlines() if line.startswith("ranker:small"))
+    assert row.split()[-1] == "-" and "nan" not in row.lower()

@@ -1,0 +1,27 @@
+"""JSON that every parser reads: NaN and infinities (an AUC over one class, a t statistic
+with no spread) become null. Python's `json` writes them as bare `NaN`, which strict
+parsers (JavaScript's JSON.parse, jq, Go, Rust's serde_json) refuse."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+
+def finite_or_null(x: Any) -> Any:
+    """`x` with every non-finite float (Python or numpy) inside dicts, lists and tuples
+    replaced by None."""
+    if isinstance(x, dict):
+        return {k: finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_null(v) for v in x]
+    if isinstance(x, (float, np.floating)) and not np.isfinite(x):
+        return None
+    return x
+
+
+def dumps(x: Any, **kwargs: Any) -> str:
+    """`json.dumps` of `finite_or_null(x)`, refusing any non-finite value left over."""
+    return json.dumps(finite_or_null(x), allow_nan=False, **kwargs)
