@@ -124,4 +124,22 @@ def restore(directory: str | Path, want: Spec, device: Any | None = None) -> dic
         raise
     except Exception as e:  # orbax raises many types; surface one clear error
         raise ArtifactError(f"{d}: cannot restore weights ({type(e).__name__}: {e})") from None
-    return flatten(restored)
+    flat = flatten(restored)
+    check_finite(flat, str(d))
+    return flat
+
+
+def check_finite(weights: dict[str, jax.Array], where: str) -> None:
+    """Raise ArtifactError naming the first floating-point weight that holds a NaN or an
+    infinity: such weights (a training that diverged) score NaN, which no response can
+    carry, so they are refused before they serve (a swap keeps the old weights).
+
+    On the host, one weight at a time (numpy: a jnp reduction would compile, and a loaded
+    artifact compiles nothing)."""
+    for name, w in weights.items():
+        if np.issubdtype(w.dtype, np.floating) or w.dtype.name.startswith(("bfloat", "float")):
+            bad = int(w.size - np.count_nonzero(np.isfinite(np.asarray(w, np.float32))))
+            if bad:
+                raise ArtifactError(f"{where}: weight {name} holds {bad} non-finite values "
+                                    f"(NaN or inf) of {w.size}: a diverged training? "
+                                    "refusing to serve it")

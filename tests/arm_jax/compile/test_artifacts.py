@@ -10,8 +10,10 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from arm_jax.compile import ArtifactError, BucketError, load
 from arm_jax.data.random_batch import random_batch
@@ -376,4 +378,26 @@ def test_swap_refuses_a_checkpoint_without_its_config(exported, checkpoint_like)
     (gelu / "config.json").unlink()
     with pytest.raises(ArtifactError, match="config.json missing"):
         tier.swap_weights(gelu)
+    np.testing.assert_array_equal(tier.score(batch).probs, before)
+
+
+def test_swap_refuses_non_finite_weights_and_the_old_keep_serving(exported, checkpoint_like):
+    """A diverged training's NaN weights swapped in fine and every response then held NaN
+    scores, which JSON cannot carry: the server answered 500 until the next swap."""
+    from arm_jax.checkpoint import load_checkpoint, save_checkpoint
+
+    tier = load(exported["dir"]).tiers["small"]
+    batch = random_batch(tier.config.features, batch=1, candidates=4, history=6, seed=5)
+    before = tier.score(batch).probs
+    kind, cfg, graphdef, params = load_checkpoint(checkpoint_like(5, "to-diverge"))
+    state = nnx.to_flat_state(params)
+    path, leaf = next((p, v) for p, v in state if p[-1] == "kernel")
+    poisoned = leaf[...].at[0, 0].set(jnp.nan)
+    params = nnx.from_flat_state([(p, v.replace(poisoned) if p == path else v)
+                                  for p, v in state])
+    bad = save_checkpoint(exported["root"] / "more" / "diverged", kind=kind, tier=cfg,
+                          params=params)
+    name = "/".join(map(str, path))
+    with pytest.raises(ArtifactError, match=f"weight {name} holds 1 non-finite values"):
+        tier.swap_weights(bad)
     np.testing.assert_array_equal(tier.score(batch).probs, before)
