@@ -392,6 +392,10 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             metrics.rejects.labels("shutting_down").inc()
             return _error(503, "server", str(e), reason="shutting_down",
                           headers={"Retry-After": "1"})
+        if not np.isfinite(scored.probs).all():     # JSON cannot carry it: a clear 500
+            metrics.rejects.labels("non_finite_scores").inc()
+            return _error(500, "model", f"tier {tier!r} scored NaN or inf for this request; "
+                          "nothing was served", reason="non_finite_scores")
         total_ms = (time.monotonic() - t_start) * 1e3
         metrics.latency.labels(tier).observe(total_ms / 1e3)
         metrics.queue_wait.labels(tier).observe(scored.queue_ms / 1e3)

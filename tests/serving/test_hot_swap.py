@@ -129,3 +129,19 @@ def test_admin_token_separate_from_request_token(serve, fakes, payload, tmp_path
     r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(d)},
                    headers={"Authorization": "Bearer admin-token-xyz"})
     assert r.status_code == 200
+
+
+def test_non_finite_scores_are_a_clear_500_and_counted(swap_server, payload, tmp_path):
+    """Weights that score NaN (the fake's scale; real artifacts refuse such weights at the
+    swap) made JSONResponse raise: a bare 'Internal Server Error' with nothing counted."""
+    url, fake = swap_server
+    nan = write_fake_weights(tmp_path / "nan", shape=fake.weight_shape, scale=float("nan"))
+    assert httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(nan)},
+                      headers=AUTH).status_code == 200
+    r = httpx.post(url + "/v1/rank", json=payload(), headers=AUTH, timeout=10)
+    assert r.status_code == 500, r.text
+    err = r.json()["error"]
+    assert err["field"] == "model" and err["reason"] == "non_finite_scores"
+    assert "'small' scored NaN or inf" in err["message"]
+    text = httpx.get(url + "/metrics", headers=AUTH).text
+    assert 'armjax_rejects_total{reason="non_finite_scores"} 1.0' in text
