@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from tqdm import tqdm
@@ -22,7 +23,7 @@ from arm_jax.data.synthetic import Examples, SyntheticSpec, SyntheticWorld, iter
 from arm_jax.metrics import evaluate
 from arm_jax.train.resume import TrainStateCheckpoints, run_identity
 from arm_jax.train.step import make_predict
-from arm_jax.train.trainer import Trainer
+from arm_jax.train.trainer import Trainer, TrainingDiverged
 
 SHORT_HISTORY = 32    # events: the small tier sees all of such a user's history
 LONG_HISTORY = 256    # events: more than the small and medium tiers read
@@ -148,6 +149,10 @@ def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
             state.close()         # an interrupted run still commits its last save
     graphdef, params = trainer.graphdef, jax.block_until_ready(trainer.eval_params)
     seconds = time.perf_counter() - t0
+    if not all(np.isfinite(np.asarray(w, np.float32)).all() for w in jax.tree.leaves(params)
+               if jnp.issubdtype(w.dtype, jnp.floating)):     # the last update, unlogged
+        raise TrainingDiverged("training diverged: the trained weights hold NaN or inf; "
+                               "nothing is saved (try a lower train.learning_rate)")
     metrics = evaluate_model(graphdef, params, tier, data, kind=kind)
     metrics.update(train_seconds=seconds, steps=steps, first_loss=losses[0], last_loss=losses[-1],
                    resumed_at_step=done if resume else None)

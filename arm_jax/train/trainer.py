@@ -8,6 +8,7 @@ step and the per-step random keys (dropout, history cropping) is the same, and l
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,6 +22,11 @@ from arm_jax.config import TierConfig
 from arm_jax.train.step import make_optimizer, make_train_step, step_keys
 
 MAX_STEPS_IN_FLIGHT = 2
+
+
+class TrainingDiverged(ValueError):
+    """The training loss (or the trained weights) went NaN or infinite: nothing more is
+    saved or evaluated from such a run."""
 
 
 @dataclass
@@ -41,6 +47,7 @@ class Trainer:
     _loss_sum: Any = field(default=0.0, repr=False)     # on device: no sync per step
     _loss_steps: int = field(default=0, repr=False)
     _in_flight: collections.deque = field(default_factory=collections.deque, repr=False)
+    _last_step: int = field(default=-1, repr=False)
 
     @classmethod
     def create(cls, kind: str, tier: TierConfig, steps: int) -> "Trainer":
@@ -83,6 +90,7 @@ class Trainer:
             self.step_key(i))
         self._loss_sum = self._loss_sum + loss
         self._loss_steps += 1
+        self._last_step = i
         self._in_flight.append(loss)
         while len(self._in_flight) > MAX_STEPS_IN_FLIGHT:
             self._in_flight.popleft().block_until_ready()
@@ -90,8 +98,18 @@ class Trainer:
 
     def loss_window(self) -> tuple[float, int]:
         """(sum, steps) of the losses since the last `mean_loss`: what a checkpoint keeps so
-        that a resumed run logs the window it cut in two exactly (one device sync)."""
-        return float(self._loss_sum), self._loss_steps
+        that a resumed run logs the window it cut in two exactly (one device sync).
+        Raises TrainingDiverged when that sum is not finite, so no diverged state is saved."""
+        loss_sum = float(self._loss_sum)
+        self._check_finite(loss_sum / max(self._loss_steps, 1))
+        return loss_sum, self._loss_steps
+
+    def _check_finite(self, mean: float) -> None:
+        if not math.isfinite(mean):
+            first = self._last_step - self._loss_steps + 1
+            raise TrainingDiverged(
+                f"training diverged: the mean loss of steps {first}-{self._last_step} is "
+                f"{mean}; nothing from them is saved (try a lower train.learning_rate)")
 
     def restore_loss_window(self, loss_sum: float, steps: int) -> None:
         """Continue a window `loss_window` saved (float32 sums round-trip exactly)."""
@@ -102,12 +120,14 @@ class Trainer:
         return i % self.log_every == 0 or i == self.steps - 1
 
     def mean_loss(self) -> float:
-        """Mean training loss over the steps since the last call (one device sync).
+        """Mean training loss over the steps since the last call (one device sync);
+        TrainingDiverged when it is NaN or infinite.
 
         What the loops log: one batch's loss swings by +-50% on these batch sizes, so a
         single-step figure says little about where training stands."""
         if self._loss_steps == 0:
             raise ValueError("mean_loss: no train step since the last call")
         value = float(self._loss_sum) / self._loss_steps
+        self._check_finite(value)
         self._loss_sum, self._loss_steps = 0.0, 0
         return value

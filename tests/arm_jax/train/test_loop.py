@@ -156,6 +156,31 @@ def test_an_output_directory_that_is_not_a_checkpoint_is_refused_before_training
     assert sorted(p.name for p in out.iterdir()) == ["cat.jpg"]
 
 
+def test_weights_gone_non_finite_are_neither_evaluated_nor_saved(tiny_overrides, tmp_path,
+                                                                  monkeypatch):
+    """The last update is not in any logged loss: the weights are checked themselves."""
+    import jax.numpy as jnp
+
+    from arm_jax.train.trainer import Trainer, TrainingDiverged
+
+    tier = load_tier("small", [*tiny_overrides, "train.train_requests=16", "train.batch_size=8",
+                               "train.eval_requests=8", "train.num_users=16"])
+    trained_params = Trainer.eval_params.fget
+
+    def diverged(self):
+        return jax.tree.map(lambda w: w.at[(0,) * w.ndim].set(jnp.inf)
+                            if jnp.issubdtype(w.dtype, jnp.floating) else w,
+                            trained_params(self))
+
+    monkeypatch.setattr(Trainer, "eval_params", property(diverged))
+    with pytest.raises(TrainingDiverged, match="^training diverged: the trained weights hold "
+                                               "NaN or inf; nothing is saved"):
+        train_model(tier, make_synthetic_data(tier), steps=2, out_dir=tmp_path / "run",
+                    progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
+    assert not (tmp_path / "run" / "params").exists()
+
+
 def test_evaluation_joins_the_history_lengths_in_chunks(trained, plain_20_steps, monkeypatch):
     """The by-history split joined every held-out request at max_history at once: [R, 1024]
     arrays, ~850 MB per 20,000 requests from a store, so a large --examples file ran out of

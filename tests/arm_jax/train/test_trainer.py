@@ -6,7 +6,7 @@ import pytest
 
 from arm_jax.config import load_tier
 from arm_jax.data.random_batch import random_batch
-from arm_jax.train.trainer import MAX_STEPS_IN_FLIGHT, Trainer
+from arm_jax.train.trainer import MAX_STEPS_IN_FLIGHT, Trainer, TrainingDiverged
 
 
 def test_step_updates_params_and_dropout_is_for_rankers_only(tiny_overrides):
@@ -37,6 +37,24 @@ def test_mean_loss_averages_the_steps_since_the_last_call(tiny_overrides):
     second = [float(trainer.step(i, batch, labels)) for i in range(3, 5)]
     assert second != first[:2]   # the window restarted: only these two steps count
     assert trainer.mean_loss() == pytest.approx(np.mean(second), rel=1e-6)
+
+
+def test_a_non_finite_loss_is_refused_naming_its_steps(tiny_overrides):
+    """Nothing stopped a diverged run: it logged loss=nan, saved its NaN weights and
+    exported them, and only the server's JSON encoder failed (on every request)."""
+    tier = load_tier("small", tiny_overrides)
+    trainer = Trainer.create("logreg", tier, steps=10)
+    batch = random_batch(tier.features, batch=2, candidates=3, history=8, seed=3)
+    labels = np.zeros(batch.cand_mask.shape + (len(tier.features.tasks),), np.float32)
+    trainer.step(0, batch, labels)
+    assert np.isfinite(trainer.mean_loss())
+    trainer.step(1, batch, labels)
+    trainer.step(2, batch, np.full_like(labels, np.nan))
+    with pytest.raises(TrainingDiverged, match=r"^training diverged: the mean loss of steps "
+                                               r"1-2 is nan; nothing from them is saved"):
+        trainer.loss_window()           # what a training-state save reads first
+    with pytest.raises(TrainingDiverged, match="steps 1-2 is nan"):
+        trainer.mean_loss()
 
 
 def test_step_returns_with_at_most_two_steps_unfinished():
