@@ -145,6 +145,7 @@ def export_tier(checkpoint: str | Path, out_dir: str | Path, *, name: str | None
     kind, tier, graphdef, params = load_checkpoint(checkpoint)
     if kind != "ranker":
         raise ArtifactError(f"{checkpoint}: kind {kind!r} cannot be exported (only 'ranker')")
+    wt.check_finite(wt.flatten(params), str(checkpoint))   # refused here, not at serve time
     name = name or tier.name
     if buckets is not None:
         bb = sorted({int(b) for b, _ in buckets})

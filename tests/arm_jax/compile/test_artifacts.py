@@ -381,7 +381,7 @@ def test_swap_refuses_a_checkpoint_without_its_config(exported, checkpoint_like)
     np.testing.assert_array_equal(tier.score(batch).probs, before)
 
 
-def test_swap_refuses_non_finite_weights_and_the_old_keep_serving(exported, checkpoint_like):
+def test_non_finite_weights_are_neither_swapped_in_nor_exported(exported, checkpoint_like):
     """A diverged training's NaN weights swapped in fine and every response then held NaN
     scores, which JSON cannot carry: the server answered 500 until the next swap."""
     from arm_jax.checkpoint import load_checkpoint, save_checkpoint
@@ -401,3 +401,9 @@ def test_swap_refuses_non_finite_weights_and_the_old_keep_serving(exported, chec
     with pytest.raises(ArtifactError, match=f"weight {name} holds 1 non-finite values"):
         tier.swap_weights(bad)
     np.testing.assert_array_equal(tier.score(batch).probs, before)
+    from arm_jax.compile.export import export_tiers
+
+    never = exported["root"] / "never-exported"        # nor exported, before any compile
+    with pytest.raises(ArtifactError, match=f"weight {name} holds 1 non-finite values"):
+        export_tiers({"small": bad}, never, platforms=("cpu",), progress=False)
+    assert not (never / "small").exists()
