@@ -1,6 +1,6 @@
 """JSON that every parser reads: NaN and infinities (an AUC over one class, a t statistic
 with no spread) become null. Python's `json` writes them as bare `NaN`, which strict
-parsers (JavaScript's JSON.parse, jq, Go, Rust's serde_json) refuse."""
+parsers (JavaScript's JSON.parse, Go's encoding/json, Rust's serde_json) refuse."""
 
 from __future__ import annotations
 

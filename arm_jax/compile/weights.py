@@ -142,4 +142,4 @@ def check_finite(weights: dict[str, jax.Array], where: str) -> None:
             if bad:
                 raise ArtifactError(f"{where}: weight {name} holds {bad} non-finite values "
                                     f"(NaN or inf) of {w.size}: a diverged training? "
-                                    "refusing to serve it")
+                                    "refusing it")

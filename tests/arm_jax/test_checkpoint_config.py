@@ -24,7 +24,7 @@ def test_shape_mismatch_names_the_parameter(tiny_overrides, tmp_path):
 
 def test_undefined_metrics_are_written_as_null(tiny_overrides, tmp_path):
     """An AUC over one class is nan; json.dumps wrote it as a bare NaN, which strict
-    parsers (jq, JavaScript, serde_json) refuse."""
+    parsers (JavaScript's JSON.parse, serde_json) refuse."""
     from arm_jax.checkpoint import read_metrics, save_checkpoint
     from arm_jax.config import load_tier
     from arm_jax.model import Ranker
