@@ -1,5 +1,5 @@
-"""JSON that every parser reads: NaN and infinities (an AUC over one class, a t statistic
-with no spread) become null. Python's `json` writes them as bare `NaN`, which strict
+"""Undefined figures (an AUC over one class, a t statistic with no spread): null in JSON
+that every parser reads, "-" in printed tables. Python's `json` writes them as bare `NaN`, which strict
 parsers (JavaScript's JSON.parse, Go's encoding/json, Rust's serde_json) refuse."""
 
 from __future__ import annotations
@@ -25,3 +25,9 @@ def finite_or_null(x: Any) -> Any:
 def dumps(x: Any, **kwargs: Any) -> str:
     """`json.dumps` of `finite_or_null(x)`, refusing any non-finite value left over."""
     return json.dumps(finite_or_null(x), allow_nan=False, **kwargs)
+
+
+def fixed(x: float | None, digits: int = 4) -> str:
+    """`x` to `digits` places; "-" where undefined (None, as `finite_or_null` writes it, NaN
+    or an infinity): the table's counterpart of the JSON's null."""
+    return "-" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"

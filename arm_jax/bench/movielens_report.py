@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from arm_jax.bench.figures import pyplot, save_png
+from arm_jax.strict_json import fixed
 from arm_jax.train.loop import LONG_HISTORY, SHORT_HISTORY
 
 
@@ -24,10 +25,10 @@ def format_table(res: dict[str, Any]) -> str:
         ci = ("{:.4f}-{:.4f}".format(*r["auc_ci95"]) if "auc_ci95" in r else "")
         lines.append(f"{r['name']:<8} {r['history_len']:>5} {steps:>9} {r['auc']:>7.4f} "
                      f"{ci:>15} {r['logloss']:>8.4f} {r['ne']:>7.4f} "
-                     f"{_fixed(r['auc_short_history'], 4):>8} "
-                     f"{_fixed(r['auc_long_history'], 4):>9} "
+                     f"{fixed(r['auc_short_history'], 4):>8} "
+                     f"{fixed(r['auc_long_history'], 4):>9} "
                      f"{r['auc_within_request']:>7.4f} "
-                     f"{_fixed(r.get('auc_request_level'), 4):>7} {r['train_seconds']:>8.1f}")
+                     f"{fixed(r.get('auc_request_level'), 4):>7} {r['train_seconds']:>8.1f}")
     if res.get("models"):
         r = res["models"][0]
         lines.append("(steps = best validation step / trained steps; in-req = AUC over "
@@ -66,10 +67,10 @@ def format_by_history(rows: Sequence[dict[str, Any]]) -> list[str]:
             else f">={b['past_min']}" for b in buckets]
     lines = ["by past ratings  " + "".join(f"{h:>22}" for h in head),
              f"{'requests':<16} " + "".join(f"{b['requests']:>22}" for b in buckets),
-             f"{'like rate':<16} " + "".join(f"{_fixed(b['like_rate'], 3):>22}"
+             f"{'like rate':<16} " + "".join(f"{fixed(b['like_rate'], 3):>22}"
                                             for b in buckets)]
     for r in rows:
-        cells = "".join(f"{_fixed(b['auc'], 4):>14} {_fixed(b['mean_score'], 3):>7}"
+        cells = "".join(f"{fixed(b['auc'], 4):>14} {fixed(b['mean_score'], 3):>7}"
                         for b in r["by_history"])
         lines.append(f"{r['name'] + ' auc, score':<16} {cells}")
     return lines
@@ -89,19 +90,14 @@ def format_by_seen(rows: Sequence[dict[str, Any]]) -> list[str]:
     lines = ["by what training saw" + "".join(f"{h:>18}" for _, h in SEEN_SEGMENTS),
              f"{'candidates':<20}" + "".join(f"{segs[k]['candidates']:>18}"
                                              for k, _ in SEEN_SEGMENTS),
-             f"{'like rate':<20}" + "".join(f"{_fixed(segs[k]['like_rate'], 3):>18}"
+             f"{'like rate':<20}" + "".join(f"{fixed(segs[k]['like_rate'], 3):>18}"
                                             for k, _ in SEEN_SEGMENTS)]
     for r in rows:
-        cells = "".join(f"{_fixed(r['by_seen'][k]['auc'], 4):>10} "
-                        f"{_fixed(r['by_seen'][k]['mean_score'], 3):>7}"
+        cells = "".join(f"{fixed(r['by_seen'][k]['auc'], 4):>10} "
+                        f"{fixed(r['by_seen'][k]['mean_score'], 3):>7}"
                         for k, _ in SEEN_SEGMENTS)
         lines.append(f"{r['name'] + ' auc, score':<20}{cells}")
     return lines
-
-
-def _fixed(x: float | None, digits: int) -> str:
-    """`x` to `digits` places; "-" where undefined (None from JSON, or nan)."""
-    return "-" if x is None or np.isnan(x) else f"{x:.{digits}f}"
 
 
 def plot(res: dict[str, Any], png: Path) -> Path:

@@ -146,12 +146,6 @@ def _row(name: str, m: dict[str, Any], path: Path, task: str) -> dict[str, Any]:
             "seconds": m["train_seconds"], "checkpoint": str(path)}
 
 
-def _num(x: float | None, width: int, digits: int = 4) -> str:
-    """`x` right-aligned in `width`; "-" when undefined (an AUC over one class; no
-    training time in `arm-jax eval`)."""
-    return f"{'-':>{width}}" if x is None or not np.isfinite(x) else f"{x:>{width}.{digits}f}"
-
-
 def _table(rows: list[dict[str, Any]], data: Any, task: str) -> str:
     """One row per model on the first task; the oracle row when the data knows its truth."""
     from arm_jax.data.synthetic import oracle_metrics
@@ -160,9 +154,9 @@ def _table(rows: list[dict[str, Any]], data: Any, task: str) -> str:
     lines = [f"{head:<30} {'AUC':>7} {'logloss':>8} {'NE':>7} "
              f"{'AUC short':>10} {'AUC long':>9} {'train s':>8}"]
     for r in rows:
-        lines.append(f"{r['model']:<30} {_num(r['auc'], 7)} {_num(r['logloss'], 8)} "
-                     f"{_num(r['ne'], 7)} {_num(r['auc_short'], 10)} {_num(r['auc_long'], 9)} "
-                     f"{_num(r['seconds'], 8, 1)}")
+        f = strict_json.fixed
+        lines.append(f"{r['model']:<30} {f(r['auc']):>7} {f(r['logloss']):>8} {f(r['ne']):>7} "
+                     f"{f(r['auc_short']):>10} {f(r['auc_long']):>9} {f(r['seconds'], 1):>8}")
     if not np.isnan(data.test.true_prob).all():     # synthetic data: the ceiling
         o = oracle_metrics(data.test)[task]
         lines.append(f"{'oracle (true probability)':<30} {o['auc']:>7.4f} "

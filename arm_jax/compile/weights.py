@@ -129,17 +129,26 @@ def restore(directory: str | Path, want: Spec, device: Any | None = None) -> dic
     return flat
 
 
-def check_finite(weights: dict[str, jax.Array], where: str) -> None:
-    """Raise ArtifactError naming the first floating-point weight that holds a NaN or an
-    infinity: such weights (a training that diverged) score NaN, which no response can
-    carry, so they are refused before they serve (a swap keeps the old weights).
+def first_non_finite(weights: dict[str, Any]) -> tuple[str, int, int] | None:
+    """(name, non-finite count, size) of the first floating-point weight holding a NaN or
+    an infinity, or None. On the host, one weight at a time (numpy: a jnp reduction would
+    compile, and a loaded artifact compiles nothing)."""
+    import jax.numpy as jnp
 
-    On the host, one weight at a time (numpy: a jnp reduction would compile, and a loaded
-    artifact compiles nothing)."""
     for name, w in weights.items():
-        if np.issubdtype(w.dtype, np.floating) or w.dtype.name.startswith(("bfloat", "float")):
+        if jnp.issubdtype(w.dtype, jnp.floating):      # bfloat16 and float8 too
             bad = int(w.size - np.count_nonzero(np.isfinite(np.asarray(w, np.float32))))
             if bad:
-                raise ArtifactError(f"{where}: weight {name} holds {bad} non-finite values "
-                                    f"(NaN or inf) of {w.size}: a diverged training? "
-                                    "refusing it")
+                return name, bad, int(w.size)
+    return None
+
+
+def check_finite(weights: dict[str, Any], where: str) -> None:
+    """Raise ArtifactError naming the first weight that holds a NaN or an infinity: such
+    weights (a training that diverged) score NaN, which no response can carry, so they are
+    refused before they serve (a swap keeps the old weights)."""
+    found = first_non_finite(weights)
+    if found is not None:
+        name, bad, size = found
+        raise ArtifactError(f"{where}: weight {name} holds {bad} non-finite values "
+                            f"(NaN or inf) of {size}: a diverged training? refusing it")

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
 from arm_jax.checkpoint import check_save_target, save_checkpoint
+from arm_jax.compile.weights import first_non_finite, flatten
 from arm_jax.config import TierConfig, check_rank_loss_batch
 from arm_jax.data.join import StoreHistory, joined_dataset
 from arm_jax.data.synthetic import Examples, SyntheticSpec, SyntheticWorld, iterate_batches
@@ -149,10 +149,10 @@ def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
             state.close()         # an interrupted run still commits its last save
     graphdef, params = trainer.graphdef, jax.block_until_ready(trainer.eval_params)
     seconds = time.perf_counter() - t0
-    if not all(np.isfinite(np.asarray(w, np.float32)).all() for w in jax.tree.leaves(params)
-               if jnp.issubdtype(w.dtype, jnp.floating)):     # the last update, unlogged
-        raise TrainingDiverged("training diverged: the trained weights hold NaN or inf; "
-                               "nothing is saved (try a lower train.learning_rate)")
+    bad = first_non_finite(flatten(params))       # the last update is in no logged loss
+    if bad is not None:
+        raise TrainingDiverged(f"training diverged: the trained weight {bad[0]} holds NaN or "
+                               "inf; nothing is saved (try a lower train.learning_rate)")
     metrics = evaluate_model(graphdef, params, tier, data, kind=kind)
     metrics.update(train_seconds=seconds, steps=steps, first_loss=losses[0], last_loss=losses[-1],
                    resumed_at_step=done if resume else None)

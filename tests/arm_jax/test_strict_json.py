@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from arm_jax.strict_json import dumps, finite_or_null
+from arm_jax.strict_json import dumps, finite_or_null, fixed
 
 
 def _refuse(constant: str) -> None:
@@ -21,3 +21,8 @@ def test_non_finite_floats_become_null_at_any_depth():
                                  "flag": True}
     text = dumps(x, indent=1)
     assert json.loads(text, parse_constant=_refuse)["curve"] == [[1, None], [2, 0.7]]
+
+
+def test_tables_print_a_dash_where_the_json_has_null():
+    assert [fixed(x) for x in (None, float("nan"), np.float32(np.inf))] == ["-", "-", "-"]
+    assert fixed(np.float64(0.79623), 3) == "0.796" and fixed(12.25, 1) == "12.2"
