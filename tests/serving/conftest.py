@@ -7,6 +7,7 @@ import time
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from arm_jax.batch import make_batch
 from arm_jax.config import load_tier
@@ -96,3 +97,15 @@ def expected_fake_scores(tier_cfg, p, scale=1.0):
 @pytest.fixture
 def expected():
     return expected_fake_scores
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples called `name` in a /metrics page whose labels include `labels`."""
+    return sum(s.value for family in text_string_to_metric_families(text)
+               for s in family.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+@pytest.fixture
+def metric():
+    return metric_value

@@ -21,13 +21,6 @@ T0 = 1_700_000_000
 BUDGET_MS = 10_000.0
 
 
-def _metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def _strip_history(p):
@@ -43,7 +36,8 @@ def lmdb_logs(tmp_path):
     s.close()
 
 
-def test_history_from_store_matches_inline(serve, fakes, payload, expected, tiny_tiers, lmdb_logs):
+def test_history_from_store_matches_inline(serve, fakes, payload, expected, tiny_tiers, lmdb_logs,
+                                           metric):
     url = serve(fakes, ServerSettings(deadline_ms=BUDGET_MS, history_store=f"lmdb://{lmdb_logs.path}"))
     p = payload(candidates=5, history=0, seed=1)
     body = {**_strip_history(p), "user_id": 7, "ts": T0, "tier": "large"}
@@ -61,7 +55,7 @@ def test_history_from_store_matches_inline(serve, fakes, payload, expected, tiny
     assert out2["history_source"] == "inline"
     np.testing.assert_allclose(out2["scores"], expected(tiny_tiers["large"], q), rtol=1e-6)
     text = httpx.get(url + "/metrics").text
-    assert _metric(text, "armjax_history_fetch_seconds_count") == 1
+    assert metric(text, "armjax_history_fetch_seconds_count") == 1
 
 
 def test_corrupt_value_degrades(serve, fakes, payload, lmdb_logs):
@@ -75,7 +69,7 @@ def test_corrupt_value_degrades(serve, fakes, payload, lmdb_logs):
     assert out["tier"] == "small" and out["history_source"] == "none"
 
 
-def test_stored_action_past_the_tier_degrades(serve, fakes, payload, lmdb_logs, caplog):
+def test_stored_action_past_the_tier_degrades(serve, fakes, payload, lmdb_logs, caplog, metric):
     """A stored action >= features.num_action_types is no 500 and never reaches the model:
     the request is served history-free, degraded as store_corrupt, and the log names it."""
     lmdb_logs.append(9, [100, 101], [1, 200], [T0 - 20, T0 - 10])
@@ -88,7 +82,7 @@ def test_stored_action_past_the_tier_degrades(serve, fakes, payload, lmdb_logs, 
     assert out["degraded"] is True and out["degraded_reason"] == "store_corrupt"
     assert out["history_source"] == "none" and out["tier"] == "small"
     assert "ActionOutOfRange" in caplog.text and "user 9: stored action 200" in caplog.text
-    assert _metric(httpx.get(url + "/metrics").text, "armjax_store_fallbacks_total",
+    assert metric(httpx.get(url + "/metrics").text, "armjax_store_fallbacks_total",
                    reason="store_corrupt") == 1
 
 
@@ -117,7 +111,7 @@ def test_no_store_configured(serve, fakes, payload):
 
 @pytest.mark.skipif(find_redis_server() is None,
                     reason="redis-server binary not found: `bash scripts/setup.sh --test`")
-def test_redis_outage_falls_back_to_cheapest_tier(serve, fakes, payload, caplog):
+def test_redis_outage_falls_back_to_cheapest_tier(serve, fakes, payload, caplog, metric):
     srv = RedisServer().start()
     try:
         RedisStore(srv.url).append(5, [1, 2, 3], [0, 1, 2], [T0 - 30, T0 - 20, T0 - 10])
@@ -138,13 +132,13 @@ def test_redis_outage_falls_back_to_cheapest_tier(serve, fakes, payload, caplog)
         assert out["tier"] == "small" and out["preferred_tier"] == "small"
         assert out["history_source"] == "none"
     text = httpx.get(url + "/metrics").text
-    assert _metric(text, "armjax_store_fallbacks_total", reason="store_unavailable") == 3
-    assert _metric(text, "armjax_requests_total", tier="small", degraded="true") == 3
+    assert metric(text, "armjax_store_fallbacks_total", reason="store_unavailable") == 3
+    assert metric(text, "armjax_requests_total", tier="small", degraded="true") == 3
 
 
 @pytest.mark.skipif(find_redis_server() is None,
                     reason="redis-server binary not found: `bash scripts/setup.sh --test`")
-def test_redis_key_of_another_type_degrades_as_corrupt(serve, fakes, payload):
+def test_redis_key_of_another_type_degrades_as_corrupt(serve, fakes, payload, metric):
     """MGET answers nil for a key holding a list, as for a missing user: the request was
     served as if the user had no history, with nothing flagged."""
     srv = RedisServer().start()
@@ -163,4 +157,4 @@ def test_redis_key_of_another_type_degrades_as_corrupt(serve, fakes, payload):
     finally:
         srv.stop()
     text = httpx.get(url + "/metrics").text
-    assert _metric(text, "armjax_store_fallbacks_total", reason="store_corrupt") == 1
+    assert metric(text, "armjax_store_fallbacks_total", reason="store_corrupt") == 1

@@ -95,32 +95,25 @@ def test_readyz_only_after_warmup(tiny_tiers, payload):
         assert httpx.post(srv.url + "/v1/rank", json=payload(), timeout=5).status_code == 200
 
 
-def _metric(text: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
-def test_metrics_present_and_counting(serve, fakes, payload):
+def test_metrics_present_and_counting(serve, fakes, payload, metric):
     url = serve(fakes, ServerSettings(policy="fixed:large"))
     for i in range(5):
         assert httpx.post(url + "/v1/rank", json=payload(seed=i), timeout=10).status_code == 200
     httpx.post(url + "/v1/rank", content=b"{", headers={"Content-Type": "application/json"})
     text = httpx.get(url + "/metrics", timeout=10).text
-    assert _metric(text, "armjax_request_latency_seconds_count", tier="large") == 5
-    assert _metric(text, "armjax_requests_total", tier="large", degraded="false") == 5
-    assert _metric(text, "armjax_batch_size_count", tier="large") >= 1
-    assert _metric(text, "armjax_compute_seconds_count", tier="large") >= 1
-    assert _metric(text, "armjax_rejects_total", reason="bad_request") == 1
-    assert _metric(text, "armjax_ready") == 1
+    assert metric(text, "armjax_request_latency_seconds_count", tier="large") == 5
+    assert metric(text, "armjax_requests_total", tier="large", degraded="false") == 5
+    assert metric(text, "armjax_batch_size_count", tier="large") >= 1
+    assert metric(text, "armjax_compute_seconds_count", tier="large") >= 1
+    assert metric(text, "armjax_rejects_total", reason="bad_request") == 1
+    assert metric(text, "armjax_ready") == 1
     for name in ("armjax_queue_depth", "armjax_executor_busy_ratio", "armjax_queue_wait_seconds"):
         assert re.search(rf'^{name}\S*{{tier="(small|medium|large)"', text, re.M), name
-    busy = _metric(text, "armjax_executor_busy_ratio", tier="large")
+    busy = metric(text, "armjax_executor_busy_ratio", tier="large")
     assert 0.0 <= busy <= 1.0
-    assert _metric(text, "armjax_build_info", arm_jax=arm_jax.__version__,
+    assert metric(text, "armjax_build_info", arm_jax=arm_jax.__version__,
                    jax=jax.__version__) == 1
 
 
