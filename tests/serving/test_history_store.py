@@ -21,8 +21,6 @@ T0 = 1_700_000_000
 BUDGET_MS = 10_000.0
 
 
-
-
 def _strip_history(p):
     return {k: v for k, v in p.items() if not k.startswith("hist_")}
 

@@ -95,8 +95,6 @@ def test_readyz_only_after_warmup(tiny_tiers, payload):
         assert httpx.post(srv.url + "/v1/rank", json=payload(), timeout=5).status_code == 200
 
 
-
-
 def test_metrics_present_and_counting(serve, fakes, payload, metric):
     url = serve(fakes, ServerSettings(policy="fixed:large"))
     for i in range(5):
