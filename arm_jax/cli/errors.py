@@ -20,7 +20,7 @@ def expected_errors() -> tuple[type[BaseException], ...]:
                       ("arm_jax.compile.artifacts", "ArtifactError"),
                       ("arm_jax.store.base", "StoreError"),
                       ("arm_jax.data.arrow", "PyarrowMissing"),
-                      ("arm_jax.bench.serve", "ServeBenchError"),
+                      ("serving.serve_bench", "ServeBenchError"),
                       ("serving.loadgen", "LoadgenError"),
                       ("serving.client", "RankError")):
         try:

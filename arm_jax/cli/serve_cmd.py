@@ -247,7 +247,7 @@ def _bench_routing(args: argparse.Namespace) -> int:
 
 
 def _bench_serve(args: argparse.Namespace) -> int:
-    from arm_jax.bench.serve import run_serve_bench
+    from serving.serve_bench import run_serve_bench
 
     run_serve_bench(args.artifacts, tier=args.tier, candidates=args.candidates,
                     history=args.history, duration=args.duration,

@@ -209,7 +209,7 @@ def test_bench_serve_end_to_end(artifacts, tmp_path, monkeypatch, capsys):
     $ARM_JAX_TOKEN must not lock the bench out of the server it starts."""
     import json
 
-    from arm_jax.bench.serve import run_serve_bench
+    from serving.serve_bench import run_serve_bench
 
     monkeypatch.setenv("ARM_JAX_TOKEN", "an-operator-token-the-bench-does-not-know")
     out = tmp_path / "serve.json"
@@ -236,7 +236,7 @@ def test_bench_serve_end_to_end(artifacts, tmp_path, monkeypatch, capsys):
 
 
 def test_bench_serve_history_over_the_tier_limit_names_it(artifacts):
-    from arm_jax.bench.serve import run_serve_bench
+    from serving.serve_bench import run_serve_bench
 
     with pytest.raises(ValueError, match=r"history=1000000: exceeds .*max_history="):
         run_serve_bench(artifacts["dir"], tier="small", candidates=4, history=10**6,

@@ -10,7 +10,7 @@ import tempfile
 import httpx
 import pytest
 
-from arm_jax.bench.serve import (ServeBenchError, _rank_alone, _wait_for_server,
+from serving.serve_bench import (ServeBenchError, _rank_alone, _wait_for_server,
                                  plot, run_serve_bench)
 from arm_jax.cli.main import main
 from arm_jax.ports import free_port
