@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any, Callable
 
@@ -101,10 +102,15 @@ class RankClient:
         r = _ok(self.rank_raw(payload, use_msgpack=use_msgpack, wire=wire))
         return decode_answer(r)
 
-    def reload(self, tier: str, path: str, *, admin_token: str | None = None) -> httpx.Response:
+    def reload(self, tier: str, path: str | os.PathLike, *,
+               admin_token: str | None = None) -> dict[str, Any]:
+        """POST /admin/reload: swap `tier`'s weights for the checkpoint at `path` -> the
+        server's answer. RankError on an error status, like `rank`: 404 (`path` not found),
+        409 (refused, the old weights keep serving), 401/403 (token). `admin_token` defaults
+        to the client's token, which the server also accepts when it has no admin token."""
         headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
-        return self.http.post("/admin/reload", json={"tier": tier, "path": str(path)},
-                              headers=headers)
+        return _ok(self.http.post("/admin/reload", json={"tier": tier, "path": str(path)},
+                                  headers=headers)).json()
 
 
 WIRES = ("json", "msgpack", "arrow")

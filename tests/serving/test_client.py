@@ -7,7 +7,7 @@ import pytest
 
 from serving.app import create_app
 from serving.client import RankClient, RankError
-from serving.executor import FakeExecutor
+from serving.executor import FakeExecutor, write_fake_weights
 from serving.server import ServerThread
 from serving.settings import ServerSettings
 
@@ -38,3 +38,20 @@ def test_a_warming_server_is_503_with_retry_after(tiny_tiers, payload):
         with pytest.raises(RankError) as e:
             client.rank(payload())
     assert (e.value.status, e.value.reason, e.value.retry_after) == (503, "not_ready", 1.0)
+
+
+def test_reload_returns_the_answer_and_raises_on_refusal(serve, fakes, tmp_path):
+    """`reload` is a RankError on an error status like every other call, never a silent
+    Response the caller has to remember to check."""
+    url = serve(fakes, ServerSettings(token="admin-and-request"),
+                headers={"Authorization": "Bearer admin-and-request"})
+    good = write_fake_weights(tmp_path / "good", shape=fakes["small"].weight_shape, scale=2.0)
+    with RankClient(url, token="admin-and-request") as client:
+        assert client.reload("small", good)["tier"] == "small"
+        with pytest.raises(RankError) as e:
+            client.reload("small", tmp_path / "nope")
+        assert (e.value.status, e.value.field, e.value.reason) == (404, "path", "not_found")
+        with pytest.raises(RankError) as e:
+            client.reload("small", good, admin_token="not-the-token")
+        assert (e.value.status, e.value.field) == (401, "authorization")
+    assert fakes["small"].version == 1
