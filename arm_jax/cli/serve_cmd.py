@@ -137,6 +137,10 @@ def _serve(args: argparse.Namespace) -> int:
         args.overrides, args.artifacts = [args.artifacts, *args.overrides], None
     if (args.artifacts is None) == (args.fake is None):
         raise ValueError("give an artifact directory or --fake TIERS (not both)")
+    if args.overrides and not args.fake:
+        raise ValueError(f"key=value overrides ({' '.join(args.overrides)}) apply to --fake "
+                         "tiers only: an artifact directory serves the configs it was "
+                         "exported with")
     settings = ServerSettings(
         host=args.host, port=args.port, token=args.token, admin_token=args.admin_token,
         max_body_bytes=args.max_body_bytes, deadline_ms=args.deadline_ms,

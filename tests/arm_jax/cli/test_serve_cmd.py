@@ -169,3 +169,11 @@ def test_port_zero_serves_on_a_free_port_and_says_which(tiny_overrides, capsys, 
     assert main(["serve", "--fake", "small", "--port", "0", *tiny_overrides]) == 0
     assert served["port"] > 0
     assert f"on http://127.0.0.1:{served['port']} " in capsys.readouterr().err
+
+
+def test_overrides_without_fake_are_refused_not_ignored(tmp_path, capsys):
+    rc = main(["serve", str(tmp_path), "model.d_model=64"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("arm-jax: error: key=value overrides (model.d_model=64) apply to "
+                             "--fake tiers only"), err
