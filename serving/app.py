@@ -278,9 +278,9 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
     app.state.metrics = metrics
     app.state.settings = settings
     app.state.catalog = catalog
-    tokens = [t for t in (settings.token, settings.admin_token) if t]
-    if tokens:
-        app.add_middleware(BearerAuth, tokens=tokens)
+    if settings.token:   # an admin token alone guards /admin/* only (the handler checks it)
+        app.add_middleware(BearerAuth, tokens=[t for t in (settings.token,
+                                                           settings.admin_token) if t])
 
     @app.exception_handler(FieldError)
     async def _field_error(request: Request, e: FieldError):

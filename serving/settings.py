@@ -20,7 +20,10 @@ class ServerSettings:
 
     host / port          where `arm-jax serve` binds (127.0.0.1 unless told otherwise)
     token                if set, every endpoint requires `Authorization: Bearer <token>`
-    admin_token          token for /admin/*; defaults to `token`; no token -> admin disabled
+                         (the admin token is accepted there too)
+    admin_token          token for /admin/*; defaults to `token`; no token -> admin disabled.
+                         Alone, it protects /admin/* only. Tokens: >= 8 printable ASCII
+                         characters, no spaces
     max_body_bytes       larger request bodies are refused with 413 before parsing
     deadline_ms          default per-request budget; None -> the routed tier's config
     batch_window_ms      how long the batcher waits for more requests to pack together
@@ -71,8 +74,15 @@ class ServerSettings:
                 f"policy={self.policy!r}: allowed 'rules', 'fixed:<tier>', 'learned:<file>'")
         if self.log_level not in LOG_LEVELS:
             raise SettingsError(f"log_level={self.log_level!r}: allowed {', '.join(LOG_LEVELS)}")
-        if self.token is not None and len(self.token) < 8:
-            raise SettingsError("token: must be at least 8 characters")
+        for name in ("token", "admin_token"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if len(value) < 8:
+                raise SettingsError(f"{name}: must be at least 8 characters")
+            if not all(33 <= ord(ch) <= 126 for ch in value):
+                raise SettingsError(f"{name}: must be printable ASCII without spaces "
+                                    "(an HTTP header carries it)")
 
     @property
     def effective_admin_token(self) -> str | None:

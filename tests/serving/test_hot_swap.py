@@ -145,3 +145,18 @@ def test_non_finite_scores_are_a_clear_500_and_counted(swap_server, payload, tmp
     assert "'small' scored NaN or inf" in err["message"]
     text = httpx.get(url + "/metrics", headers=AUTH).text
     assert 'armjax_rejects_total{reason="non_finite_scores"} 1.0' in text
+
+
+def test_an_admin_token_alone_guards_only_the_admin_endpoint(serve, fakes, payload, tmp_path):
+    """Liveness probes and ranking clients need no secret when only --admin-token is set."""
+    url = serve(fakes, ServerSettings(admin_token="admin-token-xyz"))
+    assert httpx.get(url + "/healthz").status_code == 200
+    assert httpx.get(url + "/readyz").status_code == 200
+    assert httpx.post(url + "/v1/rank", json=payload(), timeout=10).status_code == 200
+    d = write_fake_weights(tmp_path / "w", shape=fakes["small"].weight_shape, scale=3.0)
+    body = {"tier": "small", "path": str(d)}
+    r = httpx.post(url + "/admin/reload", json=body)
+    assert r.status_code == 401 and r.json()["error"]["field"] == "authorization"
+    r = httpx.post(url + "/admin/reload", json=body,
+                   headers={"Authorization": "Bearer admin-token-xyz"})
+    assert r.status_code == 200 and fakes["small"].version == 1

@@ -150,3 +150,14 @@ def test_an_unknown_log_level_is_refused_by_name():
 
     with pytest.raises(SettingsError, match="log_level='loud': allowed critical, error"):
         ServerSettings(log_level="loud")
+
+
+@pytest.mark.parametrize("field", ["token", "admin_token"])
+@pytest.mark.parametrize("value, why", [("short", "at least 8 characters"),
+                                        ("tok en-with-space", "printable ASCII without spaces"),
+                                        ("jeton-sécurisé", "printable ASCII without spaces")])
+def test_tokens_are_long_printable_ascii(field, value, why):
+    from serving.settings import SettingsError
+
+    with pytest.raises(SettingsError, match=f"{field}: must be {why}"):
+        ServerSettings(**{field: value})
