@@ -282,16 +282,29 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         app.add_middleware(BearerAuth, tokens=[t for t in (settings.token,
                                                            settings.admin_token) if t])
 
+    def count_bad_request(request: Request) -> None:
+        """`armjax_rejects_total` counts ranking requests; admin mistakes are not traffic."""
+        if request.url.path == "/v1/rank":
+            metrics.rejects.labels("bad_request").inc()
+
     @app.exception_handler(FieldError)
     async def _field_error(request: Request, e: FieldError):
-        metrics.rejects.labels("bad_request").inc()
+        count_bad_request(request)
         return _error(e.status, e.field, e.message)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, e: RequestValidationError):
         err = e.errors()[0] if e.errors() else {"loc": ("body",), "msg": "invalid"}
-        metrics.rejects.labels("bad_request").inc()
+        count_bad_request(request)
         return _error(422, ".".join(str(p) for p in err["loc"]), err["msg"])
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, e: Exception):
+        # Starlette still re-raises it after this answer, so the server log has the traceback.
+        if request.url.path == "/v1/rank":
+            metrics.rejects.labels("internal").inc()
+        return _error(500, "server", f"internal error: {type(e).__name__} (details in the "
+                      "server log)", reason="internal")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException):
@@ -352,12 +365,16 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                                             feats, registry.max_candidates)
         if req.tier is not None and req.tier not in executors:
             raise FieldError("tier", f"unknown tier {req.tier!r}; tiers: {registry.order}")
-        arrays, history_source, store_failure = await fetch_history(req, arrays)
+        # The request's own fields are checked before any store read, so that a bad request
+        # costs no round trip and never counts as a store fallback.
         batch = pack_batch(arrays, feats, registry.max_candidates, side_ids)
         if not registry.ready:
             metrics.rejects.labels("not_ready").inc()
             return _error(503, "server", state["warm_error"] or "warming up", reason="not_ready",
                           headers={"Retry-After": "1"})
+        arrays, history_source, store_failure = await fetch_history(req, arrays)
+        if history_source == "store":
+            batch = pack_batch(arrays, feats, registry.max_candidates, side_ids)
         n = batch.num_candidates
         ctx = [req.context.model_dump() if req.context else {}]
         if store_failure is not None:   # history-free: the cheapest tier is all it is worth
@@ -392,6 +409,11 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             metrics.rejects.labels("shutting_down").inc()
             return _error(503, "server", str(e), reason="shutting_down",
                           headers={"Retry-After": "1"})
+        except Exception as e:  # noqa: BLE001 - a failing executor is a JSON 500, counted
+            log.exception("tier %r failed on a request", tier)
+            metrics.rejects.labels("internal").inc()
+            return _error(500, "server", f"tier {tier!r} failed on this request: "
+                          f"{type(e).__name__} (details in the server log)", reason="internal")
         if not np.isfinite(scored.probs).all():     # JSON cannot carry it: a clear 500
             metrics.rejects.labels("non_finite_scores").inc()
             return _error(500, "model", f"tier {tier!r} scored NaN or inf for this request; "
@@ -446,6 +468,11 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             metrics.swaps.labels(req.tier, "refused").inc()
             return _error(409, "path", f"refused, old weights keep serving: {e}",
                           reason="incompatible")
+        except Exception as e:  # noqa: BLE001 - the old weights keep serving; say so in JSON
+            log.exception("weight swap of tier %r from %s failed", req.tier, req.path)
+            metrics.swaps.labels(req.tier, "error").inc()
+            return _error(500, "path", f"swap failed, old weights keep serving: "
+                          f"{type(e).__name__}: {e}", reason="internal")
         metrics.swaps.labels(req.tier, "ok").inc()
         return out
 

@@ -202,14 +202,18 @@ class FakeExecutor:
         p = Path(directory) / "fake_weights.json"
         if not p.exists():
             raise WeightsNotFound(f"path: {directory} has no fake_weights.json")
-        raw = json.loads(p.read_text())
-        shape = tuple(raw["shape"])
+        try:
+            raw = json.loads(p.read_text())
+            shape, scale = tuple(int(d) for d in raw["shape"]), float(raw["scale"])
+        except (ValueError, TypeError, KeyError) as e:   # JSONDecodeError is a ValueError
+            raise IncompatibleWeights(f"{p}: not a fake weights file ({type(e).__name__}: "
+                                      f"{e})") from None
         if shape != self.weight_shape:
             raise IncompatibleWeights(
                 f"weights shape {list(shape)} does not match the compiled shape "
                 f"{list(self.weight_shape)}")
         with self._lock:
-            self._weights = _FakeWeights(shape, float(raw["scale"]), self._weights.version + 1)
+            self._weights = _FakeWeights(shape, scale, self._weights.version + 1)
         return {"version": self._weights.version}
 
     def cost_flops(self, bucket: tuple[int, int]) -> float:

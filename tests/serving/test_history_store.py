@@ -156,3 +156,20 @@ def test_redis_key_of_another_type_degrades_as_corrupt(serve, fakes, payload, me
         srv.stop()
     text = httpx.get(url + "/metrics").text
     assert metric(text, "armjax_store_fallbacks_total", reason="store_corrupt") == 1
+
+
+@pytest.mark.parametrize("store", [None, "redis://127.0.0.1:1/0"])
+def test_a_bad_request_is_refused_before_any_store_read(serve, fakes, payload, metric, store):
+    """A malformed request costs no store round trip and never counts as a store fallback
+    (malformed traffic must not fire store-outage alerts)."""
+    url = serve(fakes, ServerSettings(deadline_ms=BUDGET_MS, history_store=store))
+    p = _strip_history(payload(seed=2))
+    bad = {**p, "user_id": 3, "ts": T0, "cand_dense": p["cand_dense"][:-1]}
+    for _ in range(3):
+        r = httpx.post(url + "/v1/rank", json=bad)
+        assert r.status_code == 422 and r.json()["error"]["field"] == "cand_dense", r.text
+    text = httpx.get(url + "/metrics").text
+    assert metric(text, "armjax_store_fallbacks_total") == 0
+    assert metric(text, "armjax_rejects_total", reason="bad_request") == 3
+    r = httpx.post(url + "/v1/rank", json={**p, "user_id": 3, "ts": T0})
+    assert r.status_code == 200 and r.json()["degraded"] is True    # the good one still degrades

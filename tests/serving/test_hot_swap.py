@@ -160,3 +160,20 @@ def test_an_admin_token_alone_guards_only_the_admin_endpoint(serve, fakes, paylo
     r = httpx.post(url + "/admin/reload", json=body,
                    headers={"Authorization": "Bearer admin-token-xyz"})
     assert r.status_code == 200 and fakes["small"].version == 1
+
+
+def test_admin_mistakes_are_not_ranking_rejects_and_a_bad_file_is_a_409(swap_server, metric,
+                                                                         tmp_path):
+    url, fake = swap_server
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "fake_weights.json").write_text("{not json")
+    r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(broken)},
+                   headers=AUTH)
+    assert r.status_code == 409 and r.json()["error"]["field"] == "path", r.text
+    for body in ({"tier": "huge", "path": str(broken)}, {"tier": "small"}, {"x": 1}):
+        assert httpx.post(url + "/admin/reload", json=body, headers=AUTH).status_code == 422
+    text = httpx.get(url + "/metrics", headers=AUTH).text
+    assert metric(text, "armjax_rejects_total") == 0
+    assert metric(text, "armjax_weight_swaps_total", outcome="refused", tier="small") == 1
+    assert fake.version == 0

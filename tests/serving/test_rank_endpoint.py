@@ -161,3 +161,24 @@ def test_tokens_are_long_printable_ascii(field, value, why):
 
     with pytest.raises(SettingsError, match=f"{field}: must be {why}"):
         ServerSettings(**{field: value})
+
+
+def test_a_failing_executor_is_a_json_500_counted_and_the_server_goes_on(serve, fakes, payload,
+                                                                          metric):
+    url = serve(fakes)
+    real = fakes["large"].score
+
+    def broken(batch):
+        raise RuntimeError("device lost")
+
+    fakes["large"].score = broken
+    r = httpx.post(url + "/v1/rank", json={**payload(), "tier": "large"}, timeout=10)
+    assert r.status_code == 500 and r.headers["content-type"] == "application/json"
+    err = r.json()["error"]
+    assert (err["field"], err["reason"]) == ("server", "internal")
+    assert "'large' failed on this request: RuntimeError" in err["message"]
+    fakes["large"].score = real
+    r = httpx.post(url + "/v1/rank", json={**payload(), "tier": "large"}, timeout=10)
+    assert r.status_code == 200
+    text = httpx.get(url + "/metrics").text
+    assert metric(text, "armjax_rejects_total", reason="internal") == 1
