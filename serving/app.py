@@ -423,15 +423,22 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         metrics.queue_wait.labels(tier).observe(scored.queue_ms / 1e3)
         degraded = tier != preferred or store_failure is not None
         metrics.requests.labels(tier, str(degraded).lower()).inc()
-        k = min(req.top_k or len(scored.top_indices), len(scored.top_indices))
+        ranking, top_scores = scored.top_indices, scored.top_scores
+        if req.top_k is not None and req.top_k > len(ranking) and len(ranking) < n:
+            # beyond the K the tier was exported with: ranked here from the scores, by the
+            # executable's key (the first task's probability; ties to the lower index)
+            key = scored.probs[:, 0]
+            ranking = np.argsort(-key, kind="stable")[:req.top_k]
+            top_scores = key[ranking]
+        k = min(req.top_k or len(ranking), len(ranking))
         body = {
             "request_id": req.request_id, "tier": tier, "preferred_tier": preferred,
             "degraded": degraded,
             "degraded_reason": store_failure or ("load" if tier != preferred else None),
             "history_source": history_source, "tasks": list(feats.tasks),
             "scores": np.asarray(scored.probs, np.float64).round(7).tolist(),
-            "ranking": [int(i) for i in scored.top_indices[:k]],
-            "top_scores": [float(s) for s in scored.top_scores[:k]],
+            "ranking": [int(i) for i in ranking[:k]],
+            "top_scores": [float(s) for s in top_scores[:k]],
             "bucket": list(scored.bucket), "batch_size": scored.batch_size,
             "timings": {"queue_ms": round(scored.queue_ms, 3),
                         "compute_ms": round(scored.compute_ms, 3),

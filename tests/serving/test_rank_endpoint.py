@@ -182,3 +182,20 @@ def test_a_failing_executor_is_a_json_500_counted_and_the_server_goes_on(serve, 
     assert r.status_code == 200
     text = httpx.get(url + "/metrics").text
     assert metric(text, "armjax_rejects_total", reason="internal") == 1
+
+
+def test_top_k_beyond_the_compiled_k_is_ranked_not_cut(serve, fakes, payload):
+    """The tiers rank K=16 in the executable; a request asking for more gets them all,
+    ordered by the same key (the first task's score), its first K the executable's own."""
+    url = serve(fakes)
+    body = {**payload(candidates=25, seed=3), "tier": "small"}
+    compiled = httpx.post(url + "/v1/rank", json=body, timeout=10).json()
+    assert len(compiled["ranking"]) == fakes["small"].top_k == 16
+    for want, got in ((20, 20), (25, 25), (40, 25)):
+        out = httpx.post(url + "/v1/rank", json={**body, "top_k": want}, timeout=10).json()
+        first = np.asarray(out["scores"])[:, 0]
+        assert len(out["ranking"]) == got and sorted(out["ranking"]) == sorted(
+            set(out["ranking"]))
+        assert out["ranking"] == np.argsort(-first, kind="stable")[:got].tolist()
+        assert out["ranking"][:16] == compiled["ranking"]
+        np.testing.assert_allclose(out["top_scores"], first[out["ranking"]], rtol=1e-6)
