@@ -63,7 +63,9 @@ class BusyClock:
 
     def __init__(self, window_s: float = 10.0):
         self.window_s = window_s
-        self._spans: collections.deque[tuple[float, float]] = collections.deque(maxlen=4096)
+        # evicted by age, not count: a tier running thousands of short batches a second
+        # keeps every span of the window, so its ratio does not under-read
+        self._spans: collections.deque[tuple[float, float]] = collections.deque()
         self._since: float | None = None
         self._lock = threading.Lock()
         self.total_s = 0.0
@@ -79,6 +81,8 @@ class BusyClock:
                 self._spans.append((self._since, now))
                 self.total_s += now - self._since
                 self._since = None
+                while self._spans and self._spans[0][1] < now - self.window_s:
+                    self._spans.popleft()
 
     @property
     def busy_since(self) -> float | None:
