@@ -46,8 +46,8 @@ from serving.metrics import ServerMetrics
 from serving.registry import RegistryError, TierRegistry
 from serving.arrow_wire import ARROW_STREAM, arrow_available, decode_request, encode_response
 from serving.schema import (FieldError, RankArrays, RankOptions, RankRequest, RankResponse,
-                            ReloadRequest, pack_batch, parse_json_model, parse_model,
-                            request_arrays)
+                            ReloadRequest, default_body_limit, pack_batch, parse_json_model,
+                            parse_model, request_arrays)
 from serving.settings import ServerSettings
 from serving.throttled_log import ThrottledWarning
 
@@ -188,6 +188,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
     metrics.build.info({name.replace("-", "_"): v or "none" for name, v in versions.items()})
     registry = TierRegistry(executors, settings, on_batch=metrics.on_batch)
     feats = registry.features
+    body_limit = settings.max_body_bytes or default_body_limit(feats, registry.max_candidates)
     if catalog is None and settings.catalog is not None:
         catalog = ItemCatalog.load(settings.catalog)
     if catalog is not None:
@@ -335,7 +336,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             "features": feats.__dict__ | {"tasks": list(feats.tasks)},
             "limits": {"max_candidates": registry.max_candidates,
                        "max_history": feats.max_history,
-                       "max_body_bytes": settings.max_body_bytes},
+                       "max_body_bytes": body_limit},
             "policy": settings.policy,
             "catalog": None if catalog is None else {"items": catalog.num_items,
                                                      "fields": list(catalog.fields)},
@@ -360,7 +361,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
     async def rank(request: Request):
         """Score every candidate for every task; top-K ranking; tier and timings."""
         t_start = time.monotonic()
-        raw = await read_body(request, settings.max_body_bytes)
+        raw = await read_body(request, body_limit)
         req, arrays, wire = parse_rank_body(raw, request.headers.get("content-type", ""),
                                             feats, registry.max_candidates)
         if req.tier is not None and req.tier not in executors:

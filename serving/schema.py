@@ -300,6 +300,22 @@ def request_arrays(req: RankRequest, features: FeaturesConfig,
                          "cand_dense_features", np.float64))
 
 
+BODY_BYTES_PER_VALUE = 64      # a float's longest JSON form is 24 characters; indentation too
+BODY_BYTES_BASE = 64 * 1024    # the scalar fields, the context, brackets
+
+
+def default_body_limit(features: FeaturesConfig, max_candidates: int) -> int:
+    """Bytes a request body may take when the operator sets no limit: 64 bytes for each
+    number of a request at every limit (all candidates, the longest history) plus 64 KiB.
+    Any JSON form of a valid request fits, indented ones included; a body beyond it can only
+    be invalid, and parsing one used to hold the event loop for seconds."""
+    f = features
+    values = (f.req_sparse_fields + f.req_dense_features
+              + max_candidates * (f.cand_sparse_fields + f.cand_dense_features)
+              + f.max_history * (3 + len(f.history_side_fields)))
+    return BODY_BYTES_BASE + BODY_BYTES_PER_VALUE * values
+
+
 def pack_batch(a: RankArrays, features: FeaturesConfig, max_candidates: int,
                catalog: ItemCatalog | None = None) -> RequestBatch:
     """Check the arrays' sizes against the schema and limits, then pack a one-request

@@ -24,7 +24,8 @@ class ServerSettings:
     admin_token          token for /admin/*; defaults to `token`; no token -> admin disabled.
                          Alone, it protects /admin/* only. Tokens: >= 8 printable ASCII
                          characters, no spaces
-    max_body_bytes       larger request bodies are refused with 413 before parsing
+    max_body_bytes       larger request bodies are refused with 413 before parsing; None ->
+                         derived from the schema (`schema.default_body_limit`)
     deadline_ms          default per-request budget; None -> the routed tier's config
     batch_window_ms      how long the batcher waits for more requests to pack together
     max_queue            requests waiting per tier before admission sheds
@@ -44,7 +45,7 @@ class ServerSettings:
     port: int = 8000
     token: str | None = None
     admin_token: str | None = None
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int | None = None
     deadline_ms: float | None = None
     batch_window_ms: float = 2.0
     max_queue: int = 64
@@ -58,7 +59,6 @@ class ServerSettings:
     def __post_init__(self) -> None:
         checks = [
             ("port", self.port, 0, 65535),
-            ("max_body_bytes", self.max_body_bytes, 1024, 1 << 31),
             ("batch_window_ms", self.batch_window_ms, 0.0, 1000.0),
             ("max_queue", self.max_queue, 1, 1 << 20),
             ("drain_timeout_s", self.drain_timeout_s, 0.0, 3600.0),
@@ -66,6 +66,8 @@ class ServerSettings:
         ]
         if self.deadline_ms is not None:
             checks.append(("deadline_ms", self.deadline_ms, 1.0, 600000.0))
+        if self.max_body_bytes is not None:
+            checks.append(("max_body_bytes", self.max_body_bytes, 1024, 1 << 31))
         for name, value, lo, hi in checks:
             if not lo <= value <= hi:
                 raise SettingsError(f"{name}={value!r} is out of range: allowed {lo}..{hi}")

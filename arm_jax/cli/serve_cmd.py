@@ -40,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="default request budget (default: the routed tier's serving.deadline_ms)")
     s.add_argument("--batch-window-ms", type=float, default=2.0)
     s.add_argument("--max-queue", type=int, default=64, help="waiting requests per tier")
-    s.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    s.add_argument("--max-body-bytes", type=int, default=None,
+                   help="larger bodies get 413 unread (default: 64 bytes per number of the "
+                        "largest valid request plus 64 KiB; 1.4 MB for the bundled schema)")
     s.add_argument("--drain-timeout", type=float, default=30.0, help="seconds, on SIGTERM")
     s.add_argument("--fake", default=None, metavar="TIERS",
                    help="serve deterministic fake executors for these config tiers "

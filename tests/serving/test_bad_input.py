@@ -266,8 +266,8 @@ def test_random_mutations_are_never_5xx_and_always_name_a_field(server, payload)
     ("hist_side", [[-1, -1]] * 30_000)])
 def test_a_list_of_bad_values_stops_at_the_first(payload, field, value):
     """pydantic made an error of every bad value and the server then listed them all to
-    name the first: 2 million negative ids (an 8 MB JSON body, under the 16 MB default
-    limit) kept the event loop for 25 s, 8 million in an 8 MB msgpack body longer."""
+    name the first: 2 million negative ids (an 8 MB JSON body, under the fixed 16 MB limit
+    the server had then) kept the event loop for 25 s, 8 million in an 8 MB msgpack body longer."""
     from pydantic import ValidationError
 
     p = {**payload(), field: value}
@@ -448,3 +448,36 @@ def test_row_width_errors_name_the_first_bad_row(tiny_tiers, payload, wire):
                                            "hist_gap": [], "hist_side": []}), ctype, f, 32)
     assert arrays.hist_side.shape == (0, h)
     assert arrays.cand_dense.shape == (6, d) and arrays.cand_sparse.dtype == np.int64
+
+
+def test_the_default_body_limit_fits_every_valid_request_and_no_more(serve, fakes, tiny_tiers):
+    """With no --max-body-bytes the limit comes from the schema: the largest valid request of
+    the bundled schema, every number at its longest and indented, fits under it; a body one
+    byte over it is refused unread."""
+    from arm_jax.config import load_tier
+    from serving.schema import default_body_limit
+
+    f = load_tier("large").features
+    rng = np.random.default_rng(0)
+    long_float = -1.2345678901234567e-300            # 24 characters, the longest repr
+    n, L, s = f.max_candidates, f.max_history, len(f.history_side_fields)
+    biggest = {
+        "request_id": "\U0001F600" * 128, "user_id": 2**63 - 1, "ts": 2**32 - 1,
+        "deadline_ms": long_float + 1.0, "top_k": 65536, "tier": "m" * 64,
+        "context": {"intent": "\U0001F600" * 64, "value": long_float},
+        "req_sparse": [2**31 - 1] * f.req_sparse_fields,
+        "req_dense": [long_float] * f.req_dense_features,
+        "hist_item": [2**31 - 1] * L, "hist_action": [f.num_action_types - 1] * L,
+        "hist_gap": [abs(long_float)] * L, "hist_side": [[2**31 - 1] * s] * L,
+        "cand_sparse": rng.integers(2**30, 2**31, (n, f.cand_sparse_fields)).tolist(),
+        "cand_dense": [[long_float] * f.cand_dense_features] * n}
+    size = len(json.dumps(biggest, indent=4).encode())
+    assert size < default_body_limit(f, n), (size, default_body_limit(f, n))
+
+    url = serve(fakes)
+    limit = httpx.get(url + "/v1/info").json()["limits"]["max_body_bytes"]
+    small = tiny_tiers["small"].features
+    assert limit == default_body_limit(small, 32)
+    r = httpx.post(url + "/v1/rank", content=b" " * (limit + 1),
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["field"] == "body"
