@@ -41,7 +41,7 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--tier", default="large")
     b.add_argument("--checkpoint", default=None, help="use a trained checkpoint instead")
     b.add_argument("--steps", type=int, default=60,
-                   help="training steps when no checkpoint (large: ~6 s each here)")
+                   help="training steps when no checkpoint (large: ~5-6 s each here)")
     b.add_argument("--candidates", type=positive_ints, default=(256, 1024))
     b.add_argument("--calib-requests", type=int, default=128)
     b.add_argument("--holdout-requests", type=int, default=256)
