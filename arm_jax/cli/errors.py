@@ -37,6 +37,13 @@ def run_cli(fn: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print("arm-jax: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`arm-jax store read ... | head`): stop quietly, as a Unix
+        # tool killed by SIGPIPE would, and keep Python from complaining at exit as well
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     except expected_errors() as e:
         if os.environ.get("ARM_JAX_DEBUG"):
             raise

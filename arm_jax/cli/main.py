@@ -68,9 +68,26 @@ def _optional_commands() -> list:
     return found
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; `key=value` overrides may also follow options.
+
+    argparse fills a `nargs="*"` positional from one unbroken run of arguments, so in
+    `train model.d_model=64 --steps 5 train.seed=1` the second override would be an
+    "unrecognized argument"; here it joins the command's overrides. Anything else left
+    over is still an error, and so is an override given to a command that takes none.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        takes = isinstance(getattr(args, "overrides", None), list)
+        if not takes or any(a.startswith("-") or "=" not in a for a in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     return run_cli(lambda: args.func(args))
 
 
