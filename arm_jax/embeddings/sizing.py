@@ -126,10 +126,14 @@ def plan_sizes(stats: Sequence[IdStats], budget_params: int, dim: int, *,
     cap = [max(q, _round_up(int(math.ceil(s.effective * max_rows_per_id)), q)) for s in stats]
     # The collision rate is flat (~1) while rows << ids, so greedy steps from tiny tables
     # would starve big features. Start every table at half its head ids (where the curve
-    # turns convex), scaled down together if the budget cannot afford that.
+    # turns convex), scaled down together if the budget cannot afford that. Only the rows
+    # above each table's minimum of q are scaled, so the minimum is never added back on top
+    # of a budget already spent (that overshot it by up to a quarter).
     start = [max(q, _round_up(s.effective // 2, q)) for s in stats]
-    scale = min(1.0, (budget_params // dim) / sum(start))
-    rows = [max(q, (int(r * scale) // q) * q) for r in start]
+    above = sum(start) - q * len(stats)
+    spare = budget_params // dim - q * len(stats)
+    scale = 1.0 if above <= spare else spare / above
+    rows = [q + (int((r - q) * scale) // q) * q for r in start]
     left = budget_params // dim - sum(rows)
 
     def offer(i: int) -> tuple[float, int, int] | None:

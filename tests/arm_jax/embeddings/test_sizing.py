@@ -93,3 +93,19 @@ def test_cli_refuses_a_feature_in_two_groups_before_writing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "req_1" in err and "at most one --group" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_plan_never_spends_more_than_its_budget(seed):
+    """Tight budgets, many features of every size: the minimum rows per table once pushed
+    the plan up to a quarter over the budget."""
+    r = np.random.default_rng(seed)
+    sizes = [10] * 12 + [int(n) for n in r.integers(2, 3_000, 4)] + [8_000]
+    stats = [IdStats.from_ids(f"f{i}", _zipf_ids(n, 20_000, seed * 100 + i))
+             for i, n in enumerate(sizes)]
+    dim, q = 32, 8
+    floor = len(stats) * q * dim
+    for budget in (floor, floor + 1, 10_000, 20_000, 100_000, int(r.integers(floor, 10**6))):
+        plan = plan_sizes(stats, budget, dim=dim, row_multiple=q)
+        assert plan.used_params <= budget, (budget, plan.used_params)
+        assert all(f.rows >= q and f.rows % q == 0 for f in plan.features)
