@@ -125,6 +125,8 @@ def _examples_from_arrays(a: dict[str, np.ndarray], f: FeaturesConfig) -> Exampl
                        hist_gap=np.zeros((r, 0), np.float32), hist_len=np.zeros(r, np.int32),
                        cand_sparse=a["cand_sparse"], cand_dense=a["cand_dense"],
                        cand_mask=a["cand_mask"], expected=expected_widths(f))
+    if not np.asarray(batch.cand_mask).any():   # nothing to learn from or to score
+        raise ExamplesFileError("cand_mask: no request has a real candidate (all false)")
     n = batch.cand_sparse.shape[1]
     labels = _reals("labels", a["labels"], (r, n, len(tasks)))
     if labels.size and (labels.min() < 0 or labels.max() > 1):

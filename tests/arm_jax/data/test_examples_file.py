@@ -68,6 +68,7 @@ BAD = [
     (_edit("cand_dense", lambda x: np.where(x > 0, np.inf, x)),
      "cand_dense: values must be finite"),
     (_edit("cand_mask", lambda x: x.astype(np.int32) * 2), "cand_mask"),
+    (_edit("cand_mask", np.zeros_like), "cand_mask: no request has a real candidate"),
     (_edit("tasks", lambda x: np.asarray(["like"])), "tasks:"),
     (_edit("format_version", lambda x: np.int64(9)), "format_version=9"),
     (_edit("format_version", lambda x: np.array([1, 1])), "format_version: expected one integer"),
