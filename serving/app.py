@@ -313,11 +313,13 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                       str(e.detail), reason="http")
 
     @app.get("/healthz")
+    @app.head("/healthz", include_in_schema=False)   # some load balancers probe with HEAD
     async def healthz() -> dict[str, Any]:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
     @app.get("/readyz")
+    @app.head("/readyz", include_in_schema=False)
     async def readyz():
         """Ready only after every executor is loaded and warmed."""
         if registry.ready:

@@ -199,3 +199,10 @@ def test_top_k_beyond_the_compiled_k_is_ranked_not_cut(serve, fakes, payload):
         assert out["ranking"] == np.argsort(-first, kind="stable")[:got].tolist()
         assert out["ranking"][:16] == compiled["ranking"]
         np.testing.assert_allclose(out["top_scores"], first[out["ranking"]], rtol=1e-6)
+
+
+def test_health_checks_answer_head_as_well_as_get(serve, fakes):
+    url = serve(fakes)
+    for path in ("/healthz", "/readyz"):
+        r = httpx.head(url + path, timeout=5)
+        assert r.status_code == 200 and r.content == b"", (path, r.status_code)
