@@ -91,7 +91,12 @@ class BearerAuth:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) anything over `limit` bytes before reading it all."""
+    """The request body, refusing (413) anything over `limit` bytes before reading it all,
+    and (415) a compressed one: it would otherwise fail to parse as "malformed JSON"."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise FieldError("content-encoding", f"{encoding!r} is not supported; send the body "
+                         "uncompressed", 415)
     declared = request.headers.get("content-length")
     if declared is not None:
         try:

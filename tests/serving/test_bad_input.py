@@ -117,6 +117,16 @@ def test_limits_are_named_in_messages(server, payload):
     assert "req_sparse_fields" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br"])
+def test_a_compressed_body_is_415_naming_the_encoding(server, payload, encoding):
+    import gzip
+
+    r = httpx.post(server + "/v1/rank", content=gzip.compress(json.dumps(payload()).encode()),
+                   headers={**JSON, "content-encoding": encoding}, timeout=10)
+    assert r.status_code == 415 and r.json()["error"]["field"] == "content-encoding", r.text
+    assert repr(encoding) in r.json()["error"]["message"]
+
+
 def test_oversized_chunked_body_without_content_length(server):
     def chunks():
         for _ in range(40):
