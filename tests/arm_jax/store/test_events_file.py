@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -96,7 +98,9 @@ BAD = [
     ("user_id,item,action,ts\n1,2,3,4\n5,x,7,8\n", "line 3, item: expected an integer, got 'x'"),
     ("user_id,item,action,ts\n1,2,3,4\n5,6,,8\n", "line 3, action: expected an integer, got ''"),
     ("user_id,item,action,ts\n1,2,3,4\n5,6,7.5,8\n", "line 3, action"),
-    ("user_id,item,action,ts\n1,2,3,4\n5,6,7\n", "line 3, ts: expected an integer, got no value"),
+    ("user_id,item,action,ts\n1,2,3,4\n5,6,7\n", "line 3: 3 fields, the header has 4"),
+    ("user_id,item,action,ts\n1,2,3,4\n5,6,1,1,700,000,100\n",      # thousands separators
+     "line 3: 7 fields, the header has 4 (a comma inside a value must be quoted)"),
     ("user_id,item,ts\n1,2,3\n", "header lacks ['action']"),
     ("", "empty"),
     ("user_id,item,action,ts\n1,2,300,4\n", "action: must be in [0, 255]"),
@@ -274,6 +278,38 @@ def test_export_of_an_empty_store_and_a_bad_suffix(tmp_path):
         with pytest.raises(InvalidEvents, match="expected .csv, .npz or .parquet"):
             export_events(s, tmp_path / "e.json")
     assert all(v.size == 0 for v in read_events_file(tmp_path / "e.npz").values())
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npz"])
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, OSError])
+def test_an_interrupted_export_leaves_the_previous_backup_whole(tmp_path, monkeypatch,
+                                                                 suffix, interrupt):
+    """The export is written beside the target and moved onto it at the end: cut off after
+    whole lines, a CSV parsed cleanly, so `store load` took a partial backup; and the old
+    backup at the same path was truncated first. No temporary file is left behind."""
+    from arm_jax.store import events_file
+    from arm_jax.store.lmdb_store import LmdbStore
+
+    def cut_off(target, *args, **kwargs):       # whole lines, then Ctrl-C or a full disk
+        part = b"user_id,item,action,ts\n1,5,1,100\n"
+        target.write(part) if hasattr(target, "write") else Path(target).write_bytes(part)
+        raise interrupt("cut off")
+
+    backup = tmp_path / "backups" / f"logs{suffix}"
+    with LmdbStore(tmp_path / "logs") as s:
+        s.append_many([1, 2, 3], [5, 6, 7], [1, 1, 1], [100, 200, 300])
+        assert export_events(s, backup)["events"] == 3
+        s.append_many([4], [8], [1], [400])
+        monkeypatch.setattr(events_file, "write_events_csv", cut_off)
+        monkeypatch.setattr(np, "savez", cut_off)
+        with pytest.raises(interrupt, match="cut off"):
+            export_events(s, backup)
+        monkeypatch.undo()
+        assert read_events_file(backup)["user_id"].tolist() == [1, 2, 3]  # the old one, whole
+        assert [p.name for p in backup.parent.iterdir()] == [backup.name]
+        assert export_events(s, backup)["events"] == 4                   # replaced when whole
+    assert read_events_file(backup)["user_id"].tolist() == [1, 2, 3, 4]
+    assert [p.name for p in backup.parent.iterdir()] == [backup.name]
 
 
 def test_export_of_many_short_logs_does_not_hold_arrays_per_user(tmp_path):
