@@ -7,6 +7,7 @@ arguments and prints.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     sy = dsub.add_parser("synthetic", help="write a tier's synthetic data as train/test "
                                            "examples, an events file and a catalogue")
-    sy.add_argument("--out", required=True, help="directory to write into (created)")
+    sy.add_argument("--out", required=True, help="directory to write into (created; one "
+                                                 "that exists must be empty)")
     sy.add_argument("--tier", default="small", help="whose train.* settings size the data")
     sy.add_argument("--format", default="npz", choices=("npz", "parquet"), dest="fmt",
                     help="file format of the examples and events files (parquet needs "
@@ -41,7 +43,7 @@ def _synthetic(args: argparse.Namespace) -> int:
     from arm_jax.data.synthetic_files import write_synthetic_files
     from arm_jax.train.loop import make_synthetic_data
 
-    check_output_dir(args.out, "--out")        # before the data is generated
+    _check_empty(check_output_dir(args.out, "--out"))    # before the data is generated
     tier = load_tier(args.tier, args.overrides)
     data = make_synthetic_data(tier)
     paths = write_synthetic_files(data.world, data.train, data.test, args.out, args.fmt)
@@ -56,6 +58,18 @@ def _synthetic(args: argparse.Namespace) -> int:
           f"--eval-examples {paths['test']} --history-store {store} "
           f"--catalog {paths['catalog']}")
     return 0
+
+
+def _check_empty(out: Path) -> None:
+    """ValueError naming `out` and what it holds unless it is missing or empty: a second
+    run would replace the first's files, and its `next:` store load would add a second
+    world's events to the first's logs in OUT/logs, mixed without a word."""
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if entries:
+        shown = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more"
+                                          if len(entries) > 4 else "")
+        raise ValueError(f"--out {out}: not empty, holds {shown} (a previous run?); pick "
+                         "a new directory or remove it")
 
 
 def _check(args: argparse.Namespace) -> int:

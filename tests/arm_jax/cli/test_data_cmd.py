@@ -107,3 +107,32 @@ def test_synthetic_out_that_is_a_file_is_one_line_before_any_work(tmp_path, caps
         assert err.startswith("arm-jax: error: ") and err.count("\n") == 1, err
         assert words in err, err
     assert afile.read_text() == "keep"
+
+
+def test_synthetic_out_that_holds_a_previous_run_is_one_line_before_any_work(
+        tmp_path, capsys, monkeypatch):
+    """`data synthetic --out X` where X is not empty (a previous run) is refused naming what
+    it holds before the data is generated: a second run replaced the files, and its
+    `next:` store load added a second world's events to the first's logs in X/logs. An
+    empty X is fine."""
+    from arm_jax.train import loop
+
+    class Generated(Exception):
+        pass
+
+    def no_generation(tier):
+        raise Generated
+
+    monkeypatch.setattr(loop, "make_synthetic_data", no_generation)
+    out = tmp_path / "d"
+    out.mkdir()
+    with pytest.raises(Generated):              # empty: on to the generation
+        main(["data", "synthetic", "--out", str(out)])
+    (out / "events.npz").write_bytes(b"first run")
+    (out / "logs").mkdir()
+    assert main(["data", "synthetic", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("arm-jax: error: ") and err.count("\n") == 1, err
+    assert (f"--out {out}: not empty, holds events.npz, logs (a previous run?); pick a new "
+            "directory or remove it") in err, err
+    assert (out / "events.npz").read_bytes() == b"first run"
