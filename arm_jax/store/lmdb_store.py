@@ -7,6 +7,9 @@ transaction (read the value, merge the new events into it as one chunk, put it b
 readers, which run in their own MVCC read transactions, always see whole appends, never
 block the writer, and decode one chunk per user however the log was written.
 
+A data.mdb cut short (a copy stopped part way) is refused on opening (CorruptValue): LMDB
+maps the file, and its first read of a page past the end would kill the process with SIGBUS.
+
 Processes: a pickled store reopens itself in the process that unpickles it (spawned
 workers). A forked child cannot reopen an environment its parent holds open: py-lmdb
 refuses, and closing the inherited one would drop the parent's readers from LMDB's lock
@@ -28,6 +31,7 @@ import numpy as np
 from arm_jax.store import codec
 from arm_jax.store.base import (Events, StoreError, StoreUnavailable, UserLogStore,
                                 check_batch_id, check_events, check_user, group_by_user)
+from arm_jax.store.lmdb_file_check import check_data_file
 
 DEFAULT_MAP_SIZE = 64 << 30   # address space, not disk: the file grows as data arrives
 
@@ -118,6 +122,11 @@ class LmdbStore(UserLogStore):
                                 if forked else "")
                         raise StoreUnavailable(
                             f"{self.url}: cannot open LMDB store: {e}{hint}") from None
+                    try:                # before any read of a page past the file's end
+                        check_data_file(env, self.path, self.url)
+                    except BaseException:
+                        env.close()
+                        raise
                     entry = _ENVS[key] = [env, 0, self.readonly]
                 entry[1] += 1
             self._env, self._pid, self._key = entry[0], key[1], key

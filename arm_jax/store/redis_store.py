@@ -23,17 +23,19 @@ is logged, never raised (a caller retrying the append would store it twice).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
 import re
 import threading
 from typing import Iterator, Sequence
-from urllib.parse import ParseResult, urlparse
+from urllib.parse import ParseResult, parse_qs, urlparse
 
 import redis
 from redis.backoff import NoBackoff
-from redis.connection import parse_url
+from redis.connection import (URL_QUERY_ARGUMENT_PARSERS, Connection, SSLConnection,
+                              UnixDomainSocketConnection, parse_url)
 from redis.retry import Retry
 
 from arm_jax.store import codec
@@ -49,12 +51,42 @@ MULTI_USERS = 2048       # users per MULTI in append_batch: bounds how long one 
 log = logging.getLogger(__name__)
 
 
+# query arguments redis-py passes on as strings (it parses those of
+# URL_QUERY_ARGUMENT_PARSERS); each is taken by some connection class
+_STRING_QUERY_ARGS = ("password", "username", "client_name", "ssl_keyfile", "ssl_certfile",
+                      "ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_password",
+                      "ssl_ciphers")
+_CONNECTIONS = {"redis": Connection, "rediss": SSLConnection,
+                "unix": UnixDomainSocketConnection}
+
+
+def _query_args(scheme: str) -> list[str]:
+    """The query arguments a `scheme`:// URL may carry: those redis-py reads from a URL
+    that the scheme's connection class or the pool takes. Any other reaches a constructor
+    as a keyword it has no parameter for: a TypeError from the first connection."""
+    taken = {name for cls in (*_CONNECTIONS[scheme].__mro__, redis.ConnectionPool)
+             if "__init__" in vars(cls) for name in inspect.signature(cls.__init__).parameters}
+    return sorted(taken & {*URL_QUERY_ARGUMENT_PARSERS, *_STRING_QUERY_ARGS})
+
+
+def _check_query_keys(parsed: ParseResult, shown: str) -> None:
+    """InvalidStoreUrl naming the first query argument the URL's scheme does not take
+    (?prefix=x: the key prefix is RedisStore's argument, not the URL's), and those it
+    takes."""
+    known = _query_args(parsed.scheme)
+    for key in parse_qs(parsed.query, keep_blank_values=True):
+        if key not in known:
+            raise InvalidStoreUrl(f"store URL {shown!r}: unknown query argument {key!r}; a "
+                                  f"{parsed.scheme}:// URL takes {', '.join(known)}")
+
+
 def _check_url(url: str) -> None:
     """InvalidStoreUrl naming `url` (password redacted) unless it parses: scheme, an integer
     port, an integer db (redis-py would raise a bare ValueError for the port, and use db 0
-    for `/abc`), query arguments redis-py takes (unix:// URLs too), timeouts that are
-    positive numbers of seconds (a negative or NaN one was a bare ValueError from the first
-    socket) and pool arguments (?max_connections=-5)."""
+    for `/abc`), query arguments redis-py takes (unix:// URLs too; an unknown one was a
+    TypeError from the first connection), timeouts that are positive numbers of seconds (a
+    negative or NaN one was a bare ValueError from the first socket) and pool arguments
+    (?max_connections=-5)."""
     shown = redact_url(url)
     try:
         parsed = urlparse(url)
@@ -64,6 +96,7 @@ def _check_url(url: str) -> None:
         raise InvalidStoreUrl(f"{shown}: not a redis://, rediss:// or unix:// URL")
     if parsed.scheme != "unix":         # unix://: a socket path, no port or db in it
         _check_port_and_db(parsed, shown)
+    _check_query_keys(parsed, shown)
     try:
         options = parse_url(url)            # query arguments (?db=x, ?socket_timeout=y)
         redis.ConnectionPool.from_url(url)  # pool arguments; connects to nothing

@@ -187,6 +187,33 @@ def test_malformed_redis_url_is_invalid_store_url(url, words):
     assert url in str(e.value) and isinstance(e.value, StoreUnavailable)
 
 
+@pytest.mark.parametrize("query,key", [
+    ("?prefix=x", "prefix"),                        # RedisStore's argument, not the URL's
+    ("?db=1&Socket_timeout=1", "Socket_timeout"),
+    ("?decode_responses=true", "decode_responses"),  # a connection argument: not from a URL
+    ("?prefix=", "prefix"),                         # blank: redis-py would drop it unseen
+])
+def test_an_unknown_redis_url_query_argument_is_invalid_store_url(redis_url, query, key):
+    """A query argument redis-py does not read from a URL reached the connection class as
+    a keyword: a TypeError traceback from the first command. Now InvalidStoreUrl names it
+    and the arguments the scheme takes, before any connection; those still connect."""
+    with pytest.raises(InvalidStoreUrl) as e:
+        open_store(f"{redis_url}{query}", readonly=True).check()
+    assert str(e.value) == (f"store URL '{redis_url}{query}': unknown query argument "
+                            f"{key!r}; a redis:// URL takes client_name, db, "
+                            "health_check_interval, legacy_responses, max_connections, "
+                            "password, protocol, retry_on_error, retry_on_timeout, "
+                            "socket_connect_timeout, socket_keepalive, socket_read_size, "
+                            "socket_timeout, username")
+    known = open_store(f"{redis_url}?socket_keepalive=true&client_name=t"
+                       "&health_check_interval=5", readonly=True)
+    assert known.check() and len(known.read(123_456_789)) == 0
+    known.close()
+    with pytest.raises(InvalidStoreUrl, match="'socket_keepalive'; a unix:// URL takes "
+                                              "client_name, db,"):
+        open_store("unix:///run/redis.sock?socket_keepalive=true", readonly=True)
+
+
 def test_unparseable_redis_url_is_invalid_store_url():
     """urlparse's bare "Invalid IPv6 URL" ValueError named no store URL; the message
     shows the scheme only (the rest may hold a password)."""
@@ -230,6 +257,94 @@ def test_unreachable_redis_is_a_typed_error():
 def test_missing_readonly_lmdb_is_unavailable(tmp_path):
     with pytest.raises(StoreUnavailable, match="data.mdb"):
         LmdbStore(tmp_path / "nope", readonly=True)
+
+
+_READ_ALL = """
+import sys
+from arm_jax.store.base import CorruptValue
+from arm_jax.store.lmdb_store import LmdbStore
+try:
+    s = LmdbStore(sys.argv[1], readonly=sys.argv[2] == "ro")
+except CorruptValue as e:
+    print(e)
+    sys.exit(3)
+with s.env.begin() as txn:                         # every page a read can touch
+    print("read", sum(len(v) for _, v in txn.cursor()), "bytes")
+"""
+
+
+def _read_all_in_a_child(path, mode: str):
+    """(exit code, stdout) of a child that opens the LMDB store at `path` and reads every
+    value: a SIGBUS kills the child (exit -7), not the test run."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", _READ_ALL, str(path), mode],
+                           capture_output=True, text=True, timeout=120, check=False)
+    return child.returncode, child.stdout.strip()
+
+
+def _short_but_whole_lmdb(path) -> None:
+    """An LMDB environment whose data.mdb ends before its last page, with every page past
+    the end free: pages a transaction allocated and freed again are never written (what
+    inserts and deletes in one transaction leave, and `store delete` after loads)."""
+    import os
+    import random
+
+    import lmdb
+
+    rnd = random.Random(8)
+    env = lmdb.open(str(path), map_size=1 << 28)
+    live: list[bytes] = []
+    for _ in range(6):
+        with env.begin(write=True) as txn:
+            keys = [rnd.randbytes(8) for _ in range(rnd.randint(1, 2000))]
+            for k in keys:
+                txn.put(k, rnd.randbytes(rnd.choice([10, 100, 1000, 5000])))
+            kept = rnd.randint(0, len(keys))
+            for k in keys[:kept]:
+                txn.delete(k)
+            live += keys[kept:]
+            rnd.shuffle(live)
+            for k in live[:rnd.randint(0, len(live)) // 2]:
+                txn.delete(k)
+            live = live[len(live) // 4:]
+        need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        if os.path.getsize(path / "data.mdb") < need:
+            break
+    env.close()
+    assert os.path.getsize(path / "data.mdb") < need, "no short file: try another seed"
+
+
+def test_a_truncated_lmdb_file_is_corrupt_not_a_bus_error(tmp_path):
+    """A data.mdb cut short (a copy stopped part way) killed every reader and writer with
+    SIGBUS (exit 135 from the CLI, no message) on the first read of a page past its end;
+    now opening it is CorruptValue naming the file, the size its pages need and its size.
+    A file that ends early with only free pages past its end is whole, and opens."""
+    import shutil
+
+    path = tmp_path / "logs"
+    rng = np.random.default_rng(0)
+    with LmdbStore(path) as s:
+        s.append_many(rng.integers(0, 300, 30_000), rng.integers(0, 10**6, 30_000),
+                      np.ones(30_000, int), rng.integers(0, 10**6, 30_000))
+    size = (path / "data.mdb").stat().st_size
+    for cut in (8192, size // 2 + 100):
+        bad = tmp_path / f"cut{cut}"
+        shutil.copytree(path, bad)
+        with open(bad / "data.mdb", "r+b") as f:
+            f.truncate(cut)
+        for mode in ("ro", "rw"):
+            rc, out = _read_all_in_a_child(bad, mode)
+            assert rc == 3, (mode, rc, out)
+            assert out == (f"lmdb://{bad}: {bad / 'data.mdb'} is truncated: {cut} bytes, its "
+                           f"pages need {size} (a copy cut short?); copy the store again, "
+                           "or load it from a backup"), out
+    short = tmp_path / "short"
+    _short_but_whole_lmdb(short)
+    for mode in ("ro", "rw"):
+        rc, out = _read_all_in_a_child(short, mode)
+        assert rc == 0 and out.startswith("read "), (mode, rc, out)
 
 
 def test_new_lmdb_store_creates_its_parents_and_an_impossible_path_is_typed(tmp_path):
