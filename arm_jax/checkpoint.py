@@ -21,6 +21,7 @@ from flax import nnx
 
 from arm_jax import strict_json
 from arm_jax.config import TierConfig, tier_from_dict
+from arm_jax.data.outputs import check_output_dir
 
 
 class CheckpointError(RuntimeError):
@@ -70,17 +71,16 @@ _OWN_ENTRIES = {"config.json", "config.json.tmp", "params", "metrics.json", "tra
 _ORBAX_TMP = "params.orbax-checkpoint-tmp"
 
 
-def check_save_target(directory: str | Path) -> Path:
+def check_save_target(directory: str | Path, what: str = "checkpoint directory") -> Path:
     """The resolved `directory` if a checkpoint may be saved there: absent, empty, or an
     arm-jax checkpoint (or what an interrupted save or training run left). Otherwise
-    CheckpointError: a save deletes config.json, metrics.json and params/, so another
+    CheckpointError (naming `what` when no directory can be made there at all: a file, or
+    a path under one): a save deletes config.json, metrics.json and params/, so another
     program's directory (its own config.json, or files and no params/) is not written
     into. Training checks its output directory with this before its first step."""
-    d = Path(directory).resolve()
+    d = check_output_dir(directory, what, CheckpointError).resolve()
     if not d.exists():
         return d
-    if not d.is_dir():
-        raise CheckpointError(f"{d}: not a directory; a checkpoint is saved as one")
     cfg = d / "config.json"
     if cfg.exists():
         try:
@@ -108,8 +108,14 @@ def read_config(directory: str | Path) -> tuple[str, TierConfig]:
         raise CheckpointError(f"{d}: not a checkpoint (config.json missing)")
     try:
         raw = json.loads(cfg_path.read_text())
+    except (OSError, ValueError) as e:      # a directory, bytes that are not UTF-8, bad JSON
+        raise CheckpointError(f"{cfg_path}: unreadable checkpoint config ({e})") from None
+    if not isinstance(raw, dict):           # raw["kind"] on a list or string: a TypeError
+        raise CheckpointError(f"{cfg_path}: not a checkpoint config (expected a JSON object "
+                              f"with 'kind' and 'tier', got {type(raw).__name__})")
+    try:
         return raw["kind"], tier_from_dict(raw["tier"])
-    except (json.JSONDecodeError, KeyError) as e:
+    except KeyError as e:
         raise CheckpointError(f"{cfg_path}: unreadable checkpoint config ({e})") from None
 
 

@@ -65,12 +65,33 @@ def _check_budget(budget: float) -> None:
         raise ValueError(f"--budget-auc={budget}: must be between 0 and 1")
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """What the end of `quantize` writes, checked before minutes of calibration, timing
+    and selection: --out and its checkpoint/ (a file on the way failed only at the save)
+    and, when exporting, the platform names and the executable cache."""
+    from arm_jax.checkpoint import check_save_target
+    from arm_jax.data.outputs import check_output_dir
+
+    check_output_dir(args.out, "--out")
+    check_save_target(Path(args.out) / "checkpoint", "--out checkpoint directory")
+    if not args.no_export:
+        from arm_jax.compile.cache import check_cache_dir, default_cache_dir
+        from arm_jax.compile.export import check_platforms
+
+        check_output_dir(Path(args.out) / "artifacts", "--out artifacts directory")
+        check_platforms(_platforms(args.platforms), f"--platforms {args.platforms}")
+        check_cache_dir(default_cache_dir())
+
+
+def _platforms(text: str) -> tuple[str, ...]:
+    return tuple(p for p in text.split(",") if p)
+
+
 def _quantize(args: argparse.Namespace) -> int:
     _check(calib_requests=args.calib_requests, holdout_requests=args.holdout_requests,
            candidates=args.candidates)
     _check_budget(args.budget_auc)
-    if Path(args.out).exists() and not Path(args.out).is_dir():   # before minutes of work
-        raise ValueError(f"--out {args.out}: exists and is not a directory")
+    _check_outputs(args)
     from arm_jax.checkpoint import load_checkpoint, save_checkpoint
     from arm_jax.compile.export import resolve_checkpoints
     from arm_jax.data.random_batch import random_batch
@@ -107,8 +128,7 @@ def _quantize(args: argparse.Namespace) -> int:
     if not args.no_export:
         from arm_jax.compile.export import export_tiers
 
-        platforms = tuple(p for p in args.platforms.split(",") if p)
-        export_tiers({tier.name: ckpt}, out / "artifacts", platforms=platforms)
+        export_tiers({tier.name: ckpt}, out / "artifacts", platforms=_platforms(args.platforms))
         print(f"artifacts: {out / 'artifacts'}")
     return 0
 

@@ -100,25 +100,27 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     _check_data_options(args, eval_only=False)
     tier = load_tier(args.tier, args.overrides)
+    runs = _runs(args, tier, Path(args.out or f"runs/{tier.name}"))
+    _check_outputs(runs)
     from arm_jax.train.file_data import close_file_data
 
     data = _data(args, tier, eval_only=False)
     try:
-        rows = _train_runs(args, tier, data, Path(args.out or f"runs/{tier.name}"))
+        rows = _train_runs(args, runs, data)
     finally:
         close_file_data(data)
     print(_table(rows, data, tier.features.tasks[0]))
     return 0
 
 
-def _train_runs(args: argparse.Namespace, tier: Any, data: Any,
-                out: Path) -> list[dict[str, Any]]:
-    """The tier, and with --baselines logistic regression and small, on the same data."""
-    from arm_jax.config import load_tier
-    from arm_jax.train.loop import train_model
-    from arm_jax.train.resume import has_saved_state
+Run = tuple[str, Any, Path]     # (model kind, tier, output directory)
 
-    task = tier.features.tasks[0]
+
+def _runs(args: argparse.Namespace, tier: Any, out: Path) -> list[Run]:
+    """The tier, and with --baselines logistic regression and small, each with its own
+    output directory beside `out`."""
+    from arm_jax.config import load_tier
+
     runs = [("ranker", tier, out)]
     if args.baselines:
         runs.append(("logreg", tier, out.parent / f"{out.name}-logreg"))
@@ -127,6 +129,26 @@ def _train_runs(args: argparse.Namespace, tier: Any, data: Any,
             # the data was drawn with the tier's features (a tier file may set its own)
             small = dataclasses.replace(small, features=tier.features)
             runs.append(("ranker", small, out.parent / f"{out.name}-small"))
+    return runs
+
+
+def _check_outputs(runs: list[Run]) -> None:
+    """Every run's output directory can take its checkpoint, checked before the data is
+    made and the first run starts: a baseline's was refused only after the main model
+    had trained. The same check `train_model` makes, so a baseline directory holding an
+    interrupted run's saved state (train_state/, which --resume continues) passes."""
+    from arm_jax.checkpoint import check_save_target
+
+    for _, _, d in runs:
+        check_save_target(d, "out_dir")
+
+
+def _train_runs(args: argparse.Namespace, runs: list[Run], data: Any) -> list[dict[str, Any]]:
+    """Train every run on the same data; one table row each."""
+    from arm_jax.train.loop import train_model
+    from arm_jax.train.resume import has_saved_state
+
+    task = runs[0][1].features.tasks[0]
     rows = []
     for i, (kind, t, d) in enumerate(runs):
         # --resume is for the main run; a baseline the interruption never reached starts

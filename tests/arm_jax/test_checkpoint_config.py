@@ -103,3 +103,41 @@ def test_save_refuses_a_directory_that_is_not_a_checkpoint(tiny_overrides, tmp_p
     save_checkpoint(run, kind="ranker", tier=tier, params=params)
     save_checkpoint(run, kind="ranker", tier=tier, params=params)
     assert (run / "config.json").exists() and (run / "train_state").is_dir()
+
+
+def test_save_target_under_a_file_is_refused_naming_it(tmp_path):
+    """check_save_target handled the directory being a file but not an ancestor: `train
+    --out afile/sub` trained the whole run, then died at the save ('Not a directory')."""
+    from arm_jax.checkpoint import CheckpointError, check_save_target
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(CheckpointError, match=f"checkpoint directory {afile / 'sub'}: "
+                                              f"{afile} is a file, not a directory"):
+        check_save_target(afile / "sub")
+    with pytest.raises(CheckpointError, match="--out .*afile: exists and is not a directory"):
+        check_save_target(afile, "--out")
+    assert check_save_target(tmp_path / "new" / "run") == (tmp_path / "new" / "run").resolve()
+
+
+@pytest.mark.parametrize("text, got", [("[]", "list"), ('"hello"', "str"), ("3", "int")])
+def test_a_config_that_is_no_json_object_is_a_checkpoint_error(tmp_path, text, got):
+    """`eval` on a config.json holding a list or a string died in a TypeError traceback
+    ('list indices must be integers or slices, not str')."""
+    from arm_jax.checkpoint import CheckpointError, read_config
+
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(CheckpointError, match=rf"{tmp_path / 'config.json'}: not a checkpoint "
+                                              rf"config \(expected a JSON object with 'kind' "
+                                              rf"and 'tier', got {got}\)"):
+        read_config(tmp_path)
+
+
+def test_eval_of_a_config_that_is_a_list_is_one_line(tmp_path, capsys):
+    from arm_jax.cli.main import main
+
+    (tmp_path / "config.json").write_text("[]")
+    assert main(["eval", "--checkpoint", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"arm-jax: error: {tmp_path / 'config.json'}: not a checkpoint config")
+    assert "\n" not in err

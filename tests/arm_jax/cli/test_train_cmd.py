@@ -91,3 +91,67 @@ def test_eval_prints_strict_json_and_a_dash_for_what_it_did_not_measure(
     assert printed["overall"] == metrics["overall"]
     row = next(line for line in text[end:].splitlines() if line.startswith("ranker:small"))
     assert row.split()[-1] == "-" and "nan" not in row.lower()
+
+
+def _no_work(monkeypatch) -> None:
+    """Fail the test if training data is made or a run starts."""
+    import arm_jax.train.loop as loop
+
+    def fail(*a, **k):
+        pytest.fail("work started before the output directories were checked")
+
+    monkeypatch.setattr(loop, "make_synthetic_data", fail)
+    monkeypatch.setattr(loop, "train_model", fail)
+
+
+def test_out_under_a_file_is_refused_before_training(tiny_overrides, tmp_path, capsys,
+                                                     monkeypatch):
+    """`--out afile/sub` trained and evaluated the whole run, then died at the save with
+    '[Errno 20] Not a directory', naming no option."""
+    _no_work(monkeypatch)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    rc = main(["train", "--tier", "small", "--out", str(afile / "sub"), "--no-progress",
+               *tiny_overrides, *SMALL_DATA])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == (f"arm-jax: error: out_dir {afile / 'sub'}: {afile} is a file, "
+                               "not a directory")
+
+
+@pytest.mark.parametrize("tier, baseline", [("small", "run-logreg"), ("medium", "run-small")])
+def test_baseline_outputs_are_checked_before_the_first_run(tiny_overrides, tmp_path, capsys,
+                                                           monkeypatch, tier, baseline):
+    """A baseline's directory was checked in its own run: after the main model had trained
+    and been saved, so the comparison table was never printed."""
+    _no_work(monkeypatch)
+    (tmp_path / baseline).write_text("x")
+    rc = main(["train", "--tier", tier, "--out", str(tmp_path / "run"), "--no-progress",
+               "--baselines", *tiny_overrides, *SMALL_DATA])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == (f"arm-jax: error: out_dir {tmp_path / baseline}: exists and is "
+                               "not a directory")
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_passes_the_check_of_a_baseline_with_a_saved_state(tiny_overrides, tmp_path,
+                                                                  monkeypatch):
+    """The up-front check is the save check each run makes: a baseline directory holding
+    only an interrupted run's state (what --resume continues) is no reason to refuse."""
+    import arm_jax.train.loop as loop
+
+    started = []
+
+    class Started(Exception):
+        pass
+
+    def record(tier, data, *, kind, out_dir, **kw):
+        started.append((kind, out_dir, kw["resume"]))
+        raise Started
+
+    monkeypatch.setattr(loop, "train_model", record)
+    (tmp_path / "run" / "train_state").mkdir(parents=True)
+    (tmp_path / "run-logreg" / "train_state").mkdir(parents=True)
+    with pytest.raises(Started):
+        main(["train", "--tier", "small", "--out", str(tmp_path / "run"), "--no-progress",
+              "--baselines", "--resume", *tiny_overrides, *SMALL_DATA])
+    assert started == [("ranker", tmp_path / "run", True)]

@@ -56,3 +56,32 @@ def test_quantize_out_that_is_a_file_is_refused_before_any_work(checkpoint, tmp_
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"arm-jax: error: --out {out}: exists and is not a directory"]
+
+
+@pytest.mark.parametrize("case", ["out under a file", "foreign checkpoint dir", "platform typo"])
+def test_quantize_outputs_are_checked_before_any_work(checkpoint, tmp_path, capsys,
+                                                      monkeypatch, case):
+    """Only an --out that was itself a file was refused first: under a file, or with a
+    checkpoint/ that is not one, it calibrated, timed and selected, then failed at the
+    save (and a mistyped export platform was exported without a word)."""
+    import arm_jax.quant.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "quantize",
+                        lambda *a, **k: pytest.fail("quantized before checking the outputs"))
+    out, extra = tmp_path / "o", ["--no-export"]
+    if case == "out under a file":
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "q"
+        words = f"--out {out}: {tmp_path / 'afile'} is a file, not a directory"
+    elif case == "foreign checkpoint dir":
+        (out / "checkpoint").mkdir(parents=True)
+        (out / "checkpoint" / "precious.txt").write_text("x")
+        words = "refusing to save a checkpoint into a non-empty directory"
+    else:
+        extra = ["--platforms", "cpu,cdua"]
+        words = "--platforms cpu,cdua: unknown platform 'cdua' (known: cpu, cuda, rocm, tpu)"
+    assert main(["quantize", *extra, "--checkpoint", str(checkpoint), "--tier", "small",
+                 "--out", str(out), "--calib-requests", "32", "--holdout-requests", "32",
+                 "--candidates", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("arm-jax: error: ") and words in err[0], err
