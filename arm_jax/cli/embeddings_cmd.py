@@ -79,6 +79,10 @@ def _embeddings_plan(args: argparse.Namespace) -> int:
     from arm_jax.embeddings.id_data import load_columns
     from arm_jax.embeddings.sizing import plan_sizes, stats_from_columns, write_plan_yaml
 
+    if args.out:        # before the ids are read and counted
+        from arm_jax.data.outputs import check_output_file
+
+        check_output_file(args.out, "--out")
     tier = load_tier(args.tier, args.overrides)
     cols = load_columns(args.data, tier.features)
     plan = plan_sizes(stats_from_columns(cols, args.min_count), args.budget_params,

@@ -224,6 +224,10 @@ def _loadgen(args: argparse.Namespace) -> int:
 
     if args.duration > 3600:
         raise ValueError(f"--duration={args.duration}: at most 3600 seconds")
+    if args.out:        # before the load, not a traceback after up to an hour of it
+        from arm_jax.data.outputs import check_output_file
+
+        check_output_file(args.out, "--out")
     report = run_load(args.url, rate=args.rate, duration=args.duration,
                       candidates=args.candidates, history=args.history, token=args.token,
                       wire="msgpack" if args.msgpack else args.wire,

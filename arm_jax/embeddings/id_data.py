@@ -34,11 +34,7 @@ def npz_columns(path: str | Path) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"--data {p}: no such file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            cols = {k: np.asarray(z[k]).ravel() for k in z.files}
-    except (ValueError, OSError) as e:
-        raise SizingError(f"--data {p}: not a readable .npz ({e})") from None
+    cols = _read_npz(p)
     if not cols:
         raise SizingError(f"--data {p}: holds no arrays")
     for k, v in cols.items():
@@ -47,6 +43,27 @@ def npz_columns(path: str | Path) -> dict[str, np.ndarray]:
         if v.size and v.min() < 0:
             raise SizingError(f"--data {p}: feature '{k}' has negative id {int(v.min())}")
     return cols
+
+
+def _read_npz(p: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz `p`, flattened, or SizingError naming it and what it should
+    hold: a truncated or empty file (BadZipFile, EOFError, zlib.error), pickled data, or a
+    lone .npy (np.load returns one array, not an archive) otherwise escaped as a traceback."""
+    what = "an .npz with one int array of ids per feature"
+    try:
+        z = np.load(p, allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - zip, pickle and format errors alike
+        raise SizingError(f"--data {p}: not a readable .npz ({type(e).__name__}: {e}); "
+                          f"expected {what}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise SizingError(f"--data {p}: holds one bare array (.npy), not an archive; "
+                          f"expected {what}")
+    try:
+        with z:
+            return {k: np.asarray(z[k]).ravel() for k in z.files}
+    except Exception as e:  # noqa: BLE001 - a member cut short, corrupt or pickled
+        raise SizingError(f"--data {p}: not a readable .npz ({type(e).__name__}: {e}); "
+                          f"expected {what}") from None
 
 
 def load_columns(source: str, features: FeaturesConfig, **kw) -> dict[str, np.ndarray]:

@@ -177,3 +177,23 @@ def test_overrides_without_fake_are_refused_not_ignored(tmp_path, capsys):
     assert rc == 2 and len(err) == 1, err
     assert err[0].startswith("arm-jax: error: key=value overrides (model.d_model=64) apply to "
                              "--fake tiers only"), err
+
+
+@pytest.mark.parametrize("kind", ["under a file", "a directory"])
+def test_loadgen_out_is_checked_before_the_load(tmp_path, capsys, monkeypatch, kind):
+    """The whole load ran (up to an hour), then writing --out was a FileExistsError or
+    IsADirectoryError traceback."""
+    import serving.loadgen
+
+    monkeypatch.setattr(serving.loadgen, "run_load",
+                        lambda *a, **k: pytest.fail("loaded before checking --out"))
+    if kind == "under a file":
+        (tmp_path / "afile").write_text("x")
+        out, words = tmp_path / "afile" / "x.json", f"{tmp_path / 'afile'} is a file"
+    else:
+        out, words = tmp_path, "is a directory (expected a file name)"
+    rc = main(["loadgen", "--url", "http://127.0.0.1:9", "--rate", "5", "--duration", "1",
+               "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith(f"arm-jax: error: --out {out}: ") and words in err, err
+    assert "\n" not in err
