@@ -89,13 +89,29 @@ def _buckets(args: argparse.Namespace) -> list[tuple[int, int]] | None:
     return bucket_grid(bb, nb)
 
 
+def _check_cache_dir(args: argparse.Namespace) -> None:
+    """The executable cache export will use, checked before --out is created: a file
+    there failed at the first compile and left an empty --out behind."""
+    if args.no_cache:
+        return
+    from arm_jax.compile.cache import check_cache_dir, default_cache_dir
+
+    if args.cache_dir is not None:
+        check_cache_dir(args.cache_dir, "--cache-dir")
+    else:
+        check_cache_dir(default_cache_dir(), "executable cache ($ARM_JAX_COMPILATION_CACHE "
+                                             "or ~/.cache/arm-jax/executables)")
+
+
 def _export(args: argparse.Namespace) -> int:
-    from arm_jax.compile.export import export_tiers, resolve_checkpoints
+    from arm_jax.compile.export import check_platforms, export_tiers, resolve_checkpoints
     from arm_jax.compile.report import format_table, summary_rows
 
+    platforms = check_platforms(tuple(p for p in args.platforms.split(",") if p),
+                                f"--platforms {args.platforms}")
+    _check_cache_dir(args)
     tiers = [t for t in (args.tiers or "").split(",") if t] or None
     ckpts = resolve_checkpoints(args.checkpoint, tiers)
-    platforms = tuple(p for p in args.platforms.split(",") if p)
     kw = {} if args.cache_dir is None else {"cache_dir": args.cache_dir}
     if args.no_cache:
         kw["cache_dir"] = None

@@ -23,10 +23,21 @@ from typing import Any
 
 import jax
 
+from arm_jax.compile.errors import ArtifactError
+from arm_jax.data.outputs import check_output_dir
+
 
 def default_cache_dir() -> Path:
     env = os.environ.get("ARM_JAX_COMPILATION_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "arm-jax" / "executables"
+
+
+def check_cache_dir(directory: str | Path, what: str = "executable cache") -> Path:
+    """`directory` (~ expanded), or ArtifactError naming `what` and it when no cache
+    directory can be made there (a file, or a path under one). Checked before an export
+    creates its --out: a file there was a FileExistsError traceback at the first compile,
+    leaving an empty --out behind."""
+    return check_output_dir(Path(directory).expanduser(), what, ArtifactError)
 
 
 def cache_key(lowered_text: str, device: Any) -> str:
@@ -45,7 +56,7 @@ class ExecutableCache:
     """key -> (serialized executable, metadata dict); `directory=None` disables it."""
 
     def __init__(self, directory: str | Path | None):
-        self.dir = Path(directory).expanduser().resolve() if directory is not None else None
+        self.dir = check_cache_dir(directory).resolve() if directory is not None else None
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
         self.hits = 0

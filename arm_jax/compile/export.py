@@ -37,6 +37,19 @@ DEFAULT_TOP_K = 16
 _KERNEL_TARGETS = ("__gpu$xla.gpu.triton", "mosaic_gpu", "tpu_custom_call")
 _KERNEL_CALLS = [jax.export.DisabledSafetyCheck.custom_call(t) for t in _KERNEL_TARGETS]
 _USE_DEFAULT = object()
+# jax's built-in platforms. jax.export takes any name: a typo ('cdua') wrote a module that
+# no device ever loads, and the export still succeeded.
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
+def check_platforms(platforms: Sequence[str], what: str = "platforms") -> tuple[str, ...]:
+    """`platforms` as a tuple, or ArtifactError naming `what`, the unknown names and the
+    known ones; run before any export work."""
+    unknown = [p for p in platforms if p not in PLATFORMS]
+    if unknown:
+        raise ArtifactError(f"{what}: unknown platform{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(map(repr, unknown))} (known: {', '.join(PLATFORMS)})")
+    return tuple(platforms)
 
 
 def scoring_function(graphdef: Any, params: Any, top_k: int) -> tuple[Callable, dict[str, Any]]:
@@ -248,6 +261,7 @@ def export_tiers(checkpoints: Mapping[str, str | Path], out_dir: str | Path,
     for tier_name in checkpoints:
         if not tier_name or "/" in tier_name or tier_name.startswith("."):
             raise ArtifactError(f"export: bad tier name {tier_name!r}")
+    platforms = check_platforms(platforms)
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise ArtifactError(f"export: --out {root} is not a directory")

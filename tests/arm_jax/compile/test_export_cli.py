@@ -58,3 +58,44 @@ def test_export_out_that_is_a_file_is_one_line(exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "--out" in err and "not a directory" in err and "Traceback" not in err
     assert f.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_export_cache_dir_that_cannot_be_made_is_one_line_before_out(exported, tmp_path,
+                                                                     capsys, under):
+    """--cache-dir naming a file was a FileExistsError traceback at the first compile, and
+    left the --out directory behind, empty."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cache = afile / "sub" if under else afile
+    out = tmp_path / "art"
+    rc = main(["export", "--checkpoint", f"tiny={exported['ckpt']}", "--out", str(out),
+               "--platforms", "cpu", "--batch-buckets", "1", "--candidate-buckets", "4",
+               "--cache-dir", str(cache)])
+    err = capsys.readouterr().err.strip()
+    words = f"{afile} is a file, not a directory" if under else "exists and is not a directory"
+    assert rc == 2 and err == f"arm-jax: error: --cache-dir {cache}: {words}", err
+    assert not out.exists() and afile.read_text() == "x"
+
+
+def test_export_unknown_platform_is_refused_before_any_work(exported, tmp_path, capsys):
+    """jax.export takes any platform name: `--platforms cpu,cdua` exited 0 and wrote a
+    b1_n4.cdua.jaxexport module that no device loads."""
+    out = tmp_path / "art"
+    rc = main(["export", "--checkpoint", f"tiny={exported['ckpt']}", "--out", str(out),
+               "--platforms", "cpu,cdua", "--batch-buckets", "1", "--candidate-buckets", "4",
+               "--no-cache"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == ("arm-jax: error: --platforms cpu,cdua: unknown platform 'cdua' "
+                               "(known: cpu, cuda, rocm, tpu)"), err
+    assert not out.exists()
+
+
+def test_export_tiers_refuses_an_unknown_platform(exported, tmp_path):
+    from arm_jax.compile.export import export_tiers
+
+    with pytest.raises(ArtifactError, match=r"platforms: unknown platforms 'gpu', 'x86' "
+                                            r"\(known: cpu, cuda, rocm, tpu\)"):
+        export_tiers({"tiny": exported["ckpt"]}, tmp_path / "art", platforms=("gpu", "x86"),
+                     cache_dir=None, progress=False)
+    assert not (tmp_path / "art").exists()
