@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from arm_jax.batch import UNKNOWN_SIDE
-from arm_jax.data.outputs import check_input_file, check_output_file
+from arm_jax.data.outputs import check_input_file, check_output_file, replaced_when_written
 
 
 class CatalogError(ValueError):
@@ -68,7 +68,8 @@ class ItemCatalog:
         """Write the catalogue as .npz (parent directories created); returns the file written."""
         path = self.save_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, side=self.side, fields=np.asarray(self.fields, np.int32))
+        with replaced_when_written(path) as tmp, tmp.open("wb") as f:   # whole or not at all
+            np.savez(f, side=self.side, fields=np.asarray(self.fields, np.int32))
         return path
 
     @staticmethod

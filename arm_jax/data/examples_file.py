@@ -27,7 +27,7 @@ import numpy as np
 from arm_jax.batch import BatchError, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
 from arm_jax.data.examples_parquet import read_examples_parquet, write_examples_parquet
-from arm_jax.data.outputs import check_input_file
+from arm_jax.data.outputs import check_input_file, replaced_when_written
 from arm_jax.data.synthetic import Examples
 from arm_jax.store.base import InvalidEvents, check_cut_ts
 
@@ -43,7 +43,8 @@ class ExamplesFileError(ValueError):
 
 def save_examples(examples: Examples, path: str | Path) -> Path:
     """Write `examples` as an uncompressed .npz or a .parquet (by the suffix; parent
-    directories created); the path. Both read back bit for bit."""
+    directories created); the path. Both read back bit for bit. The file appears whole
+    or not at all, and a failed write leaves an earlier file there as it was."""
     path = Path(path)
     if path.suffix not in SUFFIXES:
         raise ExamplesFileError(f"{path}: an examples file must end in .npz or .parquet")
@@ -51,11 +52,13 @@ def save_examples(examples: Examples, path: str | Path) -> Path:
     arrays = {name: getattr(examples, name) for name in REQUIRED}
     if not np.isnan(examples.true_prob).all():
         arrays["true_prob"] = examples.true_prob
-    if path.suffix == ".parquet":
-        write_examples_parquet(arrays, tuple(examples.tasks), FORMAT_VERSION, path)
-        return path
-    np.savez(path, format_version=np.int64(FORMAT_VERSION), tasks=np.asarray(examples.tasks),
-             **arrays)
+    with replaced_when_written(path) as tmp:    # never seen half-written, even if killed
+        if path.suffix == ".parquet":
+            write_examples_parquet(arrays, tuple(examples.tasks), FORMAT_VERSION, tmp)
+        else:
+            with tmp.open("wb") as f:     # a file, not a name: savez would add ".npz"
+                np.savez(f, format_version=np.int64(FORMAT_VERSION),
+                         tasks=np.asarray(examples.tasks), **arrays)
     return path
 
 

@@ -3,12 +3,17 @@
 A command that reads a whole store or parses a whole table and then writes one file must
 refuse an output it can never write (a directory, a path under a file) first, naming it,
 instead of failing with an OSError traceback at the end. An input file that is a
-directory or missing is named the same way by every reader (`check_input_file`).
+directory or missing is named the same way by every reader (`check_input_file`). A file
+that must never be seen half-written (a backup, an examples file, a catalogue) is written
+beside its path and moved onto it at the end (`replaced_when_written`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
+from typing import Iterator
 
 
 def _file_ancestor(path: Path) -> Path | None:
@@ -66,4 +71,19 @@ def check_input_file(path: str | Path, what: str, error: type[Exception] = Value
     return path
 
 
-__all__ = ["check_output_file", "check_output_dir", "check_input_file"]
+@contextlib.contextmanager
+def replaced_when_written(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` (same directory: one filesystem) for the block to
+    write the whole file to, moved onto `path` with os.replace when the block returns. On
+    any failure, KeyboardInterrupt included, the temporary file is removed and `path` (a
+    previous backup, say) is left as it was."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+__all__ = ["check_output_file", "check_output_dir", "check_input_file", "replaced_when_written"]

@@ -11,19 +11,17 @@ may also be a timestamp; needs pyarrow, `arm-jax[parquet]`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from arm_jax.data.arrow import flat_column, read_table, require_pyarrow, seconds_column
 from arm_jax.data.int_csv import CsvError, read_int_csv
-from arm_jax.data.outputs import check_input_file, check_output_file
+from arm_jax.data.outputs import check_input_file, check_output_file, replaced_when_written
 from arm_jax.store.base import (InvalidEvents, StoreError, UserLogStore, check_events,
                                 check_user_ids)
 
@@ -164,12 +162,12 @@ def write_events_file(path: str | Path, cols: dict[str, np.ndarray]) -> Path:
     """Write {user_id, item, action, ts} arrays as the events file `read_events_file`
     reads, in the format of the suffix (.csv, .npz or .parquet; parents created).
 
-    The file appears whole or not at all (`_replaced_when_written`): a CSV cut off after
+    The file appears whole or not at all (`replaced_when_written`): a CSV cut off after
     whole lines parses cleanly, so a partial one would load as a smaller backup."""
     path = Path(path)
     check_events_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _replaced_when_written(path) as tmp:
+    with replaced_when_written(path) as tmp:
         if path.suffix == ".csv":
             write_events_csv(tmp, *(cols[c] for c in COLUMNS))
         elif path.suffix == ".npz":
@@ -179,21 +177,6 @@ def write_events_file(path: str | Path, cols: dict[str, np.ndarray]) -> Path:
             pa, pq = require_pyarrow()
             pq.write_table(pa.table({c: cols[c] for c in COLUMNS}), str(tmp))
     return path
-
-
-@contextlib.contextmanager
-def _replaced_when_written(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path` (same directory: one filesystem) for the block to
-    write the whole file to, moved onto `path` with os.replace when the block returns. On
-    any failure, KeyboardInterrupt included, the temporary file is removed and `path` (a
-    previous backup, say) is left as it was."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_events_csv(path: str | Path, user_id: object, item: object, action: object,

@@ -134,3 +134,19 @@ def test_save_path_that_names_no_file(out):
     """Was pathlib's bare "PosixPath('.') has an empty name"."""
     with pytest.raises(CatalogError, match=f"catalogue file {out!r}: names no file"):
         ItemCatalog.save_path(out)
+
+
+def test_an_interrupted_save_leaves_the_earlier_catalogue_whole(tmp_path, monkeypatch):
+    cat = ItemCatalog(np.arange(12).reshape(6, 2), (1, 2))
+    path = cat.save(tmp_path / "catalog.npz")
+    before = path.read_bytes()
+
+    def cut_off(f, **arrays):
+        f.write(b"PK\x03\x04")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        cat.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,29 @@ def test_a_directory_is_named_as_one(setup, tmp_path):
     (tmp_path / "ex.npz").mkdir()
     with pytest.raises(ExamplesFileError, match=f"{tmp_path / 'ex.npz'}: is a directory"):
         load_examples(tmp_path / "ex.npz", features)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_an_interrupted_save_leaves_the_earlier_file_whole(setup, tmp_path, monkeypatch, suffix):
+    """An examples file is written beside its path and moved there whole: a save cut off
+    part way (Ctrl-C, a full disk) left a truncated file over the earlier one."""
+    import arm_jax.data.examples_file as examples_file
+
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    features, ex = setup
+    path = save_examples(ex, tmp_path / f"ex{suffix}")
+    before = path.read_bytes()
+
+    def cut_off(target, *args, **kwargs):
+        (target if isinstance(target, Path) else Path(target.name)).write_bytes(b"PK\x03\x04")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(examples_file, "write_examples_parquet",
+                        lambda arrays, tasks, version, target: cut_off(target))
+    monkeypatch.setattr(np, "savez", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        save_examples(ex, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert load_examples(path, features).user_id.shape == ex.user_id.shape
