@@ -83,6 +83,10 @@ def _embeddings_plan(args: argparse.Namespace) -> int:
         from arm_jax.data.outputs import check_output_file
 
         check_output_file(args.out, "--out")
+    unused = [o for o in args.overrides if not o.startswith(("features.", "model."))]
+    if unused:    # the plan reads the tier's features and width only
+        raise ValueError(f"embeddings plan: overrides {' '.join(unused)} would be ignored: it "
+                         "reads features.* and model.d_model only")
     tier = load_tier(args.tier, args.overrides)
     cols = load_columns(args.data, tier.features)
     plan = plan_sizes(stats_from_columns(cols, args.min_count), args.budget_params,

@@ -36,3 +36,11 @@ def test_a_lone_npy_as_data_is_one_line(tmp_path, capsys):
     rc = main(["embeddings", "plan", "--data", str(path), "--budget-params", "10000"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith(f"arm-jax: error: --data {path}: ") and "\n" not in err
+
+
+def test_overrides_the_plan_would_ignore_are_refused(capsys):
+    rc = main(["embeddings", "plan", "--data", "synthetic", "--budget-params", "100000",
+               "train.seed=3", "features.sparse_hash_size=1009"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == ("arm-jax: error: embeddings plan: overrides train.seed=3 would "
+                               "be ignored: it reads features.* and model.d_model only"), err
