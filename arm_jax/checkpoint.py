@@ -1,9 +1,13 @@
 """Save and restore a trained model: config.json + orbax params + metrics.json.
 
 Layout of a checkpoint directory:
-  config.json   {"kind": "ranker"|"logreg", "tier": TierConfig.to_dict()}
+  config.json   {"kind": "ranker"|"logreg", "tier": TierConfig.to_dict(),
+                 "params_files": {file under params/: [size, sha256]}}; written last
   params/       orbax StandardCheckpointer pytree of the model's nnx.Param state
   metrics.json  evaluation figures written at the end of training (optional)
+
+Loading checks params/ against its digest first: a file changed since the save is a
+CheckpointError, never weights that differ from the ones trained.
 
 Restoring builds the model abstractly (`nnx.eval_shape`: no allocation), then
 lets orbax allocate the arrays directly with the target shardings.
@@ -22,6 +26,7 @@ from flax import nnx
 from arm_jax import strict_json
 from arm_jax.config import TierConfig, tier_from_dict
 from arm_jax.data.outputs import check_output_dir
+from arm_jax.file_digest import PARAMS_DIGEST, digest_files, params_problem
 
 
 class CheckpointError(RuntimeError):
@@ -61,7 +66,9 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
     if metrics is not None:
         (d / "metrics.json").write_text(strict_json.dumps(metrics, indent=2))
     tmp = d / "config.json.tmp"
-    tmp.write_text(json.dumps({"kind": kind, "tier": tier.to_dict()}, indent=2))
+    # the digest of params/ rides in the commit marker: a load checks it before orbax reads
+    tmp.write_text(json.dumps({"kind": kind, "tier": tier.to_dict(),
+                               PARAMS_DIGEST: digest_files(d / "params")}, indent=2))
     tmp.replace(d / "config.json")
     return d
 
@@ -119,6 +126,17 @@ def read_config(directory: str | Path) -> tuple[str, TierConfig]:
         raise CheckpointError(f"{cfg_path}: unreadable checkpoint config ({e})") from None
 
 
+def check_params_digest(directory: str | Path) -> None:
+    """CheckpointError naming the first file of params/ that is missing, resized or changed
+    since the save (a bit flip, a copy cut short), which orbax would restore as it is.
+    Checkpoints saved before the digest was recorded are not checked."""
+    d = Path(directory)
+    problem = params_problem(d)
+    if problem is not None:
+        raise CheckpointError(f"{d / 'params'}: {problem} since it was saved; this "
+                              "checkpoint cannot be trusted (train again, or restore a copy)")
+
+
 def load_checkpoint(directory: str | Path, shardings: Any = None
                     ) -> tuple[str, TierConfig, nnx.GraphDef, Any]:
     """-> (kind, tier, graphdef, params). `shardings`: optional pytree matching params."""
@@ -132,6 +150,7 @@ def load_checkpoint(directory: str | Path, shardings: Any = None
             abstract_params, shardings)
     if not (d / "params").exists():
         raise CheckpointError(f"{d}: params/ missing")
+    check_params_digest(d)
     try:
         with ocp.StandardCheckpointer() as ckptr:
             _check_stored_shapes(ckptr, d / "params", abstract_params)

@@ -26,6 +26,7 @@ from arm_jax.compile import weights as wt
 from arm_jax.compile.buckets import Bucket, pad_batch, select_bucket
 from arm_jax.compile.errors import ArtifactError, BucketError
 from arm_jax.config import ConfigError, TierConfig, tier_from_dict
+from arm_jax.file_digest import params_problem
 
 __all__ = ["ArtifactError", "BucketError", "Artifacts", "LoadedTier", "ScoreResult", "load"]
 
@@ -163,6 +164,10 @@ def check_trained_config(directory: str | Path, compiled: TierConfig) -> None:
         raise ArtifactError(f"{path}: unreadable checkpoint config ({e})") from None
     if kind != "ranker":
         raise ArtifactError(f"{path}: checkpoint kind {kind!r}, the artifact serves a 'ranker'")
+    problem = params_problem(path.parent)     # before orbax reads a byte of it
+    if problem is not None:
+        raise ArtifactError(f"{path.parent / 'params'}: {problem} since it was saved; "
+                            "refusing these weights")
     want, got = compiled.to_dict(), trained.to_dict()
     for section in ("model", "features"):
         for key, value in want[section].items():

@@ -19,7 +19,6 @@ each device reads only the slices it owns.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from arm_jax.checkpoint import CheckpointError, check_stored
+from arm_jax.file_digest import digest_files, first_mismatch
 
 
 class CorruptCheckpointError(CheckpointError):
@@ -38,18 +38,6 @@ def abstract_with(tree: Any, shardings: Any) -> Any:
     """ShapeDtypeStructs of `tree` (arrays or abstract) placed by `shardings`."""
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                         tree, shardings)
-
-
-def _digest_files(step_dir: Path) -> dict[str, list]:
-    out = {}
-    for p in sorted(step_dir.rglob("*")):
-        if p.is_file():
-            h = hashlib.sha256()
-            with p.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-            out[str(p.relative_to(step_dir))] = [p.stat().st_size, h.hexdigest()]
-    return out
 
 
 class ShardedCheckpointer:
@@ -108,7 +96,7 @@ class ShardedCheckpointer:
         step, self._pending = self._pending, None
         self.manager.wait_until_finished()   # a failed write raises once; it gets no digest
         if self._primary:
-            payload = {"step": step, "files": _digest_files(self._step_dir(step))}
+            payload = {"step": step, "files": digest_files(self._step_dir(step))}
             tmp = self.digests / f"{step}.json.tmp"
             tmp.write_text(json.dumps(payload))
             tmp.replace(self.digests / f"{step}.json")
@@ -147,20 +135,12 @@ class ShardedCheckpointer:
             raise CorruptCheckpointError(f"{where}: no digest: the save never completed")
         try:
             expected = json.loads(dpath.read_text())["files"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise CorruptCheckpointError(f"{where}: unreadable digest ({e})") from None
-        actual = _digest_files(self._step_dir(step))
-        for name, (size, sha) in expected.items():
-            if name not in actual:
-                raise CorruptCheckpointError(f"{where}: file {name} is missing")
-            got_size, got_sha = actual[name]
-            if got_size != size:
-                raise CorruptCheckpointError(
-                    f"{where}: file {name} is truncated or resized ({got_size} B, "
-                    f"expected {size} B)")
-            if got_sha != sha:
-                raise CorruptCheckpointError(f"{where}: file {name} is corrupted (sha256 "
-                                             f"{got_sha[:12]}.. != {sha[:12]}..)")
+        except (OSError, ValueError, KeyError, TypeError) as e:   # bytes, JSON, shape
+            raise CorruptCheckpointError(f"{where}: unreadable digest {dpath} "
+                                         f"({type(e).__name__}: {e})") from None
+        problem = first_mismatch(self._step_dir(step), expected)
+        if problem is not None:
+            raise CorruptCheckpointError(f"{where}: {problem}")
 
     # ------------------------------------------------------------------ restore
     def restore(self, step: int, abstract_params: Any, abstract_opt: Any = None

@@ -141,3 +141,47 @@ def test_eval_of_a_config_that_is_a_list_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"arm-jax: error: {tmp_path / 'config.json'}: not a checkpoint config")
     assert "\n" not in err
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
+def test_params_changed_since_the_save_are_refused_before_restoring(tiny_overrides, tmp_path,
+                                                                    damage):
+    """orbax restored a bit-flipped params/ file as it was: eval ran and export compiled
+    weights that were never trained. The save records every file's sha256 in config.json."""
+    from arm_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from arm_jax.config import load_tier
+    from arm_jax.model import Ranker
+
+    tier = load_tier("small", list(tiny_overrides))
+    params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0)))[1]
+    d = save_checkpoint(tmp_path / "ck", kind="ranker", tier=tier, params=params)
+    load_checkpoint(d)
+    victim = max((p for p in (d / "params").rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+        victim.write_bytes(bytes(data))
+    elif damage == "truncate":
+        victim.write_bytes(bytes(data[: len(data) // 2]))
+    else:
+        victim.unlink()
+    word = {"flip": "corrupted", "truncate": "truncated", "delete": "missing"}[damage]
+    with pytest.raises(CheckpointError, match=f"params: file .* is {word} .*since it was saved"):
+        load_checkpoint(d)
+
+
+def test_a_checkpoint_saved_without_a_digest_still_loads(tiny_overrides, tmp_path):
+    from arm_jax.checkpoint import load_checkpoint, save_checkpoint
+    from arm_jax.config import load_tier
+    from arm_jax.file_digest import PARAMS_DIGEST
+    from arm_jax.model import Ranker
+
+    tier = load_tier("small", list(tiny_overrides))
+    params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0)))[1]
+    d = save_checkpoint(tmp_path / "ck", kind="ranker", tier=tier, params=params)
+    cfg = json.loads((d / "config.json").read_text())
+    assert set(cfg[PARAMS_DIGEST]) and all(len(v) == 2 for v in cfg[PARAMS_DIGEST].values())
+    del cfg[PARAMS_DIGEST]
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert load_checkpoint(d)[0] == "ranker"

@@ -407,3 +407,19 @@ def test_non_finite_weights_are_neither_swapped_in_nor_exported(exported, checkp
     with pytest.raises(ArtifactError, match=f"weight {name} holds 1 non-finite values"):
         export_tiers({"small": bad}, never, platforms=("cpu",), progress=False)
     assert not (never / "small").exists()
+
+
+def test_weights_changed_since_their_save_are_not_swapped_in(exported, checkpoint_like):
+    """A bit flipped in a checkpoint's params/ was restored by orbax as it was, and served."""
+    tier = load(exported["dir"]).tiers["small"]
+    batch = random_batch(tier.config.features, batch=1, candidates=4, history=6, seed=6)
+    before = tier.score(batch).probs
+    ck = checkpoint_like(6, "flipped")
+    victim = max((p for p in (ck / "params").rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    victim.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="params: file .* is corrupted .*refusing these"):
+        tier.swap_weights(ck)
+    np.testing.assert_array_equal(tier.score(batch).probs, before)

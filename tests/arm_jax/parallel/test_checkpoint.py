@@ -244,3 +244,24 @@ def test_a_target_of_another_dtype_is_refused_not_cast(tmp_path, leaf, saved_dty
     assert _equal(got_p, params) and _equal(got_o, opt)
     assert all(a.dtype == b.dtype for a, b in zip(jax.tree.leaves(got_p),
                                                   jax.tree.leaves(params)))
+
+
+@pytest.mark.parametrize("record", [b"\xff\xfe", b"[]", b'{"files": null}', b'{"files": []}'])
+def test_a_damaged_digest_record_is_a_corrupt_step_and_the_previous_restores(saved, tmp_path,
+                                                                            record):
+    """A digest file that is not UTF-8, or JSON of another shape, was a UnicodeDecodeError
+    or a TypeError traceback from --resume, not a refusal of that step."""
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(saved[0], root)
+    (root / "digests" / "2.json").write_bytes(record)
+    mesh = make_mesh(1, 8)
+    _, abstract, psh, _ = _setup(mesh)
+    target = abstract_with(abstract, psh)
+    with ShardedCheckpointer(root) as ck:
+        with pytest.raises(CorruptCheckpointError, match="step 2: "):
+            ck.restore(2, target)
+        step, params, _, refused = ck.restore_latest(target)
+    assert step == 1 and len(refused) == 1 and "step 2" in refused[0]
+    assert all(np.array_equal(a, b) for a, b in zip(_host(params), saved[1][1][0]))
