@@ -55,6 +55,8 @@ class TableLayout:
         n = len(field_rows)
         if n == 0 or min(field_rows) < 1:
             raise LayoutError(f"field_rows={list(field_rows)}: need >= 1 field, each >= 1 row")
+        if pad_to < 1:     # 0 divided by zero; a negative one built a table too small
+            raise LayoutError(f"pad_to={pad_to}: must be >= 1")
         seen: set[int] = set()
         for g in groups:
             for f in g:

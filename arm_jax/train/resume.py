@@ -25,6 +25,7 @@ import jax
 
 from arm_jax.checkpoint import CheckpointError
 from arm_jax.config import TierConfig
+from arm_jax.data.outputs import replaced_when_written
 from arm_jax.train.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -115,8 +116,9 @@ class TrainStateCheckpoints:
         """Start saving the state after `done` steps; returns once arrays are off the device."""
         (self.dir / "losses").mkdir(exist_ok=True)
         open_sum, open_steps = trainer.loss_window()    # a window the save cuts in two
-        (self.dir / "losses" / f"{done}.json").write_text(json.dumps(
-            {"windows": losses, "open_sum": open_sum, "open_steps": open_steps}))
+        with replaced_when_written(self.dir / "losses" / f"{done}.json") as tmp:  # whole
+            tmp.write_text(json.dumps({"windows": losses, "open_sum": open_sum,
+                                       "open_steps": open_steps}))
         self.checkpointer.save(done, _state_tree(trainer), trainer.opt_state)
         self._prune_losses()
 
@@ -135,7 +137,7 @@ class TrainStateCheckpoints:
         if not run_json.exists():
             raise ResumeError(f"--resume: no training state under {self.dir} (a run saves "
                               "one with --checkpoint-every N)")
-        saved = json.loads(run_json.read_text())
+        saved = _read_json(run_json, "run record")
         diff = _first_difference(saved, self.identity)
         if diff is not None:
             raise ResumeError(f"--resume: {self.dir} holds another run's state ({diff})")
@@ -148,9 +150,14 @@ class TrainStateCheckpoints:
         trainer.params, trainer.opt_state = tree["params"], opt_state
         if "ema" in tree:
             trainer.ema_params = tree["ema"]
-        log = json.loads((self.dir / "losses" / f"{done}.json").read_text())
+        log_path = self.dir / "losses" / f"{done}.json"
+        log = _read_json(log_path, "loss log")
         if isinstance(log, list):               # written before the open window was kept
             log = {"windows": log, "open_sum": 0.0, "open_steps": 0}
+        if not (isinstance(log, dict) and isinstance(log.get("windows"), list)
+                and {"open_sum", "open_steps"} <= set(log)):
+            raise ResumeError(f"--resume: {log_path}: not a loss log (expected windows, "
+                              "open_sum and open_steps)")
         trainer.restore_loss_window(log["open_sum"], log["open_steps"])
         return done, log["windows"], refused
 
@@ -168,6 +175,15 @@ class TrainStateCheckpoints:
                 self._prune_losses()
             self._ckpt.close()
             self._ckpt = None
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """The JSON in `path`, or ResumeError naming the file (missing, not UTF-8, not JSON)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:      # UnicodeDecodeError and JSONDecodeError too
+        raise ResumeError(f"--resume: {path}: unreadable {what} ({type(e).__name__}: {e}); "
+                          "run again without --resume to start over") from None
 
 
 __all__ = ["TrainStateCheckpoints", "ResumeError", "run_identity", "has_saved_state",

@@ -70,3 +70,11 @@ def test_two_features_in_one_table_learn_independently():
     assert (rows[:, 0] != rows[:, 1]).all()        # same raw id, different rows
     assert loss_salted < 1e-3
     assert loss_shared > 0.3                       # ~ var(val): the two targets cancel
+
+
+@pytest.mark.parametrize("pad_to", [0, -8])
+def test_a_pad_to_below_one_is_a_layout_error(pad_to):
+    """0 was a ZeroDivisionError; -8 built a table one row smaller than the rows it
+    addresses, so the last field's lookups fell outside it."""
+    with pytest.raises(LayoutError, match=f"pad_to={pad_to}: must be >= 1"):
+        TableLayout.build([3, 5], pad_to=pad_to)

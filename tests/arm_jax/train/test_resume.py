@@ -74,6 +74,11 @@ def test_resumed_run_ends_bit_identical(run_setup, tmp_path):
     checkpoints = TrainStateCheckpoints(out, run_identity("ranker", tier, STEPS), every=3)
     checkpoints.checkpointer.verify(9)
     checkpoints.close()
+    # a loss log emptied since: one error naming it, not a bare JSONDecodeError
+    (state / "losses" / "9.json").write_text("")
+    with pytest.raises(ResumeError, match=f"{state / 'losses' / '9.json'}: unreadable loss"):
+        loop.train_model(tier, data, steps=STEPS, out_dir=out, progress=False,
+                         checkpoint_every=3, resume=True)
 
 
 def test_resume_refuses_what_it_cannot_continue(run_setup, tmp_path, tiny_overrides):
@@ -97,3 +102,7 @@ def test_resume_refuses_what_it_cannot_continue(run_setup, tmp_path, tiny_overri
             TrainStateCheckpoints(tmp_path, identity, every=2).restore(None)
     with pytest.raises(ValueError, match="checkpoint_every: must be >= 0"):
         TrainStateCheckpoints(tmp_path, run_identity("ranker", tier, 4), every=-1)
+    for damaged in (b"\xff\xfe", b'{"steps": 4'):     # a run record that is not JSON
+        (tmp_path / STATE_DIR / "run.json").write_bytes(damaged)
+        with pytest.raises(ResumeError, match=f"{STATE_DIR}/run.json: unreadable run record"):
+            TrainStateCheckpoints(tmp_path, run_identity("ranker", tier, 4), every=2).restore(None)
