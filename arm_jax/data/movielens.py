@@ -37,6 +37,7 @@ import numpy as np
 
 from arm_jax.data.catalog import ItemCatalog
 from arm_jax.data.id_vocabulary import counts_before, map_unknown
+from arm_jax.data.int_csv import CsvError, csv_header
 from arm_jax.data.synthetic import Examples
 from arm_jax.store.events_file import events_digest
 
@@ -215,15 +216,28 @@ def _read_movies(path: Path, genre_fields: int) -> dict[int, tuple[int, tuple[in
 _RATING_LIMITS = ((0, "userId", 2**31), (1, "movieId", 2**31), (3, "timestamp", 2**32))
 
 
+RATING_COLUMNS = ("userId", "movieId", "rating", "timestamp")
+
+
 def _read_ratings(path: Path) -> tuple[np.ndarray, ...]:
+    """(user, movie, rating, ts) columns, found by the header's names: by position, a file
+    with its columns in another order (or no header at all) loaded silently wrong."""
     try:
-        raw = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+        names = csv_header(path)
+    except CsvError as e:
+        raise MovieLensFormatError(f"{path}: {e}") from None
+    missing = [c for c in RATING_COLUMNS if c not in names]
+    if missing:
+        raise MovieLensFormatError(f"{path}: header lacks {missing} (has {names}; expected "
+                                   f"{','.join(RATING_COLUMNS)})")
+    try:
+        raw = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2,
+                         usecols=[names.index(c) for c in RATING_COLUMNS])
     except ValueError as e:
         raise MovieLensFormatError(
             f"{path}: expected userId,movieId,rating,timestamp rows ({e})") from None
-    if raw.shape[1] != 4 or raw.shape[0] == 0:
-        raise MovieLensFormatError(
-            f"{path}: expected 4 columns and at least one row, got {raw.shape}")
+    if raw.shape[0] == 0:
+        raise MovieLensFormatError(f"{path}: no ratings (a header and no rows)")
     for col, name, limit in _RATING_LIMITS:
         _check_int_column(path, name, raw[:, col], limit)
     # a nan would spread into every later mean rating of its user and its movie

@@ -189,3 +189,28 @@ def test_loading_into_a_store_twice_leaves_every_history_as_it_was(tmp_path):
         store.append(7, [1], [0], [100])
         with pytest.raises(ValueError, match="already holds the logs of 1 user"):
             d.load_into(store)
+
+
+@pytest.mark.parametrize("header,words", [
+    ("movieId,userId,rating,timestamp", None),                     # another order: by name
+    ("userId,movieId,rating,timestamp,source", None),              # an extra column
+    ("user,item,score,time", "header lacks ['userId', 'movieId', 'rating', 'timestamp']"),
+    ("1,1,4.0,100", "header lacks"),                               # no header line at all
+])
+def test_ratings_columns_are_found_by_the_headers_names(tmp_path, header, words):
+    """Columns were taken by position and the header skipped unread: swapped columns
+    loaded users as movies, and a file without a header lost its first rating."""
+    rows = [(1, 1, 4.0, 100), (1, 2, 3.0, 5000), (1, 3, 5.0, 6000)]   # 1 user, 3 movies
+    d = _write(tmp_path, rows)
+    names = header.split(",")
+    if words is None:
+        by_name = [dict(zip(("userId", "movieId", "rating", "timestamp"), r)) for r in rows]
+        lines = [",".join(str(r.get(n, 7)) for n in names) for r in by_name]
+        (d / "ratings.csv").write_text("\n".join([header, *lines]) + "\n")
+        data = load_movielens(d)
+        assert data.stats["ratings"] == 3 and data.stats["users"] == 1   # swapped: 3
+    else:
+        (d / "ratings.csv").write_text("\n".join([header, "1,2,3.0,5000", "2,2,5.0,6000"]) + "\n")
+        with pytest.raises(MovieLensFormatError) as e:
+            load_movielens(d)
+        assert str(e.value).startswith(f"{d / 'ratings.csv'}: ") and words in str(e.value)
