@@ -349,12 +349,18 @@ def load_movielens(data_dir: str | Path | None = None,
              "like_rate": float((rating >= 4.0).mean()), "cut_ts": cut_ts}
     return MovieLensData(spec=spec, train=train, test=test, log_user=user, log_item=movie,
                          log_action=action, log_ts=ts, cut_ts=cut_ts,
-                         catalog=_catalog(movies, spec.genre_fields), stats=stats)
+                         catalog=_catalog(movies, spec.genre_fields, int(movie.max())),
+                         stats=stats)
 
 
-def _catalog(movies: dict[int, tuple[int, tuple[int, ...]]], genre_fields: int) -> ItemCatalog:
-    """movie id -> (genre slots, year // 5): the candidate fields 1..genre_fields + 1."""
-    side = np.zeros((max(movies, default=-1) + 1, genre_fields + 1), np.int64)
+def _catalog(movies: dict[int, tuple[int, tuple[int, ...]]], genre_fields: int,
+             max_rated: int = -1) -> ItemCatalog:
+    """movie id -> (genre slots, year // 5): the candidate fields 1..genre_fields + 1.
+    It covers every rated movie too: one missing from movies.csv has 0s in every slot,
+    as it has as a candidate (past the catalogue's end, its history events would read
+    UNKNOWN_SIDE instead)."""
+    rows = max(max(movies, default=-1), max_rated) + 1
+    side = np.zeros((rows, genre_fields + 1), np.int64)
     for m, (year, genres) in movies.items():
         side[m, :len(genres)] = genres
         side[m, genre_fields] = year // 5

@@ -214,3 +214,12 @@ def test_ratings_columns_are_found_by_the_headers_names(tmp_path, header, words)
         with pytest.raises(MovieLensFormatError) as e:
             load_movielens(d)
         assert str(e.value).startswith(f"{d / 'ratings.csv'}: ") and words in str(e.value)
+
+
+def test_a_rated_movie_missing_from_movies_csv_reads_alike_as_candidate_and_history(tmp_path):
+    """Movie 7 is rated but not listed: as a candidate its side slots were 0s, as a
+    history event (past the catalogue's end) UNKNOWN_SIDE."""
+    d = _write(tmp_path, [(1, 1, 4.0, 100), (1, 7, 3.0, 5000), (2, 7, 5.0, 6000)])
+    data = load_movielens(d)
+    side = data.catalog.lookup(np.array([[7]]))[0, 0]
+    assert side.tolist() == [0] * len(side)
