@@ -158,13 +158,20 @@ def joined_batches(examples: Examples, store: UserLogStore, features: FeaturesCo
                    drop_remainder: bool = False, num_threads: int | None = None,
                    prefetch: int = 8, progress: bool = False, desc: str = "join",
                    catalog: ItemCatalog | None = None) -> Iterator[Any]:
-    """Iterate `joined_dataset` with a tqdm progress bar (when `progress`)."""
+    """Iterate `joined_dataset` with a tqdm progress bar (when `progress`). The join's
+    threads stop however the iteration ends: exhausted, closed early, or by an error in
+    a worker (held in a traceback, that error used to keep them alive)."""
     ds = joined_dataset(examples, store, features, batch_size=batch_size, max_len=max_len,
                         shuffle=shuffle, seed=seed, drop_remainder=drop_remainder,
                         num_threads=num_threads, prefetch=prefetch, catalog=catalog)
     n = len(examples)   # after joined_dataset has checked batch_size
     total = n // batch_size if drop_remainder else -(-n // batch_size)
-    yield from tqdm(ds, total=total, disable=not progress, desc=desc, unit="batch")
+    it = iter(ds)
+    try:
+        with tqdm(it, total=total, disable=not progress, desc=desc, unit="batch") as bar:
+            yield from bar
+    finally:
+        it.close()
 
 
 __all__ = ["join_threads", "join_histories", "pack_histories",

@@ -129,10 +129,12 @@ def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
                                            shuffle=True, seed=tc.seed + epoch,
                                            drop_remainder=True, first_batch=first)
 
+    feed = None
     try:                          # a failed restore closes the checkpointer too
         done, losses = _begin(state, trainer, resume, f"{kind}:{tier.name}", steps)
         t0 = time.perf_counter()
-        bar = tqdm(itertools.islice(batches(done), steps - done), total=steps, initial=done,
+        feed = batches(done)
+        bar = tqdm(itertools.islice(feed, steps - done), total=steps, initial=done,
                    disable=not progress, desc=f"train {kind}:{tier.name}", unit="step")
         for i, (batch, labels) in enumerate(bar, start=done):
             trainer.step(i, batch, labels)
@@ -145,6 +147,8 @@ def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
                 else:
                     state.poll()
     finally:
+        if feed is not None:      # the join's threads stop, also when a step raised
+            feed.close()
         if state is not None:
             state.close()         # an interrupted run still commits its last save
     graphdef, params = trainer.graphdef, jax.block_until_ready(trainer.eval_params)

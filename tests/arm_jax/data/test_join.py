@@ -137,3 +137,34 @@ def test_join_threads_default_leaves_a_core_for_the_trainer(monkeypatch):
     for cpus, want in ((None, 1), (1, 1), (2, 1), (3, 2), (16, 4)):
         monkeypatch.setattr(join.os, "cpu_count", lambda c=cpus: c)
         assert join.join_threads() == want
+
+
+def test_a_failing_worker_leaves_no_join_thread_running(world, tmp_path):
+    """An error in a join worker reached the caller, but while anything held it (a logger,
+    a retry wrapper, a notebook's last traceback) grain's prefetch threads stayed alive."""
+    import threading
+    import time
+
+    from arm_jax.store.base import CorruptValue
+
+    tier, w, ex = world
+    with LmdbStore(tmp_path / "logs", map_size=1 << 26) as s:
+        s.append_many(w.log_user, w.log_item, w.log_action, w.log_ts)
+        calls = []
+        real = s.read_many_before
+
+        def flaky(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise CorruptValue("planted")
+            return real(*args, **kwargs)
+
+        s.read_many_before = flaky
+        with pytest.raises(CorruptValue, match="planted") as held:
+            list(joined_batches(ex, s, tier.features, batch_size=4, max_len=8, num_threads=2))
+        deadline = time.monotonic() + 5
+        alive = ["?"]
+        while alive and time.monotonic() < deadline:
+            alive = [t.name for t in threading.enumerate() if t.name.startswith("grain")]
+            time.sleep(0.05)
+        assert held.value is not None and alive == [], alive
