@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from typing import Callable
 
 from arm_jax.cli.argtypes import positive_int, positive_ints
 
@@ -23,6 +25,22 @@ def register(sub: argparse._SubParsersAction, plugins: list = ()) -> None:
 
     for module in plugins:
         module.register_bench(bsub)
+    for parser in bsub.choices.values():
+        parser.set_defaults(func=_out_checked_first(parser.get_default("func")))
+
+
+def _out_checked_first(func: Callable[[argparse.Namespace], int]
+                       ) -> Callable[[argparse.Namespace], int]:
+    """`func` after a check of its `--out` JSON path: a directory, a path under a file or
+    an empty name is one line before the benchmark runs, not a traceback after it."""
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        from arm_jax.data.outputs import check_output_file
+
+        check_output_file(args.out, "--out")
+        return func(args)
+
+    return run
 
 
 def _sharing(args: argparse.Namespace) -> int:
