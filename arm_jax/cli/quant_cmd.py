@@ -60,6 +60,17 @@ def _check(**values: float) -> None:
             raise ValueError(f"--{name.replace('_', '-')}={v}: must be >= 1")
 
 
+def _check_sets(**requests: int) -> None:
+    """Each set is whole batches of 32 requests: checked here, before any training,
+    calibration or checkpoint read (it failed only when the sets were drawn)."""
+    from arm_jax.quant.data import check_set_sizes
+
+    try:
+        check_set_sizes(**requests)
+    except ValueError as e:
+        raise ValueError(f"--{str(e).replace('_', '-')}") from None
+
+
 def _check_budget(budget: float) -> None:
     if not 0.0 <= budget <= 1.0:
         raise ValueError(f"--budget-auc={budget}: must be between 0 and 1")
@@ -90,6 +101,7 @@ def _platforms(text: str) -> tuple[str, ...]:
 def _quantize(args: argparse.Namespace) -> int:
     _check(calib_requests=args.calib_requests, holdout_requests=args.holdout_requests,
            candidates=args.candidates)
+    _check_sets(calib_requests=args.calib_requests, holdout_requests=args.holdout_requests)
     _check_budget(args.budget_auc)
     _check_outputs(args)
     from arm_jax.checkpoint import load_checkpoint, save_checkpoint
@@ -137,6 +149,8 @@ def _bench(args: argparse.Namespace) -> int:
     _check(steps=args.steps, calib_requests=args.calib_requests,
            holdout_requests=args.holdout_requests, test_requests=args.test_requests,
            repeats=args.repeats)
+    _check_sets(calib_requests=args.calib_requests, holdout_requests=args.holdout_requests,
+                test_requests=args.test_requests)
     _check_budget(args.budget_auc)
     from arm_jax.bench.precision import run_precision_bench
 

@@ -14,13 +14,23 @@ from arm_jax.quant.sweep import EvalSet
 CALIB_SEED_OFFSET, HOLDOUT_SEED_OFFSET, TEST_SEED_OFFSET = 11, 12, 2  # test = training's eval
 
 
+SET_BATCH = 32     # requests per batch of the calibration, held-out and test sets
+
+
+def check_set_sizes(batch_size: int = SET_BATCH, **requests: int) -> None:
+    """ValueError naming the first set of fewer requests than one batch: sets hold whole
+    batches only, so it would be empty (the test set of 0 requests is no test set)."""
+    for name, n in requests.items():
+        if n < batch_size and not (name == "test_requests" and n == 0):
+            raise ValueError(f"{name}={n}: must be at least the batch size {batch_size}")
+
+
 def synthetic_sets(tier: TierConfig, *, calib_requests: int, holdout_requests: int,
-                   test_requests: int = 0, batch_size: int = 32
+                   test_requests: int = 0, batch_size: int = SET_BATCH
                    ) -> tuple[EvalSet, EvalSet, EvalSet]:
     """(calibration, held-out, test) lists of (batch, labels); whole batches only."""
-    for name, n in (("calib_requests", calib_requests), ("holdout_requests", holdout_requests)):
-        if n < batch_size:
-            raise ValueError(f"{name}={n}: must be at least the batch size {batch_size}")
+    check_set_sizes(batch_size, calib_requests=calib_requests,
+                    holdout_requests=holdout_requests, test_requests=test_requests)
     tc = tier.train
     world = SyntheticWorld.generate(SyntheticSpec(num_users=tc.num_users, seed=tc.seed),
                                     tier.features)

@@ -85,3 +85,30 @@ def test_quantize_outputs_are_checked_before_any_work(checkpoint, tmp_path, caps
                  "--candidates", "8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("arm-jax: error: ") and words in err[0], err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["quantize", "--tier", "small", "--calib-requests", "5"],
+     "--calib-requests=5: must be at least the batch size 32"),
+    (["bench", "precision", "--tier", "small", "--calib-requests", "5"],
+     "--calib-requests=5: must be at least the batch size 32"),
+    (["bench", "precision", "--tier", "small", "--test-requests", "31"],
+     "--test-requests=31: must be at least the batch size 32"),
+])
+def test_request_sets_smaller_than_a_batch_are_refused_before_any_work(
+        checkpoint, tmp_path, capsys, monkeypatch, argv, words):
+    """`bench precision` trained first and then refused 5 calibration requests; 31 test
+    requests made an empty test set that failed after the whole quantization."""
+    import arm_jax.bench.precision as precision
+    import arm_jax.checkpoint as ckpt
+
+    monkeypatch.setattr(precision, "run_precision_bench",
+                        lambda *a, **k: pytest.fail("the bench ran before the checks"))
+    monkeypatch.setattr(ckpt, "load_checkpoint",
+                        lambda *a, **k: pytest.fail("read the checkpoint before the checks"))
+    extra = (["--checkpoint", str(checkpoint), "--no-export"] if argv[0] == "quantize"
+             else ["--steps", "1"])
+    assert main([*argv, *extra, "--out", str(tmp_path / "o.json" if argv[0] == "bench"
+                                             else tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == f"arm-jax: error: {words}", err
