@@ -202,6 +202,10 @@ def target_attention(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax.Array,
     `interpret=False`), "xla" (the reference). Differentiable (reference backward).
     """
     check_impl(impl, IMPLS)
+    q_bchk, k_blhk, v_blhk, mask_bl = map(jnp.asarray, (q_bchk, k_blhk, v_blhk, mask_bl))
+    for name, x in (("q_bchk", q_bchk), ("k_blhk", k_blhk), ("v_blhk", v_blhk)):
+        if not jnp.issubdtype(x.dtype, jnp.floating):   # the kernel kept ints, XLA promoted
+            raise KernelError(f"{name}: dtype {x.dtype}; expected a floating dtype")
     if q_bchk.ndim != 4 or k_blhk.ndim != 4 or v_blhk.shape != k_blhk.shape:
         raise KernelError(f"q_bchk {q_bchk.shape}, k_blhk {k_blhk.shape}, v_blhk "
                           f"{v_blhk.shape}: expected [b, c, h, dk] and two equal [b, L, h, dk]")

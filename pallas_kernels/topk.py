@@ -148,6 +148,8 @@ def topk(x: jax.Array, k: int, *, impl: str = "auto", interpret: bool | None = N
     """
     check_impl(impl, IMPLS)
     x = jnp.asarray(x)
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)):
+        raise KernelError(f"x: dtype {x.dtype}; top-k orders floats and integers")
     if impl == "xla":
         return topk_xla(x, k, check_nan=check_nan)
     if impl == "radix":

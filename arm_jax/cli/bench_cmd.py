@@ -48,6 +48,10 @@ def _sharing(args: argparse.Namespace) -> int:
     from arm_jax.config import load_tier
 
     tier = load_tier(args.tier, args.overrides)
+    limit = tier.features.max_candidates
+    if max(args.candidates) > limit:
+        raise ValueError(f"--candidates {max(args.candidates)}: must be <= "
+                         f"features.max_candidates={limit}")
     run_sharing_bench(tier, args.candidates, repeats=args.repeats, pair_chunk=args.pair_chunk,
                       out_json=args.out)
     print(f"wrote {args.out}")

@@ -9,8 +9,11 @@ from typing import Callable
 from arm_jax.batch import BatchError
 from arm_jax.config import ConfigError
 
+# MemoryError: numpy's "Unable to allocate 5.96 GiB for an array with shape ..." says what
+# a size asked for better than its traceback
 EXPECTED: tuple[type[BaseException], ...] = (ConfigError, BatchError, FileNotFoundError,
-                                             NotADirectoryError, PermissionError, ValueError)
+                                             NotADirectoryError, PermissionError, ValueError,
+                                             MemoryError)
 
 
 def expected_errors() -> tuple[type[BaseException], ...]:

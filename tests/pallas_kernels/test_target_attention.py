@@ -116,6 +116,11 @@ def test_bad_arguments_name_the_field():
         target_attention(q, k, v, mask, jnp.zeros((3, 6)))
     with pytest.raises(KernelError, match="block_c=48: must be a power of two >= 16"):
         TargetAttentionBlocks(block_c=48)
+    for impl in ("xla", "pallas"):    # ints: the kernel kept int32, the reference promoted
+        with pytest.raises(KernelError, match="q_bchk: dtype int32; expected a floating"):
+            target_attention(q.astype(jnp.int32), k, v, mask, impl=impl)
+    out = target_attention(q, k, v, np.asarray(mask).tolist())      # a list mask is fine
+    np.testing.assert_allclose(out, target_attention(q, k, v, mask), **TOL)
 
 
 def test_kernel_lowers_and_exports_for_cuda_at_large_tier_shapes():

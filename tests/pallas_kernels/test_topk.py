@@ -105,6 +105,9 @@ def test_bad_arguments_name_the_field():
         TopKBlocks(block_n=100)
     with pytest.raises(KernelError, match="x.dtype=int8"):
         topk(x.astype(np.int8), 2, impl="radix")
+    for impl in ("auto", "xla", "radix"):   # bool was "Invalid integer data type 'b'"
+        with pytest.raises(KernelError, match="x: dtype bool; top-k orders floats and int"):
+            topk(x > 0, 2, impl=impl)
 
 
 def test_pallas_kernel_lowers_and_exports_for_cuda():

@@ -38,3 +38,11 @@ def test_a_bad_out_is_one_line_before_the_bench(tmp_path, capsys, monkeypatch, o
     rc = main(["bench", "topk", "--n", "16", "--k", "4", "--out", out])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith(f"arm-jax: error: --out {out}") and words in err, err
+
+
+def test_sharing_candidates_beyond_the_schema_are_refused(tmp_path, capsys):
+    rc = main(["bench", "sharing", "--tier", "small", "--candidates", "16,100000000",
+               "--out", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == ("arm-jax: error: --candidates 100000000: must be <= "
+                               "features.max_candidates=1024"), err
