@@ -177,6 +177,9 @@ def run_serve_bench(artifacts: str | Path, tier: str = "large", candidates: int 
         with cf.ThreadPoolExecutor(conc) as pool:
             list(pool.map(lambda _: worker(), range(conc)))
         sat_rps = done[0] / (time.perf_counter() - t0)
+        if done[0] == 0:      # 0 req/s is no measurement; the overload phase would run at 1
+            raise ServeBenchError(f"saturation: no request finished within {duration / 2:g} s "
+                                  "(half of --duration); give a longer --duration")
 
         # Overload: open loop at twice the saturated rate.
         rate = max(1.0, 2 * sat_rps)
