@@ -206,6 +206,9 @@ def _read_movies(path: Path, genre_fields: int) -> dict[int, tuple[int, tuple[in
                 raise MovieLensFormatError(
                     f"{path}: movieId must be an integer in [0, {2**31}), got {m!r} on line "
                     f"{reader.line_num}")
+            if int(m) in out:         # the last row would silently win
+                raise MovieLensFormatError(f"{path}: movieId {m} listed twice (again on line "
+                                           f"{reader.line_num})")
             years = re.findall(r"\((\d{4})\)", row["title"])
             g = sorted(index[x] for x in row["genres"].split("|") if x in index)
             out[int(m)] = (int(years[-1]) if years else 0, tuple(g[:genre_fields]))

@@ -137,6 +137,8 @@ def test_movies_csv_with_a_byte_order_mark_loads(tmp_path):
     ("movieId,title,genres\n1,Toy Story (1995),Comedy\n-3,Heat (1995),Action\n",
      "movieId must be an integer in [0, 2147483648), got '-3' on line 3"),
     ("movieId,title,genres\n1,Toy Story (1995)\n", "expected movieId,title,genres on line 2"),
+    ("movieId,title,genres\n1,Toy Story (1995),Comedy\n1,Heat (1995),Action\n",
+     "movieId 1 listed twice (again on line 3)"),
 ])
 def test_a_bad_movies_csv_names_the_file_column_and_line(tmp_path, text, words):
     """Was a bare KeyError or TypeError (a traceback from the CLI), a ValueError naming no
