@@ -26,7 +26,7 @@ from tqdm import tqdm
 from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.timing import interleaved_median_ms, machine_info, publish
 from arm_jax.config import load_tier
-from serving.app import parse_rank_body
+from serving.wire import parse_rank_body
 from serving.arrow_wire import encode_response
 from serving.client import WIRES, encode_payload, random_request
 from serving.schema import pack_batch

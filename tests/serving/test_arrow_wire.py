@@ -11,7 +11,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 
 from serving import arrow_wire  # noqa: E402
-from serving.app import parse_rank_body, response_wire  # noqa: E402
+from serving.wire import parse_rank_body, response_wire  # noqa: E402
 from serving.arrow_wire import (ARROW_STREAM, ArrowUnavailable, decode_request,  # noqa: E402
                                 encode_request)
 from serving.client import RankClient, RankError, random_request  # noqa: E402

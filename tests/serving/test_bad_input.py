@@ -308,7 +308,7 @@ def test_a_million_unknown_keys_are_refused_in_bounded_time(where, wire):
     4-5 s as msgpack. Now ~0.5 s (JSON: one more parse of such a body), msgpack ~0.2 s."""
     import time
 
-    from serving.app import parse_body
+    from serving.wire import parse_body
 
     body = _million_keys(where, wire)
     ctype = "application/json" if wire == "json" else "application/msgpack"
@@ -395,7 +395,7 @@ def test_first_error_is_the_same_in_both_pydantic_orders(drop, want):
 def test_415_names_the_media_types_the_endpoint_accepts(tiny_tiers):
     """parse_body names what its caller accepts (/v1/rank passes Arrow too) instead of
     /v1/rank rewriting parse_body's message."""
-    from serving.app import RANK_TYPES, parse_body, parse_rank_body
+    from serving.wire import RANK_TYPES, parse_body, parse_rank_body
     from serving.schema import ReloadRequest
 
     def message(parse, *args) -> str:
@@ -429,7 +429,7 @@ def test_row_width_errors_name_the_first_bad_row(tiny_tiers, payload, wire):
     same on every wire (the JSON / msgpack check no longer walks the rows in Python)."""
     if wire == "arrow":
         pytest.importorskip("pyarrow")
-    from serving.app import parse_rank_body
+    from serving.wire import parse_rank_body
     from serving.arrow_wire import ARROW_STREAM, encode_request
 
     f = tiny_tiers["small"].features
