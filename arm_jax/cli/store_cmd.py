@@ -96,9 +96,7 @@ def _seeds_arg(text: str) -> list[int]:
 
 def _store(args: argparse.Namespace) -> int:
     from arm_jax.bench.store import run_store_bench
-    from arm_jax.data.outputs import check_output_file
 
-    check_output_file(args.out, "--out")
     run_store_bench(users=args.users, history_median=args.history_median,
                     requests_per_user=args.requests_per_user, candidates=args.candidates,
                     history_len=args.history_len, join_examples=args.join_examples,
@@ -110,9 +108,7 @@ def _store(args: argparse.Namespace) -> int:
 
 def _movielens(args: argparse.Namespace) -> int:
     from arm_jax.bench.movielens import run_movielens_bench
-    from arm_jax.data.outputs import check_output_file
 
-    check_output_file(args.out, "--out")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     kw = dict(steps=args.steps, models=models, store_url=args.store, overrides=args.overrides,
               num_threads=args.threads, out_json=args.out, large_history=args.large_history,
