@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from arm_jax.bench.figures import pyplot, save_png
+from arm_jax.bench.memory import check_fits_in_memory
 from arm_jax.bench.timing import cost_analysis, machine_info, median_ms, publish
 
 
@@ -50,6 +51,9 @@ def run_broadcast_bench(candidates: tuple[int, ...] = (64, 256, 1024), *, batch:
     from pallas_kernels.target_attention import (TargetAttentionBlocks, kernel_cost,
                                                  target_attention)
 
+    check_fits_in_memory(   # the float64 draws of k and v, and of q at the largest N
+        8.0 * batch * d_model * (2 * history + max(candidates)),
+        f"batch={batch}, history={history}, d_model={d_model}, candidates={max(candidates)}")
     dk = d_model // heads
     blocks = TargetAttentionBlocks.default()
     on_gpu = jax.default_backend() == "gpu"

@@ -41,6 +41,7 @@ background threads) for LMDB and for a real Redis server (a throwaway `redis-ser
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from arm_jax.bench.figures import pyplot, save_png
+from arm_jax.bench.memory import check_fits_in_memory
 from arm_jax.bench.timing import machine_info, write_json
 from arm_jax.config import load_tier
 from arm_jax.data.join import join_threads, joined_batches
@@ -117,6 +119,9 @@ def _throughput(ex: Any, store: Any, features: Any, L: int, batch_size: int,
     return n / (time.perf_counter() - t0)
 
 
+HISTORY_SIGMA = 0.6   # the synthetic logs' lengths are lognormal around --history-median
+
+
 def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
                     requests_per_user: int = 50, candidates: int = 16, history_len: int = 1024,
                     join_examples: int = 4000, batch_size: int = 64,
@@ -129,6 +134,11 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
                         ("join_examples", join_examples, 1), ("batch_size", batch_size, 1)):
         if v < lo:
             raise ValueError(f"{name}={v}: must be >= {lo}")
+    check_fits_in_memory(   # the world's logs (20 bytes an event) and one int32 per candidate
+        20.0 * users * history_median * math.exp(HISTORY_SIGMA ** 2 / 2)
+        + 4.0 * users * requests_per_user * candidates,
+        f"users={users}, history_median={history_median:g}, "
+        f"requests_per_user={requests_per_user}, candidates={candidates}")
     if out_json is not None:        # else a traceback after the whole run
         check_output_file(out_json, "out_json")
     if redis_url is not None:       # malformed or not answering: before the world is built
@@ -137,7 +147,7 @@ def run_store_bench(*, users: int = 1000, history_median: float = 1500.0,
     tier = load_tier("large", [f"features.max_history={max(history_len, 1)}"])
     f = tier.features
     world = SyntheticWorld.generate(
-        SyntheticSpec(num_users=users, history_median=history_median, history_sigma=0.6,
+        SyntheticSpec(num_users=users, history_median=history_median, history_sigma=HISTORY_SIGMA,
                       history_max=4 * int(history_median) + 1), f)
     ex = world.sample_examples(users * requests_per_user, candidates, seed=1)
     hist_len = np.concatenate([   # chunked: the full join of every example is large
