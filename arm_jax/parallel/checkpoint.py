@@ -44,20 +44,35 @@ class ShardedCheckpointer:
     """Async sharded save / verified restore of {params, opt_state} by step."""
 
     def __init__(self, directory: str | Path, *, max_to_keep: int | None = 3,
-                 async_save: bool = True):
+                 async_save: bool = True, read_only: bool = False):
+        """`read_only=True` (for restoring) creates nothing: a root holding no sharded
+        checkpoint is a CheckpointError, where a writer would start a new one there (a
+        mistyped path used to become an empty checkpoint and "no restorable step")."""
         self.root = Path(directory).resolve()
         self.digests = self.root / "digests"
-        self.digests.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if read_only:
+            if not (self.root / "steps").is_dir():
+                raise CheckpointError(f"checkpoint {self.root}: no sharded checkpoint there "
+                                      f"(no steps/ directory)")
+        else:
+            self.digests.mkdir(parents=True, exist_ok=True)
         self._primary = jax.process_index() == 0
         self.manager = ocp.CheckpointManager(
             self.root / "steps", item_names=("params", "opt_state"),
             options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                                 enable_async_checkpointing=async_save))
+                                                 enable_async_checkpointing=async_save,
+                                                 create=not read_only, read_only=read_only))
         self._pending: int | None = None
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise CheckpointError(f"checkpoint {self.root}: opened read_only, cannot {what}")
 
     # ------------------------------------------------------------------ save
     def save(self, step: int, params: Any, opt_state: Any = None) -> None:
         """Start saving `step`; returns once device buffers are copied (not written)."""
+        self._check_writable(f"save step {step}")
         self._finalize()
         items = {"params": ocp.args.StandardSave(params)}
         if opt_state is not None:
@@ -107,6 +122,7 @@ class ShardedCheckpointer:
 
     def discard(self, step: int) -> None:
         """Delete `step` and its digest (a damaged step a resumed run will save again)."""
+        self._check_writable(f"discard step {step}")
         self._finalize()
         if step in self.manager.all_steps():
             self.manager.delete(step)

@@ -7,6 +7,7 @@ import optax
 import pytest
 from flax import nnx
 
+from arm_jax.checkpoint import CheckpointError
 from arm_jax.embeddings.unified import FieldEmbedding, TableLayout
 from arm_jax.parallel.checkpoint import (CorruptCheckpointError, ShardedCheckpointer,
                                          abstract_with)
@@ -81,7 +82,7 @@ def test_restore_onto_smaller_meshes_is_bit_exact(saved, devices, data):
     mesh = make_mesh(data, devices // data, jax.devices()[:devices])
     _, abstract, psh, osh = _setup(mesh)
     opt_abs = jax.eval_shape(TX.init, abstract)
-    with ShardedCheckpointer(root) as ck:
+    with ShardedCheckpointer(root, read_only=True) as ck:
         params, opt = ck.restore(2, abstract_with(abstract, psh), abstract_with(opt_abs, osh))
     table = params["emb"]["table"][...]
     assert table.sharding.mesh.devices.size == devices
@@ -265,3 +266,20 @@ def test_a_damaged_digest_record_is_a_corrupt_step_and_the_previous_restores(sav
         step, params, _, refused = ck.restore_latest(target)
     assert step == 1 and len(refused) == 1 and "step 2" in refused[0]
     assert all(np.array_equal(a, b) for a, b in zip(_host(params), saved[1][1][0]))
+
+
+def test_read_only_creates_nothing_and_refuses_writes(saved, tmp_path):
+    """A mistyped root for a restore used to become a new, empty checkpoint directory."""
+    missing = tmp_path / "ckpt-typo"
+    with pytest.raises(CheckpointError, match=r"ckpt-typo: no sharded checkpoint there"):
+        ShardedCheckpointer(missing, read_only=True)
+    assert not missing.exists()
+    root, _ = saved
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    with ShardedCheckpointer(root, read_only=True) as ck:
+        assert ck.steps() == [1, 2]
+        with pytest.raises(CheckpointError, match="opened read_only, cannot save step 3"):
+            ck.save(3, {"w": jnp.zeros(2)})
+        with pytest.raises(CheckpointError, match="opened read_only, cannot discard step 1"):
+            ck.discard(1)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
