@@ -139,8 +139,8 @@ def _check_outputs(runs: list[Run]) -> None:
     interrupted run's saved state (train_state/, which --resume continues) passes."""
     from arm_jax.checkpoint import check_save_target
 
-    for _, _, d in runs:
-        check_save_target(d, "out_dir")
+    for i, (_, _, d) in enumerate(runs):    # the first is --out's own run
+        check_save_target(d, "--out" if i == 0 else "--baselines output")
 
 
 def _train_runs(args: argparse.Namespace, runs: list[Run], data: Any) -> list[dict[str, Any]]:

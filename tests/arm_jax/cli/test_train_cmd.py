@@ -37,7 +37,7 @@ def test_out_that_is_a_file_is_refused_before_training(tiny_overrides, tmp_path,
     rc = main(["train", "--tier", "small", "--out", str(out), "--no-progress", *flags,
                *tiny_overrides, *SMALL_DATA])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and err == f"arm-jax: error: out_dir {out}: exists and is not a directory"
+    assert rc == 2 and err == f"arm-jax: error: --out {out}: exists and is not a directory"
 
 
 def test_resume_with_baselines_starts_the_ones_never_reached(tiny_overrides, tmp_path, capsys):
@@ -114,7 +114,7 @@ def test_out_under_a_file_is_refused_before_training(tiny_overrides, tmp_path, c
     rc = main(["train", "--tier", "small", "--out", str(afile / "sub"), "--no-progress",
                *tiny_overrides, *SMALL_DATA])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and err == (f"arm-jax: error: out_dir {afile / 'sub'}: {afile} is a file, "
+    assert rc == 2 and err == (f"arm-jax: error: --out {afile / 'sub'}: {afile} is a file, "
                                "not a directory")
 
 
@@ -128,7 +128,7 @@ def test_baseline_outputs_are_checked_before_the_first_run(tiny_overrides, tmp_p
     rc = main(["train", "--tier", tier, "--out", str(tmp_path / "run"), "--no-progress",
                "--baselines", *tiny_overrides, *SMALL_DATA])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and err == (f"arm-jax: error: out_dir {tmp_path / baseline}: exists and is "
+    assert rc == 2 and err == (f"arm-jax: error: --baselines output {tmp_path / baseline}: exists and is "
                                "not a directory")
     assert not (tmp_path / "run").exists()
 
