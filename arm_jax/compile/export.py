@@ -29,6 +29,7 @@ from arm_jax.compile import weights as wt
 from arm_jax.compile.buckets import BATCH_FIELDS, Bucket, batch_signature, bucket_grid
 from arm_jax.compile.cache import ExecutableCache, cache_key, default_cache_dir
 from arm_jax.compile.errors import ArtifactError
+from arm_jax.data.outputs import check_output_dir
 
 DEFAULT_TOP_K = 16
 # Pallas kernels lower to these custom calls; jax.export refuses them by default because
@@ -140,6 +141,25 @@ def bucket_stem(bucket: Bucket) -> str:
     return f"b{bucket[0]}_n{bucket[1]}"
 
 
+def check_bucket_grid(buckets: Sequence[Bucket]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(batch sizes, candidate counts) of `buckets`, which must be their full grid: the
+    manifest records the two lists and the server's micro-batcher picks a bucket from them
+    (a ragged list was recorded as the grid, and batches grouped for a missing bucket
+    failed). Repeats are dropped. ArtifactError names the first missing bucket."""
+    got = {(int(b), int(n)) for b, n in buckets}
+    if not got:
+        raise ArtifactError("buckets: none given")
+    bb = tuple(sorted({b for b, _ in got}))
+    nn = tuple(sorted({n for _, n in got}))
+    missing = [bucket for bucket in bucket_grid(bb, nn) if bucket not in got]
+    if missing:
+        raise ArtifactError(f"buckets: must be every batch size with every candidate count "
+                            f"(batch {list(bb)} x candidates {list(nn)}); missing "
+                            f"{missing[0]}" + (f" and {len(missing) - 1} more"
+                                               if len(missing) > 1 else ""))
+    return bb, nn
+
+
 def export_tier(checkpoint: str | Path, out_dir: str | Path, *, name: str | None = None,
                 platforms: Sequence[str] = ("cpu",), buckets: Sequence[Bucket] | None = None,
                 top_k: int = DEFAULT_TOP_K, cache: ExecutableCache | None = None,
@@ -161,12 +181,10 @@ def export_tier(checkpoint: str | Path, out_dir: str | Path, *, name: str | None
     wt.check_finite(wt.flatten(params), str(checkpoint))   # refused here, not at serve time
     name = name or tier.name
     if buckets is not None:
-        bb = sorted({int(b) for b, _ in buckets})
-        nn = sorted({int(n) for _, n in buckets})
+        bb, nn = check_bucket_grid(buckets)
         tier = dataclasses.replace(tier, serving=dataclasses.replace(
-            tier.serving, batch_buckets=tuple(bb), candidate_buckets=tuple(nn)))
-    grid = sorted(buckets) if buckets is not None else bucket_grid(
-        tier.serving.batch_buckets, tier.serving.candidate_buckets)
+            tier.serving, batch_buckets=bb, candidate_buckets=nn))
+    grid = bucket_grid(tier.serving.batch_buckets, tier.serving.candidate_buckets)
     L, T = tier.model.history_len, len(tier.features.tasks)
 
     final = Path(out_dir)
@@ -259,15 +277,16 @@ def export_tiers(checkpoints: Mapping[str, str | Path], out_dir: str | Path,
     if not checkpoints:
         raise ArtifactError("export: no tiers given")
     for tier_name in checkpoints:
-        if not tier_name or "/" in tier_name or tier_name.startswith("."):
-            raise ArtifactError(f"export: bad tier name {tier_name!r}")
+        problem = mf.tier_name_problem(tier_name)
+        if problem is not None:
+            raise ArtifactError(f"export: {problem}")
     platforms = check_platforms(platforms)
-    root = Path(out_dir)
-    if root.exists() and not root.is_dir():
-        raise ArtifactError(f"export: --out {root} is not a directory")
+    if buckets is not None:
+        check_bucket_grid(buckets)
+    root = check_output_dir(out_dir, "--out", ArtifactError)
+    index = _read_index(root)     # before any work: a foreign or damaged index stops it
     root.mkdir(parents=True, exist_ok=True)
     cache = ExecutableCache(default_cache_dir() if cache_dir is _USE_DEFAULT else cache_dir)
-    index = _read_index(root)
     for tier_name, ckpt in checkpoints.items():
         export_tier(ckpt, root / tier_name, name=tier_name, platforms=platforms,
                     buckets=buckets, top_k=top_k, cache=cache, progress=progress)
@@ -283,12 +302,15 @@ def export_tiers(checkpoints: Mapping[str, str | Path], out_dir: str | Path,
 
 
 def _read_index(root: Path) -> dict[str, Any]:
-    if (root / mf.INDEX).exists():
-        try:
-            return mf.read_json(root / mf.INDEX)
-        except ArtifactError:
-            pass
-    return {"format": mf.FORMAT, "tiers": {}}
+    """The index of an artifact directory to export into, or a new one. An index that is
+    not ours (another tool's manifest.json, a tier's own manifest) or is damaged stops the
+    export: replacing it would drop the tiers it lists, or break the directory around it."""
+    if not (root / mf.INDEX).exists():
+        return {"format": mf.FORMAT, "tiers": {}}
+    try:
+        return mf.read_index(root / mf.INDEX)
+    except ArtifactError as e:
+        raise ArtifactError(f"export: --out {root}: {e}; refusing to replace it") from None
 
 
 def _jaxlib_version() -> str:

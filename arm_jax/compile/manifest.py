@@ -64,6 +64,41 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def tier_name_problem(name: Any) -> str | None:
+    """Why `name` cannot name a tier directory under an artifact root, or None: it must be
+    a non-empty string without path separators, not hidden (export's own `.partial` and
+    `.old` directories are), and not a name export writes beside the tiers."""
+    if not isinstance(name, str) or not name:
+        return f"bad tier name {name!r}: must be a non-empty string"
+    if "/" in name or "\\" in name or name.startswith("."):
+        return f"bad tier name {name!r}: no '/', no leading '.'"
+    if name == INDEX or name.endswith(".tmp"):
+        return f"bad tier name {name!r}: reserved for the index ({INDEX}, *.tmp)"
+    return None
+
+
+def read_index(path: Path) -> dict[str, Any]:
+    """The top-level index at `path`, checked: an arm-jax manifest whose `tiers` maps valid
+    tier names to objects with a `sha256` string. A tier manifest (what a tier directory
+    holds) is refused naming the directory to use instead."""
+    data = read_json(path)
+    tiers = data.get("tiers")
+    if "buckets" in data and tiers is None:
+        raise ArtifactError(f"{path}: a tier manifest, not an artifact index; use the "
+                            f"artifact directory above it, {path.parent.parent}")
+    if not isinstance(tiers, dict):
+        raise ArtifactError(f"{path}: field 'tiers' must be an object (tier name -> "
+                            f"{{manifest, sha256}}), got {type(tiers).__name__}")
+    for name, entry in tiers.items():
+        problem = tier_name_problem(name)
+        if problem is not None:
+            raise ArtifactError(f"{path}: tiers: {problem}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise ArtifactError(f"{path}: tiers.{name}: expected an object with a 'sha256' "
+                                f"string, got {str(entry)[:80]!r}")
+    return data
+
+
 def verify(root: str | Path) -> list[str]:
     """Every problem with an artifact directory's files, one line each (empty: all good).
 
@@ -71,11 +106,13 @@ def verify(root: str | Path) -> list[str]:
     """
     root = Path(root)
     try:
-        index = read_json(root / INDEX)
+        index = read_index(root / INDEX)
     except ArtifactError as e:
         return [str(e)]
+    if not index["tiers"]:
+        return [f"{root / INDEX}: the index lists no tiers"]
     problems: list[str] = []
-    for name, entry in sorted(index.get("tiers", {}).items()):
+    for name, entry in sorted(index["tiers"].items()):
         tier_dir = root / name
         mpath = tier_dir / INDEX
         if not mpath.is_file():
@@ -89,7 +126,10 @@ def verify(root: str | Path) -> list[str]:
         except ArtifactError as e:
             problems.append(str(e))
             continue
-        files: dict[str, str] = tier.get("files", {})
+        files = tier.get("files", {})
+        if not isinstance(files, dict):
+            problems.append(f"{mpath}: field 'files' must be an object (path -> sha256)")
+            continue
         for rel, digest in sorted(files.items()):
             p = tier_dir / rel
             if not p.is_file():

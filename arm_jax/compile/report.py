@@ -6,28 +6,41 @@ from pathlib import Path
 from typing import Any
 
 from arm_jax.compile import manifest as mf
+from arm_jax.compile.errors import ArtifactError
 
 
 def summary_rows(root: str | Path) -> list[dict[str, Any]]:
     """Per tier and bucket: FLOPs per call / request / candidate, bytes accessed, memory."""
     root = Path(root)
-    index = mf.read_json(root / mf.INDEX)
+    index = mf.read_index(root / mf.INDEX)
     rows = []
-    for name in index.get("tiers", {}):
-        m = mf.read_json(root / name / mf.INDEX)
-        for e in m["buckets"]:
-            B, N = e["batch"], e["candidates"]
-            flops = float(e["cost"]["flops"])
-            rows.append({
-                "tier": name, "bucket": f"{B}x{N}", "batch": B, "candidates": N,
-                "history": e["history"], "flops": flops, "flops_per_request": flops / B,
-                "flops_per_candidate": flops / (B * N),
-                "bytes_accessed": float(e["cost"]["bytes_accessed"]),
-                "peak_bytes": int(e["memory"].get("peak", 0)),
-                "weights_bytes": int(m["weights"]["bytes"]),
-                "exported": ",".join(sorted(e["exported"])),
-                "errors": "; ".join(f"{k}: {v}" for k, v in e.get("export_errors", {}).items()),
-            })
+    for name in index["tiers"]:
+        path = root / name / mf.INDEX
+        m = mf.read_json(path)
+        try:
+            rows += _tier_rows(name, m)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:   # a hand-edited file
+            raise ArtifactError(f"{path}: malformed tier manifest ({type(e).__name__}: {e}); "
+                                "`arm-jax inspect --verify` checks it against the index"
+                                ) from None
+    return rows
+
+
+def _tier_rows(name: str, m: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for e in m["buckets"]:
+        B, N = e["batch"], e["candidates"]
+        flops = float(e["cost"]["flops"])
+        rows.append({
+            "tier": name, "bucket": f"{B}x{N}", "batch": B, "candidates": N,
+            "history": e["history"], "flops": flops, "flops_per_request": flops / B,
+            "flops_per_candidate": flops / (B * N),
+            "bytes_accessed": float(e["cost"]["bytes_accessed"]),
+            "peak_bytes": int(e["memory"].get("peak", 0)),
+            "weights_bytes": int(m["weights"]["bytes"]),
+            "exported": ",".join(sorted(e["exported"])),
+            "errors": "; ".join(f"{k}: {v}" for k, v in e.get("export_errors", {}).items()),
+        })
     return rows
 
 
