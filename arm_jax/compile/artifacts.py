@@ -147,10 +147,53 @@ def _config_beside(directory: str | Path) -> Path | None:
     return None
 
 
+def _exported_tier_beside(directory: str | Path) -> Path | None:
+    """The tier manifest of an exported tier, when `directory` is that tier's directory or
+    its weights/; None otherwise."""
+    d = Path(directory)
+    for tier_dir in (d, d.parent if d.name == "weights" else None):
+        if (tier_dir is not None and (tier_dir / mf.INDEX).is_file()
+                and (tier_dir / "weights").is_dir()):
+            return tier_dir / mf.INDEX
+    return None
+
+
+def _check_exported_weights(manifest_path: Path) -> TierConfig:
+    """The config an exported tier's weights were exported with, after checking every
+    weights/ file against the tier manifest's sha256 (what `inspect --verify` checks)."""
+    m = mf.read_json(manifest_path)
+    tier_dir = manifest_path.parent
+    try:
+        kind, config = m["kind"], tier_from_dict(m["config"])
+        files = {rel: digest for rel, digest in m["files"].items()
+                 if rel.startswith("weights/")}
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ArtifactError(f"{manifest_path}: unreadable tier manifest ({e})") from None
+    if kind != "ranker":
+        raise ArtifactError(f"{manifest_path}: kind {kind!r}, the artifact serves a 'ranker'")
+    on_disk = {p.relative_to(tier_dir).as_posix() for p in (tier_dir / "weights").rglob("*")
+               if p.is_file()}
+    for rel in sorted(set(files) | on_disk):
+        if rel not in files:
+            raise ArtifactError(f"{tier_dir / rel}: not in {manifest_path}; refusing these "
+                                "weights")
+        if rel not in on_disk or mf.sha256_file(tier_dir / rel) != files[rel]:
+            what = "missing" if rel not in on_disk else "changed since export"
+            raise ArtifactError(f"{tier_dir / rel}: {what}; refusing these weights")
+    return config
+
+
 def check_trained_config(directory: str | Path, compiled: TierConfig) -> None:
     """ArtifactError naming the first `model` / `features` field where the checkpoint's
     config.json differs from the config the executables were compiled with (weights of
-    equal shapes can still be trained for another activation, head split or hashing)."""
+    equal shapes can still be trained for another activation, head split or hashing).
+
+    The weights of another export (its tier directory or weights/) are checked the same
+    way, against the config in their tier manifest, after their files' hashes."""
+    exported = _exported_tier_beside(directory)
+    if exported is not None:
+        _compare_configs(exported, _check_exported_weights(exported), compiled, "exported")
+        return
     path = _config_beside(directory)
     if path is None:
         if (Path(directory) / "params").is_dir():   # a training checkpoint without its config
@@ -168,13 +211,18 @@ def check_trained_config(directory: str | Path, compiled: TierConfig) -> None:
     if problem is not None:
         raise ArtifactError(f"{path.parent / 'params'}: {problem} since it was saved; "
                             "refusing these weights")
-    want, got = compiled.to_dict(), trained.to_dict()
+    _compare_configs(path, trained, compiled, "checkpoint trained")
+
+
+def _compare_configs(path: Path, given: TierConfig, compiled: TierConfig, how: str) -> None:
+    """ArtifactError naming the first `model` / `features` field where they differ."""
+    want, got = compiled.to_dict(), given.to_dict()
     for section in ("model", "features"):
         for key, value in want[section].items():
             name = f"{section}.{key}"
             if name not in _RELOAD_IGNORED and got[section].get(key) != value:
                 raise ArtifactError(
-                    f"{path}: {name}: artifact compiled with {value!r}, checkpoint trained "
+                    f"{path}: {name}: artifact compiled with {value!r}, {how} "
                     f"with {got[section].get(key)!r}")
 
 
@@ -196,8 +244,8 @@ def load(path: str | Path, *, tiers: list[str] | None = None, portable: bool = F
     if not root.is_dir():
         raise ArtifactError(f"artifacts: {root} is not a directory")
     mf.require_verified(root)
-    index = mf.read_json(root / mf.INDEX)
-    names = list(index.get("tiers", {}))
+    index = mf.read_index(root / mf.INDEX)
+    names = list(index["tiers"])
     if tiers is not None:
         unknown = [t for t in tiers if t not in names]
         if unknown:

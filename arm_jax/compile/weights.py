@@ -72,10 +72,13 @@ def save(directory: Path, flat: dict[str, Any]) -> None:
 
 
 def params_dir(directory: str | Path) -> Path:
-    """A training checkpoint's `params/`, or the directory itself if it is an orbax tree."""
+    """A training checkpoint's `params/`, an exported tier's `weights/`, or the directory
+    itself if it is an orbax tree."""
     d = Path(directory).resolve()
     if (d / "params").is_dir():
         return d / "params"
+    if (d / "weights").is_dir() and (d / "manifest.json").is_file():
+        return d / "weights"
     if (d / "_CHECKPOINT_METADATA").exists() or (d / "_METADATA").exists():
         return d
     raise ArtifactError(f"{d}: not a weights checkpoint (no params/ and no orbax metadata)")
