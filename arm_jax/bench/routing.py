@@ -1,10 +1,10 @@
 """`arm-jax bench routing`: quality vs compute of routing policies on held-out data.
 
-For trained small / medium / large checkpoints, every held-out request is scored by
-every tier once; a policy then only chooses, per request, whose scores count. For each
-policy: mean FLOPs per request (XLA cost analysis: from the artifacts' manifests when
-given, else from compiling the tier's predict at batch 1), AUC, log loss and normalized
-entropy of the mixed predictions.
+For trained small and large checkpoints (medium optional), every held-out request is
+scored by every tier once; a policy then only chooses, per request, whose scores count.
+For each policy: mean FLOPs per request (XLA cost analysis: from the artifacts' manifests
+when given, else from compiling the tier's predict at batch 1), AUC, log loss and
+normalized entropy of the mixed predictions.
 
 The learned policy is fitted on one half of the held-out requests (target: per-request
 log-loss reduction of large over small) and evaluated on the other half, at several
@@ -170,17 +170,26 @@ def run_routing_bench(checkpoints: str | Path | dict[str, str | Path], *,
                       candidates: int | None = None, max_requests: int | None = None,
                       seed: int = 0, out_json: str | Path | None = None,
                       out_png: str | Path | None = None) -> dict[str, Any]:
-    """Score held-out requests on every tier, then compare routing policies."""
+    """Score held-out requests on every tier, then compare routing policies.
+
+    `checkpoints`: a directory holding `small/` and `large/` (and optionally `medium/`)
+    checkpoint directories, a tier whose directory is absent being left out; or a
+    {tier: directory} dict, every entry loaded. Either way small and large are required,
+    and a directory that exists but is not a valid checkpoint is an error."""
     from arm_jax.checkpoint import load_checkpoint
     from arm_jax.train.loop import make_synthetic_data, predict_examples
 
     t0 = time.perf_counter()
-    dirs = ({n: Path(checkpoints) / n for n in TIERS} if not isinstance(checkpoints, dict)
-            else {n: Path(d) for n, d in checkpoints.items()})
+    if isinstance(checkpoints, dict):
+        dirs = {n: Path(d) for n, d in checkpoints.items()}
+        where = "checkpoints"
+    else:
+        dirs = {n: Path(checkpoints) / n for n in TIERS if (Path(checkpoints) / n).exists()}
+        where = f"checkpoints {checkpoints}"
+    if "small" not in dirs or "large" not in dirs:
+        raise ValueError(f"{where}: need at least small and large, got {sorted(dirs)}")
     loaded = {n: load_checkpoint(d) for n, d in dirs.items()}
     names = [n for n in TIERS if n in loaded] + [n for n in loaded if n not in TIERS]
-    if "small" not in loaded or "large" not in loaded:
-        raise ValueError(f"checkpoints: need at least small and large, got {sorted(loaded)}")
     tiers = {n: loaded[n][1] for n in names}
     feats = tiers["large"].features
     for n, t in tiers.items():

@@ -82,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def register_bench(bsub: argparse._SubParsersAction) -> None:
     r = bsub.add_parser("routing", help="routing policies: FLOPs per request vs AUC / NE")
     r.add_argument("--checkpoints", default="runs",
-                   help="directory holding small/, medium/, large/ checkpoints (arm-jax train)")
+                   help="directory holding small/ and large/ checkpoints (arm-jax train); "
+                        "medium/ is used when present")
     r.add_argument("--artifacts", default=None,
                    help="artifact directory: take tier FLOPs from its manifests")
     r.add_argument("--budgets", type=fractions, default=(0.2, 0.3, 0.5, 0.7),

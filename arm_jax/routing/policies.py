@@ -188,12 +188,17 @@ class LearnedPolicy:
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
             raise RoutingError("fit: features and gain must be finite")
         self.mean = x.mean(0)
-        self.std = np.where(x.std(0) > 1e-9, x.std(0), 1.0)
+        # A constant feature (spread at rounding level, relative to its size) is scaled by 1:
+        # its z is ~0 instead of rounding noise blown up, or a division by zero.
+        with np.errstate(over="ignore"):      # an overflowing spread is refused below
+            spread = x.std(0)
+        self.std = np.where(spread > 1e-9 * np.maximum(1.0, np.abs(self.mean)), spread, 1.0)
         a = self._design(x)
         self.ridge, self.cv_mse = (self._choose_ridge(a, y) if self.requested_ridge is None
                                    else (self.requested_ridge, None))
         self.weights = self._solve(a, y, self.ridge)
         self.fit_predictions = a @ self.weights
+        self.validate("fit")        # e.g. features so large their spread overflows float64
         if budget is not None:
             self.set_budget(budget)
         return self
@@ -211,6 +216,8 @@ class LearnedPolicy:
             raise RoutingError("set_budget: fit first or pass reference predictions")
         p = budget_fraction_to_large(budget, self.small.flops_per_request,
                                      self.large.flops_per_request)
+        if not np.all(np.isfinite(preds)):
+            raise RoutingError("set_budget: reference predictions must be finite")
         self.budget = budget
         if p >= 1.0:
             self.threshold = -np.inf
@@ -226,10 +233,43 @@ class LearnedPolicy:
         gain = self.predict_gain(request_features(batch, self.num_action_types))
         return [self.large.name if g > self.threshold else self.small.name for g in gain]
 
+    # -- validity
+    def validate(self, where: str = "LearnedPolicy") -> None:
+        """Raise RoutingError (one line, prefixed by `where`: a file, `fit`, ...) unless
+        mean/std/weights have this build's shapes for `num_action_types` and are finite,
+        every std is > 0 and the threshold is a number or +-inf (not NaN). Any of those
+        would silently send every request to the small tier."""
+        if self.mean is None or self.std is None or self.weights is None:
+            raise RoutingError(f"{where}: not fitted (mean, std and weights are needed)")
+        n_feats = len(feature_names(self.num_action_types))
+        for name in ("mean", "std"):
+            v = np.asarray(getattr(self, name))
+            if v.shape != (n_feats,):
+                raise RoutingError(f"{where}: {name} holds {v.size} values; num_action_types="
+                                   f"{self.num_action_types} makes {n_feats} request features")
+        want = 1 + HISTORY_BUCKETS + 2 * n_feats
+        if np.asarray(self.weights).shape != (want,):
+            raise RoutingError(f"{where}: {np.asarray(self.weights).size} weights, this build's "
+                               f"design has {want} (saved by an older arm-jax? refit it)")
+        for name in ("mean", "std", "weights"):
+            v = np.asarray(getattr(self, name), np.float64)
+            bad = np.flatnonzero(~np.isfinite(v))
+            if bad.size:
+                raise RoutingError(f"{where}: {name} must be finite, got {v[bad[0]]} at index "
+                                   f"{bad[0]}")
+        std = np.asarray(self.std, np.float64)
+        bad = np.flatnonzero(std <= 0)
+        if bad.size:
+            raise RoutingError(f"{where}: std must be > 0, got {std[bad[0]]} at index {bad[0]}")
+        if np.isnan(self.threshold):
+            raise RoutingError(f"{where}: threshold must be a number, 'inf' or '-inf', got nan")
+
     # -- persistence
     def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready policy `load` reads back; refuses a policy `validate` refuses."""
         if self.weights is None:
             raise RoutingError("LearnedPolicy: nothing to save before fit()")
+        self.validate()
         return {
             "kind": "learned", "small": dataclasses.asdict(self.small),
             "large": dataclasses.asdict(self.large), "num_action_types": self.num_action_types,
@@ -247,27 +287,22 @@ class LearnedPolicy:
 
     @classmethod
     def load(cls, path: str | Path) -> "LearnedPolicy":
+        """A policy saved by `save`; RoutingError naming the file, the field and the rule for
+        a file that is unreadable, from another build, or holds values `validate` refuses."""
         try:
             raw = json.loads(Path(path).read_text())
             pol = cls(TierCost(**raw["small"]), TierCost(**raw["large"]),
                       num_action_types=raw["num_action_types"], ridge=raw.get("ridge", 1.0))
-            pol.mean, pol.std = np.asarray(raw["mean"]), np.asarray(raw["std"])
-            n_feats = len(feature_names(pol.num_action_types))
-            for name in ("mean", "std"):
-                if getattr(pol, name).shape != (n_feats,):
-                    raise ValueError(f"{name} holds {getattr(pol, name).size} values; "
-                                     f"num_action_types={pol.num_action_types} makes {n_feats} "
-                                     "request features")
-            pol.weights = np.asarray(raw["weights"])
-            want = 1 + HISTORY_BUCKETS + 2 * len(pol.mean)
-            if pol.weights.shape != (want,):
-                raise ValueError(f"{pol.weights.size} weights, this build's design has {want} "
-                                 f"(saved by an older arm-jax? refit it)")
+            pol.mean = np.asarray(raw["mean"], np.float64)
+            pol.std = np.asarray(raw["std"], np.float64)
+            pol.weights = np.asarray(raw["weights"], np.float64)
             pol.threshold = float(raw["threshold"])
             pol.budget = raw.get("budget")
+            feature_names(pol.num_action_types)     # a non-integer count fails here
         except (OSError, KeyError, TypeError, ValueError) as e:
             raise RoutingError(f"{path}: not a saved LearnedPolicy ({type(e).__name__}: {e})"
                                ) from None
+        pol.validate(str(path))
         return pol
 
 

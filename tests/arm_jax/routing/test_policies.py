@@ -174,3 +174,95 @@ def test_learned_policy_ridge_by_cross_validation(features, batch, tmp_path):
     path.write_text(json.dumps(raw))
     with pytest.raises(RoutingError, match="weights"):
         LearnedPolicy.load(path)
+
+
+def _fitted(features, batch) -> LearnedPolicy:
+    x = request_features(batch, features.num_action_types)
+    gain = 0.02 * x[:, 1] + np.random.default_rng(0).normal(0, 0.005, len(x))
+    return LearnedPolicy(SMALL, LARGE, num_action_types=features.num_action_types).fit(
+        x, gain, budget=0.5)
+
+
+def _set(raw, field, index, value):
+    if index is None:
+        raw[field] = value
+    else:
+        raw[field][index] = value
+
+
+@pytest.mark.parametrize("field, index, value, rule", [
+    ("threshold", None, "nan", "threshold must be a number, 'inf' or '-inf', got nan"),
+    ("threshold", None, float("nan"), "threshold must be a number, 'inf' or '-inf', got nan"),
+    ("std", 3, 0.0, "std must be > 0, got 0.0 at index 3"),
+    ("std", 1, -2.0, "std must be > 0, got -2.0 at index 1"),
+    ("std", 2, float("inf"), "std must be finite, got inf at index 2"),
+    ("mean", 0, float("inf"), "mean must be finite, got inf at index 0"),
+    ("mean", 4, "nan", "mean must be finite, got nan at index 4"),
+    ("weights", 2, float("nan"), "weights must be finite, got nan at index 2"),
+], ids=["threshold-str-nan", "threshold-nan", "std-0", "std-negative", "std-inf", "mean-inf",
+        "mean-str-nan", "weights-nan"])
+def test_a_saved_policy_with_non_finite_values_is_refused(features, batch, tmp_path,
+                                                          field, index, value, rule):
+    """Such a file used to load and then send every request to the small tier."""
+    path = _fitted(features, batch).save(tmp_path / "routing-policy.json")
+    raw = json.loads(path.read_text())
+    _set(raw, field, index, value)
+    path.write_text(json.dumps(raw))
+    for load in (lambda: LearnedPolicy.load(path),
+                 lambda: load_policy(f"learned:{path}", [SMALL, LARGE],
+                                     num_action_types=features.num_action_types)):
+        with pytest.raises(RoutingError) as e:
+            load()
+        assert str(e.value) == f"{path}: {rule}"
+
+
+def test_a_saved_policy_may_route_all_small_or_all_large(features, batch, tmp_path):
+    """An infinite threshold is a budget's legitimate extreme, not a corrupt file."""
+    pol = _fitted(features, batch)
+    for budget, want in ((0.05, {"small"}), (1.0, {"large"})):
+        pol.set_budget(budget)
+        path = pol.save(tmp_path / f"p{budget}.json")
+        assert set(LearnedPolicy.load(path).choose(batch)) == want
+
+
+def test_a_policy_built_in_python_with_bad_values_is_not_saved(features, batch, tmp_path):
+    pol = _fitted(features, batch)
+    pol.std = pol.std.copy()
+    pol.std[3] = 0.0
+    with pytest.raises(RoutingError, match=r"^LearnedPolicy: std must be > 0, got 0.0 at index 3$"):
+        pol.save(tmp_path / "p.json")
+    assert not (tmp_path / "p.json").exists()
+    pol = _fitted(features, batch)
+    pol.threshold = float("nan")
+    with pytest.raises(RoutingError, match="threshold must be a number"):
+        pol.save(tmp_path / "p.json")
+    with pytest.raises(RoutingError, match="reference predictions must be finite"):
+        pol.set_budget(0.5, reference=np.array([0.1, np.nan, 0.3]))
+    pol.weights = pol.weights[:-1]
+    with pytest.raises(RoutingError, match=r"^LearnedPolicy: \d+ weights, this build's design"):
+        pol.validate()
+
+
+def test_fit_scales_a_constant_feature_by_one_and_saves_a_loadable_file(features, batch,
+                                                                          tmp_path):
+    """A zero-variance feature must not become std 0 (or rounding noise blown up to O(1)
+    values by a std of ~1e-9, as a constant 1e6 + 0.1 used to)."""
+    x = request_features(batch, features.num_action_types).copy()
+    x[:, 2] = 0.0                    # constant, exactly
+    x[:, 3] = 1e6 + 0.1              # constant; its float64 spread is rounding, ~5e-9
+    gain = 0.02 * x[:, 1] + np.random.default_rng(0).normal(0, 0.005, len(x))
+    pol = LearnedPolicy(SMALL, LARGE, num_action_types=features.num_action_types).fit(
+        x, gain, budget=0.5)
+    assert pol.std[2] == 1.0 and pol.std[3] == 1.0 and np.all(pol.std > 0)
+    again = LearnedPolicy.load(pol.save(tmp_path / "p.json"))
+    np.testing.assert_allclose(again.predict_gain(x), pol.predict_gain(x))
+    assert np.all(np.isfinite(again.predict_gain(x)))
+
+
+def test_fit_refuses_features_whose_spread_overflows(features, batch):
+    """Rather than write a policy file whose std is infinite (which load refuses)."""
+    x = request_features(batch, features.num_action_types).copy()
+    x[:, 5] = np.where(np.arange(len(x)) % 2, 1e200, -1e200)
+    pol = LearnedPolicy(SMALL, LARGE, num_action_types=features.num_action_types)
+    with pytest.raises(RoutingError, match=r"^fit: std must be finite, got inf at index 5$"):
+        pol.fit(x, np.zeros(len(x)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from flax import nnx
@@ -55,3 +56,64 @@ def test_routing_bench_policies_and_budgets(checkpoints, tmp_path):
 
     pol = LearnedPolicy.load(saved["learned"]["policy_file"])
     assert pol.budget == 0.5 and pol.ridge == saved["learned"]["ridge"]
+
+
+def _two_tier_root(checkpoints, root):
+    """`root` holding only the small and large checkpoints (symlinks to the fixture's)."""
+    root.mkdir()
+    for name in ("small", "large"):
+        (root / name).symlink_to(checkpoints / name, target_is_directory=True)
+    return root
+
+
+def test_routing_bench_without_medium_uses_small_and_large(checkpoints, tmp_path, monkeypatch):
+    """A missing medium/ is skipped (it used to fail: `.../medium: not a checkpoint`).
+    Scoring and FLOPs are faked so that nothing compiles; the policies run for real."""
+    import numpy as np
+
+    import arm_jax.bench.routing as routing
+    import arm_jax.checkpoint as checkpoint
+    import arm_jax.train.loop as loop
+
+    root = _two_tier_root(checkpoints, tmp_path / "run")
+    loaded = []
+    real_load = checkpoint.load_checkpoint
+
+    def recording_load(d, *a, **k):
+        loaded.append(Path(d).name)
+        return real_load(d, *a, **k)
+
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(checkpoint, "load_checkpoint", recording_load)
+    monkeypatch.setattr(loop, "predict_examples", lambda g, p, data, test, L: rng.uniform(
+        0.05, 0.95, test.labels.shape).astype(np.float32))
+    monkeypatch.setattr(routing, "tier_flops", lambda name, *a: {"small": 1e6, "large": 1e7}[name])
+    res = routing.run_routing_bench(root, budgets=(0.5,))
+    assert loaded == ["small", "large"]
+    assert list(res["tiers"]) == ["small", "large"]
+    names = [p["name"] for p in res["policies"]]
+    assert {"always-small", "always-large", "rules", "learned@0.5"} <= set(names)
+    assert "always-medium" not in names
+
+
+def test_routing_bench_needs_small_and_large(checkpoints, tmp_path, capsys):
+    """Without large/ the bench stops on the check it always meant to make, one line."""
+    from arm_jax.cli.main import main
+
+    root = _two_tier_root(checkpoints, tmp_path / "run")
+    (root / "large").unlink()
+    rc = main(["bench", "routing", "--checkpoints", str(root), "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == (f"arm-jax: error: checkpoints {root}: need at least small and "
+                               "large, got ['small']"), err
+
+
+def test_routing_bench_refuses_a_medium_that_is_not_a_checkpoint(checkpoints, tmp_path):
+    """Only an absent tier is skipped: a medium/ that exists but is broken is an error."""
+    from arm_jax.bench.routing import run_routing_bench
+    from arm_jax.checkpoint import CheckpointError
+
+    root = _two_tier_root(checkpoints, tmp_path / "run")
+    (root / "medium").mkdir()
+    with pytest.raises(CheckpointError, match=r"medium: not a checkpoint \(config.json missing\)"):
+        run_routing_bench(root, budgets=(0.5,))
