@@ -39,6 +39,8 @@ def test_an_export_of_the_same_config_swaps_in(exported, same_export):
     tier = load(exported["dir"]).tiers["small"]
     before = _scores(tier)
     want = _scores(load(same_export.parent).tiers["small"])
+    with pytest.raises(ArtifactError, match=r"has no jax.export module for 'cpu' \(have \[\]\)"):
+        load(same_export.parent, portable=True)      # exported with platforms=(): none
     assert not np.allclose(before, want)
     for path in (same_export, same_export / "weights"):
         tier.swap_weights(path)
