@@ -38,16 +38,21 @@ def embedding_labels(params: Any) -> Any:
 def make_optimizer(learning_rate: float, steps: int, warmup_steps: int,
                    weight_decay: float, embedding_lr_scale: float = 1.0
                    ) -> optax.GradientTransformation:
-    """AdamW with linear warm-up and cosine decay; gradients clipped at norm 1.
+    """AdamW with linear warm-up from 0 over `warmup_steps` (none when 0) and cosine decay
+    to 5% of the peak; gradients clipped at norm 1.
 
     Embedding rows see a gradient only when their id occurs in the batch, so they learn
     from far fewer updates than dense weights; `embedding_lr_scale` gives the tables their
     own (larger) learning rate, the usual remedy in recommender training.
     """
+    warmup = min(warmup_steps, steps - 1)
+
     def adamw(peak: float) -> optax.GradientTransformation:
-        schedule = optax.warmup_cosine_decay_schedule(
-            0.0, peak, max(1, min(warmup_steps, steps - 1)), max(steps, 2),
-            end_value=peak * 0.05)
+        if warmup > 0:   # the warm-up starts at 0: step 0 only fills Adam's moments
+            schedule = optax.warmup_cosine_decay_schedule(
+                0.0, peak, warmup, max(steps, 2), end_value=peak * 0.05)
+        else:            # no warm-up (or a 1-step run): step 0 already at the peak
+            schedule = optax.cosine_decay_schedule(peak, max(steps, 1), alpha=0.05)
         return optax.adamw(schedule, weight_decay=weight_decay)
 
     if embedding_lr_scale == 1.0:
