@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--row-multiple", type=positive_int, default=8,
                    help="round rows to a multiple (the mesh's model axis; default 8)")
     p.add_argument("--group", action="append", default=[], metavar="F1,F2,...",
-                   help="features sharing one unified table (repeatable); written to --out")
+                   help="features sharing one unified table (repeatable; needs --out: "
+                        "written to the YAML, the sizes do not change)")
     p.add_argument("--out", default=None,
                    help="write the plan as YAML (rows, groups, tier overrides)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -51,9 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                    help="parameter and compute dtype (default: the tier's)")
     m.add_argument("--batch", type=positive_int, default=None,
-                   help="serving bucket requests (default: largest batch bucket)")
+                   help="serving bucket requests (default: largest batch bucket; not with "
+                        "--mode train)")
     m.add_argument("--candidates", type=positive_int, default=None,
-                   help="serving bucket candidates (default: largest candidate bucket)")
+                   help="serving bucket candidates (default: largest candidate bucket; not "
+                        "with --mode train)")
     m.add_argument("--mode", choices=("both", "serve", "train"), default="both")
     m.add_argument("--min-shard-bytes", type=non_negative_int, default=None,
                    help="parameters smaller than this stay replicated (default 1 MiB)")
@@ -77,8 +80,12 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
 def _embeddings_plan(args: argparse.Namespace) -> int:
     from arm_jax.config import load_tier
     from arm_jax.embeddings.id_data import load_columns
-    from arm_jax.embeddings.sizing import plan_sizes, stats_from_columns, write_plan_yaml
+    from arm_jax.embeddings.sizing import (check_groups, overrides_params, plan_sizes,
+                                           stats_from_columns, tier_overrides, write_plan_yaml)
 
+    if args.group and not args.out:    # groups do not change the sizes: they go in the YAML
+        raise ValueError("embeddings plan: --group is written to the --out YAML only (it does "
+                         "not change the printed plan); add --out plan.yaml or drop --group")
     if args.out:        # before the ids are read and counted
         from arm_jax.data.outputs import check_output_file
 
@@ -89,11 +96,26 @@ def _embeddings_plan(args: argparse.Namespace) -> int:
                          "reads features.* and model.d_model only")
     tier = load_tier(args.tier, args.overrides)
     cols = load_columns(args.data, tier.features)
+    groups = [g.split(",") for g in args.group]
+    check_groups(groups, cols)      # before planning and printing, not when writing --out
     plan = plan_sizes(stats_from_columns(cols, args.min_count), args.budget_params,
                       args.dim or tier.model.d_model, row_multiple=args.row_multiple)
-    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
+    overrides = tier_overrides(plan) if args.out else {}
+    built = overrides_params(plan, tier.features) if overrides else None
+    if args.json:
+        doc = plan.to_dict()
+        if overrides:
+            doc.update(overrides=overrides, overrides_params=built)
+        print(json.dumps(doc, indent=2))
+    else:
+        print(plan.table())
+        if overrides:   # one hash size for all sparse fields: the overrides build more
+            written = " ".join(f"{k}={v}" for k, v in overrides.items())
+            print(f"tier overrides in {args.out} ({written}) build {built:,} table params "
+                  f"at dim {plan.dim}, not {plan.used_params:,}: a tier has one hash size "
+                  "for all sparse fields (the largest planned)")
     if args.out:
-        write_plan_yaml(plan, args.out, [g.split(",") for g in args.group])
+        write_plan_yaml(plan, args.out, groups)
         print(f"wrote {args.out}")
     return 0
 
@@ -104,6 +126,12 @@ def _plan(args: argparse.Namespace) -> int:
     from arm_jax.parallel.rules import MIN_SHARD_BYTES
     from arm_jax.parallel.sharding import format_placements
 
+    serving_only = [o for o, v in (("--batch", args.batch), ("--candidates", args.candidates))
+                    if v is not None]
+    if args.mode == "train" and serving_only:    # was planned silently at the tier's batch
+        raise ValueError(f"plan: {' and '.join(serving_only)} size the serving bucket only "
+                         "and --mode train plans no serving; for the training batch use "
+                         "train.batch_size=N train.candidates=N")
     overrides = list(args.overrides)
     if args.dtype:
         overrides += [f"model.dtype={args.dtype}", f"model.param_dtype={args.dtype}"]

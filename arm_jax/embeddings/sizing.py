@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -175,23 +175,10 @@ def stats_from_columns(columns: Mapping[str, np.ndarray], min_count: int = 2) ->
     return [IdStats.from_ids(k, v, min_count) for k, v in columns.items()]
 
 
-def write_plan_yaml(plan: SizingPlan, path: str,
-                    groups: Sequence[Sequence[str]] = ()) -> None:
-    """The plan as YAML: per-feature rows and unified groups (read back by
-    `TableLayout.from_plan`), plus tier overrides the current Ranker accepts (one size
-    for all sparse fields: the largest planned request/candidate table)."""
-    from pathlib import Path
-
-    import yaml
-
-    rows = plan.rows()
-    sparse = [r for k, r in rows.items() if k.startswith(("req_", "cand_"))]
-    overrides = []
-    if sparse:
-        overrides.append(f"features.sparse_hash_size={max(sparse)}")
-    if "item" in rows:
-        overrides.append(f"features.item_hash_size={rows['item']}")
-    known = set(rows)
+def check_groups(groups: Sequence[Sequence[str]], known: Iterable[str]) -> None:
+    """Refuse (SizingError) a `--group` naming a feature not in `known` or a feature that
+    is repeated or in two groups (`TableLayout.from_plan` refuses those)."""
+    known = set(known)
     grouped: set[str] = set()
     for g in groups:
         unknown = [f for f in g if f not in known]
@@ -203,6 +190,43 @@ def write_plan_yaml(plan: SizingPlan, path: str,
             raise SizingError(f"--group {','.join(g)}: feature(s) {again} repeated or already "
                               "in another group; a feature goes in at most one --group")
         grouped |= set(g)
+
+
+def tier_overrides(plan: SizingPlan) -> dict[str, int]:
+    """The tier overrides the current Ranker accepts: one `features.sparse_hash_size` for
+    every request/candidate field (the largest planned one) and the item table's rows."""
+    rows = plan.rows()
+    sparse = [r for k, r in rows.items() if k.startswith(("req_", "cand_"))]
+    out = {}
+    if sparse:
+        out["features.sparse_hash_size"] = max(sparse)
+    if "item" in rows:
+        out["features.item_hash_size"] = rows["item"]
+    return out
+
+
+def overrides_params(plan: SizingPlan, features: Any) -> int:
+    """Table parameters (rows x plan.dim) a tier with `features` (a FeaturesConfig) builds
+    once `tier_overrides(plan)` are applied: every request and candidate field gets the
+    one sparse size, so this exceeds `plan.used_params` whenever planned sizes differ."""
+    o = tier_overrides(plan)
+    sparse = o.get("features.sparse_hash_size", features.sparse_hash_size)
+    item = o.get("features.item_hash_size", features.item_hash_size)
+    fields = features.req_sparse_fields + features.cand_sparse_fields
+    return (fields * sparse + item) * plan.dim
+
+
+def write_plan_yaml(plan: SizingPlan, path: str,
+                    groups: Sequence[Sequence[str]] = ()) -> None:
+    """The plan as YAML: per-feature rows and unified groups (read back by
+    `TableLayout.from_plan`), plus tier overrides the current Ranker accepts (one size
+    for all sparse fields: the largest planned request/candidate table)."""
+    from pathlib import Path
+
+    import yaml
+
+    overrides = [f"{k}={v}" for k, v in tier_overrides(plan).items()]
+    check_groups(groups, plan.rows())
     doc = {"embeddings": {**plan.to_dict(), "groups": [list(g) for g in groups]},
            "overrides": overrides}
     p = Path(path)

@@ -14,10 +14,11 @@ under one rule:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from arm_jax.model.preprocess import field_salts, hash_ids
@@ -25,6 +26,10 @@ from arm_jax.model.preprocess import field_salts, hash_ids
 
 class LayoutError(ValueError):
     """Field sizes or groups are inconsistent."""
+
+
+# Rows are addressed by int32 ids (`hash_ids` + int32 offsets, `jnp.take` indices).
+MAX_ROWS = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,8 @@ class TableLayout:
         """Fields in a group share one slice of sum(their rows); others get their own.
 
         `pad_to` rounds the table up to a multiple (e.g. the mesh's model axis) so it
-        row-shards evenly; padded rows are never addressed.
+        row-shards evenly; padded rows are never addressed. Raises LayoutError when the
+        padded table has more rows than int32 row ids address (2**31 - 1).
         """
         n = len(field_rows)
         if n == 0 or min(field_rows) < 1:
@@ -75,14 +81,24 @@ class TableLayout:
                 offsets[f], sizes[f] = cursor, size
             cursor += size
         total = -(-cursor // pad_to) * pad_to
+        if total > MAX_ROWS:    # was an OverflowError at the first lookup
+            raise LayoutError(f"total_rows={total} ({cursor} rows padded to a multiple of "
+                              f"pad_to={pad_to}) exceeds 2**31 - 1 = {MAX_ROWS}, the most rows "
+                              "int32 row ids address")
         return cls(tuple(offsets), tuple(sizes), total)
 
     @classmethod
-    def from_plan(cls, rows: Mapping[str, int], fields: Sequence[str],
+    def from_plan(cls, rows: Mapping[str, int | Mapping[str, Any]], fields: Sequence[str],
                   groups: Sequence[Sequence[str]] = (), pad_to: int = 1) -> "TableLayout":
         """Layout for named `fields` (table order) from planned rows per feature name and
-        groups of names sharing one table (e.g. the `embeddings` section that
-        `arm-jax embeddings plan --group a,b --out plan.yaml` writes)."""
+        groups of names sharing one table, e.g. from the YAML that
+        `arm-jax embeddings plan --group a,b --out plan.yaml` writes:
+
+            doc = yaml.safe_load(open("plan.yaml"))["embeddings"]
+            TableLayout.from_plan(doc["features"], fields, doc["groups"], pad_to=8)
+
+        `rows` maps a name to its rows (an int) or to that section's entry (a mapping
+        with a 'rows' key)."""
         missing = [f for f in fields if f not in rows]
         if missing:
             raise LayoutError(f"no planned rows for field(s) {missing}; planned: {sorted(rows)}")
@@ -92,7 +108,7 @@ class TableLayout:
             if unknown:
                 raise LayoutError(f"group {list(g)}: unknown field(s) {unknown}; "
                                   f"fields: {list(fields)}")
-        return cls.build([int(rows[f]) for f in fields],
+        return cls.build([_planned_rows(f, rows[f]) for f in fields],
                          [[index[f] for f in g] for g in groups], pad_to)
 
     @classmethod
@@ -100,11 +116,41 @@ class TableLayout:
         """The `HashedEmbedding` layout: equal, separate slices."""
         return cls.build([rows_per_field] * num_fields)
 
-    def rows(self, ids_xf: jax.Array, salt_base: int = 0) -> jax.Array:
-        """Raw ids [..., num_fields] -> table rows [..., num_fields] (in-graph)."""
-        salts = field_salts(self.num_fields, salt_base)
-        sizes = jnp.asarray(self.sizes, jnp.uint32)
-        return hash_ids(ids_xf, salts, sizes) + jnp.asarray(self.offsets, jnp.int32)
+    def rows(self, ids_xf: jax.Array, salt_base: int = 0,
+             fields: Sequence[int] | None = None) -> jax.Array:
+        """Raw ids [..., num_fields] -> table rows [..., num_fields] (in-graph).
+
+        With `fields`, ids are [..., len(fields)]: those fields' ids (in that order), as
+        `HashedEmbedding.rows(ids, fields)`. Raises LayoutError when the last dim of the
+        ids is not the field count (it broadcast silently before).
+        """
+        picked = tuple(range(self.num_fields)) if fields is None else tuple(fields)
+        bad = [f for f in picked if not 0 <= f < self.num_fields]
+        if bad:
+            raise LayoutError(f"fields {list(picked)}: {bad} out of range "
+                              f"0..{self.num_fields - 1}")
+        shape = tuple(jnp.shape(ids_xf))
+        if not shape or shape[-1] != len(picked):
+            which = (f"the layout's {self.num_fields} fields" if fields is None
+                     else f"fields={list(picked)}")
+            raise LayoutError(f"ids of shape {shape}: last dim must be {len(picked)} "
+                              f"(one id per field: {which})")
+        idx = jnp.asarray(picked, jnp.int32)
+        salts = field_salts(self.num_fields, salt_base)[idx]
+        sizes = jnp.asarray([self.sizes[f] for f in picked], jnp.uint32)
+        offsets = jnp.asarray([self.offsets[f] for f in picked], jnp.int32)
+        return hash_ids(ids_xf, salts, sizes) + offsets
+
+
+def _planned_rows(name: str, entry: Any) -> int:
+    """Rows of one plan entry: an int, or a mapping with 'rows' (the YAML section)."""
+    if isinstance(entry, Mapping):
+        if "rows" not in entry:
+            raise LayoutError(f"planned feature '{name}': entry {dict(entry)} has no 'rows'")
+        entry = entry["rows"]
+    if isinstance(entry, bool) or not isinstance(entry, (int, np.integer)):
+        raise LayoutError(f"planned feature '{name}': rows {entry!r} is not an int")
+    return int(entry)
 
 
 class FieldEmbedding(nnx.Module):
@@ -123,9 +169,13 @@ class FieldEmbedding(nnx.Module):
         self.table = nnx.Param(init(rngs.params(), (layout.total_rows, features), param_dtype),
                                logical_axes=("vocab", "embed"))
 
-    def rows(self, ids_xf: jax.Array) -> jax.Array:
-        return self.layout.rows(ids_xf, self.salt_base)
+    def rows(self, ids_xf: jax.Array, fields: Sequence[int] | None = None) -> jax.Array:
+        """Table rows for raw ids [..., num_fields] (or [..., len(fields)]: those fields)."""
+        return self.layout.rows(ids_xf, self.salt_base, fields)
 
-    def __call__(self, ids_xf: jax.Array) -> jax.Array:
-        """[..., num_fields] raw ids -> [..., num_fields, features]."""
-        return jnp.take(self.table[...], self.rows(ids_xf), axis=0)
+    def __call__(self, ids_xf: jax.Array, fields: Sequence[int] | None = None) -> jax.Array:
+        """[..., num_fields] raw ids -> [..., num_fields, features]; with `fields`,
+        [..., len(fields)] ids of those fields (as `HashedEmbedding`). Ids whose last dim
+        is not the field count raise LayoutError."""
+        rows = self.rows(ids_xf) if fields is None else self.rows(ids_xf, fields)
+        return jnp.take(self.table[...], rows, axis=0)

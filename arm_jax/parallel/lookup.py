@@ -78,7 +78,9 @@ def all_to_all_lookup(table_vd: jax.Array, rows_n: jax.Array, mesh: Mesh,
     Per device: bucket its n_l ids by owning shard (a running count, no sort), send
     each bucket (capacity ceil(capacity_factor * n_l / model) slots) to its owner,
     gather there, send the rows back and pick each id's row from its slot. Falls back
-    to the masked psum if any bucket overflows. `n` must divide by the device count and V by the model axis.
+    to the masked psum if any bucket overflows. `n` must divide by the device count and V
+    by the model axis. An empty batch (n = 0) gives [0, d], as `lookup` and
+    `shard_map_lookup` do.
     """
     sizes = mesh_shape(mesh)
     m, d_ax = sizes[MODEL], sizes[DATA]
@@ -100,7 +102,8 @@ def all_to_all_lookup(table_vd: jax.Array, rows_n: jax.Array, mesh: Mesh,
         recv = jax.lax.all_to_all(send.reshape(m, cap), MODEL, 0, 0, tiled=True)
         got = jnp.take(table_local, recv.reshape(-1), axis=0).reshape(m, cap, -1)
         back = jax.lax.all_to_all(got, MODEL, 0, 0, tiled=True).reshape(m * cap, -1)
-        return jnp.take(back, jnp.minimum(slot, m * cap - 1), axis=0), rank.max() >= cap
+        # any(), not max(): an empty batch (n_l = 0) has no rank to reduce
+        return jnp.take(back, jnp.minimum(slot, m * cap - 1), axis=0), (rank >= cap).any()
 
     def masked(table_local, ids):
         start = jax.lax.axis_index(MODEL) * local_v

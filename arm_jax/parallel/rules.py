@@ -30,7 +30,7 @@ MIN_SHARD_BYTES = 1 << 20
 
 
 class RulesError(ValueError):
-    """A logical axis has no rule."""
+    """A logical axis has no rule, or its rule names a mesh axis the mesh lacks."""
 
 
 def logical_to_spec(axes: Sequence[str | None], rules: Mapping[str, str | None] = DEFAULT_RULES

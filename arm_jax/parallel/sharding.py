@@ -17,7 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from arm_jax.parallel.mesh import mesh_shape
-from arm_jax.parallel.rules import DEFAULT_RULES, MIN_SHARD_BYTES, logical_to_spec
+from arm_jax.parallel.rules import DEFAULT_RULES, MIN_SHARD_BYTES, RulesError, logical_to_spec
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,10 @@ def logical_axes_of(var: nnx.Variable) -> tuple[str | None, ...] | None:
 def place(path: str, shape: tuple[int, ...], dtype: Any, axes: tuple[str | None, ...] | None,
           sizes: Mapping[str, int], rules: Mapping[str, str | None] = DEFAULT_RULES,
           min_shard_bytes: int = MIN_SHARD_BYTES) -> Placement:
-    """The placement of one array of `shape` given its logical axes and mesh axis sizes."""
+    """The placement of one array of `shape` given its logical axes and mesh axis sizes.
+
+    Raises RulesError when `rules` map one of its logical axes to a mesh axis not in
+    `sizes`."""
     itemsize = np.dtype(dtype).itemsize
     total = int(math.prod(shape)) * itemsize
     rep = PartitionSpec()
@@ -59,6 +62,10 @@ def place(path: str, shape: tuple[int, ...], dtype: Any, axes: tuple[str | None,
         return Placement(path, shape, str(np.dtype(dtype)), rep, total, total,
                          f"small ({total} B < {min_shard_bytes} B): replicated", axes)
     spec = list(logical_to_spec(axes, rules))
+    for a, m in zip(axes, spec):
+        if m is not None and m not in sizes:    # was a bare KeyError below
+            raise RulesError(f"rules map logical axis '{a}' to mesh axis '{m}', which the mesh "
+                             f"lacks; mesh axes: {', '.join(sizes) or '(none)'}")
     notes = []
     for i, m in enumerate(spec):
         if m is not None and shape[i] % sizes.get(m, 1):

@@ -78,3 +78,51 @@ def test_a_pad_to_below_one_is_a_layout_error(pad_to):
     addresses, so the last field's lookups fell outside it."""
     with pytest.raises(LayoutError, match=f"pad_to={pad_to}: must be >= 1"):
         TableLayout.build([3, 5], pad_to=pad_to)
+
+
+@pytest.mark.parametrize("rows,pad_to,total", [([2**30] * 3, 1, 3 * 2**30),
+                                               ([5, 7], 2**40, 2**40)])
+def test_tables_int32_row_ids_cannot_address_are_a_layout_error(rows, pad_to, total):
+    """These built, and the first lookup failed later with a raw OverflowError."""
+    with pytest.raises(LayoutError, match=rf"total_rows={total} .*exceeds 2\*\*31 - 1"):
+        TableLayout.build(rows, pad_to=pad_to)
+    assert TableLayout.build([2**31 - 1]).total_rows == 2**31 - 1      # the limit itself
+
+
+def test_field_embedding_refuses_ids_of_the_wrong_field_count_unless_fields_select():
+    """[b, 1] ids on a 3-field layout broadcast to [b, 3, d] silently."""
+    old = HashedEmbedding(3, 97, 4, rngs=nnx.Rngs(0))
+    emb = FieldEmbedding(TableLayout.uniform(3, 97), 4, rngs=nnx.Rngs(1))
+    emb.table[...] = old.table[...]
+    one = jnp.asarray([[11], [12]], jnp.int32)
+    with pytest.raises(LayoutError, match=r"ids of shape \(2, 1\): last dim must be 3"):
+        emb(one)
+    with pytest.raises(LayoutError, match=r"last dim must be 2 .*fields=\[0, 2\]"):
+        emb(one, (0, 2))
+    with pytest.raises(LayoutError, match=r"\[3\] out of range 0..2"):
+        emb(one, (3,))
+    # `fields` selects fields as HashedEmbedding's does (the Ranker's history-side lookups)
+    two = jnp.asarray([[11, 5], [12, 6]], jnp.int32)
+    assert emb(two, (2, 0)).shape == (2, 2, 4)
+    assert np.array_equal(np.asarray(emb(two, (2, 0))), np.asarray(old(two, (2, 0))))
+    full = jnp.asarray([[5, 0, 11], [6, 0, 12]], jnp.int32)
+    assert np.array_equal(np.asarray(emb(one, (2,)))[:, 0], np.asarray(emb(full))[:, 2])
+
+
+def test_from_plan_reads_the_embeddings_plan_yaml_section_as_written(tmp_path):
+    """Its docstring pointed at the `embeddings` section, whose features are dicts with
+    'rows' (int() of them was a TypeError); plain ints still work."""
+    import yaml
+
+    from arm_jax.embeddings.sizing import plan_sizes, stats_from_columns, write_plan_yaml
+
+    r = np.random.default_rng(0)
+    cols = {n: r.integers(0, k, 2000) for n, k in (("a", 50), ("b", 300), ("c", 20))}
+    plan = plan_sizes(stats_from_columns(cols), 20_000, dim=8)
+    write_plan_yaml(plan, str(tmp_path / "plan.yaml"), [["a", "c"]])
+    doc = yaml.safe_load((tmp_path / "plan.yaml").read_text())["embeddings"]
+    lay = TableLayout.from_plan(doc["features"], ["a", "b", "c"], doc["groups"], pad_to=8)
+    assert lay == TableLayout.from_plan(plan.rows(), ["a", "b", "c"], [["a", "c"]], pad_to=8)
+    assert lay.offsets[0] == lay.offsets[2] and lay.sizes[1] == plan.rows()["b"]
+    with pytest.raises(LayoutError, match="planned feature 'a': entry .* has no 'rows'"):
+        TableLayout.from_plan({"a": {"head": 3}}, ["a"])

@@ -13,7 +13,7 @@ from arm_jax.model import Ranker
 from arm_jax.parallel.lookup import (all_devices_sharding, all_to_all_lookup, ids_sharding, lookup,
                                      shard_map_lookup, table_sharding)
 from arm_jax.parallel.mesh import MeshError, make_mesh
-from arm_jax.parallel.rules import RulesError, logical_to_spec
+from arm_jax.parallel.rules import DEFAULT_RULES, RulesError, logical_to_spec
 from arm_jax.parallel.sharding import largest_replicated, plan_placements, shard_state
 
 
@@ -106,3 +106,16 @@ def test_optimizer_moments_follow_their_parameters(tiny_overrides, embedding_lr_
     sharded = [sp for shape, sp in specs if shape == (table_rows, 16)]
     assert len(sharded) >= 4 and all(sp == P("model", None) for sp in sharded)  # mu, nu x 2
     assert all(sp == P() for shape, sp in specs if shape == ())                 # counters
+
+
+def test_rules_naming_a_mesh_axis_the_mesh_lacks_are_a_rules_error():
+    """dict(DEFAULT_RULES, vocab='expert') was a bare KeyError: 'expert'."""
+    from arm_jax.model.embeddings import HashedEmbedding
+
+    _, state = nnx.split(nnx.eval_shape(lambda: HashedEmbedding(2, 64, 8, rngs=nnx.Rngs(0))))
+    rules = dict(DEFAULT_RULES, vocab="expert")
+    with pytest.raises(RulesError, match="logical axis 'vocab' to mesh axis 'expert', which "
+                                         "the mesh lacks; mesh axes: data, model"):
+        plan_placements(state, {"data": 2, "model": 4}, rules, min_shard_bytes=0)
+    with pytest.raises(RulesError, match="mesh axis 'expert'"):
+        shard_state(state, make_mesh(2, 4), rules, min_shard_bytes=0)
