@@ -49,6 +49,19 @@ def test_cli_plan_exit_codes(capsys):
     assert "divisible by data=4" in capsys.readouterr().err
 
 
+def test_a_plan_within_the_estimates_shortfall_is_flagged_unverified():
+    """The estimate runs up to ~27% low against XLA:CPU at the tiers' largest serving
+    bucket: a plan that fits with less headroom than that is not a promise."""
+    tier = load_tier("small")
+    need = max(s.total for s in plan_memory(tier, 8, 1 << 40).scenarios)
+    roomy, tight = plan_memory(tier, 8, need * 2), plan_memory(tier, 8, int(need * 1.2))
+    assert roomy.fits and not any(s.tight for s in roomy.scenarios)
+    assert "unverified" not in roomy.table()
+    biggest = max(tight.scenarios, key=lambda s: s.total)
+    assert tight.fits and biggest.tight and tight.to_dict()["scenarios"][biggest.name]["tight"]
+    assert "fits (unverified: under 40% headroom" in tight.table()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("data,model", [(2, 4), (1, 8)])
 def test_prediction_within_10_percent_of_xla(tiny_overrides, data, model):
