@@ -79,9 +79,16 @@ def row_counts(emb: HashedEmbedding | FieldEmbedding, ids_xf: np.ndarray,
 
         counts = row_counts(cand, cand_ids) + row_counts(cand, hist_side, side_fields)
     """
+    ids = np.asarray(ids_xf)
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"ids: expected integer ids, got dtype {ids.dtype}")
+    top = np.iinfo(np.int32).max
+    if ids.size and (ids.min() < 0 or ids.max() > top):    # as make_batch: no silent wrap
+        raise ValueError(f"ids: must be in [0, {top}] (int32, as the model reads them), got "
+                         f"{int(ids.min())}..{int(ids.max())}")
     fields = None if fields is None else tuple(int(f) for f in fields)
     rows_fn = jax.jit(lambda x: emb.rows(x) if fields is None else emb.rows(x, fields))
-    rows = np.asarray(rows_fn(jnp.asarray(ids_xf, jnp.int32))).ravel()
+    rows = np.asarray(rows_fn(jnp.asarray(ids, jnp.int32))).ravel()
     return np.bincount(rows, minlength=emb.table.shape[0]).astype(np.int64)
 
 

@@ -28,7 +28,16 @@ class HashedEmbedding(nnx.Module):
                                     param_dtype), logical_axes=("vocab", "embed"))
 
     def rows(self, ids_xf: jax.Array, fields: tuple[int, ...] | None = None) -> jax.Array:
-        """Table rows for raw ids [..., num_fields] (or [..., len(fields)]: those fields)."""
+        """Table rows for raw ids [..., num_fields] (or [..., len(fields)]: those fields).
+
+        Ids whose last dim is not that count raise ValueError (at trace time): they would
+        broadcast against the per-field salts and look every id up in every field."""
+        want = self.num_fields if fields is None else len(fields)
+        shape = tuple(jnp.shape(ids_xf))
+        if not shape or shape[-1] != want:
+            raise ValueError(f"ids of shape {shape}: last dim must be {want} (one id per "
+                             + ("field" if fields is None else f"field of fields={list(fields)}")
+                             + ")")
         salts = field_salts(self.num_fields, self.salt_base)
         offsets = jnp.arange(self.num_fields, dtype=jnp.int32) * self.rows_per_field
         if fields is not None:

@@ -128,3 +128,12 @@ def test_pruned_cand_sparse_replaces_the_rankers_table(tiny_overrides):
     assert np.array_equal(np.asarray(pruned(ids, side)), np.asarray(cand(ids, side)))
     model.cand_sparse = pruned
     np.testing.assert_array_equal(np.asarray(fwd(model, b)), before)
+
+
+@pytest.mark.parametrize("ids", [np.full((2, 8), 2**31, np.int64), np.full((2, 8), -1),
+                                 np.full((2, 8), 1.5)])
+def test_row_counts_refuses_ids_the_model_cannot_read(ids):
+    """int64 ids above 2**31 - 1 wrapped silently into other rows' counts."""
+    emb = HashedEmbedding(8, 64, 4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="ids: "):
+        row_counts(emb, ids)
