@@ -162,24 +162,15 @@ def _check_exported_weights(manifest_path: Path) -> TierConfig:
     """The config an exported tier's weights were exported with, after checking every
     weights/ file against the tier manifest's sha256 (what `inspect --verify` checks)."""
     m = mf.read_json(manifest_path)
-    tier_dir = manifest_path.parent
     try:
-        kind, config = m["kind"], tier_from_dict(m["config"])
-        files = {rel: digest for rel, digest in m["files"].items()
-                 if rel.startswith("weights/")}
+        kind, config, files = m["kind"], tier_from_dict(m["config"]), dict(m["files"])
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ArtifactError(f"{manifest_path}: unreadable tier manifest ({e})") from None
     if kind != "ranker":
         raise ArtifactError(f"{manifest_path}: kind {kind!r}, the artifact serves a 'ranker'")
-    on_disk = {p.relative_to(tier_dir).as_posix() for p in (tier_dir / "weights").rglob("*")
-               if p.is_file()}
-    for rel in sorted(set(files) | on_disk):
-        if rel not in files:
-            raise ArtifactError(f"{tier_dir / rel}: not in {manifest_path}; refusing these "
-                                "weights")
-        if rel not in on_disk or mf.sha256_file(tier_dir / rel) != files[rel]:
-            what = "missing" if rel not in on_disk else "changed since export"
-            raise ArtifactError(f"{tier_dir / rel}: {what}; refusing these weights")
+    problems = mf.file_problems(manifest_path.parent, files, under="weights")
+    if problems:
+        raise ArtifactError(f"{problems[0]}; refusing these weights")
     return config
 
 

@@ -130,17 +130,26 @@ def verify(root: str | Path) -> list[str]:
         if not isinstance(files, dict):
             problems.append(f"{mpath}: field 'files' must be an object (path -> sha256)")
             continue
-        for rel, digest in sorted(files.items()):
-            p = tier_dir / rel
-            if not p.is_file():
-                problems.append(f"missing file: {p}")
-            elif sha256_file(p) != digest:
-                problems.append(f"hash mismatch: {p}")
-        listed = set(files) | {INDEX}
-        for p in sorted(tier_dir.rglob("*")):
-            rel = p.relative_to(tier_dir).as_posix()
-            if p.is_file() and rel not in listed:
-                problems.append(f"unexpected file (not in the manifest): {p}")
+        problems += file_problems(tier_dir, files)
+    return problems
+
+
+def file_problems(tier_dir: Path, files: dict[str, str], under: str = "") -> list[str]:
+    """Files of `tier_dir` (only those under the subdirectory `under`, if given) that are
+    missing, changed or not listed in `files` (a tier manifest's path -> sha256)."""
+    prefix = f"{under}/" if under else ""
+    problems = []
+    listed = {rel: digest for rel, digest in files.items() if rel.startswith(prefix)}
+    for rel, digest in sorted(listed.items()):
+        p = tier_dir / rel
+        if not p.is_file():
+            problems.append(f"missing file: {p}")
+        elif sha256_file(p) != digest:
+            problems.append(f"hash mismatch: {p}")
+    for p in sorted((tier_dir / under).rglob("*")):
+        rel = p.relative_to(tier_dir).as_posix()
+        if p.is_file() and rel not in listed and rel != INDEX:
+            problems.append(f"unexpected file (not in the manifest): {p}")
     return problems
 
 

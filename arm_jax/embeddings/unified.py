@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from arm_jax.model.preprocess import field_salts, hash_ids
+from arm_jax.model.preprocess import check_field_count, field_salts, hash_ids
 
 
 class LayoutError(ValueError):
@@ -129,12 +129,7 @@ class TableLayout:
         if bad:
             raise LayoutError(f"fields {list(picked)}: {bad} out of range "
                               f"0..{self.num_fields - 1}")
-        shape = tuple(jnp.shape(ids_xf))
-        if not shape or shape[-1] != len(picked):
-            which = (f"the layout's {self.num_fields} fields" if fields is None
-                     else f"fields={list(picked)}")
-            raise LayoutError(f"ids of shape {shape}: last dim must be {len(picked)} "
-                              f"(one id per field: {which})")
+        check_field_count(ids_xf, self.num_fields, fields, LayoutError)
         idx = jnp.asarray(picked, jnp.int32)
         salts = field_salts(self.num_fields, salt_base)[idx]
         sizes = jnp.asarray([self.sizes[f] for f in picked], jnp.uint32)

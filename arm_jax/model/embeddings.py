@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from arm_jax.model.preprocess import field_salts, hash_ids
+from arm_jax.model.preprocess import check_field_count, field_salts, hash_ids
 
 
 class HashedEmbedding(nnx.Module):
@@ -32,12 +32,7 @@ class HashedEmbedding(nnx.Module):
 
         Ids whose last dim is not that count raise ValueError (at trace time): they would
         broadcast against the per-field salts and look every id up in every field."""
-        want = self.num_fields if fields is None else len(fields)
-        shape = tuple(jnp.shape(ids_xf))
-        if not shape or shape[-1] != want:
-            raise ValueError(f"ids of shape {shape}: last dim must be {want} (one id per "
-                             + ("field" if fields is None else f"field of fields={list(fields)}")
-                             + ")")
+        check_field_count(ids_xf, self.num_fields, fields)
         salts = field_salts(self.num_fields, self.salt_base)
         offsets = jnp.arange(self.num_fields, dtype=jnp.int32) * self.rows_per_field
         if fields is not None:

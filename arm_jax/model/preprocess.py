@@ -23,6 +23,19 @@ def hash_ids(ids: jax.Array, salt: jax.Array | int, size: int) -> jax.Array:
     return (x % jnp.uint32(size)).astype(jnp.int32)
 
 
+def check_field_count(ids: jax.Array, num_fields: int, fields=None,
+                      error: type[ValueError] = ValueError) -> None:
+    """`error` (at trace time) unless the ids' last dim is one id per field looked up:
+    `num_fields`, or `len(fields)` when `fields` picks some. Ids of another width would
+    broadcast against the per-field salts and look every id up in every field."""
+    want = num_fields if fields is None else len(fields)
+    shape = tuple(jnp.shape(ids))
+    if not shape or shape[-1] != want:
+        which = f"the {num_fields} fields" if fields is None else f"fields={list(fields)}"
+        raise error(f"ids of shape {shape}: last dim must be {want} (one id per field: "
+                    f"{which})")
+
+
 def field_salts(num_fields: int, base: int = 0) -> jax.Array:
     """Distinct salts so that equal ids in different fields land in unrelated rows."""
     return (jnp.arange(num_fields, dtype=jnp.uint32) + jnp.uint32(base)) * jnp.uint32(0x27D4EB2F)
