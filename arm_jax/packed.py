@@ -81,9 +81,28 @@ def pack(requests: Sequence[dict[str, np.ndarray]], *, event_capacity: int | Non
         pad = ((0, cap - len(out)),) + (((0, 0),) if width is not None else ())
         return np.pad(out, pad)
 
-    f_c = np.asarray(requests[0]["cand_sparse"]).reshape(cand_counts[0], -1).shape[1] \
-        if cand_counts[0] else np.asarray(requests[0]["cand_sparse"]).shape[-1]
-    e_c = np.asarray(requests[0]["cand_dense"]).shape[-1]
+    def width(key: str) -> int:
+        """Row width of `key`, from the first request that has rows of it (a request
+        with no candidates may send a bare `[]`, whose width says nothing)."""
+        shapes = [np.shape(r[key]) for r in requests]
+        for shape in shapes:
+            if len(shape) == 2 and shape[0] > 0:
+                return shape[1]
+        return next((shape[1] for shape in shapes if len(shape) == 2), 0)
+
+    f_c, e_c = width("cand_sparse"), width("cand_dense")
+    for i, (r, m) in enumerate(zip(requests, cand_counts)):
+        for key, w in (("cand_sparse", f_c), ("cand_dense", e_c)):
+            shape = np.shape(r[key])
+            if shape != (m, w) and not (m == 0 and shape == (0,)):
+                raise BatchError(f"{key}: request {i} expected shape {(m, w)}, got {shape}")
+        if len(np.shape(r["ev_ts"])) != 1 or len(r["ev_ts"]) != ev_counts[i]:
+            raise BatchError(f"ev_ts: request {i} expected shape {(ev_counts[i],)}, "
+                             f"got {np.shape(r['ev_ts'])}")
+        if (np.diff(np.asarray(r["ev_ts"], np.int64)) < 0).any():
+            # the point-in-time cut counts the events before the request from the front:
+            # out of order, it would hand the model events from after the request
+            raise BatchError(f"ev_ts: request {i} events are not in ascending time order")
     if side_fields is None:
         given = [np.shape(r["ev_side"]) for r in requests if "ev_side" in r]
         side_fields = given[0][1] if given and len(given[0]) == 2 else 0
@@ -123,8 +142,12 @@ def unpack(packed: PackedBatch, *, candidates: int, history: int,
 
     Only events strictly before each request's timestamp are used. `scan_events`
     bounds how many of a user's most recent events "topk" selection considers
-    (default 4 * history).
+    (default 4 * history; at least `history`). A request with more than `candidates`
+    candidates keeps its first `candidates` (pick the bucket from `cand_offsets`).
     """
+    if scan_events is not None and scan_events < history:
+        raise BatchError(f"scan_events={scan_events}: must be at least history={history} "
+                         "(topk keeps `history` of the events it scans)")
     e_cap = packed.ev_item.shape[0]
     start_b, end_b = packed.ev_offsets[:-1], packed.ev_offsets[1:]
     # Point-in-time cut: the last event strictly before request_ts, per request.

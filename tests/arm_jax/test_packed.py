@@ -73,3 +73,24 @@ def test_pack_refuses_over_capacity():
         pack(_requests(0), candidate_capacity=2, event_capacity=500)
     with pytest.raises(BatchError, match="requests: need at least one request"):
         pack([])
+
+
+def test_pack_and_unpack_refuse_what_they_would_silently_get_wrong():
+    reqs = _requests(0)
+    # topk scanning fewer events than it keeps: history came back [b, scan_events]
+    with pytest.raises(BatchError, match="scan_events=4: must be at least history=10"):
+        unpack(pack(reqs, side_fields=2), candidates=8, history=10, selection="topk",
+               scan_events=4)
+    # events out of time order: the cut would hand over events after the request
+    late = dict(reqs[0], ev_item=np.array([1, 2, 3]), ev_action=np.zeros(3, int),
+                ev_ts=np.array([10, 30, 20]), ev_side=np.ones((3, 2), int), request_ts=25)
+    with pytest.raises(BatchError, match="ev_ts: request 0 events are not in ascending"):
+        pack([late], side_fields=2)
+    # a candidate width that is not the others'
+    wide = dict(reqs[1], cand_sparse=np.ones((len(reqs[1]["cand_sparse"]), 3), int))
+    with pytest.raises(BatchError, match=r"cand_sparse: request 1 expected shape \(5, 2\)"):
+        pack([reqs[0], wide], side_fields=2, candidate_capacity=32)
+    # a first request with no candidates, sent as a bare []: the others' rows are kept
+    packed = pack([dict(reqs[0], cand_sparse=[], cand_dense=[]), reqs[1]], side_fields=2)
+    assert packed.cand_sparse.shape == (5, 2) and packed.cand_dense.shape == (5, 1)
+    np.testing.assert_array_equal(packed.cand_sparse, reqs[1]["cand_sparse"])
