@@ -4,7 +4,9 @@ The estimate of a request's server time on a tier is built from measured compute
 times per bucket (an exponentially weighted mean, seeded by warm-up):
 
     wait  = what is left of the batch running now
-          + the batches already queued ahead of this one (same candidate bucket)
+          + the batches already queued ahead of this one: the full batches of its own
+            candidate bucket, and every batch of the other buckets (the worker serves
+            the oldest request first, whatever its bucket)
     total = wait + the compute of this request's own batch + the batching window
 
 If `total` fits the request's remaining budget and the tier's queue has room, the
@@ -93,14 +95,20 @@ class Admission:
         """Expected server time (queue + compute) for one more request of n candidates."""
         bt, model = self.batchers[tier], self.models[tier]
         nb = bt.cand_bucket(n)
-        ahead = bt.depth_for(n)
-        full = model.estimate_ms((bt.max_batch, nb))
+        queued = bt.depth_by_bucket()
+        ahead = queued.pop(nb, 0)
+        wait = (ahead // bt.max_batch) * model.estimate_ms((bt.max_batch, nb))
+        for other, k in queued.items():   # an upper bound: some may share batches with later ones
+            full, rest = divmod(k, bt.max_batch)
+            wait += full * model.estimate_ms((bt.max_batch, other))
+            if rest:
+                wait += model.estimate_ms((bt.batch_bucket(rest), other))
         own = model.estimate_ms((bt.batch_bucket(ahead % bt.max_batch + 1), nb))
         running = 0.0
         since = bt.busy.busy_since
         if since is not None:
             running = max(0.0, bt.current_estimate_ms - (time.monotonic() - since) * 1e3)
-        return running + (ahead // bt.max_batch) * full + own + self.window_ms
+        return running + wait + own + self.window_ms
 
     def pressure(self, tier: str, n: int, budget_ms: float) -> float:
         """Estimated time over budget: > 1 means this tier would miss the deadline now."""

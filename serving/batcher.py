@@ -2,10 +2,10 @@
 
 Requests are grouped by candidate bucket (a 10-candidate request is never padded to
 1,024 because it shared a call with a big one). The worker takes the oldest request,
-then waits up to `window_ms` from that request's arrival for more of the same bucket,
-but never past the moment the earliest deadline in the group still leaves room for the
-estimated compute time; a full batch bucket goes at once. Under load the backlog forms
-batches with no waiting at all. A request that could no longer finish within its
+then waits up to `window_ms` from that request's arrival for more of the same bucket;
+a full batch bucket goes at once, and so does a group whose earliest deadline would not
+leave room for the estimated compute time at the end of the window. Under load the
+backlog forms batches with no waiting at all. A request that could no longer finish within its
 deadline when its turn comes is failed fast (503) instead of being run late. The queue is bounded by admission.
 """
 
@@ -128,11 +128,15 @@ class MicroBatcher:
                                         daemon=True)
         self._thread.start()
 
-    def stop(self, *, drain: bool = True, timeout: float = 30.0) -> None:
+    def stop_accepting(self, *, drain: bool = True) -> None:
+        """Refuse new requests; the worker drains the queue (`drain`) or drops it."""
         with self._cond:
             self._running = False
             self._drain = drain
             self._cond.notify_all()
+
+    def stop(self, *, drain: bool = True, timeout: float = 30.0) -> None:
+        self.stop_accepting(drain=drain)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -148,9 +152,12 @@ class MicroBatcher:
         return len(self._queue)
 
     def depth_for(self, n: int) -> int:
-        nb = self.cand_bucket(n)
+        return self.depth_by_bucket().get(self.cand_bucket(n), 0)
+
+    def depth_by_bucket(self) -> dict[int, int]:
+        """Queued requests per candidate bucket."""
         with self._cond:
-            return sum(1 for p in self._queue if self.cand_bucket(p.n) == nb)
+            return dict(collections.Counter(self.cand_bucket(p.n) for p in self._queue))
 
     def cand_bucket(self, n: int) -> int:
         i = bisect.bisect_left(self.cand_sizes, n)
@@ -184,10 +191,13 @@ class MicroBatcher:
                 now = time.monotonic()
                 est = self.estimate_ms((self.batch_bucket(len(group)), nb)) / 1e3
                 latest_start = min(p.deadline for p in group) - est
-                if (len(group) >= self.max_batch or now >= window_end or now >= latest_start
-                        or not self._running):
+                # A group whose tightest deadline cannot afford the rest of the window goes
+                # now. Waiting until `latest_start` itself would fail that request: `_run`
+                # refuses one that starts with no slack left, and a wake-up is never early.
+                if (len(group) >= self.max_batch or now >= window_end
+                        or latest_start <= window_end or not self._running):
                     break
-                self._cond.wait(max(0.0, min(window_end, latest_start) - now))
+                self._cond.wait(window_end - now)
             for p in group:
                 self._queue.remove(p)
             return group

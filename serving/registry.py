@@ -96,9 +96,13 @@ class TierRegistry:
         self.ready = True
 
     def stop(self, *, drain: bool = True, timeout: float = 30.0) -> None:
+        """Every tier drains at once, within one `timeout` (not one per tier)."""
         self.ready = False
         for bt in self.batchers.values():
-            bt.stop(drain=drain, timeout=timeout)
+            bt.stop_accepting(drain=drain)
+        end = time.monotonic() + timeout
+        for bt in self.batchers.values():
+            bt.stop(drain=drain, timeout=max(0.0, end - time.monotonic()))
 
     # -- hot swap
     def reload(self, tier: str, path: str | Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ shutdown, which drains the batchers.
 
 from __future__ import annotations
 
+import math
 import signal
 import socket
 import threading
@@ -21,7 +22,7 @@ from serving.settings import ServerSettings, SettingsError
 def uvicorn_config(app: FastAPI, settings: ServerSettings) -> uvicorn.Config:
     return uvicorn.Config(app, host=settings.host, port=settings.port,
                           log_level=settings.log_level, access_log=False,
-                          timeout_graceful_shutdown=int(max(1, settings.drain_timeout_s)),
+                          timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout_s)),
                           lifespan="on", limit_max_requests=None, backlog=2048)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -109,3 +110,30 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 @pytest.fixture
 def metric():
     return metric_value
+
+
+class GatedExecutor(FakeExecutor):
+    """A fake whose calls block until `gate` is set; `entered` is set by the first call."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.gate, self.entered = threading.Event(), threading.Event()
+
+    def score(self, batch):
+        self.entered.set()
+        self.gate.wait(10)
+        return super().score(batch)
+
+
+@pytest.fixture
+def gated():
+    """gated(tier_config, **FakeExecutor kw) -> a GatedExecutor, released after the test."""
+    made: list[GatedExecutor] = []
+
+    def make(cfg, **kw):
+        made.append(GatedExecutor(cfg, **kw))
+        return made[-1]
+
+    yield make
+    for ex in made:
+        ex.gate.set()

@@ -1,11 +1,69 @@
-"""BusyClock: the executor busy ratio over a sliding window, at any batch rate."""
+"""MicroBatcher: deadline-aware grouping, a shared drain timeout; BusyClock: the executor
+busy ratio over a sliding window, at any batch rate."""
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import pytest
 
 import serving.batcher as batcher
-from serving.batcher import BusyClock
+from serving.batcher import BusyClock, MicroBatcher, Pending
+from serving.executor import FakeExecutor
+from serving.registry import TierRegistry, dummy_batch
+from serving.settings import ServerSettings
+
+
+def pending(loop, cfg, n, budget_s):
+    now = time.monotonic()
+    return Pending(dummy_batch(cfg.features, 1, n, 2), n, now + budget_s, now, loop,
+                   loop.create_future())
+
+
+def test_a_tight_deadline_closes_the_group_at_once_and_is_served(tiny_tiers):
+    # window 2 s, compute 20 ms: B (300 ms) cannot wait out the window, so its group goes
+    # now; it used to wait until B's last possible start, then fail B for starting late
+    cfg = tiny_tiers["small"]
+    bt = MicroBatcher(FakeExecutor(cfg), window_ms=2000, estimate_ms=lambda b: 20.0)
+    bt.start()
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        a, b = pending(loop, cfg, 5, 5.0), pending(loop, cfg, 5, 0.3)
+        bt.submit(a)
+        bt.submit(b)
+        return await asyncio.gather(a.future, b.future)
+
+    t0 = time.monotonic()
+    try:
+        scored = asyncio.run(run())
+    finally:
+        bt.stop()
+    assert [s.batch_size for s in scored] == [2, 2]
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_registry_stop_drains_every_tier_within_one_timeout(tiny_tiers, gated):
+    ex = {n: gated(t, flops_per_pair=1e6 * (i + 1))
+          for i, (n, t) in enumerate(tiny_tiers.items())}
+    reg = TierRegistry(ex, ServerSettings(batch_window_ms=0))
+    reg.start(measure=False)
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        ps = [pending(loop, tiny_tiers[n], 5, 10.0) for n in ex]
+        for n, p in zip(ex, ps):
+            reg.batchers[n].submit(p)
+        await asyncio.to_thread(lambda: all(e.entered.wait(5) for e in ex.values()))
+        t0 = time.monotonic()
+        await asyncio.to_thread(reg.stop, drain=True, timeout=0.3)
+        took = time.monotonic() - t0
+        for e in ex.values():
+            e.gate.set()
+        return took
+
+    assert asyncio.run(run()) < 0.6            # 3 tiers used to take 3 x 0.3 s
 
 
 class FakeClock:

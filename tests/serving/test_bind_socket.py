@@ -1,4 +1,5 @@
-"""`bind_socket`: the serving port is taken before any tier loads, with a named error."""
+"""`bind_socket`: the serving port is taken before any tier loads, with a named error;
+uvicorn's graceful shutdown gets the whole drain timeout."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import socket
 
 import pytest
 
-from serving.server import bind_socket
-from serving.settings import SettingsError
+from serving.server import bind_socket, uvicorn_config
+from serving.settings import ServerSettings, SettingsError
 
 
 def test_port_zero_binds_a_free_port_and_localhost_is_ipv4():
@@ -31,3 +32,10 @@ def test_a_taken_port_names_the_port():
 def test_an_unresolvable_host_names_the_host():
     with pytest.raises(SettingsError, match="host='no-such-host.invalid': cannot be resolved"):
         bind_socket("no-such-host.invalid", 0)
+
+
+@pytest.mark.parametrize("drain, want", [(2.5, 3), (30.0, 30), (0.0, 1)])
+def test_drain_timeout_is_rounded_up_not_cut(drain, want):
+    # 2.5 s used to become 2: in-flight requests were cancelled half a second early
+    cfg = uvicorn_config(None, ServerSettings(drain_timeout_s=drain))
+    assert cfg.timeout_graceful_shutdown == want
