@@ -90,7 +90,8 @@ def _embeddings_plan(args: argparse.Namespace) -> int:
         from arm_jax.data.outputs import check_output_file
 
         check_output_file(args.out, "--out")
-    unused = [o for o in args.overrides if not o.startswith(("features.", "model."))]
+    unused = [o for o in args.overrides
+              if not (o.startswith("features.") or o.split("=", 1)[0] == "model.d_model")]
     if unused:    # the plan reads the tier's features and width only
         raise ValueError(f"embeddings plan: overrides {' '.join(unused)} would be ignored: it "
                          "reads features.* and model.d_model only")

@@ -27,6 +27,9 @@ def test_synthetic_files_check_train_and_evaluate(files, tiny_overrides, capsys)
     capsys.readouterr()
     assert main(["data", "check", str(data / "train.npz"), *tiny_overrides]) == 0
     assert "ok for tier small: 40 requests of up to 4 candidates" in capsys.readouterr().out
+    # overrides may also come before FILE, as after any other command
+    assert main(["data", "check", *tiny_overrides, str(data / "train.npz")]) == 0
+    assert "ok for tier small: 40 requests" in capsys.readouterr().out
     out = root / "run"
     assert main(["train", "--tier", "small", "--steps", "2", "--out", str(out),
                  "--no-progress", "--examples", str(data / "train.npz"), "--history-store",

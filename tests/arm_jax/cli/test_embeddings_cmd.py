@@ -40,10 +40,12 @@ def test_a_lone_npy_as_data_is_one_line(tmp_path, capsys):
 
 def test_overrides_the_plan_would_ignore_are_refused(capsys):
     rc = main(["embeddings", "plan", "--data", "synthetic", "--budget-params", "100000",
-               "train.seed=3", "features.sparse_hash_size=1009"])
+               "train.seed=3", "features.sparse_hash_size=1009", "model.d_model=16",
+               "model.encoder_layers=1"])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and err == ("arm-jax: error: embeddings plan: overrides train.seed=3 would "
-                               "be ignored: it reads features.* and model.d_model only"), err
+    assert rc == 2 and err == ("arm-jax: error: embeddings plan: overrides train.seed=3 "
+                               "model.encoder_layers=1 would be ignored: it reads features.* "
+                               "and model.d_model only"), err
 
 
 def _ids_npz(tmp_path):
