@@ -35,10 +35,11 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
     from arm_jax.checkpoint import load_checkpoint
     from arm_jax.config import load_tier
     from arm_jax.data.random_batch import random_batch
-    from arm_jax.quant.data import synthetic_sets
+    from arm_jax.quant.data import check_candidates, synthetic_sets
     from arm_jax.quant.formats import LOW_PRECISION
     from arm_jax.quant.microbench import model_latency_ms
-    from arm_jax.quant.pipeline import build_quantized, plan_from_formats, quantize
+    from arm_jax.quant.pipeline import (build_quantized, check_float32_compute,
+                                        plan_from_formats, quantize)
     from arm_jax.quant.sweep import auc_drop, mean_logloss
     from arm_jax.train.loop import make_synthetic_data, train_model
 
@@ -46,9 +47,12 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
         kind, tier, graphdef, params = load_checkpoint(checkpoint)
         if kind != "ranker":
             raise ValueError(f"--checkpoint {checkpoint}: kind {kind!r}, expected a ranker")
+        check_float32_compute(tier)
+        check_candidates(max(candidates), tier)
         trained = f"checkpoint {checkpoint}"
     else:
         tier = load_tier(tier_name)
+        check_candidates(max(candidates), tier)      # before minutes of training
         tier = dataclasses.replace(tier, train=dataclasses.replace(
             tier.train, steps=steps, train_requests=min(tier.train.train_requests, 8000),
             eval_requests=min(tier.train.eval_requests, 256)))  # the bench has its own test set

@@ -38,8 +38,10 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
         "precision", help="f32 vs selective vs all-quantized: latency and test AUC",
         description="Trains the tier briefly (or reads --checkpoint), quantizes it "
                     "selectively, and compares latency and quality of every variant.")
-    b.add_argument("--tier", default="large")
-    b.add_argument("--checkpoint", default=None, help="use a trained checkpoint instead")
+    b.add_argument("--tier", default=None,
+                   help="the tier to train (default large), or to pick from --checkpoint")
+    b.add_argument("--checkpoint", default=None,
+                   help="use a trained checkpoint instead (or a directory of per-tier ones)")
     b.add_argument("--steps", type=int, default=60,
                    help="training steps when no checkpoint (large: ~5-6 s each here)")
     b.add_argument("--candidates", type=positive_ints, default=(256, 1024))
@@ -98,6 +100,23 @@ def _platforms(text: str) -> tuple[str, ...]:
     return tuple(p for p in text.split(",") if p)
 
 
+def _tier_checkpoint(checkpoint: str, tier: str | None) -> Path:
+    """The checkpoint of `tier` in `checkpoint` (a checkpoint, or a directory of per-tier
+    ones); with no tier, the only one there. ValueError naming --tier and what was found."""
+    from arm_jax.compile.export import resolve_checkpoints
+
+    found = resolve_checkpoints([checkpoint], None)
+    if tier is None:
+        if len(found) > 1:
+            raise ValueError(f"--checkpoint {checkpoint} holds tiers {', '.join(found)}: "
+                             "name one with --tier")
+        return next(iter(found.values()))
+    if tier not in found:
+        raise ValueError(f"--tier {tier}: no such tier in {checkpoint} "
+                         f"(found: {', '.join(found)})")
+    return found[tier]
+
+
 def _quantize(args: argparse.Namespace) -> int:
     _check(calib_requests=args.calib_requests, holdout_requests=args.holdout_requests,
            candidates=args.candidates)
@@ -105,19 +124,18 @@ def _quantize(args: argparse.Namespace) -> int:
     _check_budget(args.budget_auc)
     _check_outputs(args)
     from arm_jax.checkpoint import load_checkpoint, save_checkpoint
-    from arm_jax.compile.export import resolve_checkpoints
     from arm_jax.data.random_batch import random_batch
-    from arm_jax.quant.data import synthetic_sets
-    from arm_jax.quant.pipeline import quantize
+    from arm_jax.quant.data import check_candidates, synthetic_sets
+    from arm_jax.quant.pipeline import check_float32_compute, quantize
     from arm_jax.quant.select import decision_table
 
-    found = resolve_checkpoints([args.checkpoint], [args.tier])
-    if args.tier not in found:
-        raise ValueError(f"--tier {args.tier}: no such tier in {args.checkpoint} "
-                         f"(found: {', '.join(found) or 'none'})")
-    kind, tier, graphdef, params = load_checkpoint(found[args.tier])
+    path = _tier_checkpoint(args.checkpoint, args.tier)
+    kind, tier, graphdef, params = load_checkpoint(path)
     if kind != "ranker":
-        raise ValueError(f"--checkpoint {found[args.tier]}: kind {kind!r} cannot be quantized")
+        raise ValueError(f"--checkpoint {path}: kind {kind!r} cannot be quantized")
+    check_float32_compute(tier)
+    if args.candidates is not None:
+        check_candidates(args.candidates, tier)
     n = args.candidates or max(tier.serving.candidate_buckets)
     calib, holdout, _ = synthetic_sets(tier, calib_requests=args.calib_requests,
                                        holdout_requests=args.holdout_requests)
@@ -154,7 +172,10 @@ def _bench(args: argparse.Namespace) -> int:
     _check_budget(args.budget_auc)
     from arm_jax.bench.precision import run_precision_bench
 
-    run_precision_bench(args.tier, args.checkpoint, args.steps, args.candidates,
+    # the tier in --checkpoint (it used to bench whatever the checkpoint held, --tier unread)
+    checkpoint = (None if args.checkpoint is None
+                  else str(_tier_checkpoint(args.checkpoint, args.tier)))
+    run_precision_bench(args.tier or "large", checkpoint, args.steps, args.candidates,
                         args.calib_requests, args.holdout_requests, args.test_requests,
                         args.budget_auc, args.repeats, args.sweep_all, args.out)
     return 0

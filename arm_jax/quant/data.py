@@ -25,6 +25,15 @@ def check_set_sizes(batch_size: int = SET_BATCH, **requests: int) -> None:
             raise ValueError(f"{name}={n}: must be at least the batch size {batch_size}")
 
 
+def check_candidates(candidates: int, tier: TierConfig) -> None:
+    """ValueError unless `candidates` is at most what a request of `tier` may carry: the
+    layers would be timed (and the plan chosen) at a shape the tier never serves."""
+    limit = tier.features.max_candidates
+    if candidates > limit:
+        raise ValueError(f"--candidates {candidates}: must be <= features.max_candidates="
+                         f"{limit} (tier {tier.name})")
+
+
 def synthetic_sets(tier: TierConfig, *, calib_requests: int, holdout_requests: int,
                    test_requests: int = 0, batch_size: int = SET_BATCH
                    ) -> tuple[EvalSet, EvalSet, EvalSet]:

@@ -47,6 +47,18 @@ class QuantizeResult:
                  "speedup": d.speedup, "reason": d.reason} for d in self.decisions]
 
 
+def check_float32_compute(tier: TierConfig) -> None:
+    """ValueError unless the tier computes in float32 (`model.dtype`). The sweep measures
+    every layer against float32 compute; a layer the plan keeps "float32" stays the
+    model's own Linear, which in a bfloat16-compute tier runs in bfloat16, so the served
+    model would not be the one measured (scores 3e-3 apart on a tiny tier, where the same
+    arithmetic agrees to 2e-5)."""
+    if tier.model.dtype != "float32":
+        raise ValueError(f"tier {tier.name!r}: model.dtype={tier.model.dtype}: quantize "
+                         "measures layers against float32 compute; quantize a model.dtype="
+                         "float32 checkpoint")
+
+
 def build_quantized(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, plan: QuantConfig
                     ) -> tuple[TierConfig, nnx.GraphDef, Any]:
     """The float model -> (tier with the plan, quantized graphdef, quantized params)."""
@@ -76,6 +88,7 @@ def quantize(graphdef: nnx.GraphDef, params: Any, tier: TierConfig, *, calib: Ev
         raise ValueError("quantize: the calibration and held-out sets must not be empty")
     if any(q.format != "float32" for q in tier.quant.layers):
         raise ValueError(f"tier {tier.name!r} is already quantized; start from its float model")
+    check_float32_compute(tier)
     sweep = PrecisionSweep(graphdef, params, tier.features.tasks)
     layers = sweep.layers
     with tqdm(total=3, desc="quantize: calibrate", disable=not progress, unit="stage") as bar:

@@ -62,9 +62,14 @@ def replace_layers(model: nnx.Module, make: Callable[[str, nnx.Module], nnx.Modu
 def apply_plan(model: nnx.Module, plan: QuantConfig) -> nnx.Module:
     """Quantize, in place, every layer the plan gives a format other than float32."""
     chosen = {q.layer: q for q in plan.layers if q.format != "float32"}
+    layers = dense_layers(model)
     for name, q in chosen.items():
-        if not isinstance(dense_layers(model).get(name), (nnx.Linear, type(None))):
+        if not isinstance(layers.get(name), (nnx.Linear, type(None))):
             raise ValueError(f"quant.layers: layer {name!r} is already quantized")
+        # x / 0 is inf (clipped to the float8 maximum) and 0 / 0 NaN: every score NaN
+        if q.format == "float8_e4m3fn" and not q.act_scale > 0:
+            raise ValueError(f"quant.layers: layer {name!r} (float8_e4m3fn) act_scale="
+                             f"{q.act_scale}: must be > 0 (its calibrated input amax / 448)")
 
     def make(name: str, layer: nnx.Module) -> nnx.Module:
         q = chosen[name]

@@ -33,7 +33,7 @@ def test_quantize_writes_checkpoint_plan_and_table(checkpoint, tmp_path, capsys)
 
 @pytest.mark.parametrize("args, message", [
     (["--budget-auc", "2"], "--budget-auc=2.0"),
-    (["--tier", "huge"], "huge: no checkpoint"),
+    (["--tier", "huge"], "--tier huge: no such tier in"),
     (["--calib-requests", "0"], "--calib-requests=0"),
 ])
 def test_quantize_bad_arguments_exit_2_with_one_line(checkpoint, tmp_path, capsys, args,
@@ -110,5 +110,68 @@ def test_request_sets_smaller_than_a_batch_are_refused_before_any_work(
              else ["--steps", "1"])
     assert main([*argv, *extra, "--out", str(tmp_path / "o.json" if argv[0] == "bench"
                                              else tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0] == f"arm-jax: error: {words}", err
+
+
+@pytest.fixture(scope="module")
+def bf16_checkpoint(tiny, tmp_path_factory):
+    """The tiny model's weights under a model.dtype=bfloat16 config (same parameters)."""
+    import dataclasses
+
+    from arm_jax.checkpoint import save_checkpoint
+
+    t = tiny["tier"]
+    tier = dataclasses.replace(t, model=dataclasses.replace(t.model, dtype="bfloat16"))
+    return save_checkpoint(tmp_path_factory.mktemp("qbf") / "small", kind="ranker", tier=tier,
+                           params=tiny["params"])
+
+
+@pytest.mark.parametrize("case", ["candidates over max", "bf16 compute", "tier not there"])
+def test_quantize_checkpoint_mismatches_are_refused_before_any_work(
+        checkpoint, bf16_checkpoint, tmp_path, capsys, monkeypatch, case):
+    """--candidates 2000 on a tier that carries at most 1024 was timed (and the plan chosen)
+    at a shape it never serves; a bfloat16-compute tier was quantized against float32
+    compute; a missing --tier was reported as '--tiers', a flag quantize does not have."""
+    import arm_jax.quant.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "quantize",
+                        lambda *a, **k: pytest.fail("quantized a mismatched checkpoint"))
+    ckpt, extra = checkpoint, ["--tier", "small"]
+    if case == "candidates over max":
+        extra += ["--candidates", "2000"]
+        words = "--candidates 2000: must be <= features.max_candidates=1024 (tier small)"
+    elif case == "bf16 compute":
+        ckpt = bf16_checkpoint
+        words = "tier 'small': model.dtype=bfloat16: quantize measures"
+    else:
+        extra = ["--tier", "huge"]
+        words = f"--tier huge: no such tier in {checkpoint} (found: small)"
+    assert main(["quantize", "--no-export", "--checkpoint", str(ckpt), *extra,
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("arm-jax: error: ") and words in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("case", ["tier not in checkpoint", "candidates over max"])
+def test_bench_precision_checks_tier_and_candidates_before_any_work(
+        checkpoint, tmp_path, capsys, monkeypatch, case):
+    """`--tier large --checkpoint <small>` benched the small tier (--tier was never read);
+    --candidates over features.max_candidates was accepted (after training, untried)."""
+    import arm_jax.bench.precision as precision
+    import arm_jax.train.loop as loop
+
+    monkeypatch.setattr(loop, "train_model",
+                        lambda *a, **k: pytest.fail("trained before the checks"))
+    if case == "tier not in checkpoint":
+        monkeypatch.setattr(precision, "run_precision_bench",
+                            lambda *a, **k: pytest.fail("benched the checkpoint's tier"))
+        argv = ["--tier", "large", "--checkpoint", str(checkpoint)]
+        words = f"--tier large: no such tier in {checkpoint} (found: small)"
+    else:   # the real bench: it must refuse before training
+        argv = ["--tier", "small", "--steps", "1", "--candidates", "8,2000"]
+        words = "--candidates 2000: must be <= features.max_candidates=1024 (tier small)"
+    assert main(["bench", "precision", *argv, "--out", str(tmp_path / "p.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0] == f"arm-jax: error: {words}", err

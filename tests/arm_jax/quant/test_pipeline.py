@@ -143,3 +143,17 @@ def test_apply_plan_rejects_unknown_layer(tiny):
     plan = QuantConfig(layers=(LayerQuant(layer="wukong/9/mlp_in", format="int8"),))
     with pytest.raises(ValueError, match="wukong/9/mlp_in"):
         build_quantized(tiny["graphdef"], tiny["params"], tiny["tier"], plan)
+
+
+def test_bfloat16_compute_tier_is_refused(tiny_overrides):
+    """The sweep measures every layer against float32 compute, but a layer the plan keeps
+    float32 stays the model's own Linear, which in a model.dtype=bfloat16 tier runs in
+    bf16: the served model scored 3e-3 from what was measured (same arithmetic: < 2e-5),
+    and the AUC drop was against a model that does not exist. Refused before any work."""
+    from arm_jax.config import load_tier
+    from arm_jax.quant.pipeline import quantize
+
+    tier = load_tier("small", [*tiny_overrides, "model.dtype=bfloat16"])
+    with pytest.raises(ValueError, match="model.dtype=bfloat16: quantize measures"):
+        quantize(None, None, tier, calib=[None], holdout=[None], serving_batch=None,
+                 progress=False)

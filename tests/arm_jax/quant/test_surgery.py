@@ -1,0 +1,33 @@
+"""apply_plan: refuses plans that would serve NaN."""
+
+import pytest
+from flax import nnx
+
+from arm_jax.config import LayerQuant, QuantConfig
+from arm_jax.quant.surgery import apply_plan, dense_layers
+
+
+class _Two(nnx.Module):
+    def __init__(self):
+        self.a = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+        self.b = nnx.Linear(3, 2, rngs=nnx.Rngs(1))
+
+
+@pytest.mark.parametrize("act_scale", [0.0, float("nan")])
+def test_float8_layer_with_no_input_scale_is_refused(act_scale):
+    """A plan's act_scale of 0 (the config accepts it) made every float8 input x / 0: the
+    layer returned NaN for any row holding a zero, hence NaN scores, without a word."""
+    model = _Two()
+    plan = QuantConfig(layers=(LayerQuant(layer="b", format="float8_e4m3fn",
+                                          act_scale=act_scale),))
+    with pytest.raises(ValueError, match=r"layer 'b' \(float8_e4m3fn\) act_scale=.*must be > 0"):
+        apply_plan(model, plan)
+    assert isinstance(dense_layers(model)["b"], nnx.Linear)     # nothing replaced
+
+
+def test_plan_with_input_scales_applies():
+    model = apply_plan(_Two(), QuantConfig(layers=(
+        LayerQuant(layer="a", format="int8", act_scale=0.0),       # unused by int8
+        LayerQuant(layer="b", format="float8_e4m3fn", act_scale=0.01))))
+    assert {k: type(v).__name__ for k, v in dense_layers(model).items()} == {
+        "a": "QuantizedLinear", "b": "QuantizedLinear"}
