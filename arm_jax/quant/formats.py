@@ -77,6 +77,10 @@ def fp8_activation_scale(amax: float | jax.Array) -> jax.Array:
     return _safe(jnp.asarray(amax, jnp.float32) / FP8_MAX)
 
 
+# Largest fan-in whose int8 x int8 products (up to 127 x 127 each) cannot overflow int32.
+INT8_MAX_FAN_IN = (2 ** 31 - 1) // int(INT8_MAX) ** 2
+
+
 def quantized_matmul(x: jax.Array, q: QuantizedWeight, fmt: str,
                      act_scale: jax.Array | float = 1.0) -> jax.Array:
     """x [..., in] @ W [in, out] in `fmt` with f32 accumulation -> f32 [..., out]."""
@@ -87,6 +91,9 @@ def quantized_matmul(x: jax.Array, q: QuantizedWeight, fmt: str,
     if fmt == "bfloat16":
         return jnp.dot(x.astype(jnp.bfloat16), q.values, preferred_element_type=jnp.float32)
     if fmt == "int8":
+        if x.shape[-1] > INT8_MAX_FAN_IN:   # shapes are static: refused at trace time
+            raise ValueError(f"int8 matmul with {x.shape[-1]} inputs: at most "
+                             f"{INT8_MAX_FAN_IN} fit the int32 accumulator (127 x 127 each)")
         row = _safe(jnp.max(jnp.abs(x), axis=-1, keepdims=True) / INT8_MAX)
         xq = jnp.clip(jnp.round(x / row), -INT8_MAX, INT8_MAX).astype(jnp.int8)
         acc = jnp.dot(xq, q.values, preferred_element_type=jnp.int32)

@@ -63,3 +63,20 @@ def test_int8_rows_with_zeros_and_unknown_format():
     assert np.isfinite(y).all() and np.allclose(y[1], 8.0, rtol=1e-2) and np.all(y[0] == 0)
     with pytest.raises(ValueError, match="int4"):
         quantize_weight(w, "int4")
+
+
+def test_int8_fan_in_past_the_int32_accumulator_is_refused():
+    """127 x 127 x K overflows int32 past K = INT8_MAX_FAN_IN: refused, never wrapped."""
+    from arm_jax.quant.formats import INT8_MAX_FAN_IN
+
+    ok = jax.ShapeDtypeStruct((1, INT8_MAX_FAN_IN), jnp.float32)
+    big = jax.ShapeDtypeStruct((1, INT8_MAX_FAN_IN + 1), jnp.float32)
+
+    def matmul(x):
+        k = x.shape[-1]
+        return quantized_matmul(x, quantize_weight(jnp.ones((k, 1)), "int8"), "int8")
+
+    assert jax.eval_shape(matmul, ok).shape == (1, 1)      # traced only: nothing allocated
+    with pytest.raises(ValueError, match=f"at most {INT8_MAX_FAN_IN} fit"):
+        jax.eval_shape(matmul, big)
+    assert 127 * 127 * INT8_MAX_FAN_IN <= 2 ** 31 - 1 < 127 * 127 * (INT8_MAX_FAN_IN + 1)
