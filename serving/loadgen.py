@@ -46,6 +46,22 @@ def _server_features(url: str, token: str | None, timeout: float) -> dict[str, A
                            f"server's features ({type(e).__name__})") from e
 
 
+_ANSWER_KEYS = ("tier", "degraded", "batch_size", "timings")
+
+
+def _rank_answer(r: httpx.Response) -> dict[str, Any] | None:
+    """A 200's body as a rank answer, or None when it is not one (a proxy's page, a
+    truncated body): the report reads these fields of every answer it counts as ok."""
+    try:
+        data = decode_answer(r)
+    except Exception:       # whatever the decoder of that content type raises
+        return None
+    ok = (isinstance(data, dict) and all(k in data for k in _ANSWER_KEYS)
+          and isinstance(data["timings"], dict)
+          and all(k in data["timings"] for k in ("total_ms", "compute_ms", "queue_ms")))
+    return data if ok else None
+
+
 def _pct(xs: list[float], q: float) -> float | None:
     return float(np.percentile(xs, q)) if xs else None
 
@@ -72,7 +88,10 @@ async def _run(url: str, rate: float, duration: float, payloads: list[bytes], ct
                 ms = (time.perf_counter() - t0) * 1e3
                 data = None
                 if r.status_code == 200:
-                    data = decode_answer(r)
+                    data = _rank_answer(r)
+                    if data is None:    # counted, not lost: it escaped as a task error
+                        transport_errors["bad_answer"] += 1
+                        return
                 results.append((r.status_code, ms, data))
             except httpx.HTTPError as e:
                 transport_errors[type(e).__name__] += 1

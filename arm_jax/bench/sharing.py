@@ -1,8 +1,9 @@
 """`arm-jax bench sharing`: request-oriented (`shared`) vs per-pair scoring of one request.
 
 For each candidate count N: median latency of one request in both modes (compiled,
-warmed, blocked), FLOPs from XLA's cost analysis of each executable, and MFU of the
-shared mode against an f32 matmul peak measured in the same process.
+warmed, blocked, the two modes timed in the same interleaved rounds), FLOPs from XLA's
+cost analysis of each executable, and MFU of the shared mode against an f32 matmul peak
+measured in the same process.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from tqdm import tqdm
 
 from arm_jax.bench.figures import pyplot, save_png
 from arm_jax.bench.peak import matmul_peak_gflops
-from arm_jax.bench.timing import compiled_flops, machine_info, median_ms, publish
+from arm_jax.bench.timing import (compiled_flops, interleaved_median_ms, machine_info,
+                                  median_ms, publish)
 from arm_jax.config import TierConfig
 from arm_jax.data.random_batch import random_batch
 from arm_jax.model import Ranker
@@ -40,6 +42,7 @@ def run_sharing_bench(tier: TierConfig, candidates: tuple[int, ...] = (16, 64, 2
         batch = random_batch(tier.features, batch=1, candidates=n, history=L, seed=seed + n,
                              full_history=True)
         row: dict[str, Any] = {"candidates": n}
+        thunks = {}
         for mode in ("shared", "per_pair"):
             compiled = jax.jit(forward, static_argnums=2).lower(params, batch, mode).compile()
             flops = compiled_flops(compiled)
@@ -47,14 +50,19 @@ def run_sharing_bench(tier: TierConfig, candidates: tuple[int, ...] = (16, 64, 2
                 # Chunked per-pair runs as a lax.map (a while loop): XLA's cost analysis
                 # counts the loop body once, so scale by the number of chunks.
                 flops *= -(-n // pair_chunk)
-            # One timed call tells how many repeats fit in the budget for the slow mode.
-            first_ms = median_ms(lambda: compiled(params, batch), repeats=1)
-            reps = repeats if mode == "shared" else int(
-                np.clip(per_pair_budget_s * 1e3 / max(first_ms, 1e-3), 1, repeats))
-            ms = median_ms(lambda: compiled(params, batch), repeats=reps, warmup=0)
-            row[f"{mode}_ms"] = ms
             row[f"{mode}_gflop"] = flops / 1e9
-            row[f"{mode}_repeats"] = reps
+            jax.block_until_ready(compiled(params, batch))     # warm: the first run allocates
+            thunks[mode] = lambda c=compiled, b=batch: c(params, b)
+        # One timed call tells how many per-pair repeats fit in the budget; then both modes
+        # are timed in the same interleaved rounds (the per-pair samples spread over them),
+        # so the speedup divides times from the same stretch of the run, not two phases.
+        first_ms = median_ms(thunks["per_pair"], repeats=1, warmup=0)
+        reps = {"shared": repeats, "per_pair": int(
+            np.clip(per_pair_budget_s * 1e3 / max(first_ms, 1e-3), 1, repeats))}
+        ms = interleaved_median_ms(thunks, repeats, repeats_of=reps)
+        for mode in thunks:
+            row[f"{mode}_ms"] = ms[mode]
+            row[f"{mode}_repeats"] = reps[mode]
         row["speedup"] = row["per_pair_ms"] / row["shared_ms"]
         row["shared_mfu"] = row["shared_gflop"] / (row["shared_ms"] * 1e-3) / peak
         row["per_pair_mfu"] = row["per_pair_gflop"] / (row["per_pair_ms"] * 1e-3) / peak

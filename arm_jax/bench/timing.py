@@ -26,17 +26,29 @@ def median_ms(fn: Callable[[], Any], repeats: int = 7, warmup: int = 1) -> float
     return float(np.median(times) * 1e3)
 
 
-def interleaved_median_ms(thunks: Mapping[str, Callable[[], Any]], repeats: int
-                          ) -> dict[str, float]:
+def interleaved_median_ms(thunks: Mapping[str, Callable[[], Any]], repeats: int, *,
+                          repeats_of: Mapping[str, int] | None = None) -> dict[str, float]:
     """Median ms per thunk, timed round-robin so machine drift hits every variant alike.
 
     Warm (compile) each thunk before calling this; results are blocked on per call.
+    `repeats_of` gives a slow thunk fewer samples (say, to fit a time budget): it is timed
+    in that many of the `repeats` rounds, spread evenly over them, so its samples still
+    come from the same stretch of the run as everyone else's.
     """
+    repeats = max(1, repeats)
+    rounds = {name: _spread(min(max(1, (repeats_of or {}).get(name, repeats)), repeats),
+                            repeats) for name in thunks}
     times: dict[str, list[float]] = {name: [] for name in thunks}
-    for _ in range(max(1, repeats)):
+    for i in range(repeats):
         for name, fn in thunks.items():
-            times[name].append(median_ms(fn, repeats=1, warmup=0))
+            if i in rounds[name]:
+                times[name].append(median_ms(fn, repeats=1, warmup=0))
     return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def _spread(count: int, rounds: int) -> set[int]:
+    """`count` distinct round indices in [0, rounds), the middle of equal slices."""
+    return {int((i + 0.5) * rounds / count) for i in range(count)}
 
 
 def compiled_flops(compiled: Any) -> float:

@@ -87,3 +87,43 @@ def test_a_server_wanting_a_token_is_named(serve, tiny_tiers):
 def test_bad_sizes_are_refused_before_any_request(field, kw):
     with pytest.raises(ValueError, match=f"{field}="):
         run_load("http://127.0.0.1:9", rate=5, duration=1.0, **kw)
+
+
+def test_a_200_that_is_no_rank_answer_is_counted_not_lost(tiny_tiers):
+    """It raised inside the request's task: sent 5, ok 0 and no status or error at all."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    features = next(iter(tiny_tiers.values())).features.__dict__
+    bodies = iter([b"<html>a proxy's page</html>", b'{"tier": "small"}'] * 3)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def _send(self, body: bytes, ctype: str) -> None:
+            self.send_response(200)
+            self.send_header("content-type", ctype)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self._send(json.dumps({"features": features}, default=list).encode(),
+                       "application/json")
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["content-length"]))
+            self._send(next(bodies), "application/json")
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        rep = run_load(f"http://127.0.0.1:{srv.server_port}", rate=20, duration=0.25,
+                       candidates=3, history=2)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert rep["sent"] == 5 and rep["ok"] == 0 and rep["p50_ms"] is None
+    assert rep["transport_errors"] == {"bad_answer": 5}

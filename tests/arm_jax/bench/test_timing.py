@@ -21,3 +21,17 @@ def test_write_json_turns_non_finite_numbers_into_null(tmp_path):
     assert got == {"auc": None, "t": None, "rows": [1.5, None, "x"], "pair": [None, 2],
                    "nested": {"ok": 0.25, "n": 3}}
     assert write_json(None, payload) is None
+
+
+def test_interleaved_rounds_time_every_thunk_in_turn_and_spread_a_capped_one():
+    from arm_jax.bench.timing import interleaved_median_ms
+
+    calls = []
+    thunks = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "slow")}
+    ms = interleaved_median_ms(thunks, 4, repeats_of={"slow": 2})
+    # every round times a and b; the capped thunk in the middle of each half of the rounds
+    assert calls == ["a", "b", "a", "b", "slow", "a", "b", "a", "b", "slow"]
+    assert set(ms) == {"a", "b", "slow"} and all(v >= 0 for v in ms.values())
+    calls.clear()
+    interleaved_median_ms(thunks, 3, repeats_of={"slow": 1, "b": 9})   # capped at repeats
+    assert calls.count("slow") == 1 and calls.count("b") == 3 and calls.index("slow") == 4
