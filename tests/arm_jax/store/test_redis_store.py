@@ -1,0 +1,316 @@
+"""RedisStore only (a real server): compaction, batches in parts, prefixes, key types."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from arm_jax.store import CorruptValue, StoreUnavailable
+from arm_jax.store.redis_store import RedisStore
+
+
+def test_unreachable_redis_is_a_typed_error():
+    from arm_jax.ports import free_port
+
+    s = RedisStore(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(StoreUnavailable, match="MGET"):
+        s.read(1)
+
+
+def test_redis_compact_keeps_an_append_that_lands_mid_rewrite(redis_url, monkeypatch):
+    """WATCH/MULTI: an APPEND between compact's read and its write aborts the write; the
+    key is read again, so the late event survives."""
+    import uuid
+
+    from arm_jax.store import codec
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    other = RedisStore(redis_url, prefix=store.prefix)
+    for ts in (10, 20):
+        store.append(1, ts, 0, ts)
+    real_decode, calls = codec.decode, []
+
+    def decode_then_append(value, **kw):
+        calls.append(1)
+        if len(calls) == 1:                 # another writer appends right now
+            other.append(1, 99, 1, 15)
+        return real_decode(value, **kw)
+
+    monkeypatch.setattr(codec, "decode", decode_then_append)
+    assert store.compact() == 1 and len(calls) == 2          # aborted once, then redone
+    monkeypatch.undo()
+    assert store.read(1).ts.tolist() == [10, 15, 20]
+    assert codec.num_chunks(store.client.get(store.key(1))) == 1
+    store.clear()
+    store.close()
+    other.close()
+
+
+def _batch_of(users: int, per_user: int) -> tuple[np.ndarray, ...]:
+    """(user, item, action, ts) of `per_user` events for each of `users` users."""
+    user = np.repeat(np.arange(users), per_user)
+    ts = np.tile(np.arange(per_user), users) + 100
+    return user, user * 10 + ts % 7, user % 4, ts
+
+
+@pytest.mark.parametrize("multi_users", [7, 50])
+def test_redis_loaders_racing_on_one_batch_write_it_once(redis_url, multi_users):
+    """Four clients append the same batch at once: WATCH on the id lets one through, also
+    when the batch is written in parts (50 users, 7 per MULTI)."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    stores = [RedisStore(redis_url, prefix=prefix, timeout_s=10.0, multi_users=multi_users)
+              for _ in range(4)]
+    users = np.repeat(np.arange(50), 20)
+    ts = np.tile(np.arange(20), 50) + 100
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda s=s: results.append(
+        s.append_batch("same", users, users, users % 4, ts))) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False, False, False, True]
+    assert all(len(stores[0].read(u)) == 20 for u in range(50))
+    stores[0].clear()
+    assert not stores[0].batch_applied("same")       # clear removes the ids with the logs
+    for s in stores:
+        s.close()
+
+
+def test_redis_write_path_compaction_counts_every_kind_of_append(redis_url, caplog):
+    """append, append_many and append_batch all count their chunks; off with None; a
+    rewrite that fails (a corrupt value) is logged and the appends stand."""
+    import uuid
+
+    from arm_jax.store import codec
+
+    def chunks(s, user):
+        return codec.num_chunks(s.client.get(s.key(user)))
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:", compact_every=4)
+    off = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:", compact_every=None)
+    for i in range(6):
+        store.append(1, i, 0, 100 + i)
+        store.append_many([2, 3], [i, i], [0, 0], [100 + i, 200 + i])
+        store.append_batch(f"b{i}", [3], [i], [1], [300 + i])
+        off.append(1, i, 0, 100 + i)
+    assert chunks(store, 1) == 1 + 6 % 4 and chunks(store, 2) == 1 + 6 % 4
+    assert chunks(store, 3) == 1 + 12 % 4                 # 12 appends: rewritten at 4, 8, 12
+    assert store.read(3).ts.tolist() == sorted([200 + i for i in range(6)] +
+                                               [300 + i for i in range(6)])
+    assert chunks(off, 1) == 6 and store.num_users() == 3
+    store.put_raw(5, b"\xa7\x01garbage")
+    with caplog.at_level("WARNING", logger="arm_jax.store.redis_store"):
+        for i in range(4):
+            store.append(5, i, 0, 10 + i)                # the 4th triggers a failed rewrite
+    assert "compacting user 5 after its append failed" in caplog.text
+    with pytest.raises(CorruptValue):
+        store.read(5)
+    with pytest.raises(ValueError, match="compact_every=1: must be >= 2"):
+        RedisStore(redis_url, compact_every=1)
+    for s in (store, off):
+        s.clear()
+        s.close()
+
+
+def test_redis_prefix_with_glob_characters_lists_its_users(redis_url):
+    """SCAN's pattern is a glob: the prefix is escaped, or `logs[eu]:` lists nobody."""
+    import uuid
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:6]}[eu]*?:")
+    store.append_many([5, 6], [1, 2], [0, 0], [10, 20])
+    assert sorted(store.user_ids()) == [5, 6] and store.num_users() == 2
+    assert store.clear() >= 2 and store.num_users() == 0
+    store.close()
+
+
+def test_redis_batch_in_parts_is_written_once_and_resumes_after_a_failure(redis_url,
+                                                                          monkeypatch):
+    """A batch of more users than `multi_users` goes in several MULTIs (so no one EXEC
+    stalls other clients for long): a failure between them leaves the batch unapplied, a
+    retry writes only the parts still missing, and the part ids are gone once it is done."""
+    import uuid
+
+    from arm_jax.store.base import StoreUnavailable
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:", multi_users=3)
+    batch = _batch_of(10, 5)                    # 10 users: parts of 3, 3, 3, 1
+    real, calls = RedisStore._append_part, []
+
+    def fail_third(self, marker, groups, value):
+        calls.append(marker)
+        if len(calls) == 3:
+            raise StoreUnavailable("injected outage")
+        return real(self, marker, groups, value)
+    monkeypatch.setattr(RedisStore, "_append_part", fail_third)
+    with pytest.raises(StoreUnavailable, match="injected"):
+        store.append_batch("big", *batch)
+    assert not store.batch_applied("big")
+    assert [len(store.read(u)) for u in range(10)] == [5] * 6 + [0] * 4   # parts 0 and 1
+    monkeypatch.undo()
+    assert store.append_batch("big", *batch) is True
+    assert store.append_batch("big", *batch) is False
+    for u in range(10):
+        got = store.read(u)
+        assert got.ts.tolist() == list(range(100, 105)), u           # each event once
+        assert got.item.tolist() == (u * 10 + np.arange(100, 105) % 7).tolist()
+    assert store.num_users() == 10 and store.batch_applied("big")
+    assert list(store.client.scan_iter(match=f"{store.batch_key('big')} *")) == []
+    # a batch that fits one MULTI keeps no part ids either
+    assert store.append_batch("small", *_batch_of(3, 1)) is True
+    assert list(store.client.scan_iter(match=f"{store.prefix}batch:* part*")) == []
+    store.clear()
+    store.close()
+
+
+def test_redis_multi_users_must_be_positive(redis_url):
+    with pytest.raises(ValueError, match="multi_users=0"):
+        RedisStore(redis_url, multi_users=0)
+
+
+def _fail_part(monkeypatch, which: int) -> None:
+    """Make the `which`-th `_append_part` call (1-based) of any RedisStore an outage."""
+    from arm_jax.store.base import StoreUnavailable
+
+    real, calls = RedisStore._append_part, []
+
+    def fail(self, *args):
+        calls.append(1)
+        if len(calls) == which:
+            raise StoreUnavailable("injected outage")
+        return real(self, *args)
+    monkeypatch.setattr(RedisStore, "_append_part", fail)
+
+
+def test_redis_a_batch_id_that_looks_like_a_part_id_is_its_own_batch(redis_url,
+                                                                     monkeypatch):
+    """Batch ids may hold ':'; the parts of batch "x" must not make batch "x:part0" look
+    applied (its events were silently skipped)."""
+    import uuid
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:", multi_users=3)
+    _fail_part(monkeypatch, 2)                  # part 0 of "x" written, then an outage
+    with pytest.raises(StoreUnavailable, match="injected"):
+        store.append_batch("x", *_batch_of(10, 5))
+    monkeypatch.undo()
+    assert not store.batch_applied("x:part0")
+    assert store.append_batch("x:part0", [99], [1], [0], [5]) is True
+    assert store.read(99).item.tolist() == [1]
+    assert store.append_batch("x", *_batch_of(10, 5)) is True
+    assert [len(store.read(u)) for u in range(10)] == [5] * 10
+    store.clear()
+    store.close()
+
+
+@pytest.mark.parametrize("retry_multi_users", [2048, 2, 4])
+def test_redis_batch_in_parts_resumed_with_another_multi_users_stores_each_event_once(
+        redis_url, monkeypatch, retry_multi_users):
+    """A retry by a loader configured with another `multi_users` (one MULTI for the whole
+    batch, or parts of another size) must not write the users of the parts already
+    written again: the parts keep the size they were started with."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    first = RedisStore(redis_url, prefix=prefix, multi_users=3)
+    batch = _batch_of(10, 5)                    # 10 users: parts of 3, 3, 3, 1
+    _fail_part(monkeypatch, 3)
+    with pytest.raises(StoreUnavailable, match="injected"):
+        first.append_batch("big", *batch)
+    monkeypatch.undo()
+    retry = RedisStore(redis_url, prefix=prefix, multi_users=retry_multi_users)
+    assert retry.append_batch("big", *batch) is True
+    assert [len(retry.read(u)) for u in range(10)] == [5] * 10
+    assert retry.append_batch("big", *batch) is False and first.batch_applied("big")
+    assert sorted(retry.client.scan_iter(match=f"{prefix}batch:*")) == \
+        [retry.batch_key("big").encode()]        # no part ids left behind
+    retry.clear()
+    for s in (first, retry):
+        s.close()
+
+
+def test_redis_loaders_with_different_multi_users_racing_on_one_batch_write_it_once(
+        redis_url):
+    """Loaders configured with different part sizes race on one batch: the first part size
+    recorded is the one every loader writes, so each event is stored once."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    stores = [RedisStore(redis_url, prefix=prefix, timeout_s=10.0, multi_users=m)
+              for m in (3, 7, 2048, 2, 3, 7, 2048, 2)]
+    batch = _batch_of(50, 4)
+    for attempt in range(3):                         # a race is a race: run it a few times
+        barrier, results = threading.Barrier(len(stores)), []
+
+        def load(s, batch_id=f"mixed{attempt}"):
+            barrier.wait()
+            results.append(s.append_batch(batch_id, *batch))
+        threads = [threading.Thread(target=load, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == [False] * (len(stores) - 1) + [True]
+        assert [len(stores[0].read(u)) for u in range(50)] == [4 * (attempt + 1)] * 50
+    assert list(stores[0].client.scan_iter(match=f"{prefix}batch:* *")) == []
+    stores[0].clear()
+    for s in stores:
+        s.close()
+
+
+def test_redis_a_non_ascii_prefix_lists_its_users(redis_url, tmp_path):
+    """Keys come back as bytes: the prefix was cut off by its length in characters, so a
+    prefix such as "журнал:" listed no user (num_users 0, compact and export skipped
+    every log)."""
+    import uuid
+
+    from arm_jax.store import codec
+    from arm_jax.store.events_file import export_events, read_events_file
+
+    store = RedisStore(redis_url, prefix=f"журнал{uuid.uuid4().hex[:6]}:", compact_every=None)
+    store.append_many([5, 6], [1, 2], [0, 0], [10, 20])
+    store.append(5, 3, 1, 30)
+    assert sorted(store.user_ids()) == [5, 6] and store.num_users() == 2
+    assert store.compact() == 1 and codec.num_chunks(store.client.get(store.key(5))) == 1
+    assert export_events(store, tmp_path / "all.npz") == {"events": 3, "users": 2}
+    assert read_events_file(tmp_path / "all.npz")["item"].tolist() in ([1, 3, 2], [2, 1, 3])
+    store.clear()
+    store.close()
+
+
+def test_redis_a_key_of_another_type_is_named_without_the_chunk_bytes(redis_url):
+    """A failed pipeline command was shown with all its arguments: the APPEND's binary
+    chunk, unreadable in a one-line message. Now its name and key; reads name it too."""
+    import uuid
+
+    from arm_jax.store.base import StoreError
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    store.client.rpush(store.key(5), "not a log")
+    for write in (lambda: store.append(5, [1, 2], [0, 1], [10, 11]),
+                  lambda: store.append_many([5], [1], [0], [10])):
+        with pytest.raises(StoreError) as e:
+            write()
+        message = str(e.value)
+        assert f"(APPEND {store.key(5)}): WRONGTYPE" in message, message
+        assert message.isprintable() and len(message) < 200, message
+    # a batch checks its keys first: a MULTI would have appended user 6 and recorded the
+    # batch despite user 5's error, so a retry would skip the batch and never write user 5
+    with pytest.raises(StoreError, match=f"key {store.key(5)} holds a list, not a user log"):
+        store.append_batch("b", [5, 6], [1, 2], [0, 1], [10, 11])
+    assert not store.batch_applied("b") and len(store.read(6)) == 0
+    # MGET answers nil for a key of another type, as for a missing one: a read named it
+    # "no events", dropping the user's history without a word
+    for read in (lambda: store.read(5), lambda: store.read_many([6, 5]),
+                 lambda: store.read_many_before([5], [100], max_len=4)):
+        with pytest.raises(CorruptValue, match=f"{store.key(5)}: holds a list, not a user "):
+            read()
+    assert [len(e) for e in store.read_many([6, 7])] == [0, 0]
+    store.client.delete(store.key(5))
+    assert store.append_batch("b", [5, 6], [1, 2], [0, 1], [10, 11]) is True
+    assert len(store.read(5)) == len(store.read(6)) == 1
+    store.clear()
+    store.close()
