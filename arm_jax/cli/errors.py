@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
-from typing import Callable
+from typing import Callable, Mapping
 
 from arm_jax.batch import BatchError
 from arm_jax.config import ConfigError
@@ -34,7 +35,20 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     return EXPECTED + tuple(extra)
 
 
-def run_cli(fn: Callable[[], int | None]) -> int:
+def name_options(message: str, options: Mapping[str, str]) -> str:
+    """`users=0: must be >= 1` -> `--users 0: must be >= 1` when `users` is the command's
+    `--users`: the error names what the user typed. Other messages are left as they are."""
+    m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)=", message)
+    if m is None or m.group(1) not in options:
+        return message
+    if re.search(r",\s*[A-Za-z_][A-Za-z0-9_]*=", message.split(": ", 1)[0]):
+        return message      # a list of arguments (`users=1000, history_median=1e+13: ...`)
+    return f"{options[m.group(1)]} {message[m.end():]}"
+
+
+def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = None) -> int:
+    """Run a command: expected errors become one line on stderr and exit 2 (`options`,
+    {argument name: option}, renames a leading `name=` to the option the user typed)."""
     try:
         return int(fn() or 0)
     except KeyboardInterrupt:
@@ -50,5 +64,5 @@ def run_cli(fn: Callable[[], int | None]) -> int:
     except expected_errors() as e:
         if os.environ.get("ARM_JAX_DEBUG"):
             raise
-        print(f"arm-jax: error: {e}", file=sys.stderr)
+        print(f"arm-jax: error: {name_options(str(e), options or {})}", file=sys.stderr)
         return 2

@@ -68,7 +68,8 @@ def _optional_commands() -> list:
     return found
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None,
+               parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
     """Parse a command line; `key=value` overrides may also follow options.
 
     argparse fills a `nargs="*"` positional from one unbroken run of arguments, so in
@@ -76,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     "unrecognized argument"; here it joins the command's overrides. Anything else left
     over is still an error, and so is an override given to a command that takes none.
     """
-    parser = build_parser()
+    parser = parser or build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
         takes = isinstance(getattr(args, "overrides", None), list)
@@ -86,9 +87,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def command_options(parser: argparse.ArgumentParser, args: argparse.Namespace
+                    ) -> dict[str, str]:
+    """{dest: option} of the (sub)command `args` was parsed for, e.g. {"users": "--users"}:
+    the library names its arguments (`users=0: must be >= 1`), the CLI user typed options."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name not in (subs[0].choices if subs else {}):
+            break
+        parser = subs[0].choices[name]
+    return {a.dest: max(a.option_strings, key=len)
+            for a in parser._actions if a.option_strings and a.dest != "help"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    return run_cli(lambda: args.func(args))
+    parser = build_parser()
+    args = parse_args(argv, parser)
+    return run_cli(lambda: args.func(args), options=command_options(parser, args))
 
 
 if __name__ == "__main__":

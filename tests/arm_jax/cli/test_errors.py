@@ -42,3 +42,20 @@ def test_an_allocation_too_large_is_one_line(capsys):
     assert run_cli(allocate) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("arm-jax: error: Unable to allocate") and "\n" not in err, err
+
+
+def test_a_library_argument_in_an_error_is_named_as_the_option_typed(capsys):
+    """The library says `users=0: must be >= 1`; the CLI user typed `--users 0`."""
+    from arm_jax.cli.errors import name_options
+    from arm_jax.cli.main import main
+
+    options = {"users": "--users", "batch_window_ms": "--batch-window-ms"}
+    assert name_options("users=0: must be >= 1", options) == "--users 0: must be >= 1"
+    assert name_options("batch_window_ms=5000.0: must be in [0, 1000]", options) == (
+        "--batch-window-ms 5000.0: must be in [0, 1000]")
+    for untouched in ("history=3: must be >= 1", "train.seed=x is not an int",
+                      "--users: bad", "no name here: users=0",
+                      "users=1000, history_median=1e+13: needs 2 GiB"):
+        assert name_options(untouched, options) == untouched
+    assert main(["bench", "store", "--users", "0"]) == 2
+    assert capsys.readouterr().err == "arm-jax: error: --users 0: must be >= 1\n"

@@ -122,7 +122,7 @@ def test_loadgen_without_a_server_is_one_line(capsys):
     rc = main(["loadgen", "--url", "localhost:8000", "--rate", "5", "--duration", "1"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert err.strip() == ("arm-jax: error: url='localhost:8000': expected an http:// or "
+    assert err.strip() == ("arm-jax: error: --url 'localhost:8000': expected an http:// or "
                            "https:// URL")
 
 
@@ -155,7 +155,7 @@ def test_a_taken_port_is_one_line_before_any_tier_loads(tiny_overrides, capsys, 
         port = taken.getsockname()[1]
         rc = main(["serve", "--fake", "small", "--port", str(port), *tiny_overrides])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and err[-1].startswith(f"arm-jax: error: port={port}: cannot listen on "
+    assert rc == 2 and err[-1].startswith(f"arm-jax: error: --port {port}: cannot listen on "
                                           f"127.0.0.1:{port} (Address already in use)"), err
     assert not any("serving" in line for line in err), err
 
