@@ -325,6 +325,17 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             metrics.rejects.labels("shutting_down").inc()
             return _error(503, "server", str(e), reason="shutting_down",
                           headers={"Retry-After": "1"})
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still waiting when the SIGTERM drain runs past
+            # --drain-timeout: answer them as refused (JSON 503), not uvicorn's bare 500
+            # with a traceback in the log
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            metrics.rejects.labels("shutting_down").inc()
+            return _error(503, "server", "the server is shutting down: its --drain-timeout "
+                          "ran out before this request was served", reason="shutting_down",
+                          headers={"Retry-After": "1"})
         except Exception as e:  # noqa: BLE001 - a failing executor is a JSON 500, counted
             log.exception("tier %r failed on a request", tier)
             metrics.rejects.labels("internal").inc()
