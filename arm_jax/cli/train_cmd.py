@@ -84,11 +84,13 @@ def _data(args: argparse.Namespace, tier: Any, *, eval_only: bool) -> Any:
         return make_synthetic_data(tier)
     from arm_jax.train import file_data
 
+    progress = not getattr(args, "no_progress", False)     # eval has no --no-progress
     if eval_only:
         return file_data.make_eval_data(tier.features, args.examples, args.history_store,
-                                        catalog=args.catalog)
+                                        catalog=args.catalog, progress=progress)
     return file_data.make_file_data(tier.features, args.examples, args.history_store,
-                                    eval_examples=args.eval_examples, catalog=args.catalog)
+                                    eval_examples=args.eval_examples, catalog=args.catalog,
+                                    progress=progress)
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -36,11 +36,12 @@ HOLDOUT = 0.1    # without eval examples: the latest 10% of the requests by time
 
 def make_file_data(features: FeaturesConfig, examples: str | Path, history_store: str, *,
                    eval_examples: str | Path | None = None, catalog: str | Path | None = None,
-                   holdout: float = HOLDOUT) -> TrainingData:
+                   holdout: float = HOLDOUT, progress: bool = True) -> TrainingData:
     """Load and check the examples, open the store read-only, load the catalogue.
 
     Without `eval_examples` the latest `holdout` of `examples` by timestamp is held out
     for evaluation. The caller closes the store when done (`close_file_data`).
+    `progress=False` hides the bar of the users' log check.
     """
     train = load_examples(examples, features)
     if eval_examples is None:
@@ -53,16 +54,16 @@ def make_file_data(features: FeaturesConfig, examples: str | Path, history_store
                 "catalog": None if catalog is None else _file_id(catalog),
                 "history_store": history_store}
     history = open_history(features, history_store, catalog)
-    _check_users_logs(history, train, test)
+    _check_users_logs(history, train, test, progress=progress)
     return TrainingData(history, train, test, identity=identity)
 
 
 def make_eval_data(features: FeaturesConfig, examples: str | Path, history_store: str, *,
-                   catalog: str | Path | None = None) -> TrainingData:
+                   catalog: str | Path | None = None, progress: bool = True) -> TrainingData:
     """Held-out requests only (`arm-jax eval --examples`): every example is evaluated."""
     test = load_examples(examples, features)
     history = open_history(features, history_store, catalog)
-    _check_users_logs(history, test)
+    _check_users_logs(history, test, progress=progress)
     return TrainingData(history, test.take(slice(0, 0)), test)
 
 
@@ -83,7 +84,7 @@ def open_history(features: FeaturesConfig, history_store: str,
     return StoreHistory(store, features, cat)
 
 
-def _check_users_logs(history: StoreHistory, *parts: Examples) -> None:
+def _check_users_logs(history: StoreHistory, *parts: Examples, progress: bool = True) -> None:
     """Read the log of every user of `parts` once: a problem `check_store` finds stops
     here, before the first step (the store closed); a store holding no event of any of
     these users (a wrong path or Redis prefix?) is a warning."""
@@ -93,7 +94,7 @@ def _check_users_logs(history: StoreHistory, *parts: Examples) -> None:
     store = history.store
     try:
         with tqdm(total=int(users.size), unit="user", desc="check store",
-                  leave=False) as bar:
+                  leave=False, disable=not progress) as bar:
             report = check_store(store, num_action_types=history.features.num_action_types,
                                  users=users, progress=bar.update)
         refuse_problems(report, "the examples' users",

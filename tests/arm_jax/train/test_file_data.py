@@ -152,3 +152,19 @@ def test_a_store_with_none_of_the_users_warns(files, tmp_path, caplog):
         ed = make_eval_data(tier.features, paths["test"], f"lmdb://{tmp_path / 'empty'}")
     close_file_data(ed)
     assert "none of the" in caplog.text and "wrong store, or Redis prefix?" in caplog.text
+
+
+def test_no_progress_also_hides_the_store_check_bar(files, capsys):
+    """`arm-jax train --no-progress` showed no training bar but still drew `check store`."""
+    import argparse
+
+    from arm_jax.cli.train_cmd import _data
+
+    tier, _, paths, url = files
+    for no_progress in (True, False):
+        args = argparse.Namespace(examples=str(paths["train"]), history_store=url,
+                                  eval_examples=str(paths["test"]), catalog=None,
+                                  no_progress=no_progress)
+        close_file_data(_data(args, tier, eval_only=False))
+        shown = "check store" in capsys.readouterr().err
+        assert shown is not no_progress
