@@ -81,7 +81,10 @@ def run_broadcast_bench(candidates: tuple[int, ...] = (64, 256, 1024), *, batch:
             outs[name] = np.asarray(compiled(q, k, v, mask))    # warm, kept for the check
             thunks[name] = lambda c=compiled, q=q: c(q, k, v, mask)
         # Every path in the same rounds: the time ratio is not two phases of the run.
-        for name, ms in interleaved_median_ms(thunks, repeats).items():
+        # settled: each path's timed call follows an untimed one of its own, not the
+        # other path's gigabytes (cold memory is a cost of the interleaving, not the path's)
+        settle = {name: 1 for name in thunks}
+        for name, ms in interleaved_median_ms(thunks, repeats, settle_of=settle).items():
             row[f"{name}_ms"] = ms
         est = kernel_cost(batch, n, history, heads, dk, 4, blocks)
         row["kernel_bytes"] = float(est.bytes_accessed)  # the kernel's own cost estimate

@@ -27,13 +27,17 @@ def median_ms(fn: Callable[[], Any], repeats: int = 7, warmup: int = 1) -> float
 
 
 def interleaved_median_ms(thunks: Mapping[str, Callable[[], Any]], repeats: int, *,
-                          repeats_of: Mapping[str, int] | None = None) -> dict[str, float]:
+                          repeats_of: Mapping[str, int] | None = None,
+                          settle_of: Mapping[str, int] | None = None) -> dict[str, float]:
     """Median ms per thunk, timed round-robin so machine drift hits every variant alike.
 
     Warm (compile) each thunk before calling this; results are blocked on per call.
     `repeats_of` gives a slow thunk fewer samples (say, to fit a time budget): it is timed
     in that many of the `repeats` rounds, spread evenly over them, so its samples still
-    come from the same stretch of the run as everyone else's.
+    come from the same stretch of the run as everyone else's. `settle_of` runs a thunk
+    that many times untimed right before each timed call: after a variant that touches
+    gigabytes, a light one's next call runs on cold memory (1.75x slower for the shared
+    mode right after a per-pair call, measured), which is no part of its own cost.
     """
     repeats = max(1, repeats)
     rounds = {name: _spread(min(max(1, (repeats_of or {}).get(name, repeats)), repeats),
@@ -42,7 +46,8 @@ def interleaved_median_ms(thunks: Mapping[str, Callable[[], Any]], repeats: int,
     for i in range(repeats):
         for name, fn in thunks.items():
             if i in rounds[name]:
-                times[name].append(median_ms(fn, repeats=1, warmup=0))
+                times[name].append(median_ms(fn, repeats=1,
+                                             warmup=(settle_of or {}).get(name, 0)))
     return {name: float(np.median(t)) for name, t in times.items()}
 
 

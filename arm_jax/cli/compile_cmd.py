@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from arm_jax.cli.argtypes import positive_int
 
@@ -129,6 +130,8 @@ def _inspect(args: argparse.Namespace) -> int:
     from arm_jax.compile import manifest as mf
     from arm_jax.compile.report import format_table, summary_rows
 
+    if not Path(args.artifacts).is_dir():      # as `serve` and `load` say it
+        raise ValueError(f"artifacts: {args.artifacts} is not a directory")
     if args.verify:
         problems = mf.verify(args.artifacts)
         for p in problems:

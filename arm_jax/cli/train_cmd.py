@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +198,9 @@ def _eval(args: argparse.Namespace) -> int:
     _check_data_options(args, eval_only=True)
     kind, tier, graphdef, params = load_checkpoint(args.checkpoint)
     data = _data(args, tier, eval_only=True)
+    if not args.examples:   # whatever the checkpoint was trained on: say which data this is
+        print(f"arm-jax: evaluating on tier {tier.name}'s bundled synthetic held-out requests "
+              "(--examples FILE --history-store URL evaluates on files)", file=sys.stderr)
     try:
         metrics = evaluate_model(graphdef, params, tier, data, kind=kind)
     finally:

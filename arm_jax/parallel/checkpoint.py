@@ -60,9 +60,12 @@ class ShardedCheckpointer:
         self._primary = jax.process_index() == 0
         self.manager = ocp.CheckpointManager(
             self.root / "steps", item_names=("params", "opt_state"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                                 enable_async_checkpointing=async_save,
-                                                 create=not read_only, read_only=read_only))
+            options=ocp.CheckpointManagerOptions(
+                # read-only: what orbax would reset itself, with a warning each
+                max_to_keep=None if read_only else max_to_keep,
+                save_interval_steps=0 if read_only else 1,
+                enable_async_checkpointing=async_save, create=not read_only,
+                read_only=read_only))
         self._pending: int | None = None
 
     def _check_writable(self, what: str) -> None:

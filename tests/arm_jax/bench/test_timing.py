@@ -35,3 +35,26 @@ def test_interleaved_rounds_time_every_thunk_in_turn_and_spread_a_capped_one():
     calls.clear()
     interleaved_median_ms(thunks, 3, repeats_of={"slow": 1, "b": 9})   # capped at repeats
     assert calls.count("slow") == 1 and calls.count("b") == 3 and calls.index("slow") == 4
+
+
+def test_a_settled_thunk_is_timed_on_its_own_untimed_call_not_the_one_before():
+    """settle_of: after another variant a light one may run cold; the untimed call takes
+    that cost, the timed one follows it."""
+    import time
+
+    from arm_jax.bench.timing import interleaved_median_ms
+
+    calls = []
+
+    def cold_then_warm():           # every first call after another thunk is slow
+        slow = not calls or calls[-1] != "light"
+        calls.append("light")
+        if slow:
+            time.sleep(0.05)
+
+    thunks = {"heavy": lambda: calls.append("heavy"), "light": cold_then_warm}
+    ms = interleaved_median_ms(thunks, 3, settle_of={"light": 1})
+    assert calls == ["heavy", "light", "light"] * 3
+    assert ms["light"] < 25.0, ms
+    calls.clear()
+    assert interleaved_median_ms(thunks, 3)["light"] >= 50.0    # unsettled: the cold call

@@ -86,7 +86,8 @@ def test_eval_prints_strict_json_and_a_dash_for_what_it_did_not_measure(
     capsys.readouterr()
     metrics = json.loads((out / "metrics.json").read_text(), parse_constant=_refuse)
     assert main(["eval", "--checkpoint", str(out)]) == 0
-    text = capsys.readouterr().out
+    text, err = capsys.readouterr()
+    assert "evaluating on tier small's bundled synthetic held-out requests" in err   # not files
     printed, end = json.JSONDecoder(parse_constant=_refuse).raw_decode(text)
     assert printed["overall"] == metrics["overall"]
     row = next(line for line in text[end:].splitlines() if line.startswith("ranker:small"))

@@ -99,3 +99,11 @@ def test_export_tiers_refuses_an_unknown_platform(exported, tmp_path):
         export_tiers({"tiny": exported["ckpt"]}, tmp_path / "art", platforms=("gpu", "x86"),
                      cache_dir=None, progress=False)
     assert not (tmp_path / "art").exists()
+
+
+@pytest.mark.parametrize("verify", [[], ["--verify"]])
+def test_inspect_of_no_directory_says_so_like_serve(tmp_path, capsys, verify):
+    """`inspect nothere --verify` printed `FAIL missing file: nothere/manifest.json`."""
+    rc = main(["inspect", str(tmp_path / "nothere"), *verify])
+    assert rc == 2 and capsys.readouterr().err == (
+        f"arm-jax: error: artifacts: {tmp_path / 'nothere'} is not a directory\n")
