@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,8 +19,10 @@ from serving.client import random_request
 TINY_BUCKETS = ("serving.batch_buckets=[1]", "serving.candidate_buckets=[8]")
 
 
-def _serve_fake(tiny_overrides, tmp_path, *args: str):
-    """A `--fake small` server started as `arm-jax serve` runs, ready: (proc, url, log)."""
+@contextlib.contextmanager
+def _fake_server(tiny_overrides, tmp_path, *args: str):
+    """A `--fake small` server started as `arm-jax serve` runs, ready: (proc, url); killed
+    on the way out if the test left it running."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "arm_jax.cli.main", "serve", "--fake", "small",
@@ -39,12 +42,17 @@ def _serve_fake(tiny_overrides, tmp_path, *args: str):
             log.close()
             raise AssertionError((tmp_path / "server.log").read_text())
         time.sleep(0.1)
-    return proc, url, log
+    try:
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
 
 
 def test_sigterm_drains_in_flight_requests(tiny_overrides, tmp_path):
-    proc, url, log = _serve_fake(tiny_overrides, tmp_path, "--fake-delay-ms", "300")
-    try:
+    with _fake_server(tiny_overrides, tmp_path, "--fake-delay-ms", "300") as (proc, url):
         feats = httpx.get(url + "/v1/info", timeout=5).json()["features"]
         bodies = [random_request(feats, candidates=4, history=3, rng=np.random.default_rng(i))
                   for i in range(3)]
@@ -62,11 +70,6 @@ def test_sigterm_drains_in_flight_requests(tiny_overrides, tmp_path):
         except httpx.HTTPError:
             pass
         assert "Traceback" not in (tmp_path / "server.log").read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
 
 
 def test_a_request_still_waiting_when_the_drain_timeout_ends_gets_a_json_503(tiny_overrides,
@@ -74,9 +77,8 @@ def test_a_request_still_waiting_when_the_drain_timeout_ends_gets_a_json_503(tin
     """uvicorn cancels what is still running past --drain-timeout: that request is refused
     like any other at shutdown (JSON 503, reason shutting_down, Retry-After), not answered
     with uvicorn's bare text 500 and a traceback in the log."""
-    proc, url, log = _serve_fake(tiny_overrides, tmp_path, "--fake-delay-ms", "2500",
-                                 "--drain-timeout", "1")
-    try:
+    with _fake_server(tiny_overrides, tmp_path, "--fake-delay-ms", "2500",
+                      "--drain-timeout", "1") as (proc, url):
         feats = httpx.get(url + "/v1/info", timeout=5).json()["features"]
         body = random_request(feats, candidates=4, history=3, rng=np.random.default_rng(0))
         with cf.ThreadPoolExecutor(1) as pool:
@@ -89,8 +91,3 @@ def test_a_request_still_waiting_when_the_drain_timeout_ends_gets_a_json_503(tin
         assert r.headers["retry-after"] == "1"
         assert proc.wait(timeout=30) == 0
         assert "Traceback" not in (tmp_path / "server.log").read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
