@@ -7,20 +7,44 @@ shutdown, which drains the batchers.
 
 from __future__ import annotations
 
+import copy
+import logging.config
 import math
 import signal
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
+import uvicorn.config
 from fastapi import FastAPI
 
 from serving.settings import ServerSettings, SettingsError
 
 
-def uvicorn_config(app: FastAPI, settings: ServerSettings) -> uvicorn.Config:
+def logging_config(level: str) -> dict[str, Any]:
+    """uvicorn's logging config, with the server's own `serving.*` loggers written the same
+    way (`WARNING:  no item catalogue: ...`) at `level`. Without it their records went to
+    the root logger: a bare message, or `WARNING:serving.app:...` once some library had
+    configured the root logger (artifact mode did, fake tiers did not)."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["serving"] = {"handlers": ["default"], "level": level.upper(),
+                                    "propagate": False}
+    return config
+
+
+def configure_logging(level: str) -> None:
+    """Apply `logging_config` now: the server logs while loading, before uvicorn starts."""
+    logging.config.dictConfig(logging_config(level))
+
+
+def uvicorn_config(app: FastAPI, settings: ServerSettings,
+                   log_config: dict[str, Any] | None = None) -> uvicorn.Config:
+    """`log_config`: None keeps uvicorn's (in-process servers leave `serving.*` logging
+    to the host application, and to pytest's caplog)."""
     return uvicorn.Config(app, host=settings.host, port=settings.port,
+                          log_config=log_config or uvicorn.config.LOGGING_CONFIG,
                           log_level=settings.log_level, access_log=False,
                           timeout_graceful_shutdown=max(1, math.ceil(settings.drain_timeout_s)),
                           lifespan="on", limit_max_requests=None, backlog=2048)
@@ -60,7 +84,8 @@ def serve_forever(app: FastAPI, settings: ServerSettings,
     sock = bind_socket(settings.host, settings.port) if own else sock
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        uvicorn.Server(uvicorn_config(app, settings)).run(sockets=[sock])
+        uvicorn.Server(uvicorn_config(app, settings, logging_config(settings.log_level))
+                       ).run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
         if own:

@@ -35,3 +35,15 @@ def redis_url():
                     "`bash scripts/setup.sh --test` to run the Redis tests")
     with RedisServer() as srv:
         yield srv.url
+
+
+@pytest.fixture(autouse=True)
+def _serving_logger_restored():
+    """`arm-jax serve` run in-process (its start-up mocked) configures the `serving` logger
+    for the process; put it back so later tests' caplog still sees its records."""
+    import logging
+
+    logger = logging.getLogger("serving")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved

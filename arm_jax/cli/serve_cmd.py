@@ -151,6 +151,9 @@ def _serve(args: argparse.Namespace) -> int:
         drain_timeout_s=args.drain_timeout, log_level=args.log_level,
         history_store=args.history_store, history_timeout_ms=args.history_timeout_ms,
         catalog=args.catalog)
+    from serving.server import configure_logging
+
+    configure_logging(args.log_level)       # the server's warnings while loading, too
     catalog = None
     if args.catalog:   # a bad file fails here, before any tier is loaded
         from arm_jax.data.catalog import ItemCatalog

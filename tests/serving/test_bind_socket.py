@@ -39,3 +39,23 @@ def test_drain_timeout_is_rounded_up_not_cut(drain, want):
     # 2.5 s used to become 2: in-flight requests were cancelled half a second early
     cfg = uvicorn_config(None, ServerSettings(drain_timeout_s=drain))
     assert cfg.timeout_graceful_shutdown == want
+
+
+def test_the_servers_own_warnings_are_written_like_uvicorns(capsys):
+    """`arm-jax serve` printed `no item catalogue: ...` bare with fake tiers and
+    `WARNING:serving.app:...` from artifacts (a library had set up the root logger)."""
+    import logging
+
+    from serving.server import configure_logging
+
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    try:
+        logging.basicConfig()            # as some import in artifact mode did
+        configure_logging("warning")
+        logging.getLogger("serving.app").warning("no item catalogue: hello")
+        logging.getLogger("serving.app").info("hidden at --log-level warning")
+    finally:
+        root.handlers[:] = saved
+    err = capsys.readouterr().err
+    assert err == "WARNING:  no item catalogue: hello\n", err
