@@ -127,8 +127,10 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                                            for n in registry.order))
 
     open_lock = threading.Lock()
-    # an outage fails every request: one log line per interval, the metric counts them all
-    fetch_failures = ThrottledWarning(log, STORE_WARN_EVERY_S)
+    # an outage fails every request: one log line per interval and reason (a corrupt log's
+    # lines never count an outage's), the metric counts them all
+    fetch_failures = {reason: ThrottledWarning(log, STORE_WARN_EVERY_S)
+                      for reason in ("store_unavailable", "store_corrupt")}
 
     def store_read(user_id: int, ts: int) -> dict[str, Any]:
         with open_lock:
@@ -141,10 +143,26 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         return fetch_request_history(state["store"], user_id, ts, fetch_len,
                                      feats.num_action_types, side_ids)
 
-    async def fetch_history(req: RankOptions, arrays: RankArrays
+    def store_wait_ms(req: RankOptions, n: int, t_start: float) -> float:
+        """How long this request may wait on the store: --history-timeout-ms, cut so that
+        a fallback still fits its budget. A failed read is served on the cheapest tier
+        within the same deadline (the request's, else that tier's), so the wait leaves
+        that tier twice its estimate (queue + compute + window: the queue grows while
+        everyone waits on a hung store), and at least a fifth of the budget (scheduling
+        jitter). Without the cut, a hung store took the whole 100 ms of the bundled
+        small tier and every fallback was a 503."""
+        cheapest = registry.order[0]
+        budget = (req.deadline_ms or settings.deadline_ms
+                  or executors[cheapest].config.serving.deadline_ms)
+        reserve = max(2 * registry.admission.estimate_ms(cheapest, n), 0.2 * budget)
+        left = budget - (time.monotonic() - t_start) * 1e3 - reserve
+        return max(1.0, min(settings.history_timeout_ms, left))
+
+    async def fetch_history(req: RankOptions, arrays: RankArrays, wait_ms: float
                             ) -> tuple[RankArrays, str, str | None]:
         """-> (arrays with history, history source, store failure reason or None).
-        One store read per request; any failure degrades, never raises."""
+        One store read per request, waited on for at most `wait_ms`; any failure
+        degrades, never raises."""
         if arrays.has_inline_history or req.user_id is None:
             return arrays, ("inline" if arrays.hist_item.size else "none"), None
         if state["store"] is None and not settings.history_store:
@@ -154,15 +172,19 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             ts = req.ts if req.ts is not None else int(time.time())
             try:
                 hist = await asyncio.wait_for(asyncio.to_thread(store_read, req.user_id, ts),
-                                              settings.history_timeout_ms / 1e3)
+                                              wait_ms / 1e3)
                 metrics.history_fetch.observe(time.monotonic() - t0)
                 return arrays.with_history(hist), "store", None
             except asyncio.TimeoutError:
                 reason = "store_unavailable"
+                fetch_failures[reason].warn(
+                    "history fetch failed for user %s: no answer from the store within "
+                    "%.0f ms (--history-timeout-ms %g, or less to keep the fallback within "
+                    "the request's budget)", req.user_id, wait_ms, settings.history_timeout_ms)
             except Exception as e:  # noqa: BLE001 - a store problem must never become a 5xx
                 reason = "store_corrupt" if isinstance(e, CorruptValue) else "store_unavailable"
-                fetch_failures.warn("history fetch failed for user %s: %s: %s", req.user_id,
-                                    type(e).__name__, e)
+                fetch_failures[reason].warn("history fetch failed for user %s: %s: %s",
+                                            req.user_id, type(e).__name__, e)
         metrics.store_fallbacks.labels(reason).inc()
         return arrays, "none", reason
 
@@ -288,7 +310,8 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             metrics.rejects.labels("not_ready").inc()
             return _error(503, "server", state["warm_error"] or "warming up", reason="not_ready",
                           headers={"Retry-After": "1"})
-        arrays, history_source, store_failure = await fetch_history(req, arrays)
+        arrays, history_source, store_failure = await fetch_history(
+            req, arrays, store_wait_ms(req, batch.num_candidates, t_start))
         if history_source == "store":
             batch = pack_batch(arrays, feats, registry.max_candidates, side_ids)
         n = batch.num_candidates

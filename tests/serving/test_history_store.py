@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import httpx
 import numpy as np
 import pytest
 
 from arm_jax.batch import UNKNOWN_SIDE
+from arm_jax.store.base import StoreUnavailable
 from arm_jax.store.lmdb_store import LmdbStore
 from arm_jax.store.redis_server import RedisServer, find_redis_server
 from arm_jax.store.redis_store import RedisStore
@@ -173,3 +175,42 @@ def test_a_bad_request_is_refused_before_any_store_read(serve, fakes, payload, m
     assert metric(text, "armjax_rejects_total", reason="bad_request") == 3
     r = httpx.post(url + "/v1/rank", json={**p, "user_id": 3, "ts": T0})
     assert r.status_code == 200 and r.json()["degraded"] is True    # the good one still degrades
+
+
+class _HungStore:
+    """A store that accepts the connection and never answers (redis-server under SIGSTOP)."""
+
+    url = "redis://hung.invalid:6379/0"
+
+    def __init__(self):
+        self.release = threading.Event()
+
+    def read_before(self, user_id, ts, max_len):
+        self.release.wait(10)
+        raise StoreUnavailable(f"{self.url}: timed out")
+
+
+def test_a_hung_store_still_gets_a_200_within_the_tier_deadline(serve, fakes, payload, caplog,
+                                                                 metric):
+    """Defaults (no deadline_ms, --history-timeout-ms 100, small tier 100 ms): the wait on a
+    store that never answers left the fallback no budget, and every request was a 503
+    overload (found by an end-to-end run with redis-server under SIGSTOP)."""
+    hung = _HungStore()
+    try:
+        url = serve(fakes, ServerSettings(history_store=hung.url), history_store=hung)
+        body = {**_strip_history(payload(seed=6)), "user_id": 5, "ts": T0}
+        with caplog.at_level(logging.WARNING, logger="serving.app"):
+            outs = [httpx.post(url + "/v1/rank", json=body, timeout=10) for _ in range(3)]
+        assert [r.status_code for r in outs] == [200] * 3, outs[0].text
+        for r in outs:
+            out = r.json()
+            assert out["degraded"] is True and out["degraded_reason"] == "store_unavailable"
+            assert out["tier"] == "small" and out["history_source"] == "none"
+            assert out["timings"]["total_ms"] < 100
+        # a timeout is logged like any other failure: once, not once per request
+        assert sum("no answer from the store" in r.getMessage() for r in caplog.records) == 1
+        text = httpx.get(url + "/metrics").text
+        assert metric(text, "armjax_store_fallbacks_total", reason="store_unavailable") == 3
+        assert metric(text, "armjax_rejects_total") == 0
+    finally:
+        hung.release.set()
