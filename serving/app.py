@@ -174,6 +174,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                 hist = await asyncio.wait_for(asyncio.to_thread(store_read, req.user_id, ts),
                                               wait_ms / 1e3)
                 metrics.history_fetch.observe(time.monotonic() - t0)
+                metrics.history_events.observe(len(hist["hist_item"]))
                 return arrays.with_history(hist), "store", None
             except asyncio.TimeoutError:
                 reason = "store_unavailable"

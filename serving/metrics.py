@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 _LATENCY_BUCKETS = (.001, .0025, .005, .01, .025, .05, .075, .1, .15, .2, .3, .5, .75, 1.0,
                     1.5, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+_EVENT_BUCKETS = (0, 1, 4, 16, 64, 256, 1024, 4096)
 
 
 class ServerMetrics:
@@ -39,6 +40,10 @@ class ServerMetrics:
         self.history_fetch = Histogram("armjax_history_fetch_seconds",
                                        "user-log store reads on the request path",
                                        buckets=_LATENCY_BUCKETS, registry=r)
+        self.history_events = Histogram(
+            "armjax_history_events", "events a successful store read returned (cut to the "
+            "tier's L); a jump in the 0 bucket is a store that lost its data, which is no "
+            "failure", buckets=_EVENT_BUCKETS, registry=r)
         self.store_fallbacks = Counter("armjax_store_fallbacks_total",
                                        "requests served history-free on the cheapest tier "
                                        "because the user-log store failed", ["reason"],

@@ -56,6 +56,15 @@ def test_history_from_store_matches_inline(serve, fakes, payload, expected, tiny
     np.testing.assert_allclose(out2["scores"], expected(tiny_tiers["large"], q), rtol=1e-6)
     text = httpx.get(url + "/metrics").text
     assert metric(text, "armjax_history_fetch_seconds_count") == 1
+    # events per read: 12 here; a user (or a whole store) with no events falls in le="0",
+    # a successful read, so no fallback counts it
+    assert metric(text, "armjax_history_events_sum") == 12
+    assert metric(text, "armjax_history_events_bucket", le="0.0") == 0
+    empty = httpx.post(url + "/v1/rank", json={**body, "user_id": 8}).json()
+    assert empty["history_source"] == "store" and empty["degraded"] is False
+    text = httpx.get(url + "/metrics").text
+    assert metric(text, "armjax_history_events_bucket", le="0.0") == 1
+    assert metric(text, "armjax_store_fallbacks_total") == 0
 
 
 def test_corrupt_value_degrades(serve, fakes, payload, lmdb_logs):
