@@ -46,6 +46,21 @@ def _f(default: Any, lo: float | None = None, hi: float | None = None,
     return field(default=default, metadata=meta)
 
 
+def _check_fields(obj: Any, prefix: str) -> None:
+    """Type, range and choice checks of every field, as `from_dict` makes for YAML and
+    overrides, for a config built in Python (directly or by `dataclasses.replace`), which
+    otherwise failed later as a KeyError or ZeroDivisionError inside the model, or not at
+    all (`dropout=1.5`). The error names the key, the value and what is allowed; a value
+    the loader would convert (an int for a float, a list for a tuple) is stored converted."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(obj, f.name)
+        checked = _coerce(hints[f.name], value, key, f.metadata)
+        if checked is not value:
+            object.__setattr__(obj, f.name, checked)
+
+
 @dataclass(frozen=True)
 class FeaturesConfig:
     """The request schema shared by every tier."""
@@ -67,6 +82,7 @@ class FeaturesConfig:
                     "matching compares")
 
     def __post_init__(self) -> None:
+        _check_fields(self, "features")
         tasks = self.tasks
         if not tasks or len(set(tasks)) != len(tasks) or not all(tasks):
             raise ConfigError(
@@ -129,6 +145,7 @@ class ModelConfig:
                           doc="target-attention implementation")
 
     def __post_init__(self) -> None:
+        _check_fields(self, "model")
         if self.summary_history > self.history_len:
             raise ConfigError(
                 f"model.summary_history={self.summary_history} must be <= "
@@ -183,6 +200,7 @@ class TrainConfig:
     log_every: int = _f(50, 1, 10**9)
 
     def __post_init__(self) -> None:
+        _check_fields(self, "train")
         check_rank_loss_batch(self.rank_loss_weight, self.batch_size, self.candidates,
                               f"train.batch_size={self.batch_size} x train.candidates="
                               f"{self.candidates}")
@@ -197,6 +215,7 @@ class ServingConfig:
     deadline_ms: float = _f(200.0, 1.0, 60000.0)
 
     def __post_init__(self) -> None:
+        _check_fields(self, "serving")
         for name in ("batch_buckets", "candidate_buckets"):
             vals = getattr(self, name)
             if not vals or list(vals) != sorted(set(vals)) or min(vals) < 1:
@@ -219,6 +238,9 @@ class LayerQuant:
     act_scale: float = _f(1.0, 0.0, 1e30, doc="float8: calibrated input scale (amax / 448)")
     reason: str = _f("", doc="why this format (chosen / no gain on this backend / ...)")
 
+    def __post_init__(self) -> None:
+        _check_fields(self, f"quant.layers[{self.layer!r}]")
+
 
 @dataclass(frozen=True)
 class QuantConfig:
@@ -230,6 +252,9 @@ class QuantConfig:
     holdout_auc_drop: float = _f(0.0, -1.0, 1.0, doc="whole model, held-out set (measured)")
     model_speedup: float = _f(1.0, 0.0, 1e3, doc="whole model at the timed serving shape "
                                                  "(measured; 1.0 when nothing is quantized)")
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "quant")
 
 
 @dataclass(frozen=True)
@@ -243,7 +268,11 @@ class TierConfig:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
 
+    def __post_init__(self) -> None:
+        _check_fields(self, "")
+
     def to_dict(self) -> dict[str, Any]:
+        """Plain dicts, lists and scalars (what `tier_from_dict` and `from_dict` read back)."""
         return _to_plain(self)
 
 
@@ -353,7 +382,8 @@ def from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
 
 def _coerce(tp: Any, value: Any, key: str, meta: Any) -> Any:
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, key)
+        # an instance was checked when it was built
+        return value if isinstance(value, tp) else from_dict(tp, value, key)
     origin = typing.get_origin(tp)
     if origin is tuple:
         (inner, *_rest) = typing.get_args(tp)

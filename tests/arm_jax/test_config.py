@@ -2,7 +2,19 @@ import dataclasses
 
 import pytest
 
-from arm_jax.config import ConfigError, ModelConfig, load_features, load_tier, tier_from_dict, tier_names
+from arm_jax.config import (
+    ConfigError,
+    FeaturesConfig,
+    LayerQuant,
+    ModelConfig,
+    ServingConfig,
+    TierConfig,
+    TrainConfig,
+    load_features,
+    load_tier,
+    tier_from_dict,
+    tier_names,
+)
 
 
 def test_every_checked_in_config_loads():
@@ -112,3 +124,34 @@ def test_configs_are_read_only():
     t = load_tier("small")
     with pytest.raises(AttributeError):
         t.model.d_model = 8  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: ModelConfig(activation="tanh"),
+     "model.activation='tanh': allowed values are relu, gelu, silu"),
+    (lambda: ModelConfig(dtype="float16"), "model.dtype='float16': allowed values are"),
+    (lambda: ModelConfig(dropout=1.5), "model.dropout=1.5 is out of range: allowed 0.0..0.9"),
+    (lambda: dataclasses.replace(load_tier("small").model, fm_tokens=0),
+     "model.fm_tokens=0 is out of range: allowed 1..1024"),
+    (lambda: FeaturesConfig(sparse_hash_size=0), "features.sparse_hash_size=0 is out of range"),
+    (lambda: TrainConfig(learning_rate=-1), "train.learning_rate=-1.0 is out of range"),
+    (lambda: ServingConfig(deadline_ms=0), "serving.deadline_ms=0.0 is out of range"),
+    (lambda: LayerQuant(layer="a", format="int4"),
+     "quant.layers['a'].format='int4': allowed values are"),
+    (lambda: TierConfig(name=3), "name=3: expected a string"),
+])
+def test_configs_built_in_python_are_checked_like_loaded_ones(build, message):
+    # a config built directly or by dataclasses.replace skipped these checks: tanh and
+    # float16 failed later as KeyError/ValueError inside the Ranker, fm_tokens=0 as a
+    # ZeroDivisionError, and dropout=1.5 built a model
+    with pytest.raises(ConfigError) as e:
+        build()
+    assert str(e.value).startswith(message)
+
+
+def test_configs_built_in_python_are_converted_like_loaded_ones():
+    m = ModelConfig(age_bias_slope=1, d_model=64)
+    assert isinstance(m.age_bias_slope, float) and m.age_bias_slope == 1.0
+    assert ServingConfig(batch_buckets=[1, 2]).batch_buckets == (1, 2)
+    t = load_tier("small")
+    assert tier_from_dict(t.to_dict()) == t
