@@ -60,14 +60,18 @@ class RequestBatch:
 
     @property
     def num_requests(self) -> int:
+        """b: requests in the batch."""
         return self.req_sparse.shape[0]
 
     @property
     def num_candidates(self) -> int:
+        """c: candidate slots per request (padded ones included)."""
         return self.cand_sparse.shape[1]
 
     @property
     def history_len(self) -> int:
+        """l: history slots per request (the array's length, not a tier's L; hist_len holds
+        each request's valid events)."""
         return self.hist_item.shape[1]
 
     def truncate_history(self, max_len: int) -> "RequestBatch":

@@ -20,13 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 from flax import nnx
 
 from arm_jax import strict_json
 from arm_jax.config import TierConfig, tier_from_dict
 from arm_jax.data.outputs import check_output_dir
 from arm_jax.file_digest import PARAMS_DIGEST, digest_files, params_problem
+
+# _import_orbax_note: orbax is imported where it is used, never at module level. Importing
+# it logs through absl (an ArrayHandler built at import time), and absl's first log call
+# runs logging.basicConfig() when the root logger has no handler: `import arm_jax.checkpoint`
+# (or arm_jax.train.*, which import it) gave an application a root StreamHandler, after
+# which its own logging.basicConfig(level=...) did nothing.
 
 
 class CheckpointError(RuntimeError):
@@ -55,6 +60,8 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
                     metrics: dict[str, Any] | None = None) -> Path:
     """Write config, params and metrics; refuses to overwrite another kind of directory
     (`check_save_target`)."""
+    import orbax.checkpoint as ocp  # here, not at import: see _import_orbax_note
+
     d = check_save_target(directory)
     d.mkdir(parents=True, exist_ok=True)
     # config.json is the commit marker, written last: a save that fails part way leaves
@@ -140,6 +147,8 @@ def check_params_digest(directory: str | Path) -> None:
 def load_checkpoint(directory: str | Path, shardings: Any = None
                     ) -> tuple[str, TierConfig, nnx.GraphDef, Any]:
     """-> (kind, tier, graphdef, params). `shardings`: optional pytree matching params."""
+    import orbax.checkpoint as ocp  # here, not at import: see _import_orbax_note
+
     d = Path(directory).resolve()
     kind, tier = read_config(d)
     abstract = nnx.eval_shape(lambda: build_model(kind, tier))

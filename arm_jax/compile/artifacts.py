@@ -59,6 +59,7 @@ class LoadedTier:
 
     @property
     def buckets(self) -> list[Bucket]:
+        """The compiled (B, N) buckets, sorted."""
         return sorted(self._executables)
 
     @property
@@ -66,6 +67,8 @@ class LoadedTier:
         return self.config.model.history_len
 
     def select_bucket(self, b: int, n: int) -> Bucket:
+        """The smallest compiled bucket holding b requests x n candidates; BucketError
+        naming the largest one when none does."""
         return select_bucket(self.buckets, b, n)
 
     def score(self, batch: Any) -> ScoreResult:

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
-import grain
 import numpy as np
 from tqdm import tqdm
 
@@ -26,6 +25,11 @@ from arm_jax.config import FeaturesConfig
 from arm_jax.data.catalog import ItemCatalog, empty_catalog
 from arm_jax.data.synthetic import Examples
 from arm_jax.store.base import Events, UserLogStore, check_stored_actions
+
+# grain is imported where it is used: it imports orbax, which sets up the root logger at
+# import (arm_jax.checkpoint: _import_orbax_note)
+if TYPE_CHECKING:
+    import grain
 
 
 def join_threads(num_threads: int | None = None) -> int:
@@ -137,6 +141,8 @@ def joined_dataset(examples: Examples, store: UserLogStore, features: FeaturesCo
     Order is deterministic (the order of `iterate_batches` for the same seed); it starts
     at batch `first_batch` without joining the ones before (a resumed run).
     `catalog` gives history events their side ids (None: unknown, UNKNOWN_SIDE)."""
+    import grain
+
     if batch_size < 1 or max_len < 1:
         raise ValueError(f"batch_size={batch_size} and max_len={max_len} must be >= 1")
     if first_batch < 0:

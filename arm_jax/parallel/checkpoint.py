@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 
 from arm_jax.checkpoint import CheckpointError, check_stored
 from arm_jax.file_digest import digest_files, first_mismatch
@@ -48,6 +47,8 @@ class ShardedCheckpointer:
         """`read_only=True` (for restoring) creates nothing: a root holding no sharded
         checkpoint is a CheckpointError, where a writer would start a new one there (a
         mistyped path used to become an empty checkpoint and "no restorable step")."""
+        import orbax.checkpoint as ocp  # not at import (arm_jax.checkpoint: _import_orbax_note)
+
         self.root = Path(directory).resolve()
         self.digests = self.root / "digests"
         self.read_only = read_only
@@ -75,6 +76,8 @@ class ShardedCheckpointer:
     # ------------------------------------------------------------------ save
     def save(self, step: int, params: Any, opt_state: Any = None) -> None:
         """Start saving `step`; returns once device buffers are copied (not written)."""
+        import orbax.checkpoint as ocp  # not at import (arm_jax.checkpoint: _import_orbax_note)
+
         self._check_writable(f"save step {step}")
         self._finalize()
         items = {"params": ocp.args.StandardSave(params)}
@@ -169,6 +172,8 @@ class ShardedCheckpointer:
         The targets' leaf paths, shapes and dtypes must be those saved (any mesh): a
         difference is a CheckpointError naming the leaf, never a silent cast. Cast after
         restoring if another dtype is wanted."""
+        import orbax.checkpoint as ocp  # not at import (arm_jax.checkpoint: _import_orbax_note)
+
         from arm_jax.compile.weights import stored_tree
 
         self._finalize()

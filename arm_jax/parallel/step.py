@@ -122,6 +122,8 @@ class ShardedModel:
                        donate_argnums=(0, 1) if donate else ())
 
     def optimizer_shardings(self, tx: optax.GradientTransformation) -> Any:
+        """NamedShardings of `tx`'s state: moments like their parameters, the rest replicated
+        (for a jit of one's own step: `jax.jit(tx.init, out_shardings=...)`)."""
         return optimizer_shardings(tx, self.abstract_params, self.param_sh, self.mesh)
 
     def predict(self, batch_like: RequestBatch) -> Callable:
