@@ -78,13 +78,6 @@ def _check(args: argparse.Namespace) -> int:
     from arm_jax.config import load_tier
     from arm_jax.data.examples_file import load_examples
 
-    if "=" in args.file and not Path(args.file).exists():
-        # argparse gives the first word to FILE: `data check key=value FILE` put an
-        # override there and the file among the overrides
-        files = [o for o in args.overrides if "=" not in o]
-        if len(files) == 1:
-            args.overrides = [args.file, *(o for o in args.overrides if o != files[0])]
-            args.file = files[0]
     tier = load_tier(args.tier, args.overrides)
     ex = load_examples(args.file, tier.features)
     real = int(ex.cand_mask.sum())

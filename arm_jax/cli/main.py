@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from pathlib import Path
 
 from arm_jax import stack_versions
 from arm_jax.cli import bench_cmd, train_cmd
@@ -79,26 +80,55 @@ def parse_args(argv: list[str] | None = None,
     """
     parser = parser or build_parser()
     args, extra = parser.parse_known_args(argv)
+    takes = isinstance(getattr(args, "overrides", None), list)
     if extra:
-        takes = isinstance(getattr(args, "overrides", None), list)
         if not takes or any(a.startswith("-") or "=" not in a for a in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = [*args.overrides, *extra]
+    if takes:
+        _overrides_out_of_positionals(_command_parser(parser, args), args)
     return args
+
+
+def _overrides_out_of_positionals(command: argparse.ArgumentParser,
+                                  args: argparse.Namespace) -> None:
+    """argparse hands the first words to the positionals: in `data check key=value FILE`
+    FILE got the override and the file went among the overrides, and in `serve --fake
+    small key=value` the optional artifact directory took it. A positional holding
+    `key=value` that names no existing path goes back to the overrides; a required one
+    takes the one override that is no `key=value`."""
+    for action in command._actions:
+        value = getattr(args, action.dest, None)
+        if (action.option_strings or action.dest == "overrides" or not isinstance(value, str)
+                or "=" not in value or Path(value).exists()):
+            continue
+        plain = [o for o in args.overrides if "=" not in o]
+        if action.nargs == "?":
+            args.overrides = [value, *args.overrides]
+            setattr(args, action.dest, None)
+        elif len(plain) == 1:
+            args.overrides = [value, *(o for o in args.overrides if o != plain[0])]
+            setattr(args, action.dest, plain[0])
+
+
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace
+                    ) -> argparse.ArgumentParser:
+    """The (sub)parser of the command `args` was parsed for (`bench store`, `data check`)."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        name = getattr(args, subs[0].dest, None) if subs else None
+        if name not in (subs[0].choices if subs else {}):
+            return parser
+        parser = subs[0].choices[name]
 
 
 def command_options(parser: argparse.ArgumentParser, args: argparse.Namespace
                     ) -> dict[str, str]:
     """{dest: option} of the (sub)command `args` was parsed for, e.g. {"users": "--users"}:
     the library names its arguments (`users=0: must be >= 1`), the CLI user typed options."""
-    while True:
-        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        name = getattr(args, subs[0].dest, None) if subs else None
-        if name not in (subs[0].choices if subs else {}):
-            break
-        parser = subs[0].choices[name]
     return {a.dest: max(a.option_strings, key=len)
-            for a in parser._actions if a.option_strings and a.dest != "help"}
+            for a in _command_parser(parser, args)._actions
+            if a.option_strings and a.dest != "help"}
 
 
 def main(argv: list[str] | None = None) -> int:

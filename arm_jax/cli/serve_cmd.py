@@ -136,8 +136,6 @@ def _bench_wire(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from serving.settings import ServerSettings
 
-    if args.fake and args.artifacts and "=" in args.artifacts:  # argparse took an override
-        args.overrides, args.artifacts = [args.artifacts, *args.overrides], None
     if (args.artifacts is None) == (args.fake is None):
         raise ValueError("give an artifact directory or --fake TIERS (not both)")
     if args.overrides and not args.fake:

@@ -16,6 +16,16 @@ def test_overrides_may_follow_options():
     assert args.overrides == ["train.seed=1"]
 
 
+def test_overrides_may_come_before_a_positional():
+    """argparse gives the first word to the positional; it goes back to the overrides."""
+    args = parse_args(["data", "check", "features.tasks=[like]", "a.npz", "train.seed=1"])
+    assert args.file == "a.npz" and args.overrides == ["features.tasks=[like]", "train.seed=1"]
+    args = parse_args(["serve", "--fake", "small", "model.d_model=64"])    # optional one
+    assert args.artifacts is None and args.overrides == ["model.d_model=64"]
+    args = parse_args(["serve", "art=1", "--fake", "small"])
+    assert args.artifacts is None and args.overrides == ["art=1"]
+
+
 @pytest.mark.parametrize("argv, stray", [
     (["train", "model.d_model=64", "--steps", "5", "oops"], "oops"),
     (["train", "--steps", "5", "--stepz=6"], "--stepz=6"),
