@@ -158,16 +158,17 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         left = budget - (time.monotonic() - t_start) * 1e3 - reserve
         return max(1.0, min(settings.history_timeout_ms, left))
 
-    async def fetch_history(req: RankOptions, arrays: RankArrays, wait_ms: float
+    async def fetch_history(req: RankOptions, arrays: RankArrays, n: int, t_start: float
                             ) -> tuple[RankArrays, str, str | None]:
         """-> (arrays with history, history source, store failure reason or None).
-        One store read per request, waited on for at most `wait_ms`; any failure
+        One store read per request, waited on for at most `store_wait_ms`; any failure
         degrades, never raises."""
         if arrays.has_inline_history or req.user_id is None:
             return arrays, ("inline" if arrays.hist_item.size else "none"), None
         if state["store"] is None and not settings.history_store:
             reason = "store_not_configured"
         else:
+            wait_ms = store_wait_ms(req, n, t_start)     # only when the store is read
             t0 = time.monotonic()
             ts = req.ts if req.ts is not None else int(time.time())
             try:
@@ -312,7 +313,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             return _error(503, "server", state["warm_error"] or "warming up", reason="not_ready",
                           headers={"Retry-After": "1"})
         arrays, history_source, store_failure = await fetch_history(
-            req, arrays, store_wait_ms(req, batch.num_candidates, t_start))
+            req, arrays, batch.num_candidates, t_start)
         if history_source == "store":
             batch = pack_batch(arrays, feats, registry.max_candidates, side_ids)
         n = batch.num_candidates

@@ -8,10 +8,11 @@ shutdown, which drains the batchers.
 from __future__ import annotations
 
 import copy
-import logging.config
+import logging
 import math
 import signal
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -35,8 +36,18 @@ def logging_config(level: str) -> dict[str, Any]:
 
 
 def configure_logging(level: str) -> None:
-    """Apply `logging_config` now: the server logs while loading, before uvicorn starts."""
-    logging.config.dictConfig(logging_config(level))
+    """The `serving` logger as `logging_config` sets it, now: the server logs while
+    loading, before uvicorn starts. Not through dictConfig, which closes every existing
+    handler of the process (uvicorn applies the whole config when the server starts)."""
+    import uvicorn.logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(uvicorn.logging.DefaultFormatter(
+        uvicorn.config.LOGGING_CONFIG["formatters"]["default"]["fmt"]))
+    logger = logging.getLogger("serving")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False
 
 
 def uvicorn_config(app: FastAPI, settings: ServerSettings,
