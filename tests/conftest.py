@@ -47,3 +47,21 @@ def _serving_logger_restored():
     saved = (list(logger.handlers), logger.propagate, logger.level)
     yield
     logger.handlers[:], logger.propagate, logger.level = saved
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Free jax's caches and freeze what is left before an xdist worker reports it is done.
+
+    After the last test, pytest runs five full garbage collections (to surface late
+    unraisable exceptions); on a worker's heap, with jax's GC callback on each, they could
+    take longer than the 5 s execnet waits before it sends the worker a SIGINT, which was
+    printed as a `KeyboardInterrupt` in `_xla_gc_callback` at the end of a passing run.
+    Here the work happens before xdist's `workerfinished` (its hook wraps this one), and
+    the frozen heap makes pytest's collections scan only what is created after it."""
+    import gc
+    import sys
+
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()
+    gc.collect()
+    gc.freeze()
