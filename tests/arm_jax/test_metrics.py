@@ -100,6 +100,10 @@ def test_evaluate_per_task_with_mask():
         assert set(res[name]) == {"auc", "logloss", "ne"}
         assert res[name]["auc"] == pytest.approx(auc(y[..., t][m], p[..., t][m]))
         assert res[name]["logloss"] == pytest.approx(logloss(y[..., t][m], p[..., t][m]))
+        # NE over the same masked candidates: their log loss over their own base rate
+        rate = y[..., t][m].mean()
+        base = -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+        assert res[name]["ne"] == pytest.approx(res[name]["logloss"] / base)
     with pytest.raises(ValueError, match="tasks"):
         evaluate(y, p, m, ("click",))
 

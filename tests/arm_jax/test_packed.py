@@ -50,11 +50,22 @@ def test_recent_selection_matches_reference(seed):
         np.testing.assert_allclose(batch.cand_dense[i, :nc], req["cand_dense"], rtol=1e-6)
 
 
+def test_event_relevance_ranks_stronger_actions_and_recent_events_higher():
+    """The reference below reads event_relevance itself: pin down what it must mean."""
+    rel = lambda a, g: float(np.asarray(event_relevance(np.array([a]), np.array([g])))[0])  # noqa: E731
+    assert rel(3, 100.0) > rel(2, 100.0) > rel(0, 100.0)     # same age: stronger action
+    assert rel(1, 10.0) > rel(1, 1000.0) > rel(1, 1e5)       # same action: more recent
+    assert rel(3, 100.0) > rel(0, 10.0)                      # ... even when somewhat older
+
+
 def test_topk_selection_keeps_the_most_relevant_events_most_recent_first():
     reqs = _requests(5, n=4)
     packed = pack(reqs, event_capacity=128, candidate_capacity=32, side_fields=2)
     batch = jax.jit(lambda p: unpack(p, candidates=8, history=6, selection="topk",
                                      scan_events=32))(packed)
+    recent = jax.jit(lambda p: unpack(p, candidates=8, history=6))(packed)
+    # not the recency cut under another name: some request keeps an older, stronger event
+    assert not np.array_equal(np.asarray(batch.hist_item), np.asarray(recent.hist_item))
     for i, req in enumerate(reqs):
         item, action, gap, side = _reference(req, 32)
         score = np.asarray(event_relevance(action, gap))

@@ -42,6 +42,11 @@ def test_history_past_hist_len_is_ignored():
     junk[0, 2:] += 17
     junk[1] += 5
     np.testing.assert_allclose(model(batch.replace(hist_item=junk)), model(batch), atol=1e-6)
+    # ... while the events within hist_len are read: a history ignored altogether passed
+    seen = batch.hist_item.copy()
+    seen[0, :2] += 17
+    moved = np.abs(np.asarray(model(batch.replace(hist_item=seen))) - np.asarray(model(batch)))
+    assert moved[0].min() > 1e-6 and moved[1].max() == 0
 
 
 def test_trains_and_beats_chance_on_synthetic_data():

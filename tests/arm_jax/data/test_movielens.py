@@ -225,3 +225,9 @@ def test_a_rated_movie_missing_from_movies_csv_reads_alike_as_candidate_and_hist
     data = load_movielens(d)
     side = data.catalog.lookup(np.array([[7]]))[0, 0]
     assert side.tolist() == [0] * len(side)
+    for ex in (data.train, data.test):     # the candidate's side slots: the same ids
+        is_7 = ex.cand_mask & (ex.cand_sparse[..., MOVIE_FIELD] == 7)
+        for row in ex.cand_sparse[is_7]:
+            assert row[1:].tolist() == side.tolist()
+    assert sum(int((e.cand_mask & (e.cand_sparse[..., MOVIE_FIELD] == 7)).sum())
+               for e in (data.train, data.test)) == 2

@@ -79,11 +79,14 @@ def test_learned_policy_finds_the_signal_and_meets_budgets(features, batch, tmp_
         p = pol.set_budget(budget)
         choice = np.asarray(pol.choose(batch))
         share = (choice == "large").mean()
-        assert share <= p + 1e-9
+        # within budget, and using it: these are the fit set's own predictions, so the
+        # share sent large is p to a few requests (the quantile's rounding, ties); sending
+        # fewer (all small, say) would also be "within budget"
+        assert p - 0.02 <= share <= p + 1e-9, (share, p)
         mean_cost = share * LARGE.flops_per_request + (1 - share) * SMALL.flops_per_request
         assert mean_cost <= budget * LARGE.flops_per_request * (1 + 1e-9)
-        if share > 0:     # the large share goes to the requests with the biggest true gain
-            assert gain[choice == "large"].mean() > gain[choice == "small"].mean()
+        # the large share goes to the requests with the biggest true gain
+        assert gain[choice == "large"].mean() > gain[choice == "small"].mean()
     pol.set_budget(0.5)
     path = pol.save(tmp_path / "policy.json")
     again = load_policy(f"learned:{path}", [SMALL, MEDIUM, LARGE],
@@ -107,6 +110,10 @@ def test_load_aware_steps_down_under_pressure(batch):
     busy = {"large": 3.0, "medium": 1.5, "small": 0.5}
     hot = LoadAwarePolicy(base, order, lambda tier, i: busy[tier])
     assert set(hot.choose(batch)) == {"small"} and all(hot.last_degraded)
+    # one step down when that tier keeps up: the next cheaper tier, not the floor
+    warm = LoadAwarePolicy(base, order, lambda tier, i: {"large": 3.0, "medium": 0.8,
+                                                         "small": 0.1}[tier])
+    assert set(warm.choose(batch)) == {"medium"} and all(warm.last_degraded)
     everything_hot = LoadAwarePolicy(base, order, lambda tier, i: 9.0)
     assert set(everything_hot.choose(batch)) == {"small"}   # cheapest is the floor
 
