@@ -44,6 +44,37 @@ def test_a_tight_deadline_closes_the_group_at_once_and_is_served(tiny_tiers):
     assert time.monotonic() - t0 < 1.0
 
 
+def test_a_request_whose_budget_ran_out_while_queued_fails_fast_and_is_never_run(
+        tiny_tiers, gated):
+    # A holds the executor for ~400 ms; B (budget 200 ms, estimate 20 ms) waits behind it.
+    # When B's turn comes it can no longer finish in time: DeadlineExceeded, and it is not
+    # run late (the executor sees A's call only).
+    cfg = tiny_tiers["small"]
+    ex = gated(cfg)
+    bt = MicroBatcher(ex, window_ms=0, estimate_ms=lambda b: 20.0)
+    bt.start()
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        a = pending(loop, cfg, 5, 10.0)
+        bt.submit(a)
+        await asyncio.to_thread(ex.entered.wait, 5)       # A is running
+        b = pending(loop, cfg, 20, 0.2)                  # another bucket: never grouped with A
+        bt.submit(b)
+        await asyncio.sleep(0.4)
+        ex.gate.set()
+        return await asyncio.gather(a.future, b.future, return_exceptions=True)
+
+    try:
+        got_a, got_b = asyncio.run(run())
+    finally:
+        ex.gate.set()
+        bt.stop()
+    assert got_a.batch_size == 1
+    assert isinstance(got_b, batcher.DeadlineExceeded), got_b
+    assert ex.calls == 1
+
+
 def test_registry_stop_drains_every_tier_within_one_timeout(tiny_tiers, gated):
     ex = {n: gated(t, flops_per_pair=1e6 * (i + 1))
           for i, (n, t) in enumerate(tiny_tiers.items())}

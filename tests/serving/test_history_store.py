@@ -39,11 +39,24 @@ def lmdb_logs(tmp_path):
 def test_history_from_store_matches_inline(serve, fakes, payload, expected, tiny_tiers, lmdb_logs,
                                            metric):
     url = serve(fakes, ServerSettings(deadline_ms=BUDGET_MS, history_store=f"lmdb://{lmdb_logs.path}"))
+    scored, real_score = [], fakes["large"].score
+
+    def recording(batch):      # the fake's scores read only hist_len: check the events too
+        scored.append(batch)
+        return real_score(batch)
+
+    fakes["large"].score = recording
     p = payload(candidates=5, history=0, seed=1)
     body = {**_strip_history(p), "user_id": 7, "ts": T0, "tier": "large"}
     out = httpx.post(url + "/v1/rank", json=body, timeout=10).json()
     assert out["history_source"] == "store" and out["degraded"] is False
     assert out["degraded_reason"] is None and out["tier"] == "large"
+    # the 12 newest events strictly before the request's ts, newest first, gaps from ts
+    b = scored[-1]
+    assert int(np.asarray(b.hist_len)[0]) == 12
+    np.testing.assert_array_equal(np.asarray(b.hist_item)[0], np.arange(116, 104, -1))
+    np.testing.assert_array_equal(np.asarray(b.hist_action)[0], np.arange(116, 104, -1) % 4)
+    np.testing.assert_allclose(np.asarray(b.hist_gap)[0], 10.0 * np.arange(1, 13))
     # 17 events before T0, newest first; large L=12 reads 12 of them
     # no catalogue: the fetched events' side ids are unknown
     inline = {**p, "hist_item": list(range(116, 99, -1)), "hist_action": [0] * 17,

@@ -36,11 +36,23 @@ def test_rank_scores_ranking_tier_timings(serve, fakes, payload, tiny_tiers, exp
 def test_padding_never_ranked_and_history_over_L_is_cut(serve, fakes, payload, tiny_tiers,
                                                        expected):
     url = serve(fakes, ServerSettings(policy="fixed:small"))
+    scored, real_score = [], fakes["small"].score
+
+    def recording(batch):      # the fake caps hist_len itself: check what the tier was given
+        scored.append(batch)
+        return real_score(batch)
+
+    fakes["small"].score = recording
     p = payload(candidates=3, history=20)      # small reads L=4; bucket pads to 8 candidates
     out = httpx.post(url + "/v1/rank", json=p, timeout=10).json()
     assert sorted(out["ranking"]) == [0, 1, 2]
     np.testing.assert_allclose(out["scores"], expected(tiny_tiers["small"], p), rtol=1e-5,
                                atol=1e-6)
+    b = scored[-1]                             # the newest 4 events (histories newest first)
+    assert np.asarray(b.hist_len).tolist() == [4]
+    for f in ("hist_item", "hist_action"):
+        np.testing.assert_array_equal(np.asarray(getattr(b, f)), [p[f][:4]], err_msg=f)
+    np.testing.assert_array_equal(b.hist_gap, np.float32([p["hist_gap"][:4]]))
 
 
 def test_msgpack_matches_json(serve, fakes, payload):
@@ -65,17 +77,23 @@ def test_rules_policy_routes_by_history_and_value(serve, fakes, payload):
     assert tier(history=30, context={"intent": "prefetch"}) == "small"
 
 
-def test_micro_batching_packs_concurrent_requests(serve, tiny_tiers, payload):
+def test_micro_batching_packs_concurrent_requests(serve, tiny_tiers, payload, expected):
     fake = FakeExecutor(tiny_tiers["small"], delay_ms=60)
     url = serve({"small": fake}, ServerSettings(batch_window_ms=20, deadline_ms=5000))
     calls_before = fake.calls
+    # candidates 1..8 (one bucket, 8): requests of different sizes share a call
+    bodies = [payload(seed=i, candidates=i + 1) for i in range(8)]
     with cf.ThreadPoolExecutor(8) as pool:
-        outs = list(pool.map(lambda i: httpx.post(url + "/v1/rank", json=payload(seed=i),
-                                                  timeout=20).json(), range(8)))
+        outs = list(pool.map(lambda b: httpx.post(url + "/v1/rank", json=b,
+                                                  timeout=20).json(), bodies))
     assert all(o["tier"] == "small" for o in outs)
     assert max(o["batch_size"] for o in outs) > 1
     assert fake.calls - calls_before < 8
     assert {tuple(o["bucket"]) for o in outs} <= {(1, 8), (4, 8)}
+    for body, o in zip(bodies, outs):     # each request gets its own row of the batch
+        want = expected(tiny_tiers["small"], body)
+        np.testing.assert_allclose(o["scores"], want, rtol=1e-5, atol=1e-6)
+        assert o["ranking"] == np.argsort(-want[:, 0], kind="stable").tolist()
 
 
 def test_readyz_only_after_warmup(tiny_tiers, payload):
