@@ -14,13 +14,17 @@ def register(sub: argparse._SubParsersAction, plugins: list = ()) -> None:
     bsub = p.add_subparsers(dest="bench", metavar="NAME", required=True)
 
     s = bsub.add_parser("sharing", help="shared (request-oriented) vs per-pair latency, FLOPs, MFU")
-    s.add_argument("--tier", default="large")
-    s.add_argument("--candidates", type=positive_ints, default=(16, 64, 256, 1024))
-    s.add_argument("--repeats", type=positive_int, default=7)
+    s.add_argument("--tier", default="large", help="tier whose model is timed (random init)")
+    s.add_argument("--candidates", type=positive_ints, default=(16, 64, 256, 1024),
+                   help="candidate counts N, comma-separated (each <= features.max_candidates)")
+    s.add_argument("--repeats", type=positive_int, default=7,
+                   help="timed rounds per N, median (per-pair gets fewer if slow: ~60 s budget)")
     s.add_argument("--pair-chunk", type=positive_int, default=32,
                    help="pairs per step of the per-pair mode (bounds its memory)")
-    s.add_argument("--out", default="bench-results/sharing.json")
-    s.add_argument("overrides", nargs="*", metavar="key=value")
+    s.add_argument("--out", default="bench-results/sharing.json",
+                   help="JSON results path; a PNG is written beside it")
+    s.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="tier config overrides, e.g. model.d_model=64")
     s.set_defaults(func=_sharing)
 
     for module in plugins:

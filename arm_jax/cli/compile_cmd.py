@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "(XLA cost analysis), bytes accessed, peak memory. "
                                    "--verify checks every file's sha256 and exits 1 naming "
                                    "each bad or missing file.")
-    i.add_argument("artifacts")
+    i.add_argument("artifacts", help="artifact directory from `arm-jax export`")
     i.add_argument("--verify", action="store_true", help="check every file's hash")
     i.add_argument("--json", action="store_true", help="print rows as JSON")
     i.set_defaults(func=_inspect)
@@ -54,14 +54,16 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                     "times fresh subprocesses from process start to the first scored "
                     "request: (a) loading the artifacts, (b) building the model and compiling "
                     "the same buckets from scratch. ratio = compile_s / load_s.")
-    c.add_argument("--tiers", default="small,medium,large")
+    c.add_argument("--tiers", default="small,medium,large",
+                   help="comma-separated tiers to export (random init) and time")
     c.add_argument("--batch-buckets", default=None, help="override the configured buckets")
     c.add_argument("--candidate-buckets", default=None, help="override the configured buckets")
     c.add_argument("--repeats", type=positive_int, default=1,
                    help="subprocess runs per side (median)")
     c.add_argument("--workdir", default="bench-results/coldstart-work",
                    help="checkpoints and artifacts are written here")
-    c.add_argument("--out", default="bench-results/coldstart.json")
+    c.add_argument("--out", default="bench-results/coldstart.json",
+                   help="JSON results path; a PNG is written beside it")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="tier config overrides")
     c.set_defaults(func=_coldstart)
 

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None,
                    help="write the plan as YAML (rows, groups, tier overrides)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="features.* overrides, and model.d_model")
     p.set_defaults(func=_embeddings_plan)
 
     m = sub.add_parser(
@@ -44,8 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Predict per-device bytes (parameters, AdamW state and temporaries for "
                     "training; parameters and activations for a serving bucket) on a "
                     "data x model mesh, on paper. Exit 0 if everything fits, 1 otherwise.")
-    m.add_argument("--tier", required=True)
-    m.add_argument("--devices", type=positive_int, required=True)
+    m.add_argument("--tier", required=True, help="tier to plan (name in configs/tiers)")
+    m.add_argument("--devices", type=positive_int, required=True,
+                   help="devices of the data x model mesh (divisible by --data-parallel)")
     m.add_argument("--device-memory", required=True, help="bytes per device, e.g. 80GiB")
     m.add_argument("--data-parallel", type=positive_int, default=1,
                    help="size of the 'data' mesh axis (model axis = devices / this)")
@@ -57,23 +59,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--candidates", type=positive_int, default=None,
                    help="serving bucket candidates (default: largest candidate bucket; not "
                         "with --mode train)")
-    m.add_argument("--mode", choices=("both", "serve", "train"), default="both")
+    m.add_argument("--mode", choices=("both", "serve", "train"), default="both",
+                   help="plan serving, training or both")
     m.add_argument("--min-shard-bytes", type=non_negative_int, default=None,
                    help="parameters smaller than this stay replicated (default 1 MiB)")
-    m.add_argument("--json", action="store_true")
-    m.add_argument("overrides", nargs="*", metavar="key=value")
+    m.add_argument("--json", action="store_true", help="print the plan as JSON instead of tables")
+    m.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="tier config overrides, e.g. model.d_model=64")
     m.set_defaults(func=_plan)
 
 
 def register_bench(bsub: argparse._SubParsersAction) -> None:
     b = bsub.add_parser("embeddings", help="sharded vs single-device lookups, planner vs XLA, "
                                            "pruning savings (runs on 8 host devices)")
-    b.add_argument("--devices", type=positive_int, default=8)
+    b.add_argument("--devices", type=positive_int, default=8,
+                   help="host CPU devices to run on (even; --rows and --lookups multiples of it)")
     b.add_argument("--rows", type=positive_int, default=1 << 18, help="table rows")
-    b.add_argument("--dim", type=positive_int, default=64)
+    b.add_argument("--dim", type=positive_int, default=64, help="table width (floats per row)")
     b.add_argument("--lookups", type=positive_int, default=1 << 16, help="ids per call")
-    b.add_argument("--repeats", type=positive_int, default=20)
-    b.add_argument("--out", default="bench-results/embeddings.json")
+    b.add_argument("--repeats", type=positive_int, default=20,
+                   help="timed lookup rounds, median (layouts interleaved)")
+    b.add_argument("--out", default="bench-results/embeddings.json",
+                   help="JSON results path; a PNG is written beside it")
     b.set_defaults(func=_bench)
 
 

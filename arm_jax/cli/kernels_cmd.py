@@ -16,9 +16,11 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                         description="Median ms per method at every (N, k), log-log slopes of "
                                     "time against N, and the targets at the largest N.")
     t.add_argument("--n", type=positive_ints, default=(4096, 65536, 1048576), help="row lengths")
-    t.add_argument("--k", type=positive_ints, default=(16, 256))
+    t.add_argument("--k", type=positive_ints, default=(16, 256),
+                   help="top-K sizes, comma-separated (each <= the smallest --n)")
     t.add_argument("--repeats", type=positive_int, default=15, help="timed rounds (round-robin)")
-    t.add_argument("--out", default="bench-results/topk.json")
+    t.add_argument("--out", default="bench-results/topk.json",
+                   help="JSON results path; a PNG is written beside it")
     t.set_defaults(func=_topk)
 
     b = bsub.add_parser("broadcast",
@@ -26,13 +28,18 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                         description="Bytes (XLA cost analysis; the kernel's cost estimate) and "
                                     "time of target attention with the request's K/V broadcast "
                                     "to every candidate vs read once per request.")
-    b.add_argument("--candidates", type=positive_ints, default=(64, 256, 1024))
+    b.add_argument("--candidates", type=positive_ints, default=(64, 256, 1024),
+                   help="candidate counts N, comma-separated")
     b.add_argument("--batch", type=positive_int, default=1, help="requests")
-    b.add_argument("--d-model", type=positive_int, default=128)
+    b.add_argument("--d-model", type=positive_int, default=128,
+                   help="model width d (divisible by --heads)")
     b.add_argument("--history", type=positive_int, default=1024, help="L")
-    b.add_argument("--heads", type=positive_int, default=4)
-    b.add_argument("--repeats", type=positive_int, default=7)
-    b.add_argument("--out", default="bench-results/broadcast.json")
+    b.add_argument("--heads", type=positive_int, default=4,
+                   help="attention heads (head width = --d-model / heads)")
+    b.add_argument("--repeats", type=positive_int, default=7,
+                   help="timed rounds per N, median (paths interleaved)")
+    b.add_argument("--out", default="bench-results/broadcast.json",
+                   help="JSON results path; a PNG is written beside it")
     b.set_defaults(func=_broadcast)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from arm_jax import stack_versions
 from arm_jax.cli import bench_cmd, train_cmd
 from arm_jax.cli.errors import run_cli
+from arm_jax.cli.help_format import ArmJaxParser
 
 
 OPTIONAL_COMMANDS = ("compile_cmd", "serve_cmd", "kernels_cmd", "store_cmd", "log_store_cmd",
@@ -17,7 +18,7 @@ OPTIONAL_COMMANDS = ("compile_cmd", "serve_cmd", "kernels_cmd", "store_cmd", "lo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArmJaxParser(
         prog="arm-jax",
         description="Request-oriented ads ranking in JAX: train, export, serve, benchmark.")
     parser.add_argument("--version", action=_PrintVersion,

@@ -22,8 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--budget-auc", type=float, default=0.001,
                    help="largest allowed held-out AUC drop (default 0.001)")
     q.add_argument("--out", required=True, help="output directory (checkpoint/, artifacts/)")
-    q.add_argument("--calib-requests", type=int, default=128)
-    q.add_argument("--holdout-requests", type=int, default=256)
+    q.add_argument("--calib-requests", type=int, default=128,
+                   help="synthetic requests for calibration and layer sensitivity (>= 32; "
+                        "whole batches of 32)")
+    q.add_argument("--holdout-requests", type=int, default=256,
+                   help="synthetic requests the plan's AUC drop is checked on (>= 32; whole "
+                        "batches of 32)")
     q.add_argument("--candidates", type=int, default=None,
                    help="serving candidates the layers are timed at (default: largest bucket)")
     q.add_argument("--sweep-all", action="store_true",
@@ -44,15 +48,26 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                    help="use a trained checkpoint instead (or a directory of per-tier ones)")
     b.add_argument("--steps", type=int, default=60,
                    help="training steps when no checkpoint (large: ~5-6 s each here)")
-    b.add_argument("--candidates", type=positive_ints, default=(256, 1024))
-    b.add_argument("--calib-requests", type=int, default=128)
-    b.add_argument("--holdout-requests", type=int, default=256)
-    b.add_argument("--test-requests", type=int, default=512)
-    b.add_argument("--budget-auc", type=float, default=0.001)
-    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--candidates", type=positive_ints, default=(256, 1024),
+                   help="candidates per request to time, comma-separated (layers are timed "
+                        "for the plan at the largest)")
+    b.add_argument("--calib-requests", type=int, default=128,
+                   help="synthetic requests for calibration and layer sensitivity (>= 32; "
+                        "whole batches of 32)")
+    b.add_argument("--holdout-requests", type=int, default=256,
+                   help="synthetic requests the plan's AUC drop is checked on (>= 32; whole "
+                        "batches of 32)")
+    b.add_argument("--test-requests", type=int, default=512,
+                   help="synthetic requests each variant's test AUC is measured on (>= 32; "
+                        "whole batches of 32)")
+    b.add_argument("--budget-auc", type=float, default=0.001,
+                   help="largest allowed held-out AUC drop of the selective plan")
+    b.add_argument("--repeats", type=int, default=7,
+                   help="timed rounds per N, median (variants interleaved)")
     b.add_argument("--sweep-all", action="store_true",
                    help="also measure sensitivity of formats that do not gain speed here")
-    b.add_argument("--out", default="bench-results/precision.json")
+    b.add_argument("--out", default="bench-results/precision.json",
+                   help="JSON results path; a PNG is written beside it")
     b.set_defaults(func=_bench)
 
 

@@ -28,8 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "admission, hot weight swap, Prometheus metrics. Binds 127.0.0.1 unless "
                     "--host says otherwise. SIGTERM drains in-flight requests.")
     s.add_argument("artifacts", nargs="?", help="artifact directory from `arm-jax export`")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; a non-loopback one warns without --token")
+    s.add_argument("--port", type=int, default=8000,
+                   help="TCP port to bind (0: a free one, named in the start-up line)")
     s.add_argument("--token", default=os.environ.get("ARM_JAX_TOKEN"),
                    help="bearer token required on every endpoint (default: $ARM_JAX_TOKEN)")
     s.add_argument("--admin-token", default=os.environ.get("ARM_JAX_ADMIN_TOKEN"),
@@ -38,7 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="routing: rules | fixed:<tier> | learned:<policy.json>")
     s.add_argument("--deadline-ms", type=float, default=None,
                    help="default request budget (default: the routed tier's serving.deadline_ms)")
-    s.add_argument("--batch-window-ms", type=float, default=2.0)
+    s.add_argument("--batch-window-ms", type=float, default=2.0,
+                   help="ms the batcher waits from a tier's oldest queued request to fill a "
+                        "batch (0: no wait)")
     s.add_argument("--max-queue", type=int, default=64, help="waiting requests per tier")
     s.add_argument("--max-body-bytes", type=int, default=None,
                    help="larger bodies get 413 unread (default: 64 bytes per number of the "
@@ -47,16 +51,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--fake", default=None, metavar="TIERS",
                    help="serve deterministic fake executors for these config tiers "
                         "(e.g. small,medium,large) instead of artifacts: a demo / test mode")
-    s.add_argument("--fake-delay-ms", type=non_negative_float, default=0.0)
+    s.add_argument("--fake-delay-ms", type=non_negative_float, default=0.0,
+                   help="ms each call of a --fake executor sleeps (simulated compute per batch)")
     s.add_argument("--history-store", default=None, metavar="URL",
                    help="user-log store for requests sending user_id instead of hist_* "
                         "(lmdb://PATH or redis://HOST:PORT/DB); outages degrade, never 5xx")
-    s.add_argument("--history-timeout-ms", type=float, default=100.0)
+    s.add_argument("--history-timeout-ms", type=float, default=100.0,
+                   help="most ms a request waits on --history-store (less if the history-free "
+                        "fallback would miss its deadline)")
     s.add_argument("--catalog", default=None, metavar="PATH.npz",
                    help="item catalogue (ItemCatalog.save): side ids (e.g. advertiser, topic) "
                         "of history items sent without hist_side or read from the store; "
                         "without it they are unknown and scores are worse")
-    s.add_argument("--log-level", default="warning", type=str.lower, choices=LOG_LEVELS)
+    s.add_argument("--log-level", default="warning", type=str.lower, choices=LOG_LEVELS,
+                   help="log level of the server and uvicorn (stderr)")
     s.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides for --fake tiers")
     s.set_defaults(func=_serve)
@@ -65,16 +73,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Send requests at --rate per second for --duration seconds "
                                    "(open loop) and report p50/p95/p99, throughput, tier mix "
                                    "and errors.")
-    g.add_argument("--url", default="http://127.0.0.1:8000")
+    g.add_argument("--url", default="http://127.0.0.1:8000",
+                   help="base URL of a running `arm-jax serve`")
     g.add_argument("--rate", type=positive_float, required=True, help="requests per second")
     g.add_argument("--duration", type=positive_float, required=True, help="seconds (bounded)")
-    g.add_argument("--candidates", type=positive_int, default=64)
-    g.add_argument("--history", type=non_negative_int, default=64)
+    g.add_argument("--candidates", type=positive_int, default=64, help="candidates per request")
+    g.add_argument("--history", type=non_negative_int, default=64,
+                   help="inline history events per request")
     g.add_argument("--wire", choices=("json", "msgpack", "arrow"), default="json",
                    help="body format: JSON, msgpack or an Arrow IPC stream (needs pyarrow)")
     g.add_argument("--msgpack", action="store_true", help="the same as --wire msgpack")
-    g.add_argument("--token", default=os.environ.get("ARM_JAX_TOKEN"))
-    g.add_argument("--max-in-flight", type=positive_int, default=512)
+    g.add_argument("--token", default=os.environ.get("ARM_JAX_TOKEN"),
+                   help="the server's bearer token (default: $ARM_JAX_TOKEN)")
+    g.add_argument("--max-in-flight", type=positive_int, default=512,
+                   help="requests awaiting an answer at most; arrivals past it count as "
+                        "client_dropped")
     g.add_argument("--out", default=None, help="also write the report as JSON")
     g.set_defaults(func=_loadgen)
 
@@ -91,13 +104,16 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     r.add_argument("--candidates", type=positive_int, default=None,
                    help="candidates per request for the FLOPs figure (default: the data's)")
     r.add_argument("--max-requests", type=positive_int, default=None, help="cap held-out requests")
-    r.add_argument("--out", default="bench-results/routing.json")
+    r.add_argument("--out", default="bench-results/routing.json",
+                   help="JSON results path; a PNG and the learned policy (<stem>-policy.json) "
+                        "go beside it")
     r.set_defaults(func=_bench_routing)
 
     v = bsub.add_parser("serve", help="server latency vs the executable alone; 2x overload")
     v.add_argument("artifacts", help="artifact directory from `arm-jax export`")
-    v.add_argument("--tier", default="large")
-    v.add_argument("--candidates", type=positive_int, default=256)
+    v.add_argument("--tier", default="large",
+                   help="tier of the artifacts to time (served with --policy fixed:<tier>)")
+    v.add_argument("--candidates", type=positive_int, default=256, help="candidates per request")
     v.add_argument("--history", type=non_negative_int, default=None,
                    help="events (default: tier's L)")
     v.add_argument("--duration", type=positive_float, default=10.0, help="seconds per load phase")
@@ -106,7 +122,8 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                         "a lone request at once")
     v.add_argument("--wire", choices=("json", "msgpack", "arrow"), default="json",
                    help="request and answer format (arrow needs pyarrow)")
-    v.add_argument("--out", default="bench-results/serve.json")
+    v.add_argument("--out", default="bench-results/serve.json",
+                   help="JSON results path; a PNG is written beside it")
     v.set_defaults(func=_bench_serve)
 
     w = bsub.add_parser("wire", help="/v1/rank body formats: JSON vs msgpack vs Arrow IPC",
@@ -115,12 +132,17 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                                     "Arrow IPC bodies (needs pyarrow), at each candidate "
                                     "count; no server or model involved.")
     w.add_argument("--tier", default="large", help="whose request schema to use")
-    w.add_argument("--candidates", type=positive_ints, default=(16, 256, 1024))
+    w.add_argument("--candidates", type=positive_ints, default=(16, 256, 1024),
+                   help="candidates per request, comma-separated (each <= "
+                        "features.max_candidates)")
     w.add_argument("--history", type=non_negative_int, default=256,
                    help="inline history events per request")
-    w.add_argument("--repeats", type=positive_int, default=15)
-    w.add_argument("--out", default="bench-results/wire.json")
-    w.add_argument("overrides", nargs="*", metavar="key=value")
+    w.add_argument("--repeats", type=positive_int, default=15,
+                   help="timed rounds per count, median (formats interleaved)")
+    w.add_argument("--out", default="bench-results/wire.json",
+                   help="JSON results path; a PNG is written beside it")
+    w.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides of the requests' schema, e.g. features.max_history=512")
     w.set_defaults(func=_bench_wire)
 
 

@@ -14,20 +14,23 @@ from arm_jax.cli.argtypes import positive_float, positive_int
 def register_bench(bsub: argparse._SubParsersAction) -> None:
     s = bsub.add_parser("store", help="storage ratio (one log copy per user vs histories "
                                       "materialized per example) and join throughput")
-    s.add_argument("--users", type=int, default=1000)
+    s.add_argument("--users", type=int, default=1000, help="synthetic users, one log each")
     s.add_argument("--history-median", type=positive_float, default=1500.0,
                    help="median events per user log")
-    s.add_argument("--requests-per-user", type=int, default=50)
-    s.add_argument("--candidates", type=int, default=16)
+    s.add_argument("--requests-per-user", type=int, default=50,
+                   help="examples drawn per user (examples = users x this)")
+    s.add_argument("--candidates", type=int, default=16, help="candidates per example")
     s.add_argument("--history-len", type=int, default=1024, help="L joined per example")
     s.add_argument("--join-examples", type=int, default=4000,
                    help="examples joined for the throughput figure")
-    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--batch-size", type=int, default=64,
+                   help="examples per join batch for the throughput figure")
     s.add_argument("--threads", type=positive_int, default=None,
                    help="grain background join threads (default: CPUs - 1, 1..4)")
     s.add_argument("--redis", default=None, metavar="URL",
                    help="existing Redis (default: start a throwaway redis-server)")
-    s.add_argument("--out", default="bench-results/store.json")
+    s.add_argument("--out", default="bench-results/store.json",
+                   help="JSON results path; a PNG is written beside it")
     s.set_defaults(func=_store)
 
     m = bsub.add_parser("movielens", help="logistic regression vs small vs large tier on "
@@ -64,7 +67,9 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
                    help="run the whole bench at each training seed (train.seed) and print "
                         "the mean, spread and paired large-minus-other differences over "
                         "seeds (~10 min per seed with the defaults)")
-    m.add_argument("--out", default="bench-results/movielens.json")
+    m.add_argument("--out", default="bench-results/movielens.json",
+                   help="JSON results path; beside it a PNG, <stem>-scores.npz and, with small "
+                        "and large, <stem>-routing.png (--seeds: per seed as <stem>-seedN*)")
     m.add_argument("overrides", nargs="*", metavar="key=value",
                    help="tier config overrides applied to every model")
     m.set_defaults(func=_movielens)
