@@ -44,7 +44,7 @@ def order_key(x: jax.Array) -> jax.Array:
     raise KernelError(f"x.dtype={x.dtype}: top-K supports floating dtypes and int32")
 
 
-def fill_value(dtype) -> jax.Array:
+def fill_value(dtype: jnp.dtype) -> jax.Array:
     """Value of an unfillable output slot: -inf (floats) or the integer minimum."""
     if jnp.issubdtype(dtype, jnp.floating):
         return jnp.array(-jnp.inf, dtype)
@@ -136,6 +136,7 @@ def rowwise(fn: Callable[[jax.Array, int], tuple[jax.Array, jax.Array]], x: jax.
 
 
 def check_k(x: jax.Array, k: int) -> None:
+    """KernelError unless k is a static non-negative int and x has an axis to select along."""
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 0:
         raise KernelError(f"k={k!r}: must be a non-negative Python int (static)")
     if x.ndim < 1:

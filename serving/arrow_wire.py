@@ -55,6 +55,7 @@ def require_arrow() -> None:
 
 
 def arrow_available() -> bool:
+    """Whether pyarrow can be imported (Arrow IPC bodies are optional: `arm-jax[arrow]`)."""
     try:
         require_arrow()
     except ArrowUnavailable:

@@ -213,6 +213,9 @@ def _checkpoint_figures(devices: int, rows: int = 1 << 20, repeats: int = 3
 def run_embeddings_bench(devices: int = 8, rows: int = 1 << 18, dim: int = 64,
                          lookups: int = 1 << 16, repeats: int = 20,
                          out_json: str | Path | None = None) -> dict[str, Any]:
+    """Sharded vs single-device lookups, the planner against XLA's memory analysis, pruning,
+    and how long an async save blocks (see the module docstring); needs `devices` devices in
+    this process (the CLI starts a child with them). Prints the table, writes JSON and a PNG."""
     check_sizes(devices, rows, lookups)
     if jax.device_count() < devices:
         raise ValueError(f"bench embeddings needs {devices} devices, this process has "

@@ -32,6 +32,9 @@ def run_precision_bench(tier_name: str = "large", checkpoint: str | None = None,
                         repeats: int = 7, sweep_all: bool = False,
                         out_json: str | Path | None = None, progress: bool = True
                         ) -> dict[str, Any]:
+    """f32 vs the selective plan (chosen within `budget_auc` on held-out requests) vs every
+    dense layer in one format: test AUC, log loss and latency per candidate count
+    (interleaved); prints the table, writes JSON and a PNG (see the module docstring)."""
     from arm_jax.checkpoint import load_checkpoint
     from arm_jax.config import load_tier
     from arm_jax.data.random_batch import random_batch

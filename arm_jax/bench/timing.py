@@ -62,6 +62,8 @@ def compiled_flops(compiled: Any) -> float:
 
 
 def cost_analysis(compiled: Any) -> dict[str, float]:
+    """XLA's cost analysis of a compiled executable as one dict (jax versions differ on
+    whether it is a dict or a list of one)."""
     ca = compiled.cost_analysis()
     if isinstance(ca, (list, tuple)):
         ca = ca[0] if ca else {}
@@ -69,6 +71,7 @@ def cost_analysis(compiled: Any) -> dict[str, float]:
 
 
 def machine_info() -> dict[str, Any]:
+    """What every benchmark JSON records about where it ran."""
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -6,6 +6,8 @@ values in Python per request.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 
@@ -23,7 +25,8 @@ def hash_ids(ids: jax.Array, salt: jax.Array | int, size: int) -> jax.Array:
     return (x % jnp.uint32(size)).astype(jnp.int32)
 
 
-def check_field_count(ids: jax.Array, num_fields: int, fields=None,
+def check_field_count(ids: jax.Array, num_fields: int,
+                      fields: Sequence[int] | None = None,
                       error: type[ValueError] = ValueError) -> None:
     """`error` (at trace time) unless the ids' last dim is one id per field looked up:
     `num_fields`, or `len(fields)` when `fields` picks some. Ids of another width would

@@ -70,7 +70,8 @@ def test_resumed_run_ends_bit_identical(run_setup, tmp_path):
                              checkpoint_every=3, resume=True)
     assert again.metrics["resumed_at_step"] == 6
     c = _leaves(again.params)
-    assert all(np.array_equal(x, y) for x, y in zip(a, c)) and again.losses == straight.losses
+    assert len(a) == len(c) and all(np.array_equal(x, y) for x, y in zip(a, c))
+    assert again.losses == straight.losses
     checkpoints = TrainStateCheckpoints(out, run_identity("ranker", tier, STEPS), every=3)
     checkpoints.checkpointer.verify(9)
     checkpoints.close()
