@@ -15,6 +15,7 @@ import asyncio
 import bisect
 import collections
 import dataclasses
+import logging
 import threading
 import time
 from typing import Any, Callable
@@ -23,6 +24,8 @@ import numpy as np
 
 from arm_jax.batch import RequestBatch
 from serving.executor import TierExecutor
+
+log = logging.getLogger(__name__)
 
 
 class DeadlineExceeded(RuntimeError):
@@ -33,9 +36,11 @@ class ShuttingDown(RuntimeError):
     """The batcher stopped before the request ran."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Pending:
-    """One request (a RequestBatch of b=1) waiting for its tier's executor."""
+    """One request (a RequestBatch of b=1) waiting for its tier's executor. Compared by
+    identity: the queue's `remove` compared a request of another bucket field by field,
+    numpy arrays included, which raised and killed the tier's worker thread."""
 
     batch: RequestBatch
     n: int
@@ -207,19 +212,28 @@ class MicroBatcher:
             group = self._take_group()
             if group is None:
                 return
-            now = time.monotonic()
-            nb = self.cand_bucket(max(p.n for p in group))
-            est_s = self.estimate_ms((self.batch_bucket(len(group)), nb)) / 1e3
-            live = []
-            for p in group:
-                if p.future.done():          # client went away / timed out
-                    continue
-                if p.deadline <= now + est_s:  # cannot finish in time: do not run it late
-                    _fail(p, DeadlineExceeded("the budget ran out while queued"))
-                else:
-                    live.append(p)
-            if live:
-                self._execute(live)
+            try:
+                self._run_group(group)
+            except Exception as e:  # noqa: BLE001 - the worker must outlive any one group
+                log.exception("tier worker: a batch failed outside the executor call")
+                for p in group:      # those already answered keep their answer
+                    _fail(p, e)
+
+    def _run_group(self, group: list[Pending]) -> None:
+        """Drop requests gone or out of time, run the rest as one executor call."""
+        now = time.monotonic()
+        nb = self.cand_bucket(max(p.n for p in group))
+        est_s = self.estimate_ms((self.batch_bucket(len(group)), nb)) / 1e3
+        live = []
+        for p in group:
+            if p.future.done():          # client went away / timed out
+                continue
+            if p.deadline <= now + est_s:  # cannot finish in time: do not run it late
+                _fail(p, DeadlineExceeded("the budget ran out while queued"))
+            else:
+                live.append(p)
+        if live:
+            self._execute(live)
 
     def _execute(self, group: list[Pending]) -> None:
         t0 = time.monotonic()
@@ -235,21 +249,24 @@ class MicroBatcher:
                 top_s = np.asarray(res.top_scores)
             finally:
                 self.busy.stop()
+            compute_ms = (time.monotonic() - t0) * 1e3
+            bucket = tuple(int(x) for x in res.bucket)
+            answers = []     # every answer built before any is sent: a short result fails all
+            for i, p in enumerate(group):
+                keep = (top_i[i] >= 0) & (top_i[i] < p.n)     # -1: a slot no candidate fills
+                answers.append(Scored(
+                    probs=probs[i, :p.n], top_indices=top_i[i][keep],
+                    top_scores=top_s[i][keep], bucket=bucket,
+                    queue_ms=(t0 - p.enqueued) * 1e3, compute_ms=compute_ms,
+                    batch_size=len(group)))
         except Exception as e:  # noqa: BLE001 - every waiting request gets the error
             for p in group:
                 _fail(p, e)
             return
-        t1 = time.monotonic()
-        compute_ms = (t1 - t0) * 1e3
-        bucket = tuple(int(x) for x in res.bucket)
         if self.on_batch is not None:
             self.on_batch(bucket, len(group), compute_ms)
-        for i, p in enumerate(group):
-            keep = (top_i[i] >= 0) & (top_i[i] < p.n)     # -1: a slot no candidate fills
-            _resolve(p, Scored(
-                probs=probs[i, :p.n], top_indices=top_i[i][keep], top_scores=top_s[i][keep],
-                bucket=bucket, queue_ms=(t0 - p.enqueued) * 1e3, compute_ms=compute_ms,
-                batch_size=len(group)))
+        for p, answer in zip(group, answers):
+            _resolve(p, answer)
 
 
 def pack_requests(batches: list[RequestBatch], history_len: int) -> RequestBatch:

@@ -133,3 +133,73 @@ def test_ratio_counts_a_running_call_and_forgets_old_ones(monkeypatch):
     assert busy.ratio() == pytest.approx(0.2)
     clock.t += 10.0
     assert busy.ratio() == 0.0
+
+
+def test_a_group_taken_past_a_request_of_another_bucket_is_served_and_the_worker_lives(
+        tiny_tiers, gated):
+    # X holds the executor; A (8-bucket), B (32-bucket), C (8-bucket) queue behind it in that
+    # order. Next group: [A, C], taken out of the queue past B.
+    cfg = tiny_tiers["small"]
+    ex = gated(cfg)
+    bt = MicroBatcher(ex, window_ms=0, estimate_ms=lambda b: 1.0)
+    bt.start()
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        x = pending(loop, cfg, 5, 10.0)
+        bt.submit(x)
+        await asyncio.to_thread(ex.entered.wait, 5)
+        a, b, c = (pending(loop, cfg, n, 10.0) for n in (5, 20, 3))
+        for p in (a, b, c):
+            bt.submit(p)
+        ex.gate.set()
+        done, _ = await asyncio.wait([p.future for p in (x, a, b, c)], timeout=5)
+        return [p.future.result() if p.future in done else None for p in (x, a, b, c)]
+
+    try:
+        got = asyncio.run(run())
+        alive = bt._thread is not None and bt._thread.is_alive()
+    finally:
+        ex.gate.set()
+        bt.stop(timeout=2)
+    assert all(s is not None for s in got), got          # every request answered in time
+    assert [s.probs.shape[0] for s in got] == [5, 5, 20, 3]   # each its own row
+    assert [s.batch_size for s in got] == [1, 2, 1, 2]        # A and C shared a call
+    assert alive and bt.depth == 0
+
+
+def test_an_executor_answering_a_malformed_result_fails_that_batch_and_the_worker_lives(
+        tiny_tiers):
+    from serving.executor import ScoreResult
+
+    cfg = tiny_tiers["small"]
+    ex = FakeExecutor(cfg)
+    real = ex.score
+
+    def one_row_short(batch):
+        r = real(batch)
+        return ScoreResult(r.probs[:-1], r.top_indices[:-1], r.top_scores[:-1], r.bucket)
+
+    ex.score = one_row_short
+    bt = MicroBatcher(ex, window_ms=0, estimate_ms=lambda b: 1.0)
+    bt.start()
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        bad = pending(loop, cfg, 5, 10.0)
+        bt.submit(bad)
+        await asyncio.wait([bad.future], timeout=3)
+        ex.score = real
+        good = pending(loop, cfg, 5, 10.0)
+        bt.submit(good)
+        await asyncio.wait([good.future], timeout=3)
+        return bad.future, good.future
+
+    try:
+        bad, good = asyncio.run(run())
+        alive = bt._thread is not None and bt._thread.is_alive()
+    finally:
+        bt.stop(timeout=2)
+    assert bad.done() and bad.exception() is not None     # failed at once, not left waiting
+    assert good.done() and good.result().probs.shape[0] == 5
+    assert alive

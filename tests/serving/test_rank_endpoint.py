@@ -224,3 +224,85 @@ def test_health_checks_answer_head_as_well_as_get(serve, fakes):
     for path in ("/healthz", "/readyz"):
         r = httpx.head(url + path, timeout=5)
         assert r.status_code == 200 and r.content == b"", (path, r.status_code)
+
+
+def _wait_queued(url: str, metric, tier: str, depth: int, timeout: float = 10.0) -> None:
+    """Until the tier's queue-depth gauge reads `depth` (AssertionError after `timeout`)."""
+    import time
+
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        text = httpx.get(url + "/metrics", timeout=5).text
+        if metric(text, "armjax_queue_depth", tier=tier) == depth:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"queue depth of {tier} never reached {depth}")
+
+
+def test_an_executor_failing_a_batch_answers_every_request_of_it_and_serves_the_next(
+        serve, tiny_tiers, gated, payload, expected, metric):
+    """Each request of a failed batch gets the JSON 500 at once, not only the first (the
+    others used to be able to wait out their budget); the worker then serves the next."""
+    ex = gated(tiny_tiers["small"])
+    ex.gate.set()                                      # open for the warm-up timing
+    url = serve({"small": ex}, ServerSettings(deadline_ms=20000, batch_window_ms=0))
+    ex.gate.clear()
+    ex.entered.clear()
+    gated_score, sizes = ex.score, []
+
+    def failing(batch):
+        sizes.append(batch.num_requests)
+        gated_score(batch)
+        raise RuntimeError("device lost")
+
+    ex.score = failing
+    bodies = [payload(seed=i, candidates=5) for i in range(4)]
+    with cf.ThreadPoolExecutor(4) as pool:
+        first = pool.submit(httpx.post, url + "/v1/rank", json=bodies[0], timeout=15)
+        assert ex.entered.wait(10)                     # the first call holds the executor
+        rest = [pool.submit(httpx.post, url + "/v1/rank", json=b, timeout=15)
+                for b in bodies[1:]]
+        _wait_queued(url, metric, "small", 3)                  # the other three: one batch
+        ex.gate.set()
+        results = [f.result() for f in (first, *rest)]
+    assert sizes == [1, 3]
+    for r in results:
+        assert r.status_code == 500 and r.headers["content-type"] == "application/json", r.text
+        assert (r.json()["error"]["field"], r.json()["error"]["reason"]) == ("server",
+                                                                             "internal")
+    ex.score = gated_score
+    r = httpx.post(url + "/v1/rank", json=bodies[2], timeout=10)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["scores"], expected(tiny_tiers["small"], bodies[2]),
+                               rtol=1e-5, atol=1e-6)
+    text = httpx.get(url + "/metrics").text
+    assert metric(text, "armjax_rejects_total", reason="internal") == 4
+    assert metric(text, "armjax_queue_depth", tier="small") == 0
+
+
+def test_requests_of_two_candidate_buckets_queued_together_are_each_served(
+        serve, tiny_tiers, gated, payload, expected, metric):
+    """Queued behind a running call: A (5 candidates, bucket 8), B (20, bucket 32), C (3,
+    bucket 8). A and C share the next call, B the one after; each gets its own scores, the
+    queue empties, and the tier serves the next request."""
+    ex = gated(tiny_tiers["small"])
+    ex.gate.set()                                      # open for the warm-up timing
+    url = serve({"small": ex}, ServerSettings(deadline_ms=3000, batch_window_ms=0))
+    ex.gate.clear()
+    ex.entered.clear()
+    bodies = [payload(seed=i, candidates=c) for i, c in enumerate((5, 5, 20, 3))]
+    with cf.ThreadPoolExecutor(4) as pool:
+        futs = [pool.submit(httpx.post, url + "/v1/rank", json=bodies[0], timeout=15)]
+        assert ex.entered.wait(10)
+        for i, body in enumerate(bodies[1:], 1):      # queued in this order
+            futs.append(pool.submit(httpx.post, url + "/v1/rank", json=body, timeout=15))
+            _wait_queued(url, metric, "small", i)
+        ex.gate.set()
+        results = [f.result() for f in futs]
+    assert [r.status_code for r in results] == [200] * 4, [r.text for r in results]
+    for body, r in zip(bodies, results):
+        np.testing.assert_allclose(r.json()["scores"], expected(tiny_tiers["small"], body),
+                                   rtol=1e-5, atol=1e-6)
+    assert [r.json()["batch_size"] for r in results] == [1, 2, 1, 2]
+    assert httpx.post(url + "/v1/rank", json=bodies[1], timeout=10).status_code == 200
+    assert metric(httpx.get(url + "/metrics").text, "armjax_queue_depth", tier="small") == 0
