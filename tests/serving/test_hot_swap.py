@@ -177,3 +177,69 @@ def test_admin_mistakes_are_not_ranking_rejects_and_a_bad_file_is_a_409(swap_ser
     assert metric(text, "armjax_rejects_total") == 0
     assert metric(text, "armjax_weight_swaps_total", outcome="refused", tier="small") == 1
     assert fake.version == 0
+
+
+def test_failed_reloads_under_traffic_leave_the_tier_as_it_was(swap_server, payload, tiny_tiers,
+                                                              tmp_path, expected, metric):
+    """Every kind of failed reload (404, 409 shape, 409 damaged file, 422 tier, 500 unreadable)
+    made while requests run: those requests are all served by the weights in place, and after
+    it the tier still serves them, is still ready, keeps its version counter (the registry's,
+    reported when the executor gives none) and counts only the one swap that worked as ok."""
+    url, fake = swap_server
+    swap = fake.swap_weights
+    fake.swap_weights = lambda d: {k: v for k, v in swap(d).items() if k != "version"}
+    good = write_fake_weights(tmp_path / "good", shape=fake.weight_shape, scale=2.0)
+    wide = write_fake_weights(tmp_path / "wide", shape=(fake.weight_shape[0] + 1, 7), scale=9.0)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "fake_weights.json").write_text('{"shape": [1, ')
+    unreadable = tmp_path / "unreadable"
+    (unreadable / "fake_weights.json").mkdir(parents=True)       # a directory: OSError
+    r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(good)}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["version"] == 1, r.text
+
+    bodies = [payload(seed=i, candidates=4 + i) for i in range(4)]
+    stop, answers = threading.Event(), []
+
+    def load(k):
+        with httpx.Client(base_url=url, headers=AUTH, timeout=10) as c:
+            while not stop.is_set() and len(answers) < 2000:
+                body = bodies[(len(answers) + k) % len(bodies)]
+                r = c.post("/v1/rank", json=body)
+                answers.append((body, r.status_code, r.json()))
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        with httpx.Client(base_url=url, headers=AUTH, timeout=30) as admin:
+            for _ in range(3):
+                for path, tier, status in ((tmp_path / "nope", "small", 404),
+                                           (wide, "small", 409), (damaged, "small", 409),
+                                           (good, "huge", 422), (unreadable, "small", 500)):
+                    r = admin.post("/admin/reload", json={"tier": tier, "path": str(path)})
+                    assert r.status_code == status, r.text
+                    assert r.json()["error"]["field"] in ("path", "tier"), r.text
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert answers
+    for body, status, out in answers:
+        assert status == 200, out
+        assert _scale_of(expected, tiny_tiers["small"], body, out, [2.0]) == 2.0
+    assert httpx.get(url + "/readyz", headers=AUTH).status_code == 200
+    assert fake.version == 1
+    text = httpx.get(url + "/metrics", headers=AUTH).text
+    assert metric(text, "armjax_weight_swaps_total", tier="small", outcome="ok") == 1
+    assert metric(text, "armjax_weight_swaps_total", tier="small", outcome="not_found") == 3
+    assert metric(text, "armjax_weight_swaps_total", tier="small", outcome="refused") == 6
+    assert metric(text, "armjax_weight_swaps_total", tier="small", outcome="error") == 3
+    assert metric(text, "armjax_rejects_total") == 0
+    assert metric(text, "armjax_queue_depth", tier="small") == 0
+    good3 = write_fake_weights(tmp_path / "good3", shape=fake.weight_shape, scale=3.0)
+    r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(good3)}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text
+    body = bodies[0]
+    out = httpx.post(url + "/v1/rank", json=body, headers=AUTH, timeout=10).json()
+    assert _scale_of(expected, tiny_tiers["small"], body, out, [2.0, 3.0]) == 3.0
