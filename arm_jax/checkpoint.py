@@ -16,6 +16,7 @@ lets orbax allocate the arrays directly with the target shardings.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint directory is missing, incomplete or does not match the model."""
 
 
+KINDS = ("ranker", "logreg")   # the models build_model builds
+
+
 def build_model(kind: str, tier: TierConfig, seed: int = 0) -> nnx.Module:
     """The model a checkpoint's `kind` names, freshly initialised."""
     if kind == "ranker":
@@ -53,25 +57,39 @@ def build_model(kind: str, tier: TierConfig, seed: int = 0) -> nnx.Module:
         from arm_jax.baselines.logreg import LogisticRegression
 
         return LogisticRegression(tier.features, rngs=nnx.Rngs(seed))
-    raise CheckpointError(f"unknown model kind '{kind}'; expected 'ranker' or 'logreg'")
+    raise CheckpointError(f"unknown model kind '{kind}'; expected one of {KINDS}")
 
 
 def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, params: Any,
                     metrics: dict[str, Any] | None = None) -> Path:
     """Write config, params and metrics; refuses to overwrite another kind of directory
-    (`check_save_target`)."""
+    (`check_save_target`). Bad input (an unknown `kind`, metrics JSON cannot hold, params
+    orbax cannot write) is refused before an earlier checkpoint there is touched."""
     import orbax.checkpoint as ocp  # here, not at import: see _import_orbax_note
 
+    if kind not in KINDS:
+        raise CheckpointError(f"kind={kind!r}: unknown model kind; expected one of {KINDS}")
+    try:
+        metrics_text = None if metrics is None else strict_json.dumps(metrics, indent=2)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"metrics: cannot be written as JSON ({e})") from None
     d = check_save_target(directory)
     d.mkdir(parents=True, exist_ok=True)
-    # config.json is the commit marker, written last: a save that fails part way leaves
-    # no config (read_config refuses the directory), never a new config beside old params
+    new, old = d / _PARAMS_NEW, d / _PARAMS_OLD
+    with ocp.StandardCheckpointer() as ckptr:   # beside the old params until it is whole
+        ckptr.save(new, params, force=True)
+    # config.json is the commit marker, written last: a save that fails from here on
+    # leaves no config (read_config refuses the directory), never a new config beside old
+    # params
     (d / "config.json").unlink(missing_ok=True)
     (d / "metrics.json").unlink(missing_ok=True)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(d / "params", params, force=True)
-    if metrics is not None:
-        (d / "metrics.json").write_text(strict_json.dumps(metrics, indent=2))
+    if (d / "params").exists():
+        shutil.rmtree(old, ignore_errors=True)
+        (d / "params").rename(old)
+    new.rename(d / "params")
+    shutil.rmtree(old, ignore_errors=True)
+    if metrics_text is not None:
+        (d / "metrics.json").write_text(metrics_text)
     tmp = d / "config.json.tmp"
     # the digest of params/ rides in the commit marker: a load checks it before orbax reads
     tmp.write_text(json.dumps({"kind": kind, "tier": tier.to_dict(),
@@ -81,7 +99,9 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
 
 
 # what a save, an interrupted save or a training run (`arm_jax.train.resume`) leaves
-_OWN_ENTRIES = {"config.json", "config.json.tmp", "params", "metrics.json", "train_state"}
+_PARAMS_NEW, _PARAMS_OLD = "params.saving", "params.replaced"
+_OWN_ENTRIES = {"config.json", "config.json.tmp", "params", "metrics.json", "train_state",
+                _PARAMS_NEW, _PARAMS_OLD}
 _ORBAX_TMP = "params.orbax-checkpoint-tmp"
 
 
@@ -106,7 +126,8 @@ def check_save_target(directory: str | Path, what: str = "checkpoint directory")
                                   "is not an arm-jax checkpoint's (no 'kind' and 'tier')")
         return d
     foreign = sorted(p.name for p in d.iterdir()
-                     if p.name not in _OWN_ENTRIES and not p.name.startswith(_ORBAX_TMP))
+                     if p.name not in _OWN_ENTRIES
+                     and not p.name.startswith((_ORBAX_TMP, _PARAMS_NEW)))
     if foreign and not (d / "params").is_dir():
         raise CheckpointError(f"{d}: refusing to save a checkpoint into a non-empty directory "
                               f"that is not one (no config.json, no params/; holds "

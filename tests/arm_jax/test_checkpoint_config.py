@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -46,10 +47,12 @@ def test_a_failed_save_never_pairs_a_new_config_with_old_params(tiny_overrides, 
                                                                 monkeypatch):
     """save_checkpoint wrote config.json before the params: a save that failed (full disk,
     Ctrl-C) over an earlier checkpoint of the same shapes left the new config beside the old
-    weights, and load_checkpoint returned them as if trained with it."""
+    weights, and load_checkpoint returned them as if trained with it. Now the new params
+    are written beside the old ones first: a failed write leaves the earlier checkpoint
+    whole (its own config, params and metrics)."""
     import orbax.checkpoint as ocp
 
-    from arm_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from arm_jax.checkpoint import load_checkpoint, read_metrics, save_checkpoint
     from arm_jax.config import load_tier
     from arm_jax.model import Ranker
 
@@ -66,9 +69,8 @@ def test_a_failed_save_never_pairs_a_new_config_with_old_params(tiny_overrides, 
         m.setattr(ocp.StandardCheckpointer, "save", disk_full)
         with pytest.raises(OSError):
             save_checkpoint(d, kind="ranker", tier=new, params=params, metrics={"auc": 0.1})
-    with pytest.raises(CheckpointError, match="config.json missing"):
-        load_checkpoint(d)
-    assert not (d / "metrics.json").exists()
+    assert load_checkpoint(d)[1].model.activation == "relu"         # the earlier one, whole
+    assert read_metrics(d) == {"auc": 0.7}
     save_checkpoint(d, kind="ranker", tier=new, params=params)     # a retry completes it
     assert load_checkpoint(d)[1].model.activation == "gelu"
 
@@ -185,3 +187,51 @@ def test_a_checkpoint_saved_without_a_digest_still_loads(tiny_overrides, tmp_pat
     del cfg[PARAMS_DIGEST]
     (d / "config.json").write_text(json.dumps(cfg))
     assert load_checkpoint(d)[0] == "ranker"
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"metrics": {("click", "auc"): 0.7}}, "metrics"),       # a key json cannot write
+    ({"metrics": {"auc": object()}}, "metrics"),             # a value json cannot write
+    ({"kind": "rnaker"}, "kind"),                            # a typo'd kind
+    ({"params": {"w": np.array(["a", "b"])}}, None),         # params orbax cannot write
+], ids=["tuple-key-metric", "object-metric", "unknown-kind", "string-params"])
+def test_bad_save_input_leaves_the_previous_checkpoint_loadable(tiny_overrides, tmp_path, bad,
+                                                                field):
+    """Bad input to a save over an earlier checkpoint is refused (a typed error naming the
+    field) before anything of the earlier checkpoint is deleted or overwritten: the save
+    deleted config.json and overwrote params/ first, so the earlier checkpoint was lost."""
+    from arm_jax.checkpoint import CheckpointError, load_checkpoint, read_metrics, save_checkpoint
+    from arm_jax.config import load_tier
+    from arm_jax.model import Ranker
+
+    tier = load_tier("small", list(tiny_overrides))
+    params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0)))[1]
+    d = save_checkpoint(tmp_path / "ck", kind="ranker", tier=tier, params=params,
+                        metrics={"auc": 0.7})
+    before = {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError if field else Exception) as err:
+        save_checkpoint(d, **{"kind": "ranker", "tier": tier, "params": params, **bad})
+    if field:
+        assert str(err.value).startswith(f"{field}")
+    after = {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()
+             if not p.relative_to(d).parts[0].startswith("params.saving")}
+    assert after == before
+    assert load_checkpoint(d)[0] == "ranker" and read_metrics(d) == {"auc": 0.7}
+    # and the same directory takes a good save afterwards
+    save_checkpoint(d, kind="ranker", tier=tier, params=params, metrics={"auc": 0.8})
+    assert read_metrics(d) == {"auc": 0.8} and not (d / "params.saving").exists()
+
+
+def test_numpy_scalars_in_metrics_are_written_as_numbers(tiny_overrides, tmp_path):
+    """A count summed with numpy (np.int64) was a TypeError from json, after the save had
+    deleted the earlier checkpoint."""
+    from arm_jax.checkpoint import read_metrics, save_checkpoint
+    from arm_jax.config import load_tier
+    from arm_jax.model import Ranker
+
+    tier = load_tier("small", list(tiny_overrides))
+    params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0)))[1]
+    d = save_checkpoint(tmp_path / "ck", kind="ranker", tier=tier, params=params,
+                        metrics={"examples": np.int64(3), "auc": np.float32(0.5),
+                                 "ok": np.bool_(True), "nan": np.float32("nan")})
+    assert read_metrics(d) == {"examples": 3, "auc": 0.5, "ok": True, "nan": None}
