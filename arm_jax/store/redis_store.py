@@ -144,7 +144,13 @@ class RedisStore(UserLogStore):
             self._append_chunks([(check_user(user_id), chunk)], "APPEND")
 
     def append_many(self, user_id: object, item: object, action: object, ts: object) -> int:
+        """Append each user's events in pipelined round trips. Every user's key is checked
+        first (`_check_log_keys`), so a key of another type stops the call before any user
+        is written: the pipeline does not stop at a failed APPEND, and the others' events
+        landed while the caller was told none had (a retry then wrote them twice)."""
         groups = group_by_user(user_id, item, action, ts)
+        for lo in range(0, len(groups), _PIPELINE_CHUNK):
+            self._check_log_keys([g[0] for g in groups[lo:lo + _PIPELINE_CHUNK]])
         for lo in range(0, len(groups), _PIPELINE_CHUNK):
             self._append_chunks([(u, codec.encode(it, ac, t, compress=self.compress))
                                  for u, it, ac, t in groups[lo:lo + _PIPELINE_CHUNK]],
@@ -278,8 +284,8 @@ class RedisStore(UserLogStore):
         if found:
             key, kind = found
             raise StoreError(f"{self.url}: key {key} holds a {kind}, not a user log "
-                             "(another program's key under this store's prefix?); these "
-                             "users' batch was not written")
+                             "(another program's key under this store's prefix?); none of "
+                             "these users' events were written")
 
     def _first_not_string(self, keys: list[str]) -> tuple[str, str] | None:
         """(key, type) of the first of `keys` holding anything but a string, else None:

@@ -290,13 +290,15 @@ def test_redis_a_key_of_another_type_is_named_without_the_chunk_bytes(redis_url)
 
     store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
     store.client.rpush(store.key(5), "not a log")
-    for write in (lambda: store.append(5, [1, 2], [0, 1], [10, 11]),
-                  lambda: store.append_many([5], [1], [0], [10])):
-        with pytest.raises(StoreError) as e:
-            write()
-        message = str(e.value)
-        assert f"(APPEND {store.key(5)}): WRONGTYPE" in message, message
-        assert message.isprintable() and len(message) < 200, message
+    with pytest.raises(StoreError) as e:
+        store.append(5, [1, 2], [0, 1], [10, 11])
+    message = str(e.value)
+    assert f"(APPEND {store.key(5)}): WRONGTYPE" in message, message
+    assert message.isprintable() and len(message) < 200, message
+    # append_many checks its keys first (its pipeline would append the other users)
+    with pytest.raises(StoreError, match=f"key {store.key(5)} holds a list, not a user log"):
+        store.append_many([5, 6], [1, 2], [0, 1], [10, 11])
+    assert len(store.read(6)) == 0
     # a batch checks its keys first: a MULTI would have appended user 6 and recorded the
     # batch despite user 5's error, so a retry would skip the batch and never write user 5
     with pytest.raises(StoreError, match=f"key {store.key(5)} holds a list, not a user log"):
@@ -314,3 +316,29 @@ def test_redis_a_key_of_another_type_is_named_without_the_chunk_bytes(redis_url)
     assert len(store.read(5)) == len(store.read(6)) == 1
     store.clear()
     store.close()
+
+
+def test_redis_append_many_refused_by_one_key_writes_no_other_user(redis_url):
+    """append_many's pipeline does not stop at a failed APPEND: with one user's key of
+    another type, the others' events landed while load_events said '0 of 3 events were
+    written', so the retry it invites stored them twice. Keys are now checked first."""
+    import uuid
+
+    from arm_jax.store.base import StoreError
+    from arm_jax.store.events_file import load_events
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    try:
+        store.client.rpush(store.key(5), "not a log")       # another program's key
+        events = {c: np.asarray(v, np.int64) for c, v in (
+            ("user_id", [4, 5, 6]), ("item", [1, 2, 3]), ("action", [0, 0, 0]),
+            ("ts", [10, 11, 12]))}
+        with pytest.raises(StoreError, match=r"after 0 of 3 events were written"):
+            load_events(store, events, once=False)
+        assert [len(e) for e in store.read_many([4, 6])] == [0, 0]   # as the message says
+        store.client.delete(store.key(5))
+        load_events(store, events, once=False)                      # the retry it invites
+        assert [e.ts.tolist() for e in store.read_many([4, 5, 6])] == [[10], [11], [12]]
+    finally:
+        store.clear()
+        store.close()
