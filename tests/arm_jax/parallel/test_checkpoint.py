@@ -291,3 +291,27 @@ def test_read_only_creates_nothing_and_refuses_writes(saved, tmp_path):
         with pytest.raises(CheckpointError, match="opened read_only, cannot discard step 1"):
             ck.discard(1)
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def test_a_save_that_fails_in_the_background_leaves_the_previous_step_and_retries(tmp_path):
+    """A tree orbax cannot write (here a string array) fails in the background write: the
+    error surfaces once, at wait(); the failed step gets no digest and is no step, the one
+    before it restores bit-exact, and the same step saved again (or a later save, close)
+    is not blocked by the failed one."""
+    target = {"w": jax.ShapeDtypeStruct((4,), jnp.float32)}
+    ck = ShardedCheckpointer(tmp_path)
+    ck.save(1, {"w": jnp.full(4, 1.0)})
+    ck.save(2, {"w": np.array(["not", "a", "weight", "!"])})
+    with pytest.raises(Exception, match="str"):
+        ck.wait()
+    assert ck.steps() == [1]
+    assert sorted(p.name for p in (tmp_path / "digests").iterdir()) == ["1.json"]
+    step, restored, _, refused = ck.restore_latest(target)
+    assert step == 1 and refused == [] and np.array_equal(np.asarray(restored["w"]),
+                                                          np.full(4, 1.0, np.float32))
+    ck.save(2, {"w": jnp.full(4, 2.0)})
+    ck.close()
+    again = ShardedCheckpointer(tmp_path, read_only=True)
+    assert again.steps() == [1, 2]
+    restored, _ = again.restore(2, target)
+    assert np.array_equal(np.asarray(restored["w"]), np.full(4, 2.0, np.float32))

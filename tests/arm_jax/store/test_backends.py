@@ -278,3 +278,26 @@ def test_ragged_events_are_invalid_events_naming_the_field(store, call, words):
     with pytest.raises(InvalidEvents, match=words + "expected a 1-d array"):
         call(store)
     assert store.num_users() == 0
+
+
+def test_compact_over_a_damaged_value_raises_and_changes_no_log(store, stored_bytes):
+    """`store compact` meeting a damaged value stops with CorruptValue naming its user; the
+    damaged bytes are left as they were (for `store check` and a repair, never dropped or
+    rewritten as what decoded of them) and every other user's events read as before."""
+    from arm_jax.store import codec
+
+    store.put_raw(1, codec.encode([1, 2], [0, 1], [30, 10]) + codec.encode(3, 2, 20))
+    good = codec.encode([5, 6, 7], [0, 1, 2], [10, 20, 30])
+    store.put_raw(2, good[:-4])                                  # truncated
+    store.put_raw(3, codec.encode([4], [0], [40]) + codec.encode(8, 1, 5))
+    logs = {u: store.read(u) for u in (1, 3)}
+    with pytest.raises(CorruptValue, match="user 2|:2: "):
+        store.compact()
+    assert stored_bytes(store, 2) == good[:-4]
+    assert store.num_users() == 3
+    for u, ev in logs.items():
+        after = store.read(u)
+        assert (after.ts.tolist(), after.item.tolist(), after.action.tolist()) == (
+            ev.ts.tolist(), ev.item.tolist(), ev.action.tolist())
+    if isinstance(store, LmdbStore):       # one write transaction: all or nothing
+        assert codec.num_chunks(stored_bytes(store, 1)) == 2
