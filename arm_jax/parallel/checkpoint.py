@@ -115,7 +115,11 @@ class ShardedCheckpointer:
         if self._pending is None:
             return
         step, self._pending = self._pending, None
-        self.manager.wait_until_finished()   # a failed write raises once; it gets no digest
+        try:   # a failed write raises once; it gets no digest
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - orbax's own error types, named in the message
+            raise CheckpointError(f"checkpoint {self.root}: step {step} was not saved: "
+                                  f"{type(e).__name__}: {e}") from e
         if self._primary:
             payload = {"step": step, "files": digest_files(self._step_dir(step))}
             tmp = self.digests / f"{step}.json.tmp"
