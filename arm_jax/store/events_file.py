@@ -22,8 +22,8 @@ import numpy as np
 from arm_jax.data.arrow import flat_column, read_table, require_pyarrow, seconds_column
 from arm_jax.data.int_csv import CsvError, read_int_csv
 from arm_jax.data.outputs import check_input_file, check_output_file, replaced_when_written
-from arm_jax.store.base import (InvalidEvents, StoreError, UserLogStore, check_events,
-                                check_user_ids)
+from arm_jax.store.base import (CorruptValue, InvalidEvents, StoreError, UserLogStore,
+                                check_events, check_user_ids)
 
 COLUMNS = ("user_id", "item", "action", "ts")
 
@@ -103,8 +103,11 @@ def load_events(store: UserLogStore, events: dict[str, np.ndarray], *,
             else:
                 store.append_many(*part)
         except StoreError as e:
-            again = ("; run the load again: the chunks already stored are skipped" if once
-                     else "")
+            again = "; run the load again: the chunks already stored are skipped" if once else ""
+            if again and isinstance(e, CorruptValue):     # not passing: a log stored damaged
+                again = ("; a run of the load again fails the same way until that log is "
+                         "repaired or removed (`arm-jax store check`, `arm-jax store delete`); "
+                         "the chunks already stored are skipped")
             raise type(e)(f"{e} (after {lo} of {n} events were written{again})") from None
         if progress is not None:
             progress(hi - lo)

@@ -395,3 +395,23 @@ def test_npz_object_arrays_and_a_directory_are_named(tmp_path):
     with pytest.raises(InvalidEvents, match=f"events file {tmp_path / 'd.csv'}: is a "
                                             "directory"):
         read_events_file(tmp_path / "d.csv")
+
+
+def test_a_load_stopped_by_a_damaged_log_says_to_repair_it_not_just_to_run_again(tmp_path):
+    """LMDB reads a log before appending to it (Redis APPENDs blind). A rerun fails the same
+    way until the damaged log is repaired or removed; the message said only "run the load
+    again"."""
+    from arm_jax.store import CorruptValue, codec
+    from arm_jax.store.lmdb_store import LmdbStore
+
+    store = LmdbStore(tmp_path / "logs")
+    store.put_raw(3, codec.encode([1, 2], [0, 1], [10, 20])[:-4])      # truncated
+    ev = {"user_id": np.array([1, 3]), "item": np.array([5, 6]), "action": np.array([0, 0]),
+          "ts": np.array([30, 30])}
+    with pytest.raises(CorruptValue, match=r"fails the same way until that log is repaired "
+                                           r"or removed \(`arm-jax store check`"):
+        load_events(store, ev, chunk_events=1)
+    store.delete([3])
+    assert load_events(store, ev, chunk_events=1)["skipped"] == 1    # user 1's chunk
+    assert store.read(3).item.tolist() == [6]
+    store.close()
