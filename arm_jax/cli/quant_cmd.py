@@ -22,12 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--budget-auc", type=float, default=0.001,
                    help="largest allowed held-out AUC drop (default 0.001)")
     q.add_argument("--out", required=True, help="output directory (checkpoint/, artifacts/)")
-    q.add_argument("--calib-requests", type=int, default=128,
-                   help="synthetic requests for calibration and layer sensitivity (>= 32; "
-                        "whole batches of 32)")
-    q.add_argument("--holdout-requests", type=int, default=256,
-                   help="synthetic requests the plan's AUC drop is checked on (>= 32; whole "
-                        "batches of 32)")
+    _add_request_sets(q)
     q.add_argument("--candidates", type=int, default=None,
                    help="serving candidates the layers are timed at (default: largest bucket)")
     q.add_argument("--sweep-all", action="store_true",
@@ -35,6 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-export", action="store_true", help="write the checkpoint only")
     q.add_argument("--platforms", default="cpu", help="export platforms, e.g. cpu,cuda")
     q.set_defaults(func=_quantize)
+
+
+def _add_request_sets(p: argparse.ArgumentParser) -> None:
+    """The synthetic request sets quantization calibrates and selects on."""
+    p.add_argument("--calib-requests", type=int, default=128,
+                   help="synthetic requests for calibration and layer sensitivity (>= 32; "
+                        "whole batches of 32)")
+    p.add_argument("--holdout-requests", type=int, default=256,
+                   help="synthetic requests the plan's AUC drop is checked on (>= 32; whole "
+                        "batches of 32)")
 
 
 def register_bench(bsub: argparse._SubParsersAction) -> None:
@@ -51,12 +56,7 @@ def register_bench(bsub: argparse._SubParsersAction) -> None:
     b.add_argument("--candidates", type=positive_ints, default=(256, 1024),
                    help="candidates per request to time, comma-separated (layers are timed "
                         "for the plan at the largest)")
-    b.add_argument("--calib-requests", type=int, default=128,
-                   help="synthetic requests for calibration and layer sensitivity (>= 32; "
-                        "whole batches of 32)")
-    b.add_argument("--holdout-requests", type=int, default=256,
-                   help="synthetic requests the plan's AUC drop is checked on (>= 32; whole "
-                        "batches of 32)")
+    _add_request_sets(b)
     b.add_argument("--test-requests", type=int, default=512,
                    help="synthetic requests each variant's test AUC is measured on (>= 32; "
                         "whole batches of 32)")
