@@ -100,6 +100,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
     versions = stack_versions()
     metrics.build.info({name.replace("-", "_"): v or "none" for name, v in versions.items()})
     registry = TierRegistry(executors, settings, on_batch=metrics.on_batch)
+    metrics.ready.set_function(lambda: float(registry.ready))   # 0 again if a worker stops
     feats = registry.features
     body_limit = settings.max_body_bytes or default_body_limit(feats, registry.max_candidates)
     if catalog is None and settings.catalog is not None:
@@ -190,10 +191,15 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         metrics.store_fallbacks.labels(reason).inc()
         return arrays, "none", reason
 
+    def not_ready_reason() -> str:
+        stopped = registry.stopped_workers()
+        if stopped:
+            return f"the batching worker of tier {', '.join(stopped)} stopped (see the log)"
+        return state["warm_error"] or "warming up"
+
     def warm() -> None:
         try:
             registry.start()
-            metrics.ready.set(1)
         except Exception as e:  # noqa: BLE001 - surfaced on /readyz
             log.exception("warm-up failed")
             state["warm_error"] = f"{type(e).__name__}: {e}"
@@ -261,8 +267,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         """Ready only after every executor is loaded and warmed."""
         if registry.ready:
             return {"status": "ready", "tiers": registry.order}
-        detail = state["warm_error"] or "warming up"
-        return _error(503, "readyz", detail, reason="not_ready", headers={"Retry-After": "1"})
+        return _error(503, "readyz", not_ready_reason(), reason="not_ready", headers={"Retry-After": "1"})
 
     @app.get("/metrics")
     async def prom() -> Response:
@@ -310,7 +315,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         batch = pack_batch(arrays, feats, registry.max_candidates, side_ids)
         if not registry.ready:
             metrics.rejects.labels("not_ready").inc()
-            return _error(503, "server", state["warm_error"] or "warming up", reason="not_ready",
+            return _error(503, "server", not_ready_reason(), reason="not_ready",
                           headers={"Retry-After": "1"})
         arrays, history_source, store_failure = await fetch_history(
             req, arrays, batch.num_candidates, t_start)

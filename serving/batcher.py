@@ -133,6 +133,11 @@ class MicroBatcher:
                                         daemon=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """The worker thread is running (False before start and after stop)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop_accepting(self, *, drain: bool = True) -> None:
         """Refuse new requests; the worker drains the queue (`drain`) or drops it."""
         with self._cond:
@@ -209,7 +214,13 @@ class MicroBatcher:
 
     def _run(self) -> None:
         while True:
-            group = self._take_group()
+            try:
+                group = self._take_group()
+            except Exception as e:  # noqa: BLE001 - the worker must outlive any one group
+                log.exception("tier worker: grouping the queue failed")
+                self._fail_head(e)
+                time.sleep(0.001)    # a fault that repeats cannot spin the core
+                continue
             if group is None:
                 return
             try:
@@ -218,6 +229,13 @@ class MicroBatcher:
                 log.exception("tier worker: a batch failed outside the executor call")
                 for p in group:      # those already answered keep their answer
                     _fail(p, e)
+
+    def _fail_head(self, e: Exception) -> None:
+        """Fail the oldest queued request: a grouping error it causes cannot repeat forever."""
+        with self._cond:
+            head = self._queue.popleft() if self._queue else None
+        if head is not None:
+            _fail(head, e)
 
     def _run_group(self, group: list[Pending]) -> None:
         """Drop requests gone or out of time, run the rest as one executor call."""

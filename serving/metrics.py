@@ -48,7 +48,8 @@ class ServerMetrics:
                                        "requests served history-free on the cheapest tier "
                                        "because the user-log store failed", ["reason"],
                                        registry=r)
-        self.ready = Gauge("armjax_ready", "1 once every executor is loaded and warmed",
+        self.ready = Gauge("armjax_ready", "1 while every executor is warmed and every tier's "
+                           "batching worker runs",
                            registry=r)
         self.build = Info("armjax_build", "versions of arm-jax and its numeric stack "
                           "(labels of armjax_build_info, value 1)", registry=r)

@@ -63,7 +63,7 @@ class TierRegistry:
                                    window_ms=settings.batch_window_ms)
         self.max_candidates = min(first.max_candidates,
                                   *(max(n for _, n in ex.buckets) for ex in executors.values()))
-        self.ready = False
+        self._started = False
         self.versions = {n: 0 for n in executors}
         self._swap_locks = {n: threading.Lock() for n in executors}
 
@@ -93,11 +93,22 @@ class TierRegistry:
                     ex.score(batch)
                     self.models[name].observe((b, n), (time.monotonic() - t0) * 1e3)
             self.batchers[name].start()
-        self.ready = True
+        self._started = True
+
+    @property
+    def ready(self) -> bool:
+        """Warmed, started, not stopping, and every tier's worker thread alive."""
+        return self._started and not self.stopped_workers()
+
+    def stopped_workers(self) -> list[str]:
+        """Tiers whose batcher worker thread has ended while the registry runs (a worker
+        only ends by a bug: the server then reports not ready instead of timing out that
+        tier's requests while /readyz says ready)."""
+        return [n for n, bt in self.batchers.items() if not bt.alive] if self._started else []
 
     def stop(self, *, drain: bool = True, timeout: float = 30.0) -> None:
         """Every tier drains at once, within one `timeout` (not one per tier)."""
-        self.ready = False
+        self._started = False
         for bt in self.batchers.values():
             bt.stop_accepting(drain=drain)
         end = time.monotonic() + timeout

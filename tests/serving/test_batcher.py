@@ -203,3 +203,37 @@ def test_an_executor_answering_a_malformed_result_fails_that_batch_and_the_worke
     assert bad.done() and bad.exception() is not None     # failed at once, not left waiting
     assert good.done() and good.result().probs.shape[0] == 5
     assert alive
+
+
+def test_a_failure_while_grouping_kills_no_worker_and_leaves_no_request_waiting(tiny_tiers):
+    cfg = tiny_tiers["small"]
+    calls = []
+
+    def estimate(bucket):
+        calls.append(bucket)
+        if len(calls) == 1:
+            raise RuntimeError("planted: estimate failed")
+        return 1.0
+
+    bt = MicroBatcher(FakeExecutor(cfg), window_ms=0, estimate_ms=estimate)
+    bt.start()
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        a = pending(loop, cfg, 5, 10.0)
+        bt.submit(a)
+        await asyncio.wait([a.future], timeout=1)
+        b = pending(loop, cfg, 5, 10.0)
+        try:
+            bt.submit(b)              # a dead worker may refuse it at once instead
+        except Exception:             # noqa: BLE001
+            return a.future, None
+        await asyncio.wait([a.future, b.future], timeout=3)
+        return a.future, b.future
+
+    try:
+        a, b = asyncio.run(run())
+    finally:
+        bt.stop(timeout=2)
+    assert a.done(), "the request being grouped was left waiting"
+    assert b is None or b.done(), "a later request was accepted and left waiting"

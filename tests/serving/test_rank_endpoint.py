@@ -306,3 +306,66 @@ def test_requests_of_two_candidate_buckets_queued_together_are_each_served(
     assert [r.json()["batch_size"] for r in results] == [1, 2, 1, 2]
     assert httpx.post(url + "/v1/rank", json=bodies[1], timeout=10).status_code == 200
     assert metric(httpx.get(url + "/metrics").text, "armjax_queue_depth", tier="small") == 0
+
+
+def test_a_failed_warm_up_is_named_on_readyz_and_refuses_requests_at_once(tiny_tiers, payload,
+                                                                          metric):
+    """The warm-up runs in a background thread: its error must reach /readyz and the
+    metrics, not die with the thread (readiness said "warming up" forever)."""
+    import time
+
+    class BrokenWarmUp(FakeExecutor):
+        def warmup(self):
+            raise RuntimeError("planted warm-up failure")
+
+    app = create_app({"small": BrokenWarmUp(tiny_tiers["small"])}, ServerSettings())
+    with ServerThread(app) as srv:
+        deadline = time.monotonic() + 10
+        while True:
+            r = httpx.get(srv.url + "/readyz", timeout=5)
+            if "planted" in r.text or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["message"] == "RuntimeError: planted warm-up failure"
+        r = httpx.post(srv.url + "/v1/rank", json=payload(), timeout=5)
+        assert r.status_code == 503 and "planted warm-up failure" in r.text
+        page = httpx.get(srv.url + "/metrics", timeout=5).text
+    assert metric(page, "armjax_ready") == 0
+    assert metric(page, "armjax_rejects_total", reason="not_ready") == 1
+
+
+def test_a_tier_whose_worker_died_is_not_ready_or_still_serves(fakes, payload):
+    app = create_app({"small": fakes["small"]}, ServerSettings(deadline_ms=1000),
+                     warm_in_background=False)
+    bt = app.state.registry.batchers["small"]
+    real = bt._take_group
+
+    def once():
+        bt._take_group = real
+        raise RuntimeError("planted: grouping failed")
+
+    with ServerThread(app) as srv:
+        bt._take_group = once        # the worker's next group: after the request below
+        r1 = httpx.post(srv.url + "/v1/rank", json=payload(), timeout=10)
+        r2 = httpx.post(srv.url + "/v1/rank", json=payload(seed=1), timeout=10)
+        ready = httpx.get(srv.url + "/readyz", timeout=5).status_code
+    assert r1.status_code == 200, r1.text
+    assert r2.status_code == 200 or ready == 503, (r2.status_code, r2.text, ready)
+
+
+def test_a_stopped_worker_makes_the_server_not_ready_naming_the_tier(fakes, payload, metric):
+    """A tier's batching worker only ends by a bug; then /readyz, /v1/rank and armjax_ready
+    say so (a load balancer drains the process) instead of the tier's requests timing out
+    while the server reports ready."""
+    app = create_app({"small": fakes["small"], "large": fakes["large"]}, ServerSettings(),
+                     warm_in_background=False)
+    with ServerThread(app) as srv:
+        assert httpx.get(srv.url + "/readyz", timeout=5).status_code == 200
+        app.state.registry.batchers["large"].stop(timeout=5)     # as if its thread had died
+        r = httpx.get(srv.url + "/readyz", timeout=5)
+        assert r.status_code == 503 and "tier large stopped" in r.text, r.text
+        r = httpx.post(srv.url + "/v1/rank", json=payload(), timeout=5)
+        assert r.status_code == 503 and "tier large stopped" in r.text, r.text
+        page = httpx.get(srv.url + "/metrics", timeout=5).text
+    assert metric(page, "armjax_ready") == 0
