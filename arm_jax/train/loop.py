@@ -119,11 +119,15 @@ def train_model(tier: TierConfig, data: TrainingData, *, kind: str = "ranker",
             first = done % per_epoch if epoch == done // per_epoch else 0
             if isinstance(data.world, StoreHistory):     # store reads overlap the steps
                 w = data.world
-                yield from joined_dataset(data.train, w.store, w.features,
-                                          batch_size=tc.batch_size, max_len=max_len,
-                                          shuffle=True, seed=tc.seed + epoch,
-                                          drop_remainder=True, catalog=w.catalog,
-                                          first_batch=first)
+                it = iter(joined_dataset(data.train, w.store, w.features,
+                                         batch_size=tc.batch_size, max_len=max_len,
+                                         shuffle=True, seed=tc.seed + epoch,
+                                         drop_remainder=True, catalog=w.catalog,
+                                         first_batch=first))
+                try:   # grain's threads stop however this ends, a join worker's error too
+                    yield from it
+                finally:
+                    it.close()
             else:
                 yield from iterate_batches(data.world, data.train, tc.batch_size, max_len,
                                            shuffle=True, seed=tc.seed + epoch,

@@ -168,3 +168,36 @@ def test_no_progress_also_hides_the_store_check_bar(files, capsys):
         close_file_data(_data(args, tier, eval_only=False))
         shown = "check store" in capsys.readouterr().err
         assert shown is not no_progress
+
+
+def test_a_failing_join_worker_leaves_no_grain_thread_running_after_training_stops(
+        files, monkeypatch):
+    """The training loop read the join with `yield from` and never closed grain's iterator
+    when a worker raised: its prefetch thread stayed alive, reading the store, for as long
+    as the error was held."""
+    import threading
+    import time
+
+    from arm_jax.store import CorruptValue
+
+    tier, _, paths, url = files
+    fd = make_file_data(tier.features, paths["train"], url, progress=False)
+    # the join fails on its first read, before any step: no model is built or compiled
+    monkeypatch.setattr(loop.Trainer, "create",
+                        classmethod(lambda cls, *a, **k: object()))
+
+    def planted(*args, **kwargs):
+        raise CorruptValue("planted")
+
+    monkeypatch.setattr(fd.world.store, "read_many_before", planted)
+    try:
+        with pytest.raises(CorruptValue, match="planted") as held:
+            loop.train_model(tier, fd, steps=5, progress=False)
+        deadline = time.monotonic() + 5
+        alive = ["?"]
+        while alive and time.monotonic() < deadline:
+            alive = [t.name for t in threading.enumerate() if t.name.startswith("grain")]
+            time.sleep(0.05)
+    finally:
+        close_file_data(fd)
+    assert held.value is not None and alive == [], alive
