@@ -38,21 +38,44 @@ DEFAULT_MAP_SIZE = 64 << 30   # address space, not disk: the file grows as data 
 # LMDB allows one Environment per file per process: stores on the same path share it.
 _ENVS: dict[tuple[str, int], list] = {}    # (realpath, pid) -> [env, refcount]
 _ENVS_LOCK = threading.Lock()
+_DEFERRED: list[tuple[str, int]] = []      # releases the lock was busy for; done under it
 
 
-def _release(key: tuple[str, int]) -> None:
+def _release(key: tuple[str, int], blocking: bool = False) -> None:
     """Drop one store's share of the environment under `key`; close it with the last.
     Never in a forked child: closing an inherited environment would drop the parent's
-    readers from LMDB's lock table."""
+    readers from LMDB's lock table.
+
+    As a finalizer (`blocking=False`) it may run inside a garbage collection triggered
+    while this very thread holds `_ENVS_LOCK` (in `_open`): waiting for the lock there
+    deadlocked the thread and every later open. Then the release is queued, and done by
+    whoever next holds the lock."""
     if key[1] != os.getpid():
         return
-    with _ENVS_LOCK:
-        entry = _ENVS.get(key)
-        if entry is not None:
-            entry[1] -= 1
-            if entry[1] <= 0:
-                entry[0].close()
-                del _ENVS[key]
+    if not _ENVS_LOCK.acquire(blocking=blocking):
+        _DEFERRED.append(key)                   # list.append: atomic, takes no lock
+        return
+    try:
+        _release_deferred()
+        _release_held(key)
+    finally:
+        _ENVS_LOCK.release()
+
+
+def _release_held(key: tuple[str, int]) -> None:
+    """`_release`'s work, with `_ENVS_LOCK` held."""
+    entry = _ENVS.get(key)
+    if entry is not None:
+        entry[1] -= 1
+        if entry[1] <= 0:
+            entry[0].close()
+            del _ENVS[key]
+
+
+def _release_deferred() -> None:
+    """The releases queued while the lock was busy, with `_ENVS_LOCK` held."""
+    while _DEFERRED:
+        _release_held(_DEFERRED.pop())
 
 
 _BATCH = b"\xffbatch:"      # sorts after every user key
@@ -102,6 +125,7 @@ class LmdbStore(UserLogStore):
                 raise StoreUnavailable(f"{self.url}: no LMDB store here (data.mdb missing)")
             key = (os.path.realpath(self.path), os.getpid())
             with _ENVS_LOCK:
+                _release_deferred()
                 entry = _ENVS.get(key)
                 if entry is not None and entry[2] and not self.readonly:
                     raise StoreUnavailable(
@@ -146,7 +170,8 @@ class LmdbStore(UserLogStore):
     def close(self) -> None:
         with self._lock:
             if self._env is not None and self._release is not None:
-                self._release()          # once: a finalizer runs at most one time
+                if self._release.detach() is not None:   # once: not again when collected
+                    _release(self._key, blocking=True)
             self._env, self._release = None, None
 
     def __getstate__(self) -> dict:

@@ -242,3 +242,47 @@ def test_lmdb_every_reader_slot_taken_is_store_unavailable(tmp_path):
         t.join()
     assert store.read(1).item.tolist() == [2]          # the slot is free again
     store.close()
+
+
+_GC_IN_OPEN = r"""
+import gc, sys
+import arm_jax.store.lmdb_store as ls
+from arm_jax.store.lmdb_store import LmdbStore
+
+root = sys.argv[1]
+dropped = LmdbStore(root + "/a", map_size=1 << 24)
+dropped.append(1, 2, 0, 10)
+dropped.cycle = dropped      # reachable only through a cycle: a traceback, a closure
+del dropped
+gc.disable()                 # the collector runs only where the patch below runs it
+real_open = ls.lmdb.open
+
+
+def open_and_collect(*args, **kwargs):
+    gc.collect()             # as an allocation in `_open` may trigger it
+    return real_open(*args, **kwargs)
+
+
+ls.lmdb.open = open_and_collect
+other = LmdbStore(root + "/b", map_size=1 << 24)
+other.append(1, 2, 0, 10)
+other.close()
+print("opened")
+"""
+
+
+def test_a_dropped_store_collected_while_another_opens_deadlocks_nothing(tmp_path):
+    """The finalizer of a store dropped without close() took the environments' lock: a
+    garbage collection inside `_open` (which holds it) deadlocked that thread, and every
+    later open or close. Run in a subprocess, so a deadlock fails the test, not the run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = str(Path(__file__).resolve().parents[3])
+    try:
+        r = subprocess.run([sys.executable, "-c", _GC_IN_OPEN, str(tmp_path)], cwd=repo,
+                           capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("deadlocked: opening a store while a dropped one was collected")
+    assert r.returncode == 0 and "opened" in r.stdout, r.stderr[-2000:]
