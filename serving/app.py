@@ -47,6 +47,7 @@ from serving.arrow_wire import ARROW_STREAM, arrow_available, encode_response
 from serving.schema import (FieldError, RankArrays, RankOptions, RankRequest, RankResponse,
                             ReloadRequest, default_body_limit, pack_batch)
 from serving.settings import ServerSettings
+from serving.store_reads import StoreReads
 from serving.throttled_log import ThrottledWarning
 from serving.wire import BODY_TYPES, parse_body, parse_rank_body, read_body, response_wire
 
@@ -128,6 +129,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
                                            for n in registry.order))
 
     open_lock = threading.Lock()
+    store_reads = StoreReads()
     # an outage fails every request: one log line per interval and reason (a corrupt log's
     # lines never count an outage's), the metric counts them all
     fetch_failures = {reason: ThrottledWarning(log, STORE_WARN_EVERY_S)
@@ -173,8 +175,8 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
             t0 = time.monotonic()
             ts = req.ts if req.ts is not None else int(time.time())
             try:
-                hist = await asyncio.wait_for(asyncio.to_thread(store_read, req.user_id, ts),
-                                              wait_ms / 1e3)
+                hist = await store_reads.call(store_read, req.user_id, ts,
+                                              timeout_s=wait_ms / 1e3)
                 metrics.history_fetch.observe(time.monotonic() - t0)
                 metrics.history_events.observe(len(hist["hist_item"]))
                 return arrays.with_history(hist), "store", None
@@ -213,6 +215,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         yield
         # uvicorn has stopped accepting and finished in-flight requests; drain the rest
         await asyncio.to_thread(registry.stop, drain=True, timeout=settings.drain_timeout_s)
+        store_reads.shutdown()
         if history_store is None and state["store"] is not None:   # opened from the URL
             state["store"].close()
 

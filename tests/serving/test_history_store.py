@@ -236,3 +236,34 @@ def test_a_hung_store_still_gets_a_200_within_the_tier_deadline(serve, fakes, pa
         assert metric(text, "armjax_rejects_total") == 0
     finally:
         hung.release.set()
+
+
+def test_reads_hung_on_the_store_do_not_hold_up_a_weight_reload(serve, fakes, payload,
+                                                                tmp_path):
+    """Store reads ran on asyncio's default executor, shared with /admin/reload and the
+    shutdown drain: reads hung on a store that never answers took all its threads, and a
+    reload waited behind them. They now have their own bounded pool."""
+    import concurrent.futures as cf
+
+    from serving.executor import write_fake_weights
+
+    hung = _HungStore()
+    token = {"Authorization": "Bearer admin-token-123"}
+    try:
+        url = serve(fakes, ServerSettings(history_store=hung.url, token="admin-token-123"),
+                    headers=token, history_store=hung)
+        body = {**_strip_history(payload(seed=6)), "user_id": 5, "ts": T0}
+        with cf.ThreadPoolExecutor(12) as pool:      # more reads than the default executor
+            codes = list(pool.map(lambda _: httpx.post(url + "/v1/rank", json=body,
+                                                       headers=token, timeout=10).status_code,
+                                  range(12)))
+        assert set(codes) <= {200, 503}              # degraded, or shed under this burst
+        d = write_fake_weights(tmp_path / "w", shape=fakes["small"].weight_shape, scale=3.0)
+        try:
+            r = httpx.post(url + "/admin/reload", json={"tier": "small", "path": str(d)},
+                           headers=token, timeout=3)
+        except httpx.TimeoutException:
+            pytest.fail("the reload waited behind store reads that never answer")
+        assert r.status_code == 200, r.text
+    finally:
+        hung.release.set()
