@@ -93,7 +93,8 @@ async def _run(url: str, rate: float, duration: float, payloads: list[bytes], ct
                         transport_errors["bad_answer"] += 1
                         return
                 results.append((r.status_code, ms, data))
-            except httpx.HTTPError as e:
+            except Exception as e:  # noqa: BLE001 - every request sent is counted somewhere
+                # httpx's errors, and anything else (it was lost: counted in `sent` only)
                 transport_errors[type(e).__name__] += 1
             finally:
                 in_flight -= 1

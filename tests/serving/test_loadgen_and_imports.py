@@ -127,3 +127,26 @@ def test_a_200_that_is_no_rank_answer_is_counted_not_lost(tiny_tiers):
         srv.server_close()
     assert rep["sent"] == 5 and rep["ok"] == 0 and rep["p50_ms"] is None
     assert rep["transport_errors"] == {"bad_answer": 5}
+
+
+def test_every_sent_request_is_accounted_for_even_when_its_task_raises(serve, tiny_tiers,
+                                                                       monkeypatch):
+    """A request whose task raised anything but an httpx error was counted as sent and
+    nowhere else (not ok, no status, no transport error): the report looked clean."""
+    import httpx
+
+    url = serve({n: FakeExecutor(t) for n, t in tiny_tiers.items()},
+                ServerSettings(deadline_ms=2000))
+    real = httpx.AsyncClient.post
+    calls = []
+
+    async def post(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("planted: not an httpx error")
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "post", post)
+    rep = run_load(url, rate=20, duration=0.5, candidates=6, history=5)
+    answered = sum(rep["status"].values()) + sum(rep["transport_errors"].values())
+    assert rep["sent"] == 10 and answered == rep["sent"], rep
