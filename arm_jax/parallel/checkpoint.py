@@ -102,8 +102,12 @@ class ShardedCheckpointer:
         return self._pending is None
 
     def close(self) -> None:
-        self._finalize()
-        self.manager.close()
+        """Commit the pending save, then close orbax's manager (also when that save failed:
+        its error is raised after the manager's threads are stopped)."""
+        try:
+            self._finalize()
+        finally:
+            self.manager.close()
 
     def __enter__(self) -> "ShardedCheckpointer":
         return self

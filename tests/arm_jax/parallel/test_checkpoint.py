@@ -315,3 +315,18 @@ def test_a_save_that_fails_in_the_background_leaves_the_previous_step_and_retrie
     assert again.steps() == [1, 2]
     restored, _ = again.restore(2, target)
     assert np.array_equal(np.asarray(restored["w"]), np.full(4, 2.0, np.float32))
+
+
+def test_close_after_a_failed_background_save_stops_orbax_threads(tmp_path):
+    """close() raised the failed save's error before closing orbax's manager, whose
+    non-daemon threads then outlived the checkpointer."""
+    import threading
+
+    before = set(threading.enumerate())
+    ck = ShardedCheckpointer(tmp_path)
+    ck.save(1, {"w": np.array(["not", "a", "weight"])})
+    with pytest.raises(CheckpointError, match="step 1 was not saved"):
+        ck.close()
+    left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()
+            and not t.daemon]
+    assert left == [], left
