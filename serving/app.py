@@ -49,7 +49,8 @@ from serving.schema import (FieldError, RankArrays, RankOptions, RankRequest, Ra
 from serving.settings import ServerSettings
 from serving.store_reads import StoreReads
 from serving.throttled_log import ThrottledWarning
-from serving.wire import BODY_TYPES, parse_body, parse_rank_body, read_body, response_wire
+from serving.wire import (BODY_TYPES, ClientGone, parse_body, parse_rank_body, read_body,
+                          response_wire)
 
 log = logging.getLogger("serving.app")
 STORE_WARN_EVERY_S = 10.0
@@ -245,6 +246,13 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         count_bad_request(request)
         return _error(422, ".".join(str(p) for p in err["loc"]), err["msg"])
 
+    @app.exception_handler(ClientGone)
+    async def _client_gone(request: Request, e: ClientGone):
+        """Counted, not logged: a client's abort is no error of the server's."""
+        if request.url.path == "/v1/rank":
+            metrics.rejects.labels("client_gone").inc()
+        return _error(400, "body", str(e), reason="client_gone")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, e: Exception):
         # Starlette still re-raises it after this answer, so the server log has the traceback.
@@ -308,7 +316,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
     async def rank(request: Request):
         """Score every candidate for every task; top-K ranking; tier and timings."""
         t_start = time.monotonic()
-        raw = await read_body(request, body_limit)
+        raw = await read_body(request, body_limit, settings.body_timeout_s)
         req, arrays, wire = parse_rank_body(raw, request.headers.get("content-type", ""),
                                             feats, registry.max_candidates)
         if req.tier is not None and req.tier not in executors:
@@ -422,7 +430,7 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         if not hmac.compare_digest(given.encode(), admin.encode()):
             return _error(401, "authorization", "admin token required", reason="unauthorized",
                           headers={"WWW-Authenticate": "Bearer"})
-        raw = await read_body(request, 64 * 1024)
+        raw = await read_body(request, 64 * 1024, settings.body_timeout_s)
         req, _ = parse_body(ReloadRequest, raw, request.headers.get("content-type", ""))
         try:
             out = await asyncio.to_thread(registry.reload, req.tier, req.path)

@@ -31,6 +31,8 @@ class ServerSettings:
     max_queue            requests waiting per tier before admission sheds
     policy               routing policy: "rules", "fixed:<tier>" or "learned:<file.json>"
     drain_timeout_s      on SIGTERM, in-flight requests get this long to finish
+    body_timeout_s       a request body not all received within this long is a 408 (a
+                         client stalled part way held a connection and a handler for good)
     history_store        user-log store URL (lmdb://PATH or redis://HOST:PORT/DB): requests
                          with a user_id and no inline history get theirs fetched from it
                          (opened read-only, on first use)
@@ -51,6 +53,7 @@ class ServerSettings:
     max_queue: int = 64
     policy: str = "rules"
     drain_timeout_s: float = 30.0
+    body_timeout_s: float = 2.0
     log_level: str = "warning"
     history_store: str | None = None
     history_timeout_ms: float = 100.0
@@ -62,6 +65,7 @@ class ServerSettings:
             ("batch_window_ms", self.batch_window_ms, 0.0, 1000.0),
             ("max_queue", self.max_queue, 1, 1 << 20),
             ("drain_timeout_s", self.drain_timeout_s, 0.0, 3600.0),
+            ("body_timeout_s", self.body_timeout_s, 0.01, 600.0),
             ("history_timeout_ms", self.history_timeout_ms, 1.0, 60000.0),
         ]
         if self.deadline_ms is not None:

@@ -7,10 +7,12 @@ and the response is written in the format the client's Accept header prefers.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Sequence
 
 import msgpack
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 from pydantic import BaseModel
 
 from serving.arrow_wire import ARROW_STREAM, decode_request
@@ -25,9 +27,16 @@ BODY_TYPES = ("application/json", "application/msgpack")   # what parse_body dec
 RANK_TYPES = (*BODY_TYPES, ARROW_STREAM)                    # /v1/rank also takes Arrow
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+class ClientGone(Exception):
+    """The client disconnected before its whole body arrived: nobody to answer, no error
+    of ours (it was a 500 "internal" with a traceback in the log per connection)."""
+
+
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
     """The request body, refusing (413) anything over `limit` bytes before reading it all,
-    and (415) a compressed one: it would otherwise fail to parse as "malformed JSON"."""
+    and (415) a compressed one: it would otherwise fail to parse as "malformed JSON". A
+    body not all received within `timeout_s` is a 408: a client that stalled part way held
+    its connection, its handler and the chunks read so far for good."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise FieldError("content-encoding", f"{encoding!r} is not supported; send the body "
@@ -41,11 +50,18 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise FieldError("body", f"{size} bytes exceed the limit {limit}", 413)
     chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise FieldError("body", f"more than the limit of {limit} bytes", 413)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:
+                    raise FieldError("body", f"more than the limit of {limit} bytes", 413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise FieldError("body", f"not all received within {timeout_s:g} s (--body-timeout; "
+                                 f"{total} bytes arrived)", 408) from None
+    except ClientDisconnect:
+        raise ClientGone(f"the client disconnected after {total} bytes of its body") from None
     return b"".join(chunks)
 
 

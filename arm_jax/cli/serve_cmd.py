@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="larger bodies get 413 unread (default: 64 bytes per number of the "
                         "largest valid request plus 64 KiB; 1.4 MB for the bundled schema)")
     s.add_argument("--drain-timeout", type=float, default=30.0, help="seconds, on SIGTERM")
+    s.add_argument("--body-timeout", type=float, default=2.0,
+                   help="seconds a request body may take to arrive; past it, a 408")
     s.add_argument("--fake", default=None, metavar="TIERS",
                    help="serve deterministic fake executors for these config tiers "
                         "(e.g. small,medium,large) instead of artifacts: a demo / test mode")
@@ -168,7 +170,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, token=args.token, admin_token=args.admin_token,
         max_body_bytes=args.max_body_bytes, deadline_ms=args.deadline_ms,
         batch_window_ms=args.batch_window_ms, max_queue=args.max_queue, policy=args.policy,
-        drain_timeout_s=args.drain_timeout, log_level=args.log_level,
+        drain_timeout_s=args.drain_timeout, body_timeout_s=args.body_timeout,
+        log_level=args.log_level,
         history_store=args.history_store, history_timeout_ms=args.history_timeout_ms,
         catalog=args.catalog)
     from serving.server import configure_logging
