@@ -275,10 +275,11 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
     @app.get("/readyz")
     @app.head("/readyz", include_in_schema=False)
     async def readyz():
-        """Ready only after every executor is loaded and warmed."""
+        """Ready once every executor is loaded and warmed, while every tier's worker runs."""
         if registry.ready:
             return {"status": "ready", "tiers": registry.order}
-        return _error(503, "readyz", not_ready_reason(), reason="not_ready", headers={"Retry-After": "1"})
+        return _error(503, "readyz", not_ready_reason(), reason="not_ready",
+                      headers={"Retry-After": "1"})
 
     @app.get("/metrics")
     async def prom() -> Response:

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 
 import msgpack
 from fastapi import Request
-from starlette.requests import ClientDisconnect
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
 from serving.arrow_wire import ARROW_STREAM, decode_request
 from serving.schema import (FieldError, RankArrays, RankOptions, RankRequest,
