@@ -21,12 +21,25 @@ def pending(loop, cfg, n, budget_s):
                    loop.create_future())
 
 
+def run_with(bt, scenario, gate=None):
+    """Start `bt`, run the coroutine function `scenario`, stop `bt` (opening `gate` first,
+    so a gated executor never holds the stop): -> (its result, whether the worker was
+    still alive when it returned)."""
+    bt.start()
+    try:
+        out = asyncio.run(scenario())
+        return out, bt.alive
+    finally:
+        if gate is not None:
+            gate.set()
+        bt.stop(timeout=2)
+
+
 def test_a_tight_deadline_closes_the_group_at_once_and_is_served(tiny_tiers):
     # window 2 s, compute 20 ms: B (300 ms) cannot wait out the window, so its group goes
     # now; it used to wait until B's last possible start, then fail B for starting late
     cfg = tiny_tiers["small"]
     bt = MicroBatcher(FakeExecutor(cfg), window_ms=2000, estimate_ms=lambda b: 20.0)
-    bt.start()
 
     async def run():
         loop = asyncio.get_running_loop()
@@ -36,10 +49,7 @@ def test_a_tight_deadline_closes_the_group_at_once_and_is_served(tiny_tiers):
         return await asyncio.gather(a.future, b.future)
 
     t0 = time.monotonic()
-    try:
-        scored = asyncio.run(run())
-    finally:
-        bt.stop()
+    scored, _ = run_with(bt, run)
     assert [s.batch_size for s in scored] == [2, 2]
     assert time.monotonic() - t0 < 1.0
 
@@ -52,7 +62,6 @@ def test_a_request_whose_budget_ran_out_while_queued_fails_fast_and_is_never_run
     cfg = tiny_tiers["small"]
     ex = gated(cfg)
     bt = MicroBatcher(ex, window_ms=0, estimate_ms=lambda b: 20.0)
-    bt.start()
 
     async def run():
         loop = asyncio.get_running_loop()
@@ -65,11 +74,7 @@ def test_a_request_whose_budget_ran_out_while_queued_fails_fast_and_is_never_run
         ex.gate.set()
         return await asyncio.gather(a.future, b.future, return_exceptions=True)
 
-    try:
-        got_a, got_b = asyncio.run(run())
-    finally:
-        ex.gate.set()
-        bt.stop()
+    (got_a, got_b), _ = run_with(bt, run, gate=ex.gate)
     assert got_a.batch_size == 1
     assert isinstance(got_b, batcher.DeadlineExceeded), got_b
     assert ex.calls == 1
@@ -142,7 +147,6 @@ def test_a_group_taken_past_a_request_of_another_bucket_is_served_and_the_worker
     cfg = tiny_tiers["small"]
     ex = gated(cfg)
     bt = MicroBatcher(ex, window_ms=0, estimate_ms=lambda b: 1.0)
-    bt.start()
 
     async def run():
         loop = asyncio.get_running_loop()
@@ -156,12 +160,7 @@ def test_a_group_taken_past_a_request_of_another_bucket_is_served_and_the_worker
         done, _ = await asyncio.wait([p.future for p in (x, a, b, c)], timeout=5)
         return [p.future.result() if p.future in done else None for p in (x, a, b, c)]
 
-    try:
-        got = asyncio.run(run())
-        alive = bt._thread is not None and bt._thread.is_alive()
-    finally:
-        ex.gate.set()
-        bt.stop(timeout=2)
+    got, alive = run_with(bt, run, gate=ex.gate)
     assert all(s is not None for s in got), got          # every request answered in time
     assert [s.probs.shape[0] for s in got] == [5, 5, 20, 3]   # each its own row
     assert [s.batch_size for s in got] == [1, 2, 1, 2]        # A and C shared a call
@@ -182,7 +181,6 @@ def test_an_executor_answering_a_malformed_result_fails_that_batch_and_the_worke
 
     ex.score = one_row_short
     bt = MicroBatcher(ex, window_ms=0, estimate_ms=lambda b: 1.0)
-    bt.start()
 
     async def run():
         loop = asyncio.get_running_loop()
@@ -195,11 +193,7 @@ def test_an_executor_answering_a_malformed_result_fails_that_batch_and_the_worke
         await asyncio.wait([good.future], timeout=3)
         return bad.future, good.future
 
-    try:
-        bad, good = asyncio.run(run())
-        alive = bt._thread is not None and bt._thread.is_alive()
-    finally:
-        bt.stop(timeout=2)
+    (bad, good), alive = run_with(bt, run)
     assert bad.done() and bad.exception() is not None     # failed at once, not left waiting
     assert good.done() and good.result().probs.shape[0] == 5
     assert alive
@@ -216,7 +210,6 @@ def test_a_failure_while_grouping_kills_no_worker_and_leaves_no_request_waiting(
         return 1.0
 
     bt = MicroBatcher(FakeExecutor(cfg), window_ms=0, estimate_ms=estimate)
-    bt.start()
 
     async def run():
         loop = asyncio.get_running_loop()
@@ -231,9 +224,6 @@ def test_a_failure_while_grouping_kills_no_worker_and_leaves_no_request_waiting(
         await asyncio.wait([a.future, b.future], timeout=3)
         return a.future, b.future
 
-    try:
-        a, b = asyncio.run(run())
-    finally:
-        bt.stop(timeout=2)
+    (a, b), _ = run_with(bt, run)
     assert a.done(), "the request being grouped was left waiting"
     assert b is None or b.done(), "a later request was accepted and left waiting"
