@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 import numpy as np
@@ -56,6 +56,35 @@ log = logging.getLogger("serving.app")
 STORE_WARN_EVERY_S = 10.0
 GRACE_S = 1.0   # beyond the deadline, how long a handler waits for a running batch
 
+
+
+def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+    """`fn(*args)` on a daemon thread of its own, awaitable. For work that may hang (a
+    weight swap reading a stalled disk): asyncio.to_thread's pool is joined at exit, so a
+    hung swap kept the process alive after SIGTERM's drain, for good."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if not done.done():
+            if error is None:
+                done.set_result(result)
+            else:
+                done.set_exception(error)
+
+    def run() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
+            result, error = None, e
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:         # the loop has closed: nobody is waiting any more
+            pass
+
+    threading.Thread(target=run, name=f"daemon-{getattr(fn, '__name__', 'call')}",
+                     daemon=True).start()
+    return done
 
 def _error(status: int, field: str, message: str, *, reason: str | None = None,
            headers: dict[str, str] | None = None) -> JSONResponse:
@@ -434,7 +463,14 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         raw = await read_body(request, 64 * 1024, settings.body_timeout_s)
         req, _ = parse_body(ReloadRequest, raw, request.headers.get("content-type", ""))
         try:
-            out = await asyncio.to_thread(registry.reload, req.tier, req.path)
+            out = await in_daemon_thread(registry.reload, req.tier, req.path)
+        except asyncio.CancelledError:   # the drain timeout ended with the swap still running
+            if (task := asyncio.current_task()) is not None:
+                task.uncancel()
+            metrics.swaps.labels(req.tier, "error").inc()
+            return _error(503, "server", "the server is shutting down; the swap was still "
+                          "running and may or may not have completed", reason="shutting_down",
+                          headers={"Retry-After": "1"})
         except RegistryError as e:
             raise FieldError("tier", str(e).partition(": ")[2] or str(e)) from None
         except WeightsNotFound as e:
