@@ -27,18 +27,26 @@ FORMATS = ("npz", "parquet")
 
 def write_synthetic_files(world: SyntheticWorld, train: Examples, test: Examples,
                           out_dir: str | Path, fmt: str = "npz") -> dict[str, Path]:
-    """Write the four files into `out_dir` (created); {name: path}."""
+    """Write the four files into `out_dir` (created); {name: path}. Interrupted or failed
+    part way (Ctrl-C), it removes the files it wrote: the set is only whole together, and
+    `data synthetic` refuses a directory that holds files, so a rerun was refused."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt={fmt!r}: must be one of {list(FORMATS)}")
     out = check_output_dir(out_dir, "out_dir")
     out.mkdir(parents=True, exist_ok=True)
-    events = write_events_file(out / f"events.{fmt}", {
-        "user_id": world.log_user, "item": world.log_item, "action": world.log_action,
-        "ts": world.log_ts})
-    return {"train": save_examples(train, out / f"train.{fmt}"),
-            "test": save_examples(test, out / f"test.{fmt}"),
-            "events": events,
-            "catalog": world.catalog().save(out / "catalog.npz")}
+    written: dict[str, Path] = {}
+    try:
+        written["events"] = write_events_file(out / f"events.{fmt}", {
+            "user_id": world.log_user, "item": world.log_item, "action": world.log_action,
+            "ts": world.log_ts})
+        written["train"] = save_examples(train, out / f"train.{fmt}")
+        written["test"] = save_examples(test, out / f"test.{fmt}")
+        written["catalog"] = world.catalog().save(out / "catalog.npz")
+    except BaseException:
+        for path in written.values():
+            path.unlink(missing_ok=True)
+        raise
+    return {name: written[name] for name in ("train", "test", "events", "catalog")}
 
 
 __all__ = ["FORMATS", "write_synthetic_files"]
