@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
+import threading
 from typing import Callable, Mapping
 
-from arm_jax.batch import BatchError
 from arm_jax.config import ConfigError
 
 # MemoryError: numpy's "Unable to allocate 5.96 GiB for an array with shape ..." says what
-# a size asked for better than its traceback
-EXPECTED: tuple[type[BaseException], ...] = (ConfigError, BatchError, FileNotFoundError,
+# a size asked for better than its traceback. ValueError covers BatchError, whose module
+# imports jax: importing it here put a second of jax import before any Ctrl-C was handled.
+EXPECTED: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError,
                                              NotADirectoryError, PermissionError, ValueError,
                                              MemoryError)
 
@@ -48,9 +50,24 @@ def name_options(message: str, options: Mapping[str, str]) -> str:
 
 def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = None) -> int:
     """Run a command: expected errors become one line on stderr and exit 2 (`options`,
-    {argument name: option}, renames a leading `name=` to the option the user typed)."""
+    {argument name: option}, renames a leading `name=` to the option the user typed).
+
+    Ctrl-C is one line and exit 130, also when the KeyboardInterrupt was swallowed on its
+    way (jax's garbage-collection callback prints "Exception ignored" and the command ran
+    on to exit 0): the SIGINT is recorded as well as raised."""
+    interrupted: list[int] = []
+
+    def on_sigint(signum: int, frame: object) -> None:
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
     try:
-        return int(fn() or 0)
+        code = int(fn() or 0)
+        if interrupted:
+            raise KeyboardInterrupt
+        return code
     except KeyboardInterrupt:
         print("arm-jax: interrupted", file=sys.stderr)
         return 130
@@ -66,3 +83,6 @@ def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = No
             raise
         print(f"arm-jax: error: {name_options(str(e), options or {})}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread and previous is not None:     # None: a handler set outside Python
+            signal.signal(signal.SIGINT, previous)

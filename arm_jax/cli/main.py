@@ -133,8 +133,12 @@ def command_options(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse_args(argv, parser)
+    try:
+        parser = build_parser()
+        args = parse_args(argv, parser)
+    except KeyboardInterrupt:
+        print("arm-jax: interrupted", file=sys.stderr)
+        return 130
     return run_cli(lambda: args.func(args), options=command_options(parser, args))
 
 

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from arm_jax.cli.main import parse_args
@@ -36,3 +43,31 @@ def test_anything_else_left_over_is_still_an_error(argv, stray, capsys):
         parse_args(argv)
     assert e.value.code == 2
     assert f"unrecognized arguments: {stray}" in capsys.readouterr().err
+
+
+def test_the_command_line_starts_without_importing_jax():
+    """`cli.errors` imported arm_jax.batch, and so jax and flax (~1 s), before any Ctrl-C
+    was handled or any command ran: `--help` and a mistyped option paid for it too."""
+    code = "import sys, arm_jax.cli.main; print('jax' in sys.modules, 'flax' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[3], timeout=60)
+    assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]
+
+
+def test_a_ctrl_c_swallowed_on_its_way_still_ends_the_command_with_130(capsys):
+    """jax's garbage-collection callback swallows a KeyboardInterrupt raised inside it
+    ("Exception ignored ..."), and the command ran on to exit 0; the SIGINT is recorded."""
+    from arm_jax.cli.errors import run_cli
+
+    def swallowed() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)                # the handler runs here
+        except KeyboardInterrupt:
+            pass                          # as the gc callback does
+        return 0
+
+    before = signal.getsignal(signal.SIGINT)
+    assert run_cli(swallowed) == 130
+    assert capsys.readouterr().err == "arm-jax: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is before       # put back
