@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -44,6 +44,7 @@ from serving.executor import IncompatibleWeights, TierExecutor, WeightsNotFound
 from serving.metrics import ServerMetrics
 from serving.registry import RegistryError, TierRegistry
 from serving.arrow_wire import ARROW_STREAM, arrow_available, encode_response
+from serving.daemon_call import in_daemon_thread
 from serving.schema import (FieldError, RankArrays, RankOptions, RankRequest, RankResponse,
                             ReloadRequest, default_body_limit, pack_batch)
 from serving.settings import ServerSettings
@@ -56,35 +57,6 @@ log = logging.getLogger("serving.app")
 STORE_WARN_EVERY_S = 10.0
 GRACE_S = 1.0   # beyond the deadline, how long a handler waits for a running batch
 
-
-
-def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> asyncio.Future:
-    """`fn(*args)` on a daemon thread of its own, awaitable. For work that may hang (a
-    weight swap reading a stalled disk): asyncio.to_thread's pool is joined at exit, so a
-    hung swap kept the process alive after SIGTERM's drain, for good."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if not done.done():
-            if error is None:
-                done.set_result(result)
-            else:
-                done.set_exception(error)
-
-    def run() -> None:
-        try:
-            result, error = fn(*args), None
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting coroutine
-            result, error = None, e
-        try:
-            loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:         # the loop has closed: nobody is waiting any more
-            pass
-
-    threading.Thread(target=run, name=f"daemon-{getattr(fn, '__name__', 'call')}",
-                     daemon=True).start()
-    return done
 
 def _error(status: int, field: str, message: str, *, reason: str | None = None,
            headers: dict[str, str] | None = None) -> JSONResponse:

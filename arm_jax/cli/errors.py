@@ -48,6 +48,12 @@ def name_options(message: str, options: Mapping[str, str]) -> str:
     return f"{options[m.group(1)]} {message[m.end():]}"
 
 
+def interrupted_exit() -> int:
+    """Ctrl-C: one line on stderr, exit status 130 (128 + SIGINT), as a shell reports it."""
+    print("arm-jax: interrupted", file=sys.stderr)
+    return 130
+
+
 def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = None) -> int:
     """Run a command: expected errors become one line on stderr and exit 2 (`options`,
     {argument name: option}, renames a leading `name=` to the option the user typed).
@@ -69,8 +75,7 @@ def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = No
             raise KeyboardInterrupt
         return code
     except KeyboardInterrupt:
-        print("arm-jax: interrupted", file=sys.stderr)
-        return 130
+        return interrupted_exit()
     except BrokenPipeError:
         # the reader went away (`arm-jax store read ... | head`): stop quietly, as a Unix
         # tool killed by SIGPIPE would, and keep Python from complaining at exit as well

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from arm_jax import stack_versions
 from arm_jax.cli import bench_cmd, train_cmd
-from arm_jax.cli.errors import run_cli
+from arm_jax.cli.errors import interrupted_exit, run_cli
 from arm_jax.cli.help_format import ArmJaxParser
 
 
@@ -136,9 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parse_args(argv, parser)
-    except KeyboardInterrupt:
-        print("arm-jax: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:       # while parsing, before run_cli handles it
+        return interrupted_exit()
     return run_cli(lambda: args.func(args), options=command_options(parser, args))
 
 
