@@ -215,8 +215,13 @@ def create_app(executors: dict[str, TierExecutor], settings: ServerSettings | No
         else:
             warm()
         yield
-        # uvicorn has stopped accepting and finished in-flight requests; drain the rest
-        await asyncio.to_thread(registry.stop, drain=True, timeout=settings.drain_timeout_s)
+        # uvicorn has stopped accepting and finished in-flight requests; drain the rest,
+        # unless the operator forced the quit (a second Ctrl-C): then refuse them at once
+        forced = getattr(app.state, "force_exit", False)
+        if forced:
+            log.warning("force quit: the drain is cut short; queued requests are refused")
+        await asyncio.to_thread(registry.stop, drain=not forced,
+                                timeout=0.0 if forced else settings.drain_timeout_s)
         store_reads.shutdown()
         if history_store is None and state["store"] is not None:   # opened from the URL
             state["store"].close()

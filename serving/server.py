@@ -82,6 +82,22 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, whose force quit (a second Ctrl-C during the drain) still shuts
+    the app down: uvicorn skips the lifespan shutdown then, which left the lifespan task
+    to be cancelled at exit (a `CancelledError` traceback in the log) and the batchers and
+    the store unclosed. Here the app is told (`app.state.force_exit`) and shut down at
+    once: queued requests are refused, no drain is waited for."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets=sockets)
+        if self.force_exit and getattr(self, "lifespan", None) is not None:
+            state = getattr(self.config.app, "state", None)
+            if state is not None:
+                state.force_exit = True
+            await self.lifespan.shutdown()
+
+
 def serve_forever(app: FastAPI, settings: ServerSettings,
                   sock: socket.socket | None = None) -> None:
     """Blocking; returns after SIGTERM/SIGINT and a graceful drain. `sock`: from
@@ -95,7 +111,7 @@ def serve_forever(app: FastAPI, settings: ServerSettings,
     sock = bind_socket(settings.host, settings.port) if own else sock
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        uvicorn.Server(uvicorn_config(app, settings, logging_config(settings.log_level))
+        DrainingServer(uvicorn_config(app, settings, logging_config(settings.log_level))
                        ).run(sockets=[sock])
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -111,7 +127,7 @@ class ServerThread:
         self.sock = bind_socket(host, 0)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
-        self.server = uvicorn.Server(uvicorn_config(app, settings.replace(host=host, port=self.port)))
+        self.server = DrainingServer(uvicorn_config(app, settings.replace(host=host, port=self.port)))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="uvicorn", daemon=True)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import signal
 import sys
 import threading
+from types import FrameType
 from typing import Callable, Mapping
 
 from arm_jax.config import ConfigError
@@ -48,34 +50,62 @@ def name_options(message: str, options: Mapping[str, str]) -> str:
     return f"{options[m.group(1)]} {message[m.end():]}"
 
 
-def interrupted_exit() -> int:
-    """Ctrl-C: one line on stderr, exit status 130 (128 + SIGINT), as a shell reports it."""
-    print("arm-jax: interrupted", file=sys.stderr)
-    return 130
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a process manager stopping the command), raised like Ctrl-C's
+    KeyboardInterrupt so the same clean-up runs (partial files removed, stores closed)."""
+
+
+def interrupted_exit(signum: int = signal.SIGINT) -> int:
+    """Ctrl-C or SIGTERM: one line on stderr, exit status 128 + the signal (130, 143), as a
+    shell reports a command the signal ended."""
+    word = "terminated" if signum == signal.SIGTERM else "interrupted"
+    print(f"arm-jax: {word}", file=sys.stderr)
+    return 128 + signum
+
+
+def in_gc_callback(frame: FrameType | None, depth: int = 30) -> bool:
+    """The signal arrived while a garbage-collection callback ran (jax registers one):
+    an exception raised there is printed as "Exception ignored" and lost."""
+    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None and depth > 0:
+        if frame.f_code in codes:
+            return True
+        frame, depth = frame.f_back, depth - 1
+    return False
 
 
 def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = None) -> int:
     """Run a command: expected errors become one line on stderr and exit 2 (`options`,
     {argument name: option}, renames a leading `name=` to the option the user typed).
 
-    Ctrl-C is one line and exit 130, also when the KeyboardInterrupt was swallowed on its
-    way (jax's garbage-collection callback prints "Exception ignored" and the command ran
-    on to exit 0): the SIGINT is recorded as well as raised."""
-    interrupted: list[int] = []
+    Ctrl-C is one line and exit 130 (SIGTERM: 143). A signal that lands inside a
+    garbage-collection callback (jax's), where the exception would be swallowed and the
+    command run on (`serve` went on to serve), is sent again 50 ms later; and the signal
+    is recorded, so a command that swallowed it all the same still ends 130/143. `serve`
+    hands both signals to uvicorn while it serves (a drained SIGTERM exits 0 there)."""
+    received: list[int] = []
 
-    def on_sigint(signum: int, frame: object) -> None:
-        interrupted.append(signum)
-        raise KeyboardInterrupt
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if in_gc_callback(frame):
+            again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            again.daemon = True
+            again.start()
+            return
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if main_thread else None
+    previous = ({sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+                if main_thread else {})
     try:
         code = int(fn() or 0)
-        if interrupted:
+        if received:
             raise KeyboardInterrupt
         return code
-    except KeyboardInterrupt:
-        return interrupted_exit()
+    except KeyboardInterrupt as e:
+        first = received[0] if received else (
+            signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        return interrupted_exit(first)
     except BrokenPipeError:
         # the reader went away (`arm-jax store read ... | head`): stop quietly, as a Unix
         # tool killed by SIGPIPE would, and keep Python from complaining at exit as well
@@ -89,5 +119,6 @@ def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = No
         print(f"arm-jax: error: {name_options(str(e), options or {})}", file=sys.stderr)
         return 2
     finally:
-        if main_thread and previous is not None:     # None: a handler set outside Python
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            if handler is not None:                   # None: a handler set outside Python
+                signal.signal(sig, handler)

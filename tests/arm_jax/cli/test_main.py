@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -71,3 +72,56 @@ def test_a_ctrl_c_swallowed_on_its_way_still_ends_the_command_with_130(capsys):
     assert run_cli(swallowed) == 130
     assert capsys.readouterr().err == "arm-jax: interrupted\n"
     assert signal.getsignal(signal.SIGINT) is before       # put back
+
+
+def test_sigterm_ends_the_command_with_143_after_its_clean_up(capsys):
+    """A process manager's SIGTERM (before, it killed the command outright: exit -15 and no
+    `finally` ran) is one line and 128 + 15, and the command's clean-up runs first."""
+    from arm_jax.cli.errors import run_cli
+
+    cleaned: list[bool] = []
+
+    def stopped_by_a_process_manager() -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)                # the handler runs here
+            return 0
+        finally:
+            cleaned.append(True)
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_cli(stopped_by_a_process_manager) == 143
+    assert capsys.readouterr().err == "arm-jax: terminated\n"
+    assert cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) is before       # put back
+
+
+def test_a_signal_inside_a_gc_callback_is_sent_again_and_stops_the_command(capsys):
+    """jax's gc callback swallows what a signal handler raises inside it: `serve` then went
+    on to serve after a SIGTERM while its tiers loaded. The handler now sees it is inside a
+    gc callback and sends the signal again, which stops the command where it next runs."""
+    import gc
+
+    from arm_jax.cli.errors import run_cli
+
+    def slow_callback(phase, info):
+        if phase == "start":
+            time.sleep(0.5)               # the signal arrives in here
+
+    finished: list[bool] = []
+
+    def command() -> int:
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        gc.callbacks.append(slow_callback)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(slow_callback)
+        time.sleep(3)                     # the signal, sent again, stops the command here
+        finished.append(True)
+        return 0
+
+    t0 = time.monotonic()
+    assert run_cli(command) == 143
+    assert time.monotonic() - t0 < 2.5 and not finished
+    assert capsys.readouterr().err.endswith("arm-jax: terminated\n")

@@ -197,3 +197,40 @@ def test_loadgen_out_is_checked_before_the_load(tmp_path, capsys, monkeypatch, k
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith(f"arm-jax: error: --out {out}: ") and words in err, err
     assert "\n" not in err
+
+
+def test_sigterm_while_the_tiers_load_exits_143_and_closes_the_store(tiny_overrides, tmp_path,
+                                                                     capsys, monkeypatch):
+    """SIGTERM before uvicorn takes the signals over (while tiers load: seconds to minutes
+    for big artifacts) killed the process with -15; now the store and the socket are closed
+    and the exit is 143 with one line."""
+    import os
+    import signal
+    import time
+
+    import arm_jax.cli.serve_cmd as serve_cmd
+    from arm_jax.store.lmdb_store import LmdbStore
+
+    with LmdbStore(tmp_path / "logs", map_size=1 << 24) as s:
+        s.append_many([1], [5], [0], [10])
+    opened, socks = [], []
+    real_open = serve_cmd._open_history_store
+    monkeypatch.setattr(serve_cmd, "_open_history_store",
+                        lambda url: opened.append(real_open(url)) or opened[-1])
+    import serving.server
+    real_bind = serving.server.bind_socket
+    monkeypatch.setattr(serving.server, "bind_socket",
+                        lambda host, port: socks.append(real_bind(host, port)) or socks[-1])
+
+    def terminated_while_loading(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        raise AssertionError("SIGTERM did not stop the load")
+
+    monkeypatch.setattr(serve_cmd, "_load_executors", terminated_while_loading)
+    rc = main(["serve", "--fake", "small", "--port", "0", "--history-store",
+               f"lmdb://{tmp_path / 'logs'}", *tiny_overrides])
+    assert rc == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "arm-jax: terminated"
+    assert len(opened) == 1 and opened[0]._env is None
+    assert len(socks) == 1 and socks[0].fileno() == -1       # closed
