@@ -68,15 +68,21 @@ class RankClient:
         return _ok(self.http.get("/v1/info")).json()
 
     def ready(self) -> bool:
+        """GET /readyz answered 200. A refused token (401, 403) raises RankError: waiting
+        cannot fix it."""
         try:
-            return self.http.get("/readyz").status_code == 200
+            r = self.http.get("/readyz")
         except httpx.HTTPError:
             return False
+        if r.status_code in (401, 403):
+            _ok(r)
+        return r.status_code == 200
 
     def wait_ready(self, timeout: float = 60.0, interval: float = 0.05, *,
                    alive: Callable[[], bool] | None = None) -> None:
         """Poll /readyz until it answers 200: TimeoutError after `timeout` s, ConnectionError
-        as soon as `alive()` (e.g. "is the server process still running") is False."""
+        as soon as `alive()` (e.g. "is the server process still running") is False, and
+        RankError at once on a refused token (401/403)."""
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
             if self.ready():

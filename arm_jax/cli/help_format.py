@@ -25,9 +25,11 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help
+        default = action.default
         if (not text or not action.option_strings or "default" in text.lower()
-                or action.default in (None, False, True, argparse.SUPPRESS)
-                or action.nargs == 0):
+                or default is None or isinstance(default, bool)   # not `in (False, True)`:
+                or default is argparse.SUPPRESS or action.nargs == 0  # 1 == True, 0.0 == False
+                or (isinstance(default, (tuple, list)) and not default)):
             return text
         shown = typed_default(action.default).replace("%", "%%")   # help is %-formatted
         return f"{text} (default: {shown})"

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--token", default=os.environ.get("ARM_JAX_TOKEN"),
                    help="bearer token required on every endpoint (default: $ARM_JAX_TOKEN)")
     s.add_argument("--admin-token", default=os.environ.get("ARM_JAX_ADMIN_TOKEN"),
-                   help="token for /admin/reload (default: --token)")
+                   help="token for /admin/reload (default: $ARM_JAX_ADMIN_TOKEN, else --token)")
     s.add_argument("--policy", default="rules",
                    help="routing: rules | fixed:<tier> | learned:<policy.json>")
     s.add_argument("--deadline-ms", type=float, default=None,

@@ -32,6 +32,22 @@ def test_a_wrong_token_is_named(serve, fakes):
     assert (e.value.status, e.value.field) == (401, "authorization")
 
 
+def test_wait_ready_with_a_wrong_token_raises_at_once_instead_of_timing_out(serve, fakes):
+    """A refused token never gets ready: waiting out the 60 s default to a TimeoutError
+    hid the cause."""
+    import time
+
+    url = serve(fakes, ServerSettings(token="s3cret-token"),
+                headers={"Authorization": "Bearer s3cret-token"})
+    with RankClient(url, token="not-the-token") as client, pytest.raises(RankError) as e:
+        t0 = time.monotonic()
+        client.wait_ready(timeout=20)
+    assert time.monotonic() - t0 < 5
+    assert (e.value.status, e.value.field) == (401, "authorization")
+    with RankClient(url, token="s3cret-token") as client:
+        client.wait_ready(timeout=20)
+
+
 def test_a_warming_server_is_503_with_retry_after(tiny_tiers, payload):
     slow = {n: FakeExecutor(t, warmup_delay_s=30.0) for n, t in tiny_tiers.items()}
     with ServerThread(create_app(slow)) as srv, RankClient(srv.url) as client:

@@ -36,6 +36,18 @@ def test_defaults_appended_once_as_typed_and_never_for_flags_or_none():
     assert typed_default([1, 2]) == "1,2" and typed_default("a") == "a"
 
 
+def test_defaults_equal_to_true_or_false_are_shown_and_empty_lists_are_not():
+    """1 == True and 0.0 == False: a test of `default in (False, True)` hid them."""
+    p = ArmJaxParser(prog="x")
+    p.add_argument("--repeats", type=int, default=1, help="runs per side")
+    p.add_argument("--delay", type=float, default=0.0, help="added delay")
+    p.add_argument("--group", action="append", default=[], help="a table group")
+    text = _help(p)
+    assert "runs per side (default: 1)" in text
+    assert "added delay (default: 0.0)" in text
+    assert "a table group" in text and "(default: )" not in text
+
+
 def test_every_command_shows_its_defaults():
     parser = build_parser()
     serve = _help(_subparser(parser, "serve"))
