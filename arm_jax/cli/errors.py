@@ -88,7 +88,10 @@ def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = No
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         if in_gc_callback(frame):
-            again = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            # to the main thread, where the handler runs: a process-directed signal may be
+            # delivered to another thread and leave the main one asleep until it wakes
+            again = threading.Timer(0.05, signal.pthread_kill,
+                                    (threading.main_thread().ident, signum))
             again.daemon = True
             again.start()
             return

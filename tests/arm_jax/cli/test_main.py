@@ -111,7 +111,8 @@ def test_a_signal_inside_a_gc_callback_is_sent_again_and_stops_the_command(capsy
     finished: list[bool] = []
 
     def command() -> int:
-        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        threading.Timer(0.1, signal.pthread_kill,
+                        (threading.main_thread().ident, signal.SIGTERM)).start()
         gc.callbacks.append(slow_callback)
         try:
             gc.collect()
