@@ -64,7 +64,9 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
                     metrics: dict[str, Any] | None = None) -> Path:
     """Write config, params and metrics; refuses to overwrite another kind of directory
     (`check_save_target`). Bad input (an unknown `kind`, metrics JSON cannot hold, params
-    orbax cannot write) is refused before an earlier checkpoint there is touched."""
+    that are not the state of the model `kind` and `tier` build, params orbax cannot
+    write, a directory that cannot be created) is refused before an earlier checkpoint
+    there is touched."""
     import orbax.checkpoint as ocp  # here, not at import: see _import_orbax_note
 
     if kind not in KINDS:
@@ -73,8 +75,13 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
         metrics_text = None if metrics is None else strict_json.dumps(metrics, indent=2)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"metrics: cannot be written as JSON ({e})") from None
+    _check_params_fit(kind, tier, params)
     d = check_save_target(directory)
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:      # permission denied, a read-only or virtual filesystem
+        raise CheckpointError(f"checkpoint directory {d}: cannot create it "
+                              f"({e.strerror or e})") from None
     new, old = d / _PARAMS_NEW, d / _PARAMS_OLD
     with ocp.StandardCheckpointer() as ckptr:   # beside the old params until it is whole
         ckptr.save(new, params, force=True)
@@ -96,6 +103,36 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
                                PARAMS_DIGEST: digest_files(d / "params")}, indent=2))
     tmp.replace(d / "config.json")
     return d
+
+
+def _abstract_model(kind: str, tier: TierConfig) -> tuple[nnx.GraphDef, Any]:
+    """(graphdef, abstract params) of the model `kind` and `tier` build: shapes and dtypes
+    only (`nnx.eval_shape`), nothing allocated or initialised."""
+    return nnx.split(nnx.eval_shape(lambda: build_model(kind, tier)))
+
+
+def _check_params_fit(kind: str, tier: TierConfig, params: Any) -> None:
+    """CheckpointError naming the first parameter of `params` whose path, shape or dtype
+    differs from the model `kind` and `tier` build, which load_checkpoint would refuse:
+    another tier's params (or the nnx Module itself, whose tree orbax stores under other
+    paths) were written over an earlier checkpoint, leaving a directory that never loads."""
+    from arm_jax.compile.errors import ArtifactError
+    from arm_jax.compile.weights import flatten
+
+    if isinstance(params, nnx.Module):
+        raise CheckpointError(f"params: an nnx Module ({type(params).__name__}), not its state: "
+                              "pass nnx.split(model)[1] (or nnx.state(model))")
+    try:
+        flat = flatten(params)
+    except ArtifactError as e:      # two leaves under one path
+        raise CheckpointError(f"params: {e}") from None
+    for key, leaf in flat.items():
+        if not (hasattr(leaf, "shape") and hasattr(leaf, "dtype")):
+            raise CheckpointError(f"params: parameter {key!r} is a {type(leaf).__name__}, "
+                                  "not an array")
+    _, abstract_params = _abstract_model(kind, tier)
+    check_stored(params, abstract_params, "params",
+                 expected=f"the {kind} of tier {tier.name!r} has")
 
 
 # what a save, an interrupted save or a training run (`arm_jax.train.resume`) leaves
@@ -172,8 +209,7 @@ def load_checkpoint(directory: str | Path, shardings: Any = None
 
     d = Path(directory).resolve()
     kind, tier = read_config(d)
-    abstract = nnx.eval_shape(lambda: build_model(kind, tier))
-    graphdef, abstract_params = nnx.split(abstract)
+    graphdef, abstract_params = _abstract_model(kind, tier)
     if shardings is not None:
         abstract_params = jax.tree.map(
             lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -220,6 +256,16 @@ def check_stored(stored: Any, target: Any, where: str, *, expected: str,
 
 
 def read_metrics(directory: str | Path) -> dict[str, Any] | None:
-    """The held-out metrics training wrote beside a checkpoint, or None."""
+    """The held-out metrics training wrote beside a checkpoint, or None; CheckpointError
+    naming the file if it is damaged (not UTF-8, not JSON, not a JSON object)."""
     p = Path(directory) / "metrics.json"
-    return json.loads(p.read_text()) if p.exists() else None
+    if not p.exists():
+        return None
+    try:
+        raw = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:      # a directory, bytes that are not UTF-8, bad JSON
+        raise CheckpointError(f"{p}: unreadable metrics ({e})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{p}: not metrics (expected a JSON object, got "
+                              f"{type(raw).__name__})")
+    return raw

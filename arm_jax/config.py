@@ -285,17 +285,35 @@ def default_config_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent / "configs"
 
 
-def tier_names(config_dir: Path | None = None) -> list[str]:
+def _config_dir(config_dir: str | os.PathLike | None) -> Path:
+    """`config_dir` as a Path (a str is one too), or the default when None."""
+    return default_config_dir() if config_dir is None else Path(config_dir)
+
+
+def tier_names(config_dir: str | os.PathLike | None = None) -> list[str]:
     """Names of the bundled (or `config_dir`'s) tier configs, sorted."""
-    d = (config_dir or default_config_dir()) / "tiers"
+    d = _config_dir(config_dir) / "tiers"
     return sorted(p.stem for p in d.glob("*.yaml"))
 
 
-def load_tier(name_or_path: str, overrides: list[str] | tuple[str, ...] = (),
-              config_dir: Path | None = None) -> TierConfig:
+def _check_overrides(overrides: Any) -> None:
+    """ConfigError unless `overrides` is a list (or tuple) of strings: one string was
+    iterated character by character ("override 'm' must look like key=value")."""
+    if isinstance(overrides, (str, bytes)) or not isinstance(overrides, (list, tuple)):
+        raise ConfigError(f"overrides={overrides!r}: must be a list of key=value strings "
+                          f"(e.g. ['model.d_model=64']), not a {type(overrides).__name__}")
+    for item in overrides:
+        if not isinstance(item, str):
+            raise ConfigError(f"overrides: {item!r} is a {type(item).__name__}; each override "
+                              "must be a key=value string (e.g. 'model.d_model=64')")
+
+
+def load_tier(name_or_path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = (),
+              config_dir: str | os.PathLike | None = None) -> TierConfig:
     """Load a tier by name (`configs/tiers/NAME.yaml`) or path, plus the features
     config, then apply `section.key=value` overrides; validate everything."""
-    cdir = config_dir or default_config_dir()
+    _check_overrides(overrides)
+    cdir = _config_dir(config_dir)
     path = Path(name_or_path)
     if not path.suffix:
         path = cdir / "tiers" / f"{name_or_path}.yaml"
@@ -318,9 +336,10 @@ def load_tier(name_or_path: str, overrides: list[str] | tuple[str, ...] = (),
 
 
 def load_features(overrides: list[str] | tuple[str, ...] = (),
-                  config_dir: Path | None = None) -> FeaturesConfig:
+                  config_dir: str | os.PathLike | None = None) -> FeaturesConfig:
     """features.yaml with `key=value` overrides (the `features.` prefix is optional)."""
-    cdir = config_dir or default_config_dir()
+    _check_overrides(overrides)
+    cdir = _config_dir(config_dir)
     raw = _read_yaml(cdir / "features.yaml")
     for item in overrides:
         _apply_override({"features": raw}, item if item.startswith("features.")
@@ -330,9 +349,11 @@ def load_features(overrides: list[str] | tuple[str, ...] = (),
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text: {e}") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     if not isinstance(data, dict):

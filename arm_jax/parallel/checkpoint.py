@@ -20,17 +20,30 @@ each device reads only the slices it owns.
 from __future__ import annotations
 
 import json
+import operator
 from pathlib import Path
 from typing import Any
 
 import jax
 
 from arm_jax.checkpoint import CheckpointError, check_stored
+from arm_jax.data.outputs import check_output_dir
 from arm_jax.file_digest import digest_files, first_mismatch
 
 
 class CorruptCheckpointError(CheckpointError):
     """A checkpoint step is incomplete, truncated or its bytes changed since it was saved."""
+
+
+def _integer(value: Any) -> int | None:
+    """`value` as a Python int (numpy and jax integers too: json.dumps refuses them), or
+    None for a bool or anything that is no integer (2.5, "3")."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def abstract_with(tree: Any, shardings: Any) -> Any:
@@ -46,18 +59,32 @@ class ShardedCheckpointer:
                  async_save: bool = True, read_only: bool = False):
         """`read_only=True` (for restoring) creates nothing: a root holding no sharded
         checkpoint is a CheckpointError, where a writer would start a new one there (a
-        mistyped path used to become an empty checkpoint and "no restorable step")."""
+        mistyped path used to become an empty checkpoint and "no restorable step").
+        `max_to_keep`: None keeps every step, else at least 1 (0 made orbax delete every
+        step it saved). An empty path (the current directory), a path at or under a file,
+        or one that cannot be created is a CheckpointError naming it."""
         import orbax.checkpoint as ocp  # not at import (arm_jax.checkpoint: _import_orbax_note)
 
-        self.root = Path(directory).resolve()
+        if max_to_keep is not None:
+            keep = _integer(max_to_keep)
+            if keep is None or keep < 1:
+                raise CheckpointError(f"max_to_keep={max_to_keep!r}: must be None (keep every "
+                                      f"step) or an integer >= 1")
+            max_to_keep = keep
+        self.root = check_output_dir(directory, "checkpoint root", CheckpointError).resolve()
         self.digests = self.root / "digests"
         self.read_only = read_only
+        self._closed = False
         if read_only:
             if not (self.root / "steps").is_dir():
                 raise CheckpointError(f"checkpoint {self.root}: no sharded checkpoint there "
                                       f"(no steps/ directory)")
         else:
-            self.digests.mkdir(parents=True, exist_ok=True)
+            try:
+                self.digests.mkdir(parents=True, exist_ok=True)
+            except OSError as e:      # permission denied, a read-only or virtual filesystem
+                raise CheckpointError(f"checkpoint root {self.root}: cannot create it "
+                                      f"({e.strerror or e})") from None
         self._primary = jax.process_index() == 0
         self.manager = ocp.CheckpointManager(
             self.root / "steps", item_names=("params", "opt_state"),
@@ -69,16 +96,29 @@ class ShardedCheckpointer:
                 read_only=read_only))
         self._pending: int | None = None
 
+    def _check_open(self, what: str) -> None:
+        """After close() orbax's manager is shut: a save there returned normally, left a
+        tmp directory and started threads that held the interpreter's exit for minutes."""
+        if self._closed:
+            raise CheckpointError(f"checkpoint {self.root}: closed, cannot {what}")
+
     def _check_writable(self, what: str) -> None:
+        self._check_open(what)
         if self.read_only:
             raise CheckpointError(f"checkpoint {self.root}: opened read_only, cannot {what}")
 
     # ------------------------------------------------------------------ save
     def save(self, step: int, params: Any, opt_state: Any = None) -> None:
-        """Start saving `step`; returns once device buffers are copied (not written)."""
+        """Start saving `step` (an integer >= 0; numpy and jax integers too); returns once
+        device buffers are copied (not written)."""
         import orbax.checkpoint as ocp  # not at import (arm_jax.checkpoint: _import_orbax_note)
 
         self._check_writable(f"save step {step}")
+        number = _integer(step)
+        if number is None or number < 0:   # -1 is invisible to steps(), 2.5 never restorable
+            raise CheckpointError(f"checkpoint {self.root}: step={step!r}: must be an integer "
+                                  f">= 0")
+        step = number
         self._finalize()
         items = {"params": ocp.args.StandardSave(params)}
         if opt_state is not None:
@@ -103,10 +143,14 @@ class ShardedCheckpointer:
 
     def close(self) -> None:
         """Commit the pending save, then close orbax's manager (also when that save failed:
-        its error is raised after the manager's threads are stopped)."""
+        its error is raised after the manager's threads are stopped). Once closed, save,
+        discard and restore are a CheckpointError; closing again does nothing."""
+        if self._closed:
+            return
         try:
             self._finalize()
         finally:
+            self._closed = True
             self.manager.close()
 
     def __enter__(self) -> "ShardedCheckpointer":
@@ -184,6 +228,7 @@ class ShardedCheckpointer:
 
         from arm_jax.compile.weights import stored_tree
 
+        self._check_open(f"restore step {step}")
         self._finalize()
         self.verify(step)
         targets = {"params": abstract_params}
@@ -209,6 +254,7 @@ class ShardedCheckpointer:
     def restore_latest(self, abstract_params: Any, abstract_opt: Any = None
                        ) -> tuple[int, Any, Any, list[str]]:
         """Newest step that verifies -> (step, params, opt_state, refusals of newer steps)."""
+        self._check_open("restore")
         self._finalize()
         refused: list[str] = []
         for step in reversed(self.steps()):

@@ -1,6 +1,7 @@
 """A checkpoint whose stored shapes differ from its config is refused with one clear error."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -193,7 +194,7 @@ def test_a_checkpoint_saved_without_a_digest_still_loads(tiny_overrides, tmp_pat
     ({"metrics": {("click", "auc"): 0.7}}, "metrics"),       # a key json cannot write
     ({"metrics": {"auc": object()}}, "metrics"),             # a value json cannot write
     ({"kind": "rnaker"}, "kind"),                            # a typo'd kind
-    ({"params": {"w": np.array(["a", "b"])}}, None),         # params orbax cannot write
+    ({"params": {"w": np.array(["a", "b"])}}, "params"),     # params of no model
 ], ids=["tuple-key-metric", "object-metric", "unknown-kind", "string-params"])
 def test_bad_save_input_leaves_the_previous_checkpoint_loadable(tiny_overrides, tmp_path, bad,
                                                                 field):
@@ -235,3 +236,85 @@ def test_numpy_scalars_in_metrics_are_written_as_numbers(tiny_overrides, tmp_pat
                         metrics={"examples": np.int64(3), "auc": np.float32(0.5),
                                  "ok": np.bool_(True), "nan": np.float32("nan")})
     assert read_metrics(d) == {"examples": 3, "auc": 0.5, "ok": True, "nan": None}
+
+
+@pytest.mark.parametrize("wrong", ["another-tier", "module", "bfloat16", "not-an-array"])
+def test_params_of_another_model_are_refused_before_the_earlier_checkpoint_is_touched(
+        tiny_overrides, tmp_path, wrong):
+    """save_checkpoint wrote params that do not fit the kind and tier it records (another
+    tier's, or the nnx Module itself, which orbax stores under other paths) over an earlier
+    checkpoint, which load_checkpoint then refused: the save destroyed a loadable checkpoint.
+    The params are now checked against the model's shapes (eval_shape only) first."""
+    import jax
+    import jax.numpy as jnp
+
+    from arm_jax.checkpoint import (CheckpointError, build_model, load_checkpoint,
+                                    save_checkpoint)
+    from arm_jax.config import load_tier
+
+    tier = load_tier("small", list(tiny_overrides))
+    model = build_model("ranker", tier)
+    params = nnx.split(model)[1]
+    d = save_checkpoint(tmp_path / "ck", kind="ranker", tier=tier, params=params)
+    before = {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    if wrong == "another-tier":
+        other = load_tier("small", [*tiny_overrides, "model.d_model=32"])
+        bad = nnx.split(build_model("ranker", other))[1]
+        message = (r"^params: parameter '\S+' has shape \[[\d, ]*32[\d, ]*\] float32, the "
+                   r"ranker of tier 'small' has \[[\d, ]*16[\d, ]*\] float32$")
+    elif wrong == "module":
+        bad = model
+        message = r"^params: an nnx Module \(Ranker\), not its state"
+    elif wrong == "bfloat16":
+        bad = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+        message = r"^params: parameter '\S+' has shape \[[\d, ]*\] bfloat16, .* float32$"
+    else:
+        bad = {"w": [1.0, 2.0]}
+        message = r"^params: parameter 'w/0' is a float, not an array$"
+    with pytest.raises(CheckpointError, match=message):
+        save_checkpoint(d, kind="ranker", tier=tier, params=bad)
+    assert {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
+    assert load_checkpoint(d)[0] == "ranker"      # the earlier checkpoint is whole
+
+
+def test_a_logreg_checkpoint_is_checked_against_the_logreg_model(tiny_overrides, tmp_path):
+    """The check builds the model of the kind saved: a ranker's params are no logreg's."""
+    from arm_jax.checkpoint import CheckpointError, build_model, save_checkpoint
+    from arm_jax.config import load_tier
+
+    tier = load_tier("small", list(tiny_overrides))
+    save_checkpoint(tmp_path / "lr", kind="logreg", tier=tier,
+                    params=nnx.split(build_model("logreg", tier))[1])
+    with pytest.raises(CheckpointError, match=r"^params: parameters differ from what the "
+                                              r"logreg of tier 'small' has: missing"):
+        save_checkpoint(tmp_path / "lr2", kind="logreg", tier=tier,
+                        params=nnx.split(build_model("ranker", tier))[1])
+    assert not (tmp_path / "lr2").exists()
+
+
+@pytest.mark.parametrize("text", [b"{bad", b"\xff\xfe{}", b"[1, 2]"],
+                         ids=["not-json", "not-utf8", "a-list"])
+def test_damaged_metrics_are_a_checkpoint_error_naming_the_file(tmp_path, text):
+    """read_metrics on a damaged metrics.json raised a bare JSONDecodeError (or a
+    UnicodeDecodeError) naming neither the file nor the checkpoint."""
+    from arm_jax.checkpoint import CheckpointError, read_metrics
+
+    (tmp_path / "metrics.json").write_bytes(text)
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / 'metrics.json'}: "
+                                              r"(unreadable metrics|not metrics)"):
+        read_metrics(tmp_path)
+    assert read_metrics(tmp_path / "absent") is None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_a_checkpoint_directory_that_cannot_be_created_is_a_checkpoint_error(tiny_overrides):
+    """mkdir's bare FileNotFoundError ('/proc/...': no directory can be made there) was
+    the error, naming no checkpoint."""
+    from arm_jax.checkpoint import CheckpointError, build_model, save_checkpoint
+    from arm_jax.config import load_tier
+
+    tier = load_tier("small", list(tiny_overrides))
+    params = nnx.split(build_model("logreg", tier))[1]
+    with pytest.raises(CheckpointError, match="^checkpoint directory /proc/arm_jax_test/ck: "
+                                              "cannot create it"):
+        save_checkpoint("/proc/arm_jax_test/ck", kind="logreg", tier=tier, params=params)

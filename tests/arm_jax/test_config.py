@@ -11,6 +11,7 @@ from arm_jax.config import (
     TierConfig,
     TrainConfig,
     load_features,
+    default_config_dir,
     load_tier,
     tier_from_dict,
     tier_names,
@@ -106,6 +107,51 @@ def test_tier_file_whose_features_section_is_not_a_mapping_is_refused(tmp_path, 
     path.write_text(f"model:\n  d_model: 32\nfeatures: {features}\n")
     with pytest.raises(ConfigError, match=r"mine.yaml: features: expected a mapping"):
         load_tier(str(path))
+
+
+@pytest.mark.parametrize("where", ["tier", "features"])
+def test_a_yaml_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path, where):
+    """_read_yaml caught OSError and YAMLError only: a bare UnicodeDecodeError naming no file."""
+    bad = b"\xff\xfe\x00model: 1"
+    (tmp_path / "tiers").mkdir()
+    (tmp_path / "tiers" / "mine.yaml").write_bytes(bad if where == "tier" else b"name: mine\n")
+    (tmp_path / "features.yaml").write_bytes(bad if where == "features" else b"{}\n")
+    path = tmp_path / ("tiers/mine.yaml" if where == "tier" else "features.yaml")
+    with pytest.raises(ConfigError, match=rf"^{path}: not UTF-8 text"):
+        load_tier("mine", config_dir=tmp_path)
+    if where == "features":
+        with pytest.raises(ConfigError, match=rf"^{path}: not UTF-8 text"):
+            load_features(config_dir=tmp_path)
+
+
+@pytest.mark.parametrize("load", [lambda o: load_tier("small", o), load_features],
+                         ids=["load_tier", "load_features"])
+@pytest.mark.parametrize("overrides, message", [
+    ("features.max_history=64", r"^overrides='features.max_history=64': must be a list of "
+                                r"key=value strings \(e.g. \['model.d_model=64'\]\), not a str$"),
+    ({"features.max_history": 64}, r"^overrides=\{'features.max_history': 64\}: must be a "
+                                   r"list .*, not a dict$"),
+    (["features.max_history=64", 32], r"^overrides: 32 is a int; each override must be a "
+                                      r"key=value string"),
+], ids=["one-string", "a-dict", "a-number-in-the-list"])
+def test_overrides_that_are_no_list_of_strings_are_refused_naming_them(load, overrides,
+                                                                       message):
+    """One string was iterated character by character ("override 'f' must look like
+    key=value"), which did not say that a list was expected."""
+    with pytest.raises(ConfigError, match=message):
+        load(overrides)
+    for good in (["features.max_history=64"], ("features.max_history=64",)):
+        cfg = load(good)
+        assert getattr(cfg, "features", cfg).max_history == 64
+
+
+def test_config_dir_may_be_any_path_like():
+    """config_dir as a str (not a Path) was a bare TypeError "unsupported operand type(s)
+    for /: 'str' and 'str'", in load_tier, load_features and tier_names alike."""
+    d = str(default_config_dir())
+    assert load_tier("small", config_dir=d) == load_tier("small")
+    assert load_features(config_dir=d) == load_features()
+    assert tier_names(d) == tier_names() == ["large", "medium", "small"]
 
 
 def test_unknown_key_lists_every_allowed_key_sorted():

@@ -1,5 +1,8 @@
 """Sharded orbax checkpoints: 8 -> 4 -> 1 devices bit-exact, async save, corruption refused."""
 
+import os
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -330,3 +333,117 @@ def test_close_after_a_failed_background_save_stops_orbax_threads(tmp_path):
     left = [t.name for t in threading.enumerate() if t not in before and t.is_alive()
             and not t.daemon]
     assert left == [], left
+
+
+@pytest.mark.parametrize("step", [np.int64(3), jnp.int32(3)], ids=["numpy", "jax"])
+def test_a_numpy_or_jax_integer_step_is_saved_and_restored(tmp_path, step):
+    """A step counter from numpy or jax (the usual case in a training loop) was written,
+    then wait() raised a bare TypeError from json.dumps of its digest: the step never got
+    one and stayed on disk, never restorable. max_to_keep may be a numpy integer too."""
+    params = {"w": jnp.ones((4, 2)), "b": jnp.zeros(2)}
+    target = jax.eval_shape(lambda: params)
+    with ShardedCheckpointer(tmp_path / "ck", max_to_keep=np.int64(1)) as ck:
+        ck.save(step - 1, params)
+        ck.save(step, params)
+        ck.wait()
+        assert ck.steps() == [3]
+        got, restored, _, refused = ck.restore_latest(target)
+    assert got == 3 and type(got) is int and refused == []
+    assert sorted(p.name for p in (tmp_path / "ck" / "digests").iterdir()) == ["3.json"]
+    assert _equal(restored, params)
+
+
+@pytest.mark.parametrize("max_to_keep", [0, -1, 1.5, True])
+def test_max_to_keep_below_one_is_refused_before_anything_is_created(tmp_path, max_to_keep):
+    """max_to_keep=0 was accepted, and orbax then deleted every step it saved: each
+    checkpoint silently lost."""
+    with pytest.raises(CheckpointError, match=rf"max_to_keep={max_to_keep!r}: must be None "
+                                              r"\(keep every step\) or an integer >= 1"):
+        ShardedCheckpointer(tmp_path / "ck", max_to_keep=max_to_keep)
+    assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("step", [-1, 2.5, np.float32(2), "3", True])
+def test_a_step_that_is_no_integer_from_zero_is_refused(tmp_path, step):
+    """save(-1) was written but invisible to steps() and restore_latest; save(2.5) returned
+    normally and was never restorable: the save was silently lost."""
+    with ShardedCheckpointer(tmp_path / "ck") as ck:
+        with pytest.raises(CheckpointError, match=rf"step={re.escape(repr(step))}: must be an "
+                                                  r"integer >= 0"):
+            ck.save(step, {"w": jnp.ones(2)})
+        assert ck.steps() == []
+    assert sorted(p.name for p in (tmp_path / "ck" / "steps").iterdir()) == []
+
+
+_SAVE_AFTER_CLOSE = """
+import os, sys
+import jax.numpy as jnp
+from arm_jax.checkpoint import CheckpointError
+from arm_jax.parallel.checkpoint import ShardedCheckpointer
+ck = ShardedCheckpointer(sys.argv[1])
+ck.save(1, {"w": jnp.ones(2)})
+ck.close()
+ck.close()               # closing again does nothing
+for call in (lambda: ck.save(2, {"w": jnp.ones(2)}), lambda: ck.discard(1),
+             lambda: ck.restore(1, {"w": jnp.ones(2)}),
+             lambda: ck.restore_latest({"w": jnp.ones(2)})):
+    try:
+        call()
+    except CheckpointError as e:
+        print("REFUSED", e)
+    else:
+        print("ACCEPTED", flush=True)
+        os._exit(3)      # orbax's orphaned threads would hold a normal exit for ~300 s
+print("STEPS", ck.steps())
+"""
+
+
+def test_save_discard_and_restore_after_close_are_refused(tmp_path):
+    """A save after close() returned normally, left steps/2.orbax-checkpoint-tmp behind, its
+    failure surfaced at the next call, and the orbax threads it started held the
+    interpreter's exit for ~5 minutes. Run in a subprocess: such a hang must fail here
+    (timeout) and never stall the test process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[3])
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", _SAVE_AFTER_CLOSE, str(tmp_path / "ck")],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert out.returncode == 0, (out.stdout[-500:], out.stderr[-500:])
+    lines = out.stdout.splitlines()
+    assert [line.split(": ", 1)[1] for line in lines[:4]] == [
+        "closed, cannot save step 2", "closed, cannot discard step 1",
+        "closed, cannot restore step 1", "closed, cannot restore"], lines
+    assert lines[4:] == ["STEPS [1]"], lines
+    assert sorted(p.name for p in (tmp_path / "ck" / "steps").iterdir()) == ["1"]
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_an_empty_root_is_refused_not_the_current_directory(tmp_path, monkeypatch, read_only):
+    """ShardedCheckpointer('') made Path('') (the current directory) the checkpoint root
+    and created digests/ and steps/ in it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError, match="checkpoint root '': names no directory"):
+        ShardedCheckpointer("", read_only=read_only)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_root_at_or_under_a_file_or_uncreatable_is_a_checkpoint_error(tmp_path):
+    """A root under a file raised a bare NotADirectoryError from mkdir (FileNotFoundError
+    where no directory can be made), naming no checkpoint."""
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    with pytest.raises(CheckpointError, match=f"checkpoint root {afile / 'ck'}: {afile} is a "
+                                              "file, not a directory"):
+        ShardedCheckpointer(afile / "ck")
+    with pytest.raises(CheckpointError, match=f"checkpoint root {afile}: exists and is not a "
+                                              "directory"):
+        ShardedCheckpointer(afile)
+    if os.path.isdir("/proc"):
+        with pytest.raises(CheckpointError, match="checkpoint root /proc/arm_jax_test/ck: "
+                                                  "cannot create it"):
+            ShardedCheckpointer("/proc/arm_jax_test/ck")
