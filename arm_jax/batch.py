@@ -76,6 +76,9 @@ class RequestBatch:
 
     def truncate_history(self, max_len: int) -> "RequestBatch":
         """Keep the `max_len` most recent events (a slice: history is newest first)."""
+        if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 0:
+            # a negative slice end would drop the OLDEST events and set hist_len < 0
+            raise BatchError(f"max_len: must be an integer >= 0, got {max_len!r}")
         if self.history_len <= max_len:
             return self
         return self.replace(
@@ -97,6 +100,72 @@ _RANKS = {
 }
 
 
+# make_batch's `expected` keys (expected_widths returns every one of them)
+EXPECTED_KEYS = ("req_sparse_fields", "req_dense_features", "cand_sparse_fields",
+                 "cand_dense_features", "history_side_fields", "history_len", "candidates",
+                 "num_action_types")
+INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def _axes_wanted(b: int, c: int, l: int) -> dict[str, tuple[int | None, ...]]:
+    """Every field's leading axes, from b (req_sparse), c (cand_sparse) and l (hist_item);
+    None: a feature width, checked against the config elsewhere."""
+    return {"req_dense": (b, None), "hist_item": (b, l), "hist_action": (b, l),
+            "hist_gap": (b, l), "hist_len": (b,), "hist_side": (b, l, None),
+            "cand_sparse": (b, c, None), "cand_dense": (b, c, None), "cand_mask": (b, c)}
+
+
+def _check_axes(shapes: dict[str, tuple[int, ...]]) -> None:
+    """BatchError naming the first field whose b, c or l axis is not the others'."""
+    b, c, l = shapes["req_sparse"][0], shapes["cand_sparse"][1], shapes["hist_item"][1]
+    for name, shape in _axes_wanted(b, c, l).items():
+        got = shapes.get(name)
+        if got is not None and any(w is not None and w != g for w, g in zip(shape, got)):
+            pretty = ("(" + ", ".join("*" if w is None else str(w) for w in shape)
+                      + ("," if len(shape) == 1 else "") + ")")
+            raise BatchError(f"{name}: expected shape {pretty}, got {got}")
+
+
+def dtype_problem(name: str, dtype: Any, integer: bool, what: str = "ids") -> str | None:
+    """make_batch's dtype rule, as the message to raise (None: fine): ids are integers
+    (not bool, not float: a float id is truncated when hashed), values real numbers."""
+    dtype = np.dtype(dtype)
+    if integer:
+        if dtype.kind not in "iu":
+            return f"{name}: expected integer {what}, got dtype {dtype}"
+    elif dtype.kind not in "iuf" and not jax.numpy.issubdtype(dtype, jax.numpy.floating):
+        return f"{name}: expected real numbers, got dtype {dtype}"
+    return None
+
+
+def checked_ids(name: str, arr: np.ndarray, what: str = "ids") -> np.ndarray:
+    """`arr` as int32, or BatchError naming `name`: an integer dtype and every value in
+    [0, 2^31 - 1] (what int32 holds; a larger id or timestamp would wrap)."""
+    if arr.size:
+        problem = dtype_problem(name, arr.dtype, integer=True, what=what)
+        if problem:
+            raise BatchError(problem)
+        if arr.min() < 0:
+            raise BatchError(f"{name}: {what} must be >= 0, got {int(arr.min())}")
+        if arr.max() > INT32_MAX:
+            raise BatchError(f"{name}: {what} must be <= {INT32_MAX}, got {int(arr.max())}")
+    return arr.astype(np.int32)
+
+
+def checked_reals(name: str, arr: np.ndarray) -> np.ndarray:
+    """`arr` as float32, or BatchError naming `name`: real numbers, every one finite
+    (in float32: a float64 past its range becomes inf)."""
+    if arr.size:
+        problem = dtype_problem(name, arr.dtype, integer=False)
+        if problem:
+            raise BatchError(problem)
+    arr = arr.astype(np.float32)
+    if arr.size and not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0].tolist()
+        raise BatchError(f"{name}: values must be finite, got {arr[tuple(bad)]} at {bad}")
+    return arr
+
+
 def expected_widths(features: Any) -> dict[str, int]:
     """make_batch's `expected` for a FeaturesConfig: every width and limit it pins
     (including num_action_types: an action past the table reads NaN in the model)."""
@@ -110,17 +179,32 @@ def expected_widths(features: Any) -> dict[str, int]:
 
 
 def check_feature_widths(batch: RequestBatch, features: Any) -> None:
-    """Raise BatchError unless the batch's feature widths are the FeaturesConfig's and its
-    candidate and history axes are not empty (make_batch pads an empty history).
+    """Raise BatchError unless the batch's feature widths are the FeaturesConfig's, its
+    ids are integers, its fields agree on b, c and l, and its request, candidate and
+    history axes are not empty (make_batch pads an empty history).
 
-    Reads static shapes only, so it costs nothing under jit; a batch built for another
-    schema otherwise fails deep inside the model with an unnamed shape error.
+    Reads static shapes and dtypes only, so it costs nothing under jit; a batch built for
+    another schema otherwise fails deep inside the model with an unnamed shape error, and
+    float ids would be truncated when hashed.
     """
-    if batch.cand_sparse.ndim == 3 and batch.cand_sparse.shape[1] == 0:
+    shapes = {}
+    for name, rank in _RANKS.items():
+        arr = getattr(batch, name)
+        shapes[name] = shape = tuple(arr.shape)
+        if len(shape) != rank:
+            raise BatchError(f"{name}: expected rank {rank}, got shape {shape}")
+        problem = (None if name == "cand_mask" else
+                   dtype_problem(name, arr.dtype, integer=name in _INT_FIELDS))
+        if problem:
+            raise BatchError(problem)
+    if shapes["req_sparse"][0] == 0:
+        raise BatchError("req_sparse: a batch needs at least 1 request, got 0")
+    if shapes["cand_sparse"][1] == 0:
         raise BatchError("cand_sparse: a request needs at least 1 candidate, got 0")
-    if batch.hist_item.ndim == 2 and batch.hist_item.shape[1] == 0:
+    if shapes["hist_item"][1] == 0:
         raise BatchError("hist_item: history axis of length 0; give at least one (masked) "
                          "event with hist_len 0, as make_batch does")
+    _check_axes(shapes)
     widths = expected_widths(features)
     for name, key in (("req_sparse", "req_sparse_fields"), ("req_dense", "req_dense_features"),
                       ("cand_sparse", "cand_sparse_fields"),
@@ -188,6 +272,10 @@ def make_batch(
     becomes one masked event (hist_len 0). Raises BatchError naming the field, the
     offending value and the limit.
     """
+    unknown = [k for k in (expected or ()) if k not in EXPECTED_KEYS]
+    if unknown:
+        raise BatchError(f"expected: unknown key {unknown[0]!r}; the keys are "
+                         f"{', '.join(EXPECTED_KEYS)}")
     raw = dict(
         req_sparse=req_sparse, req_dense=req_dense, hist_item=hist_item,
         hist_action=hist_action, hist_gap=hist_gap, hist_len=hist_len,
@@ -203,41 +291,19 @@ def make_batch(
         arr = _as_array(name, value)
         if arr.ndim != _RANKS[name]:
             raise BatchError(f"{name}: expected rank {_RANKS[name]}, got shape {arr.shape}")
-        if name in _INT_FIELDS:
-            if arr.size and not np.issubdtype(arr.dtype, np.integer):
-                raise BatchError(f"{name}: expected integer ids, got dtype {arr.dtype}")
-            if arr.size and arr.min() < 0:
-                raise BatchError(f"{name}: ids must be >= 0, got {int(arr.min())}")
-            if arr.size and arr.max() > np.iinfo(np.int32).max:
-                raise BatchError(
-                    f"{name}: ids must be <= {np.iinfo(np.int32).max}, got {int(arr.max())}")
-            arr = arr.astype(np.int32)
-        else:
-            if arr.size and not (np.issubdtype(arr.dtype, np.floating)
-                                 or np.issubdtype(arr.dtype, np.integer)):
-                raise BatchError(f"{name}: expected real numbers, got dtype {arr.dtype}")
-            arr = arr.astype(np.float32)
-            if arr.size and not np.all(np.isfinite(arr)):
-                bad = np.argwhere(~np.isfinite(arr))[0].tolist()
-                raise BatchError(f"{name}: values must be finite, got {arr[tuple(bad)]} at {bad}")
-        arrays[name] = arr
+        arrays[name] = (checked_ids(name, arr) if name in _INT_FIELDS
+                        else checked_reals(name, arr))
 
     b = arrays["req_sparse"].shape[0]
     l = arrays["hist_item"].shape[1]
     c = arrays["cand_sparse"].shape[1]
+    if b == 0:
+        # refused like 0 candidates (and like select_bucket): the model has no empty path
+        raise BatchError("req_sparse: a batch needs at least 1 request, got 0")
     if c == 0:
         raise BatchError("cand_sparse: a request needs at least 1 candidate, got 0 "
                          "(pad with a candidate whose cand_mask is False)")
-    want = {
-        "req_dense": (b, None), "hist_item": (b, l), "hist_action": (b, l),
-        "hist_gap": (b, l), "hist_len": (b,), "hist_side": (b, l, None), "cand_sparse": (b, c, None),
-        "cand_dense": (b, c, None),
-    }
-    for name, shape in want.items():
-        got = arrays[name].shape
-        if any(w is not None and w != g for w, g in zip(shape, got)):
-            pretty = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ")"
-            raise BatchError(f"{name}: expected shape {pretty}, got {got}")
+    _check_axes({name: a.shape for name, a in arrays.items()})
 
     if cand_mask is None:
         mask = np.ones((b, c), dtype=bool)

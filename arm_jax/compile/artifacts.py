@@ -83,16 +83,15 @@ class LoadedTier:
 
     def _check(self, inputs: dict[str, np.ndarray], bucket: Bucket) -> dict[str, np.ndarray]:
         """Shapes must match the compiled signature (a wrong feature width is named here,
-        not deep inside XLA); dtypes are cast to it."""
+        not deep inside XLA); dtypes are cast to it when no value changes (every field is
+        checked before any is cast)."""
         sig = self._by_bucket[bucket]["inputs"]["batch"]
-        out = {}
         for k, spec in sig.items():
             a = inputs[k]
             if list(a.shape) != list(spec["shape"]):
                 raise ArtifactError(f"{k}: shape {list(a.shape)} does not match tier "
                                     f"{self.name!r} bucket {bucket}: {spec['shape']}")
-            out[k] = a.astype(spec["dtype"], copy=False)
-        return out
+        return {k: _cast(k, inputs[k], np.dtype(spec["dtype"])) for k, spec in sig.items()}
 
     def warmup(self) -> None:
         """Run every bucket once on empty (fully masked) input: no compile, just first-touch."""
@@ -123,6 +122,38 @@ class LoadedTier:
         if e is None:
             raise BucketError(f"bucket {tuple(bucket)} not compiled; have {self.buckets}")
         return float(e["cost"]["flops"])
+
+
+# dtype kinds each compiled kind takes (integers become floats; nothing becomes an integer
+# or a bool that was not one: a float id would be truncated)
+_CASTABLE_KINDS = {"i": "iu", "u": "iu", "f": "iuf", "b": "b"}
+
+
+def _cast(name: str, a: np.ndarray, want: np.dtype) -> np.ndarray:
+    """`a` as the compiled dtype `want`, or ArtifactError naming the field when the cast
+    would change a value: another kind (float ids truncated) or out of range (an int64 id
+    past int32 wraps; a float64 past float32 becomes inf)."""
+    if a.dtype == want or a.size == 0:
+        return a.astype(want, copy=False)
+    if a.dtype.kind not in _CASTABLE_KINDS.get(want.kind, want.kind) and not (
+            want.kind == "f" and jax.numpy.issubdtype(a.dtype, jax.numpy.floating)):  # bfloat16
+        raise ArtifactError(f"{name}: dtype {a.dtype} cannot be cast to the compiled {want} "
+                            "without changing values (ids must be integers)")
+    if want.kind in "iu" and not np.can_cast(a.dtype, want):
+        lo, hi = np.iinfo(want).min, np.iinfo(want).max
+        for bad in (a.min(), a.max()):
+            if bad < lo or bad > hi:
+                raise ArtifactError(f"{name}: values must be in [{lo}, {hi}] (the compiled "
+                                    f"{want}), got {int(bad)}")
+    with np.errstate(over="ignore"):     # an overflow is named below, not warned about
+        out = a.astype(want)
+    if want.kind == "f" and a.dtype.kind == "f" and not np.can_cast(a.dtype, want):
+        over = np.isinf(out) & np.isfinite(a)
+        if over.any():
+            where = np.argwhere(over)[0].tolist()
+            raise ArtifactError(f"{name}: value {a[tuple(where)]} at {where} overflows the "
+                                f"compiled {want}")
+    return out
 
 
 def unfilled_slots(top_i: np.ndarray, top_s: np.ndarray, c: int

@@ -15,13 +15,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from arm_jax.compile.errors import BucketError
+from arm_jax.compile.errors import ArtifactError, BucketError
 
 Bucket = tuple[int, int]
 
 # RequestBatch fields in their declared order: the executable's input signature.
 BATCH_FIELDS = ("req_sparse", "req_dense", "hist_item", "hist_action", "hist_gap", "hist_len",
                 "hist_side", "cand_sparse", "cand_dense", "cand_mask")
+
+# Each field's axes: b requests, c candidates, l history events, f a feature width.
+_LAYOUT = {"req_sparse": "bf", "req_dense": "bf", "hist_item": "bl", "hist_action": "bl",
+           "hist_gap": "bl", "hist_len": "b", "hist_side": "blf", "cand_sparse": "bcf",
+           "cand_dense": "bcf", "cand_mask": "bc"}
+_AXIS_SOURCE = {"b": ("req_sparse", 0, "requests"), "c": ("cand_sparse", 1, "candidates"),
+                "l": ("hist_item", 1, "history events")}
 
 
 def bucket_grid(batch_buckets: Sequence[int], candidate_buckets: Sequence[int]) -> list[Bucket]:
@@ -58,22 +65,46 @@ def pad_batch(batch: Any, bucket: Bucket, history_len: int) -> dict[str, np.ndar
 
     Requests pad to B with empty rows, candidates to N with masked slots, history is
     cut to (or padded up to) the tier's L; padding is zeros, masked out in-graph.
+
+    Raises ArtifactError naming the first field whose rank, or whose b, c or l axis, is not
+    the other fields' (each field is padded on its own: a short one would be padded with
+    zeros and scored, e.g. a real candidate with zero dense features).
     """
     B, N = bucket
     L = history_len
+    arrays = {name: np.asarray(getattr(batch, name)) for name in BATCH_FIELDS}
+    check_layout(arrays)
     out: dict[str, np.ndarray] = {}
-    for name in BATCH_FIELDS:
-        a = np.asarray(getattr(batch, name))
+    for name, a in arrays.items():
         if name.startswith("hist_") and name != "hist_len":
             a = a[:, :L]
             a = _pad_axis(a, 1, L)
-        elif name == "hist_len":
-            a = np.minimum(a, L)
+        elif name == "hist_len" and a.dtype.kind in "iuf":   # keeps the dtype: the cast to
+            a = np.minimum(a, min(L, np.iinfo(a.dtype).max)     # the compiled one is checked
+                           if a.dtype.kind in "iu" else L)
         if name.startswith("cand_"):
             a = _pad_axis(a, 1, N)
         out[name] = _pad_axis(a, 0, B)
     out["cand_mask"] = out["cand_mask"].astype(bool)
     return out
+
+
+def check_layout(arrays: dict[str, np.ndarray]) -> None:
+    """ArtifactError unless every field has its rank and the b, c and l of req_sparse,
+    cand_sparse and hist_item."""
+    for name, axes in _LAYOUT.items():
+        if arrays[name].ndim != len(axes):
+            raise ArtifactError(f"{name}: expected rank {len(axes)} ([{', '.join(axes)}]), "
+                                f"got shape {list(arrays[name].shape)}")
+    for name, axes in _LAYOUT.items():
+        for i, ax in enumerate(axes):
+            if ax not in _AXIS_SOURCE:
+                continue
+            src, j, what = _AXIS_SOURCE[ax]
+            want = arrays[src].shape[j]
+            if arrays[name].shape[i] != want:
+                raise ArtifactError(f"{name}: shape {list(arrays[name].shape)}, expected "
+                                    f"{want} {what} on axis {i} ({ax}, as {src} has)")
 
 
 def _pad_axis(a: np.ndarray, axis: int, size: int) -> np.ndarray:

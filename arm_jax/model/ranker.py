@@ -18,6 +18,7 @@ from typing import Literal
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from arm_jax.batch import RequestBatch, check_feature_widths
@@ -225,9 +226,10 @@ class Ranker(nnx.Module):
         model is deterministic, as in evaluation, export and serving."""
         if mode not in ("shared", "per_pair"):
             raise ValueError(f"mode must be 'shared' or 'per_pair', got {mode!r}")
-        if pair_chunk is not None and pair_chunk < 1:
-            raise ValueError(f"pair_chunk: must be >= 1 pairs per step (or None: all at "
-                             f"once), got {pair_chunk}")
+        if pair_chunk is not None and (isinstance(pair_chunk, bool) or not isinstance(
+                pair_chunk, (int, np.integer)) or pair_chunk < 1):
+            raise ValueError(f"pair_chunk: must be >= 1 pairs per step, an integer (or None: "
+                             f"all at once), got {pair_chunk!r}")
         check_feature_widths(batch, self.features)
         if mode == "shared":
             return self._shared(batch.truncate_history(self.cfg.history_len), dropout_key)[0]

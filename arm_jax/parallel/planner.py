@@ -203,12 +203,19 @@ def plan_memory(tier: TierConfig, devices: int, device_memory: int, *, data: int
                 tx: optax.GradientTransformation | None = None,
                 rules: Mapping[str, str | None] = DEFAULT_RULES,
                 min_shard_bytes: int = MIN_SHARD_BYTES) -> MemoryPlan:
-    """Plan serving (bucket `batch` x `candidates`, default the largest) and training
-    (tier.train.batch_size x candidates) per device on a data x (devices/data) mesh."""
+    """Plan serving (bucket `batch` x `candidates`, each >= 1, default (None) the largest)
+    and training (tier.train.batch_size x candidates) per device on a data x (devices/data)
+    mesh."""
     from arm_jax.model import Ranker
 
     if devices < 1 or data < 1 or devices % data:
         raise PlanError(f"devices={devices} must be >= 1 and divisible by data={data}")
+    for name, value in (("batch", batch), ("candidates", candidates)):
+        # None is the largest bucket; 0 is not (it used to mean it, silently)
+        if value is not None and (isinstance(value, bool) or not isinstance(
+                value, (int, np.integer)) or value < 1):
+            raise PlanError(f"{name}={value!r}: the serving bucket size must be an integer "
+                            ">= 1 (or None: the tier's largest)")
     sizes = {DATA: data, MODEL: devices // data}
     abstract = nnx.eval_shape(lambda: Ranker(tier.model, tier.features, rngs=nnx.Rngs(0)))
     graphdef, params = nnx.split(abstract)
@@ -225,8 +232,8 @@ def plan_memory(tier: TierConfig, devices: int, device_memory: int, *, data: int
         return b // data
 
     if serve:
-        b = batch or max(tier.serving.batch_buckets)
-        c = candidates or max(tier.serving.candidate_buckets)
+        b = max(tier.serving.batch_buckets) if batch is None else int(batch)
+        c = max(tier.serving.candidate_buckets) if candidates is None else int(candidates)
         bl = local_rows(b, "serving")
         ab = abstract_batch(tier, bl, c)
         fwd = lambda p, x: nnx.merge(graphdef, p)(x)  # noqa: E731

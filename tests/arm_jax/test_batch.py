@@ -135,3 +135,60 @@ def test_ragged_lists_name_the_field_and_the_fix():
     with pytest.raises(BatchError, match=r"^cand_mask: not a rectangular array"):
         make_batch(**fields, cand_mask=[[True], []])
     assert make_batch(**fields).hist_item.shape == (2, 3)
+
+
+def test_zero_requests_are_refused():
+    """The model has no empty-batch path (attention reshapes by b): refused like 0
+    candidates, and like select_bucket refuses it."""
+    with pytest.raises(BatchError, match=r"^req_sparse: a batch needs at least 1 request, got 0"):
+        make_batch(**_fields(b=0))
+
+
+def test_unknown_expected_keys_are_refused():
+    """A typo ('candidate') used to be ignored, so the limit asked for was never checked."""
+    with pytest.raises(BatchError, match=r"^expected: unknown key 'candidate'; the keys are "
+                                         r".*\bcandidates\b.*num_action_types"):
+        make_batch(**_fields(), expected={"candidates": 8, "candidate": 1})
+
+
+@pytest.mark.parametrize("max_len", [-1, 2.5, True])
+def test_truncate_history_refuses_what_is_no_length(max_len):
+    """-1 used to slice [:, :-1] (dropping the OLDEST event) and set hist_len to -1."""
+    batch = make_batch(**_fields())
+    with pytest.raises(BatchError, match=r"^max_len: must be an integer >= 0, got "):
+        batch.truncate_history(max_len)
+    assert batch.truncate_history(np.int64(0)).hist_item.shape == (2, 0)
+
+
+def _features(**kw):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{**dict(req_sparse_fields=2, req_dense_features=3,
+                                     cand_sparse_fields=2, cand_dense_features=1,
+                                     history_side_fields=(), max_history=8, max_candidates=8,
+                                     num_action_types=4), **kw})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("req_sparse", lambda a: a + 0.5, "req_sparse: expected integer ids, got dtype float64"),
+    ("hist_len", lambda a: a.astype(np.float32), "hist_len: expected integer ids, got dtype float32"),
+    ("cand_sparse", lambda a: a > 0, "cand_sparse: expected integer ids, got dtype bool"),
+    ("hist_gap", lambda a: a.astype(np.complex64), "hist_gap: expected real numbers, got dtype complex64"),
+    ("cand_dense", lambda a: a[:, :2], r"cand_dense: expected shape (2, 3, *), got (2, 2, 1)"),
+    ("hist_action", lambda a: a[:, :3], "hist_action: expected shape (2, 4), got (2, 3)"),
+    ("hist_len", lambda a: a[:1], "hist_len: expected shape (2,), got (1,)"),
+    ("cand_mask", lambda a: a[:, :2], "cand_mask: expected shape (2, 3), got (2, 2)"),
+    ("hist_side", lambda a: a[0], "hist_side: expected rank 3, got shape (4, 0)"),
+    ("req_sparse", lambda a: a[:0], "req_sparse: a batch needs at least 1 request, got 0"),
+])
+def test_check_feature_widths_names_float_ids_and_axes_that_disagree(field, value, message):
+    """Static dtypes and shapes only (free under jit): a float id was truncated when hashed,
+    and paired arrays of other lengths failed deep in jax, naming no field."""
+    from arm_jax.batch import check_feature_widths
+
+    batch = make_batch(**_fields())
+    check_feature_widths(batch, _features())
+    bad = batch.replace(**{field: value(np.asarray(getattr(batch, field)))})
+    with pytest.raises(BatchError) as e:
+        check_feature_widths(bad, _features())
+    assert str(e.value).startswith(message)

@@ -105,3 +105,101 @@ def test_pack_and_unpack_refuse_what_they_would_silently_get_wrong():
     packed = pack([dict(reqs[0], cand_sparse=[], cand_dense=[]), reqs[1]], side_fields=2)
     assert packed.cand_sparse.shape == (5, 2) and packed.cand_dense.shape == (5, 1)
     np.testing.assert_array_equal(packed.cand_sparse, reqs[1]["cand_sparse"])
+
+
+def test_pack_refuses_ev_action_of_another_length():
+    """Request 0 with 2 actions for 3 events beside request 1 with 4 used to shift request
+    1's first action onto request 0's third event."""
+    reqs = _requests(0)
+    short = dict(reqs[0], ev_item=np.arange(3), ev_action=np.zeros(2, int), ev_ts=np.arange(3),
+                 ev_side=np.ones((3, 2), int))
+    with pytest.raises(BatchError, match=r"^ev_action: request 0 expected shape \(3,\) like "
+                                         r"ev_item, got \(2,\)"):
+        pack([short, reqs[1]], side_fields=2)
+
+
+@pytest.mark.parametrize("i, key, value, message", [
+    (1, "req_sparse", np.array([1.7, 2.2]), "req_sparse: request 1 expected integer ids, got "
+                                            "dtype float64"),
+    (0, "req_sparse", np.array([2**40, 1]), "req_sparse: request 0 ids must be <= 2147483647, "
+                                            "got 1099511627776"),
+    (2, "ev_ts", np.array([1, 2, 2**33]), r"ev_ts: request 2 seconds must be in \[-2147483648, "
+                                          r"2147483647\] \(int32; milliseconds\?\), got 8589934592"),
+    (1, "cand_sparse", -np.ones((2, 2), int), "cand_sparse: request 1 ids must be >= 0, got -1"),
+    (0, "req_dense", np.array([0.0, np.nan, 1.0]), r"req_dense: request 0 values must be finite, "
+                                                   r"got nan at \[1\]"),
+    (2, "ev_side", np.full((3, 2), 2**31), "ev_side: request 2 ids must be <= 2147483647"),
+    (1, "ev_action", np.array([0, 1.5, 1]), "ev_action: request 1 expected integer ids, got "
+                                            "dtype float64"),
+    (1, "ev_item", np.array([True, False, True]), "ev_item: request 1 expected integer ids, got "
+                                                  "dtype bool"),
+])
+def test_pack_refuses_values_it_would_cast(i, key, value, message):
+    """make_batch's checks: float ids were truncated (1.7 -> 1), ids and ev_ts past int32
+    wrapped (ev_ts 2**33 -> 0 broke the point-in-time cut), negative ids and NaN passed."""
+    reqs = _requests(0)
+    n_ev = {"ev_ts", "ev_side", "ev_action", "ev_item"}
+    if key in n_ev:                     # three events, the bad key among them
+        reqs[i] = dict(reqs[i], ev_item=np.arange(3), ev_action=np.zeros(3, int),
+                       ev_ts=np.arange(3), ev_side=np.ones((3, 2), int))
+    if key == "cand_sparse":
+        reqs[i] = dict(reqs[i], cand_dense=np.zeros((2, 1)))
+    reqs[i] = dict(reqs[i], **{key: value})
+    with pytest.raises(BatchError, match="^" + message):
+        pack(reqs, side_fields=2)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", r"ev_action: request 1 has no 'ev_action' \(a request has req_sparse, "),
+    ("width", r"req_sparse: request 1 expected shape \(2,\) \(a 1-D row as wide as request "
+              r"0's\), got \(3,\)"),
+    ("ms", r"request_ts: request 0 seconds must be in \[-2147483648, 2147483647\] \(int32; "
+           r"milliseconds\?\), got 1700000000000"),
+    ("float ts", "request_ts: request 0 expected integer seconds, got dtype float64"),
+    ("old event", r"ev_ts: request 0 has an event 2147483649 seconds before request_ts, more "
+                  r"than int32 ages hold \(2147483647\)"),
+    ("not a dict", "requests: request 2 is a list, expected a dict with keys req_sparse"),
+])
+def test_pack_names_malformed_requests(case, message):
+    """A missing key was a bare KeyError, request widths that differ a numpy shape error, a
+    millisecond request_ts an OverflowError."""
+    reqs = _requests(0)
+    if case == "missing":
+        reqs[1] = {k: v for k, v in reqs[1].items() if k != "ev_action"}
+    elif case == "width":
+        reqs[1] = dict(reqs[1], req_sparse=np.arange(3))
+    elif case == "ms":
+        reqs[0] = dict(reqs[0], request_ts=1_700_000_000_000)
+    elif case == "float ts":
+        reqs[0] = dict(reqs[0], request_ts=1000.0)
+    elif case == "old event":      # unpack computes ages in int32
+        reqs[0] = dict(reqs[0], request_ts=2**31 - 1, ev_item=np.arange(2),
+                       ev_action=np.zeros(2, int), ev_ts=np.array([-2, 5]),
+                       ev_side=np.ones((2, 2), int))
+    else:
+        reqs[2] = list(reqs[2].values())
+    with pytest.raises(BatchError, match="^" + message):
+        pack(reqs, side_fields=2)
+
+
+def test_pack_checks_time_order_within_requests_only():
+    """Events ascend within a request; from one request to the next they may go back."""
+    reqs = _requests(0)
+    ev = lambda ts: dict(ev_item=np.arange(len(ts)), ev_action=np.zeros(len(ts), int),  # noqa: E731
+                         ev_ts=np.array(ts, np.int64), ev_side=np.ones((len(ts), 2), int))
+    empty = dict(reqs[1], **ev([]))
+    packed = pack([dict(reqs[0], **ev([50, 60])), empty, dict(reqs[2], **ev([10, 20]))],
+                  side_fields=2)
+    np.testing.assert_array_equal(packed.ev_ts[:4], [50, 60, 10, 20])
+    np.testing.assert_array_equal(packed.ev_offsets, [0, 2, 2, 4])
+    with pytest.raises(BatchError, match="^ev_ts: request 2 events are not in ascending"):
+        pack([dict(reqs[0], **ev([50, 60])), empty, dict(reqs[2], **ev([20, 10]))],
+             side_fields=2)
+
+
+def test_unpack_refuses_an_unknown_selection():
+    """A typo ('top_k') was silently the 'recent' selection."""
+    packed = pack(_requests(0), side_fields=2)
+    with pytest.raises(BatchError, match=r"^selection: must be one of 'recent', 'topk', got "
+                                         r"'top_k'"):
+        unpack(packed, candidates=8, history=4, selection="top_k")

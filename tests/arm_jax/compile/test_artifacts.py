@@ -423,3 +423,67 @@ def test_weights_changed_since_their_save_are_not_swapped_in(exported, checkpoin
     with pytest.raises(ArtifactError, match="params: file .* is corrupted .*refusing these"):
         tier.swap_weights(ck)
     np.testing.assert_array_equal(tier.score(batch).probs, before)
+
+
+def _stub_tier(tiny_overrides, seen):
+    """A LoadedTier over one (2, 4) bucket whose executable records its inputs (no export)."""
+    from arm_jax.compile.artifacts import LoadedTier
+    from arm_jax.compile.buckets import batch_signature
+    from arm_jax.config import load_tier
+
+    tier = load_tier("small", [*tiny_overrides, "model.history_len=6"])
+
+    def exe(weights, inputs):
+        seen.update(inputs)
+        b, n = inputs["cand_mask"].shape
+        return (np.zeros((b, n, len(tier.features.tasks)), np.float32),
+                np.zeros((b, 2), np.int32), np.zeros((b, 2), np.float32))
+
+    manifest = {"buckets": [{"batch": 2, "candidates": 4, "inputs": {
+        "batch": batch_signature((2, 4), 6, tier.features)}}]}
+    return LoadedTier("small", tier, manifest, {(2, 4): exe}, {}, jax.devices()[0])
+
+
+@pytest.mark.parametrize("field, bad, message", [
+    ("cand_sparse", lambda a: a + 0.7, "cand_sparse: dtype float64 cannot be cast to the "
+                                       r"compiled int32 without changing values"),
+    ("cand_sparse", lambda a: a.astype(np.int64) + 2**32, r"cand_sparse: values must be in "
+                                                          r"\[-2147483648, 2147483647\] \(the "
+                                                          r"compiled int32\), got 4\d{9}$"),
+    ("hist_len", lambda a: a > 0, "hist_len: dtype bool cannot be cast to the compiled int32"),
+    ("req_dense", lambda a: np.full(a.shape, 1e300), r"req_dense: value 1e\+300 at \[0, 0\] "
+                                                     "overflows the compiled float32"),
+])
+def test_score_refuses_a_cast_that_changes_values(tiny_overrides, field, bad, message):
+    """numpy's unsafe astype truncated float ids (89287.7 -> 89287) and wrapped int64 ids
+    past int32 (x + 2^32 -> x): scored without a word."""
+    seen: dict = {}
+    lt = _stub_tier(tiny_overrides, seen)
+    batch = random_batch(lt.config.features, batch=2, candidates=3, history=6, seed=1)
+    with pytest.raises(ArtifactError, match="^" + message):
+        lt.score(batch.replace(**{field: bad(np.asarray(getattr(batch, field)))}))
+    assert not seen                              # refused before the executable ran
+    fine = batch.replace(cand_sparse=np.asarray(batch.cand_sparse).astype(np.int64),
+                         cand_dense=np.asarray(batch.cand_dense).astype(np.float64))
+    lt.score(fine)                               # casts that keep every value still run
+    assert seen["cand_sparse"].dtype == np.int32 and seen["cand_dense"].dtype == np.float32
+    np.testing.assert_array_equal(seen["cand_sparse"][:2, :3], batch.cand_sparse)
+
+
+@pytest.mark.parametrize("field, cut, message", [
+    ("cand_dense", (slice(None), slice(0, 2)),
+     r"cand_dense: shape \[2, 2, 2\], expected 3 candidates on axis 1 \(c, as cand_sparse has\)"),
+    ("hist_len", (slice(0, 1),), r"hist_len: shape \[1\], expected 2 requests on axis 0"),
+    ("hist_gap", (slice(None), slice(0, 4)), r"hist_gap: shape \[2, 4\], expected 6 history "
+                                             r"events on axis 1 \(l, as hist_item has\)"),
+    ("cand_mask", (0,), r"cand_mask: expected rank 2 \(\[b, c\]\), got shape \[3\]"),
+])
+def test_score_refuses_fields_that_disagree_on_b_c_or_l(tiny_overrides, field, cut, message):
+    """Each field is padded to the bucket on its own: cand_dense for 2 candidates beside
+    cand_sparse for 3 scored the third with zero dense features."""
+    seen: dict = {}
+    lt = _stub_tier(tiny_overrides, seen)
+    batch = random_batch(lt.config.features, batch=2, candidates=3, history=6, seed=1)
+    with pytest.raises(ArtifactError, match="^" + message):
+        lt.score(batch.replace(**{field: np.asarray(getattr(batch, field))[cut]}))
+    assert not seen

@@ -54,3 +54,22 @@ def test_pad_batch_layout(tiny_overrides):
     assert (out["hist_len"][:2] == np.minimum(np.asarray(batch.hist_len), 6)).all()
     short = random_batch(tier.features, batch=1, candidates=2, history=4, seed=2)
     assert pad_batch(short, (1, 4), history_len=6)["hist_gap"].shape == (1, 6)
+
+
+def test_pad_batch_refuses_fields_that_disagree_and_keeps_dtypes(tiny_overrides):
+    """Fields are padded one by one: a short one was padded with zeros (cand_dense for 2
+    of 3 candidates scored the third with zero dense features)."""
+    tier = load_tier("small", [*tiny_overrides, "model.history_len=6"])
+    batch = random_batch(tier.features, batch=2, candidates=3, history=9, seed=1)
+    for field, cut, message in [
+            ("cand_dense", (slice(None), slice(0, 2)), r"cand_dense: shape \[2, 2, 2\], expected "
+                                                       r"3 candidates on axis 1"),
+            ("hist_len", (slice(0, 1),), r"hist_len: shape \[1\], expected 2 requests on axis 0"),
+            ("hist_side", (slice(None), slice(0, 8)), r"hist_side: shape \[2, 8, 2\], expected 9 "
+                                                      r"history events on axis 1")]:
+        with pytest.raises(ArtifactError, match="^" + message):
+            pad_batch(batch.replace(**{field: np.asarray(getattr(batch, field))[cut]}), (4, 8), 6)
+    # hist_len is cut to L in its own dtype: LoadedTier's cast to the compiled one judges it
+    for dtype in (np.uint8, np.float32, np.bool_):
+        hl = np.asarray(batch.hist_len).astype(dtype)
+        assert pad_batch(batch.replace(hist_len=hl), (4, 8), 6)["hist_len"].dtype == dtype

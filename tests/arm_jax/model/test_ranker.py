@@ -254,3 +254,43 @@ def test_zero_candidates_and_bad_pair_chunk_are_named(model_and_batch):
     for chunk in (0, -1):
         with pytest.raises(ValueError, match=f"pair_chunk: must be >= 1 .*got {chunk}"):
             model(batch, mode="per_pair", pair_chunk=chunk)
+
+
+@pytest.mark.parametrize("field, bad, message", [
+    ("req_sparse", lambda a: a.astype(np.float32) + 0.5,
+     "req_sparse: expected integer ids, got dtype float32"),
+    ("hist_len", lambda a: a.astype(np.float32), "hist_len: expected integer ids, got dtype float32"),
+    ("cand_dense", lambda a: a[:, :2], r"cand_dense: expected shape \(3, 7, \*\), got \(3, 2, "),
+    ("hist_action", lambda a: a[:, :3], r"hist_action: expected shape \(3, 16\), got \(3, 3\)"),
+    ("hist_len", lambda a: a[:1], r"hist_len: expected shape \(3,\), got \(1,\)"),
+])
+def test_float_ids_and_axes_that_disagree_are_named(model_and_batch, field, bad, message):
+    """Float ids were scored (truncated by the hash); paired arrays of other lengths failed
+    deep in jax naming no field. Static checks: named under jit too, in both modes."""
+    from arm_jax.batch import BatchError
+
+    tier, params, batch, fwd = model_and_batch
+    wrong = batch.replace(**{field: bad(np.asarray(getattr(batch, field)))})
+    for mode in ("shared", "per_pair"):
+        with pytest.raises(BatchError, match="^" + message):
+            fwd(params, wrong, mode)
+
+
+def test_zero_requests_and_a_fractional_pair_chunk_are_named(model_and_batch):
+    """0 requests was a ZeroDivisionError in attention's reshape; pair_chunk=2.5 a raw jax
+    TypeError."""
+    from arm_jax.batch import BatchError
+
+    tier, params, batch, _ = model_and_batch
+    model = nnx.merge(nnx.graphdef(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0))),
+                      params)
+    empty = jax.tree.map(lambda a: np.asarray(a)[:0], batch)
+    for mode in ("shared", "per_pair"):
+        with pytest.raises(BatchError, match="^req_sparse: a batch needs at least 1 request, "
+                                             "got 0"):
+            model(empty, mode=mode)
+    for chunk in (2.5, True, "4"):
+        with pytest.raises(ValueError, match=r"^pair_chunk: must be >= 1 pairs per step, an "
+                                             rf"integer .*got {chunk!r}"):
+            model(batch, mode="per_pair", pair_chunk=chunk)
+    assert model(batch, mode="per_pair", pair_chunk=np.int64(4)).shape[:2] == (3, 7)

@@ -75,3 +75,14 @@ def test_prediction_within_10_percent_of_xla(tiny_overrides, data, model):
     for c in checks:
         assert c.predicted_args == pytest.approx(c.measured_args, rel=0.001), c
         assert c.error <= 0.10, c.to_dict()
+
+
+@pytest.mark.parametrize("kw", [{"batch": -2}, {"candidates": -2}, {"batch": 0},
+                                {"candidates": 0}, {"batch": 2.5}, {"candidates": True}])
+def test_bad_serving_bucket_sizes_are_named(kw):
+    """-2 was a raw jax TypeError from inside the trace; 0 silently planned the largest
+    bucket (None is the documented default for that)."""
+    (name, value), = kw.items()
+    with pytest.raises(PlanError, match=rf"^{name}={value!r}: the serving bucket size must be "
+                                        r"an integer >= 1 \(or None: the tier's largest\)"):
+        plan_memory(load_tier("small"), 1, 10**9, train=False, **kw)
