@@ -35,6 +35,8 @@ class ItemCatalog:
         if side.ndim != 2 or side.shape[1] != len(self.fields):
             raise CatalogError(f"side: expected shape (num_items, {len(self.fields)}) for "
                                f"fields {list(self.fields)}, got {side.shape}")
+        if side.size and side.dtype.kind not in "iu":   # 1.7 would be id 1, NaN -2^31
+            raise CatalogError(f"side: expected integer ids, got dtype {side.dtype}")
         if side.size and (side.min() < 0 or side.max() > UNKNOWN_SIDE):
             raise CatalogError(f"side: ids must be in [0, {UNKNOWN_SIDE}], got "
                                f"{int(side.min())}..{int(side.max())}")

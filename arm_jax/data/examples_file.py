@@ -44,14 +44,24 @@ class ExamplesFileError(ValueError):
 def save_examples(examples: Examples, path: str | Path) -> Path:
     """Write `examples` as an uncompressed .npz or a .parquet (by the suffix; parent
     directories created); the path. Both read back bit for bit. The file appears whole
-    or not at all, and a failed write leaves an earlier file there as it was."""
+    or not at all, and a failed write leaves an earlier file there as it was.
+
+    The arrays first pass `load_examples`'s checks that need no config (ranks, dtypes,
+    value ranges: finite labels in [0, 1], ts in unix seconds, ...): ExamplesFileError
+    naming the file and the array, and nothing is written, rather than a file that no
+    load would take over a good one."""
     path = Path(path)
     if path.suffix not in SUFFIXES:
         raise ExamplesFileError(f"{path}: an examples file must end in .npz or .parquet")
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {name: getattr(examples, name) for name in REQUIRED}
     if not np.isnan(examples.true_prob).all():
         arrays["true_prob"] = examples.true_prob
+    try:        # what load_examples checks, but against the examples' own tasks and widths
+        _checked_examples({**arrays, "tasks": np.asarray(examples.tasks)},
+                          tuple(examples.tasks), None)
+    except (ExamplesFileError, BatchError) as e:
+        raise ExamplesFileError(f"{path}: {e}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
     with replaced_when_written(path) as tmp:    # never seen half-written, even if killed
         if path.suffix == ".parquet":
             write_examples_parquet(arrays, tuple(examples.tasks), FORMAT_VERSION, tmp)
@@ -97,6 +107,14 @@ def _read_parquet(path: Path, max_candidates: int) -> dict[str, np.ndarray]:
 
 
 def _examples_from_arrays(a: dict[str, np.ndarray], f: FeaturesConfig) -> Examples:
+    return _checked_examples(a, tuple(f.tasks), expected_widths(f))
+
+
+def _checked_examples(a: dict[str, np.ndarray], tasks: tuple[str, ...],
+                      expected: dict[str, int] | None) -> Examples:
+    """Examples from a file's arrays, every value checked; `tasks` and `expected`
+    (make_batch's widths and limits) are the config's on load, and on save the examples'
+    own tasks and no widths."""
     version = _format_version(a.get("format_version", FORMAT_VERSION))
     if version != FORMAT_VERSION:
         raise ExamplesFileError(f"format_version={version}: this arm-jax reads "
@@ -104,7 +122,6 @@ def _examples_from_arrays(a: dict[str, np.ndarray], f: FeaturesConfig) -> Exampl
     missing = [k for k in REQUIRED if k not in a]
     if missing:
         raise ExamplesFileError(f"missing arrays {missing} (has {sorted(a)})")
-    tasks = tuple(f.tasks)
     if "tasks" in a and _file_tasks(a["tasks"]) != tasks:
         raise ExamplesFileError(f"tasks: the file's {[str(t) for t in a['tasks']]} are not "
                                 f"the config's features.tasks={list(tasks)}")
@@ -127,7 +144,7 @@ def _examples_from_arrays(a: dict[str, np.ndarray], f: FeaturesConfig) -> Exampl
                        hist_action=np.zeros((r, 0), np.int32),
                        hist_gap=np.zeros((r, 0), np.float32), hist_len=np.zeros(r, np.int32),
                        cand_sparse=a["cand_sparse"], cand_dense=a["cand_dense"],
-                       cand_mask=a["cand_mask"], expected=expected_widths(f))
+                       cand_mask=a["cand_mask"], expected=expected)
     if not np.asarray(batch.cand_mask).any():   # nothing to learn from or to score
         raise ExamplesFileError("cand_mask: no request has a real candidate (all false)")
     n = batch.cand_sparse.shape[1]

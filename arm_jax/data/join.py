@@ -100,6 +100,10 @@ class StoreHistory:
     features: FeaturesConfig
     catalog: ItemCatalog | None = None
 
+    def __post_init__(self) -> None:
+        if self.catalog is not None:    # CatalogError: built for other side fields
+            self.catalog.check_fields(self.features.history_side_fields)
+
     def join_history(self, user_id: np.ndarray, ts: np.ndarray,
                      max_len: int) -> dict[str, np.ndarray]:
         """`join_histories` with this store, catalogue and the features' action limit."""
@@ -131,6 +135,23 @@ class _JoinBatch:
         return batch, ex.labels
 
 
+def _check_examples(examples: Examples, features: FeaturesConfig) -> None:
+    """ValueError naming labels unless the examples' labels fit `features` for training:
+    one per task of features.tasks, each finite and in [0, 1] (Examples checks its
+    shapes itself; make_batch checks the request and candidate arrays batch by batch)."""
+    labels = np.asarray(examples.labels)
+    tasks = list(features.tasks)
+    if labels.shape[2] != len(tasks):
+        raise ValueError(f"labels: {labels.shape[2]} per candidate (shape {labels.shape}), "
+                         f"but features.tasks={tasks} has {len(tasks)}")
+    if labels.size:
+        lo, hi = float(labels.min()), float(labels.max())   # NaN anywhere: both NaN
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise ValueError("labels: must be finite, got NaN or infinity")
+        if lo < 0 or hi > 1:
+            raise ValueError(f"labels: must be in [0, 1], got {lo}..{hi}")
+
+
 def joined_dataset(examples: Examples, store: UserLogStore, features: FeaturesConfig, *,
                    batch_size: int, max_len: int, shuffle: bool = False, seed: int = 0,
                    drop_remainder: bool = False, num_threads: int | None = None,
@@ -140,7 +161,9 @@ def joined_dataset(examples: Examples, store: UserLogStore, features: FeaturesCo
     background threads (None: `join_threads()`) with `prefetch` batches buffered.
     Order is deterministic (the order of `iterate_batches` for the same seed); it starts
     at batch `first_batch` without joining the ones before (a resumed run).
-    `catalog` gives history events their side ids (None: unknown, UNKNOWN_SIDE)."""
+    `catalog` gives history events their side ids (None: unknown, UNKNOWN_SIDE); one
+    built for other fields than features.history_side_fields is a CatalogError, and labels
+    that do not fit features.tasks a ValueError (`_check_examples`), before any join."""
     import grain
 
     if batch_size < 1 or max_len < 1:
@@ -149,6 +172,9 @@ def joined_dataset(examples: Examples, store: UserLogStore, features: FeaturesCo
         raise ValueError(f"first_batch={first_batch}: must be >= 0")
     if max_len > features.max_history:
         raise ValueError(f"max_len={max_len} exceeds features.max_history={features.max_history}")
+    if catalog is not None:             # CatalogError: built for other side fields
+        catalog.check_fields(features.history_side_fields)
+    _check_examples(examples, features)
     n = len(examples)
     order = np.random.default_rng((seed, 3)).permutation(n) if shuffle else np.arange(n)
     num_batches = n // batch_size if drop_remainder else -(-n // batch_size)

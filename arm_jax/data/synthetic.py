@@ -44,7 +44,7 @@ Candidate dense: quality, bid, then noise. Request dense: N(0, 1). Only the firs
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
@@ -52,6 +52,7 @@ import numpy as np
 from arm_jax.batch import RequestBatch, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
 from arm_jax.data.catalog import ItemCatalog
+from arm_jax.data.examples import Examples
 from arm_jax.metrics import evaluate
 
 _DAY = 86400
@@ -99,35 +100,6 @@ class SyntheticSpec:
         if not 0 < self.days * _DAY < 2**32 or self.start_ts < 0:
             raise ValueError(f"days={self.days}, start_ts={self.start_ts}: need a positive "
                              "span under 2**32 seconds and a non-negative start")
-
-
-@dataclass(frozen=True)
-class Examples:
-    """Labelled requests (numpy). R requests, N candidate slots, T tasks:
-
-    user_id int64 [R], ts int64 [R], req_sparse int32 [R, f_r], req_dense float32 [R, e_r],
-    cand_sparse int32 [R, N, f_c], cand_dense float32 [R, N, e_c], cand_mask bool [R, N],
-    labels float32 [R, N, T], true_prob float32 [R, N, T] (padded slots: zeros).
-    """
-
-    user_id: np.ndarray
-    ts: np.ndarray
-    req_sparse: np.ndarray
-    req_dense: np.ndarray
-    cand_sparse: np.ndarray
-    cand_dense: np.ndarray
-    cand_mask: np.ndarray
-    labels: np.ndarray
-    true_prob: np.ndarray
-    tasks: tuple[str, ...] = ("click", "conversion")
-
-    def __len__(self) -> int:
-        return int(self.user_id.shape[0])
-
-    def take(self, idx: np.ndarray) -> "Examples":
-        """The requests at `idx` (any numpy index along the request axis)."""
-        return Examples(**{f.name: getattr(self, f.name)[idx] for f in fields(self)
-                           if f.name != "tasks"}, tasks=self.tasks)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import os
+
 from arm_jax.store.base import (ActionOutOfRange, CorruptValue, Events, InvalidEvents,
                                 InvalidStoreUrl, StoreError, StoreUnavailable, UserLogStore,
                                 redact_url)
@@ -13,9 +15,9 @@ from arm_jax.store.base import (ActionOutOfRange, CorruptValue, Events, InvalidE
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
-def is_redis_url(url: str) -> bool:
-    """Whether `open_store(url)` opens a RedisStore."""
-    return url.startswith(_REDIS_SCHEMES)
+def is_redis_url(url: str | os.PathLike) -> bool:
+    """Whether `open_store(url)` opens a RedisStore (never for a path object)."""
+    return isinstance(url, str) and url.startswith(_REDIS_SCHEMES)
 
 
 # Redis socket timeout of batch work (loads, compaction, training joins: one MGET of a
@@ -23,15 +25,22 @@ def is_redis_url(url: str) -> bool:
 BULK_TIMEOUT_S = 30.0
 
 
-def open_store(url: str, *, readonly: bool = False, bulk: bool = False,
+def open_store(url: str | os.PathLike, *, readonly: bool = False, bulk: bool = False,
                **kwargs: object) -> UserLogStore:
     """A store from a URL: `redis://...` -> RedisStore; `lmdb://PATH` or PATH -> LmdbStore.
+    A path object (`pathlib.Path`) is always a local LMDB directory.
 
     `readonly` opens LMDB without creating a store where there is none (StoreUnavailable
     instead); a Redis connection creates nothing by reading, so it ignores the flag.
     `bulk` (batch reads and writes, not the serving path) gives Redis a socket timeout of
     BULK_TIMEOUT_S unless `timeout_s` is passed; LMDB ignores it.
     """
+    if isinstance(url, os.PathLike):
+        from arm_jax.store.lmdb_store import LmdbStore
+
+        return LmdbStore(url, readonly=readonly, **kwargs)  # type: ignore[arg-type]
+    if not isinstance(url, str):
+        raise InvalidStoreUrl(f"store URL {url!r}: expected a URL string or a path")
     if is_redis_url(url):
         from arm_jax.store.redis_store import RedisStore
 

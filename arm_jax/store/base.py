@@ -8,6 +8,7 @@ shared) implement `UserLogStore`; values are encoded by `arm_jax.store.codec`.
 from __future__ import annotations
 
 import abc
+import operator
 import re
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -67,8 +68,7 @@ class Events:
         `ts` must be unix seconds in [0, 2^32] like the stored ones (InvalidEvents
         otherwise): a cut in milliseconds would let every later event through.
         """
-        if max_len is not None and max_len < 0:
-            raise ValueError(f"max_len={max_len}: must be >= 0 (or None: no limit)")
+        max_len = check_max_len(max_len)
         check_cut_ts(ts)
         end = int(np.searchsorted(self.ts, ts, side="left"))
         start = 0 if max_len is None else max(0, end - max_len)
@@ -132,7 +132,11 @@ def _ts_message(bad: int, name: str = "ts", upper: str = ")") -> str:
 
 def _as_int(value: object, name: str) -> int:
     """`value` as an int (InvalidEvents naming `name` otherwise). A float with a fraction
-    is refused, not truncated: user 1.5 is not user 1, nor a cut at 100.5 one at 100."""
+    is refused, not truncated: user 1.5 is not user 1, nor a cut at 100.5 one at 100.
+    Text ("1", b"1") and booleans are refused too, though int() takes them: user "1" is a
+    caller's unparsed input, and True no user id."""
+    if isinstance(value, (str, bytes, bytearray, bool, np.bool_)):
+        raise InvalidEvents(f"{name}: expected an integer, got {value!r}")
     try:
         v = int(value)  # type: ignore[call-overload]
     except (TypeError, ValueError, OverflowError):      # OverflowError: float infinity
@@ -163,15 +167,42 @@ def check_stored_actions(url: str, user_id: int, action: np.ndarray,
             f"for another tier? `arm-jax store load --tier` refuses such events)")
 
 
+def check_max_len(max_len: object) -> int | None:
+    """A history length limit: None (no limit) or an integer >= 0 (ValueError naming
+    max_len otherwise: a fraction or a bool is no number of events)."""
+    if max_len is None:
+        return None
+    try:
+        if isinstance(max_len, (bool, np.bool_)):
+            raise TypeError
+        n = operator.index(max_len)       # int, numpy integers; not 1.5, "4"
+    except TypeError:
+        raise ValueError(f"max_len={max_len!r}: must be an integer >= 0 (or None: no "
+                         "limit)") from None
+    if n < 0:
+        raise ValueError(f"max_len={n}: must be >= 0 (or None: no limit)")
+    return n
+
+
+def check_user_sequence(user_ids: object, name: str = "user_ids") -> None:
+    """InvalidEvents naming `name` unless `user_ids` is a collection of user ids: a str or
+    bytes would be read as its characters ("12": users 1 and 2; b"12": users 49 and 50),
+    and a single id is no sequence (`read(user)` reads one)."""
+    if isinstance(user_ids, (str, bytes, bytearray)) or not hasattr(user_ids, "__iter__"):
+        raise InvalidEvents(f"{name}: expected a sequence of user ids, got {user_ids!r}")
+
+
 def check_cuts(user_ids: Sequence[int], before_ts: Sequence[int],
                max_len: int | None) -> list[int]:
     """The cuts of `read_many_before`, checked before any read: one per user, each unix
-    seconds in [0, 2^32] (InvalidEvents), and `max_len` >= 0 or None (ValueError)."""
+    seconds in [0, 2^32] (InvalidEvents), and `max_len` an integer >= 0 or None
+    (ValueError)."""
+    check_user_sequence(user_ids)
+    check_user_sequence(before_ts, "before_ts")
     if len(user_ids) != len(before_ts):
         raise InvalidEvents(f"user_ids and before_ts differ in length: "
                             f"{len(user_ids)} vs {len(before_ts)}")
-    if max_len is not None and max_len < 0:
-        raise ValueError(f"max_len={max_len}: must be >= 0 (or None: no limit)")
+    check_max_len(max_len)
     return [check_cut_ts(t) for t in before_ts]
 
 
@@ -339,5 +370,6 @@ def group_by_user(user_id: object, item: object, action: object, ts: object
 __all__ = ["StoreError", "StoreUnavailable", "CorruptValue", "ActionOutOfRange",
            "InvalidEvents", "Events", "check_stored_actions",
            "UserLogStore", "check_events", "check_user", "check_user_ids", "group_by_user",
-           "check_batch_id", "check_cut_ts", "check_cuts", "redact_url", "BATCH_ID_LIMIT",
+           "check_batch_id", "check_cut_ts", "check_cuts", "check_max_len",
+           "check_user_sequence", "redact_url", "BATCH_ID_LIMIT",
            "TS_LIMIT"]

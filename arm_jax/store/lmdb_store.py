@@ -30,7 +30,8 @@ import numpy as np
 
 from arm_jax.store import codec
 from arm_jax.store.base import (Events, StoreError, StoreUnavailable, UserLogStore,
-                                check_batch_id, check_events, check_user, group_by_user)
+                                check_batch_id, check_events, check_user,
+                                check_user_sequence, group_by_user)
 from arm_jax.store.lmdb_file_check import check_data_file
 
 DEFAULT_MAP_SIZE = 64 << 30   # address space, not disk: the file grows as data arrives
@@ -263,6 +264,7 @@ class LmdbStore(UserLogStore):
             raise StoreError(f"{self.url}: read failed: {e}") from None
 
     def read_many(self, user_ids: Sequence[int]) -> list[Events]:
+        check_user_sequence(user_ids)
         out = []
         with self._read_txn(buffers=True) as txn:
             for u in user_ids:
@@ -279,6 +281,7 @@ class LmdbStore(UserLogStore):
                 yield int.from_bytes(key, "big")
 
     def delete(self, user_ids: Sequence[int]) -> int:
+        check_user_sequence(user_ids)
         keys = [user_key(u) for u in dict.fromkeys(check_user(u) for u in user_ids)]
         with self._write_txn() as txn:
             return sum(bool(txn.delete(k)) for k in keys)

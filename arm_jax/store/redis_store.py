@@ -24,19 +24,22 @@ is logged, never raised (a caller retrying the append would store it twice).
 from __future__ import annotations
 
 import logging
+import math
+import operator
 import os
 import re
 import threading
 from typing import Iterator, Sequence
 
+import numpy as np
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from arm_jax.store import codec
 from arm_jax.store.base import (CorruptValue, Events, StoreError, StoreUnavailable,
-                                UserLogStore, check_batch_id, check_user, group_by_user,
-                                redact_url)
+                                UserLogStore, check_batch_id, check_user,
+                                check_user_sequence, group_by_user, redact_url)
 from arm_jax.store.redis_url import check_url
 
 _PIPELINE_CHUNK = 2000   # commands per pipeline round trip in bulk loads
@@ -67,6 +70,33 @@ def _without_values(message: str) -> str:
     return _PIPELINE_COMMAND.sub(r"command \1 of the pipeline (\2 \3): ", message, count=1)
 
 
+def _positive_int(value: object, name: str) -> int:
+    """`value` as an int >= 1, or ValueError naming `name` (a float such as 1e3 is
+    refused: a part size recorded in Redis as "1000.0" no later load could read)."""
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name}={value!r}: must be an integer >= 1") from None
+    if n < 1:
+        raise ValueError(f"{name}={n}: must be >= 1")
+    return n
+
+
+def _check_timeout(value: object, name: str) -> float | None:
+    """ValueError naming `name` unless `value` is a finite number of seconds > 0, or None
+    (redis-py's "no timeout"). redis-py raised a bare "Timeout value out of range" at the
+    first command for a negative or NaN one, and 0 made every command time out."""
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float, np.integer, np.floating)) \
+        and not isinstance(value, (bool, np.bool_)) and math.isfinite(value) and value > 0
+    if not ok:
+        raise ValueError(f"{name}={value!r}: must be a number of seconds > 0")
+    return float(value)     # a numpy float32 is no socket timeout (a TypeError)
+
+
 class RedisStore(UserLogStore):
     """User logs under `<prefix><user id>` keys of the Redis at `url` (redis://host:port/db).
 
@@ -77,8 +107,9 @@ class RedisStore(UserLogStore):
                  compact_every: int | None = COMPACT_EVERY, compress: bool = False,
                  multi_users: int = MULTI_USERS) -> None:
         check_url(url)
-        if multi_users < 1:
-            raise ValueError(f"multi_users={multi_users}: must be >= 1")
+        multi_users = _positive_int(multi_users, "multi_users")
+        timeout_s = _check_timeout(timeout_s, "timeout_s")
+        connect_timeout_s = _check_timeout(connect_timeout_s, "connect_timeout_s")
         if compact_every is not None and compact_every < 2:
             raise ValueError(f"compact_every={compact_every}: must be >= 2 (or None: never "
                              "compact on the write path)")
@@ -233,7 +264,16 @@ class RedisStore(UserLogStore):
         """(whether the batch is complete, users per part if it was begun in parts), in
         one round trip."""
         done, size = self._call(lambda: self.client.mget(marker, layout), "MGET")
-        return done is not None, None if size is None else int(size)
+        if size is None:
+            return done is not None, None
+        if not size.isdigit() or int(size) < 1:    # bytes: never int("2.0") mid-load
+            raise StoreError(
+                f"{self.url}: key {layout!r} holds {size!r}, not a part size (an integer "
+                "users per MULTI; an older arm-jax recorded a fractional multi_users "
+                "there). If no part of the batch was written (no key "
+                f"{marker + ' part0'!r}), delete the key (redis-cli DEL) and load the batch "
+                "again; otherwise set it to the part size its parts were written with")
+        return done is not None, int(size)
 
     def _begin_parts(self, marker: str, layout: str) -> bool:
         """Record `multi_users` as the batch's part size, unless the batch is complete or
@@ -345,6 +385,7 @@ class RedisStore(UserLogStore):
         return iter([int(k[n:]) for k in keys])
 
     def delete(self, user_ids: Sequence[int]) -> int:
+        check_user_sequence(user_ids)
         users = list(dict.fromkeys(check_user(u) for u in user_ids))   # checked, then written
         if not users:
             return 0
@@ -419,6 +460,7 @@ class RedisStore(UserLogStore):
         return "reachable"
 
     def read_many(self, user_ids: Sequence[int]) -> list[Events]:
+        check_user_sequence(user_ids)
         if len(user_ids) == 0:
             return []
         keys = [self.key(check_user(u)) for u in user_ids]

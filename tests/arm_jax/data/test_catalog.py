@@ -111,6 +111,20 @@ def test_fields_must_be_distinct_non_negative_int32():
             ItemCatalog(np.zeros((3, 2), np.int32), fields)
 
 
+@pytest.mark.parametrize("side", [[[1.7, 2.2]], [[np.nan, 2.0]], [[True, False]]],
+                         ids=["fraction", "nan", "bool"])
+def test_side_ids_must_be_integers(tmp_path, side):
+    """Float side ids were truncated (1.7 -> 1) and a NaN one passed the range check (NaN
+    compares false) and was stored as -2^31: refused when built, and so when loaded."""
+    with pytest.raises(CatalogError, match=r"side: expected integer ids, got dtype"):
+        ItemCatalog(np.array(side), (1, 2))
+    np.savez(tmp_path / "cat.npz", side=np.array(side), fields=np.array([1, 2]))
+    with pytest.raises(CatalogError, match=r"side: expected integer ids"):
+        ItemCatalog.load(tmp_path / "cat.npz")
+    assert ItemCatalog(np.zeros((0, 2)), (1, 2)).num_items == 0      # empty: no ids to check
+    assert ItemCatalog(np.array([[1, 2]], np.uint8), (1, 2)).side.dtype == np.int32
+
+
 def test_an_item_table_that_is_not_utf8_names_the_file(tmp_path):
     path = tmp_path / "items.csv"
     path.write_bytes(b"item,advertiser,topic\n0,1,2\n\xe9,4,5\n")

@@ -96,6 +96,36 @@ def test_a_bad_file_names_the_file_and_the_field(setup, tmp_path, spoil, needle)
     assert str(e.value).startswith(str(path)) and needle in str(e.value)
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+@pytest.mark.parametrize("field,spoil,needle", [
+    ("labels", lambda x: np.where(x > 0, np.nan, x), "labels: must be finite"),
+    ("labels", lambda x: x * 3, "labels: must be in [0, 1]"),
+    ("ts", lambda x: x * 1000, "unix seconds expected (milliseconds?)"),
+    ("true_prob", lambda x: np.where(x == x.max(), 1.5, x), "true_prob: must be in [0, 1]"),
+    ("cand_dense", lambda x: np.where(x > 0, np.inf, x), "cand_dense: values must be finite"),
+    ("cand_mask", np.zeros_like, "cand_mask: no request has a real candidate"),
+], ids=["nan_labels", "labels_range", "ts_ms", "true_prob", "cand_dense", "cand_mask"])
+def test_save_refuses_what_load_would_refuse_and_keeps_the_earlier_file(
+        setup, tmp_path, suffix, field, spoil, needle):
+    """save_examples wrote files its own load_examples refuses (NaN labels, a millisecond
+    ts), over an earlier good file: the checks ran on read only."""
+    import dataclasses
+
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    features, ex = setup
+    path = save_examples(ex, tmp_path / f"ex{suffix}")
+    before = path.read_bytes()
+    bad = dataclasses.replace(ex, **{field: spoil(getattr(ex, field))})
+    with pytest.raises(ExamplesFileError) as e:
+        save_examples(bad, path)
+    assert str(e.value).startswith(str(path)) and needle in str(e.value)
+    with pytest.raises(ExamplesFileError):
+        save_examples(bad, tmp_path / "new" / f"ex{suffix}")
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+    assert len(load_examples(path, features)) == len(ex)
+
+
 def test_too_many_candidates_for_the_config(setup, tiny_overrides, tmp_path):
     _, ex = setup
     path = save_examples(ex, tmp_path / "ex.npz")       # 5 candidate slots

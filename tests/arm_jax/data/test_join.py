@@ -131,6 +131,48 @@ def test_stored_action_past_the_tier_stops_the_join_naming_store_and_user(store,
     assert got["hist_action"].max() < n
 
 
+def test_a_catalogue_of_other_side_fields_is_refused_before_any_join(world, tmp_path):
+    """joined_batches / joined_dataset / StoreHistory never compared the catalogue's fields
+    with features.history_side_fields (train.file_data and the server did): one of fields
+    (2, 1) for a config's (1, 2) joined every event's topic as its advertiser and back."""
+    from arm_jax.data.catalog import CatalogError, ItemCatalog
+
+    tier, w, ex = world
+    fields = tuple(tier.features.history_side_fields)
+    assert len(fields) == 2
+    swapped = ItemCatalog(w.catalog().side[:, ::-1], fields[::-1])
+    want = r"catalogue holds candidate fields .* but features.history_side_fields is"
+    with LmdbStore(tmp_path / "logs", map_size=1 << 26) as s:
+        s.append(int(ex.user_id[0]), [5], [0], [100])
+        with pytest.raises(CatalogError, match=want):
+            list(joined_batches(ex, s, tier.features, batch_size=8, max_len=4,
+                                catalog=swapped))
+        with pytest.raises(CatalogError, match=want):
+            StoreHistory(s, tier.features, swapped)
+        assert len(list(joined_batches(ex, s, tier.features, batch_size=45, max_len=4,
+                                       catalog=w.catalog(), num_threads=1))) == 2
+
+
+@pytest.mark.parametrize("labels,words", [
+    (lambda y: y[..., :1], r"labels: 1 per candidate .* but features.tasks=\['click', "
+                           r"'conversion'\] has 2"),
+    (lambda y: np.where(y > 0, np.nan, y), "labels: must be finite"),
+    (lambda y: y * 3, r"labels: must be in \[0, 1\], got 0.0..3.0"),
+], ids=["task_count", "nan", "range"])
+def test_labels_that_do_not_fit_the_tasks_are_refused_before_any_join(world, tmp_path,
+                                                                      labels, words):
+    """NaN labels, or a label count that is not features.tasks', went into training."""
+    import dataclasses
+
+    tier, w, ex = world
+    y = labels(ex.labels)
+    bad = dataclasses.replace(ex, labels=y, true_prob=np.full(y.shape, np.nan, np.float32),
+                              tasks=ex.tasks[:y.shape[2]])
+    with LmdbStore(tmp_path / "logs", map_size=1 << 26) as s:
+        with pytest.raises(ValueError, match=words):
+            list(joined_batches(bad, s, tier.features, batch_size=8, max_len=4))
+
+
 def test_join_threads_default_leaves_a_core_for_the_trainer(monkeypatch):
     from arm_jax.data import join
 

@@ -127,6 +127,41 @@ def test_read_before_refuses_a_negative_max_len(store):
     assert len(store.read_before(1, 300, max_len=0)) == 0
 
 
+@pytest.mark.parametrize("max_len", [1.5, 2.0, "2", True])
+def test_a_max_len_that_is_no_integer_is_refused_naming_it(store, max_len):
+    """read_before(u, ts, max_len=1.5) passed the >= 0 check and failed in Events.before
+    with a bare TypeError (slice indices must be integers)."""
+    store.append(1, [10, 11], [0, 1], [100, 200])
+    with pytest.raises(ValueError, match=f"max_len={max_len!r}: must be an integer >= 0"):
+        store.read_before(1, 250, max_len)
+    with pytest.raises(ValueError, match="max_len="):
+        store.read_many_before([1], [250], max_len)
+    assert store.read_before(1, 250, np.int64(1)).item.tolist() == [11]
+
+
+@pytest.mark.parametrize("call,words", [
+    (lambda s: s.read_many("12"), "user_ids: expected a sequence of user ids, got '12'"),
+    (lambda s: s.read_many(b"12"), "user_ids: expected a sequence of user ids, got b'12'"),
+    (lambda s: s.read_many(1), "user_ids: expected a sequence of user ids, got 1"),
+    (lambda s: s.read_many_before("12", [300, 300]), "user_ids: expected a sequence"),
+    (lambda s: s.delete("12"), "user_ids: expected a sequence"),
+    (lambda s: s.read("1"), "user_id: expected an integer, got '1'"),
+    (lambda s: s.read(True), "user_id: expected an integer, got True"),
+    (lambda s: s.read_many([np.str_("2")]), "user_id: expected an integer, got"),
+    (lambda s: s.append(True, [7], [0], [100]), "user_id: expected an integer, got True"),
+    (lambda s: s.read_before(1, "300"), "ts: expected an integer, got '300'"),
+], ids=["str", "bytes", "int", "read_many_before", "delete", "read_str", "read_bool",
+        "np_str", "append_bool", "cut_str"])
+def test_text_or_a_bool_is_no_user_id(store, call, words):
+    """read_many("12") iterated the string and returned the logs of users 1 and 2 (int()
+    took "1"), b"12" those of users 49 and 50, and True was user 1."""
+    store.append(1, [5], [0], [100])
+    store.append(2, [6], [0], [100])
+    with pytest.raises(InvalidEvents, match=words):
+        call(store)
+    assert store.num_users() == 2 and store.read(1).item.tolist() == [5]
+
+
 def test_a_cut_in_milliseconds_is_refused_not_read_as_the_future(store):
     """A request time in ms is later than every stored second: refusing it is what keeps
     a training join from reading events after the request."""

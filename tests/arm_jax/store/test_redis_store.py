@@ -172,6 +172,62 @@ def test_redis_multi_users_must_be_positive(redis_url):
         RedisStore(redis_url, multi_users=0)
 
 
+@pytest.mark.parametrize("multi_users", [2.0, 1e3, "2", True])
+def test_redis_multi_users_must_be_an_integer_and_poisons_no_batch(redis_url, multi_users):
+    """multi_users=2.0 was accepted: append_batch of more users recorded the part size
+    "2.0" in Redis, then raised a bare TypeError, and every later append_batch of that
+    batch id, from any client, a ValueError (invalid literal for int()): the load could
+    never be completed. Now refused before anything is written."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    user, item, action, ts = _batch_of(5, 1)
+    with pytest.raises(ValueError, match=f"multi_users={multi_users!r}: must be an integer"):
+        RedisStore(redis_url, prefix=prefix, multi_users=multi_users)
+    store = RedisStore(redis_url, prefix=prefix, multi_users=np.int64(2))
+    assert store.multi_users == 2 and type(store.multi_users) is int
+    assert store.append_batch("b", user, item, action, ts)
+    assert [len(e) for e in store.read_many(user.tolist())] == [1] * 5
+    store.clear()
+    store.close()
+
+
+@pytest.mark.parametrize("size", [b"2.0", b"0", b"x"])
+def test_redis_an_unreadable_part_size_names_its_key_and_the_way_out(redis_url, size):
+    """A part size no load can use (one an older arm-jax recorded from multi_users=2.0)
+    was a ValueError "invalid literal for int()" at every append_batch of the batch."""
+    import uuid
+
+    from arm_jax.store import StoreError
+
+    store = RedisStore(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:", multi_users=2)
+    layout = store._part_key("b", "parts")
+    store.client.set(layout, size)
+    user, item, action, ts = _batch_of(5, 1)
+    with pytest.raises(StoreError, match=f"key '{layout}' holds {size!r}, not a part size"
+                                         r".*delete the key \(redis-cli DEL\)"):
+        store.append_batch("b", user, item, action, ts)
+    assert store.num_users() == 0                           # nothing written
+    store.client.delete(layout)                             # the way out the message names
+    assert store.append_batch("b", user, item, action, ts)
+    assert [len(e) for e in store.read_many(user.tolist())] == [1] * 5
+    store.clear()
+    store.close()
+
+
+@pytest.mark.parametrize("kw", [{"timeout_s": -1.0}, {"timeout_s": float("nan")},
+                                {"timeout_s": 0}, {"timeout_s": float("inf")},
+                                {"timeout_s": "1"}, {"timeout_s": True},
+                                {"connect_timeout_s": -1.0}, {"connect_timeout_s": 0.0}])
+def test_redis_timeouts_must_be_positive_seconds(redis_url, kw):
+    """timeout_s=-1 or nan was accepted, then redis-py's bare "Timeout value out of range"
+    at the first command named no argument; timeout_s=0 made every read StoreUnavailable."""
+    (name, value), = kw.items()
+    with pytest.raises(ValueError, match=f"{name}={value!r}: must be a number of seconds > 0"):
+        RedisStore(redis_url, **kw)
+    assert RedisStore(redis_url, timeout_s=1, connect_timeout_s=np.float32(0.5)).check()
+
+
 def _fail_part(monkeypatch, which: int) -> None:
     """Make the `which`-th `_append_part` call (1-based) of any RedisStore an outage."""
     from arm_jax.store.base import StoreUnavailable

@@ -86,3 +86,22 @@ def test_open_store_names_an_unknown_scheme_and_creates_nothing(tmp_path, monkey
         open_store(url)
     assert url in str(e.value)
     assert not any(tmp_path.iterdir())
+
+
+def test_open_store_takes_a_path_object_as_an_lmdb_directory(tmp_path):
+    """open_store(pathlib.Path) raised AttributeError ('PosixPath' object has no attribute
+    'startswith'), though LmdbStore takes any os.PathLike; a path is never a Redis URL."""
+    from pathlib import Path
+
+    from arm_jax.store import is_redis_url
+
+    with open_store(tmp_path / "logs") as s:
+        assert isinstance(s, LmdbStore) and s.path == tmp_path / "logs"
+        s.append(1, [5], [0], [100])
+    with open_store(tmp_path / "logs", readonly=True) as s:
+        assert s.read(1).item.tolist() == [5]
+    with pytest.raises(StoreUnavailable):
+        open_store(tmp_path / "missing", readonly=True)
+    assert not is_redis_url(Path("redis://127.0.0.1:6379/0"))
+    with pytest.raises(InvalidStoreUrl, match="expected a URL string or a path"):
+        open_store(None)
