@@ -1,9 +1,11 @@
 """Ranking quality: AUC, log loss and normalized entropy, in numpy, over valid candidates.
 
 These are the figures every quality table reports (DESIGN: "AUC, log loss and normalized
-entropy on held-out data"). Inputs of any shape are flattened; `mask` selects the real
-(unpadded) candidates. Degenerate inputs (empty, or a single class) give nan, never raise,
-so a slice of an evaluation set with no positives still prints.
+entropy on held-out data"). Labels and scores (or probabilities) of any one shape are
+flattened; `mask` selects the real (unpadded) candidates, and only those are checked.
+Degenerate inputs (empty, or a single class) give nan, never raise, so a slice of an
+evaluation set with no positives still prints; bad ones (shapes that differ, a nan label,
+for log loss and NE a label or probability outside [0, 1]) raise ValueError.
 """
 
 from __future__ import annotations
@@ -15,15 +17,48 @@ import numpy as np
 _EPS = 1e-7  # probability clip for log loss: a confident miss costs ~16 nats, not inf
 
 
-def _select(labels: Any, values: Any, mask: Any | None) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(labels, np.float64).ravel()
-    v = np.asarray(values, np.float64).ravel()
+def _refuse_where(bad: np.ndarray, values: np.ndarray, name: str, rule: str) -> None:
+    """ValueError naming `name`, the first offending value and its index, and `rule`,
+    when any element of `bad` (the shape of `values`) is set."""
+    if bad.any():
+        at = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.ndim else ()
+        raise ValueError(f"{name}: {values[at]} at {list(at)}: {rule}")
+
+
+_LABEL_NAN = "labels must be numbers (0 or 1), not nan"
+_IN_0_1 = "must be in [0, 1]"
+
+
+def _check_labels(y: np.ndarray, m: np.ndarray, *, in_0_1: bool) -> None:
+    """Refuse a nan label on a selected candidate (it counted as a negative), and with
+    `in_0_1` one outside [0, 1] (a label of 2 gave a negative log loss)."""
+    if in_0_1:
+        _refuse_where(m & ~((y >= 0.0) & (y <= 1.0)), y, "labels",
+                      f"labels {_IN_0_1} (0 or 1, or a soft label)")
+    else:
+        _refuse_where(m & np.isnan(y), y, "labels", _LABEL_NAN)
+
+
+def _select(labels: Any, values: Any, mask: Any | None, name: str = "scores", *,
+            probabilities: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The selected labels and values, flattened; ValueError unless both have one shape,
+    for a nan label, and with `probabilities` for a label or a (non-nan) value outside
+    [0, 1] -- a nan value is a diverged model, which the metric reports as nan."""
+    y = np.asarray(labels, np.float64)
+    v = np.asarray(values, np.float64)
     if y.shape != v.shape:
-        raise ValueError(f"labels and scores differ in size: {y.size} vs {v.size}")
-    if mask is not None:
-        m = np.broadcast_to(np.asarray(mask, bool), np.shape(labels)).ravel()
-        y, v = y[m], v[m]
-    return y, v
+        raise ValueError(f"labels and {name}: expected the same shape, got {y.shape} and "
+                         f"{v.shape} (values would be paired element by element)")
+    m = (np.ones(y.shape, bool) if mask is None
+         else np.broadcast_to(np.asarray(mask, bool), y.shape))
+    _check_labels(y, m, in_0_1=probabilities)
+    if probabilities:
+        _refuse_where(m & ((v < 0.0) | (v > 1.0)), v, name,
+                      f"{name} {_IN_0_1}: probabilities are expected (sigmoid(logits), not "
+                      "logits)")
+    if mask is None:
+        return y.ravel(), v.ravel()
+    return y[m], v[m]
 
 
 def auc(labels: Any, scores: Any, mask: Any | None = None) -> float:
@@ -32,6 +67,7 @@ def auc(labels: Any, scores: Any, mask: Any | None = None) -> float:
     O(n log n): one stable sort, tied scores share the mean of their ranks.
     Labels are treated as positive when > 0.5. nan if either class is absent, or if any
     score is nan (a diverged model has no ranking; sorted, its nans would rank highest).
+    ValueError for labels and scores of different shapes, or a nan label.
     """
     y, s = _select(labels, scores, mask)
     pos = y > 0.5
@@ -57,7 +93,7 @@ def auc(labels: Any, scores: Any, mask: Any | None = None) -> float:
 def _per_request(labels: Any, scores: Any, mask: Any | None
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """labels, scores [R, N] as float64 and the mask [R, N] (all True when None); ValueError
-    unless labels and scores share one 2-d shape."""
+    unless labels and scores share one 2-d shape, or for a nan label on a real candidate."""
     y = np.asarray(labels, np.float64)
     s = np.asarray(scores, np.float64)
     if y.ndim != 2 or s.shape != y.shape:
@@ -65,6 +101,7 @@ def _per_request(labels: Any, scores: Any, mask: Any | None
                          f"got {y.shape} and {s.shape}")
     m = np.ones(y.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool),
                                                                     y.shape)
+    _check_labels(y, m, in_0_1=False)
     return y, s, m
 
 
@@ -110,8 +147,12 @@ def request_level_auc(labels: Any, scores: Any, mask: Any | None = None) -> floa
 
 
 def logloss(labels: Any, probs: Any, mask: Any | None = None) -> float:
-    """Mean binary cross-entropy in nats, probabilities clipped to [1e-7, 1 - 1e-7]."""
-    y, p = _select(labels, probs, mask)
+    """Mean binary cross-entropy in nats, probabilities clipped to [1e-7, 1 - 1e-7].
+
+    ValueError for labels and probs of different shapes, or a label or a probability
+    outside [0, 1] (logits passed for probabilities would look like a perfect model);
+    nan when empty or when a probability is nan."""
+    y, p = _select(labels, probs, mask, "probs", probabilities=True)
     if y.size == 0:
         return float("nan")
     p = np.clip(p, _EPS, 1.0 - _EPS)
@@ -125,9 +166,9 @@ def normalized_entropy(labels: Any, probs: Any, mask: Any | None = None) -> floa
     He et al. (2014) normalise by the training set's average CTR instead; the two differ by
     the shift in base rate between the sets (MovieLens test 0.462 vs train 0.487: NE 0.3%
     apart). Comparable across data sets with different base rates (lower is better).
-    nan when empty or when the base rate is 0 or 1 (zero entropy).
+    nan when empty or when the base rate is 0 or 1 (zero entropy); ValueError as `logloss`.
     """
-    y, p = _select(labels, probs, mask)
+    y, p = _select(labels, probs, mask, "probs", probabilities=True)
     if y.size == 0:
         return float("nan")
     rate = float(y.mean())

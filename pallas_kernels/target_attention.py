@@ -12,9 +12,10 @@ instead of (K + V) * N for the materialized per-pair form.
 Semantics (shared by kernel, reference and dispatcher; identical to
 `arm_jax.model.attention.masked_softmax_attention`): scores are scaled by dk**-0.5,
 an optional per-key bias (e.g. a learned recency prior) is added to the scores, padded
-history positions (mask False) get zero weight, and a request with no valid event yields
-zeros. Gradients (q, k, v and the bias): a custom_vjp whose backward pass is the
-reference's.
+history positions (mask False) get zero weight and their keys and values are never read
+(NaN or inf there reaches neither the output nor a gradient), and a request with no valid
+event yields zeros. Gradients (q, k, v and the bias): a custom_vjp whose backward pass is
+the reference's.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ def target_attention_reference(q_bchk: jax.Array, k_blhk: jax.Array, v_blhk: jax
                                bias_blh: jax.Array | None = None) -> jax.Array:
     """Plain-jnp target attention [b, c, h, dk]; k/v are used per request, never tiled."""
     scale = q_bchk.shape[-1] ** -0.5
+    # Masked keys and values are selected away, never weighted by 0: 0 * nan (or inf) is
+    # nan, in the output (values) and in the gradient of q (keys).
+    valid_bl11 = mask_bl[:, :, None, None]
+    k_blhk = jnp.where(valid_bl11, k_blhk, jnp.zeros((), k_blhk.dtype))
+    v_blhk = jnp.where(valid_bl11, v_blhk, jnp.zeros((), v_blhk.dtype))
     s_bhcl = jnp.einsum("bchk,blhk->bhcl", q_bchk * scale, k_blhk)
     if bias_blh is not None:
         s_bhcl = s_bhcl + jnp.transpose(bias_blh, (0, 2, 1))[:, :, None, :].astype(s_bhcl.dtype)
@@ -81,8 +87,10 @@ def _kernel(q_ref, k_ref, v_ref, m_ref, bias_ref, o_ref, *, scale: float, block_
         m_c, l_c, acc_ck = carry
         start = pl.multiple_of(j * block_l, block_l)
         k_lk = k_ref[pl.ds(start, block_l), :].astype(jnp.float32)
-        v_lk = v_ref[pl.ds(start, block_l), :].astype(jnp.float32)
         valid_l = m_ref[pl.ds(start, block_l)] != 0
+        # p is 0 at masked events, but 0 * nan (or inf) in v would still be nan: select.
+        v_lk = jnp.where(valid_l[:, None], v_ref[pl.ds(start, block_l), :].astype(jnp.float32),
+                         0.0)
         s_cl = jnp.dot(q, k_lk.T) + bias_ref[pl.ds(start, block_l)][None, :]
         s_cl = jnp.where(valid_l[None, :], s_cl, _NEG)
         m_new = jnp.maximum(m_c, s_cl.max(axis=1))

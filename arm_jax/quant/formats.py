@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from arm_jax.config import QUANT_FORMATS
 
@@ -47,15 +48,39 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
+def check_act_scale(act_scale: float | jax.Array, where: str = "act_scale") -> None:
+    """ValueError, prefixed by `where`, unless the float8 input scale is finite and > 0:
+    x / 0 is inf (clipped to the float8 maximum) and 0 / 0 NaN, an inf scale makes every
+    input 0 and then 0 x inf NaN, a NaN scale NaN; every score NaN or zero. A traced scale
+    (an abstract model) is not checked."""
+    if isinstance(act_scale, jax.core.Tracer):
+        return
+    v = np.asarray(act_scale, np.float32)
+    if v.size != 1 or not (np.isfinite(v).all() and float(v.reshape(())) > 0):
+        raise ValueError(f"{where} act_scale={act_scale}: must be > 0 and finite (its "
+                         f"calibrated input amax / {FP8_MAX:g})")
+
+
 def _safe(scale: jax.Array) -> jax.Array:
-    """A zero scale (all-zero channel or row) becomes 1: zeros quantize to zeros either way."""
-    return jnp.where(scale > 0, scale, 1.0)
+    """A zero scale (all-zero channel or row) becomes 1: zeros quantize to zeros either way.
+    A NaN or inf scale (a non-finite weight or input) stays as it is, so the channel or row
+    comes out NaN instead of finite garbage."""
+    return jnp.where(scale == 0, 1.0, scale)
 
 
 def quantize_weight(w_io: jax.Array, fmt: str) -> QuantizedWeight:
-    """[in, out] float weight -> stored values and per-output-channel f32 scale."""
+    """[in, out] float weight -> stored values and per-output-channel f32 scale.
+
+    ValueError for a concrete weight holding NaN or inf (int8 and float8 would otherwise
+    fold it into its channel's scale: finite garbage no later check can see); a traced
+    weight (the sweep's in-graph quantization) is not checked, its channel comes out NaN."""
     check_format(fmt)
-    w_io = w_io.astype(jnp.float32)
+    w_io = jnp.asarray(w_io).astype(jnp.float32)
+    if not isinstance(w_io, jax.core.Tracer) and not bool(jnp.isfinite(w_io).all()):
+        w = np.asarray(w_io)
+        at = tuple(int(i) for i in np.argwhere(~np.isfinite(w))[0])
+        raise ValueError(f"quantize_weight: w_io holds {w[at]} at {list(at)}: weights must be "
+                         "finite")
     ones = jnp.ones(w_io.shape[-1], jnp.float32)
     if fmt in ("float32", "bfloat16"):
         return QuantizedWeight(w_io.astype(STORAGE_DTYPE[fmt]), ones)

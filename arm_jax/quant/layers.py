@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from arm_jax.quant.formats import (FORMATS, QuantizedWeight, check_format,
+from arm_jax.quant.formats import (FORMATS, QuantizedWeight, check_act_scale, check_format,
                                    fp8_activation_scale, quantize_weight, quantized_matmul)
 
 
@@ -52,6 +52,8 @@ class QuantizedLinear(nnx.Module):
     def __init__(self, kernel: QuantizedWeight, bias: jax.Array | None, fmt: str,
                  act_scale: float = 1.0):
         self.format = check_format(fmt)
+        if fmt == "float8_e4m3fn":
+            check_act_scale(act_scale, "QuantizedLinear (float8_e4m3fn):")
         self.in_features, self.out_features = kernel.values.shape
         self.kernel = nnx.Param(kernel.values)
         # bf16 needs no scale: store none, so its checkpoint is exactly half the f32 one.

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from arm_jax.config import QuantConfig
+from arm_jax.quant.formats import check_act_scale
 from arm_jax.quant.layers import QuantizedLinear, SwitchableLinear
 
 DENSE_TYPES = (nnx.Linear, QuantizedLinear, SwitchableLinear)
@@ -59,17 +63,37 @@ def replace_layers(model: nnx.Module, make: Callable[[str, nnx.Module], nnx.Modu
     return done
 
 
+def _check_finite_kernel(name: str, kernel: jax.Array) -> None:
+    """ValueError naming the layer when its (concrete) kernel holds NaN or inf."""
+    if isinstance(kernel, jax.core.Tracer) or bool(jnp.isfinite(kernel).all()):
+        return
+    k = np.asarray(kernel)
+    at = [int(i) for i in np.argwhere(~np.isfinite(k))[0]]
+    raise ValueError(f"quant.layers: layer {name!r}: its kernel holds {k[tuple(at)]} at {at}; "
+                     "weights must be finite to be quantized")
+
+
 def apply_plan(model: nnx.Module, plan: QuantConfig) -> nnx.Module:
-    """Quantize, in place, every layer the plan gives a format other than float32."""
+    """Quantize, in place, every layer the plan gives a format other than float32.
+
+    The whole plan is checked before any layer is replaced: ValueError naming the layer for
+    one listed twice, one already quantized, a float8 one whose act_scale is not finite and
+    > 0, or one whose (concrete) weights are not finite."""
+    formats: dict[str, str] = {}
+    for q in plan.layers:
+        if q.layer in formats:
+            raise ValueError(f"quant.layers: layer {q.layer!r} is listed twice ({formats[q.layer]}"
+                             f" and {q.format}); a plan gives each layer one format")
+        formats[q.layer] = q.format
     chosen = {q.layer: q for q in plan.layers if q.format != "float32"}
     layers = dense_layers(model)
     for name, q in chosen.items():
         if not isinstance(layers.get(name), (nnx.Linear, type(None))):
             raise ValueError(f"quant.layers: layer {name!r} is already quantized")
-        # x / 0 is inf (clipped to the float8 maximum) and 0 / 0 NaN: every score NaN
-        if q.format == "float8_e4m3fn" and not q.act_scale > 0:
-            raise ValueError(f"quant.layers: layer {name!r} (float8_e4m3fn) act_scale="
-                             f"{q.act_scale}: must be > 0 (its calibrated input amax / 448)")
+        if q.format == "float8_e4m3fn":
+            check_act_scale(q.act_scale, f"quant.layers: layer {name!r} (float8_e4m3fn)")
+        if name in layers:
+            _check_finite_kernel(name, layers[name].kernel[...])
 
     def make(name: str, layer: nnx.Module) -> nnx.Module:
         q = chosen[name]

@@ -20,10 +20,13 @@ Tier costs come from the artifacts' manifests (XLA FLOPs), passed in as `TierCos
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
+import numbers
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -87,9 +90,9 @@ class RulesPolicy:
     def choose(self, batch: RequestBatch, context: Sequence[dict[str, Any]] | None = None
                ) -> list[str]:
         hist = np.asarray(batch.hist_len)
+        contexts = _check_context(context, len(hist))
         out = []
-        for i, h in enumerate(hist):
-            ctx = (context[i] if context is not None else None) or {}
+        for h, ctx in zip(hist, contexts):
             intent = ctx.get("intent")
             value = ctx.get("value")
             if intent in self.cheap_intents:
@@ -101,6 +104,38 @@ class RulesPolicy:
                 cover = [t for t in self.tiers if t.history_len >= h]
                 out.append((cover[0] if cover else self.tiers[-1]).name)
         return out
+
+
+def _check_context(context: Sequence[Mapping[str, Any] | None] | None, n: int
+                   ) -> list[Mapping[str, Any]]:
+    """One mapping per request ({} for none); RoutingError naming the context entry and the
+    rule for a list of another length, an entry that is not a mapping, an `intent` that is
+    not a string or a `value` that is not a real number (NaN included)."""
+    if context is None:
+        return [{}] * n
+    if isinstance(context, (Mapping, str, bytes)) or not hasattr(context, "__len__"):
+        raise RoutingError(f"context: expected a list of {n} mappings (one per request), got "
+                           f"{type(context).__name__}")
+    if len(context) != n:
+        raise RoutingError(f"context: {len(context)} entries for {n} requests (need one per "
+                           "request)")
+    out = []
+    for i, ctx in enumerate(context):
+        ctx = {} if ctx is None else ctx
+        if not isinstance(ctx, Mapping):
+            raise RoutingError(f"context[{i}]: expected a mapping (keys 'intent', 'value') or "
+                               f"None, got {type(ctx).__name__}")
+        intent, value = ctx.get("intent"), ctx.get("value")
+        if intent is not None and not isinstance(intent, str):
+            raise RoutingError(f"context[{i}].intent: expected a string or None, got "
+                               f"{type(intent).__name__}")
+        if value is not None and (isinstance(value, (bool, np.bool_))
+                                  or not isinstance(value, numbers.Real)
+                                  or math.isnan(value)):
+            raise RoutingError(f"context[{i}].value: expected a real number or None, got "
+                               f"{value!r}")
+        out.append(ctx)
+    return out
 
 
 def budget_fraction_to_large(budget: float, small_flops: float, large_flops: float) -> float:
@@ -187,20 +222,27 @@ class LearnedPolicy:
                                f"{x.shape} and {y.shape}")
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
             raise RoutingError("fit: features and gain must be finite")
-        self.mean = x.mean(0)
+        if budget is not None:      # a bad budget is refused before anything is fitted
+            budget_fraction_to_large(budget, self.small.flops_per_request,
+                                     self.large.flops_per_request)
+        # Fit a copy and adopt it only once it is valid: a fit that fails leaves this policy
+        # as it was (never new weights with the old model's threshold).
+        new = copy.copy(self)
+        new.mean = x.mean(0)
         # A constant feature (spread at rounding level, relative to its size) is scaled by 1:
         # its z is ~0 instead of rounding noise blown up, or a division by zero.
         with np.errstate(over="ignore"):      # an overflowing spread is refused below
             spread = x.std(0)
-        self.std = np.where(spread > 1e-9 * np.maximum(1.0, np.abs(self.mean)), spread, 1.0)
-        a = self._design(x)
-        self.ridge, self.cv_mse = (self._choose_ridge(a, y) if self.requested_ridge is None
-                                   else (self.requested_ridge, None))
-        self.weights = self._solve(a, y, self.ridge)
-        self.fit_predictions = a @ self.weights
-        self.validate("fit")        # e.g. features so large their spread overflows float64
+        new.std = np.where(spread > 1e-9 * np.maximum(1.0, np.abs(new.mean)), spread, 1.0)
+        a = new._design(x)
+        new.ridge, new.cv_mse = (new._choose_ridge(a, y) if new.requested_ridge is None
+                                 else (new.requested_ridge, None))
+        new.weights = new._solve(a, y, new.ridge)
+        new.fit_predictions = a @ new.weights
+        new.validate("fit")         # e.g. features so large their spread overflows float64
         if budget is not None:
-            self.set_budget(budget)
+            new.set_budget(budget)
+        self.__dict__.update(new.__dict__)
         return self
 
     def predict_gain(self, features: np.ndarray) -> np.ndarray:

@@ -159,3 +159,55 @@ def test_request_level_auc_scores_each_candidate_by_its_requests_mean():
     assert math.isnan(request_level_auc(np.ones((3, 4)), rng.random((3, 4))))
     with pytest.raises(ValueError, match="same \\[requests, candidates\\] shape"):
         request_level_auc(labels, scores[:, :3])
+
+
+@pytest.mark.parametrize("fn", [logloss, normalized_entropy])
+def test_logloss_and_ne_refuse_values_outside_0_1(fn):
+    """Logits passed for probabilities were clipped into [1e-7, 1 - 1e-7]: log loss 1e-7 and
+    NE 1.4e-7, a perfect-looking model; a label of 2 gave a negative log loss."""
+    y = np.array([[1, 0, 1], [0, 0, 1]], float)
+    p = np.array([[0.9, 0.2, 0.6], [0.3, 0.1, 0.8]])
+    with pytest.raises(ValueError, match=r"^probs: 4\.0 at \[0, 0\]: probs must be in \[0, 1\]: "
+                                         r"probabilities are expected"):
+        fn(y, p * 10 - 5)
+    for bad in (2.0, -1.0, np.nan):
+        y_bad = y.copy()
+        y_bad[1, 2] = bad
+        with pytest.raises(ValueError, match=rf"^labels: {bad} at \[1, 2\]: labels must be in "
+                                             r"\[0, 1\]"):
+            fn(y_bad, p)
+    with pytest.raises(ValueError, match=r"^probs: -inf at \[1, 1\]"):
+        fn(y, np.where(p == 0.1, -np.inf, p))
+    masked = np.array([[True, True, True], [True, True, False]])
+    y_pad, p_pad = y.copy(), p.copy()
+    y_pad[1, 2], p_pad[1, 2] = -1.0, 7.0         # padding is never checked
+    assert fn(y_pad, p_pad, masked) == fn(y[masked], p[masked])
+    assert math.isfinite(fn(y, np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], np.float32)))
+
+
+def test_nan_label_is_refused_not_counted_as_a_negative():
+    """auc([1, nan, 0, 1], ...) used to be 0.5: the nan label counted as a negative (the
+    within-request AUCs dropped it); a nan score gives nan, a nan label is a data bug."""
+    y = np.array([[1, np.nan, 0, 1], [0, 1, 0, 1]])
+    s = np.array([[0.9, 0.95, 0.1, 0.8], [0.1, 0.7, 0.2, 0.6]])
+    for fn in (auc, within_request_auc, request_level_auc):
+        with pytest.raises(ValueError, match=r"^labels: nan at \[0, 1\]: labels must be "
+                                             r"numbers \(0 or 1\), not nan$"):
+            fn(y, s)
+    masked = np.ones(y.shape, bool)
+    masked[0, 1] = False                           # a nan label on padding is never read
+    assert auc(y, s, masked) == auc(np.nan_to_num(y), s, masked)
+    assert within_request_auc(y, s, masked) == within_request_auc(np.nan_to_num(y), s, masked)
+
+
+def test_labels_and_scores_must_have_one_shape_not_only_one_size():
+    """[2, 3] labels with [3, 2] scores were flattened and paired element by element."""
+    y = np.array([[1, 0, 1], [0, 0, 1]], float)
+    s = np.array([[0.9, 0.2, 0.6], [0.3, 0.1, 0.8]])
+    with pytest.raises(ValueError, match=r"^labels and scores: expected the same shape, got "
+                                         r"\(2, 3\) and \(3, 2\)"):
+        auc(y, s.T)
+    for fn in (logloss, normalized_entropy):
+        with pytest.raises(ValueError, match=r"^labels and probs: expected the same shape, "
+                                             r"got \(6,\) and \(2, 3\)"):
+            fn(y.ravel(), s)

@@ -166,3 +166,20 @@ def test_mixed_dtypes_give_the_reference_dtype_on_every_impl():
         out = jax.jit(lambda *a: target_attention(*a, impl=impl))(qb, k, v, mask)
         assert out.dtype == ref.dtype, impl
         np.testing.assert_allclose(out, ref, rtol=2e-2, atol=2e-2)  # ref scales q in bf16
+
+
+@pytest.mark.parametrize("impl", ["xla", "pallas", "auto"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_keys_and_values_at_masked_events_are_never_read(impl, bad):
+    """A NaN or inf value at a masked event (weight 0) used to make 0 * nan = nan in every
+    output of its request, on every impl; a NaN key there, the gradient of q."""
+    q, k, v, mask = inputs(13, b=3, c=5, l=21, h=2, dk=8)   # request 1: no valid event
+    k_bad, v_bad = (jnp.where(mask[:, :, None, None], x, bad) for x in (k, v))
+    f = jax.jit(lambda *a: target_attention(*a, mask, impl=impl, blocks=BLOCKS))
+    want = target_attention_reference(q, k, v, mask)
+    for kk, vv in ((k, v_bad), (k_bad, v_bad)):
+        np.testing.assert_allclose(f(q, kk, vv), want, **TOL)
+    w = jax.random.normal(jax.random.key(14), q.shape)
+    grad = jax.jit(jax.grad(lambda *a: (f(*a) * w).sum(), argnums=(0, 1, 2)))
+    for g, g_ref in zip(grad(q, k_bad, v_bad), grad(q, k, v)):
+        np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-6)

@@ -80,3 +80,30 @@ def test_int8_fan_in_past_the_int32_accumulator_is_refused():
     with pytest.raises(ValueError, match=f"at most {INT8_MAX_FAN_IN} fit"):
         jax.eval_shape(matmul, big)
     assert 127 * 127 * INT8_MAX_FAN_IN <= 2 ** 31 - 1 < 127 * 127 * (INT8_MAX_FAN_IN + 1)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_weight_is_refused_not_hidden(fmt, bad):
+    """int8 used to give its channel the scale 1 (NaN > 0 is False), turn the NaN into 0
+    and round the channel's other weights to integers: finite garbage no later check sees."""
+    w = jax.random.normal(jax.random.key(0), (8, 4)).at[2, 1].set(bad)
+    with pytest.raises(ValueError, match=rf"^quantize_weight: w_io holds {bad} at \[2, 1\]: "
+                                         r"weights must be finite$"):
+        quantize_weight(w, fmt)
+
+
+@pytest.mark.parametrize("fmt", ["int8", "float8_e4m3fn"])
+def test_a_non_finite_weight_quantized_in_graph_comes_out_nan(fmt):
+    """Traced (the sweep quantizes in-graph) it cannot be refused: its channel is NaN."""
+    w = jax.random.normal(jax.random.key(0), (8, 4)).at[2, 1].set(jnp.nan)
+    back = np.asarray(jax.jit(lambda w: dequantize_weight(quantize_weight(w, fmt)))(w))
+    assert np.isnan(back[:, 1]).all()
+    assert np.isfinite(back[:, [0, 2, 3]]).all()
+
+
+def test_int8_matmul_of_a_non_finite_input_row_is_nan():
+    """The row's scale used to become 1 and NaN cast to int8: a finite, wrong row."""
+    x = jnp.ones((3, 8)).at[1, 2].set(jnp.nan).at[2, 5].set(jnp.inf)
+    y = np.asarray(quantized_matmul(x, quantize_weight(jnp.ones((8, 2)), "int8"), "int8"))
+    assert np.isnan(y[1:]).all() and np.allclose(y[0], 8.0, rtol=1e-2)

@@ -50,3 +50,12 @@ def test_switching_format_does_not_recompile(linear):
         outs.append(np.asarray(f(nnx.state(sw), x)))
     assert f._cache_size() == 1
     assert len({o.tobytes() for o in outs}) == len(FORMATS)  # every format really differs
+
+
+@pytest.mark.parametrize("act_scale", [0.0, -1.0, float("nan"), float("inf")])
+def test_float8_layer_refuses_an_input_scale_that_is_not_finite_and_positive(linear, act_scale):
+    """0 made every output zero, NaN every output NaN (apply_plan refused only the first)."""
+    with pytest.raises(ValueError, match=r"^QuantizedLinear \(float8_e4m3fn\): act_scale="
+                                         rf"{act_scale}: must be > 0 and finite"):
+        QuantizedLinear.from_linear(linear, "float8_e4m3fn", act_scale)
+    QuantizedLinear.from_linear(linear, "int8", act_scale)      # int8 does not use it

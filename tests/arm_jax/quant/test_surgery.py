@@ -40,3 +40,38 @@ def test_plan_with_input_scales_applies():
         LayerQuant(layer="b", format="float8_e4m3fn", act_scale=0.01))))
     assert {k: type(v).__name__ for k, v in dense_layers(model).items()} == {
         "a": "QuantizedLinear", "b": "QuantizedLinear"}
+
+
+@pytest.mark.parametrize("second", ["bfloat16", "float32", "int8"])
+def test_a_layer_listed_twice_is_refused(second):
+    """It used to get the last entry's format, without a word."""
+    model = _Two()
+    plan = QuantConfig(layers=(LayerQuant(layer="a", format="int8"),
+                               LayerQuant(layer="b", format="bfloat16"),
+                               LayerQuant(layer="a", format=second)))
+    with pytest.raises(ValueError, match=rf"^quant.layers: layer 'a' is listed twice \(int8 and "
+                                         rf"{second}\); a plan gives each layer one format$"):
+        apply_plan(model, plan)
+    assert all(isinstance(v, nnx.Linear) for v in dense_layers(model).values())
+
+
+def test_a_layer_with_non_finite_weights_is_refused_before_any_surgery():
+    import jax.numpy as jnp
+
+    model = _Two()
+    model.b.kernel[...] = model.b.kernel[...].at[1, 0].set(jnp.nan)
+    plan = QuantConfig(layers=(LayerQuant(layer="a", format="int8"),
+                               LayerQuant(layer="b", format="int8")))
+    with pytest.raises(ValueError, match=r"^quant.layers: layer 'b': its kernel holds nan at "
+                                         r"\[1, 0\]; weights must be finite to be quantized$"):
+        apply_plan(model, plan)
+    assert all(isinstance(v, nnx.Linear) for v in dense_layers(model).values())
+
+
+def test_an_abstract_model_is_planned_without_reading_its_weights():
+    """Checkpoint restore applies the plan under nnx.eval_shape: nothing concrete to check."""
+    plan = QuantConfig(layers=(LayerQuant(layer="a", format="int8"),
+                               LayerQuant(layer="b", format="float8_e4m3fn", act_scale=0.01)))
+    model = nnx.eval_shape(lambda: apply_plan(_Two(), plan))
+    assert {k: type(v).__name__ for k, v in dense_layers(model).items()} == {
+        "a": "QuantizedLinear", "b": "QuantizedLinear"}

@@ -273,3 +273,49 @@ def test_fit_refuses_features_whose_spread_overflows(features, batch):
     pol = LearnedPolicy(SMALL, LARGE, num_action_types=features.num_action_types)
     with pytest.raises(RoutingError, match=r"^fit: std must be finite, got inf at index 5$"):
         pol.fit(x, np.zeros(len(x)))
+
+
+def test_a_failed_refit_leaves_the_policy_unchanged(features, batch):
+    """Not new weights with the threshold calibrated on the old model's predictions."""
+    x = request_features(batch, features.num_action_types)
+    gain = 0.02 * x[:, 1] + np.random.default_rng(0).normal(0, 0.005, len(x))
+    pol = LearnedPolicy(SMALL, LARGE, num_action_types=features.num_action_types).fit(
+        x, gain, budget=0.5)
+    before = {k: np.copy(v) if isinstance(v, np.ndarray) else v
+              for k, v in vars(pol).items()}
+    with pytest.raises(RoutingError, match=r"budget=2\.0: must be in \(0, 1\]"):
+        pol.fit(x * 2 + 5, -gain, budget=2.0)
+    bad = x.copy()
+    bad[:, 5] = np.where(np.arange(len(x)) % 2, 1e200, -1e200)   # its spread overflows
+    with pytest.raises(RoutingError, match="std must be finite"):
+        pol.fit(bad, -gain, budget=0.8)
+    for k, v in before.items():
+        np.testing.assert_array_equal(getattr(pol, k), v, err_msg=k)
+    assert pol.fit(x * 2 + 5, -gain, budget=0.8) is pol and pol.budget == 0.8
+
+
+@pytest.mark.parametrize("context, message", [
+    ([{}], r"^context: 1 entries for 2 requests \(need one per request\)$"),
+    ([{}] * 3, r"^context: 3 entries for 2 requests"),
+    ({"value": 50.0}, r"^context: expected a list of 2 mappings \(one per request\), got dict$"),
+    (["purchase"] * 2, r"^context\[0\]: expected a mapping \(keys 'intent', 'value'\) or None, "
+                       r"got str$"),
+    ([{}, {"value": "12"}], r"^context\[1\]\.value: expected a real number or None, got '12'$"),
+    ([{}, {"value": float("nan")}], r"^context\[1\]\.value: expected a real number or None, "
+                                    r"got nan$"),
+    ([{"intent": ["purchase"]}, {}], r"^context\[0\]\.intent: expected a string or None, "
+                                     r"got list$"),
+])
+def test_rules_policy_refuses_bad_context(features, context, message):
+    two = random_batch(features, batch=2, candidates=2, history=16, seed=0)
+    with pytest.raises(RoutingError, match=message):
+        RulesPolicy([SMALL, LARGE]).choose(two, context)
+
+
+def test_rules_policy_accepts_none_and_numpy_values_in_context(features):
+    two = random_batch(features, batch=2, candidates=2, history=16, seed=0).replace(
+        hist_len=np.asarray([0, 0], np.int32))
+    pol = RulesPolicy([SMALL, LARGE])
+    assert pol.choose(two, [None, {}]) == ["small", "small"]
+    assert pol.choose(two, [{"value": np.float32(50)}, {"value": 12, "intent": None}]
+                      ) == ["large", "large"]
