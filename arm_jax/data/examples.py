@@ -67,4 +67,19 @@ class Examples:
                            if f.name != "tasks"}, tasks=self.tasks)
 
 
-__all__ = ["Examples"]
+def labels_problem(labels: np.ndarray) -> str | None:
+    """Why `labels` cannot be trained on (a one-line message naming them), or None: each
+    must be finite and in [0, 1] (a logit or a rating scale read as a label trains
+    silently on nonsense). One reduction pass; callers raise their own error type."""
+    labels = np.asarray(labels)
+    if not labels.size:
+        return None
+    lo, hi = float(labels.min()), float(labels.max())   # NaN anywhere: both NaN
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "labels: must be finite, got NaN or infinity"
+    if lo < 0 or hi > 1:
+        return f"labels: must be in [0, 1], got {lo}..{hi}"
+    return None
+
+
+__all__ = ["Examples", "labels_problem"]

@@ -28,7 +28,7 @@ from arm_jax.batch import BatchError, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
 from arm_jax.data.examples_parquet import read_examples_parquet, write_examples_parquet
 from arm_jax.data.outputs import check_input_file, replaced_when_written
-from arm_jax.data.synthetic import Examples
+from arm_jax.data.examples import Examples, labels_problem
 from arm_jax.store.base import InvalidEvents, check_cut_ts
 
 FORMAT_VERSION = 1
@@ -149,9 +149,9 @@ def _checked_examples(a: dict[str, np.ndarray], tasks: tuple[str, ...],
         raise ExamplesFileError("cand_mask: no request has a real candidate (all false)")
     n = batch.cand_sparse.shape[1]
     labels = _reals("labels", a["labels"], (r, n, len(tasks)))
-    if labels.size and (labels.min() < 0 or labels.max() > 1):
-        raise ExamplesFileError(f"labels: must be in [0, 1], got {float(labels.min())}.."
-                                f"{float(labels.max())}")
+    problem = labels_problem(labels)
+    if problem:
+        raise ExamplesFileError(problem)
     true_prob = (_reals("true_prob", a["true_prob"], labels.shape) if "true_prob" in a
                  else np.full(labels.shape, np.nan, np.float32))
     in_range = (true_prob >= 0) & (true_prob <= 1)
@@ -203,10 +203,7 @@ def _reals(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
                          or np.issubdtype(arr.dtype, np.integer)
                          or arr.dtype == bool):
         raise ExamplesFileError(f"{name}: expected real numbers, got dtype {arr.dtype}")
-    out = arr.astype(np.float32)
-    if name == "labels" and out.size and not np.isfinite(out).all():
-        raise ExamplesFileError("labels: must be finite")
-    return out
+    return arr.astype(np.float32)
 
 
 def holdout_latest(examples: Examples, frac: float) -> tuple[Examples, Examples]:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from arm_jax.batch import RequestBatch, expected_widths, make_batch
 from arm_jax.config import FeaturesConfig
 from arm_jax.data.catalog import ItemCatalog, empty_catalog
-from arm_jax.data.synthetic import Examples
+from arm_jax.data.examples import Examples, labels_problem
 from arm_jax.store.base import Events, UserLogStore, check_stored_actions
 
 # grain is imported where it is used: it imports orbax, which sets up the root logger at
@@ -144,12 +144,9 @@ def _check_examples(examples: Examples, features: FeaturesConfig) -> None:
     if labels.shape[2] != len(tasks):
         raise ValueError(f"labels: {labels.shape[2]} per candidate (shape {labels.shape}), "
                          f"but features.tasks={tasks} has {len(tasks)}")
-    if labels.size:
-        lo, hi = float(labels.min()), float(labels.max())   # NaN anywhere: both NaN
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise ValueError("labels: must be finite, got NaN or infinity")
-        if lo < 0 or hi > 1:
-            raise ValueError(f"labels: must be in [0, 1], got {lo}..{hi}")
+    problem = labels_problem(labels)
+    if problem:
+        raise ValueError(problem)
 
 
 def joined_dataset(examples: Examples, store: UserLogStore, features: FeaturesConfig, *,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arm_jax.data.examples import Examples
+from arm_jax.data.examples import Examples, labels_problem
 
 
 def _fields(r=3, n=2, t=2):
@@ -36,3 +36,19 @@ def test_examples_whose_arrays_disagree_are_refused_naming_the_field(name, value
         Examples(**{**_fields(), name: value})
     ex = Examples(**_fields(t=1), tasks=("like",))
     assert len(ex) == 3 and len(ex.take(np.array([2, 0]))) == 2 and len(ex.take(slice(0, 0))) == 0
+
+
+@pytest.mark.parametrize("labels, words", [
+    (np.array([[[0.0, 1.0]], [[np.nan, 0.0]]]), "finite"),
+    (np.array([[[0.0, np.inf]]]), "finite"),
+    (np.array([[[-0.5, 1.0]]]), "[0, 1], got -0.5..1.0"),
+    (np.array([[[0.0, 4.0]]]), "[0, 1], got 0.0..4.0"),
+])
+def test_labels_problem_names_labels_and_the_range(labels, words):
+    problem = labels_problem(labels)
+    assert problem is not None and problem.startswith("labels: ") and words in problem
+
+
+@pytest.mark.parametrize("labels", [np.zeros((0, 3, 2)), np.array([[[0.0, 1.0]], [[0.5, 1.0]]])])
+def test_labels_problem_passes_labels_that_train(labels):
+    assert labels_problem(labels) is None
