@@ -3,6 +3,7 @@ uvicorn's graceful shutdown gets the whole drain timeout."""
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -58,4 +59,15 @@ def test_the_servers_own_warnings_are_written_like_uvicorns(capsys):
     finally:
         root.handlers[:] = saved
     err = capsys.readouterr().err
-    assert err == "WARNING:  no item catalogue: hello\n", err
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} WARNING:  no item catalogue: "
+                        r"hello\n", err), err
+
+
+def test_every_server_log_line_is_stamped_with_the_time():
+    """uvicorn's lines too (`Started server process`, the access log): a log read after an
+    incident said what happened, never when."""
+    from serving.server import logging_config
+
+    config = logging_config("info")
+    assert all(f["fmt"].startswith("%(asctime)s ") for f in config["formatters"].values())
+    assert config["loggers"]["serving"]["level"] == "INFO"
