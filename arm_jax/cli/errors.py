@@ -74,6 +74,32 @@ def in_gc_callback(frame: FrameType | None, depth: int = 30) -> bool:
     return False
 
 
+class LateSignalExit:
+    """For the process entry point: a Ctrl-C or SIGTERM after the command has returned,
+    while the interpreter shuts down (jax's and grain's clean-up), ended the process by
+    the signal (exit -2 and a traceback) or printed `Exception ignored ... KeyboardInterrupt`.
+    The work is done then, so the process exits at once with the command's code (`code`,
+    set when the command returns; before that, the usual one line and 130/143)."""
+
+    def __init__(self) -> None:
+        self.code: int | None = None
+
+    def install(self) -> "LateSignalExit":
+        """Handle SIGINT and SIGTERM (run_cli's own handlers take over while it runs)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        code = interrupted_exit(signum) if self.code is None else self.code
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):     # closed, or its reader went away
+                pass
+        os._exit(code)
+
+
 def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = None) -> int:
     """Run a command: expected errors become one line on stderr and exit 2 (`options`,
     {argument name: option}, renames a leading `name=` to the option the user typed).

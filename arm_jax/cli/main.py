@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import threading
 from pathlib import Path
 
 from arm_jax import stack_versions
 from arm_jax.cli import bench_cmd, train_cmd
-from arm_jax.cli.errors import interrupted_exit, run_cli
+from arm_jax.cli.errors import LateSignalExit, interrupted_exit, run_cli
 from arm_jax.cli.help_format import ArmJaxParser
 
 
@@ -133,12 +134,19 @@ def command_options(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `arm-jax` command (argv None: the process's own, and a signal after the command
+    returned exits with its code at once, see LateSignalExit)."""
+    late = (LateSignalExit().install()
+            if argv is None and threading.current_thread() is threading.main_thread() else None)
     try:
         parser = build_parser()
         args = parse_args(argv, parser)
     except KeyboardInterrupt:       # while parsing, before run_cli handles it
         return interrupted_exit()
-    return run_cli(lambda: args.func(args), options=command_options(parser, args))
+    code = run_cli(lambda: args.func(args), options=command_options(parser, args))
+    if late is not None:
+        late.code = code
+    return code
 
 
 if __name__ == "__main__":

@@ -126,3 +126,35 @@ def test_a_signal_inside_a_gc_callback_is_sent_again_and_stops_the_command(capsy
     assert run_cli(command) == 143
     assert time.monotonic() - t0 < 2.5 and not finished
     assert capsys.readouterr().err.endswith("arm-jax: terminated\n")
+
+
+_LATE_SIGNAL = """
+import atexit, os, signal, sys, time
+{setup}
+sys.argv = ["arm-jax", "inspect", {missing!r}]
+from arm_jax.cli.main import main
+code = main()
+{after}
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("setup, after", [
+    # while the interpreter shuts down (registered first: runs after every other hook)
+    ("atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(10)))", ""),
+    # between the command's return and the exit (was: exit -2 and a traceback)
+    ("", "os.kill(os.getpid(), signal.SIGINT); time.sleep(10)"),
+])
+def test_a_signal_after_the_command_returned_exits_with_its_code_at_once(tmp_path, setup,
+                                                                          after):
+    """The command already failed with its one line (exit 2); a Ctrl-C then must neither
+    turn that into -2 nor print a KeyboardInterrupt traceback, nor wait out the clean-up."""
+    script = _LATE_SIGNAL.format(setup=setup, after=after, missing=str(tmp_path / "none"))
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    elapsed = time.perf_counter() - start
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "is not a directory" in done.stderr
+    assert "KeyboardInterrupt" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert elapsed < 8, elapsed    # the 10 s sleep was cut short (imports take ~2 s)
