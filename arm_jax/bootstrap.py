@@ -129,6 +129,10 @@ def compare_to(reference: str, samples: Mapping[str, np.ndarray], point: Mapping
     differences, and `p_better` the share of redraws where the reference is ahead."""
     if reference not in samples:
         raise ValueError(f"reference={reference!r}: not among the models {sorted(samples)}")
+    missing = [name for name in samples if name not in point]
+    if missing:     # was a bare KeyError naming the model only
+        raise ValueError(f"point: no AUC for model(s) {missing}; point has {sorted(point)}, "
+                         f"samples have {sorted(samples)}")
     _tail(level)    # refuse a bad level even when there is no other model to compare
     out = {}
     for name, s in samples.items():

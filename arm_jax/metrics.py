@@ -39,6 +39,19 @@ def _check_labels(y: np.ndarray, m: np.ndarray, *, in_0_1: bool) -> None:
         _refuse_where(m & np.isnan(y), y, "labels", _LABEL_NAN)
 
 
+def _mask(mask: Any | None, shape: tuple[int, ...]) -> np.ndarray:
+    """`mask` as bool broadcast to the labels' `shape` (all True when None); ValueError
+    naming both shapes when it does not broadcast (numpy's message named neither)."""
+    if mask is None:
+        return np.ones(shape, bool)
+    m = np.asarray(mask, bool)
+    try:
+        return np.broadcast_to(m, shape)
+    except ValueError:
+        raise ValueError(f"mask: expected the labels' shape {shape} (or one that broadcasts "
+                         f"to it), got {m.shape}") from None
+
+
 def _select(labels: Any, values: Any, mask: Any | None, name: str = "scores", *,
             probabilities: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """The selected labels and values, flattened; ValueError unless both have one shape,
@@ -49,8 +62,7 @@ def _select(labels: Any, values: Any, mask: Any | None, name: str = "scores", *,
     if y.shape != v.shape:
         raise ValueError(f"labels and {name}: expected the same shape, got {y.shape} and "
                          f"{v.shape} (values would be paired element by element)")
-    m = (np.ones(y.shape, bool) if mask is None
-         else np.broadcast_to(np.asarray(mask, bool), y.shape))
+    m = _mask(mask, y.shape)
     _check_labels(y, m, in_0_1=probabilities)
     if probabilities:
         _refuse_where(m & ((v < 0.0) | (v > 1.0)), v, name,
@@ -99,8 +111,7 @@ def _per_request(labels: Any, scores: Any, mask: Any | None
     if y.ndim != 2 or s.shape != y.shape:
         raise ValueError(f"labels and scores: expected the same [requests, candidates] shape, "
                          f"got {y.shape} and {s.shape}")
-    m = np.ones(y.shape, bool) if mask is None else np.broadcast_to(np.asarray(mask, bool),
-                                                                    y.shape)
+    m = _mask(mask, y.shape)
     _check_labels(y, m, in_0_1=False)
     return y, s, m
 

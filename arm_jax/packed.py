@@ -267,10 +267,14 @@ def _check_time_order(ev_ts: np.ndarray, ev_offsets: np.ndarray) -> None:
 
 def event_relevance(action_bl: jax.Array, age_bl: jax.Array,
                     action_weight: jax.Array | None = None) -> jax.Array:
-    """Relevance of a history event: stronger actions and more recent events rank higher."""
-    if action_weight is None:
-        action_weight = jnp.arange(64, dtype=jnp.float32)  # later action types are stronger
-    return action_weight[action_bl] - jnp.log1p(age_bl.astype(jnp.float32))
+    """Relevance of a history event: stronger actions and more recent events rank higher.
+
+    Action a weighs `action_weight[a]`, by default a itself (later action types are
+    stronger), computed from the action rather than read from a table, so no action
+    type is clamped to a table's last weight."""
+    weight_bl = (action_bl.astype(jnp.float32) if action_weight is None
+                 else action_weight[action_bl])
+    return weight_bl - jnp.log1p(age_bl.astype(jnp.float32))
 
 
 def unpack(packed: PackedBatch, *, candidates: int, history: int,

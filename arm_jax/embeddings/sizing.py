@@ -57,6 +57,11 @@ class IdStats:
         return max(1, self.head)
 
 
+def is_int(value: Any) -> bool:
+    """A Python or numpy integer (not a bool, not a whole float): a row count or size."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def collision_rate(n: int, m: int) -> float:
     """P(an id shares its row with another of n ids hashed uniformly into m rows)."""
     if n <= 1:
@@ -110,8 +115,10 @@ def plan_sizes(stats: Sequence[IdStats], budget_params: int, dim: int, *,
     elsewhere). Raises SizingError naming the shortfall when even the minimum of
     `row_multiple` rows per feature does not fit.
     """
-    if dim < 1 or row_multiple < 1:
-        raise SizingError(f"dim={dim} and row_multiple={row_multiple} must be >= 1")
+    for name, value in (("dim", dim), ("row_multiple", row_multiple)):
+        # a float row_multiple planned float rows (2.5 -> 320.0) that no table can have
+        if not is_int(value) or value < 1:
+            raise SizingError(f"{name}={value!r}: must be an integer >= 1")
     if not stats:
         raise SizingError("no features to size")
     names = [s.name for s in stats]

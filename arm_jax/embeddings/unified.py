@@ -18,9 +18,9 @@ from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from arm_jax.embeddings.sizing import is_int
 from arm_jax.model.preprocess import check_field_count, field_salts, hash_ids
 
 
@@ -59,10 +59,14 @@ class TableLayout:
         padded table has more rows than int32 row ids address (2**31 - 1).
         """
         n = len(field_rows)
-        if n == 0 or min(field_rows) < 1:
-            raise LayoutError(f"field_rows={list(field_rows)}: need >= 1 field, each >= 1 row")
-        if pad_to < 1:     # 0 divided by zero; a negative one built a table too small
-            raise LayoutError(f"pad_to={pad_to}: must be >= 1")
+        # (a float size was kept as is: float offsets, a float total_rows)
+        bad = next((f for f, r in enumerate(field_rows) if not is_int(r) or r < 1), None)
+        if n == 0 or bad is not None:
+            got = "" if bad is None else f"; field {bad} has {field_rows[bad]!r}"
+            raise LayoutError(f"field_rows={list(field_rows)}: need >= 1 field, each an "
+                              f"integer >= 1 row{got}")
+        if not is_int(pad_to) or pad_to < 1:  # 0 divided by zero; < 0 built a table too small
+            raise LayoutError(f"pad_to={pad_to!r}: must be >= 1, an integer")
         seen: set[int] = set()
         for g in groups:
             for f in g:
@@ -143,7 +147,7 @@ def _planned_rows(name: str, entry: Any) -> int:
         if "rows" not in entry:
             raise LayoutError(f"planned feature '{name}': entry {dict(entry)} has no 'rows'")
         entry = entry["rows"]
-    if isinstance(entry, bool) or not isinstance(entry, (int, np.integer)):
+    if not is_int(entry):
         raise LayoutError(f"planned feature '{name}': rows {entry!r} is not an int")
     return int(entry)
 

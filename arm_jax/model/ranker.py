@@ -13,6 +13,7 @@ Both modes use the same parameters and give the same scores to float tolerance.
 
 from __future__ import annotations
 
+import numbers
 from typing import Literal
 
 import flax.struct
@@ -130,7 +131,11 @@ class Ranker(nnx.Module):
 
     def encode_request(self, batch: RequestBatch, *,
                        dropout_key: jax.Array | None = None) -> RequestState:
-        """Request-level work, once per request. `dropout_key` only when training."""
+        """Request-level work, once per request. `dropout_key` only when training.
+
+        Checks the batch's feature widths as `__call__` does (static shapes only): a
+        batch of another schema failed deep in a layer naming no field."""
+        check_feature_widths(batch, self.features)
         return self._encode(batch.truncate_history(self.cfg.history_len), dropout_key)[0]
 
     def _encode(self, batch: RequestBatch, dropout_key: jax.Array | None,
@@ -245,7 +250,13 @@ class Ranker(nnx.Module):
         probability `rate` (the same view feeds the ranking logits) and predicted back from
         the encoded history, a label per event instead of per candidate.
 
-        -> (logits [b, c, tasks], MaskedActions for `masked_action_ce`)."""
+        -> (logits [b, c, tasks], MaskedActions for `masked_action_ce`). A Python or numpy
+        `rate` outside [0, 1] (or NaN) raises ValueError; a traced one is not checked."""
+        host = isinstance(rate, (numbers.Real, np.ndarray, np.generic))     # no device sync
+        if host and not np.all((np.asarray(rate) >= 0.0) & (np.asarray(rate) <= 1.0)):
+            # 2.0 hid every event, -0.5 and NaN none, all without a word
+            raise ValueError(f"rate: must be in [0, 1] (the share of history events whose "
+                             f"action is hidden), got {rate!r}")
         check_feature_widths(batch, self.features)
         batch = batch.truncate_history(self.cfg.history_len)
         l = batch.hist_item.shape[1]

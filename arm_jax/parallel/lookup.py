@@ -17,10 +17,13 @@ hash ids into range first, as the model does).
 
 from __future__ import annotations
 
+import math
+import numbers
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from arm_jax.parallel.mesh import DATA, MODEL, mesh_shape
@@ -82,6 +85,11 @@ def all_to_all_lookup(table_vd: jax.Array, rows_n: jax.Array, mesh: Mesh,
     by the model axis. An empty batch (n = 0) gives [0, d], as `lookup` and
     `shard_map_lookup` do.
     """
+    if isinstance(capacity_factor, (bool, np.bool_)) or not isinstance(
+            capacity_factor, numbers.Real) or not 0 < capacity_factor < math.inf:
+        # NaN and inf were a bare "cannot convert float NaN to integer"; <= 0 ran as 1 slot
+        raise ValueError(f"all_to_all_lookup: capacity_factor={capacity_factor!r} must be a "
+                         "finite number > 0 (bucket slots, a multiple of an even share)")
     sizes = mesh_shape(mesh)
     m, d_ax = sizes[MODEL], sizes[DATA]
     v, n = table_vd.shape[0], rows_n.shape[0]

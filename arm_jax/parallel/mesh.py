@@ -25,18 +25,31 @@ def make_mesh(data: int = 1, model: int | None = None,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A (data, model) mesh over `devices` (default: all). `model=None` takes the rest.
 
-    Raises MeshError naming the sizes when data * model != number of devices.
+    Raises MeshError naming the sizes when data * model != number of devices, or when
+    a size is not an integer (numpy's reshape refused 2.0 with a bare TypeError).
     """
+    for name, size in (("data", data), ("model", model)):
+        if size is not None:
+            check_axis_size(name, size)
     devs = list(devices if devices is not None else jax.devices())
     n = len(devs)
-    if data < 1 or n % data:
-        raise MeshError(f"mesh data={data} must be >= 1 and divide the {n} devices")
+    if n % data:
+        raise MeshError(f"mesh data={data} must divide the {n} devices")
     model = n // data if model is None else model
-    if model < 1 or data * model != n:
+    if data * model != n:
         raise MeshError(f"mesh data={data} x model={model} = {data * model} "
                         f"!= {n} devices available")
     grid = np.asarray(devs, dtype=object).reshape(data, model)
     return Mesh(grid, AXES, axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def check_axis_size(axis: str, size: object) -> None:
+    """MeshError unless `size` (devices along mesh axis `axis`) is a Python or numpy
+    integer >= 1: a float or a 0 fails later, far from its cause."""
+    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) \
+            or size < 1:
+        raise MeshError(f"mesh {axis}={size!r}: must be an integer >= 1 (devices along the "
+                        f"'{axis}' axis)")
 
 
 def mesh_shape(mesh: Mesh) -> dict[str, int]:

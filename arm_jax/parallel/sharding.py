@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from arm_jax.parallel.mesh import mesh_shape
+from arm_jax.parallel.mesh import check_axis_size, mesh_shape
 from arm_jax.parallel.rules import DEFAULT_RULES, MIN_SHARD_BYTES, RulesError, logical_to_spec
 
 
@@ -51,7 +51,9 @@ def place(path: str, shape: tuple[int, ...], dtype: Any, axes: tuple[str | None,
     """The placement of one array of `shape` given its logical axes and mesh axis sizes.
 
     Raises RulesError when `rules` map one of its logical axes to a mesh axis not in
-    `sizes`."""
+    `sizes`, MeshError when a size in `sizes` is not an integer >= 1."""
+    for axis, size in sizes.items():    # a model axis of 0 was a ZeroDivisionError below
+        check_axis_size(axis, size)
     itemsize = np.dtype(dtype).itemsize
     total = int(math.prod(shape)) * itemsize
     rep = PartitionSpec()

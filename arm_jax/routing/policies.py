@@ -38,6 +38,11 @@ class RoutingError(ValueError):
     """A policy is misconfigured (unknown tier, bad budget, unfitted model)."""
 
 
+def _real(value: Any) -> bool:
+    """A real number (Python or numpy; not a bool, a string or None); NaN included."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 @dataclasses.dataclass(frozen=True)
 class TierCost:
     """A tier as the router sees it: name, FLOPs per request, history window L."""
@@ -129,9 +134,7 @@ def _check_context(context: Sequence[Mapping[str, Any] | None] | None, n: int
         if intent is not None and not isinstance(intent, str):
             raise RoutingError(f"context[{i}].intent: expected a string or None, got "
                                f"{type(intent).__name__}")
-        if value is not None and (isinstance(value, (bool, np.bool_))
-                                  or not isinstance(value, numbers.Real)
-                                  or math.isnan(value)):
+        if value is not None and (not _real(value) or math.isnan(value)):
             raise RoutingError(f"context[{i}].value: expected a real number or None, got "
                                f"{value!r}")
         out.append(ctx)
@@ -308,9 +311,10 @@ class LearnedPolicy:
 
     # -- persistence
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready policy `load` reads back; refuses a policy `validate` refuses."""
+        """The JSON-ready policy `load` reads back; refuses a policy `load` would refuse."""
         if self.weights is None:
             raise RoutingError("LearnedPolicy: nothing to save before fit()")
+        self._check_settings("LearnedPolicy")     # never save what `load` refuses
         self.validate()
         return {
             "kind": "learned", "small": dataclasses.asdict(self.small),
@@ -344,8 +348,38 @@ class LearnedPolicy:
         except (OSError, KeyError, TypeError, ValueError) as e:
             raise RoutingError(f"{path}: not a saved LearnedPolicy ({type(e).__name__}: {e})"
                                ) from None
+        pol._check_settings(str(path))
         pol.validate(str(path))
         return pol
+
+    def _check_settings(self, where: str) -> None:
+        """RoutingError (prefixed by `where`) unless both tiers' costs are finite FLOPs >= 0
+        and history lengths integers >= 1, the budget is None or in (0, 1] and the ridge
+        None or a finite number >= 0. A file holding others loaded and routed by them (a
+        NaN budget, a negative cost) without a word."""
+        for side in ("small", "large"):
+            tier = getattr(self, side)
+            flops, length = tier.flops_per_request, tier.history_len
+            if not _real(flops) or not 0.0 <= flops < math.inf:
+                raise RoutingError(f"{where}: {side}.flops_per_request must be a finite number "
+                                   f">= 0, got {flops!r}")
+            if isinstance(length, (bool, np.bool_)) or not isinstance(
+                    length, (int, np.integer)) or length < 1:
+                raise RoutingError(f"{where}: {side}.history_len must be an integer >= 1, got "
+                                   f"{length!r}")
+        if self.budget is not None:
+            if not _real(self.budget):
+                raise RoutingError(f"{where}: budget must be a number in (0, 1] or null, got "
+                                   f"{self.budget!r}")
+            try:
+                budget_fraction_to_large(self.budget, self.small.flops_per_request,
+                                         self.large.flops_per_request)
+            except RoutingError as e:
+                raise RoutingError(f"{where}: {e}") from None
+        if self.ridge is not None and (not _real(self.ridge)
+                                       or not 0.0 <= self.ridge < math.inf):
+            raise RoutingError(f"{where}: ridge must be a finite number >= 0 or null, got "
+                               f"{self.ridge!r}")
 
 
 class LoadAwarePolicy:
@@ -353,11 +387,16 @@ class LoadAwarePolicy:
 
     `pressure(tier, request_index) -> float`: > `limit` means that tier would miss the
     request's deadline right now (the server passes its admission estimate / budget).
-    Returns tiers; `last_degraded` records which requests were moved.
+    A NaN pressure is an unknown load, which cannot promise the deadline: it counts as
+    over the limit (it used to compare as no pressure at all). Returns tiers;
+    `last_degraded` records which requests were moved.
     """
 
     def __init__(self, base: Policy, order: Sequence[str],
                  pressure: Callable[[str, int], float], *, limit: float = 1.0):
+        if not _real(limit) or math.isnan(limit):
+            raise RoutingError(f"limit={limit!r}: must be a real number (the pressure above "
+                               "which a tier steps down), not NaN")
         self.base = base
         self.order = list(order)    # cheapest first
         self.pressure = pressure
@@ -373,7 +412,7 @@ class LoadAwarePolicy:
                 raise RoutingError(f"the base policy chose tier {tier!r}, which is not served; "
                                    f"tiers: {self.order}")
             k = self.order.index(tier)
-            while k > 0 and self.pressure(self.order[k], i) > self.limit:
+            while k > 0 and not self.pressure(self.order[k], i) <= self.limit:  # NaN: over
                 k -= 1
             out.append(self.order[k])
             degraded.append(self.order[k] != tier)

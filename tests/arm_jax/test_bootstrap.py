@@ -117,3 +117,15 @@ def test_one_class_redraws_are_nan_not_an_error():
     assert np.isnan(s["m"]).any() and np.isfinite(s["m"]).any()
     lo, hi = interval(s["m"])
     assert np.isfinite(lo) and np.isfinite(hi)
+
+
+def test_compare_to_names_a_model_missing_from_point():
+    """A model in `samples` without a point estimate was a bare KeyError: 'b'."""
+    samples = {"a": np.full(5, 0.7), "b": np.full(5, 0.6)}
+    for point, missing, has in (({"a": 0.7}, "'b'", "'a'"), ({"b": 0.6}, "'a'", "'b'")):
+        with pytest.raises(ValueError, match=rf"^point: no AUC for model\(s\) \[{missing}\]; "
+                                             rf"point has \[{has}\], samples have "
+                                             r"\['a', 'b'\]$"):
+            compare_to("a", samples, point)
+    assert compare_to("a", samples, {"a": 0.7, "b": 0.6, "c": 0.5})["b"]["diff"] == \
+        pytest.approx(0.1)

@@ -1,5 +1,6 @@
 import itertools
 import math
+import re
 import warnings
 
 import numpy as np
@@ -211,3 +212,19 @@ def test_labels_and_scores_must_have_one_shape_not_only_one_size():
         with pytest.raises(ValueError, match=r"^labels and probs: expected the same shape, "
                                              r"got \(6,\) and \(2, 3\)"):
             fn(y.ravel(), s)
+
+
+def test_a_mask_of_the_wrong_shape_names_mask_and_both_shapes():
+    """A [3, 2] mask on [2, 3] labels was numpy's "operands could not be broadcast together
+    with remapped shapes", naming no argument."""
+    y = np.array([[1, 0, 1], [0, 1, 0]], float)
+    p = np.array([[0.9, 0.2, 0.6], [0.3, 0.7, 0.1]])
+    msg = r"^mask: expected the labels' shape \(2, 3\) \(or one that broadcasts to it\), got "
+    for fn in (auc, logloss, normalized_entropy, within_request_auc, request_level_auc):
+        for bad in (np.ones((3, 2), bool), np.ones(2, bool)):
+            with pytest.raises(ValueError, match=msg + re.escape(str(bad.shape)) + "$"):
+                fn(y, p, bad)
+    with pytest.raises(ValueError, match=msg + r"\(3, 2\)$"):
+        evaluate(y[..., None], p[..., None], np.ones((3, 2), bool), ["click"])
+    # masks that broadcast are still taken as before
+    assert auc(y, p, np.ones((2, 1), bool)) == auc(y, p) == auc(y, p, np.ones(3, bool))

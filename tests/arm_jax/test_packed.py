@@ -203,3 +203,23 @@ def test_unpack_refuses_an_unknown_selection():
     with pytest.raises(BatchError, match=r"^selection: must be one of 'recent', 'topk', got "
                                          r"'top_k'"):
         unpack(packed, candidates=8, history=4, selection="top_k")
+
+
+def test_default_action_weight_is_the_action_itself_with_no_upper_limit():
+    """The default weight table had 64 entries: action types >= 64 all weighed 63."""
+    actions = np.array([3, 63, 64, 100, 1000])
+    np.testing.assert_array_equal(event_relevance(actions, np.zeros(5)), actions)
+    below = np.random.default_rng(0).integers(0, 64, 50)      # the old table's range: same
+    gaps = np.random.default_rng(1).integers(0, 10**5, 50)
+    np.testing.assert_array_equal(event_relevance(below, gaps),
+                                  event_relevance(below, gaps, np.arange(64, dtype=np.float32)))
+    weights = np.array([5.0, 1.0, 0.0], np.float32)            # an explicit table still rules
+    np.testing.assert_array_equal(event_relevance(np.array([0, 1, 2]), np.zeros(3), weights),
+                                  weights)
+    # topk keeps the event of the strongest action (200), not the most recent of equals
+    req = dict(_requests(0, n=1)[0], ev_item=np.array([11, 12, 13, 14]),
+               ev_action=np.array([200, 64, 65, 70]), ev_ts=np.array([100, 101, 102, 103]),
+               ev_side=np.ones((4, 2), np.int64), request_ts=200)
+    batch = unpack(pack([req], side_fields=2), candidates=8, history=1, selection="topk",
+                   scan_events=4)
+    assert int(batch.hist_item[0, 0]) == 11 and int(batch.hist_action[0, 0]) == 200

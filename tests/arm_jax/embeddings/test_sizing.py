@@ -109,3 +109,15 @@ def test_a_plan_never_spends_more_than_its_budget(seed):
         plan = plan_sizes(stats, budget, dim=dim, row_multiple=q)
         assert plan.used_params <= budget, (budget, plan.used_params)
         assert all(f.rows >= q and f.rows % q == 0 for f in plan.features)
+
+
+@pytest.mark.parametrize("kw, message", [(dict(row_multiple=2.5), "row_multiple=2.5"),
+                                         (dict(row_multiple=0), "row_multiple=0"),
+                                         (dict(dim=16.0), "dim=16.0")])
+def test_a_float_or_zero_row_multiple_or_dim_is_refused(kw, message):
+    """row_multiple=2.5 planned float rows (320.0) that no table can have."""
+    stats = [IdStats.from_ids("a", np.arange(100) % 40), IdStats.from_ids("b", np.arange(20))]
+    with pytest.raises(SizingError, match=f"^{message}: must be an integer >= 1$"):
+        plan_sizes(stats, 10_000, **{"dim": 4, **kw})
+    plan = plan_sizes(stats, 10_000, dim=np.int64(4), row_multiple=np.int64(8))  # numpy ints
+    assert all(r % 8 == 0 for r in plan.rows().values())

@@ -126,3 +126,17 @@ def test_from_plan_reads_the_embeddings_plan_yaml_section_as_written(tmp_path):
     assert lay.offsets[0] == lay.offsets[2] and lay.sizes[1] == plan.rows()["b"]
     with pytest.raises(LayoutError, match="planned feature 'a': entry .* has no 'rows'"):
         TableLayout.from_plan({"a": {"head": 3}}, ["a"])
+
+
+@pytest.mark.parametrize("rows, pad_to, message", [
+    ([10.5, 3], 1, r"field_rows=\[10.5, 3\]: need >= 1 field, each an integer >= 1 row; "
+                   r"field 0 has 10.5"),
+    ([4, 2.0], 1, r"field_rows=\[4, 2.0\]: .*each an integer >= 1 row; field 1 has 2.0"),
+    ([4, 2], 2.5, r"pad_to=2.5: must be >= 1, an integer"),
+])
+def test_float_rows_and_pad_to_are_a_layout_error(rows, pad_to, message):
+    """Float rows built a layout of float offsets and a float total_rows."""
+    with pytest.raises(LayoutError, match="^" + message):
+        TableLayout.build(rows, pad_to=pad_to)
+    layout = TableLayout.build([np.int64(4), np.int32(2)], pad_to=np.int64(4))   # numpy ints
+    assert (layout.sizes, layout.total_rows) == ((4, 2), 8)

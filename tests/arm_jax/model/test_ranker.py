@@ -294,3 +294,29 @@ def test_zero_requests_and_a_fractional_pair_chunk_are_named(model_and_batch):
                                              rf"integer .*got {chunk!r}"):
             model(batch, mode="per_pair", pair_chunk=chunk)
     assert model(batch, mode="per_pair", pair_chunk=np.int64(4)).shape[:2] == (3, 7)
+
+
+def test_masked_action_rate_outside_0_1_and_encode_request_of_another_schema_are_named(
+        model_and_batch):
+    """rate=2.0 hid every event and -0.5 or NaN none, silently; encode_request skipped the
+    feature-width check __call__ runs, so a batch of another schema failed deep in a layer
+    ("dot_general requires contracting dimensions to have the same shape")."""
+    from arm_jax.batch import BatchError
+
+    tier, params, batch, _ = model_and_batch
+    model = nnx.merge(nnx.graphdef(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0))),
+                      params)
+    key = jax.random.key(0)
+    for rate in (2.0, -0.5, float("nan"), np.float32(1.5)):
+        with pytest.raises(ValueError, match=r"^rate: must be in \[0, 1\] \(the share of ") as e:
+            model.masked_action_forward(batch, key, rate)
+        assert str(e.value).endswith(f"got {rate!r}")
+    arr = np.asarray(batch.req_dense)
+    wrong = batch.replace(req_dense=np.concatenate([arr, arr[:, :1]], axis=-1))
+    with pytest.raises(BatchError, match=r"^req_dense: shape .* req_dense_features="):
+        model.encode_request(wrong)
+    floats = batch.replace(req_sparse=np.asarray(batch.req_sparse).astype(np.float32))
+    with pytest.raises(BatchError, match="^req_sparse: expected integer ids, got dtype float32"):
+        jax.eval_shape(model.encode_request, floats)     # static: refused while tracing too
+    state = jax.eval_shape(model.encode_request, batch)     # a valid batch still encodes
+    assert state.req_tokens_btd.shape[0] == 3

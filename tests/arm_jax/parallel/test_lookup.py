@@ -24,3 +24,15 @@ def test_an_empty_batch_gives_zero_rows_on_every_path():
     }
     for name, out in got.items():
         assert out.shape == (0, 3) and out.dtype == np.float32, name
+
+
+def test_a_capacity_factor_that_is_nan_or_not_positive_is_refused():
+    """NaN (and inf) were a bare "cannot convert float NaN to integer"; 0 and -1 ran."""
+    import pytest
+
+    mesh = make_mesh(2, 4)
+    table, rows = np.zeros((16, 2), np.float32), np.arange(8, dtype=np.int32)
+    for bad in (float("nan"), float("inf"), 0.0, -1.0, True):
+        with pytest.raises(ValueError, match=rf"^all_to_all_lookup: capacity_factor={bad!r} "
+                                             "must be a finite number > 0"):
+            all_to_all_lookup(table, rows, mesh, bad)

@@ -119,3 +119,16 @@ def test_rules_naming_a_mesh_axis_the_mesh_lacks_are_a_rules_error():
         plan_placements(state, {"data": 2, "model": 4}, rules, min_shard_bytes=0)
     with pytest.raises(RulesError, match="mesh axis 'expert'"):
         shard_state(state, make_mesh(2, 4), rules, min_shard_bytes=0)
+
+
+@pytest.mark.parametrize("size", [0, -1, 2.0])
+def test_a_mesh_axis_of_size_zero_is_a_mesh_error(size):
+    """{'model': 0} was a ZeroDivisionError (integer modulo by zero); -1 a negative size."""
+    from arm_jax.parallel.sharding import place
+
+    with pytest.raises(MeshError, match=rf"^mesh model={size}: must be an integer >= 1"):
+        place("t", (64, 16), np.float32, ("vocab", "embed"), {"data": 1, "model": size},
+              min_shard_bytes=0)
+    ok = place("t", (64, 16), np.float32, ("vocab", "embed"), {"data": 1, "model": np.int64(4)},
+               min_shard_bytes=0)
+    assert ok.spec == P("model", None) and ok.per_device_bytes == 16 * 16 * 4

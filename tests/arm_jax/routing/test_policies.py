@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -319,3 +320,54 @@ def test_rules_policy_accepts_none_and_numpy_values_in_context(features):
     assert pol.choose(two, [None, {}]) == ["small", "small"]
     assert pol.choose(two, [{"value": np.float32(50)}, {"value": 12, "intent": None}]
                       ) == ["large", "large"]
+
+
+def test_load_aware_counts_a_nan_pressure_as_over_the_limit_and_refuses_a_nan_limit(batch):
+    """NaN > limit is False: an unknown load kept the tier as if it were idle."""
+    order = ["small", "medium", "large"]
+    unknown = LoadAwarePolicy(FixedPolicy("large"), order, lambda tier, i: {
+        "large": float("nan"), "medium": 0.5, "small": 0.1}[tier])
+    assert set(unknown.choose(batch)) == {"medium"} and all(unknown.last_degraded)
+    for bad in (float("nan"), "1.0", None):
+        with pytest.raises(RoutingError, match=rf"^limit={bad!r}: must be a real number .*"
+                                               "not NaN"):
+            LoadAwarePolicy(FixedPolicy("large"), order, lambda tier, i: 0.0, limit=bad)
+
+
+@pytest.mark.parametrize("edit, rule", [
+    (lambda r: r.update(budget=-0.5),
+     r"budget=-0.5: must be in \(0, 1\] \(a fraction of large FLOPs\)"),
+    (lambda r: r.update(budget=float("nan")), r"budget=nan: must be in \(0, 1\] .*FLOPs\)"),
+    (lambda r: r.update(budget="half"),
+     r"budget must be a number in \(0, 1\] or null, got 'half'"),
+    (lambda r: r["small"].update(flops_per_request=float("inf")),
+     "small.flops_per_request must be a finite number >= 0, got inf"),
+    (lambda r: r["large"].update(flops_per_request=-1.0),
+     "large.flops_per_request must be a finite number >= 0, got -1.0"),
+    (lambda r: r["large"].update(history_len=0),
+     "large.history_len must be an integer >= 1, got 0"),
+    (lambda r: r["small"].update(history_len=2.5),
+     "small.history_len must be an integer >= 1, got 2.5"),
+    (lambda r: r.update(ridge=-1.0), "ridge must be a finite number >= 0 or null, got -1.0"),
+    (lambda r: r.update(ridge=float("nan")), "ridge must be a finite number >= 0 or null, got nan"),
+], ids=["budget-negative", "budget-nan", "budget-str", "flops-inf", "flops-negative",
+        "history-len-0", "history-len-float", "ridge-negative", "ridge-nan"])
+def test_a_saved_policy_with_a_bad_budget_cost_or_ridge_is_refused(features, batch, tmp_path,
+                                                                   edit, rule):
+    """Such files loaded: a NaN budget, a negative cost or ridge were taken as given."""
+    path = _fitted(features, batch).save(tmp_path / "routing-policy.json")
+    raw = json.loads(path.read_text())
+    edit(raw)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(RoutingError, match=f"^{re.escape(str(path))}: {rule}$"):
+        LearnedPolicy.load(path)
+
+
+def test_a_saved_policy_with_no_budget_and_ridge_zero_loads(features, batch, tmp_path):
+    pol = _fitted(features, batch)
+    pol.budget, pol.ridge = None, 0.0
+    again = LearnedPolicy.load(pol.save(tmp_path / "p.json"))
+    assert again.budget is None and again.ridge == 0.0
+    pol.ridge = -1.0                     # and what load refuses is never saved
+    with pytest.raises(RoutingError, match="^LearnedPolicy: ridge must be a finite number >= 0"):
+        pol.save(tmp_path / "q.json")
