@@ -167,6 +167,21 @@ def check_stored_actions(url: str, user_id: int, action: np.ndarray,
             f"for another tier? `arm-jax store load --tier` refuses such events)")
 
 
+def check_positive_int(value: object, name: str) -> int:
+    """`value` as an int >= 1, or ValueError naming `name`: a store setting (a size, a
+    count) where a float such as 1e3 is refused, not truncated (a part size recorded in
+    Redis as "1000.0" no later load could read), and so are a bool and text."""
+    try:
+        if isinstance(value, (bool, np.bool_)):
+            raise TypeError
+        n = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name}={value!r}: must be an integer >= 1") from None
+    if n < 1:
+        raise ValueError(f"{name}={n}: must be >= 1")
+    return n
+
+
 def check_max_len(max_len: object) -> int | None:
     """A history length limit: None (no limit) or an integer >= 0 (ValueError naming
     max_len otherwise: a fraction or a bool is no number of events)."""
@@ -187,8 +202,10 @@ def check_max_len(max_len: object) -> int | None:
 def check_user_sequence(user_ids: object, name: str = "user_ids") -> None:
     """InvalidEvents naming `name` unless `user_ids` is a collection of user ids: a str or
     bytes would be read as its characters ("12": users 1 and 2; b"12": users 49 and 50),
-    and a single id is no sequence (`read(user)` reads one)."""
-    if isinstance(user_ids, (str, bytes, bytearray)) or not hasattr(user_ids, "__iter__"):
+    and a single id is no sequence (`read(user)` reads one), nor is a 0-d array
+    (`np.asarray(5)`: iterable by type, a bare TypeError once iterated)."""
+    if isinstance(user_ids, (str, bytes, bytearray)) or not hasattr(user_ids, "__iter__") \
+            or getattr(user_ids, "ndim", 1) == 0:
         raise InvalidEvents(f"{name}: expected a sequence of user ids, got {user_ids!r}")
 
 
@@ -371,5 +388,5 @@ __all__ = ["StoreError", "StoreUnavailable", "CorruptValue", "ActionOutOfRange",
            "InvalidEvents", "Events", "check_stored_actions",
            "UserLogStore", "check_events", "check_user", "check_user_ids", "group_by_user",
            "check_batch_id", "check_cut_ts", "check_cuts", "check_max_len",
-           "check_user_sequence", "redact_url", "BATCH_ID_LIMIT",
+           "check_user_sequence", "check_positive_int", "redact_url", "BATCH_ID_LIMIT",
            "TS_LIMIT"]

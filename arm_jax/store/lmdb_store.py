@@ -30,8 +30,8 @@ import numpy as np
 
 from arm_jax.store import codec
 from arm_jax.store.base import (Events, StoreError, StoreUnavailable, UserLogStore,
-                                check_batch_id, check_events, check_user,
-                                check_user_sequence, group_by_user)
+                                check_batch_id, check_events, check_positive_int,
+                                check_user, check_user_sequence, group_by_user)
 from arm_jax.store.lmdb_file_check import check_data_file
 
 DEFAULT_MAP_SIZE = 64 << 30   # address space, not disk: the file grows as data arrives
@@ -107,8 +107,9 @@ class LmdbStore(UserLogStore):
         self.path = Path(path)
         self.compress = compress
         self.readonly = readonly
-        self.map_size = map_size
-        self.max_readers = max_readers
+        # checked here: lmdb.open raised a bare OverflowError for -1, TypeError for 1.5
+        self.map_size = check_positive_int(map_size, "map_size")
+        self.max_readers = check_positive_int(max_readers, "max_readers")
         self.url = f"lmdb://{self.path}"
         self._env: lmdb.Environment | None = None
         self._release: weakref.finalize | None = None
@@ -203,10 +204,11 @@ class LmdbStore(UserLogStore):
             raise StoreError(f"{self.url}: write failed: {e}") from None
 
     def append(self, user_id: int, item: object, action: object, ts: object) -> None:
+        """No events is a no-op (as for `append_many`), but the user id is checked first."""
+        u = check_user(user_id)
         it, ac, t = check_events(item, action, ts)
         if not t.size:
             return
-        u = check_user(user_id)
         with self._write_txn() as txn:
             self._merge(txn, u, it, ac, t)
 

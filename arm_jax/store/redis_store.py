@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import operator
 import os
 import re
 import threading
@@ -38,8 +37,8 @@ from redis.retry import Retry
 
 from arm_jax.store import codec
 from arm_jax.store.base import (CorruptValue, Events, StoreError, StoreUnavailable,
-                                UserLogStore, check_batch_id, check_user,
-                                check_user_sequence, group_by_user, redact_url)
+                                UserLogStore, check_batch_id, check_positive_int,
+                                check_user, check_user_sequence, group_by_user, redact_url)
 from arm_jax.store.redis_url import check_url
 
 _PIPELINE_CHUNK = 2000   # commands per pipeline round trip in bulk loads
@@ -70,20 +69,6 @@ def _without_values(message: str) -> str:
     return _PIPELINE_COMMAND.sub(r"command \1 of the pipeline (\2 \3): ", message, count=1)
 
 
-def _positive_int(value: object, name: str) -> int:
-    """`value` as an int >= 1, or ValueError naming `name` (a float such as 1e3 is
-    refused: a part size recorded in Redis as "1000.0" no later load could read)."""
-    try:
-        if isinstance(value, (bool, np.bool_)):
-            raise TypeError
-        n = operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name}={value!r}: must be an integer >= 1") from None
-    if n < 1:
-        raise ValueError(f"{name}={n}: must be >= 1")
-    return n
-
-
 def _check_timeout(value: object, name: str) -> float | None:
     """ValueError naming `name` unless `value` is a finite number of seconds > 0, or None
     (redis-py's "no timeout"). redis-py raised a bare "Timeout value out of range" at the
@@ -107,7 +92,10 @@ class RedisStore(UserLogStore):
                  compact_every: int | None = COMPACT_EVERY, compress: bool = False,
                  multi_users: int = MULTI_USERS) -> None:
         check_url(url)
-        multi_users = _positive_int(multi_users, "multi_users")
+        multi_users = check_positive_int(multi_users, "multi_users")
+        if not isinstance(prefix, str):     # None made every key "None<user>"
+            raise ValueError(f"prefix={prefix!r}: must be a string (the store's key prefix, "
+                             "e.g. 'armjax:log:')")
         timeout_s = _check_timeout(timeout_s, "timeout_s")
         connect_timeout_s = _check_timeout(connect_timeout_s, "connect_timeout_s")
         if compact_every is not None and compact_every < 2:
@@ -170,9 +158,11 @@ class RedisStore(UserLogStore):
     # ------------------------------------------------------------ writes
 
     def append(self, user_id: int, item: object, action: object, ts: object) -> None:
+        """No events is a no-op (as for `append_many`), but the user id is checked first."""
+        u = check_user(user_id)
         chunk = codec.encode(item, action, ts, compress=self.compress)
         if chunk:
-            self._append_chunks([(check_user(user_id), chunk)], "APPEND")
+            self._append_chunks([(u, chunk)], "APPEND")
 
     def append_many(self, user_id: object, item: object, action: object, ts: object) -> int:
         """Append each user's events in pipelined round trips. Every user's key is checked
@@ -403,7 +393,8 @@ class RedisStore(UserLogStore):
 
         Each rewrite is optimistic (WATCH the key, read, merge, SET in MULTI): an APPEND
         that lands in between aborts it and the key is read again, so no event is lost
-        while writers keep appending. A damaged value raises CorruptValue, untouched."""
+        while writers keep appending. A damaged value, or a key of another type under the
+        prefix, raises CorruptValue naming it, untouched."""
         def run() -> int:
             done = 0
             for key in self._user_keys():
@@ -421,7 +412,7 @@ class RedisStore(UserLogStore):
             for _ in range(_COMPACT_TRIES):   # a key appended to nonstop is left for later
                 try:
                     pipe.watch(key)
-                    value = pipe.get(key)
+                    value = self._get_log(pipe, key)
                     new = codec.compact(value, key=name, compress=self.compress)
                     if new is None:
                         pipe.unwatch()
@@ -436,6 +427,22 @@ class RedisStore(UserLogStore):
                 except redis.WatchError:      # an append came in between: read it again
                     continue
         return 0
+
+    def _get_log(self, pipe: redis.client.Pipeline, key: bytes) -> bytes | None:
+        """GET `key` (WATCHed in `pipe`); CorruptValue naming it if it holds another type,
+        where GET fails with a bare WRONGTYPE naming nothing."""
+        try:
+            return pipe.get(key)
+        except redis.ResponseError as e:
+            if not str(e).startswith("WRONGTYPE"):
+                raise
+            raise self._not_a_log(key.decode(errors="replace"),
+                                  self.client.type(key).decode()) from None
+
+    def _not_a_log(self, key: str, kind: str) -> CorruptValue:
+        """The error for a key under the prefix that holds a `kind`, not a user log."""
+        return CorruptValue(f"{self.url} {key}: holds a {kind}, not a user log (another "
+                            "program's key under this store's prefix?)")
 
     def put_raw(self, user_id: int, value: bytes) -> None:
         """Overwrite a user's stored bytes verbatim (tests, repair tools)."""
@@ -461,16 +468,15 @@ class RedisStore(UserLogStore):
 
     def read_many(self, user_ids: Sequence[int]) -> list[Events]:
         check_user_sequence(user_ids)
-        if len(user_ids) == 0:
+        keys = [self.key(check_user(u)) for u in user_ids]   # any iterable, as LMDB's
+        if not keys:
             return []
-        keys = [self.key(check_user(u)) for u in user_ids]
         values = self._call(lambda: self.client.mget(keys), "MGET")
         missing = [k for k, v in zip(keys, values) if v is None]
         if missing:     # MGET answers nil for a key of another type too: never "no events"
             found = self._first_not_string(missing)
             if found:
-                raise CorruptValue(f"{self.url} {found[0]}: holds a {found[1]}, not a user "
-                                   "log (another program's key under this store's prefix?)")
+                raise self._not_a_log(*found)
         return [codec.decode(v, key=f"{self.url} {k}") for k, v in zip(keys, values)]
 
     def num_users(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -286,3 +287,20 @@ def test_a_dropped_store_collected_while_another_opens_deadlocks_nothing(tmp_pat
     except subprocess.TimeoutExpired:
         pytest.fail("deadlocked: opening a store while a dropped one was collected")
     assert r.returncode == 0 and "opened" in r.stdout, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("arg, value, words", [
+    ("map_size", -1, "map_size=-1: must be >= 1"),
+    ("map_size", 0, "map_size=0: must be >= 1"),
+    ("map_size", 1.5, "map_size=1.5: must be an integer >= 1"),
+    ("map_size", "64G", "map_size='64G': must be an integer >= 1"),
+    ("max_readers", -1, "max_readers=-1: must be >= 1"),
+])
+def test_lmdb_sizes_must_be_positive_integers(tmp_path, arg, value, words):
+    """lmdb.open raised a bare OverflowError for map_size=-1 (TypeError for 1.5): now a
+    ValueError naming the argument, before anything is created."""
+    with pytest.raises(ValueError, match=re.escape(words)):
+        LmdbStore(tmp_path / "s", **{arg: value})
+    assert not (tmp_path / "s").exists()
+    with LmdbStore(tmp_path / "ok", map_size=np.int64(1 << 20)) as s:   # numpy ints: fine
+        assert s.map_size == 1 << 20 and type(s.map_size) is int

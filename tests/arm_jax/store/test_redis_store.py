@@ -398,3 +398,34 @@ def test_redis_append_many_refused_by_one_key_writes_no_other_user(redis_url):
     finally:
         store.clear()
         store.close()
+
+
+@pytest.mark.parametrize("prefix", [None, 5, b"armjax:log:"])
+def test_redis_prefix_must_be_a_string(redis_url, prefix):
+    """prefix=None was taken: every key became 'None<user>' and reads found nothing."""
+    with pytest.raises(ValueError, match=f"prefix={prefix!r}: must be a string"):
+        RedisStore(redis_url, prefix=prefix)
+
+
+def test_redis_compact_names_a_key_of_another_type(redis_url, capsys):
+    """A list under the prefix failed compact() with redis's bare 'WRONGTYPE Operation
+    against a key holding the wrong kind of value', naming no key; `arm-jax store compact`
+    printed that. Now CorruptValue naming the key, one line from the CLI, exit 2."""
+    from arm_jax.cli.main import main
+
+    with RedisStore(redis_url) as store:              # the CLI's default prefix
+        store.clear()
+        try:
+            store.append(6, [1], [0], [10])
+            store.client.lpush(store.key(7), "not a log")   # another program's key
+            with pytest.raises(CorruptValue, match=f"{store.key(7)}: holds a list, not a "
+                                                   "user log"):
+                store.compact()
+            capsys.readouterr()
+            assert main(["store", "compact", redis_url]) == 2
+            err = capsys.readouterr().err.strip()
+            assert err.startswith("arm-jax: error: ") and "\n" not in err, err
+            assert f"{store.key(7)}: holds a list, not a user log" in err, err
+            assert store.read(6).ts.tolist() == [10]
+        finally:
+            store.clear()
