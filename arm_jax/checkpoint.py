@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from arm_jax import strict_json
@@ -61,12 +62,17 @@ def build_model(kind: str, tier: TierConfig, seed: int = 0) -> nnx.Module:
 
 
 def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, params: Any,
-                    metrics: dict[str, Any] | None = None) -> Path:
+                    metrics: dict[str, Any] | None = None,
+                    allow_nonfinite: bool = False) -> Path:
     """Write config, params and metrics; refuses to overwrite another kind of directory
     (`check_save_target`). Bad input (an unknown `kind`, metrics JSON cannot hold, params
     that are not the state of the model `kind` and `tier` build, params orbax cannot
     write, a directory that cannot be created) is refused before an earlier checkpoint
-    there is touched."""
+    there is touched.
+
+    Params holding a NaN or an infinity (a diverged training) are refused too, naming the
+    first such parameter: they load fine and score NaN everywhere. `allow_nonfinite=True`
+    saves them anyway (e.g. to inspect a divergence)."""
     import orbax.checkpoint as ocp  # here, not at import: see _import_orbax_note
 
     if kind not in KINDS:
@@ -76,6 +82,8 @@ def save_checkpoint(directory: str | Path, *, kind: str, tier: TierConfig, param
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"metrics: cannot be written as JSON ({e})") from None
     _check_params_fit(kind, tier, params)
+    if not allow_nonfinite:
+        check_finite_params(params, "params")
     d = check_save_target(directory)
     try:
         d.mkdir(parents=True, exist_ok=True)
@@ -211,9 +219,8 @@ def load_checkpoint(directory: str | Path, shardings: Any = None
     kind, tier = read_config(d)
     graphdef, abstract_params = _abstract_model(kind, tier)
     if shardings is not None:
-        abstract_params = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-            abstract_params, shardings)
+        abstract_params = place_abstract(abstract_params, shardings, str(d),
+                                         "the checkpoint's params")
     if not (d / "params").exists():
         raise CheckpointError(f"{d}: params/ missing")
     check_params_digest(d)
@@ -226,6 +233,67 @@ def load_checkpoint(directory: str | Path, shardings: Any = None
     except Exception as e:  # orbax raises many types; surface one clear error
         raise CheckpointError(f"{d / 'params'}: cannot restore ({type(e).__name__}: {e})") from None
     return kind, tier, graphdef, params
+
+
+def check_finite_params(params: Any, where: str) -> None:
+    """CheckpointError naming the first floating-point leaf of `params` that holds a NaN
+    or an infinity, and how many values do: one reduction per leaf, on the host
+    (`compile.weights.first_non_finite`). A leaf spread over several processes, which no
+    host holds whole, is counted on its devices instead (every process gets the same
+    count, so all of them refuse or none)."""
+    from arm_jax.compile.errors import ArtifactError
+    from arm_jax.compile.weights import first_non_finite, flatten
+
+    try:
+        flat = {k: v for k, v in flatten(params).items() if hasattr(v, "dtype")}
+    except ArtifactError as e:      # two leaves under one path
+        raise CheckpointError(f"{where}: {e}") from None
+    local = {k: v for k, v in flat.items() if getattr(v, "is_fully_addressable", True)}
+    found = first_non_finite(local)
+    spread = [(k, v) for k, v in flat.items()
+              if k not in local and jnp.issubdtype(v.dtype, jnp.floating)]
+    for k, v in spread if found is None else []:
+        bad = int(jnp.count_nonzero(~jnp.isfinite(v)))
+        if bad:
+            found = k, bad, int(v.size)
+            break
+    if found is not None:
+        name, bad, size = found
+        raise CheckpointError(f"{where}: parameter {name!r} holds {bad} non-finite values "
+                              f"(NaN or inf) of {size}: a diverged training? Refusing to save "
+                              "it (weights must be finite; allow_nonfinite=True saves anyway)")
+
+
+def place_abstract(tree: Any, shardings: Any, where: str, what: str) -> Any:
+    """ShapeDtypeStructs of `tree` (arrays or abstract) placed by `shardings`, a pytree of
+    the same structure; else CheckpointError saying so, naming the first path that differs
+    (jax's own error is a multi-line ValueError about "prefix pytrees")."""
+    try:
+        return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            tree, shardings)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: shardings: the tree does not match {what} "
+                              f"({_tree_difference(tree, shardings, e)})") from None
+
+
+def _tree_difference(want: Any, got: Any, error: Exception) -> str:
+    """The first parameter paths `got` lacks or adds against `want`; with the same paths,
+    the container types that differ, else the first line of jax's `error`."""
+    from arm_jax.compile.weights import flat_key
+
+    def keys(tree: Any) -> list[str]:
+        return [flat_key(p) or "(the root)"     # a single leaf where a tree belongs
+                for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+    want_keys, got_keys = keys(want), keys(got)
+    want_set, got_set = set(want_keys), set(got_keys)
+    missing = [k for k in want_keys if k not in got_set]
+    extra = [k for k in got_keys if k not in want_set]
+    if missing or extra:
+        return f"missing {missing[:3]}, unexpected {extra[:3]}"
+    if type(want) is not type(got):
+        return f"the same paths, but a {type(got).__name__}, not a {type(want).__name__}"
+    return str(error).strip().splitlines()[0]
 
 
 def _check_stored_shapes(ckptr: Any, path: Path, abstract_params: Any) -> None:

@@ -26,7 +26,8 @@ from typing import Any
 
 import jax
 
-from arm_jax.checkpoint import CheckpointError, check_stored
+from arm_jax.checkpoint import (CheckpointError, check_finite_params, check_stored,
+                                place_abstract)
 from arm_jax.data.outputs import check_output_dir
 from arm_jax.file_digest import digest_files, first_mismatch
 
@@ -47,9 +48,9 @@ def _integer(value: Any) -> int | None:
 
 
 def abstract_with(tree: Any, shardings: Any) -> Any:
-    """ShapeDtypeStructs of `tree` (arrays or abstract) placed by `shardings`."""
-    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        tree, shardings)
+    """ShapeDtypeStructs of `tree` (arrays or abstract) placed by `shardings`: a pytree of
+    the same structure, else a CheckpointError naming the first path that differs."""
+    return place_abstract(tree, shardings, "abstract_with", "the tree it places")
 
 
 class ShardedCheckpointer:
@@ -108,9 +109,12 @@ class ShardedCheckpointer:
             raise CheckpointError(f"checkpoint {self.root}: opened read_only, cannot {what}")
 
     # ------------------------------------------------------------------ save
-    def save(self, step: int, params: Any, opt_state: Any = None) -> None:
+    def save(self, step: int, params: Any, opt_state: Any = None, *,
+             allow_nonfinite: bool = False) -> None:
         """Start saving `step` (an integer >= 0; numpy and jax integers too); returns once
-        device buffers are copied (not written)."""
+        device buffers are copied (not written). Params holding a NaN or an infinity are
+        refused (CheckpointError naming the first such leaf: a resume would restore a
+        diverged state) unless `allow_nonfinite=True`."""
         import orbax.checkpoint as ocp  # not at import (arm_jax.checkpoint: _import_orbax_note)
 
         self._check_writable(f"save step {step}")
@@ -119,6 +123,8 @@ class ShardedCheckpointer:
             raise CheckpointError(f"checkpoint {self.root}: step={step!r}: must be an integer "
                                   f">= 0")
         step = number
+        if not allow_nonfinite:
+            check_finite_params(params, f"checkpoint {self.root}: step {step}: params")
         self._finalize()
         items = {"params": ocp.args.StandardSave(params)}
         if opt_state is not None:

@@ -318,3 +318,75 @@ def test_a_checkpoint_directory_that_cannot_be_created_is_a_checkpoint_error(tin
     with pytest.raises(CheckpointError, match="^checkpoint directory /proc/arm_jax_test/ck: "
                                               "cannot create it"):
         save_checkpoint("/proc/arm_jax_test/ck", kind="logreg", tier=tier, params=params)
+
+
+def _nan_params(params):
+    """`params` with two NaNs and an inf in the head_in kernel."""
+    import jax.numpy as jnp
+
+    w = params["head_in"]["kernel"]
+    w[...] = jnp.asarray(w[...]).at[0, :2].set(jnp.nan).at[1, 0].set(jnp.inf)
+    return params
+
+
+def test_params_holding_nan_or_inf_are_refused_unless_allowed(tiny_overrides, tmp_path):
+    """A diverged model (NaN weights) was saved without a word and loaded to score NaN.
+    Refused now, naming the parameter and the count, before the earlier checkpoint is
+    touched; allow_nonfinite=True saves it anyway."""
+    from arm_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from arm_jax.config import load_tier
+    from arm_jax.model import Ranker
+
+    tier = load_tier("small", list(tiny_overrides))
+    params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0)))[1]
+    d = save_checkpoint(tmp_path / "ck", kind="ranker", tier=tier, params=params)
+    before = (d / "config.json").read_bytes()
+    bad = _nan_params(params)
+    size = bad["head_in"]["kernel"][...].size
+    with pytest.raises(CheckpointError, match=rf"^params: parameter 'head_in/kernel' holds 3 "
+                                              rf"non-finite values \(NaN or inf\) of {size}: "
+                                              r".*must be finite.*allow_nonfinite=True"):
+        save_checkpoint(d, kind="ranker", tier=tier, params=bad)
+    assert (d / "config.json").read_bytes() == before
+    save_checkpoint(d, kind="ranker", tier=tier, params=bad, allow_nonfinite=True)
+    got = np.asarray(load_checkpoint(d)[3]["head_in"]["kernel"][...])
+    assert int((~np.isfinite(got)).sum()) == 3
+
+
+def test_check_finite_params_counts_a_leaf_no_host_holds_on_its_devices():
+    """A leaf spread over several processes (not fully addressable) cannot be read on one
+    host: it is counted with a device reduction instead."""
+    from arm_jax.checkpoint import CheckpointError, check_finite_params
+
+    class Spread(np.ndarray):
+        is_fully_addressable = False
+
+    w = np.array([1.0, np.nan, np.inf, 2.0], np.float32).view(Spread)
+    with pytest.raises(CheckpointError, match=r"x: parameter 'w' holds 2 non-finite values "
+                                              r"\(NaN or inf\) of 4"):
+        check_finite_params({"ok": np.ones(2, np.float32), "w": w}, "x")
+    check_finite_params({"w": np.ones(4, np.float32).view(Spread)}, "x")
+
+
+def test_shardings_that_do_not_match_the_params_are_a_checkpoint_error(tiny_overrides,
+                                                                       tmp_path):
+    """A shardings tree of another structure raised jax's multi-line 'pytree structure
+    error' ValueError from load_checkpoint."""
+    import jax
+
+    from arm_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from arm_jax.config import load_tier
+    from arm_jax.model import Ranker
+
+    tier = load_tier("small", list(tiny_overrides))
+    params = nnx.split(Ranker(tier.model, tier.features, rngs=nnx.Rngs(0)))[1]
+    d = save_checkpoint(tmp_path / "ck", kind="ranker", tier=tier, params=params)
+    s = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    with pytest.raises(CheckpointError, match=r"shardings: the tree does not match the "
+                                              r"checkpoint's params \(missing \['cand_dense/"
+                                              r"bias'.*unexpected \['head'\]"):
+        load_checkpoint(d, shardings={"head": s})
+    as_dict = jax.tree.map(lambda _: s, nnx.to_pure_dict(params))   # same paths, other nodes
+    with pytest.raises(CheckpointError, match=r"the same paths, but a dict, not a State"):
+        load_checkpoint(d, shardings=as_dict)
+    assert load_checkpoint(d, shardings=jax.tree.map(lambda _: s, params))[0] == "ranker"

@@ -447,3 +447,30 @@ def test_a_root_at_or_under_a_file_or_uncreatable_is_a_checkpoint_error(tmp_path
         with pytest.raises(CheckpointError, match="checkpoint root /proc/arm_jax_test/ck: "
                                                   "cannot create it"):
             ShardedCheckpointer("/proc/arm_jax_test/ck")
+
+
+def test_params_holding_nan_or_inf_are_refused_unless_allowed(tmp_path):
+    """A NaN or inf in the params was saved without a word (a resume then restored a
+    diverged state). Refused now naming the leaf and the count; allow_nonfinite saves."""
+    mesh = make_mesh(2, 1, devices=jax.devices()[:2])
+    w = jax.device_put(jnp.ones((4, 2)).at[1].set(jnp.nan).at[3, 0].set(jnp.inf),
+                       jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+    params = {"ok": jnp.zeros(3, jnp.int32), "layer": {"w": w}}
+    with ShardedCheckpointer(tmp_path / "ck", async_save=False) as ck:
+        with pytest.raises(CheckpointError, match=r"step 0: params: parameter 'layer/w' holds "
+                                                  r"3 non-finite values \(NaN or inf\) of 8"):
+            ck.save(0, params)
+        assert ck.steps() == []
+        ck.save(0, params, allow_nonfinite=True)
+        ck.wait()
+        assert ck.steps() == [0]
+
+
+def test_abstract_with_shardings_of_another_tree_is_a_checkpoint_error():
+    """jax.tree.map raised a multi-line 'pytree structure error' ValueError."""
+    s = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    tree = {"a": jnp.ones(2), "b": {"c": jnp.ones(3)}}
+    with pytest.raises(CheckpointError, match=r"abstract_with: shardings: the tree does not "
+                                              r"match .*missing \['b/c'\], unexpected \['b'\]"):
+        abstract_with(tree, {"a": s, "b": s})
+    assert abstract_with(tree, {"a": s, "b": {"c": s}})["b"]["c"].sharding == s
