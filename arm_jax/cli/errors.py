@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import signal
 import sys
 import threading
 from types import FrameType
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from arm_jax.config import ConfigError
 
@@ -63,15 +62,18 @@ def interrupted_exit(signum: int = signal.SIGINT) -> int:
     return 128 + signum
 
 
-def in_gc_callback(frame: FrameType | None, depth: int = 30) -> bool:
-    """The signal arrived while a garbage-collection callback ran (jax registers one):
-    an exception raised there is printed as "Exception ignored" and lost."""
-    codes = {getattr(cb, "__code__", None) for cb in gc.callbacks}
-    while frame is not None and depth > 0:
-        if frame.f_code in codes:
-            return True
-        frame, depth = frame.f_back, depth - 1
-    return False
+def send_again(signum: int, done: threading.Event, delay_s: float = 0.05) -> None:
+    """Send `signum` to the main thread `delay_s` from now, unless `done` is set by then
+    (the command ended; its handler is gone, and SIGTERM's default would kill the process).
+    To the main thread, where the handler runs: a process-directed signal may be delivered
+    to another thread and leave the main one asleep until it wakes."""
+    def send() -> None:
+        if not done.is_set():
+            signal.pthread_kill(threading.main_thread().ident, signum)
+
+    again = threading.Timer(delay_s, send)
+    again.daemon = True
+    again.start()
 
 
 class LateSignalExit:
@@ -104,28 +106,32 @@ def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = No
     """Run a command: expected errors become one line on stderr and exit 2 (`options`,
     {argument name: option}, renames a leading `name=` to the option the user typed).
 
-    Ctrl-C is one line and exit 130 (SIGTERM: 143). A signal that lands inside a
-    garbage-collection callback (jax's), where the exception would be swallowed and the
-    command run on (`serve` went on to serve), is sent again 50 ms later; and the signal
-    is recorded, so a command that swallowed it all the same still ends 130/143. `serve`
-    hands both signals to uvicorn while it serves (a drained SIGTERM exits 0 there)."""
+    Ctrl-C is one line and exit 130 (SIGTERM: 143). Where Python swallows what the
+    handler raises (a garbage-collection callback such as jax's, a weakref callback, a
+    finalizer: "Exception ignored in ..."), the command would run on (`serve` went on to
+    serve), so the signal is sent again 50 ms later, until it lands in the command's own
+    code; and it is recorded, so a command that swallowed it all the same still ends
+    130/143. `serve` hands both signals to uvicorn while it serves (a drained SIGTERM
+    exits 0 there)."""
     received: list[int] = []
+    done = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
-        if in_gc_callback(frame):
-            # to the main thread, where the handler runs: a process-directed signal may be
-            # delivered to another thread and leave the main one asleep until it wakes
-            again = threading.Timer(0.05, signal.pthread_kill,
-                                    (threading.main_thread().ident, signum))
-            again.daemon = True
-            again.start()
-            return
         raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    def on_unraisable(unraisable: Any) -> None:
+        if received and isinstance(unraisable.exc_value, KeyboardInterrupt):
+            send_again(received[-1], done)    # ours, swallowed: not printed, sent again
+        else:
+            previous_hook(unraisable)
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = ({sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
                 if main_thread else {})
+    previous_hook = sys.unraisablehook
+    if main_thread:
+        sys.unraisablehook = on_unraisable
     try:
         code = int(fn() or 0)
         if received:
@@ -148,6 +154,9 @@ def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = No
         print(f"arm-jax: error: {name_options(str(e), options or {})}", file=sys.stderr)
         return 2
     finally:
+        done.set()
+        if main_thread:
+            sys.unraisablehook = previous_hook
         for sig, handler in previous.items():
             if handler is not None:                   # None: a handler set outside Python
                 signal.signal(sig, handler)
