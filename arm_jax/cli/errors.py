@@ -62,18 +62,32 @@ def interrupted_exit(signum: int = signal.SIGINT) -> int:
     return 128 + signum
 
 
-def send_again(signum: int, done: threading.Event, delay_s: float = 0.05) -> None:
-    """Send `signum` to the main thread `delay_s` from now, unless `done` is set by then
-    (the command ended; its handler is gone, and SIGTERM's default would kill the process).
+def send_again(signum: int, done: threading.Event, sent: list[int],
+               delay_s: float = 0.05) -> None:
+    """Send `signum` to the main thread `delay_s` from now (noting it in `sent`, so the
+    handler knows it for a re-send, not a new signal), unless `done` is set by then (the
+    command ended; its handler is gone, and SIGTERM's default would kill the process).
     To the main thread, where the handler runs: a process-directed signal may be delivered
     to another thread and leave the main one asleep until it wakes."""
     def send() -> None:
         if not done.is_set():
+            sent.append(signum)
             signal.pthread_kill(threading.main_thread().ident, signum)
 
     again = threading.Timer(delay_s, send)
     again.daemon = True
     again.start()
+
+
+def importing(frame: FrameType | None) -> bool:
+    """Whether `frame` runs inside an import (a module's top-level code, under importlib's
+    machinery). An exception raised there leaves the module half-initialised, and for
+    jaxlib's native modules that could crash the interpreter at exit (exit -11)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib._bootstrap"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 class LateSignalExit:
@@ -110,19 +124,29 @@ def run_cli(fn: Callable[[], int | None], options: Mapping[str, str] | None = No
     handler raises (a garbage-collection callback such as jax's, a weakref callback, a
     finalizer: "Exception ignored in ..."), the command would run on (`serve` went on to
     serve), so the signal is sent again 50 ms later, until it lands in the command's own
-    code; and it is recorded, so a command that swallowed it all the same still ends
+    code. The first signal during an import waits for the import to finish the same way
+    (jaxlib half-imported could crash the interpreter at exit); a second one does not
+    wait. Every signal is recorded, so a command that swallowed it all the same still ends
     130/143. `serve` hands both signals to uvicorn while it serves (a drained SIGTERM
     exits 0 there)."""
-    received: list[int] = []
+    received: list[int] = []        # the signals sent to the process
+    resent: list[int] = []          # ours, sent again, not yet handled
     done = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
+        again = signum in resent
+        if again:
+            resent.remove(signum)
+        else:
+            received.append(signum)
+        if (again or len(received) == 1) and importing(frame):
+            send_again(signum, done, resent)    # after the import; a second signal: now
+            return
         raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
     def on_unraisable(unraisable: Any) -> None:
         if received and isinstance(unraisable.exc_value, KeyboardInterrupt):
-            send_again(received[-1], done)    # ours, swallowed: not printed, sent again
+            send_again(received[-1], done, resent)  # ours, swallowed: not printed, sent again
         else:
             previous_hook(unraisable)
 

@@ -190,3 +190,42 @@ def test_a_signal_after_the_command_returned_exits_with_its_code_at_once(tmp_pat
     assert "is not a directory" in done.stderr
     assert "KeyboardInterrupt" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert elapsed < 8, elapsed    # the 10 s sleep was cut short (imports take ~2 s)
+
+
+_SLOW_MODULE = """
+import time
+time.sleep(0.5)                           # the signal arrives in here
+COMPLETE = True
+"""
+
+
+@pytest.mark.parametrize("second_signal", [False, True], ids=["one-signal", "two-signals"])
+def test_a_signal_during_an_import_waits_for_it_unless_sent_twice(tmp_path, monkeypatch,
+                                                                  second_signal):
+    """A KeyboardInterrupt raised inside a module's top-level code left it half-imported:
+    for jaxlib's native modules a Ctrl-C in a command's first second could crash the
+    interpreter at exit (-11). The first signal now waits for the import to finish, then
+    stops the command; a second one stops it at once (an import that hangs)."""
+    from arm_jax.cli.errors import run_cli
+
+    name = f"slow_module_{int(second_signal)}"
+    (tmp_path / f"{name}.py").write_text(_SLOW_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    finished: list[bool] = []
+
+    def command() -> int:
+        main = threading.main_thread().ident
+        threading.Timer(0.1, signal.pthread_kill, (main, signal.SIGINT)).start()
+        if second_signal:   # another kind: two SIGINTs close together can merge into one
+            threading.Timer(0.25, signal.pthread_kill, (main, signal.SIGTERM)).start()
+        __import__(name)
+        time.sleep(3)                     # the deferred signal stops the command here
+        finished.append(True)
+        return 0
+
+    try:
+        assert run_cli(command) == 130 and not finished
+        # whole after one signal; cut short (so never imported) after two
+        assert (getattr(sys.modules.get(name), "COMPLETE", False)) is not second_signal
+    finally:
+        sys.modules.pop(name, None)
