@@ -19,6 +19,8 @@ import flax.struct
 import jax
 import numpy as np
 
+from arm_jax.argcheck import is_int
+
 
 class BatchError(ValueError):
     """A batch field has the wrong shape, dtype or values."""
@@ -76,7 +78,7 @@ class RequestBatch:
 
     def truncate_history(self, max_len: int) -> "RequestBatch":
         """Keep the `max_len` most recent events (a slice: history is newest first)."""
-        if isinstance(max_len, bool) or not isinstance(max_len, (int, np.integer)) or max_len < 0:
+        if not is_int(max_len) or max_len < 0:
             # a negative slice end would drop the OLDEST events and set hist_len < 0
             raise BatchError(f"max_len: must be an integer >= 0, got {max_len!r}")
         if self.history_len <= max_len:

@@ -25,6 +25,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from arm_jax.argcheck import is_int
+
 
 class SizingError(ValueError):
     """The budget or the statistics cannot produce a plan."""
@@ -55,11 +57,6 @@ class IdStats:
     def effective(self) -> int:
         """Ids that deserve a row: the head, at least 1."""
         return max(1, self.head)
-
-
-def is_int(value: Any) -> bool:
-    """A Python or numpy integer (not a bool, not a whole float): a row count or size."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def collision_rate(n: int, m: int) -> float:

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from arm_jax.embeddings.sizing import is_int
+from arm_jax.argcheck import is_int
 from arm_jax.model.preprocess import check_field_count, field_salts, hash_ids
 
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from arm_jax.argcheck import is_int
 from arm_jax.batch import RequestBatch, check_feature_widths
 from arm_jax.config import FeaturesConfig, ModelConfig
 from arm_jax.model.age_bias import age_biases
@@ -231,8 +232,7 @@ class Ranker(nnx.Module):
         model is deterministic, as in evaluation, export and serving."""
         if mode not in ("shared", "per_pair"):
             raise ValueError(f"mode must be 'shared' or 'per_pair', got {mode!r}")
-        if pair_chunk is not None and (isinstance(pair_chunk, bool) or not isinstance(
-                pair_chunk, (int, np.integer)) or pair_chunk < 1):
+        if pair_chunk is not None and (not is_int(pair_chunk) or pair_chunk < 1):
             raise ValueError(f"pair_chunk: must be >= 1 pairs per step, an integer (or None: "
                              f"all at once), got {pair_chunk!r}")
         check_feature_widths(batch, self.features)

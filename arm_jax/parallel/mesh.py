@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh
 
+from arm_jax.argcheck import is_int
+
 DATA, MODEL = "data", "model"
 AXES = (DATA, MODEL)
 
@@ -46,8 +48,7 @@ def make_mesh(data: int = 1, model: int | None = None,
 def check_axis_size(axis: str, size: object) -> None:
     """MeshError unless `size` (devices along mesh axis `axis`) is a Python or numpy
     integer >= 1: a float or a 0 fails later, far from its cause."""
-    if isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer)) \
-            or size < 1:
+    if not is_int(size) or size < 1:
         raise MeshError(f"mesh {axis}={size!r}: must be an integer >= 1 (devices along the "
                         f"'{axis}' axis)")
 

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from arm_jax.argcheck import is_int
 from arm_jax.batch import RequestBatch, batch_spec_for
 from arm_jax.config import TierConfig
 from arm_jax.parallel.liveness import jaxpr_peak_bytes
@@ -212,8 +213,7 @@ def plan_memory(tier: TierConfig, devices: int, device_memory: int, *, data: int
         raise PlanError(f"devices={devices} must be >= 1 and divisible by data={data}")
     for name, value in (("batch", batch), ("candidates", candidates)):
         # None is the largest bucket; 0 is not (it used to mean it, silently)
-        if value is not None and (isinstance(value, bool) or not isinstance(
-                value, (int, np.integer)) or value < 1):
+        if value is not None and (not is_int(value) or value < 1):
             raise PlanError(f"{name}={value!r}: the serving bucket size must be an integer "
                             ">= 1 (or None: the tier's largest)")
     sizes = {DATA: data, MODEL: devices // data}

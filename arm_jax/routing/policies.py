@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from arm_jax.argcheck import is_int
 from arm_jax.batch import RequestBatch
 from arm_jax.routing.features import feature_names, request_features
 
@@ -363,8 +364,7 @@ class LearnedPolicy:
             if not _real(flops) or not 0.0 <= flops < math.inf:
                 raise RoutingError(f"{where}: {side}.flops_per_request must be a finite number "
                                    f">= 0, got {flops!r}")
-            if isinstance(length, (bool, np.bool_)) or not isinstance(
-                    length, (int, np.integer)) or length < 1:
+            if not is_int(length) or length < 1:
                 raise RoutingError(f"{where}: {side}.history_len must be an integer >= 1, got "
                                    f"{length!r}")
         if self.budget is not None:
