@@ -27,9 +27,10 @@ from serving.settings import ServerSettings, SettingsError
 def logging_config(level: str) -> dict[str, Any]:
     """uvicorn's logging config, each line stamped with the local time (an operator reading
     a log after an incident needs to know when: `2026-12-06 17:45:01,123 WARNING:  ...`),
-    with the server's own `serving.*` loggers written the same way at `level`. Without it their records went to
-    the root logger: a bare message, or `WARNING:serving.app:...` once some library had
-    configured the root logger (artifact mode did, fake tiers did not)."""
+    with the server's own `serving.*` loggers written the same way at `level`. Without it
+    their records went to the root logger: a bare message, or `WARNING:serving.app:...`
+    once some library had configured the root logger (artifact mode did, fake tiers did
+    not)."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     for formatter in config["formatters"].values():
         formatter["fmt"] = "%(asctime)s " + formatter["fmt"]
