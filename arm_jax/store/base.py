@@ -70,6 +70,10 @@ class Events:
         """
         max_len = check_max_len(max_len)
         check_cut_ts(ts)
+        return self._cut(ts, max_len)
+
+    def _cut(self, ts: int, max_len: int | None) -> "Events":
+        """`before` on a checked `ts` and `max_len` (read_many_before checks them all once)."""
         end = int(np.searchsorted(self.ts, ts, side="left"))
         start = 0 if max_len is None else max(0, end - max_len)
         return Events(self.item[start:end], self.action[start:end], self.ts[start:end])
@@ -346,7 +350,8 @@ class UserLogStore(abc.ABC):
         """`read_before` for many (user, time) pairs in one round trip."""
         cuts = check_cuts(user_ids, before_ts, max_len)
         logs = self.read_many(user_ids)
-        return [log.before(t, max_len) for log, t in zip(logs, cuts)]
+        max_len = check_max_len(max_len)
+        return [log._cut(t, max_len) for log, t in zip(logs, cuts)]
 
     def __enter__(self) -> "UserLogStore":
         return self
