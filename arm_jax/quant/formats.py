@@ -68,6 +68,16 @@ def _safe(scale: jax.Array) -> jax.Array:
     return jnp.where(scale == 0, 1.0, scale)
 
 
+def non_finite_problem(w: jax.Array) -> str | None:
+    """`holds nan at [i, j]` for the first NaN or inf of a concrete array, else None (a
+    traced one is not checked: that would sync inside a trace)."""
+    if isinstance(w, jax.core.Tracer) or bool(jnp.isfinite(w).all()):
+        return None
+    arr = np.asarray(w)
+    at = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+    return f"holds {arr[at]} at {list(at)}"
+
+
 def quantize_weight(w_io: jax.Array, fmt: str) -> QuantizedWeight:
     """[in, out] float weight -> stored values and per-output-channel f32 scale.
 
@@ -76,11 +86,9 @@ def quantize_weight(w_io: jax.Array, fmt: str) -> QuantizedWeight:
     weight (the sweep's in-graph quantization) is not checked, its channel comes out NaN."""
     check_format(fmt)
     w_io = jnp.asarray(w_io).astype(jnp.float32)
-    if not isinstance(w_io, jax.core.Tracer) and not bool(jnp.isfinite(w_io).all()):
-        w = np.asarray(w_io)
-        at = tuple(int(i) for i in np.argwhere(~np.isfinite(w))[0])
-        raise ValueError(f"quantize_weight: w_io holds {w[at]} at {list(at)}: weights must be "
-                         "finite")
+    problem = non_finite_problem(w_io)
+    if problem:
+        raise ValueError(f"quantize_weight: w_io {problem}: weights must be finite")
     ones = jnp.ones(w_io.shape[-1], jnp.float32)
     if fmt in ("float32", "bfloat16"):
         return QuantizedWeight(w_io.astype(STORAGE_DTYPE[fmt]), ones)

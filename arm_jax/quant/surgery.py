@@ -12,12 +12,10 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 from arm_jax.config import QuantConfig
-from arm_jax.quant.formats import check_act_scale
+from arm_jax.quant.formats import check_act_scale, non_finite_problem
 from arm_jax.quant.layers import QuantizedLinear, SwitchableLinear
 
 DENSE_TYPES = (nnx.Linear, QuantizedLinear, SwitchableLinear)
@@ -65,12 +63,10 @@ def replace_layers(model: nnx.Module, make: Callable[[str, nnx.Module], nnx.Modu
 
 def _check_finite_kernel(name: str, kernel: jax.Array) -> None:
     """ValueError naming the layer when its (concrete) kernel holds NaN or inf."""
-    if isinstance(kernel, jax.core.Tracer) or bool(jnp.isfinite(kernel).all()):
-        return
-    k = np.asarray(kernel)
-    at = [int(i) for i in np.argwhere(~np.isfinite(k))[0]]
-    raise ValueError(f"quant.layers: layer {name!r}: its kernel holds {k[tuple(at)]} at {at}; "
-                     "weights must be finite to be quantized")
+    problem = non_finite_problem(kernel)
+    if problem:
+        raise ValueError(f"quant.layers: layer {name!r}: its kernel {problem}; weights must "
+                         "be finite to be quantized")
 
 
 def apply_plan(model: nnx.Module, plan: QuantConfig) -> nnx.Module:
